@@ -1,0 +1,7 @@
+"""rai-harness: Responsible-AI evaluation and guardrail harness."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

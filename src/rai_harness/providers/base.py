@@ -1,0 +1,197 @@
+"""The provider interface and the settings every provider kind shares.
+
+A provider is a *thin* adapter: it turns a :class:`~rai_harness.types.ChatRequest`
+into one call to a vendor API and returns a :class:`~rai_harness.types.Generation`
+with the timings it measured while streaming. Everything else (concurrency limits,
+retries with backoff, request timeouts, the journal, cost) belongs to the runner in
+:mod:`rai_harness.run.runner`, so each adapter stays short and the behaviour is the
+same for every vendor (the split Inspect AI makes between ``ModelAPI`` and ``Model``).
+
+Adapters must:
+
+* raise :class:`~rai_harness.errors.ProviderError` (with ``retryable`` and
+  ``retry_after_s`` set) for every failure, never a vendor exception;
+* disable their SDK's own retries (the runner retries, and counts attempts);
+* never put a secret into an exception message, a log line or a returned value.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rai_harness.errors import MissingDependencyError
+from rai_harness.types import ChatRequest, Generation, GenerationParams
+
+__all__ = [
+    "GenerationParamsConfig",
+    "PricingOverride",
+    "Provider",
+    "ProviderConfig",
+    "StreamTimer",
+    "require_package",
+]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the runner calls. Implementations are created by ``ProviderConfig.build()``."""
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        """Make one call and return its completion with measured timings.
+
+        Raises:
+            ProviderError: on any failure, with ``retryable`` set.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or models held by the provider."""
+        ...
+
+
+class GenerationParamsConfig(BaseModel):
+    """Sampling parameters in a config file (``params:`` of a provider)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int | None = Field(256, ge=1, description="Maximum completion tokens.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Vendor-specific parameters passed through unchanged."
+    )
+
+    def to_params(self) -> GenerationParams:
+        """Return the runtime value type."""
+        return GenerationParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=tuple(self.stop),
+            extra=dict(self.extra),
+        )
+
+
+class PricingOverride(BaseModel):
+    """Price for one provider, overriding the shipped price table.
+
+    Either token prices (USD per 1M tokens) or, for self-hosted endpoints, an hourly
+    price that is spread over the measured throughput of the run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_1m: float | None = Field(None, ge=0.0, description="USD per 1M prompt tokens.")
+    output_per_1m: float | None = Field(None, ge=0.0, description="USD per 1M completion tokens.")
+    usd_per_hour: float | None = Field(None, ge=0.0, description="USD per hour of the serving machine(s).")
+
+
+class ProviderConfig(BaseModel):
+    """Settings every provider kind has. Subclasses add their own and set ``kind``.
+
+    Runner knobs (``concurrency``, ``rpm``, ``timeout_s``, ``max_retries``) and
+    ``pricing`` do not change what a model answers, so they are left out of the
+    cache identity: changing them never invalidates journaled generations.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Registry name of the kind; subclasses narrow it to a Literal.
+    kind: str
+    #: Python modules the kind needs, as (import name, pip package, extra) triples.
+    requires: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+    #: One-line description shown by ``rai providers``.
+    description: ClassVar[str] = ""
+
+    id: str | None = Field(
+        None, description="Name of this provider in the run (default: '<kind>:<model>'); must be unique."
+    )
+    model: str = Field(..., min_length=1, description="Model name, deployment or path.")
+    params: GenerationParamsConfig = Field(default_factory=GenerationParamsConfig)
+    stream: bool = Field(True, description="Stream responses to measure time to first token.")
+    concurrency: int = Field(8, ge=1, le=4096, description="Calls in flight at once for this provider.")
+    rpm: float | None = Field(None, gt=0, description="Requests-per-minute cap (none: unlimited).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
+    pricing: PricingOverride | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_simple(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\t")):
+            raise ValueError("id must be a non-empty single-line name")
+        return value
+
+    @property
+    def provider_id(self) -> str:
+        """The id used in records and reports."""
+        return self.id or f"{self.kind}:{self.model}"
+
+    def secret_env_vars(self) -> dict[str, str]:
+        """Map key path -> environment variable this config needs at run time.
+
+        The planner checks each is set before any call is sent.
+        """
+        return {}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What determines this provider's outputs (no secrets, no runner knobs)."""
+        return self.model_dump(
+            mode="json",
+            exclude={"id", "concurrency", "rpm", "timeout_s", "max_retries", "pricing", "stream", "params"},
+        )
+
+    def check_requirements(self) -> None:
+        """Raise :class:`MissingDependencyError` if an optional package is missing."""
+        for module, package, extra in self.requires:
+            require_package(module, package, extra=extra, feature=f"provider kind '{self.kind}'")
+
+    def build(self) -> Provider:
+        """Create the provider. Heavy imports happen here, not at module import."""
+        raise NotImplementedError
+
+
+def require_package(module: str, package: str, *, extra: str | None = None, feature: str = "") -> None:
+    """Raise :class:`MissingDependencyError` when ``module`` cannot be imported."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(package, extra=extra, feature=feature)
+
+
+class StreamTimer:
+    """Measures one call: start, first content token, end (``time.perf_counter``)."""
+
+    __slots__ = ("_first", "_start")
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._first: float | None = None
+
+    def mark_first_token(self) -> None:
+        """Record the arrival of the first content token (idempotent)."""
+        if self._first is None:
+            self._first = time.perf_counter()
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Seconds from start to the first content token, if one arrived."""
+        return None if self._first is None else self._first - self._start
+
+    def elapsed_s(self) -> float:
+        """Seconds since start."""
+        return time.perf_counter() - self._start
+
+
+def merged_headers(static: Mapping[str, str], from_env: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Combine literal headers with headers whose values come from environment variables."""
+    headers = dict(static)
+    for name, variable in from_env.items():
+        headers[name] = environ[variable]
+    return headers
