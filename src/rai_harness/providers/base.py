@@ -110,6 +110,8 @@ class ProviderConfig(BaseModel):
     requires: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
     #: One-line description shown by ``rai providers``.
     description: ClassVar[str] = ""
+    #: Fields holding file paths; the planner resolves relative ones against the config file's folder.
+    path_fields: ClassVar[tuple[str, ...]] = ()
 
     id: str | None = Field(
         None, description="Name of this provider in the run (default: '<kind>:<model>'); must be unique."

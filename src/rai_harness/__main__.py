@@ -1,0 +1,5 @@
+"""``python -m rai_harness`` is the ``rai`` command."""
+
+from rai_harness.cli import main
+
+main()

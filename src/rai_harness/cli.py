@@ -1,0 +1,212 @@
+"""The ``rai`` command line. Thin: every command calls a public function of the package.
+
+Exit codes: 0 success; 1 the run finished but failed (an error budget was exceeded);
+2 a usage or configuration error (the message names the file, key path and fix), or an
+incomplete run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rai_harness import __version__
+from rai_harness.errors import ConfigError, RaiError
+
+app = typer.Typer(
+    name="rai",
+    help="Responsible-AI evaluation and guardrail harness: bias, toxicity, PII leakage and factuality, "
+    "next to latency and cost, for any LLM provider.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rai-harness {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: RaiError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+class _ProgressSink:
+    """Per-provider rich progress bars: done/total, errors, calls/s."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+        self.errors: dict[str, int] = defaultdict(int)
+        self.started = time.perf_counter()
+
+    def start(self, plan: Any, reused: int) -> None:
+        if reused:
+            err_console.print(f"resuming: {reused} completed calls found in the journal will be reused")
+        for pp in plan.providers:
+            self.tasks[pp.provider_id] = self.progress.add_task(
+                pp.provider_id, total=len(pp.requests), errors=0, rate=0.0
+            )
+
+    def record(self, record: Any) -> None:
+        task = self.tasks.get(record.provider_id)
+        if task is None:
+            return
+        if not record.ok:
+            self.errors[record.provider_id] += 1
+        done = self.progress.tasks[task].completed + 1
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(
+            task, advance=1, errors=self.errors[record.provider_id], rate=done / elapsed
+        )
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config YAML (see evals/).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: reports/<name>).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Require an existing journal in the output folder and reuse it.")
+    ] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard the journal in the output folder first.")] = False,
+    provider: Annotated[
+        list[str] | None, typer.Option("--provider", "-p", help="Run only this provider id (repeatable).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run a config: call every provider, journal each call, write run.json and samples.jsonl.
+
+    Rerunning into the same output folder reuses every completed call (only missing or
+    failed calls are made again), so an interrupted run resumes where it stopped.
+    """
+    from rai_harness.config import load_run_config
+    from rai_harness.run import execute_run, plan_run
+
+    if resume and fresh:
+        raise _fail(ConfigError("--resume and --fresh contradict each other; choose one"))
+    try:
+        cfg = load_run_config(config)
+        plan = plan_run(cfg, config_path=config, out_dir=out, limit=limit, provider_ids=provider or ())
+    except RaiError as exc:
+        raise _fail(exc) from None
+    journal_path = plan.out_dir / "journal.sqlite"
+    if resume and not journal_path.exists():
+        raise _fail(ConfigError(f"--resume: no journal at {journal_path}; run without --resume to start"))
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("errors {task.fields[errors]}"),
+        TextColumn("{task.fields[rate]:.1f} calls/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=quiet, transient=False) as progress:
+        sink = _ProgressSink(progress)
+        try:
+            record = asyncio.run(execute_run(plan, on_record=sink.record, on_start=sink.start))
+        except RaiError as exc:
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: completed calls are saved in {journal_path}; rerun the same command to resume"
+            )
+            raise typer.Exit(EXIT_ERROR) from None
+    _print_summary(record, plan.out_dir)
+    if record.status != "complete":
+        for problem in record.problems:
+            err_console.print(f"[bold red]run failed:[/] {problem}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def _print_summary(record: Any, out_dir: Path) -> None:
+    table = Table(title=f"run {record.name} ({record.status})", title_justify="left")
+    for col in ("provider", "calls", "failed", "TTFT p50", "latency p50", "latency p95", "tok/s p50", "cost/1k calls"):
+        table.add_column(col, justify="right" if col != "provider" else "left")
+    for pid, s in record.providers.items():
+        table.add_row(
+            pid,
+            str(s.calls),
+            str(s.failed),
+            _fmt(s.ttft_s.p50, ".3f", " s"),
+            _fmt(s.latency_s.p50, ".3f", " s"),
+            _fmt(s.latency_s.p95, ".3f", " s"),
+            _fmt(s.output_tokens_per_s.p50, ".1f"),
+            _fmt(s.cost.per_1k_calls_usd, ".4f", " $") if s.cost.priced_by != "not priced" else "not priced",
+        )
+    err_console.print(table)
+    warning = record.timing_quality.get("warning")
+    if warning:
+        err_console.print(f"[yellow]timing:[/] {warning}", highlight=False)
+    err_console.print(f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}")
+
+
+@app.command()
+def providers(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List provider kinds and their settings."""
+    from rai_harness.providers.catalog import describe_kinds
+
+    kinds = describe_kinds()
+    if as_json:
+        out_console.print_json(json.dumps(kinds))
+        return
+    for kind in kinds:
+        table = Table(title=f"{kind['kind']}: {kind['description']}", title_justify="left", show_edge=False)
+        table.add_column("setting")
+        table.add_column("type")
+        table.add_column("default")
+        table.add_column("description")
+        for f in kind["fields"]:
+            table.add_row(f["name"], f["type"], f["default"], f["description"])
+        out_console.print(table)
+        out_console.print()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

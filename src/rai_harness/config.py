@@ -1,0 +1,265 @@
+"""Run configuration files: pydantic models, YAML loading and errors that say how to fix them.
+
+A run config selects providers and what to send them; it holds no code and no secrets
+(API keys are named by environment variable). Every problem is reported as a
+:class:`~rai_harness.errors.ConfigError` naming the file, the key path
+(``providers[1].timeout_s``) and what is expected, before any request is sent.
+
+Example::
+
+    name: smoke
+    seed: 1234
+    providers:
+      - kind: openai
+        id: gpt-4o-mini
+        model: gpt-4o-mini
+        api_key_env: OPENAI_API_KEY
+    prompts:
+      path: datasets/smoke_prompts.jsonl
+      repeats: 1
+    runner:
+      max_error_rate: 0.05
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rai_harness.errors import ConfigError, MissingSecretError
+from rai_harness.pricing import PriceEntry
+from rai_harness.providers.base import ProviderConfig
+
+__all__ = [
+    "PromptSource",
+    "RunConfig",
+    "RunnerSettings",
+    "check_secrets",
+    "load_run_config",
+    "parse_run_config",
+]
+
+
+class PromptSource(BaseModel):
+    """What to send: a JSONL/CSV file of prompts or an inline list.
+
+    A file row has ``prompt`` (a string) or ``messages`` (OpenAI-style list) and an
+    optional ``id``; the replay provider's capture files have the same shape, so one file
+    can be both the prompt source and the captured responses.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(None, description="JSONL file with `prompt` or `messages` per line.")
+    items: list[str] | None = Field(None, description="Inline prompts.")
+    system: str | None = Field(None, description="System prompt added to every prompt-only row.")
+    repeats: int = Field(1, ge=1, le=1000, description="Independent completions per prompt (k).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSource:
+        if (self.path is None) == (self.items is None):
+            raise ValueError("give exactly one of `path` (a JSONL file) or `items` (a list of prompts)")
+        return self
+
+
+class RunnerSettings(BaseModel):
+    """Run-wide runner settings (per-provider knobs live on each provider)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_error_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="Mark the run failed when a provider's failed-call share exceeds this."
+    )
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry waits about this long (seconds).")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest computed backoff (seconds).")
+    max_retry_after_s: float = Field(
+        120.0, gt=0, description="Longest server-requested wait honoured (Retry-After), seconds."
+    )
+    retry_failed_on_resume: bool = Field(
+        True, description="On resume, call again the samples that failed (journaled successes are reused)."
+    )
+
+
+class RunConfig(BaseModel):
+    """A whole run config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field("run", min_length=1)
+    description: str | None = None
+    seed: int = 0
+    output_dir: str | None = Field(None, description="Default: reports/<name>.")
+    providers: list[ProviderConfig]
+    prompts: PromptSource | None = None
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    pricing: list[PriceEntry] = Field(default_factory=list, description="Entries consulted before the shipped table.")
+    price_table: str | None = Field(None, description="Replace the shipped price table by this YAML file.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> RunConfig:
+        seen: set[str] = set()
+        for provider in self.providers:
+            pid = provider.provider_id
+            if pid in seen:
+                raise ValueError(f"two providers have the id {pid!r}; give each a distinct `id`")
+            seen.add(pid)
+        if not self.providers:
+            raise ValueError("at least one provider is needed")
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        """The config as plain data for the run record (env var *names* only, never values)."""
+        data = self.model_dump(mode="json", exclude={"providers"})
+        data["providers"] = [p.model_dump(mode="json") for p in self.providers]
+        return data
+
+    def provider(self, provider_id: str) -> ProviderConfig:
+        """The provider config with this id."""
+        for p in self.providers:
+            if p.provider_id == provider_id:
+                return p
+        raise KeyError(provider_id)
+
+
+def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _format_validation(exc: ValidationError, file: str | None, prefix: str, model: type[BaseModel]) -> ConfigError:
+    """Turn pydantic's first error into a ConfigError that says where and how to fix it."""
+    err = exc.errors()[0]
+    loc = err["loc"]
+    key_path = _loc_to_path(loc, prefix)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        bad = str(loc[-1])
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        message = f"unknown key '{bad}'{suggestion}; allowed keys here: {', '.join(sorted(allowed))}"
+    elif err["type"] == "missing":
+        message = "this key is required but missing"
+    else:
+        got = err.get("input")
+        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        message = f"{err['msg']} (got {shown})"
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f" [and {extra} more problem{'s' if extra > 1 else ''} in this section]"
+    return ConfigError(message, file=file, key_path=key_path or None)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for "allowed keys" hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def parse_provider(data: Any, *, file: str | None, key_path: str) -> ProviderConfig:
+    """Validate one provider mapping with the config class of its ``kind``."""
+    from rai_harness.providers import get_config_class
+
+    if not isinstance(data, Mapping):
+        raise ConfigError("each provider must be a mapping with at least `kind` and `model`", file=file, key_path=key_path)
+    kind = data.get("kind")
+    if not isinstance(kind, str):
+        raise ConfigError("`kind` is required (see `rai providers` for the kinds)", file=file, key_path=f"{key_path}.kind")
+    try:
+        cls = get_config_class(kind)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, file=file, key_path=f"{key_path}.kind") from exc
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _format_validation(exc, file, key_path, cls) from exc
+
+
+def parse_run_config(data: Any, *, file: str | None = None) -> RunConfig:
+    """Validate an already-parsed YAML document as a :class:`RunConfig`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("the file must hold a mapping (keys like name, providers, prompts)", file=file)
+    raw_providers = data.get("providers")
+    if raw_providers is None:
+        raise ConfigError("this key is required but missing: list the providers to evaluate", file=file, key_path="providers")
+    if not isinstance(raw_providers, list):
+        raise ConfigError("must be a list of provider mappings", file=file, key_path="providers")
+    providers = [parse_provider(p, file=file, key_path=f"providers[{i}]") for i, p in enumerate(raw_providers)]
+    body = {k: v for k, v in data.items() if k != "providers"}
+    try:
+        return RunConfig.model_validate({**body, "providers": providers})
+    except ValidationError as exc:
+        raise _format_validation(exc, file, "", RunConfig) from exc
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config YAML file.
+
+    Relative paths inside the file (``prompts.path``, replay files, ``price_table``) are
+    resolved by the planner against the config file's folder.
+
+    Raises:
+        ConfigError: naming the file, key path and fix.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found; check the path", file=str(p)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
+    return parse_run_config(data, file=str(p))
+
+
+def check_secrets(
+    config: RunConfig, *, file: str | None = None, environ: Mapping[str, str] | None = None
+) -> None:
+    """Raise :class:`MissingSecretError` for the first provider variable that is unset or empty."""
+    env = os.environ if environ is None else environ
+    for i, provider in enumerate(config.providers):
+        for key, variable in provider.secret_env_vars().items():
+            if not env.get(variable):
+                raise MissingSecretError(variable, key_path=f"providers[{i}].{key}", file=file)
+
+
+def secret_values(config: RunConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values of every secret variable the config names (to scrub them from outputs)."""
+    env = os.environ if environ is None else environ
+    values = []
+    for provider in config.providers:
+        for variable in provider.secret_env_vars().values():
+            value = env.get(variable)
+            if value:
+                values.append(value)
+    return values

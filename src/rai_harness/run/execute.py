@@ -1,0 +1,378 @@
+"""Plan and execute a run: config -> frozen plan -> concurrent generation -> run record.
+
+Phases, each leaving a file so that a run can resume and be re-scored or re-rendered
+without calling a model again:
+
+1. :func:`plan_run` validates everything that can be checked before a request is sent
+   (secrets set, optional packages installed, files readable, prices resolved) and
+   freezes the requests.
+2. :func:`execute_run` generates with every provider concurrently, journaling each call
+   (``journal.sqlite``), then writes ``samples.jsonl`` and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rai_harness.config import RunConfig, check_secrets, secret_values
+from rai_harness.errors import ConfigError
+from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
+from rai_harness.providers.base import Provider, ProviderConfig
+from rai_harness.run.journal import Journal
+from rai_harness.run.prompts import PromptRow, expand_requests, file_sha256, read_prompt_file, rows_from_items
+from rai_harness.run.record import (
+    DatasetInfo,
+    ProviderSummary,
+    RunRecord,
+    summarize_provider,
+    write_json_atomic,
+    write_samples,
+)
+from rai_harness.run.runner import CallRecord, LoopLagMonitor, RetryPolicy, generate_calls
+from rai_harness.types import ChatRequest, stable_hash
+
+__all__ = ["ProviderPlan", "RunPlan", "execute_run", "plan_run", "run_sync"]
+
+log = logging.getLogger(__name__)
+
+#: Event-loop lag (p99, ms) above which the run record warns that timings are inflated.
+LAG_WARN_MS = 10.0
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """One provider's part of a plan."""
+
+    config: ProviderConfig
+    price: ResolvedPrice | None
+    requests: tuple[ChatRequest, ...]
+
+    @property
+    def provider_id(self) -> str:
+        """Id used in records."""
+        return self.config.provider_id
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything :func:`execute_run` needs, validated."""
+
+    config: RunConfig
+    out_dir: Path
+    providers: tuple[ProviderPlan, ...]
+    datasets: tuple[DatasetInfo, ...]
+    config_path: str | None = None
+    config_sha256: str | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def total_calls(self) -> int:
+        """Calls across all providers."""
+        return sum(len(p.requests) for p in self.providers)
+
+
+def _resolve_paths(cfg: ProviderConfig, base: Path | None) -> ProviderConfig:
+    """Resolve a provider's relative file paths against the config file's folder."""
+    if base is None or not cfg.path_fields:
+        return cfg
+    updates: dict[str, Any] = {}
+    for name in cfg.path_fields:
+        value = getattr(cfg, name, None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            candidate = base / value
+            if candidate.exists() or not Path(value).exists():
+                updates[name] = str(candidate)
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _load_rows(config: RunConfig, base: Path | None, file: str | None) -> tuple[list[PromptRow], list[DatasetInfo]]:
+    source = config.prompts
+    if source is None:
+        raise ConfigError("`prompts` is required: give `prompts.path` (a JSONL file) or `prompts.items`", file=file, key_path="prompts")
+    if source.items is not None:
+        rows = rows_from_items(source.items, system=source.system)
+        digest = stable_hash(source.items)
+        info = DatasetInfo(name="inline", path=None, sha256=digest, rows=len(rows))
+    else:
+        assert source.path is not None
+        path = Path(source.path)
+        if not path.is_absolute() and base is not None and (base / path).exists():
+            path = base / path
+        try:
+            rows = read_prompt_file(path, system=source.system)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.detail} (from `prompts.path` in {file})" if file else exc.detail, file=exc.file, key_path=exc.key_path) from exc
+        info = DatasetInfo(name=path.stem, path=str(source.path), sha256=file_sha256(path), rows=len(rows))
+    if source.limit is not None:
+        rows = rows[: source.limit]
+    return rows, [info]
+
+
+def plan_run(
+    config: RunConfig,
+    *,
+    config_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    limit: int | None = None,
+    provider_ids: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> RunPlan:
+    """Validate a config and freeze the requests of a run.
+
+    Args:
+        config: A validated run config.
+        config_path: The file it came from (relative paths resolve against its folder).
+        out_dir: Output folder (default ``config.output_dir`` or ``reports/<name>``).
+        limit: Use only the first N prompts (applied after the config's own limit).
+        provider_ids: Run only these providers (default: all).
+        environ: Environment to read secrets from (default ``os.environ``).
+
+    Raises:
+        ConfigError: for anything that would make the run fail before or during calls.
+    """
+    file = str(config_path) if config_path else None
+    base = Path(config_path).resolve().parent if config_path else None
+    if provider_ids:
+        known = {p.provider_id for p in config.providers}
+        for pid in provider_ids:
+            if pid not in known:
+                raise ConfigError(f"--provider {pid!r} is not in the config; its providers are: {', '.join(sorted(known))}", file=file)
+        config = config.model_copy(update={"providers": [p for p in config.providers if p.provider_id in provider_ids]})
+    check_secrets(config, file=file, environ=environ)
+    for p in config.providers:
+        p.check_requirements()
+    table = PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
+    table = table.extended(config.pricing)
+    rows, datasets = _load_rows(config, base, file)
+    if limit is not None:
+        rows = rows[:limit]
+    repeats = config.prompts.repeats if config.prompts else 1
+    plans = []
+    for i, raw in enumerate(config.providers):
+        cfg = _resolve_paths(raw, base)
+        validate = getattr(cfg, "validate_files", None)
+        if callable(validate):
+            try:
+                validate()
+            except ConfigError as exc:
+                raise ConfigError(exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]") from exc
+        price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
+        requests = tuple(expand_requests(rows, cfg.params.to_params(), repeats))
+        plans.append(ProviderPlan(cfg, price, requests))
+    # Output folders are relative to the working directory, like every other CLI path.
+    out = Path(out_dir or config.output_dir or Path("reports") / config.name)
+    return RunPlan(
+        config=config,
+        out_dir=Path(out),
+        providers=tuple(plans),
+        datasets=tuple(datasets),
+        config_path=file,
+        config_sha256=file_sha256(config_path) if config_path else None,
+        secrets=tuple(secret_values(config, environ)),
+    )
+
+
+def _abs(path: str, base: Path | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or base is None else base / p
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware facts for the run record (no host names, no user names)."""
+    packages = {}
+    for name in ("rai-harness", "openai", "pydantic", "numpy", "torch", "transformers", "tokenizers", "httpx"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[name] = metadata.version(name)
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+    }
+    torch = sys.modules.get("torch")  # only if a provider already loaded it: importing torch costs seconds
+    if torch is not None:
+        cuda = torch.cuda.is_available()
+        info["cuda"] = cuda
+        if cuda:
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+async def _describe(provider: Provider) -> dict[str, Any]:
+    describe = getattr(provider, "describe", None)
+    if describe is None:
+        return {}
+    try:
+        result = describe()
+        if inspect.isawaitable(result):
+            result = await result
+        return dict(result)
+    except Exception as exc:  # describing a model must not fail a run
+        log.warning("could not describe provider: %s", exc)
+        return {"describe_error": str(exc)}
+
+
+def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> list[CallRecord]:
+    """Fill per-call cost for hourly-priced providers (needs all calls' times)."""
+    if price is None or not price.hourly or price.usd_per_hour is None:
+        return records
+    ok_idx = [i for i, r in enumerate(records) if r.ok]
+    intervals = [(records[i].finished_at - (records[i].latency_s or 0.0), records[i].finished_at) for i in ok_idx]
+    costs = hourly_costs(price.usd_per_hour, intervals, [records[i].completion_tokens or 0 for i in ok_idx])
+    out = list(records)
+    for i, cost in zip(ok_idx, costs, strict=True):
+        out[i] = _replace(records[i], cost_usd=cost)
+    return out
+
+
+def _replace(record: CallRecord, **changes: Any) -> CallRecord:
+    from dataclasses import replace
+
+    return replace(record, **changes)
+
+
+OnRecord = Callable[[CallRecord], None]
+
+
+async def execute_run(
+    plan: RunPlan,
+    *,
+    on_record: OnRecord | None = None,
+    on_start: Callable[[RunPlan, int], None] | None = None,
+) -> RunRecord:
+    """Run a plan; write ``journal.sqlite``, ``samples.jsonl`` and ``run.json`` in ``plan.out_dir``.
+
+    Args:
+        plan: From :func:`plan_run`.
+        on_record: Called for every final call record (progress display).
+        on_start: Called once with the plan and the number of journaled calls found.
+
+    Returns:
+        The run record (also written to ``run.json``).
+    """
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out / "journal.sqlite")
+    try:
+        run_id = journal.get_meta("run_id")
+        if run_id is None:
+            run_id = uuid.uuid4().hex
+            journal.set_meta("run_id", run_id)
+            journal.set_meta("first_started_at", _now_iso())
+        if on_start:
+            on_start(plan, journal.count("ok"))
+        started_iso = _now_iso()
+        t0 = time.perf_counter()
+        settings = plan.config.runner
+        providers: list[Provider] = []
+        monitor = LoopLagMonitor()
+        monitor.start()
+        try:
+            for pp in plan.providers:
+                providers.append(pp.config.build())
+            for provider in providers:
+                load = getattr(provider, "load", None)
+                if callable(load):
+                    result = load()
+                    if inspect.isawaitable(result):
+                        await result
+            outcomes = await asyncio.gather(
+                *(
+                    generate_calls(
+                        provider,
+                        pp.requests,
+                        provider_id=pp.provider_id,
+                        provider_identity=pp.config.cache_identity(),
+                        concurrency=pp.config.concurrency,
+                        rpm=pp.config.rpm,
+                        policy=RetryPolicy(
+                            max_retries=pp.config.max_retries,
+                            backoff_base_s=settings.backoff_base_s,
+                            backoff_max_s=settings.backoff_max_s,
+                            max_retry_after_s=settings.max_retry_after_s,
+                            timeout_s=pp.config.timeout_s,
+                        ),
+                        journal=journal,
+                        price=pp.price,
+                        secrets=plan.secrets,
+                        retry_failed=settings.retry_failed_on_resume,
+                        on_record=on_record,
+                        seed=plan.config.seed,
+                    )
+                    for provider, pp in zip(providers, plan.providers, strict=True)
+                )
+            )
+            infos = [await _describe(p) for p in providers]
+        finally:
+            await monitor.stop()
+            for provider in providers:
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
+        all_records: list[CallRecord] = []
+        summaries: dict[str, ProviderSummary] = {}
+        problems: list[str] = []
+        for pp, records, info in zip(plan.providers, outcomes, infos, strict=True):
+            priced = _apply_hourly(list(records), pp.price)
+            all_records.extend(priced)
+            summary = summarize_provider(pp.config.kind, pp.config.model, priced, pp.price, info)
+            summaries[pp.provider_id] = summary
+            if summary.error_rate > settings.max_error_rate:
+                problems.append(
+                    f"{pp.provider_id}: {summary.failed} of {summary.calls} calls failed "
+                    f"({summary.error_rate:.1%} > max_error_rate {settings.max_error_rate:.1%})"
+                )
+        write_samples(out / "samples.jsonl", all_records)
+        lag = monitor.summary()
+        timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
+        if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
+            timing_quality["warning"] = (
+                f"the event loop lagged {lag['p99_ms']:.1f} ms at p99: recorded TTFT and latency may be "
+                "late by up to that much (lower concurrency or move scoring out of the process)"
+            )
+        record = RunRecord(
+            run_id=run_id,
+            name=plan.config.name,
+            status="failed" if problems else "complete",
+            problems=problems,
+            started_at=journal.get_meta("first_started_at") or started_iso,
+            finished_at=_now_iso(),
+            duration_s=time.perf_counter() - t0,
+            seed=plan.config.seed,
+            config_path=plan.config_path,
+            config_sha256=plan.config_sha256,
+            config=plan.config.snapshot(),
+            environment=environment_info(),
+            datasets=list(plan.datasets),
+            providers=summaries,
+            timing_quality=timing_quality,
+        )
+        write_json_atomic(out / "run.json", record.model_dump_json(indent=2))
+        return record
+    finally:
+        journal.close()
+
+
+def run_sync(plan: RunPlan, **kwargs: Any) -> RunRecord:
+    """Blocking wrapper around :func:`execute_run`."""
+    return asyncio.run(execute_run(plan, **kwargs))
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+

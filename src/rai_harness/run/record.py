@@ -1,0 +1,248 @@
+"""The versioned run record (``run.json``) and per-sample lines (``samples.jsonl``).
+
+``run.json`` is what reports and the CI gate read; it is a pydantic model with a
+``schema_version`` that is bumped whenever its format changes, so a reader can refuse
+(or migrate) a record it does not understand.
+
+Percentiles use linear interpolation between order statistics (numpy's default,
+Hyndman & Fan type 7), the same as pandas and most dashboards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from rai_harness.pricing import ResolvedPrice, busy_seconds
+from rai_harness.run.runner import CallRecord
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CostSummary",
+    "DatasetInfo",
+    "Distribution",
+    "ProviderSummary",
+    "RunRecord",
+    "UsageSummary",
+    "read_run_record",
+    "read_samples",
+    "summarize_provider",
+    "write_json_atomic",
+    "write_samples",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Distribution(BaseModel):
+    """Summary of a timing or throughput distribution (seconds or tokens/s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Distribution:
+        """Summarise the non-missing, finite values."""
+        data = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+        if data.size == 0:
+            return cls(n=0)
+        p50, p90, p95, p99 = np.percentile(data, [50, 90, 95, 99])
+        return cls(
+            n=int(data.size), mean=float(data.mean()), p50=float(p50), p90=float(p90), p95=float(p95),
+            p99=float(p99), min=float(data.min()), max=float(data.max()),
+        )
+
+
+class UsageSummary(BaseModel):
+    """Token totals of the successful calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_calls: int = Field(0, description="Calls whose counts come from a local tokenizer.")
+
+
+class CostSummary(BaseModel):
+    """Cost of a provider's calls in USD; every figure is ``None`` when not priced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priced_by: str = Field(..., description="'tokens', 'hourly' or 'not priced'.")
+    source: str | None = None
+    input_per_1m: float | None = None
+    output_per_1m: float | None = None
+    usd_per_hour: float | None = None
+    busy_s: float | None = Field(None, description="Hourly pricing: union of call intervals, seconds.")
+    total_usd: float | None = None
+    per_call_usd: float | None = Field(None, description="Mean over successful calls.")
+    per_1k_calls_usd: float | None = None
+    estimated: bool = Field(False, description="True when some token counts were estimated.")
+
+
+class ProviderSummary(BaseModel):
+    """Per-provider counts, latency, throughput and cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    model: str
+    calls: int
+    succeeded: int
+    failed: int
+    reused: int = Field(0, description="Records taken from the journal (resume) instead of called.")
+    error_rate: float
+    errors_by_type: dict[str, int] = Field(default_factory=dict)
+    retried_calls: int = 0
+    attempts: int = 0
+    finish_reasons: dict[str, int] = Field(default_factory=dict)
+    usage: UsageSummary
+    latency_s: Distribution
+    ttft_s: Distribution
+    output_tokens_per_s: Distribution
+    cost: CostSummary
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetInfo(BaseModel):
+    """A dataset the run read, identified by content hash."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str | None = None
+    sha256: str
+    rows: int
+
+
+class RunRecord(BaseModel):
+    """Everything needed to report on, gate on, or reproduce a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    name: str
+    status: str = Field(..., description="'complete', 'failed' (an error budget was exceeded) or 'incomplete'.")
+    problems: list[str] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+    duration_s: float
+    seed: int
+    config_path: str | None = None
+    config_sha256: str | None = None
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    datasets: list[DatasetInfo] = Field(default_factory=list)
+    providers: dict[str, ProviderSummary]
+    timing_quality: dict[str, Any] = Field(default_factory=dict)
+    samples_file: str = "samples.jsonl"
+
+
+def summarize_provider(
+    kind: str, model: str, records: Sequence[CallRecord], price: ResolvedPrice | None, model_info: dict[str, Any]
+) -> ProviderSummary:
+    """Aggregate one provider's records (costs must already be filled in)."""
+    ok = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    errors = Counter(r.error.type if r.error else "unknown" for r in failed)
+    finish = Counter(r.finish_reason or "unknown" for r in ok)
+    usage = UsageSummary(
+        prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
+        completion_tokens=sum(r.completion_tokens or 0 for r in ok),
+        estimated_calls=sum(1 for r in ok if r.tokens_estimated),
+    )
+    return ProviderSummary(
+        kind=kind,
+        model=model,
+        calls=len(records),
+        succeeded=len(ok),
+        failed=len(failed),
+        reused=sum(1 for r in records if r.cached),
+        error_rate=(len(failed) / len(records)) if records else 0.0,
+        errors_by_type=dict(errors),
+        retried_calls=sum(1 for r in records if r.attempts > 1),
+        attempts=sum(r.attempts for r in records),
+        finish_reasons=dict(finish),
+        usage=usage,
+        latency_s=Distribution.of(r.latency_s for r in ok),
+        ttft_s=Distribution.of(r.ttft_s for r in ok),
+        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
+        cost=_cost_summary(ok, price, usage),
+        model_info=model_info,
+    )
+
+
+def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: UsageSummary) -> CostSummary:
+    if price is None:
+        return CostSummary(priced_by="not priced")
+    costs = [r.cost_usd for r in ok if r.cost_usd is not None]
+    total = float(sum(costs)) if costs else (0.0 if not ok else None)
+    per_call = (total / len(ok)) if (total is not None and ok) else None
+    busy = busy_seconds((r.finished_at - (r.latency_s or 0.0), r.finished_at) for r in ok) if price.hourly else None
+    return CostSummary(
+        priced_by="hourly" if price.hourly else "tokens",
+        source=price.source,
+        input_per_1m=price.input_per_1m,
+        output_per_1m=price.output_per_1m,
+        usd_per_hour=price.usd_per_hour,
+        busy_s=busy,
+        total_usd=total,
+        per_call_usd=per_call,
+        per_1k_calls_usd=per_call * 1000 if per_call is not None else None,
+        estimated=usage.estimated_calls > 0,
+    )
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    """Write text to ``path`` through a temporary file and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_samples(path: Path, records: Iterable[CallRecord]) -> int:
+    """Write one JSON object per record to ``path`` atomically; return the count."""
+    lines = [json.dumps(r.to_dict(), ensure_ascii=False, default=str) for r in records]
+    write_json_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+    return len(lines)
+
+
+def read_samples(path: str | Path) -> list[CallRecord]:
+    """Read ``samples.jsonl`` back into records."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(CallRecord.from_dict(json.loads(line)))
+    return out
+
+
+def read_run_record(run_dir: str | Path) -> RunRecord:
+    """Load ``run.json`` from a run folder."""
+    return RunRecord.model_validate_json(Path(run_dir, "run.json").read_text(encoding="utf-8"))

@@ -1,0 +1,394 @@
+"""The runner: concurrent calls to one provider with limits, retries, timeouts and the journal.
+
+:func:`generate_calls` is the generate stage as a plain coroutine over a batch of
+requests for one provider: no hidden global state, its inputs are picklable values, so
+a distributed engine can run it on another machine over a shard of the requests.
+
+Policy, in order, for each request:
+
+1. Reuse the journaled record when the call key is already there (successes always;
+   failures only when ``retry_failed`` is false).
+2. Wait for a concurrency slot (``ProviderConfig.concurrency``) and, when ``rpm`` is
+   set, for the rate limiter (requests start at least ``60/rpm`` s apart).
+3. Attempt the call under ``asyncio.timeout(timeout_s)``. Retry on retryable errors
+   (408/409/429/5xx, timeouts, dropped connections, malformed responses) up to
+   ``max_retries`` times. The wait is the server's ``Retry-After``/``retry-after-ms``
+   when given (capped by ``max_retry_after_s``), else exponential backoff with "equal
+   jitter": ``d/2 + U(0, d/2)`` with ``d = min(backoff_max_s, backoff_base_s * 2**n)``;
+   jitter spreads the retries of many concurrent callers so they do not hit the server
+   in lock-step.
+4. Journal the final record (success or failure) at once, then report it.
+
+A call that fails for good is recorded with its error type, message and attempts;
+nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rai_harness.errors import ProviderError, ProviderTimeoutError
+from rai_harness.pricing import ResolvedPrice, token_cost
+from rai_harness.providers.base import Provider
+from rai_harness.run.journal import Journal, call_key
+from rai_harness.types import ChatRequest, Generation
+
+__all__ = [
+    "CallError",
+    "CallRecord",
+    "LoopLagMonitor",
+    "RateLimiter",
+    "RetryPolicy",
+    "backoff_delay",
+    "generate_calls",
+    "scrub",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallError:
+    """Why a call failed for good."""
+
+    type: str
+    message: str
+    status_code: int | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """The outcome of one call, as journaled and as written to ``samples.jsonl``.
+
+    Times: ``started_at``/``finished_at`` are Unix epoch seconds of the whole call
+    (retries and their waits included); ``latency_s``/``ttft_s`` are of the successful
+    attempt only, as the provider measured them.
+    """
+
+    key: str
+    provider_id: str
+    sample_id: str
+    repeat: int
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    status: str  # "ok" | "error"
+    output: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    tokens_estimated: bool
+    ttft_s: float | None
+    latency_s: float | None
+    output_tokens_per_s: float | None
+    finish_reason: str | None
+    model: str | None
+    attempts: int
+    retry_wait_s: float
+    started_at: float
+    finished_at: float
+    cost_usd: float | None
+    error: CallError | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True for a successful call."""
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (the journal and ``samples.jsonl`` format)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
+        """Inverse of :meth:`to_dict` (ignores unknown keys from newer versions)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        err = values.get("error")
+        if isinstance(err, Mapping):
+            values["error"] = CallError(**{k: err[k] for k in ("type", "message", "status_code", "retryable") if k in err})
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the runner retries; see the module docstring."""
+
+    max_retries: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    timeout_s: float = 120.0
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, retry_after_s: float | None, rng: random.Random) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 = the first retry)."""
+    if retry_after_s is not None and retry_after_s >= 0:
+        # The server knows when it will have capacity: honour it (bounded, so a bogus
+        # header cannot stall a run for hours). No jitter below the asked-for time.
+        return min(retry_after_s, policy.max_retry_after_s)
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * (2 ** (attempt - 1)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class RateLimiter:
+    """Spaces request starts at least ``60/rpm`` seconds apart (a leaky bucket of size 1).
+
+    Smooth spacing rather than bursts of ``rpm`` at each minute's start, because vendor
+    limits are enforced on sliding windows and bursts are what trigger 429s.
+    """
+
+    def __init__(self, rpm: float | None) -> None:
+        self._interval = 60.0 / rpm if rpm else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until the next request may start."""
+        if self._interval <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class LoopLagMonitor:
+    """Measures event-loop lag: how late a 10 ms sleep wakes up.
+
+    Timings the harness records (TTFT, latency) are taken on the event loop, so when the
+    loop is busy they are late by about this lag; the run record reports it so a reader
+    knows how far to trust sub-10 ms differences.
+    """
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.samples_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(self.interval_s)
+            self.samples_ms.append(max(0.0, (time.perf_counter() - start - self.interval_s) * 1000.0))
+
+    def start(self) -> None:
+        """Start sampling on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop sampling."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p95/p99/max lag in milliseconds and the sample count."""
+        if not self.samples_ms:
+            return {"samples": 0}
+        data = sorted(self.samples_ms)
+        q = statistics.quantiles(data, n=100, method="inclusive") if len(data) > 1 else [data[0]] * 99
+        return {"samples": len(data), "p50_ms": q[49], "p95_ms": q[94], "p99_ms": q[98], "max_ms": data[-1]}
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret value in ``text`` by ``***``."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+OnRecord = Callable[[CallRecord], None]
+
+
+def _success_record(
+    key: str, provider_id: str, request: ChatRequest, gen: Generation, attempts: int, waited: float,
+    started: float, price: ResolvedPrice | None,
+) -> CallRecord:
+    cost = token_cost(price, gen.usage.prompt_tokens, gen.usage.completion_tokens) if price else None
+    return CallRecord(
+        key=key,
+        provider_id=provider_id,
+        sample_id=request.sample_id,
+        repeat=request.repeat,
+        messages=request.messages_as_dicts(),
+        params=request.params.to_dict(),
+        status="ok",
+        output=gen.text,
+        prompt_tokens=gen.usage.prompt_tokens,
+        completion_tokens=gen.usage.completion_tokens,
+        tokens_estimated=gen.usage.estimated,
+        ttft_s=gen.ttft_s,
+        latency_s=gen.latency_s,
+        output_tokens_per_s=gen.output_tokens_per_s,
+        finish_reason=gen.finish_reason,
+        model=gen.model,
+        attempts=attempts,
+        retry_wait_s=waited,
+        started_at=started,
+        finished_at=time.time(),
+        cost_usd=cost,
+        metadata=dict(request.metadata),
+    )
+
+
+def _failure_record(
+    key: str, provider_id: str, request: ChatRequest, err: ProviderError, attempts: int, waited: float,
+    started: float, secrets: Sequence[str],
+) -> CallRecord:
+    return CallRecord(
+        key=key,
+        provider_id=provider_id,
+        sample_id=request.sample_id,
+        repeat=request.repeat,
+        messages=request.messages_as_dicts(),
+        params=request.params.to_dict(),
+        status="error",
+        output=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        tokens_estimated=False,
+        ttft_s=None,
+        latency_s=None,
+        output_tokens_per_s=None,
+        finish_reason=None,
+        model=None,
+        attempts=attempts,
+        retry_wait_s=waited,
+        started_at=started,
+        finished_at=time.time(),
+        cost_usd=None,
+        error=CallError(
+            type=err.error_type,
+            message=scrub(str(err), secrets)[:2000],
+            status_code=err.status_code,
+            retryable=err.retryable,
+        ),
+        metadata=dict(request.metadata),
+    )
+
+
+async def _attempt(provider: Provider, request: ChatRequest, timeout_s: float) -> Generation:
+    try:
+        return await asyncio.wait_for(provider.generate(request), timeout=timeout_s)
+    except asyncio.TimeoutError as exc:
+        raise ProviderTimeoutError(f"no complete response within {timeout_s:g} s") from exc
+
+
+async def call_with_retries(
+    provider: Provider,
+    request: ChatRequest,
+    *,
+    key: str,
+    provider_id: str,
+    policy: RetryPolicy,
+    limiter: RateLimiter,
+    price: ResolvedPrice | None,
+    secrets: Sequence[str] = (),
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> CallRecord:
+    """Make one call with retries and return its final record (never raises ProviderError)."""
+    rng = rng or random.Random()
+    started = time.time()
+    waited = 0.0
+    attempts = 0
+    while True:
+        attempts += 1
+        await limiter.acquire()
+        try:
+            gen = await _attempt(provider, request, policy.timeout_s)
+        except ProviderError as err:
+            error = err
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not kill the run: record it
+            log.exception("unexpected error from provider %s", provider_id)
+            error = ProviderError(
+                scrub(f"{type(exc).__name__}: {exc}", secrets), retryable=False, error_type="internal_error"
+            )
+        else:
+            return _success_record(key, provider_id, request, gen, attempts, waited, started, price)
+        if not error.retryable or attempts > policy.max_retries:
+            return _failure_record(key, provider_id, request, error, attempts, waited, started, secrets)
+        delay = backoff_delay(attempts, policy, error.retry_after_s, rng)
+        log.debug("%s: %s on attempt %d; retrying in %.2f s", provider_id, error.error_type, attempts, delay)
+        waited += delay
+        await sleep(delay)
+
+
+async def generate_calls(
+    provider: Provider,
+    requests: Sequence[ChatRequest],
+    *,
+    provider_id: str,
+    provider_identity: Mapping[str, Any],
+    concurrency: int,
+    rpm: float | None = None,
+    policy: RetryPolicy | None = None,
+    journal: Journal | None = None,
+    price: ResolvedPrice | None = None,
+    secrets: Sequence[str] = (),
+    retry_failed: bool = True,
+    on_record: OnRecord | None = None,
+    seed: int = 0,
+) -> list[CallRecord]:
+    """Run ``requests`` against one provider; return one record per request, in order.
+
+    Args:
+        provider: The adapter (built from its config).
+        requests: The calls to make. Repeats of a prompt are separate requests.
+        provider_id: Name used in records.
+        provider_identity: ``ProviderConfig.cache_identity()`` (part of each call key).
+        concurrency: Calls in flight at once.
+        rpm: Optional requests-per-minute cap.
+        policy: Retry and timeout settings.
+        journal: Where to reuse and write records; ``None`` disables both.
+        price: Per-token price for cost per call (hourly prices are applied later).
+        secrets: Values to scrub from error messages.
+        retry_failed: Whether a journaled failure is called again.
+        on_record: Called with each final record (progress bars), cached ones included.
+        seed: Seeds the backoff jitter so a run's retry timing is reproducible.
+    """
+    policy = policy or RetryPolicy()
+    limiter = RateLimiter(rpm)
+    semaphore = asyncio.Semaphore(concurrency)
+    rng = random.Random(seed)
+    results: list[CallRecord | None] = [None] * len(requests)
+
+    async def one(index: int, request: ChatRequest) -> None:
+        key = call_key(provider_identity, request)
+        if journal is not None:
+            stored = journal.get(key)
+            if stored is not None and (stored.get("status") == "ok" or not retry_failed):
+                record = CallRecord.from_dict({**stored, "cached": True})
+                results[index] = record
+                if on_record:
+                    on_record(record)
+                return
+        async with semaphore:
+            record = await call_with_retries(
+                provider, request, key=key, provider_id=provider_id, policy=policy, limiter=limiter,
+                price=price, secrets=secrets, rng=rng,
+            )
+        if journal is not None:
+            journal.put(key, provider_id, request.sample_id, request.repeat, record.status, record.to_dict())
+        results[index] = record
+        if on_record:
+            on_record(record)
+
+    await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    return [r for r in results if r is not None]
