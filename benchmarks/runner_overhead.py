@@ -1,0 +1,166 @@
+"""Runner overhead and timing accuracy, side by side in one process.
+
+1. Overhead: N calls to the local fake server (fixed per-call latency, streamed) at concurrency C,
+   once through the full runner (journal, retries, timing, cost, progress bars) and once through a
+   bare asyncio loop over the same `openai` SDK client. Rounds alternate (bare, full, bare, full...)
+   so machine noise hits both; the medians are compared. Target: the runner adds <= 15% wall time.
+   Client CPU per call is reported for both (the SDK itself costs several ms of CPU per call here).
+2. Timing accuracy: the server delays its first token by a known amount; the median TTFT the runner
+   records at concurrency C should be within 10 ms of it. Event-loop lag is reported alongside.
+
+Run: .venv/bin/python benchmarks/runner_overhead.py [--calls 2000] [--concurrency 64] [--rounds 2]
+The fake server runs in a subprocess so its CPU is not charged to the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+from rich.console import Console
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_section  # noqa: E402
+
+from rai_harness.pricing import PriceTable  # noqa: E402
+from rai_harness.providers.openai_compat import OpenAIConfig  # noqa: E402
+from rai_harness.run.journal import Journal  # noqa: E402
+from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls  # noqa: E402
+from rai_harness.testing import FakeOpenAIServer, FaultConfig  # noqa: E402
+from rai_harness.types import ChatRequest, GenerationParams  # noqa: E402
+
+
+def make_requests(n: int) -> list[ChatRequest]:
+    params = GenerationParams(max_tokens=16)
+    return [ChatRequest.from_prompt(f"s{i}", f"benchmark prompt number {i}", params=params) for i in range(n)]
+
+
+async def bare_loop(base_url: str, requests: list[ChatRequest], concurrency: int) -> tuple[float, float, list[float]]:
+    """The minimum: one SDK client, a semaphore, streamed calls, TTFT taken at the first content chunk."""
+    client = openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key="not-needed",
+        max_retries=0,
+        http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2)),
+    )
+    sem = asyncio.Semaphore(concurrency)
+    ttfts: list[float] = []
+
+    async def one(req: ChatRequest) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            first = None
+            stream = await client.chat.completions.create(
+                model="fake", messages=req.messages_as_dicts(), max_tokens=16, stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - t0
+            if first is not None:
+                ttfts.append(first)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one(r) for r in requests))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await client.close()
+    return wall, cpu, ttfts
+
+
+async def full_runner(base_url: str, requests: list[ChatRequest], concurrency: int, workdir: Path) -> tuple[float, float, list[float], dict]:
+    """The real thing: provider adapter, runner, journal, cost, rich progress (to a null console)."""
+    cfg = OpenAIConfig(kind="openai", model="gpt-4o-mini", base_url=base_url, api_key_env=None, concurrency=concurrency)
+    provider = cfg.build()
+    price = PriceTable.default().resolve("openai", "gpt-4o-mini")
+    journal = Journal(workdir / f"journal-{time.monotonic_ns()}.sqlite")
+    monitor = LoopLagMonitor()
+    progress = Progress(console=Console(file=io.StringIO(), force_terminal=True))
+    task = progress.add_task("bench", total=len(requests))
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    with progress:
+        monitor.start()
+        records = await generate_calls(
+            provider, requests, provider_id="bench", provider_identity=cfg.cache_identity(),
+            concurrency=concurrency, policy=RetryPolicy(timeout_s=30), journal=journal, price=price,
+            on_record=lambda r: progress.update(task, advance=1),
+        )
+        await monitor.stop()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await provider.aclose()
+    journal.close()
+    failed = sum(1 for r in records if not r.ok)
+    if failed:
+        raise SystemExit(f"{failed} calls failed in the benchmark; the fake server should not fail")
+    return wall, cpu, [r.ttft_s for r in records if r.ttft_s is not None], monitor.summary()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--latency-ms", type=float, default=50.0)
+    ap.add_argument("--ttft-ms", type=float, default=200.0, help="known first-token delay for the accuracy check")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = ap.parse_args()
+
+    requests = make_requests(args.calls)
+    lat = args.latency_ms / 1000
+    bare_w, full_w, bare_c, full_c = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(FaultConfig(ttft_s=lat), subprocess=True) as srv:
+        asyncio.run(bare_loop(srv.base_url, requests[:64], args.concurrency))  # warm-up both paths
+        asyncio.run(full_runner(srv.base_url, requests[:64], args.concurrency, Path(tmp)))
+        for _ in range(args.rounds):
+            w, c, _t = asyncio.run(bare_loop(srv.base_url, requests, args.concurrency))
+            bare_w.append(w)
+            bare_c.append(c)
+            w, c, _t, _lag = asyncio.run(full_runner(srv.base_url, requests, args.concurrency, Path(tmp)))
+            full_w.append(w)
+            full_c.append(c)
+        # Timing accuracy: known first-token delay, same concurrency.
+        srv.configure(ttft_s=args.ttft_ms / 1000)
+        n_acc = min(args.calls, 640)
+        acc_reqs = make_requests(n_acc)
+        _w, _c, bare_ttft = asyncio.run(bare_loop(srv.base_url, acc_reqs, args.concurrency))
+        _w, _c, full_ttft, lag = asyncio.run(full_runner(srv.base_url, acc_reqs, args.concurrency, Path(tmp)))
+
+    bw, fw = statistics.median(bare_w), statistics.median(full_w)
+    overhead = fw / bw - 1
+    ideal = args.calls / args.concurrency * lat
+    true_ttft = args.ttft_ms / 1000
+    full_med, bare_med = statistics.median(full_ttft), statistics.median(bare_ttft)
+    err_ms = (full_med - true_ttft) * 1000
+    lines = [
+        f"{args.calls} streamed calls, concurrency {args.concurrency}, server first-token delay {args.latency_ms:.0f} ms "
+        f"(ideal wall {ideal:.2f} s), {args.rounds} alternating rounds, medians:",
+        "",
+        "| path | wall s | ratio vs bare | client CPU ms/call |",
+        "| --- | ---: | ---: | ---: |",
+        f"| bare asyncio loop over the openai SDK | {bw:.2f} | 1.00 | {statistics.median(bare_c) / args.calls * 1000:.2f} |",
+        f"| full runner (journal, retries, timing, cost, progress) | {fw:.2f} | {fw / bw:.2f} | {statistics.median(full_c) / args.calls * 1000:.2f} |",
+        "",
+        f"Runner overhead: **{overhead:+.1%}** wall time (target <= +15%): {'PASS' if overhead <= 0.15 else 'MISS'}.",
+        "",
+        f"TTFT accuracy ({n_acc} calls at concurrency {args.concurrency}, server delays the first token {args.ttft_ms:.0f} ms): "
+        f"runner median {full_med * 1000:.1f} ms (error {err_ms:+.1f} ms; target within 10 ms: "
+        f"{'PASS' if abs(err_ms) <= 10 else 'MISS'}), bare loop median {bare_med * 1000:.1f} ms. "
+        f"Event-loop lag during the runner's pass: p50 {lag.get('p50_ms', 0):.1f} ms, p99 {lag.get('p99_ms', 0):.1f} ms, "
+        f"max {lag.get('max_ms', 0):.1f} ms (the run record reports this and warns above 10 ms at p99).",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("runner_overhead", body)
+
+
+if __name__ == "__main__":
+    main()

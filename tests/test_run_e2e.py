@@ -1,0 +1,222 @@
+"""End-to-end runs against the local fake server: faults, resume after kill -9, secrets, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rai_harness.config import load_run_config
+from rai_harness.run import plan_run, read_run_record, read_samples, run_sync
+from rai_harness.testing import FakeOpenAIServer, FaultConfig
+
+SECRET = "sk-test-SECRET-7f3a9c1e"
+
+
+def write_prompts(path: Path, n: int) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"p{i:04d}", "prompt": f"question number {i} about the weather"}) + "\n")
+    return path
+
+
+def write_config(path: Path, base_url: str, prompts: Path, **provider_overrides) -> Path:
+    provider = {
+        "kind": "openai",
+        "id": "fake",
+        "model": "gpt-4o-mini",
+        "base_url": base_url,
+        "api_key_env": "RAI_TEST_API_KEY",
+        "concurrency": 16,
+        "timeout_s": 2.0,
+        "max_retries": 6,
+        "params": {"max_tokens": 32},
+    }
+    provider.update(provider_overrides)
+    config = {
+        "name": "e2e",
+        "seed": 7,
+        "providers": [provider],
+        "prompts": {"path": str(prompts)},
+        "runner": {"max_error_rate": 0.05, "backoff_base_s": 0.02, "backoff_max_s": 0.2},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv("RAI_TEST_API_KEY", SECRET)
+    return SECRET
+
+
+def run_config(config_path: Path, out: Path):
+    plan = plan_run(load_run_config(config_path), config_path=config_path, out_dir=out)
+    return run_sync(plan)
+
+
+def test_500_calls_with_20_percent_faults_every_sample_accounted_for(tmp_path, api_key):
+    faults = FaultConfig(
+        fault_rate=0.2,
+        faults={"429": 1, "500": 1, "503": 1, "timeout": 1, "drop": 1, "malformed": 1},
+        retry_after_s=0.05,
+        hang_s=5.0,
+        seed=3,
+        require_api_key=SECRET,
+    )
+    with FakeOpenAIServer(faults) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 500)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts, concurrency=32, timeout_s=0.5)
+        record = run_config(cfg, tmp_path / "out")
+        stats = srv.stats()
+    samples = read_samples(tmp_path / "out" / "samples.jsonl")
+    assert len(samples) == 500
+    assert {s.sample_id for s in samples} == {f"p{i:04d}" for i in range(500)}
+    assert all((s.ok and s.output) or (not s.ok and s.error is not None) for s in samples)
+    summary = record.providers["fake"]
+    assert summary.calls == 500 and summary.succeeded + summary.failed == 500
+    assert summary.retried_calls > 0 and summary.attempts > 500
+    assert stats["calls"] == summary.attempts
+    assert sum(stats["faults"].values()) > 50
+    # Every success carries timings and tokens; cost is from the shipped gpt-4o-mini price.
+    ok = [s for s in samples if s.ok]
+    assert all(s.latency_s and s.latency_s > 0 and s.ttft_s is not None for s in ok)
+    assert all(s.cost_usd is not None and s.cost_usd > 0 for s in ok)
+    assert summary.cost.priced_by == "tokens" and summary.cost.total_usd == pytest.approx(sum(s.cost_usd for s in ok))
+
+
+def test_retry_after_is_waited_between_attempts(tmp_path, api_key):
+    with FakeOpenAIServer(FaultConfig(fault_rate=1.0, faults={"429": 1}, retry_after_s=0.4, seed=1)) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts, max_retries=2)
+        record = run_config(cfg, tmp_path / "out")
+        times = [r["t"] for r in srv.stats()["requests"]]
+    assert record.providers["fake"].failed == 1
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap >= 0.4 for gap in gaps), gaps
+    (sample,) = read_samples(tmp_path / "out" / "samples.jsonl")
+    assert sample.error is not None and sample.error.type == "rate_limit" and sample.attempts == 3
+
+
+def test_error_budget_marks_run_failed_but_writes_everything(tmp_path, api_key):
+    with FakeOpenAIServer(FaultConfig(fault_rate=0.5, faults={"500": 1}, seed=5)) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 40)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts, max_retries=0)
+        record = run_config(cfg, tmp_path / "out")
+    assert record.status == "failed" and record.problems
+    assert len(read_samples(tmp_path / "out" / "samples.jsonl")) == 40
+    assert read_run_record(tmp_path / "out").status == "failed"
+
+
+def _journal_ok(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM calls WHERE status='ok'").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
+    n = 200
+    with FakeOpenAIServer(FaultConfig(ttft_s=0.05), subprocess=True) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts, concurrency=4)
+        out = tmp_path / "killed"
+        cmd = [sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(out), "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+        deadline = time.monotonic() + 60
+        while _journal_ok(out / "journal.sqlite") < n // 2:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "run made no progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        done = _journal_ok(out / "journal.sqlite")
+        assert n // 2 <= done < n
+        before = srv.stats()["calls"]
+        rerun = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert srv.stats()["calls"] - before == n - done  # only the missing calls, in-flight ones included
+
+        straight = tmp_path / "straight"
+        run_config(cfg, straight)
+
+    def key(s):
+        return (s.sample_id, s.repeat, s.status, s.output, s.prompt_tokens, s.completion_tokens)
+
+    resumed = read_samples(out / "samples.jsonl")
+    assert [key(s) for s in resumed] == [key(s) for s in read_samples(straight / "samples.jsonl")]
+    assert sum(s.cached for s in resumed) == done
+
+
+def test_secret_never_written_anywhere(tmp_path, api_key, caplog):
+    caplog.set_level("DEBUG")
+    # One provider with the right key, one with a key the server rejects (401 error path).
+    with FakeOpenAIServer(FaultConfig(require_api_key=SECRET, fault_rate=0.3, faults={"500": 1}, seed=2)) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 20)
+        cfg_path = tmp_path / "run.yaml"
+        write_config(cfg_path, srv.base_url, prompts, headers_env={"X-Extra-Auth": "RAI_TEST_API_KEY"})
+        data = yaml.safe_load(cfg_path.read_text())
+        bad = dict(data["providers"][0], id="wrong-key", api_key_env="RAI_TEST_WRONG_KEY")
+        data["providers"].append(bad)
+        data["runner"]["max_error_rate"] = 1.0
+        cfg_path.write_text(yaml.safe_dump(data))
+        os.environ["RAI_TEST_WRONG_KEY"] = SECRET + "-wrong"
+        try:
+            out = tmp_path / "out"
+            result = subprocess.run(
+                [sys.executable, "-m", "rai_harness", "-v", "run", str(cfg_path), "--out", str(out)],
+                capture_output=True, text=True, timeout=120,
+            )
+            run_config(cfg_path, tmp_path / "out2")
+        finally:
+            del os.environ["RAI_TEST_WRONG_KEY"]
+    assert result.returncode in (0, 1), result.stderr
+    samples = read_samples(out / "samples.jsonl")
+    assert any(s.error and s.error.type == "auth" for s in samples)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "journal.sqlite" for p in files)
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    assert SECRET not in result.stdout and SECRET not in result.stderr
+    assert SECRET not in caplog.text
+
+
+def test_cli_config_error_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nproviders:\n  - kind: opnai\n    model: m\nprompts: {items: [hi]}\n")
+    result = subprocess.run([sys.executable, "-m", "rai_harness", "run", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and "providers[0].kind" in result.stderr and "openai" in result.stderr
+
+
+def test_cli_missing_env_var_reported_before_any_call(tmp_path, fake_server, monkeypatch):
+    monkeypatch.delenv("RAI_TEST_API_KEY", raising=False)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    cfg = write_config(tmp_path / "run.yaml", fake_server.base_url, prompts)
+    result = subprocess.run([sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "RAI_TEST_API_KEY" in result.stderr and "providers[0].api_key_env" in result.stderr
+    assert fake_server.stats()["calls"] == 0
+
+
+def test_cli_version_and_providers():
+    version = subprocess.run([sys.executable, "-m", "rai_harness", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("rai-harness ")
+    listing = subprocess.run([sys.executable, "-m", "rai_harness", "providers", "--json"], capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    kinds = {k["kind"] for k in json.loads(listing.stdout)}
+    assert {"openai", "azure-openai", "vertex", "bedrock", "hf-local", "replay"} <= kinds
