@@ -35,7 +35,13 @@ def write_section(name: str, body: str) -> None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     stamp = f"_{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}_"
     block = f"{start}\n## {name}\n\n{stamp}\n\n{body.strip()}\n{end}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the benchmark named in its heading (`python benchmarks/<name>.py`).\n"
+    text = (
+        RESULTS.read_text(encoding="utf-8")
+        if RESULTS.exists()
+        else "# Benchmark results\n\nEach section is rewritten by the benchmark named in its heading (`python benchmarks/<name>.py`).\n"
+    )
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     RESULTS.write_text(text, encoding="utf-8")

@@ -29,14 +29,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import write_section  # noqa: E402
+from rai_harness.providers.openai_compat import OpenAIConfig
 
-from rai_harness.pricing import PriceTable  # noqa: E402
-from rai_harness.providers.openai_compat import OpenAIConfig  # noqa: E402
-from rai_harness.run.journal import Journal  # noqa: E402
-from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls  # noqa: E402
-from rai_harness.testing import FakeOpenAIServer, FaultConfig  # noqa: E402
-from rai_harness.types import ChatRequest, GenerationParams  # noqa: E402
+from _results import write_section
+from rai_harness.pricing import PriceTable
+from rai_harness.run.journal import Journal
+from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
+from rai_harness.testing import FakeOpenAIServer, FaultConfig
+from rai_harness.types import ChatRequest, GenerationParams
 
 
 def make_requests(n: int) -> list[ChatRequest]:
@@ -44,7 +44,9 @@ def make_requests(n: int) -> list[ChatRequest]:
     return [ChatRequest.from_prompt(f"s{i}", f"benchmark prompt number {i}", params=params) for i in range(n)]
 
 
-async def bare_loop(base_url: str, requests: list[ChatRequest], concurrency: int) -> tuple[float, float, list[float]]:
+async def bare_loop(
+    base_url: str, requests: list[ChatRequest], concurrency: int
+) -> tuple[float, float, list[float]]:
     """The minimum: one SDK client, a semaphore, streamed calls, TTFT taken at the first content chunk."""
     client = openai.AsyncOpenAI(
         base_url=base_url,
@@ -60,7 +62,10 @@ async def bare_loop(base_url: str, requests: list[ChatRequest], concurrency: int
             t0 = time.perf_counter()
             first = None
             stream = await client.chat.completions.create(
-                model="fake", messages=req.messages_as_dicts(), max_tokens=16, stream=True,
+                model="fake",
+                messages=req.messages_as_dicts(),
+                max_tokens=16,
+                stream=True,
                 stream_options={"include_usage": True},
             )
             async for chunk in stream:
@@ -76,9 +81,13 @@ async def bare_loop(base_url: str, requests: list[ChatRequest], concurrency: int
     return wall, cpu, ttfts
 
 
-async def full_runner(base_url: str, requests: list[ChatRequest], concurrency: int, workdir: Path) -> tuple[float, float, list[float], dict]:
+async def full_runner(
+    base_url: str, requests: list[ChatRequest], concurrency: int, workdir: Path
+) -> tuple[float, float, list[float], dict]:
     """The real thing: provider adapter, runner, journal, cost, rich progress (to a null console)."""
-    cfg = OpenAIConfig(kind="openai", model="gpt-4o-mini", base_url=base_url, api_key_env=None, concurrency=concurrency)
+    cfg = OpenAIConfig(
+        kind="openai", model="gpt-4o-mini", base_url=base_url, api_key_env=None, concurrency=concurrency
+    )
     provider = cfg.build()
     price = PriceTable.default().resolve("openai", "gpt-4o-mini")
     journal = Journal(workdir / f"journal-{time.monotonic_ns()}.sqlite")
@@ -89,8 +98,14 @@ async def full_runner(base_url: str, requests: list[ChatRequest], concurrency: i
     with progress:
         monitor.start()
         records = await generate_calls(
-            provider, requests, provider_id="bench", provider_identity=cfg.cache_identity(),
-            concurrency=concurrency, policy=RetryPolicy(timeout_s=30), journal=journal, price=price,
+            provider,
+            requests,
+            provider_id="bench",
+            provider_identity=cfg.cache_identity(),
+            concurrency=concurrency,
+            policy=RetryPolicy(timeout_s=30),
+            journal=journal,
+            price=price,
             on_record=lambda r: progress.update(task, advance=1),
         )
         await monitor.stop()
@@ -108,7 +123,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency-ms", type=float, default=50.0)
-    ap.add_argument("--ttft-ms", type=float, default=200.0, help="known first-token delay for the accuracy check")
+    ap.add_argument(
+        "--ttft-ms", type=float, default=200.0, help="known first-token delay for the accuracy check"
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
@@ -116,7 +133,10 @@ def main() -> None:
     requests = make_requests(args.calls)
     lat = args.latency_ms / 1000
     bare_w, full_w, bare_c, full_c = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(FaultConfig(ttft_s=lat), subprocess=True) as srv:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAIServer(FaultConfig(ttft_s=lat), subprocess=True) as srv,
+    ):
         asyncio.run(bare_loop(srv.base_url, requests[:64], args.concurrency))  # warm-up both paths
         asyncio.run(full_runner(srv.base_url, requests[:64], args.concurrency, Path(tmp)))
         for _ in range(args.rounds):

@@ -13,7 +13,9 @@ from rai_harness.run import plan_run
 
 GOOD = {
     "name": "t",
-    "providers": [{"kind": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1", "api_key_env": None}],
+    "providers": [
+        {"kind": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1", "api_key_env": None}
+    ],
     "prompts": {"items": ["hello"]},
 }
 
@@ -122,8 +124,12 @@ def test_missing_optional_package_fails_at_plan_time(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a))
-    cfg = parse_run_config({**GOOD, "providers": [{"kind": "bedrock", "model": "amazon.nova-micro-v1:0", "region": "us-east-1"}]})
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "boto3" else real(name, *a)
+    )
+    cfg = parse_run_config(
+        {**GOOD, "providers": [{"kind": "bedrock", "model": "amazon.nova-micro-v1:0", "region": "us-east-1"}]}
+    )
     with pytest.raises(MissingDependencyError) as info:
         plan_run(cfg)
     assert "rai-harness[bedrock]" in str(info.value)

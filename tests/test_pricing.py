@@ -40,7 +40,9 @@ def test_unknown_model_is_not_priced():
 
 
 def test_config_override_and_extension():
-    table = PriceTable.default().extended([PriceEntry(provider="openai", model="my-*", input_per_1m=1, output_per_1m=2)])
+    table = PriceTable.default().extended(
+        [PriceEntry(provider="openai", model="my-*", input_per_1m=1, output_per_1m=2)]
+    )
     price = table.resolve("openai", "my-fine-tune")
     assert price is not None and price.output_per_1m == 2
     override = PricingOverride(usd_per_hour=3.6)

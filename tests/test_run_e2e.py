@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,9 @@ SECRET = "sk-test-SECRET-7f3a9c1e"
 def write_prompts(path: Path, n: int) -> Path:
     with path.open("w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"p{i:04d}", "prompt": f"question number {i} about the weather"}) + "\n")
+            fh.write(
+                json.dumps({"id": f"p{i:04d}", "prompt": f"question number {i} about the weather"}) + "\n"
+            )
     return path
 
 
@@ -90,7 +93,9 @@ def test_500_calls_with_20_percent_faults_every_sample_accounted_for(tmp_path, a
     ok = [s for s in samples if s.ok]
     assert all(s.latency_s and s.latency_s > 0 and s.ttft_s is not None for s in ok)
     assert all(s.cost_usd is not None and s.cost_usd > 0 for s in ok)
-    assert summary.cost.priced_by == "tokens" and summary.cost.total_usd == pytest.approx(sum(s.cost_usd for s in ok))
+    assert summary.cost.priced_by == "tokens" and summary.cost.total_usd == pytest.approx(
+        sum(s.cost_usd for s in ok)
+    )
 
 
 def test_retry_after_is_waited_between_attempts(tmp_path, api_key):
@@ -101,7 +106,7 @@ def test_retry_after_is_waited_between_attempts(tmp_path, api_key):
         times = [r["t"] for r in srv.stats()["requests"]]
     assert record.providers["fake"].failed == 1
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.4 for gap in gaps), gaps
     (sample,) = read_samples(tmp_path / "out" / "samples.jsonl")
     assert sample.error is not None and sample.error.type == "rate_limit" and sample.attempts == 3
@@ -165,7 +170,9 @@ def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
 def test_secret_never_written_anywhere(tmp_path, api_key, caplog):
     caplog.set_level("DEBUG")
     # One provider with the right key, one with a key the server rejects (401 error path).
-    with FakeOpenAIServer(FaultConfig(require_api_key=SECRET, fault_rate=0.3, faults={"500": 1}, seed=2)) as srv:
+    with FakeOpenAIServer(
+        FaultConfig(require_api_key=SECRET, fault_rate=0.3, faults={"500": 1}, seed=2)
+    ) as srv:
         prompts = write_prompts(tmp_path / "prompts.jsonl", 20)
         cfg_path = tmp_path / "run.yaml"
         write_config(cfg_path, srv.base_url, prompts, headers_env={"X-Extra-Auth": "RAI_TEST_API_KEY"})
@@ -179,7 +186,9 @@ def test_secret_never_written_anywhere(tmp_path, api_key, caplog):
             out = tmp_path / "out"
             result = subprocess.run(
                 [sys.executable, "-m", "rai_harness", "-v", "run", str(cfg_path), "--out", str(out)],
-                capture_output=True, text=True, timeout=120,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             run_config(cfg_path, tmp_path / "out2")
         finally:
@@ -198,7 +207,9 @@ def test_secret_never_written_anywhere(tmp_path, api_key, caplog):
 def test_cli_config_error_exit_code_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nproviders:\n  - kind: opnai\n    model: m\nprompts: {items: [hi]}\n")
-    result = subprocess.run([sys.executable, "-m", "rai_harness", "run", str(bad)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "rai_harness", "run", str(bad)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "bad.yaml" in result.stderr and "providers[0].kind" in result.stderr and "openai" in result.stderr
 
@@ -207,16 +218,24 @@ def test_cli_missing_env_var_reported_before_any_call(tmp_path, fake_server, mon
     monkeypatch.delenv("RAI_TEST_API_KEY", raising=False)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
     cfg = write_config(tmp_path / "run.yaml", fake_server.base_url, prompts)
-    result = subprocess.run([sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "RAI_TEST_API_KEY" in result.stderr and "providers[0].api_key_env" in result.stderr
     assert fake_server.stats()["calls"] == 0
 
 
 def test_cli_version_and_providers():
-    version = subprocess.run([sys.executable, "-m", "rai_harness", "--version"], capture_output=True, text=True)
+    version = subprocess.run(
+        [sys.executable, "-m", "rai_harness", "--version"], capture_output=True, text=True
+    )
     assert version.returncode == 0 and version.stdout.startswith("rai-harness ")
-    listing = subprocess.run([sys.executable, "-m", "rai_harness", "providers", "--json"], capture_output=True, text=True)
+    listing = subprocess.run(
+        [sys.executable, "-m", "rai_harness", "providers", "--json"], capture_output=True, text=True
+    )
     assert listing.returncode == 0, listing.stderr
     kinds = {k["kind"] for k in json.loads(listing.stdout)}
     assert {"openai", "azure-openai", "vertex", "bedrock", "hf-local", "replay"} <= kinds

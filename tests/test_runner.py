@@ -57,7 +57,9 @@ class Scripted:
 
 
 def reqs(n, repeats=1):
-    return [ChatRequest.from_prompt(f"s{i}", f"prompt {i}", repeat=k) for i in range(n) for k in range(repeats)]
+    return [
+        ChatRequest.from_prompt(f"s{i}", f"prompt {i}", repeat=k) for i in range(n) for k in range(repeats)
+    ]
 
 
 FAST = RetryPolicy(max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=1.0)
@@ -75,13 +77,19 @@ async def test_all_succeed_in_order_and_concurrency_is_bounded():
 
 async def test_retryable_error_is_retried_then_succeeds():
     provider = Scripted({("s0", 1): ProviderError("busy", retryable=True, status_code=503)})
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST)
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST
+    )
     assert record.ok and record.attempts == 2 and record.retry_wait_s > 0
 
 
 async def test_non_retryable_error_is_recorded_not_retried():
-    provider = Scripted({("s0", 1): ProviderError("bad key", retryable=False, status_code=401, error_type="auth")})
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST)
+    provider = Scripted(
+        {("s0", 1): ProviderError("bad key", retryable=False, status_code=401, error_type="auth")}
+    )
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST
+    )
     assert not record.ok and record.attempts == 1
     assert record.error is not None and record.error.type == "auth" and record.error.status_code == 401
 
@@ -89,14 +97,20 @@ async def test_non_retryable_error_is_recorded_not_retried():
 async def test_exhausted_retries_recorded_with_attempts():
     err = ProviderError("overloaded", retryable=True, status_code=529, error_type="server_error")
     provider = Scripted({("s0", n): err for n in range(1, 10)})
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST)
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST
+    )
     assert not record.ok and record.attempts == FAST.max_retries + 1
     assert record.output is None and record.error is not None and record.error.type == "server_error"
 
 
 async def test_retry_after_is_honoured():
-    provider = Scripted({("s0", 1): ProviderError("slow down", retryable=True, status_code=429, retry_after_s=0.3)})
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST)
+    provider = Scripted(
+        {("s0", 1): ProviderError("slow down", retryable=True, status_code=429, retry_after_s=0.3)}
+    )
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST
+    )
     first, second = provider.call_times["s0"]
     assert second - first >= 0.3
     assert record.retry_wait_s == pytest.approx(0.3)
@@ -105,32 +119,62 @@ async def test_retry_after_is_honoured():
 async def test_timeout_is_retryable_and_recorded():
     provider = Scripted(hang_on={"s0"})
     policy = RetryPolicy(max_retries=1, backoff_base_s=0.01, backoff_max_s=0.01, timeout_s=0.05)
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=policy)
-    assert not record.ok and record.error is not None and record.error.type == "timeout" and record.attempts == 2
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=policy
+    )
+    assert (
+        not record.ok and record.error is not None and record.error.type == "timeout" and record.attempts == 2
+    )
 
 
 async def test_unexpected_exception_is_recorded_as_internal_error():
     provider = Scripted({("s0", 1): KeyError("boom")})
-    (record,) = await generate_calls(provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST)
+    (record,) = await generate_calls(
+        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST
+    )
     assert not record.ok and record.error is not None and record.error.type == "internal_error"
 
 
 async def test_secrets_are_scrubbed_from_error_messages():
     provider = Scripted({("s0", 1): ProviderError("key sk-SECRET-1 rejected", retryable=False)})
     (record,) = await generate_calls(
-        provider, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, secrets=["sk-SECRET-1"]
+        provider,
+        reqs(1),
+        provider_id="p",
+        provider_identity={},
+        concurrency=1,
+        policy=FAST,
+        secrets=["sk-SECRET-1"],
     )
-    assert record.error is not None and "sk-SECRET-1" not in record.error.message and "***" in record.error.message
+    assert (
+        record.error is not None
+        and "sk-SECRET-1" not in record.error.message
+        and "***" in record.error.message
+    )
     assert scrub("a b a", ["a"]) == "*** b ***"
 
 
 async def test_journal_reuse_makes_only_missing_calls(tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
     first = Scripted()
-    await generate_calls(first, reqs(5), provider_id="p", provider_identity={"m": 1}, concurrency=2, policy=FAST, journal=journal)
+    await generate_calls(
+        first,
+        reqs(5),
+        provider_id="p",
+        provider_identity={"m": 1},
+        concurrency=2,
+        policy=FAST,
+        journal=journal,
+    )
     second = Scripted()
     records = await generate_calls(
-        second, reqs(8), provider_id="p", provider_identity={"m": 1}, concurrency=2, policy=FAST, journal=journal
+        second,
+        reqs(8),
+        provider_id="p",
+        provider_identity={"m": 1},
+        concurrency=2,
+        policy=FAST,
+        journal=journal,
     )
     assert sorted(second.calls) == ["s5", "s6", "s7"]
     assert [r.cached for r in records] == [True] * 5 + [False] * 3
@@ -140,13 +184,26 @@ async def test_journal_reuse_makes_only_missing_calls(tmp_path):
 async def test_journal_failure_is_retried_on_resume_by_default(tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
     bad = Scripted({("s0", 1): ProviderError("no", retryable=False)})
-    await generate_calls(bad, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, journal=journal)
+    await generate_calls(
+        bad, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, journal=journal
+    )
     assert journal.count("error") == 1
     again = Scripted()
-    (record,) = await generate_calls(again, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, journal=journal)
+    (record,) = await generate_calls(
+        again, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, journal=journal
+    )
     assert record.ok and journal.count("error") == 0
     kept = Scripted()
-    await generate_calls(kept, reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, journal=journal, retry_failed=False)
+    await generate_calls(
+        kept,
+        reqs(1),
+        provider_id="p",
+        provider_identity={},
+        concurrency=1,
+        policy=FAST,
+        journal=journal,
+        retry_failed=False,
+    )
     assert kept.calls == {}
     journal.close()
 
@@ -179,7 +236,9 @@ async def test_rate_limiter_spaces_requests():
 
 
 async def test_cost_per_call_from_token_price():
-    price = ResolvedPrice(input_per_1m=1.0, output_per_1m=2.0, usd_per_hour=None, source="t", table_version=None)
+    price = ResolvedPrice(
+        input_per_1m=1.0, output_per_1m=2.0, usd_per_hour=None, source="t", table_version=None
+    )
     (record,) = await generate_calls(
         Scripted(), reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, price=price
     )

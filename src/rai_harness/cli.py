@@ -47,7 +47,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")] = False,
 ) -> None:
@@ -88,20 +91,22 @@ class _ProgressSink:
             self.errors[record.provider_id] += 1
         done = self.progress.tasks[task].completed + 1
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        self.progress.update(
-            task, advance=1, errors=self.errors[record.provider_id], rate=done / elapsed
-        )
+        self.progress.update(task, advance=1, errors=self.errors[record.provider_id], rate=done / elapsed)
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run config YAML (see evals/).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: reports/<name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: reports/<name>).")
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N prompts.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Require an existing journal in the output folder and reuse it.")
     ] = False,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Discard the journal in the output folder first.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Discard the journal in the output folder first.")
+    ] = False,
     provider: Annotated[
         list[str] | None, typer.Option("--provider", "-p", help="Run only this provider id (repeatable).")
     ] = None,
@@ -160,7 +165,16 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
 
 def _print_summary(record: Any, out_dir: Path) -> None:
     table = Table(title=f"run {record.name} ({record.status})", title_justify="left")
-    for col in ("provider", "calls", "failed", "TTFT p50", "latency p50", "latency p95", "tok/s p50", "cost/1k calls"):
+    for col in (
+        "provider",
+        "calls",
+        "failed",
+        "TTFT p50",
+        "latency p50",
+        "latency p95",
+        "tok/s p50",
+        "cost/1k calls",
+    ):
         table.add_column(col, justify="right" if col != "provider" else "left")
     for pid, s in record.providers.items():
         table.add_row(

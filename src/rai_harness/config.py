@@ -75,7 +75,10 @@ class RunnerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_error_rate: float = Field(
-        0.05, ge=0.0, le=1.0, description="Mark the run failed when a provider's failed-call share exceeds this."
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Mark the run failed when a provider's failed-call share exceeds this.",
     )
     backoff_base_s: float = Field(0.5, gt=0, description="First retry waits about this long (seconds).")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest computed backoff (seconds).")
@@ -99,7 +102,9 @@ class RunConfig(BaseModel):
     providers: list[ProviderConfig]
     prompts: PromptSource | None = None
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
-    pricing: list[PriceEntry] = Field(default_factory=list, description="Entries consulted before the shipped table.")
+    pricing: list[PriceEntry] = Field(
+        default_factory=list, description="Entries consulted before the shipped table."
+    )
     price_table: str | None = Field(None, description="Replace the shipped price table by this YAML file.")
 
     @model_validator(mode="after")
@@ -138,7 +143,9 @@ def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
     return path
 
 
-def _format_validation(exc: ValidationError, file: str | None, prefix: str, model: type[BaseModel]) -> ConfigError:
+def _format_validation(
+    exc: ValidationError, file: str | None, prefix: str, model: type[BaseModel]
+) -> ConfigError:
     """Turn pydantic's first error into a ConfigError that says where and how to fix it."""
     err = exc.errors()[0]
     loc = err["loc"]
@@ -186,10 +193,14 @@ def parse_provider(data: Any, *, file: str | None, key_path: str) -> ProviderCon
     from rai_harness.providers import get_config_class
 
     if not isinstance(data, Mapping):
-        raise ConfigError("each provider must be a mapping with at least `kind` and `model`", file=file, key_path=key_path)
+        raise ConfigError(
+            "each provider must be a mapping with at least `kind` and `model`", file=file, key_path=key_path
+        )
     kind = data.get("kind")
     if not isinstance(kind, str):
-        raise ConfigError("`kind` is required (see `rai providers` for the kinds)", file=file, key_path=f"{key_path}.kind")
+        raise ConfigError(
+            "`kind` is required (see `rai providers` for the kinds)", file=file, key_path=f"{key_path}.kind"
+        )
     try:
         cls = get_config_class(kind)
     except ConfigError as exc:
@@ -206,10 +217,16 @@ def parse_run_config(data: Any, *, file: str | None = None) -> RunConfig:
         raise ConfigError("the file must hold a mapping (keys like name, providers, prompts)", file=file)
     raw_providers = data.get("providers")
     if raw_providers is None:
-        raise ConfigError("this key is required but missing: list the providers to evaluate", file=file, key_path="providers")
+        raise ConfigError(
+            "this key is required but missing: list the providers to evaluate",
+            file=file,
+            key_path="providers",
+        )
     if not isinstance(raw_providers, list):
         raise ConfigError("must be a list of provider mappings", file=file, key_path="providers")
-    providers = [parse_provider(p, file=file, key_path=f"providers[{i}]") for i, p in enumerate(raw_providers)]
+    providers = [
+        parse_provider(p, file=file, key_path=f"providers[{i}]") for i, p in enumerate(raw_providers)
+    ]
     body = {k: v for k, v in data.items() if k != "providers"}
     try:
         return RunConfig.model_validate({**body, "providers": providers})

@@ -119,7 +119,9 @@ class ClassifierSpec(BaseModel):
 
     backend: str = Field(..., description="Classifier backend name.")
     model: str | None = Field(None, description="Model id, local folder, or backend variant.")
-    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'...")
+    device: str = Field(
+        "auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'..."
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     def key(self) -> str:

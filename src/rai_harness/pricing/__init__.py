@@ -146,14 +146,18 @@ class PriceTable:
         source = entry.source or "price table"
         if entry.as_of:
             source = f"{source} (as of {entry.as_of})"
-        return ResolvedPrice(entry.input_per_1m, entry.output_per_1m, entry.usd_per_hour, source, self.version)
+        return ResolvedPrice(
+            entry.input_per_1m, entry.output_per_1m, entry.usd_per_hour, source, self.version
+        )
 
 
 def token_cost(price: ResolvedPrice, prompt_tokens: int, completion_tokens: int) -> float | None:
     """USD cost of one call under per-token pricing; ``None`` if the price is hourly or unknown."""
     if not price.per_token:
         return None
-    return (prompt_tokens * (price.input_per_1m or 0.0) + completion_tokens * (price.output_per_1m or 0.0)) / 1e6
+    return (
+        prompt_tokens * (price.input_per_1m or 0.0) + completion_tokens * (price.output_per_1m or 0.0)
+    ) / 1e6
 
 
 def busy_seconds(intervals: Iterable[tuple[float, float]]) -> float:

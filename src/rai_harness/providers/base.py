@@ -191,7 +191,9 @@ class StreamTimer:
         return time.perf_counter() - self._start
 
 
-def merged_headers(static: Mapping[str, str], from_env: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+def merged_headers(
+    static: Mapping[str, str], from_env: Mapping[str, str], environ: Mapping[str, str]
+) -> dict[str, str]:
     """Combine literal headers with headers whose values come from environment variables."""
     headers = dict(static)
     for name, variable in from_env.items():

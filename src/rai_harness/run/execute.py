@@ -99,10 +99,16 @@ def _resolve_paths(cfg: ProviderConfig, base: Path | None) -> ProviderConfig:
     return cfg.model_copy(update=updates) if updates else cfg
 
 
-def _load_rows(config: RunConfig, base: Path | None, file: str | None) -> tuple[list[PromptRow], list[DatasetInfo]]:
+def _load_rows(
+    config: RunConfig, base: Path | None, file: str | None
+) -> tuple[list[PromptRow], list[DatasetInfo]]:
     source = config.prompts
     if source is None:
-        raise ConfigError("`prompts` is required: give `prompts.path` (a JSONL file) or `prompts.items`", file=file, key_path="prompts")
+        raise ConfigError(
+            "`prompts` is required: give `prompts.path` (a JSONL file) or `prompts.items`",
+            file=file,
+            key_path="prompts",
+        )
     if source.items is not None:
         rows = rows_from_items(source.items, system=source.system)
         digest = stable_hash(source.items)
@@ -115,7 +121,11 @@ def _load_rows(config: RunConfig, base: Path | None, file: str | None) -> tuple[
         try:
             rows = read_prompt_file(path, system=source.system)
         except ConfigError as exc:
-            raise ConfigError(f"{exc.detail} (from `prompts.path` in {file})" if file else exc.detail, file=exc.file, key_path=exc.key_path) from exc
+            raise ConfigError(
+                f"{exc.detail} (from `prompts.path` in {file})" if file else exc.detail,
+                file=exc.file,
+                key_path=exc.key_path,
+            ) from exc
         info = DatasetInfo(name=path.stem, path=str(source.path), sha256=file_sha256(path), rows=len(rows))
     if source.limit is not None:
         rows = rows[: source.limit]
@@ -150,12 +160,19 @@ def plan_run(
         known = {p.provider_id for p in config.providers}
         for pid in provider_ids:
             if pid not in known:
-                raise ConfigError(f"--provider {pid!r} is not in the config; its providers are: {', '.join(sorted(known))}", file=file)
-        config = config.model_copy(update={"providers": [p for p in config.providers if p.provider_id in provider_ids]})
+                raise ConfigError(
+                    f"--provider {pid!r} is not in the config; its providers are: {', '.join(sorted(known))}",
+                    file=file,
+                )
+        config = config.model_copy(
+            update={"providers": [p for p in config.providers if p.provider_id in provider_ids]}
+        )
     check_secrets(config, file=file, environ=environ)
     for p in config.providers:
         p.check_requirements()
-    table = PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
+    table = (
+        PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
+    )
     table = table.extended(config.pricing)
     rows, datasets = _load_rows(config, base, file)
     if limit is not None:
@@ -169,7 +186,9 @@ def plan_run(
             try:
                 validate()
             except ConfigError as exc:
-                raise ConfigError(exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]") from exc
+                raise ConfigError(
+                    exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
+                ) from exc
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         requests = tuple(expand_requests(rows, cfg.params.to_params(), repeats))
         plans.append(ProviderPlan(cfg, price, requests))
@@ -194,7 +213,16 @@ def _abs(path: str, base: Path | None) -> Path:
 def environment_info() -> dict[str, Any]:
     """Versions and hardware facts for the run record (no host names, no user names)."""
     packages = {}
-    for name in ("rai-harness", "openai", "pydantic", "numpy", "torch", "transformers", "tokenizers", "httpx"):
+    for name in (
+        "rai-harness",
+        "openai",
+        "pydantic",
+        "numpy",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "httpx",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
     info: dict[str, Any] = {
@@ -233,7 +261,9 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
     if price is None or not price.hourly or price.usd_per_hour is None:
         return records
     ok_idx = [i for i, r in enumerate(records) if r.ok]
-    intervals = [(records[i].finished_at - (records[i].latency_s or 0.0), records[i].finished_at) for i in ok_idx]
+    intervals = [
+        (records[i].finished_at - (records[i].latency_s or 0.0), records[i].finished_at) for i in ok_idx
+    ]
     costs = hourly_costs(price.usd_per_hour, intervals, [records[i].completion_tokens or 0 for i in ok_idx])
     out = list(records)
     for i, cost in zip(ok_idx, costs, strict=True):
@@ -375,4 +405,3 @@ def run_sync(plan: RunPlan, **kwargs: Any) -> RunRecord:
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-

@@ -78,7 +78,9 @@ class Journal:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
 
-    def put(self, key: str, provider_id: str, sample_id: str, repeat: int, status: str, record: Mapping[str, Any]) -> None:
+    def put(
+        self, key: str, provider_id: str, sample_id: str, repeat: int, status: str, record: Mapping[str, Any]
+    ) -> None:
         """Write (or replace) one call record and commit it at once."""
         blob = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         with self._lock:
@@ -112,13 +114,16 @@ class Journal:
         with self._lock:
             if status is None:
                 return int(self._conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
-            return int(self._conn.execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,)).fetchone()[0])
+            return int(
+                self._conn.execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,)).fetchone()[0]
+            )
 
     def set_meta(self, name: str, value: Any) -> None:
         """Store a small JSON value (run id, first start time)."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, json.dumps(value, default=str))
+                "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
+                (name, json.dumps(value, default=str)),
             )
 
     def get_meta(self, name: str) -> Any | None:

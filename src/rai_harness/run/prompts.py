@@ -56,7 +56,9 @@ def read_prompt_file(path: str | Path, *, system: str | None = None) -> list[Pro
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"not valid JSON ({exc.msg}); each line must be one JSON object", file=str(p), key_path=where) from exc
+            raise ConfigError(
+                f"not valid JSON ({exc.msg}); each line must be one JSON object", file=str(p), key_path=where
+            ) from exc
         if not isinstance(obj, dict):
             raise ConfigError("each line must be a JSON object", file=str(p), key_path=where)
         rows.append(_row(obj, number, p, system, seen))
@@ -73,15 +75,23 @@ def _row(obj: dict[str, Any], number: int, p: Path, system: str | None, seen: se
     seen.add(row_id)
     if "messages" in obj:
         if not isinstance(obj["messages"], list) or not obj["messages"]:
-            raise ConfigError("`messages` must be a non-empty list of {role, content}", file=str(p), key_path=f"{where}.messages")
+            raise ConfigError(
+                "`messages` must be a non-empty list of {role, content}",
+                file=str(p),
+                key_path=f"{where}.messages",
+            )
         try:
             messages = messages_from_dicts(obj["messages"])
         except ValueError as exc:
             raise ConfigError(str(exc), file=str(p), key_path=f"{where}.messages") from exc
     elif isinstance(obj.get("prompt"), str):
-        messages = ((ChatMessage("system", system),) if system else ()) + (ChatMessage("user", obj["prompt"]),)
+        messages = ((ChatMessage("system", system),) if system else ()) + (
+            ChatMessage("user", obj["prompt"]),
+        )
     else:
-        raise ConfigError("each line needs `prompt` (a string) or `messages` (a list)", file=str(p), key_path=where)
+        raise ConfigError(
+            "each line needs `prompt` (a string) or `messages` (a list)", file=str(p), key_path=where
+        )
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ConfigError("`metadata` must be an object", file=str(p), key_path=f"{where}.metadata")

@@ -66,8 +66,14 @@ class Distribution(BaseModel):
             return cls(n=0)
         p50, p90, p95, p99 = np.percentile(data, [50, 90, 95, 99])
         return cls(
-            n=int(data.size), mean=float(data.mean()), p50=float(p50), p90=float(p90), p95=float(p95),
-            p99=float(p99), min=float(data.min()), max=float(data.max()),
+            n=int(data.size),
+            mean=float(data.mean()),
+            p50=float(p50),
+            p90=float(p90),
+            p95=float(p95),
+            p99=float(p99),
+            min=float(data.min()),
+            max=float(data.max()),
         )
 
 
@@ -141,7 +147,9 @@ class RunRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
     name: str
-    status: str = Field(..., description="'complete', 'failed' (an error budget was exceeded) or 'incomplete'.")
+    status: str = Field(
+        ..., description="'complete', 'failed' (an error budget was exceeded) or 'incomplete'."
+    )
     problems: list[str] = Field(default_factory=list)
     started_at: str
     finished_at: str
@@ -158,7 +166,11 @@ class RunRecord(BaseModel):
 
 
 def summarize_provider(
-    kind: str, model: str, records: Sequence[CallRecord], price: ResolvedPrice | None, model_info: dict[str, Any]
+    kind: str,
+    model: str,
+    records: Sequence[CallRecord],
+    price: ResolvedPrice | None,
+    model_info: dict[str, Any],
 ) -> ProviderSummary:
     """Aggregate one provider's records (costs must already be filled in)."""
     ok = [r for r in records if r.ok]
@@ -197,7 +209,11 @@ def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: 
     costs = [r.cost_usd for r in ok if r.cost_usd is not None]
     total = float(sum(costs)) if costs else (0.0 if not ok else None)
     per_call = (total / len(ok)) if (total is not None and ok) else None
-    busy = busy_seconds((r.finished_at - (r.latency_s or 0.0), r.finished_at) for r in ok) if price.hourly else None
+    busy = (
+        busy_seconds((r.finished_at - (r.latency_s or 0.0), r.finished_at) for r in ok)
+        if price.hourly
+        else None
+    )
     return CostSummary(
         priced_by="hourly" if price.hourly else "tokens",
         source=price.source,

@@ -115,7 +115,9 @@ class CallRecord:
         values = {k: v for k, v in data.items() if k in known}
         err = values.get("error")
         if isinstance(err, Mapping):
-            values["error"] = CallError(**{k: err[k] for k in ("type", "message", "status_code", "retryable") if k in err})
+            values["error"] = CallError(
+                **{k: err[k] for k in ("type", "message", "status_code", "retryable") if k in err}
+            )
         return cls(**values)
 
 
@@ -130,7 +132,9 @@ class RetryPolicy:
     timeout_s: float = 120.0
 
 
-def backoff_delay(attempt: int, policy: RetryPolicy, retry_after_s: float | None, rng: random.Random) -> float:
+def backoff_delay(
+    attempt: int, policy: RetryPolicy, retry_after_s: float | None, rng: random.Random
+) -> float:
     """Seconds to wait before retry number ``attempt`` (1 = the first retry)."""
     if retry_after_s is not None and retry_after_s >= 0:
         # The server knows when it will have capacity: honour it (bounded, so a bogus
@@ -215,8 +219,14 @@ OnRecord = Callable[[CallRecord], None]
 
 
 def _success_record(
-    key: str, provider_id: str, request: ChatRequest, gen: Generation, attempts: int, waited: float,
-    started: float, price: ResolvedPrice | None,
+    key: str,
+    provider_id: str,
+    request: ChatRequest,
+    gen: Generation,
+    attempts: int,
+    waited: float,
+    started: float,
+    price: ResolvedPrice | None,
 ) -> CallRecord:
     cost = token_cost(price, gen.usage.prompt_tokens, gen.usage.completion_tokens) if price else None
     return CallRecord(
@@ -246,8 +256,14 @@ def _success_record(
 
 
 def _failure_record(
-    key: str, provider_id: str, request: ChatRequest, err: ProviderError, attempts: int, waited: float,
-    started: float, secrets: Sequence[str],
+    key: str,
+    provider_id: str,
+    request: ChatRequest,
+    err: ProviderError,
+    attempts: int,
+    waited: float,
+    started: float,
+    secrets: Sequence[str],
 ) -> CallRecord:
     return CallRecord(
         key=key,
@@ -381,8 +397,15 @@ async def generate_calls(
                 return
         async with semaphore:
             record = await call_with_retries(
-                provider, request, key=key, provider_id=provider_id, policy=policy, limiter=limiter,
-                price=price, secrets=secrets, rng=rng,
+                provider,
+                request,
+                key=key,
+                provider_id=provider_id,
+                policy=policy,
+                limiter=limiter,
+                price=price,
+                secrets=secrets,
+                rng=rng,
             )
         if journal is not None:
             journal.put(key, provider_id, request.sample_id, request.repeat, record.status, record.to_dict())
