@@ -20,14 +20,14 @@ def describe_kinds() -> list[dict[str, Any]]:
     """Every registered kind with its description and fields (name, type, default, description)."""
     from rai_harness.providers import get_config_class, list_kinds
 
-    out = []
+    out: list[dict[str, Any]] = []
     for kind in list_kinds():
         try:
             cls = get_config_class(kind)
         except Exception as exc:  # a broken third-party plugin must not hide the others
             out.append({"kind": kind, "description": f"(cannot load: {exc})", "fields": []})
             continue
-        fields = []
+        fields: list[dict[str, str]] = []
         for name, info in cls.model_fields.items():
             if name == "kind":
                 continue
