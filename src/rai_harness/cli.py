@@ -76,6 +76,7 @@ class _ProgressSink:
         self.started = time.perf_counter()
 
     def start(self, plan: Any, reused: int) -> None:
+        self.started = time.perf_counter()
         if reused:
             err_console.print(f"resuming: {reused} completed calls found in the journal will be reused")
         for pp in plan.providers:

@@ -32,7 +32,7 @@ from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
-from rai_harness.run.journal import Journal
+from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.prompts import PromptRow, expand_requests, file_sha256, read_prompt_file, rows_from_items
 from rai_harness.run.record import (
     DatasetInfo,
@@ -271,6 +271,17 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
     return out
 
 
+def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> int:
+    """How many of a provider's calls are not yet usable from the journal."""
+    identity = pp.config.cache_identity()
+    pending = 0
+    for request in pp.requests:
+        stored = journal.get(call_key(identity, request))
+        if stored is None or (retry_failed and stored.get("status") != "ok"):
+            pending += 1
+    return pending
+
+
 def _replace(record: CallRecord, **changes: Any) -> CallRecord:
     from dataclasses import replace
 
@@ -305,23 +316,28 @@ async def execute_run(
             run_id = uuid.uuid4().hex
             journal.set_meta("run_id", run_id)
             journal.set_meta("first_started_at", _now_iso())
-        if on_start:
-            on_start(plan, journal.count("ok"))
         started_iso = _now_iso()
         t0 = time.perf_counter()
         settings = plan.config.runner
         providers: list[Provider] = []
         monitor = LoopLagMonitor()
-        monitor.start()
         try:
             for pp in plan.providers:
                 providers.append(pp.config.build())
-            for provider in providers:
+            for pp, provider in zip(plan.providers, providers, strict=True):
+                # Loading a local model takes seconds to minutes: skip it when the journal
+                # already holds every call (re-recording a finished run calls no model).
+                if _pending_calls(pp, journal, settings.retry_failed_on_resume) == 0:
+                    continue
                 load = getattr(provider, "load", None)
                 if callable(load):
                     result = load()
                     if inspect.isawaitable(result):
                         await result
+            # Start the clocks after loading so progress rates and loop lag describe the calls.
+            if on_start:
+                on_start(plan, journal.count("ok"))
+            monitor.start()
             outcomes = await asyncio.gather(
                 *(
                     generate_calls(
