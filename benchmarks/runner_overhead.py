@@ -23,16 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import openai
 from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rai_harness.providers.openai_compat import OpenAIConfig
-
 from _results import write_section
 from rai_harness.pricing import PriceTable
+from rai_harness.providers.openai_compat import OpenAIConfig, make_http_client
 from rai_harness.run.journal import Journal
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
@@ -52,7 +50,8 @@ async def bare_loop(
         base_url=base_url,
         api_key="not-needed",
         max_retries=0,
-        http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2)),
+        # Same HTTP stack and pool size as the adapter, so only the runner's own work differs.
+        http_client=make_http_client(concurrency, 30.0),
     )
     sem = asyncio.Semaphore(concurrency)
     ttfts: list[float] = []
@@ -146,19 +145,21 @@ def main() -> None:
             w, c, _t, _lag = asyncio.run(full_runner(srv.base_url, requests, args.concurrency, Path(tmp)))
             full_w.append(w)
             full_c.append(c)
-        # Timing accuracy: known first-token delay, same concurrency.
+        # Timing accuracy: known first-token delay, at the benchmark's concurrency and at a low one
+        # where the client's event loop is not saturated (the SDK's CPU cost per call bounds it).
         srv.configure(ttft_s=args.ttft_ms / 1000)
         n_acc = min(args.calls, 640)
-        acc_reqs = make_requests(n_acc)
-        _w, _c, bare_ttft = asyncio.run(bare_loop(srv.base_url, acc_reqs, args.concurrency))
-        _w, _c, full_ttft, lag = asyncio.run(full_runner(srv.base_url, acc_reqs, args.concurrency, Path(tmp)))
+        accuracy = []
+        for conc in sorted({args.concurrency, 8}, reverse=True):
+            acc_reqs = make_requests(n_acc if conc > 8 else min(n_acc, 160))
+            _w, _c, bare_ttft = asyncio.run(bare_loop(srv.base_url, acc_reqs, conc))
+            _w, _c, full_ttft, lag = asyncio.run(full_runner(srv.base_url, acc_reqs, conc, Path(tmp)))
+            accuracy.append((conc, len(acc_reqs), statistics.median(full_ttft), statistics.median(bare_ttft), lag))
 
     bw, fw = statistics.median(bare_w), statistics.median(full_w)
     overhead = fw / bw - 1
     ideal = args.calls / args.concurrency * lat
     true_ttft = args.ttft_ms / 1000
-    full_med, bare_med = statistics.median(full_ttft), statistics.median(bare_ttft)
-    err_ms = (full_med - true_ttft) * 1000
     lines = [
         f"{args.calls} streamed calls, concurrency {args.concurrency}, server first-token delay {args.latency_ms:.0f} ms "
         f"(ideal wall {ideal:.2f} s), {args.rounds} alternating rounds, medians:",
@@ -170,11 +171,22 @@ def main() -> None:
         "",
         f"Runner overhead: **{overhead:+.1%}** wall time (target <= +15%): {'PASS' if overhead <= 0.15 else 'MISS'}.",
         "",
-        f"TTFT accuracy ({n_acc} calls at concurrency {args.concurrency}, server delays the first token {args.ttft_ms:.0f} ms): "
-        f"runner median {full_med * 1000:.1f} ms (error {err_ms:+.1f} ms; target within 10 ms: "
-        f"{'PASS' if abs(err_ms) <= 10 else 'MISS'}), bare loop median {bare_med * 1000:.1f} ms. "
-        f"Event-loop lag during the runner's pass: p50 {lag.get('p50_ms', 0):.1f} ms, p99 {lag.get('p99_ms', 0):.1f} ms, "
-        f"max {lag.get('max_ms', 0):.1f} ms (the run record reports this and warns above 10 ms at p99).",
+        f"TTFT accuracy: the server delays the first token by {args.ttft_ms:.0f} ms; median TTFT recorded (target: within 10 ms):",
+        "",
+        "| concurrency | calls | runner median ms | error ms | bare-loop median ms | loop lag p50 / p99 ms | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for conc, n, full_med, bare_med, lag in accuracy:
+        err_ms = (full_med - true_ttft) * 1000
+        lines.append(
+            f"| {conc} | {n} | {full_med * 1000:.1f} | {err_ms:+.1f} | {bare_med * 1000:.1f} | "
+            f"{lag.get('p50_ms', 0):.1f} / {lag.get('p99_ms', 0):.1f} | {'PASS' if abs(err_ms) <= 10 else 'MISS'} |"
+        )
+    lines += [
+        "",
+        "When the client's event loop is saturated (the SDK's CPU per call times the call rate exceeds one core), "
+        "every timing taken on the loop is late by the loop lag, for the bare loop as much as for the runner; "
+        "the run record reports the lag and warns above 10 ms at p99.",
     ]
     body = "\n".join(lines)
     print(body)
