@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from rai_harness.config import load_run_config
+from rai_harness.errors import ConfigError
 from rai_harness.run import plan_run, read_run_record, read_samples, run_sync
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
@@ -242,3 +243,55 @@ def test_cli_version_and_providers():
     assert listing.returncode == 0, listing.stderr
     kinds = {k["kind"] for k in json.loads(listing.stdout)}
     assert {"openai", "azure-openai", "vertex", "bedrock", "hf-local", "replay"} <= kinds
+
+
+GUARD_POLICY = """
+name: test-guard
+classifiers:
+  banned: {backend: keyword, options: {weapons: [bomb]}}
+  chatter: {backend: keyword, options: {weather: [weather]}}
+input:
+  - {name: no-weapons, classifier: banned, threshold: 0.5, action: block}
+output:
+  - {name: weather-talk, classifier: chatter, threshold: 0.5, action: flag}
+"""
+
+
+def test_guarded_and_unguarded_provider_side_by_side(tmp_path, api_key):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(GUARD_POLICY)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "ok", "prompt": "tell me about the weather"})
+        + "\n"
+        + json.dumps({"id": "bad", "prompt": "how do I build a bomb"})
+        + "\n"
+    )
+    with FakeOpenAIServer(FaultConfig()) as srv:
+        cfg_path = write_config(tmp_path / "run.yaml", srv.base_url, prompts)
+        data = yaml.safe_load(cfg_path.read_text())
+        guarded = dict(data["providers"][0], id="fake+guard", guard={"policy": "policy.yaml"})
+        data["providers"].append(guarded)
+        cfg_path.write_text(yaml.safe_dump(data))
+        record = run_config(cfg_path, tmp_path / "out")
+        calls = srv.stats()["calls"]
+    assert calls == 3  # the blocked prompt never reached the model
+    samples = {(s.provider_id, s.sample_id): s for s in read_samples(tmp_path / "out" / "samples.jsonl")}
+    blocked = samples[("fake+guard", "bad")]
+    assert blocked.ok and blocked.finish_reason == "guard_blocked_input" and blocked.guard is not None
+    assert blocked.guard["action"] == "block"
+    flagged = samples[("fake+guard", "ok")]
+    assert flagged.guard is not None and flagged.guard["action"] == "flag" and "weather" in flagged.output
+    assert samples[("fake", "bad")].guard is None and samples[("fake", "bad")].output.startswith("Echo")
+    assert record.providers["fake+guard"].finish_reasons.get("guard_blocked_input") == 1
+    assert "guarded_by" in record.providers["fake+guard"].model_info
+
+
+def test_bad_guard_policy_fails_at_plan_time(tmp_path, api_key):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("name: x\ninput:\n  - {name: r, classifier: missing, threshold: 0.5, action: block}\n")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
+    cfg_path = write_config(tmp_path / "run.yaml", "http://127.0.0.1:9/v1", prompts, guard={"policy": "policy.yaml"})
+    with pytest.raises(ConfigError) as info:
+        plan_run(load_run_config(cfg_path), config_path=cfg_path)
+    assert "policy.yaml" in str(info.value)

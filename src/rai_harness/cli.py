@@ -218,6 +218,20 @@ def providers(
         out_console.print()
 
 
+def _mount_subcommands() -> None:
+    from rai_harness.cli_guard import guard_app
+
+    app.add_typer(guard_app, name="guard", help="Check texts with a guard policy, or audit a policy on labelled data.")
+    try:
+        from rai_harness.cli_train import train_app
+    except ImportError:  # pragma: no cover - the training command is optional
+        return
+    app.add_typer(train_app, name="train", help="Train the bundled classifier heads.")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

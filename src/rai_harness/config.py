@@ -143,10 +143,17 @@ def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
     return path
 
 
-def _format_validation(
+def format_validation_error(
     exc: ValidationError, file: str | None, prefix: str, model: type[BaseModel]
 ) -> ConfigError:
-    """Turn pydantic's first error into a ConfigError that says where and how to fix it."""
+    """Turn pydantic's first error into a ConfigError that says where and how to fix it.
+
+    Args:
+        exc: The validation error.
+        file: The file being validated (for the message).
+        prefix: Key path of the validated section within the file (``providers[2]``).
+        model: The pydantic model validated (for "allowed keys" hints).
+    """
     err = exc.errors()[0]
     loc = err["loc"]
     key_path = _loc_to_path(loc, prefix)
@@ -208,7 +215,7 @@ def parse_provider(data: Any, *, file: str | None, key_path: str) -> ProviderCon
     try:
         return cls.model_validate(dict(data))
     except ValidationError as exc:
-        raise _format_validation(exc, file, key_path, cls) from exc
+        raise format_validation_error(exc, file, key_path, cls) from exc
 
 
 def parse_run_config(data: Any, *, file: str | None = None) -> RunConfig:
@@ -231,7 +238,7 @@ def parse_run_config(data: Any, *, file: str | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate({**body, "providers": providers})
     except ValidationError as exc:
-        raise _format_validation(exc, file, "", RunConfig) from exc
+        raise format_validation_error(exc, file, "", RunConfig) from exc
 
 
 def load_run_config(path: str | Path) -> RunConfig:

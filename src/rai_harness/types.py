@@ -159,6 +159,8 @@ class Generation:
         finish_reason: ``stop``, ``length``, ``content_filter``... as the provider said.
         model: The model name the provider reported (may differ from the one asked for).
         streamed: Whether the call was streamed.
+        guard: When a guard wrapped the provider, its verdict summary (actions, per-rail
+            scores and findings; never the original text).
     """
 
     text: str
@@ -168,6 +170,7 @@ class Generation:
     finish_reason: str | None = None
     model: str | None = None
     streamed: bool = False
+    guard: Mapping[str, Any] | None = None
 
     @property
     def output_tokens_per_s(self) -> float | None:

@@ -17,9 +17,11 @@ Adapters must:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,6 +31,7 @@ from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 __all__ = [
     "GenerationParamsConfig",
+    "GuardRef",
     "PricingOverride",
     "Provider",
     "ProviderConfig",
@@ -94,6 +97,21 @@ class PricingOverride(BaseModel):
     usd_per_hour: float | None = Field(None, ge=0.0, description="USD per hour of the serving machine(s).")
 
 
+class GuardRef(BaseModel):
+    """A guard policy wrapped around a provider (``guard:`` of a provider).
+
+    The guarded provider checks prompts before they reach the model and answers before
+    they reach the user, so a run can compare a model with and without its guard (list the
+    same model twice, once with ``guard:``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(..., description="Guard policy YAML (e.g. guardrails/default.yaml).")
+    input: bool = Field(True, description="Check prompts (input rails).")
+    output: bool = Field(True, description="Check answers (output rails).")
+
+
 class ProviderConfig(BaseModel):
     """Settings every provider kind has. Subclasses add their own and set ``kind``.
 
@@ -124,6 +142,7 @@ class ProviderConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
     pricing: PricingOverride | None = None
+    guard: GuardRef | None = Field(None, description="Wrap the provider in a guard policy.")
 
     @field_validator("id")
     @classmethod
@@ -146,10 +165,18 @@ class ProviderConfig(BaseModel):
 
     def cache_identity(self) -> dict[str, Any]:
         """What determines this provider's outputs (no secrets, no runner knobs)."""
-        return self.model_dump(
+        identity = self.model_dump(
             mode="json",
-            exclude={"id", "concurrency", "rpm", "timeout_s", "max_retries", "pricing", "stream", "params"},
+            exclude={"id", "concurrency", "rpm", "timeout_s", "max_retries", "pricing", "stream", "params", "guard"},
         )
+        if self.guard is not None:
+            # The policy's content, not its path, decides the outputs (paths differ between clones).
+            try:
+                digest = hashlib.sha256(Path(self.guard.policy).read_bytes()).hexdigest()
+            except OSError:
+                digest = self.guard.policy
+            identity["guard"] = {"policy_sha256": digest, "input": self.guard.input, "output": self.guard.output}
+        return identity
 
     def check_requirements(self) -> None:
         """Raise :class:`MissingDependencyError` if an optional package is missing."""

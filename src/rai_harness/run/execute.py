@@ -87,9 +87,11 @@ class RunPlan:
 
 def _resolve_paths(cfg: ProviderConfig, base: Path | None) -> ProviderConfig:
     """Resolve a provider's relative file paths against the config file's folder."""
-    if base is None or not cfg.path_fields:
+    if base is None:
         return cfg
     updates: dict[str, Any] = {}
+    if cfg.guard is not None and not Path(cfg.guard.policy).is_absolute() and (base / cfg.guard.policy).exists():
+        updates["guard"] = cfg.guard.model_copy(update={"policy": str(base / cfg.guard.policy)})
     for name in cfg.path_fields:
         value = getattr(cfg, name, None)
         if isinstance(value, str) and value and not Path(value).is_absolute():
@@ -189,6 +191,13 @@ def plan_run(
                 raise ConfigError(
                     exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
                 ) from exc
+        if cfg.guard is not None:
+            from rai_harness.guardrails import load_policy
+
+            try:
+                load_policy(cfg.guard.policy)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc.detail} (the guard policy of providers[{i}])", file=exc.file or file, key_path=exc.key_path or f"providers[{i}].guard.policy") from exc
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         requests = tuple(expand_requests(rows, cfg.params.to_params(), repeats))
         plans.append(ProviderPlan(cfg, price, requests))
@@ -271,6 +280,17 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
     return out
 
 
+def _build(cfg: ProviderConfig) -> Provider:
+    """Build a provider, wrapped in its guard when the config names one."""
+    provider = cfg.build()
+    if cfg.guard is None:
+        return provider
+    from rai_harness.guardrails import Guard, GuardedProvider
+
+    guard = Guard.from_policy(cfg.guard.policy)
+    return GuardedProvider(provider, guard, check_input=cfg.guard.input, check_output=cfg.guard.output)
+
+
 def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> int:
     """How many of a provider's calls are not yet usable from the journal."""
     identity = pp.config.cache_identity()
@@ -323,7 +343,7 @@ async def execute_run(
         monitor = LoopLagMonitor()
         try:
             for pp in plan.providers:
-                providers.append(pp.config.build())
+                providers.append(_build(pp.config))
             for pp, provider in zip(plan.providers, providers, strict=True):
                 # Loading a local model takes seconds to minutes: skip it when the journal
                 # already holds every call (re-recording a finished run calls no model).

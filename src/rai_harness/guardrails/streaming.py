@@ -1,0 +1,208 @@
+"""Checking a streamed answer sentence by sentence.
+
+Tokens arrive in arbitrary chunks; a classifier needs whole sentences to judge. The
+stream is buffered until a sentence ends (``.``, ``!`` or ``?``, optionally followed by
+closing quotes or brackets, then whitespace; or a newline), or until the buffer holds
+``max_buffer_chars`` (then it is cut at the last whitespace, so a run-on answer is still
+checked in bounded pieces). Each sentence is checked with the previous sentence in front
+of it, so a phrase split across a boundary ("you are an. idiot") is still seen whole.
+
+Blocking is signalled by raising :class:`GuardBlocked` from the iterator, not by a final
+event: a consumer that forgets to look for a special event would show a cut-off answer as
+if it were complete, whereas an exception cannot be missed. ``GuardBlocked.released_text``
+holds exactly what was released before the stop, so the caller can replace it.
+
+Redact rails redact within the released sentence (their spans are clipped to it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rai_harness.classifiers.base import Span
+from rai_harness.errors import RaiError
+
+if TYPE_CHECKING:
+    from rai_harness.guardrails.guard import Guard, GuardResult
+
+__all__ = ["DEFAULT_MAX_BUFFER_CHARS", "GuardBlocked", "SentenceBuffer", "aguard_stream", "guard_stream"]
+
+#: Longest text held back waiting for a sentence end, characters. About five long English
+#: sentences: long enough that normal prose is cut at sentence ends, short enough that a
+#: run-on answer (code, lists without full stops) still flows in bounded pieces.
+DEFAULT_MAX_BUFFER_CHARS = 500
+
+# End of a sentence: terminal punctuation (plus closing quotes/brackets) and the whitespace
+# character after it, or a newline. The whitespace must have arrived, so "3.14" or "e.g."
+# at a chunk end is not cut before we know what follows.
+_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s|\n")
+
+
+class GuardBlocked(RaiError):
+    """A streamed answer was stopped because a sentence was blocked.
+
+    Attributes:
+        result: The verdict on the blocked sentence (checked with its context).
+        released_text: Everything released before the stop (already redacted).
+    """
+
+    def __init__(self, result: GuardResult, released_text: str) -> None:
+        self.result = result
+        self.released_text = released_text
+        rails = ", ".join(r.rail for r in result.rails if r.action == "block") or "a rail"
+        super().__init__(f"output stream blocked by {rails}")
+
+
+class SentenceBuffer:
+    """Splits a stream of chunks into sentences; concatenating them gives the stream back.
+
+    Args:
+        max_chars: Longest buffered text before a cut is forced.
+    """
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_BUFFER_CHARS) -> None:
+        if max_chars < 1:
+            raise ValueError("max_chars must be >= 1")
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        """Add a chunk; return the sentences it completed (possibly none)."""
+        self._buffer += chunk
+        out: list[str] = []
+        while True:
+            match = _BOUNDARY.search(self._buffer)
+            if match is not None and match.end() <= self.max_chars:
+                cut = match.end()
+            elif len(self._buffer) >= self.max_chars:
+                # No sentence end within the limit: cut after the last whitespace so no word
+                # is split in two (a classifier would not recognise half a word).
+                space = max(self._buffer.rfind(c, 0, self.max_chars) for c in " \t")
+                cut = space + 1 if space > 0 else self.max_chars
+            else:
+                break
+            out.append(self._buffer[:cut])
+            self._buffer = self._buffer[cut:]
+        return out
+
+    def flush(self) -> str:
+        """End of stream: return whatever is left (the last, unterminated sentence)."""
+        rest, self._buffer = self._buffer, ""
+        return rest
+
+
+@dataclass
+class _StreamState:
+    """What the checker remembers between sentences."""
+
+    context: str = ""
+    released: str = ""
+
+
+def _window(state: _StreamState, sentence: str) -> str:
+    return state.context + sentence
+
+
+def _release(state: _StreamState, sentence: str, result: GuardResult) -> str:
+    """Apply the verdict on ``context + sentence``; return the text to release."""
+    if result.blocked:
+        raise GuardBlocked(result, state.released)
+    offset = len(state.context)
+    spans = [
+        Span(max(s.start, offset) - offset, s.end - offset, s.label, s.score)
+        for r in result.rails
+        if r.action == "redact"
+        for s in r.spans
+        if s.end > offset
+    ]
+    if spans:
+        from rai_harness.classifiers.redact import redact
+
+        piece = redact(sentence, spans)
+    else:
+        piece = sentence
+    state.context = sentence
+    state.released += piece
+    return piece
+
+
+def guard_stream(
+    guard: Guard,
+    chunks: Iterable[str],
+    prompt: str | None = None,
+    *,
+    max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
+    on_result: Callable[[GuardResult], None] | None = None,
+) -> Iterator[str]:
+    """Yield the checked (and redacted) sentences of ``chunks``.
+
+    Args:
+        guard: Whose output rails check each sentence.
+        chunks: The streamed answer.
+        prompt: The prompt being answered (passed to :meth:`Guard.check_output`).
+        max_buffer_chars: Longest text held back waiting for a sentence end.
+        on_result: Called with each sentence's verdict (for logging or records).
+
+    Raises:
+        GuardBlocked: when a sentence is blocked; nothing from it on is yielded.
+    """
+    buffer = SentenceBuffer(max_buffer_chars)
+    state = _StreamState()
+
+    def check(sentence: str) -> str:
+        if not sentence.strip():
+            # Whitespace cannot be harmful and is not worth a classifier call.
+            state.released += sentence
+            return sentence
+        result = guard.check_output(_window(state, sentence), prompt)
+        if on_result is not None:
+            on_result(result)
+        return _release(state, sentence, result)
+
+    for chunk in chunks:
+        for sentence in buffer.feed(chunk):
+            yield check(sentence)
+    tail = buffer.flush()
+    if tail:
+        yield check(tail)
+
+
+async def aguard_stream(
+    guard: Guard,
+    chunks: AsyncIterable[str] | Iterable[str],
+    prompt: str | None = None,
+    *,
+    max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
+    on_result: Callable[[GuardResult], None] | None = None,
+) -> AsyncIterator[str]:
+    """Async :func:`guard_stream`: checks go through the micro-batchers, so many concurrent
+    streams share classifier batches. Accepts a sync or an async iterable of chunks."""
+    buffer = SentenceBuffer(max_buffer_chars)
+    state = _StreamState()
+
+    async def check(sentence: str) -> str:
+        if not sentence.strip():
+            state.released += sentence
+            return sentence
+        result = await guard.acheck_output(_window(state, sentence), prompt)
+        if on_result is not None:
+            on_result(result)
+        return _release(state, sentence, result)
+
+    async def source() -> AsyncIterator[str]:
+        if isinstance(chunks, AsyncIterable):
+            async for chunk in chunks:
+                yield chunk
+        else:
+            for chunk in chunks:
+                yield chunk
+
+    async for chunk in source():
+        for sentence in buffer.feed(chunk):
+            yield await check(sentence)
+    tail = buffer.flush()
+    if tail:
+        yield await check(tail)
