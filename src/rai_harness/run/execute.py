@@ -90,7 +90,11 @@ def _resolve_paths(cfg: ProviderConfig, base: Path | None) -> ProviderConfig:
     if base is None:
         return cfg
     updates: dict[str, Any] = {}
-    if cfg.guard is not None and not Path(cfg.guard.policy).is_absolute() and (base / cfg.guard.policy).exists():
+    if (
+        cfg.guard is not None
+        and not Path(cfg.guard.policy).is_absolute()
+        and (base / cfg.guard.policy).exists()
+    ):
         updates["guard"] = cfg.guard.model_copy(update={"policy": str(base / cfg.guard.policy)})
     for name in cfg.path_fields:
         value = getattr(cfg, name, None)
@@ -197,7 +201,11 @@ def plan_run(
             try:
                 load_policy(cfg.guard.policy)
             except ConfigError as exc:
-                raise ConfigError(f"{exc.detail} (the guard policy of providers[{i}])", file=exc.file or file, key_path=exc.key_path or f"providers[{i}].guard.policy") from exc
+                raise ConfigError(
+                    f"{exc.detail} (the guard policy of providers[{i}])",
+                    file=exc.file or file,
+                    key_path=exc.key_path or f"providers[{i}].guard.policy",
+                ) from exc
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         requests = tuple(expand_requests(rows, cfg.params.to_params(), repeats))
         plans.append(ProviderPlan(cfg, price, requests))

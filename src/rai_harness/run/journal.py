@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,22 @@ class Journal:
         with self._lock:
             row = self._conn.execute("SELECT record FROM calls WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored records among ``keys``, by key (absent keys are left out)."""
+        out: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(keys))
+        # SQLite caps bound parameters per statement (999 on old builds): query in slices.
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT key, record FROM calls WHERE key IN ({marks})", chunk
+                ).fetchall()
+            for key, blob in rows:
+                out[key] = json.loads(blob)
+        return out
 
     def records(self, provider_id: str | None = None) -> Iterator[dict[str, Any]]:
         """All stored records (optionally of one provider), in insertion order."""

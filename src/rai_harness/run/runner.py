@@ -30,9 +30,10 @@ import contextlib
 import logging
 import random
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rai_harness.errors import ProviderError, ProviderTimeoutError
@@ -106,8 +107,16 @@ class CallRecord:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (the journal and ``samples.jsonl`` format)."""
-        return asdict(self)
+        """JSON-able dict (the journal and ``samples.jsonl`` format).
+
+        Shallow on purpose (``dataclasses.asdict`` deep-copies every nested list and dict,
+        which showed up in the runner's CPU profile at thousands of calls): the nested
+        values are only serialised, never mutated.
+        """
+        out = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        if self.error is not None:
+            out["error"] = asdict(self.error)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
@@ -120,6 +129,9 @@ class CallRecord:
                 **{k: err[k] for k in ("type", "message", "status_code", "retryable") if k in err}
             )
         return cls(**values)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +313,11 @@ def _failure_record(
 
 async def _attempt(provider: Provider, request: ChatRequest, timeout_s: float) -> Generation:
     try:
+        if sys.version_info >= (3, 11):
+            # asyncio.timeout cancels the call in place; wait_for would wrap it in an extra
+            # task per attempt (measurable CPU at thousands of calls on a busy event loop).
+            async with asyncio.timeout(timeout_s):
+                return await provider.generate(request)
         return await asyncio.wait_for(provider.generate(request), timeout=timeout_s)
     except asyncio.TimeoutError as exc:
         raise ProviderTimeoutError(f"no complete response within {timeout_s:g} s") from exc
@@ -387,10 +404,14 @@ async def generate_calls(
     rng = random.Random(seed)
     results: list[CallRecord | None] = [None] * len(requests)
 
+    keys = [call_key(provider_identity, r) for r in requests]
+    # One query for the whole batch instead of one per request.
+    journaled = journal.get_many(keys) if journal is not None else {}
+
     async def one(index: int, request: ChatRequest) -> None:
-        key = call_key(provider_identity, request)
+        key = keys[index]
         if journal is not None:
-            stored = journal.get(key)
+            stored = journaled.get(key)
             if stored is not None and (stored.get("status") == "ok" or not retry_failed):
                 record = CallRecord.from_dict({**stored, "cached": True})
                 results[index] = record
