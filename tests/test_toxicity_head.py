@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -243,16 +242,15 @@ def _write_tiny_pairs(path: Path) -> Path:
     return path
 
 
-def test_training_is_deterministic_and_quick(tmp_path, embedder):
+def test_training_is_deterministic(tmp_path, embedder):
+    # Timing goals live in benchmarks/, not in tests (~4 s a run on an idle 2-core machine).
     _write_tiny_data(tmp_path / "data")
     pairs = _write_tiny_pairs(tmp_path / "pairs.jsonl")
     outputs = []
     for run in ("a", "b"):
-        t0 = time.perf_counter()
         report = train_toxicity_head(
             tmp_path / "data", tmp_path / run, seed=7, embedder=embedder, aae_pairs=pairs, c_grid=(0.3, 3.0)
         )
-        assert time.perf_counter() - t0 < 20
         outputs.append(report)
     a, b = ((tmp_path / run / "head.safetensors").read_bytes() for run in ("a", "b"))
     assert a == b

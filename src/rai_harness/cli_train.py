@@ -27,8 +27,6 @@ train_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_DEFAULT_OUT = Path("src/rai_harness/classifiers/heads/minilm_toxicity")
-
 
 @train_app.callback()
 def _train_group() -> None:
@@ -43,9 +41,13 @@ def toxicity_head(
         Path, typer.Option("--data-dir", help="Folder with davidson_hate_offensive/ and toxigen/.")
     ] = Path("../shared/data"),
     out: Annotated[
-        Path,
-        typer.Option("--out", help="Folder for head.safetensors, head.json, metrics.json, MODEL_CARD.md."),
-    ] = _DEFAULT_OUT,
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for head.safetensors, head.json, metrics.json, MODEL_CARD.md "
+            "(default: the packaged head, rai_harness/classifiers/heads/minilm_toxicity).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Split, subsample, bootstrap and solver seed.")] = 0,
     max_per_source: Annotated[
         int | None, typer.Option("--max-per-source", help="Stratified cap of texts per source (quick runs).")
@@ -67,12 +69,15 @@ def toxicity_head(
     ] = False,
 ) -> None:
     """Train (or re-evaluate) the minilm-toxicity head and write its model card."""
+    from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
     from rai_harness.classifiers.train import (
         default_cache_dir,
         evaluate_toxicity_head,
         summary_line,
         train_toxicity_head,
     )
+
+    out = out or DEFAULT_HEAD_DIR
 
     if not logging.getLogger().handlers:
         logging.basicConfig(

@@ -55,6 +55,11 @@ def _pct_ci(pair: Sequence[float] | None) -> str:
     return f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}] %" if pair else "n/a"
 
 
+def _labels(m: Mapping[str, Any]) -> list[str]:
+    """Evaluated labels, ``toxic`` first (metrics.json stores keys sorted)."""
+    return sorted(m.get("test", {}), key=lambda label: (label != "toxic", label))
+
+
 def _totals(m: Mapping[str, Any], source: str) -> tuple[int, int]:
     cells = m.get("data", {}).get("split_sizes", {}).get(source, {}).values()
     return sum(c.get("n", 0) for c in cells), sum(c.get("toxic", 0) for c in cells)
@@ -128,7 +133,8 @@ def _training_section(m: Mapping[str, Any]) -> list[str]:
         "| label | chosen C | validation mean AUC |",
         "|---|---:|---:|",
     ]
-    for label, info in hp.items():
+    for label in sorted(hp, key=lambda label: (label != "toxic", label)):
+        info = hp[label]
         c = info.get("C")
         grid = info.get("grid", {})
         best = grid.get(str(c), {}).get("mean_val_auc") if c is not None else None
@@ -159,12 +165,16 @@ def _eval_section(m: Mapping[str, Any]) -> list[str]:
         "## Held-out evaluation (test split)",
         "",
         "ROC-AUC with a seeded bootstrap 95 % interval; F1, precision and recall at 0.5 and at the best-F1 "
-        "threshold chosen on the **validation** split (so the test numbers are not tuned on the test set).",
+        "threshold chosen on the **validation** split (so the test numbers are not tuned on the test set). The "
+        "scores come from the whole-text embeddings the head was fitted on, which `predict` reproduces for every "
+        f"text that fits one {m.get('data', {}).get('window_tokens', 'n/a')}-token window: "
+        f"{m.get('data', {}).get('test_texts_over_one_window', 'n/a')} of the test texts are longer.",
         "",
         "| label | subset | texts | positives | ROC-AUC [95 % CI] | F1 @0.5 (P / R) | threshold | F1 @threshold (P / R) |",
         "|---|---|---:|---:|---|---|---:|---|",
     ]
-    for label, subsets in m.get("test", {}).items():
+    for label in _labels(m):
+        subsets = m["test"][label]
         t = thresholds.get(label)
         for subset in ("overall", "davidson", "toxigen"):
             r = subsets.get(subset)
@@ -206,16 +216,32 @@ def _eval_section(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _p(value: float | None) -> str:
+    """A p-value: two decimals, or one significant digit below 0.01."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.1g}"
+
+
+def _flag_rates(aae: Mapping[str, Any]) -> str:
+    """How often each side is flagged at 0.5 and at the best-F1 threshold, with McNemar p."""
+    a, b = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    return (
+        f"{_pct(a.get('fpr_aae'))} of AAE vs {_pct(a.get('fpr_sae'))} of SAE sentences are flagged at 0.5 "
+        f"(exact McNemar p = {_p(a.get('mcnemar_exact_p'))}), and {_pct(b.get('fpr_aae'))} vs "
+        f"{_pct(b.get('fpr_sae'))} at the best-F1 threshold {_f(b.get('threshold'))} "
+        f"(p = {_p(b.get('mcnemar_exact_p'))})"
+    )
+
+
 def _aae_summary(m: Mapping[str, Any]) -> str:
     aae = m.get("aae")
     if not aae:
         return "Its dialect bias was not measured in this run (see Known biases)."
-    at = aae.get("at_0.5", {})
     if aae["wilcoxon_p"] < 0.05 and aae["mean_difference_aae_minus_sae"] > 0:
         return (
             "It over-flags African-American English: on benign paired sentences the AAE version scores "
-            f"{aae['mean_difference_aae_minus_sae']:+.2f} higher on average, and {_pct(at.get('fpr_aae'))} of AAE vs "
-            f"{_pct(at.get('fpr_sae'))} of SAE sentences are flagged at 0.5."
+            f"{aae['mean_difference_aae_minus_sae']:+.2f} higher on average; {_flag_rates(aae)}."
         )
     return "The paired AAE/SAE check below found no significant gap on its small, benign set."
 
@@ -224,30 +250,25 @@ def _aae_sentence(aae: Mapping[str, Any]) -> str:
     diff = aae["mean_difference_aae_minus_sae"]
     ci = aae.get("mean_difference_ci95") or [0.0, 0.0]
     p = aae["wilcoxon_p"]
-    at = aae.get("at_0.5", {})
     if p < 0.05 and diff > 0:
         verdict = (
             f"The head scores the AAE version higher in {aae['aae_higher_in_pairs']} of {aae['pairs']} pairs; the "
-            f"mean increase of {diff:+.3f} (95 % CI {_ci(ci)}) is significant (Wilcoxon signed-rank p = {p:.2g}). "
+            f"mean increase of {diff:+.3f} (95 % CI {_ci(ci)}) is significant (Wilcoxon signed-rank p = {_p(p)}). "
             "**The head over-flags African-American English**, as Sap et al. (2019) and Davidson et al. (2019) found "
             "for classifiers trained on this kind of data."
         )
     elif p < 0.05 and diff < 0:
         verdict = (
             f"On these pairs the AAE version scores lower on average ({diff:+.3f}, 95 % CI {_ci(ci)}, Wilcoxon "
-            f"p = {p:.2g}); this small written set does not reproduce the over-flagging reported in the literature, "
+            f"p = {_p(p)}); this small written set does not reproduce the over-flagging reported in the literature, "
             "which does not show it is absent on real AAE text."
         )
     else:
         verdict = (
             f"The mean difference ({diff:+.3f}, 95 % CI {_ci(ci)}) is not significant on these {aae['pairs']} pairs "
-            f"(Wilcoxon p = {p:.2g}); the set is small and benign, so this does not show the absence of dialect bias."
+            f"(Wilcoxon p = {_p(p)}); the set is small and benign, so this does not show the absence of dialect bias."
         )
-    fp = (
-        f" At 0.5 the false-positive rate is {_pct(at.get('fpr_sae'))} on the SAE side and "
-        f"{_pct(at.get('fpr_aae'))} on the AAE side (exact McNemar p = {_f(at.get('mcnemar_exact_p'), 2)})."
-    )
-    return verdict + fp
+    return f"{verdict} False positives: {_flag_rates(aae)}."
 
 
 def _bias_section(m: Mapping[str, Any]) -> list[str]:
@@ -284,7 +305,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
         f"{_pct_ci(atb.get('fpr_sae_ci95'))} | {_pct(atb.get('fpr_aae'))} {_pct_ci(atb.get('fpr_aae_ci95'))} |",
         "",
         f"Mean paired difference (AAE - SAE): **{aae['mean_difference_aae_minus_sae']:+.3f}** (bootstrap 95 % CI "
-        f"{_ci(aae.get('mean_difference_ci95'))}); Wilcoxon signed-rank p = {aae['wilcoxon_p']:.2g}; "
+        f"{_ci(aae.get('mean_difference_ci95'))}); Wilcoxon signed-rank p = {_p(aae['wilcoxon_p'])}; "
         f"pairs flagged only on the AAE side @0.5: {at5.get('flagged_only_aae')}, only on the SAE side: "
         f"{at5.get('flagged_only_sae')}.",
         "",
@@ -301,7 +322,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
 def render_model_card(metrics: Mapping[str, Any]) -> str:
     """The model card (Markdown) for a head, filled from its ``metrics.json`` dict."""
     m = metrics
-    labels = list(m.get("test", {}))
+    labels = _labels(m)
     toxic = m.get("test", {}).get("toxic", {})
     overall = toxic.get("overall", {})
     lines = [

@@ -314,7 +314,7 @@ def default_cache_dir() -> Path:
 
 def embed_texts(
     embedder: Embedder, texts: Sequence[str], *, cache_dir: Path | None = None, block: int = 2048
-) -> tuple[np.ndarray, dict[str, float]]:
+) -> tuple[np.ndarray, dict[str, float | int]]:
     """Embed ``texts`` (already preprocessed) in blocks, through an optional disk cache.
 
     Returns:
@@ -342,9 +342,9 @@ def embed_texts(
             cache.save()  # after every block, so an interrupted run resumes
     seconds = time.perf_counter() - t0
     lookup = {**(cache.vectors if cache else {}), **fresh}
-    timing = {
-        "texts_embedded": float(len(todo)),
-        "texts_from_cache": float(len(set(keys)) - len(todo)),
+    timing: dict[str, float | int] = {
+        "texts_embedded": len(todo),
+        "texts_from_cache": len(set(keys)) - len(todo),
         "seconds": round(seconds, 2),
         "texts_per_s": round(len(todo) / seconds, 1) if todo and seconds > 0 else 0.0,
     }
@@ -576,9 +576,9 @@ class TrainReport:
 
 
 def _rounded(value: Any) -> Any:
-    """Floats to 4 significant digits (keeps small p-values, drops float noise)."""
+    """Floats to 4 decimals, or 4 significant digits below 0.001 (keeps small p-values)."""
     if isinstance(value, float):
-        return float(f"{value:.4g}")
+        return round(value, 4) if abs(value) >= 1e-3 or value == 0 else float(f"{value:.4g}")
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -829,7 +829,7 @@ def train_toxicity_head(
     )
     head.save(out)
     report.environment = _environment(embedder)
-    _evaluate_inference_path(head, embedder, report, aae_pairs, seed)
+    _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     report.timing["total_s"] = round(time.perf_counter() - t_start, 2)
     _write_outputs(out, report, write_card)
     return report
@@ -852,12 +852,27 @@ def _head_meta(embedder: Embedder, report: TrainReport, labels: Sequence[str]) -
 
 
 def _evaluate_inference_path(
-    head: ToxicityHead, embedder: Embedder, report: TrainReport, aae_pairs: str | Path | None, seed: int
+    head: ToxicityHead,
+    embedder: Embedder,
+    report: TrainReport,
+    aae_pairs: str | Path | None,
+    seed: int,
+    rows: Sequence[Example],
 ) -> None:
+    """The AAE check through ``predict``, and how many test texts ``predict`` would split.
+
+    Held-out metrics use the whole-text embeddings the head was fitted on; ``predict``
+    gives the same scores for every text that fits one window, so the count of test
+    texts longer than that says how closely the metrics describe the shipped path.
+    """
     from rai_harness.classifiers.embedding import MiniLMEmbedder
 
     if isinstance(embedder, MiniLMEmbedder):
         classifier = MiniLMToxicityClassifier(head, embedder=embedder)
+        test_texts = [r.text for r in rows if r.split == "test"]
+        lengths = [len(ids) for ids in classifier.engine.tokenize(test_texts)]
+        report.data["test_texts_over_one_window"] = sum(n > classifier.engine.window for n in lengths)
+        report.data["window_tokens"] = classifier.engine.max_length
         _aae(classifier, report, aae_pairs, seed)
     else:
         report.aae_not_computed = "the embedder is not a MiniLMEmbedder (no shipped inference path)"
@@ -925,7 +940,7 @@ def evaluate_toxicity_head(
     report.hyperparameters = previous.get("hyperparameters", {})
     report.toxigen_groups = previous.get("toxigen_groups", {})
     report.environment = _environment(embedder)
-    _evaluate_inference_path(head, embedder, report, aae_pairs, seed)
+    _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     if write:
         _write_outputs(head_dir, report, True)
     return report
