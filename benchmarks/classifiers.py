@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from _results import write_section  # noqa: E402
+from rai_harness.classifiers.engine import DEFAULT_BATCH_CPU, DEFAULT_TOKENS_CPU  # noqa: E402
 
 logger = logging.getLogger("benchmarks.classifiers")
 
@@ -57,14 +58,131 @@ METHODS = ("engine", "per-text-512", "whole-list")
 SETS = ("short", "mixed")
 WINDOW = 512
 
-_VOCAB = (
-    "the of and to in is you that it he was for on are as with his they at be this have from or one had by "
-    "word but not what all were we when your can said there use an each which she do how their if will up "
-    "other about out many then them these so some her would make like him into time has look two more write "
-    "go see number no way could people my than first water been call who oil its now find long down day did "
-    "get come made may part please thanks help question answer model safety report city river music science "
-    "history language policy guard meeting summary email customer order refund account password weather"
-).split()
+_VOCAB = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "he",
+    "was",
+    "for",
+    "on",
+    "are",
+    "as",
+    "with",
+    "his",
+    "they",
+    "at",
+    "be",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "oil",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+    "please",
+    "thanks",
+    "help",
+    "question",
+    "answer",
+    "model",
+    "safety",
+    "report",
+    "city",
+    "river",
+    "music",
+    "science",
+    "history",
+    "language",
+    "policy",
+    "guard",
+    "meeting",
+    "summary",
+    "email",
+    "customer",
+    "order",
+    "refund",
+    "account",
+    "password",
+    "weather",
+]
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -126,7 +244,9 @@ def load_model():
         weight, bias = torch.randn(2, 384, generator=generator), torch.zeros(2)
 
     def forward(batch: dict[str, Any]) -> Any:
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         pooled = torch.nn.functional.normalize(pool_hidden_states(hidden, batch["attention_mask"]), dim=-1)
         return torch.sigmoid(pooled @ weight.T + bias)
 
@@ -269,6 +389,12 @@ def run_in_subprocess(method: str, kind: str, args) -> dict[str, Any]:
         str(args.threads),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    if args.mmap_threshold:
+        # glibc raises its mmap threshold as large blocks are freed, after which freed
+        # activation buffers stay in a fragmented heap and ru_maxrss creeps up with the
+        # number of batches, whatever the method really holds. A fixed threshold returns
+        # large blocks to the OS on free, so peak RSS measures live memory (same for all).
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{method}/{kind} failed:\n{proc.stderr[-3000:]}")
@@ -283,7 +409,9 @@ def report(results: list[dict[str, Any]], args, load_avg: tuple[float, float]) -
         f"max_tokens_per_batch={args.max_tokens_per_batch}, max_batch_size={args.max_batch_size}, "
         "overlap 64 (texts over the window are chunked, so the engine reads *more* tokens than the "
         "truncating baselines). Each method ran in its own subprocess; peak memory is the rise of "
-        "ru_maxrss during the scoring call over the loaded model. Latency: one text per call "
+        "ru_maxrss during the scoring call over the loaded model "
+        f"(MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}, so freed activation buffers go back to the OS "
+        "and the peak reflects live memory, not heap fragmentation). Latency: one text per call "
         f"({args.latency_sample} random texts; per-text-512: 20). Load average before/after: "
         f"{load_avg[0]:.1f}/{load_avg[1]:.1f} (other jobs shared the 2 cores; absolute numbers are noisy, "
         "the ratios less so).",
@@ -318,10 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--loop-sample", type=int, default=100, help="texts timed for per-text-512")
     parser.add_argument("--latency-sample", type=int, default=100, help="single-text calls timed")
-    parser.add_argument("--whole-list-tokens", type=int, default=131_072, help="padded-token cap of whole-list")
-    parser.add_argument("--max-tokens-per-batch", type=int, default=8192)
-    parser.add_argument("--max-batch-size", type=int, default=128)
+    parser.add_argument(
+        "--whole-list-tokens", type=int, default=131_072, help="padded-token cap of whole-list"
+    )
+    # The engine's own CPU defaults, so the numbers describe what users get.
+    parser.add_argument("--max-tokens-per-batch", type=int, default=DEFAULT_TOKENS_CPU)
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_BATCH_CPU)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=1 << 20,
+        help="MALLOC_MMAP_THRESHOLD_ for the workers, bytes (0: glibc's dynamic default)",
+    )
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated: short,mixed")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -154,7 +154,9 @@ def main() -> None:
             acc_reqs = make_requests(n_acc if conc > 8 else min(n_acc, 160))
             _w, _c, bare_ttft = asyncio.run(bare_loop(srv.base_url, acc_reqs, conc))
             _w, _c, full_ttft, lag = asyncio.run(full_runner(srv.base_url, acc_reqs, conc, Path(tmp)))
-            accuracy.append((conc, len(acc_reqs), statistics.median(full_ttft), statistics.median(bare_ttft), lag))
+            accuracy.append(
+                (conc, len(acc_reqs), statistics.median(full_ttft), statistics.median(bare_ttft), lag)
+            )
 
     bw, fw = statistics.median(bare_w), statistics.median(full_w)
     overhead = fw / bw - 1

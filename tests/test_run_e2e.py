@@ -291,7 +291,9 @@ def test_bad_guard_policy_fails_at_plan_time(tmp_path, api_key):
     policy = tmp_path / "policy.yaml"
     policy.write_text("name: x\ninput:\n  - {name: r, classifier: missing, threshold: 0.5, action: block}\n")
     prompts = write_prompts(tmp_path / "prompts.jsonl", 1)
-    cfg_path = write_config(tmp_path / "run.yaml", "http://127.0.0.1:9/v1", prompts, guard={"policy": "policy.yaml"})
+    cfg_path = write_config(
+        tmp_path / "run.yaml", "http://127.0.0.1:9/v1", prompts, guard={"policy": "policy.yaml"}
+    )
     with pytest.raises(ConfigError) as info:
         plan_run(load_run_config(cfg_path), config_path=cfg_path)
     assert "policy.yaml" in str(info.value)

@@ -253,7 +253,9 @@ def test_training_is_deterministic(tmp_path, embedder):
         )
         outputs.append(report)
     a, b = ((tmp_path / run / "head.safetensors").read_bytes() for run in ("a", "b"))
+    # Byte-identical files: same tensors and a header that does not depend on hash-map order.
     assert a == b
+    assert (tmp_path / "a" / "head.json").read_text() == (tmp_path / "b" / "head.json").read_text()
     report = outputs[0]
     assert isinstance(report, TrainReport)
     assert report.data["split_sizes"]["davidson"]["train"]["n"] > 0

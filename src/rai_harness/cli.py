@@ -221,7 +221,9 @@ def providers(
 def _mount_subcommands() -> None:
     from rai_harness.cli_guard import guard_app
 
-    app.add_typer(guard_app, name="guard", help="Check texts with a guard policy, or audit a policy on labelled data.")
+    app.add_typer(
+        guard_app, name="guard", help="Check texts with a guard policy, or audit a policy on labelled data."
+    )
     try:
         from rai_harness.cli_train import train_app
     except ImportError:  # pragma: no cover - the training command is optional

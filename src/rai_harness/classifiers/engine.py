@@ -57,11 +57,13 @@ logger = logging.getLogger(__name__)
 #: chunk boundary is whole in one of the two chunks.
 DEFAULT_OVERLAP = 64
 #: Token budget per batch (padded length x batch size). On the CPU, bigger batches buy
-#: little and cost cache misses; on CUDA a BERT-base batch of 32k tokens is ~1 GB of
-#: activations in bf16, far below any data-centre card, and keeps the SMs busy.
-DEFAULT_TOKENS_CPU = 8192
+#: nothing and cost cache misses: with MiniLM on 2 cores, 4096 tokens / 64 rows beat 8192
+#: and 16384 by 10-40% (benchmarks/classifiers.py). On CUDA a BERT-base batch of 32k
+#: tokens is ~1 GB of activations in bf16, far below any data-centre card, and keeps the
+#: SMs busy.
+DEFAULT_TOKENS_CPU = 4096
 DEFAULT_TOKENS_CUDA = 32768
-DEFAULT_BATCH_CPU = 128
+DEFAULT_BATCH_CPU = 64
 DEFAULT_BATCH_CUDA = 1024
 #: Characters per piece when pre-splitting a long text before tokenising (~500 tokens of
 #: English); pieces are cut at whitespace where one is near, so tokens are not split.
@@ -253,9 +255,9 @@ class BatchEngine:
         max_length: The model window in tokens, special tokens included (512 for BERT).
         device: Where batches go; the model must already be there.
         dtype: Compute dtype; bf16/fp16 on CUDA turns autocast on.
-        max_tokens_per_batch: Budget of padded length x batch size, tokens. ``None``: 8192
+        max_tokens_per_batch: Budget of padded length x batch size, tokens. ``None``: 4096
             on CPU, 32768 on CUDA. A single chunk longer than the budget runs alone.
-        max_batch_size: Most chunks per batch. ``None``: 128 on CPU, 1024 on CUDA.
+        max_batch_size: Most chunks per batch. ``None``: 64 on CPU, 1024 on CUDA.
         overlap: Tokens shared by neighbouring chunks of a long text (at most half the
             window; larger values are reduced to that).
         pad_to_multiple_of: Round each batch's length up to a multiple of this. ``None``:

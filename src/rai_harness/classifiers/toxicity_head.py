@@ -141,7 +141,9 @@ class ToxicityHead:
                 "bias": np.ascontiguousarray(self.bias, dtype=np.float32),
             },
             str(folder / _WEIGHTS_FILE),
-            metadata={"format": "rai-harness-toxicity-head", "version": str(HEAD_FORMAT_VERSION)},
+            # One key only: safetensors writes metadata from a hash map, so two keys come out in
+            # either order and retraining would not give byte-identical files.
+            metadata={"format": f"rai-harness-toxicity-head/{HEAD_FORMAT_VERSION}"},
         )
         meta = {"format_version": HEAD_FORMAT_VERSION, "labels": list(self.labels), **self.meta}
         (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -167,7 +167,17 @@ class ProviderConfig(BaseModel):
         """What determines this provider's outputs (no secrets, no runner knobs)."""
         identity = self.model_dump(
             mode="json",
-            exclude={"id", "concurrency", "rpm", "timeout_s", "max_retries", "pricing", "stream", "params", "guard"},
+            exclude={
+                "id",
+                "concurrency",
+                "rpm",
+                "timeout_s",
+                "max_retries",
+                "pricing",
+                "stream",
+                "params",
+                "guard",
+            },
         )
         if self.guard is not None:
             # The policy's content, not its path, decides the outputs (paths differ between clones).
@@ -175,7 +185,11 @@ class ProviderConfig(BaseModel):
                 digest = hashlib.sha256(Path(self.guard.policy).read_bytes()).hexdigest()
             except OSError:
                 digest = self.guard.policy
-            identity["guard"] = {"policy_sha256": digest, "input": self.guard.input, "output": self.guard.output}
+            identity["guard"] = {
+                "policy_sha256": digest,
+                "input": self.guard.input,
+                "output": self.guard.output,
+            }
         return identity
 
     def check_requirements(self) -> None:
