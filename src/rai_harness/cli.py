@@ -8,6 +8,7 @@ incomplete run.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -220,6 +221,18 @@ def providers(
 
 def _mount_subcommands() -> None:
     from rai_harness.cli_guard import guard_app
+    from rai_harness.cli_suites import register as register_suites
+
+    register_suites(app)
+    # Report and gate commands: each module adds its commands to `app` in register(app).
+    for module in ("rai_harness.cli_report", "rai_harness.cli_gate"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is being written
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
 
     app.add_typer(
         guard_app, name="guard", help="Check texts with a guard policy, or audit a policy on labelled data."

@@ -40,6 +40,7 @@ __all__ = [
     "PromptSource",
     "RunConfig",
     "RunnerSettings",
+    "SuiteSelection",
     "check_secrets",
     "load_run_config",
     "parse_run_config",
@@ -67,6 +68,25 @@ class PromptSource(BaseModel):
         if (self.path is None) == (self.items is None):
             raise ValueError("give exactly one of `path` (a JSONL file) or `items` (a list of prompts)")
         return self
+
+
+class SuiteSelection(BaseModel):
+    """One eval suite of a run: its registered name, parameters and (optionally) providers.
+
+    In YAML a bare string (``- toxicity``) selects a suite with default parameters.
+    Parameters are validated by the suite's own model when the run is planned.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., description="Registered suite name (`rai suites` lists them).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The suite's parameters.")
+    providers: list[str] | None = Field(None, description="Run only on these provider ids (default: all).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
 
 
 class RunnerSettings(BaseModel):
@@ -100,7 +120,8 @@ class RunConfig(BaseModel):
     seed: int = 0
     output_dir: str | None = Field(None, description="Default: reports/<name>.")
     providers: list[ProviderConfig]
-    prompts: PromptSource | None = None
+    prompts: PromptSource | None = Field(None, description="Plain prompts to send (no scoring).")
+    suites: list[SuiteSelection] = Field(default_factory=list, description="Eval suites to run and score.")
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     pricing: list[PriceEntry] = Field(
         default_factory=list, description="Entries consulted before the shipped table."
@@ -117,6 +138,17 @@ class RunConfig(BaseModel):
             seen.add(pid)
         if not self.providers:
             raise ValueError("at least one provider is needed")
+        names = [s.name for s in self.suites]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"suite {dupes[0]!r} is listed twice; list each suite once")
+        for sel in self.suites:
+            for pid in sel.providers or []:
+                if pid not in seen:
+                    raise ValueError(
+                        f"suite {sel.name!r} names provider {pid!r}, which is not in `providers` "
+                        f"(ids: {', '.join(sorted(seen))})"
+                    )
         return self
 
     def snapshot(self) -> dict[str, Any]:

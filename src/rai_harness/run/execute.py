@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import inspect
 import logging
@@ -43,7 +44,8 @@ from rai_harness.run.record import (
     write_samples,
 )
 from rai_harness.run.runner import CallRecord, LoopLagMonitor, RetryPolicy, generate_calls
-from rai_harness.types import ChatRequest, stable_hash
+from rai_harness.run.score import PlannedSuite, item_key, score_suites
+from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 __all__ = ["ProviderPlan", "RunPlan", "execute_run", "plan_run", "run_sync"]
 
@@ -75,6 +77,7 @@ class RunPlan:
     out_dir: Path
     providers: tuple[ProviderPlan, ...]
     datasets: tuple[DatasetInfo, ...]
+    suites: tuple[PlannedSuite, ...] = ()
     config_path: str | None = None
     config_sha256: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -110,10 +113,13 @@ def _load_rows(
 ) -> tuple[list[PromptRow], list[DatasetInfo]]:
     source = config.prompts
     if source is None:
+        if config.suites:
+            return [], []
         raise ConfigError(
-            "`prompts` is required: give `prompts.path` (a JSONL file) or `prompts.items`",
+            "nothing to run: give `suites` (eval suites, see `rai suites`) and/or `prompts` "
+            "(`prompts.path`, a JSONL file, or `prompts.items`)",
             file=file,
-            key_path="prompts",
+            key_path="suites",
         )
     if source.items is not None:
         rows = rows_from_items(source.items, system=source.system)
@@ -184,6 +190,9 @@ def plan_run(
     if limit is not None:
         rows = rows[:limit]
     repeats = config.prompts.repeats if config.prompts else 1
+    suites = _plan_suites(config, base, file, limit)
+    for ps in suites:
+        datasets.extend(d for d in ps.data.datasets if d not in datasets)
     plans = []
     for i, raw in enumerate(config.providers):
         cfg = _resolve_paths(raw, base)
@@ -207,8 +216,12 @@ def plan_run(
                     key_path=exc.key_path or f"providers[{i}].guard.policy",
                 ) from exc
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
-        requests = tuple(expand_requests(rows, cfg.params.to_params(), repeats))
-        plans.append(ProviderPlan(cfg, price, requests))
+        params = cfg.params.to_params()
+        requests = expand_requests(rows, params, repeats)
+        for ps in suites:
+            if cfg.provider_id in ps.providers:
+                requests.extend(_suite_requests(ps, params))
+        plans.append(ProviderPlan(cfg, price, tuple(requests)))
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
@@ -216,9 +229,58 @@ def plan_run(
         out_dir=Path(out),
         providers=tuple(plans),
         datasets=tuple(datasets),
+        suites=tuple(suites),
         config_path=file,
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
+    )
+
+
+def _plan_suites(
+    config: RunConfig, base: Path | None, file: str | None, limit: int | None
+) -> list[PlannedSuite]:
+    """Build every selected suite and its samples (plan time: no model is called)."""
+    from rai_harness.classifiers.pool import validate_spec
+    from rai_harness.suites import make_suite
+
+    all_ids = tuple(p.provider_id for p in config.providers)
+    planned: list[PlannedSuite] = []
+    for i, sel in enumerate(config.suites):
+        where = f"suites[{i}]"
+        params = dict(sel.params)
+        if limit is not None:
+            params["limit"] = min(limit, params.get("limit") or limit)
+        try:
+            suite = make_suite(sel.name, params, seed=config.seed, base_dir=base)
+            data = suite.build()
+            for spec in suite.scorers().values():
+                validate_spec(spec)
+        except ConfigError as exc:
+            key = f"{where}.{exc.key_path}" if exc.key_path else where
+            raise ConfigError(exc.detail, file=exc.file or file, key_path=key) from exc
+        if not data.samples:
+            raise ConfigError(
+                "the suite built no samples; check its dataset and limit", file=file, key_path=where
+            )
+        providers = tuple(sel.providers) if sel.providers else all_ids
+        planned.append(PlannedSuite(suite, data, providers))
+    return planned
+
+
+def _suite_requests(ps: PlannedSuite, params: GenerationParams) -> tuple[ChatRequest, ...]:
+    """One request per suite sample and repeat, tagged with the suite and item id."""
+    if ps.data.max_tokens is not None:
+        params = dataclasses.replace(params, max_tokens=ps.data.max_tokens)
+    return tuple(
+        ChatRequest(
+            sample_id=item_key(ps.name, sample.id),
+            messages=sample.messages,
+            params=params,
+            repeat=k,
+            metadata={"suite": ps.name, "item": sample.id, **sample.metadata},
+        )
+        for sample in ps.data.samples
+        for k in range(ps.data.repeats)
     )
 
 
@@ -411,6 +473,17 @@ async def execute_run(
                     f"{pp.provider_id}: {summary.failed} of {summary.calls} calls failed "
                     f"({summary.error_rate:.1%} > max_error_rate {settings.max_error_rate:.1%})"
                 )
+        suite_runs = {}
+        status = "failed" if problems else "complete"
+        if plan.suites:
+            from rai_harness.classifiers.pool import default_pool
+
+            all_records, suite_runs, score_problems = score_suites(
+                plan.suites, all_records, pool=default_pool(), seed=plan.config.seed
+            )
+            if score_problems:
+                problems.extend(score_problems)
+                status = "incomplete"
         write_samples(out / "samples.jsonl", all_records)
         lag = monitor.summary()
         timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
@@ -422,7 +495,7 @@ async def execute_run(
         record = RunRecord(
             run_id=run_id,
             name=plan.config.name,
-            status="failed" if problems else "complete",
+            status=status,
             problems=problems,
             started_at=journal.get_meta("first_started_at") or started_iso,
             finished_at=_now_iso(),
@@ -435,6 +508,7 @@ async def execute_run(
             datasets=list(plan.datasets),
             providers=summaries,
             timing_quality=timing_quality,
+            suites=suite_runs,
         )
         write_json_atomic(out / "run.json", record.model_dump_json(indent=2))
         return record

@@ -25,14 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.run.runner import CallRecord
+from rai_harness.stats import Estimate
+from rai_harness.suites.metrics import Breakdown, MetricSpec
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Comparison",
     "CostSummary",
     "DatasetInfo",
     "Distribution",
     "ProviderSummary",
     "RunRecord",
+    "SuiteEfficiency",
+    "SuiteResult",
+    "SuiteRun",
     "UsageSummary",
     "read_run_record",
     "read_samples",
@@ -41,7 +47,8 @@ __all__ = [
     "write_samples",
 ]
 
-SCHEMA_VERSION = 1
+#: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
+SCHEMA_VERSION = 2
 
 
 class Distribution(BaseModel):
@@ -139,6 +146,72 @@ class DatasetInfo(BaseModel):
     rows: int
 
 
+class SuiteEfficiency(BaseModel):
+    """Latency, tokens and cost of one provider's calls for one suite."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls: int
+    failed: int
+    latency_s: Distribution
+    ttft_s: Distribution
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    cost_per_1k_samples_usd: float | None = Field(None, description="Cost per 1,000 calls of this suite.")
+
+
+class SuiteResult(BaseModel):
+    """One suite's results for one provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider_id: str
+    calls: int
+    failed: int = Field(0, description="Calls that failed: left out of every metric, counted here.")
+    metrics: dict[str, Estimate]
+    breakdowns: list[Breakdown] = Field(default_factory=list)
+    items: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="metric -> item id -> per-item value (paired comparisons)."
+    )
+    counts: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    efficiency: SuiteEfficiency
+
+
+class Comparison(BaseModel):
+    """A paired comparison of two providers on one metric (same items, a minus b)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    a: str
+    b: str
+    diff: Estimate
+    p_value: float | None = None
+    test: str = Field(..., description="'paired-bootstrap' or 'mcnemar'.")
+    n: int
+
+
+class SuiteRun(BaseModel):
+    """One suite across all providers of a run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    concern: str
+    title: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    scorers: dict[str, Any] = Field(default_factory=dict, description="Role -> classifier spec and info.")
+    metrics: list[MetricSpec]
+    datasets: list[DatasetInfo] = Field(default_factory=list)
+    results: dict[str, SuiteResult] = Field(default_factory=dict)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why scoring failed; metrics are then missing.")
+
+
 class RunRecord(BaseModel):
     """Everything needed to report on, gate on, or reproduce a run."""
 
@@ -162,6 +235,7 @@ class RunRecord(BaseModel):
     datasets: list[DatasetInfo] = Field(default_factory=list)
     providers: dict[str, ProviderSummary]
     timing_quality: dict[str, Any] = Field(default_factory=dict)
+    suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
 
 

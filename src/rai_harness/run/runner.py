@@ -100,6 +100,8 @@ class CallRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     guard: dict[str, Any] | None = None
+    #: Per-sample scores written by the score stage (``None`` before scoring or for plain prompts).
+    scores: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -413,7 +415,16 @@ async def generate_calls(
         if journal is not None:
             stored = journaled.get(key)
             if stored is not None and (stored.get("status") == "ok" or not retry_failed):
-                record = CallRecord.from_dict({**stored, "cached": True})
+                # The key ignores ids, so the stored call may have been made for another
+                # sample with identical messages: take the identity from this request.
+                record = CallRecord.from_dict(
+                    {
+                        **stored,
+                        "cached": True,
+                        "sample_id": request.sample_id,
+                        "metadata": dict(request.metadata),
+                    }
+                )
                 results[index] = record
                 if on_record:
                     on_record(record)

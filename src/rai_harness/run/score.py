@@ -1,0 +1,238 @@
+"""The score and aggregate stages: suite outputs -> per-sample scores -> metrics with intervals.
+
+Scoring reads only call records (from the journal or ``samples.jsonl``), so a finished run
+can be re-scored without calling a model again. Each suite scores every provider's
+outputs in one call, so its classifiers batch across providers; a suite whose scoring
+fails is recorded with its error (its metrics are then missing, never silently zero).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rai_harness.classifiers.pool import ClassifierPool
+from rai_harness.run.record import (
+    Comparison,
+    Distribution,
+    SuiteEfficiency,
+    SuiteResult,
+    SuiteRun,
+)
+from rai_harness.run.runner import CallRecord
+from rai_harness.stats import mcnemar, paired_bootstrap_diff
+from rai_harness.suites.base import ScoredOutput, Suite, SuiteData, SuiteOutput, SuiteSample
+
+__all__ = ["MAX_COMPARED_PROVIDERS", "PlannedSuite", "item_key", "score_suites"]
+
+log = logging.getLogger(__name__)
+
+#: Pairwise comparisons grow quadratically; beyond this many providers only the first ones are paired.
+MAX_COMPARED_PROVIDERS = 8
+
+
+@dataclass(frozen=True)
+class PlannedSuite:
+    """A suite with the samples it sends and the providers that run it."""
+
+    suite: Suite
+    data: SuiteData
+    providers: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The suite's registry name."""
+        return self.suite.name
+
+    def sample_map(self) -> dict[str, SuiteSample]:
+        """Item id -> sample."""
+        return {s.id: s for s in self.data.samples}
+
+
+def item_key(suite: str, item: str) -> str:
+    """The ``sample_id`` of a suite item in call records (unique across suites)."""
+    return f"{suite}/{item}"
+
+
+def _efficiency(records: Sequence[CallRecord]) -> SuiteEfficiency:
+    ok = [r for r in records if r.ok]
+    costs = [r.cost_usd for r in ok if r.cost_usd is not None]
+    cost = float(sum(costs)) if costs else None
+    return SuiteEfficiency(
+        calls=len(records),
+        failed=len(records) - len(ok),
+        latency_s=Distribution.of(r.latency_s for r in ok),
+        ttft_s=Distribution.of(r.ttft_s for r in ok),
+        prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
+        completion_tokens=sum(r.completion_tokens or 0 for r in ok),
+        cost_usd=cost,
+        cost_per_1k_samples_usd=(cost / len(ok) * 1000) if (cost is not None and ok) else None,
+    )
+
+
+def _is_binary(values: Sequence[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def _comparisons(
+    planned: PlannedSuite, results: dict[str, SuiteResult], seed: int, n_resamples: int
+) -> list[Comparison]:
+    samples = planned.sample_map()
+    out: list[Comparison] = []
+    ids = [p for p in planned.providers if p in results][:MAX_COMPARED_PROVIDERS]
+    for a, b in itertools.combinations(ids, 2):
+        for metric, a_items in results[a].items.items():
+            b_items = results[b].items.get(metric)
+            if not b_items:
+                continue
+            common = sorted(set(a_items) & set(b_items))
+            if len(common) < 2:
+                continue
+            va = [a_items[i] for i in common]
+            vb = [b_items[i] for i in common]
+            clusters = [samples[i].cluster or i if i in samples else i for i in common]
+            paired = paired_bootstrap_diff(va, vb, clusters=clusters, n_resamples=n_resamples, seed=seed)
+            if _is_binary(va) and _is_binary(vb):
+                test = mcnemar([v == 1.0 for v in va], [v == 1.0 for v in vb])
+                out.append(
+                    Comparison(
+                        metric=metric,
+                        a=a,
+                        b=b,
+                        diff=paired.estimate,
+                        p_value=test.p_value,
+                        test="mcnemar",
+                        n=len(common),
+                    )
+                )
+            else:
+                out.append(
+                    Comparison(
+                        metric=metric,
+                        a=a,
+                        b=b,
+                        diff=paired.estimate,
+                        p_value=paired.p_value,
+                        test="paired-bootstrap",
+                        n=len(common),
+                    )
+                )
+    return out
+
+
+def _scorer_info(suite: Suite, pool: ClassifierPool) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    for role, spec in suite.scorers().items():
+        entry: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
+        if spec in pool:
+            try:
+                entry["info"] = pool.get(spec).info()
+            except Exception as exc:  # describing must not fail the run
+                entry["info_error"] = str(exc)
+        info[role] = entry
+    return info
+
+
+def score_suites(
+    planned: Sequence[PlannedSuite],
+    records: Sequence[CallRecord],
+    *,
+    pool: ClassifierPool,
+    seed: int,
+) -> tuple[list[CallRecord], dict[str, SuiteRun], list[str]]:
+    """Score every suite's outputs and aggregate them per provider.
+
+    Args:
+        planned: The run's suites.
+        records: All call records of the run (plain-prompt records pass through unchanged).
+        pool: Classifier pool (models load once and are shared with guards).
+        seed: Run seed for bootstrap intervals.
+
+    Returns:
+        ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
+        suite that could not be scored.
+    """
+    out = list(records)
+    by_suite: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(out):
+        suite_name = r.metadata.get("suite") if r.metadata else None
+        if suite_name is not None:
+            by_suite[str(suite_name)].append(i)
+    runs: dict[str, SuiteRun] = {}
+    problems: list[str] = []
+    for ps in planned:
+        suite = ps.suite
+        samples = ps.sample_map()
+        indices = [i for i in by_suite.get(suite.name, []) if out[i].metadata.get("item") in samples]
+        ok_idx = [i for i in indices if out[i].ok]
+        outputs = [
+            SuiteOutput(
+                out[i].provider_id, samples[out[i].metadata["item"]], out[i].repeat, out[i].output or ""
+            )
+            for i in ok_idx
+        ]
+        run = SuiteRun(
+            name=suite.name,
+            version=suite.version,
+            concern=suite.concern,
+            title=suite.title,
+            description=suite.description,
+            params=suite.params.model_dump(mode="json"),
+            metrics=list(suite.metrics),
+            datasets=list(ps.data.datasets),
+        )
+        try:
+            scores = suite.score(outputs, pool) if outputs else []
+            if len(scores) != len(outputs):
+                raise RuntimeError(f"score() returned {len(scores)} results for {len(outputs)} outputs")
+        except Exception as exc:
+            log.exception("scoring suite %s failed", suite.name)
+            run.error = f"{type(exc).__name__}: {exc}"
+            run.scorers = _scorer_info(suite, pool)
+            problems.append(f"suite {suite.name}: scoring failed ({run.error}); its metrics are missing")
+            runs[suite.name] = run
+            continue
+        for i, score in zip(ok_idx, scores, strict=True):
+            out[i] = replace(out[i], scores=score)
+        per_provider: dict[str, list[int]] = defaultdict(list)
+        for i in indices:
+            per_provider[out[i].provider_id].append(i)
+        for pid in ps.providers:
+            idx = per_provider.get(pid, [])
+            scored = [
+                ScoredOutput(
+                    provider_id=pid,
+                    sample=samples[out[i].metadata["item"]],
+                    repeat=out[i].repeat,
+                    ok=out[i].ok,
+                    text=out[i].output,
+                    scores=out[i].scores,
+                    error=out[i].error.message if out[i].error else None,
+                )
+                for i in idx
+            ]
+            try:
+                agg = suite.aggregate(scored)
+            except Exception as exc:
+                log.exception("aggregating suite %s for %s failed", suite.name, pid)
+                problems.append(f"suite {suite.name}, provider {pid}: aggregation failed ({exc})")
+                continue
+            run.results[pid] = SuiteResult(
+                provider_id=pid,
+                calls=len(idx),
+                failed=sum(1 for i in idx if not out[i].ok),
+                metrics=agg.metrics,
+                breakdowns=agg.breakdowns,
+                items=agg.items,
+                counts=agg.counts,
+                notes=agg.notes,
+                efficiency=_efficiency([out[i] for i in idx]),
+            )
+        run.comparisons = _comparisons(ps, run.results, seed, suite.params.n_resamples)
+        run.scorers = _scorer_info(suite, pool)
+        runs[suite.name] = run
+    return out, runs, problems
