@@ -269,8 +269,13 @@ def _plan_suites(
 
 def _suite_requests(ps: PlannedSuite, params: GenerationParams) -> tuple[ChatRequest, ...]:
     """One request per suite sample and repeat, tagged with the suite and item id."""
-    if ps.data.max_tokens is not None:
-        params = dataclasses.replace(params, max_tokens=ps.data.max_tokens)
+    overrides = {
+        name: getattr(ps.data, name)
+        for name in ("max_tokens", "temperature", "top_p")
+        if getattr(ps.data, name) is not None
+    }
+    if overrides:
+        params = dataclasses.replace(params, **overrides)
     return tuple(
         ChatRequest(
             sample_id=item_key(ps.name, sample.id),

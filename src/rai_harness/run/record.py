@@ -334,5 +334,38 @@ def read_samples(path: str | Path) -> list[CallRecord]:
 
 
 def read_run_record(run_dir: str | Path) -> RunRecord:
-    """Load ``run.json`` from a run folder."""
-    return RunRecord.model_validate_json(Path(run_dir, "run.json").read_text(encoding="utf-8"))
+    """Load ``run.json`` from a run folder.
+
+    Raises:
+        ConfigError: No run.json there, it is not valid JSON, or it was written by a newer
+            rai-harness (a higher ``schema_version``) or does not match this schema.
+    """
+    from pydantic import ValidationError
+
+    from rai_harness.errors import ConfigError
+
+    path = Path(run_dir, "run.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("no run.json here; give the output folder of `rai run`", file=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"not valid JSON ({exc.msg}, line {exc.lineno}); was the run interrupted?", file=str(path)
+        ) from exc
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"schema_version {version!r} is not one this rai-harness reads (<= {SCHEMA_VERSION}); "
+            "upgrade rai-harness or re-record the run",
+            file=str(path),
+            key_path="schema_version",
+        )
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"does not match the run record schema: {err['msg']}", file=str(path), key_path=where
+        ) from exc

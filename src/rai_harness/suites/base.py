@@ -66,6 +66,10 @@ class SuiteParams(BaseModel):
     max_tokens: int | None = Field(
         None, ge=1, description="Override the provider's max_tokens for this suite."
     )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Override the provider's temperature for this suite."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="Override the provider's top_p for this suite.")
     n_resamples: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples per interval.")
 
 
@@ -87,7 +91,10 @@ class SuiteData:
     samples: tuple[SuiteSample, ...]
     datasets: tuple[DatasetInfo, ...] = ()
     repeats: int = 1
+    #: Generation settings that override the provider's for this suite's calls (``None``: keep).
     max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,14 @@ class ToxicitySuite(Suite):
                 )
             )
         return SuiteData(
-            samples=tuple(samples), datasets=(info,), repeats=p.repeats or 5, max_tokens=p.max_tokens
+            samples=tuple(samples),
+            datasets=(info,),
+            repeats=p.repeats or 5,
+            max_tokens=p.max_tokens,
+            # The paper samples k continuations with nucleus sampling (p = 0.9); greedy decoding
+            # would make the k repeats identical.
+            temperature=1.0 if p.temperature is None else p.temperature,
+            top_p=0.9 if p.top_p is None else p.top_p,
         )
 
     def scorers(self) -> dict[str, ClassifierSpec]:

@@ -1,0 +1,100 @@
+"""The value every eval metric is reported as: a point estimate with its confidence interval.
+
+An :class:`Estimate` carries the point value, the interval bounds, how many units it is
+over (and how many clusters were resampled, for a cluster bootstrap), the numerator for
+rates, the interval method and a free-text note for anything a reader must know (no items,
+an interval that could not be computed, templates that were dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+__all__ = ["Estimate", "EstimateMethod"]
+
+EstimateMethod = Literal["wilson", "bootstrap", "cluster-bootstrap", "exact", "none"]
+
+_BOUNDS = ("value", "ci_low", "ci_high")
+
+
+class Estimate(BaseModel):
+    """A point estimate with an optional confidence interval.
+
+    Attributes:
+        value: The point estimate; ``None`` when it cannot be computed (no items, or the
+            statistic is undefined on the data).
+        ci_low: Lower bound of the confidence interval, or ``None`` when there is none.
+        ci_high: Upper bound of the confidence interval, or ``None`` when there is none.
+        n: How many units (items, prompts, calls, templates) the estimate is over.
+        n_clusters: How many clusters (templates) were resampled, for a clustered interval.
+        successes: For a rate, the numerator count.
+        method: How the interval was computed: ``"wilson"``, ``"bootstrap"``,
+            ``"cluster-bootstrap"``, ``"exact"`` or ``"none"`` (no interval).
+        confidence: The nominal coverage of the interval, in (0, 1).
+        note: Anything a reader must know, e.g. ``"no items"`` or
+            ``"interval undefined: one cluster"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    n_clusters: int | None = None
+    successes: int | None = None
+    method: str = "none"
+    confidence: float = 0.95
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Estimate:
+        if (self.ci_low is None) != (self.ci_high is None):
+            raise ValueError("ci_low and ci_high must both be set or both be None")
+        if self.ci_low is not None and self.ci_high is not None:
+            if math.isnan(self.ci_low) or math.isnan(self.ci_high):
+                raise ValueError("interval bounds must not be NaN")
+            if self.ci_low > self.ci_high:
+                raise ValueError(f"ci_low ({self.ci_low}) is above ci_high ({self.ci_high})")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.n < 0:
+            raise ValueError(f"n must be >= 0, got {self.n}")
+        if self.n_clusters is not None and self.n_clusters < 0:
+            raise ValueError(f"n_clusters must be >= 0, got {self.n_clusters}")
+        return self
+
+    @classmethod
+    def empty(cls, note: str = "no items") -> Estimate:
+        """Return the estimate of nothing: no value, no interval, ``n == 0``.
+
+        Args:
+            note: Why there is no estimate.
+
+        Returns:
+            An :class:`Estimate` with ``value=None``, ``method="none"`` and the note.
+        """
+        return cls(value=None, n=0, method="none", note=note)
+
+    def bound(self, which: Literal["value", "ci_low", "ci_high"]) -> float | None:
+        """Return the point value or one interval bound, by name.
+
+        A gate that must not pass by luck on a small sample decides on the conservative
+        bound, e.g. ``est.bound("ci_high") <= max_rate`` for a failure rate.
+
+        Args:
+            which: ``"value"``, ``"ci_low"`` or ``"ci_high"``.
+
+        Returns:
+            That number, or ``None`` when it is not available.
+
+        Raises:
+            ValueError: ``which`` is not one of the three names.
+        """
+        if which not in _BOUNDS:
+            raise ValueError(f"which must be one of {_BOUNDS}, got {which!r}")
+        result: float | None = getattr(self, which)
+        return result

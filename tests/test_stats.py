@@ -1,0 +1,398 @@
+"""Tests for rai_harness.stats: intervals checked against hand-worked values and by simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pydantic
+import pytest
+
+from rai_harness.stats import (
+    Estimate,
+    GapResult,
+    McNemarResult,
+    PairedResult,
+    bootstrap,
+    bootstrap_mean,
+    bootstrap_p_value,
+    max_pairwise_gap,
+    mcnemar,
+    paired_bootstrap_diff,
+    rate,
+    wilson,
+)
+
+
+def _ratio(pairs):
+    """Sum of numerators over sum of denominators; undefined (None) when the denominator is 0."""
+    den = sum(d for _, d in pairs)
+    return None if den == 0 else sum(x for x, _ in pairs) / den
+
+
+# --- Estimate -------------------------------------------------------------------------------
+
+
+def test_estimate_empty_and_bound():
+    e = Estimate.empty()
+    assert e.value is None and e.n == 0 and e.method == "none" and e.note == "no items"
+    assert Estimate.empty("nothing scored").note == "nothing scored"
+    w = wilson(8, 10)
+    assert w.bound("value") == 0.8
+    assert w.bound("ci_low") == w.ci_low and w.bound("ci_high") == w.ci_high
+    with pytest.raises(ValueError):
+        w.bound("median")  # type: ignore[arg-type]
+
+
+def test_estimate_is_frozen_and_strict():
+    e = Estimate(value=1.0)
+    with pytest.raises(pydantic.ValidationError):
+        e.value = 2.0  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        Estimate(value=1.0, stderr=0.1)  # type: ignore[call-arg]
+    with pytest.raises(pydantic.ValidationError):
+        Estimate(value=1.0, ci_low=0.5)  # one bound without the other
+    with pytest.raises(pydantic.ValidationError):
+        Estimate(value=1.0, ci_low=0.9, ci_high=0.1)
+    with pytest.raises(pydantic.ValidationError):
+        Estimate(value=1.0, confidence=1.0)
+    # Round-trips through JSON (run records store estimates).
+    w = wilson(3, 7)
+    assert Estimate.model_validate_json(w.model_dump_json()) == w
+
+
+# --- Wilson ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [
+        # Hand-worked from centre = (p + z²/2n)/(1 + z²/n), half = z/(1 + z²/n)·sqrt(p(1-p)/n + z²/4n²),
+        # z = 1.959964.
+        (8, 10, 0.4902, 0.9433),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (50, 100, 0.4038, 0.5962),
+        (1, 1, 0.2065, 1.0),
+    ],
+)
+def test_wilson_known_values(successes, n, low, high):
+    e = wilson(successes, n)
+    assert e.value == successes / n
+    assert e.ci_low == pytest.approx(low, abs=1e-4)
+    assert e.ci_high == pytest.approx(high, abs=1e-4)
+    assert e.method == "wilson" and e.n == n and e.successes == successes and e.confidence == 0.95
+
+
+def test_wilson_exact_edges_and_other_confidence():
+    assert wilson(0, 10).ci_low == 0.0
+    assert wilson(10, 10).ci_high == 1.0
+    # 90%: z = 1.644854; 8/10 -> centre 0.736117, half 0.195326 -> (0.5408, 0.9314).
+    e = wilson(8, 10, confidence=0.90)
+    assert (e.ci_low, e.ci_high) == pytest.approx((0.5408, 0.9314), abs=1e-4)
+    assert e.confidence == 0.90
+    assert wilson(8, 10, 0.99).ci_low < wilson(8, 10).ci_low
+
+
+def test_wilson_n_zero_and_bad_args():
+    assert wilson(0, 0) == Estimate.empty()
+    for s, n in [(-1, 10), (11, 10), (0, -1)]:
+        with pytest.raises(ValueError):
+            wilson(s, n)
+    with pytest.raises(ValueError):
+        wilson(1, 10, confidence=0.0)
+    with pytest.raises(TypeError):
+        wilson(1.5, 10)  # type: ignore[arg-type]
+    assert wilson(np.int64(3), np.int64(10)).value == 0.3
+
+
+def test_rate():
+    e = rate([True, False, True, True])
+    assert e == wilson(3, 4)
+    assert rate([]) == Estimate.empty()
+    assert rate(np.array([True, False])).successes == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_wilson_coverage(p):
+    # 2000 binomial draws at n=200; Wilson's actual coverage is close to 95% here (it oscillates
+    # with p, roughly 0.93-0.96), and the simulation's own SE is ~0.005.
+    n = 200
+    rng = np.random.default_rng(1234)
+    draws = rng.binomial(n, p, size=2000)
+    table = np.array([[wilson(k, n).ci_low, wilson(k, n).ci_high] for k in range(n + 1)])
+    low, high = table[draws, 0], table[draws, 1]
+    coverage = float(np.mean((low <= p) & (p <= high)))
+    assert 0.93 <= coverage <= 0.97, coverage
+
+
+# --- bootstrap_mean / bootstrap -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["normal", "bernoulli"])
+def test_bootstrap_mean_coverage(kind):
+    # 400 samples of n=100. The percentile bootstrap is slightly anti-conservative at small n
+    # (its spread is the plug-in SD, biased down by sqrt((n-1)/n), and it ignores the t
+    # correction), so the true coverage is ~0.93-0.94, not 0.95; the simulation adds an SE of
+    # ~0.012, hence the band 0.91-0.97.
+    rng = np.random.default_rng(99)
+    n, sims = 100, 400
+    if kind == "normal":
+        mu = 1.5
+        data = rng.normal(mu, 2.0, size=(sims, n))
+    else:
+        mu = 0.3
+        data = (rng.random((sims, n)) < mu).astype(float)
+    hits = 0
+    for i, row in enumerate(data):
+        e = bootstrap_mean(row, n_resamples=1000, seed=i)
+        assert e.ci_low is not None and e.ci_high is not None
+        hits += e.ci_low <= mu <= e.ci_high
+    coverage = hits / sims
+    assert 0.91 <= coverage <= 0.97, coverage
+
+
+def test_bootstrap_mean_basics():
+    e = bootstrap_mean([1.0, 2.0, 3.0, 4.0])
+    assert e.value == 2.5 and e.n == 4 and e.method == "bootstrap" and e.n_clusters is None
+    assert e.ci_low is not None and e.ci_high is not None
+    assert 1.0 <= e.ci_low <= 2.5 <= e.ci_high <= 4.0
+    assert bootstrap_mean([]) == Estimate.empty()
+    one = bootstrap_mean([3.0])
+    assert one.value == 3.0 and one.ci_low is None and one.method == "none"
+    assert one.note == "interval undefined: one item"
+    constant = bootstrap_mean([2.0] * 50)
+    assert (constant.ci_low, constant.ci_high) == pytest.approx((2.0, 2.0))
+    with pytest.raises(ValueError):
+        bootstrap_mean([1.0, float("nan")])
+    with pytest.raises(ValueError):
+        bootstrap_mean([1.0, 2.0], clusters=["a"])
+    with pytest.raises(ValueError):
+        bootstrap_mean([1.0, 2.0], n_resamples=0)
+    with pytest.raises(ValueError):
+        bootstrap_mean([1.0, 2.0], confidence=95)
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_bootstrap_mean_agrees_with_generic_bootstrap(clustered):
+    rng = np.random.default_rng(5)
+    values = rng.exponential(1.0, size=300).tolist()
+    clusters = [i // 7 for i in range(300)] if clustered else None
+    fast = bootstrap_mean(values, clusters=clusters, seed=3)
+    slow = bootstrap(values, np.mean, clusters=clusters, seed=3)
+    assert fast.method == slow.method and fast.n_clusters == slow.n_clusters
+    # Same draws by construction: equal up to rounding.
+    assert fast.value == pytest.approx(slow.value, abs=1e-12)
+    assert fast.ci_low == pytest.approx(slow.ci_low, abs=1e-9)
+    assert fast.ci_high == pytest.approx(slow.ci_high, abs=1e-9)
+    # Same distribution: another seed gives nearly the same interval (Monte Carlo error of
+    # a 2.5% quantile over 2000 resamples is a few % of the width).
+    other = bootstrap(values, np.mean, clusters=clusters, seed=11)
+    assert fast.ci_low is not None and fast.ci_high is not None
+    assert other.ci_low is not None and other.ci_high is not None
+    width = fast.ci_high - fast.ci_low
+    assert abs(other.ci_low - fast.ci_low) < 0.1 * width
+    assert abs(other.ci_high - fast.ci_high) < 0.1 * width
+
+
+def test_cluster_bootstrap_wider_for_correlated_items():
+    # 20 templates x 10 items; items of a template are identical (perfectly correlated), so there
+    # are only 20 independent observations, not 200: the interval must be ~sqrt(10) times wider.
+    rng = np.random.default_rng(7)
+    per_cluster = rng.normal(0.0, 1.0, size=20)
+    values = np.repeat(per_cluster, 10)
+    clusters = [f"t{i // 10}" for i in range(200)]
+    naive = bootstrap_mean(values)
+    clustered = bootstrap_mean(values, clusters=clusters)
+    assert clustered.method == "cluster-bootstrap" and clustered.n_clusters == 20 and clustered.n == 200
+    assert naive.ci_low is not None and naive.ci_high is not None
+    assert clustered.ci_low is not None and clustered.ci_high is not None
+    ratio = (clustered.ci_high - clustered.ci_low) / (naive.ci_high - naive.ci_low)
+    assert 2.0 < ratio < 4.5, ratio
+    generic = bootstrap(values.tolist(), np.mean, clusters=clusters)
+    assert generic.n_clusters == 20 and generic.method == "cluster-bootstrap"
+    assert generic.ci_low == pytest.approx(clustered.ci_low, abs=1e-9)
+
+
+def test_cluster_bootstrap_unequal_cluster_sizes_is_ratio_of_sums():
+    # Cluster "a" has 1 item of 0, cluster "b" has 3 items of 1: resamples are {a,a}: 0,
+    # {b,b}: 1, {a,b}: 3/4 — not the mean of cluster means (1/2).
+    values = [0.0, 1.0, 1.0, 1.0]
+    clusters = ["a", "b", "b", "b"]
+    for est in (
+        bootstrap_mean(values, clusters=clusters, n_resamples=4000),
+        bootstrap(values, np.mean, clusters=clusters, n_resamples=4000),
+    ):
+        assert est.value == 0.75 and est.n_clusters == 2
+        assert (est.ci_low, est.ci_high) == (0.0, 1.0)
+    one = bootstrap_mean(values, clusters=["x"] * 4)
+    assert one.note == "interval undefined: one cluster" and one.ci_low is None and one.n_clusters == 1
+
+
+def test_bootstrap_ratio_statistic_and_undefined_resamples():
+    assert bootstrap([], _ratio) == Estimate.empty()
+    # Undefined on the full data.
+    e = bootstrap([(1, 0), (2, 0)], _ratio)
+    assert e.value is None and e.ci_low is None and "undefined on the full data" in (e.note or "")
+    # One item in five has a denominator: ~33% of resamples of 5 lack it and are dropped.
+    items = [(3, 2), (1, 0), (1, 0), (0, 0), (2, 0)]
+    e = bootstrap(items, _ratio, n_resamples=1000)
+    assert e.value == pytest.approx(3.5)
+    assert e.ci_low is not None and e.method == "bootstrap"
+    assert e.note is not None and "resamples dropped" in e.note
+    dropped = int(e.note.split(" of ")[0])
+    assert 250 < dropped < 420  # expected 1000 * (4/5)^5 = 328
+    # Defined only when items 0, 1 and 2 are all drawn (~27% of resamples): no interval.
+    data = list(range(10))
+    picky = bootstrap(data, lambda xs: float(np.mean(xs)) if {0, 1, 2} <= set(xs) else None)
+    assert picky.value == 4.5 and picky.ci_low is None and picky.method == "none"
+    assert picky.note is not None and picky.note.startswith("interval undefined")
+    # NaN is undefined too.
+    nan_stat = bootstrap(data, lambda xs: float(np.mean(xs)) if 0 in xs else math.nan)
+    assert nan_stat.note is not None and "dropped" in nan_stat.note
+
+
+def test_bootstrap_reproducible_and_seed_dependent():
+    rng = np.random.default_rng(0)
+    items = [(float(x), 1) for x in rng.normal(size=80)]
+    a = bootstrap(items, _ratio, seed=42)
+    b = bootstrap(items, _ratio, seed=42)
+    c = bootstrap(items, _ratio, seed=43)
+    assert a == b
+    assert a.value == c.value
+    assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
+    # numpy input: the statistic gets an array slice, same draws as the list path.
+    arr = rng.normal(size=50)
+    assert bootstrap(arr, np.mean) == bootstrap(arr.tolist(), np.mean)
+
+
+def test_bootstrap_large_input_is_fast_enough():
+    # 2000 resamples of 5,000 items with a Python-level statistic: about a second.
+    values = np.random.default_rng(3).random(5000).tolist()
+    e = bootstrap(values, lambda xs: sum(xs) / len(xs), clusters=[i // 5 for i in range(5000)])
+    assert e.n == 5000 and e.n_clusters == 1000 and e.ci_low is not None
+
+
+# --- paired ---------------------------------------------------------------------------------
+
+
+def test_paired_identical_and_shifted():
+    rng = np.random.default_rng(8)
+    b = rng.random(60)
+    same = paired_bootstrap_diff(b, b)
+    assert isinstance(same, PairedResult) and same.n == 60
+    assert same.estimate.value == 0.0
+    assert (same.estimate.ci_low, same.estimate.ci_high) == (0.0, 0.0)
+    assert same.p_value == 1.0
+    shifted = paired_bootstrap_diff(b + 1.0, b)
+    assert shifted.estimate.value == pytest.approx(1.0)
+    assert (shifted.estimate.ci_low, shifted.estimate.ci_high) == pytest.approx((1.0, 1.0))
+    # Every resampled difference is > 0: p is the smallest resolvable value, 2 / (B + 1).
+    assert shifted.p_value == pytest.approx(2 / 2001)
+
+
+def test_paired_noisy_and_clustered():
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=200)
+    effect = paired_bootstrap_diff(base + 0.3 + rng.normal(0, 0.5, 200), base)
+    assert effect.p_value is not None and effect.p_value < 0.01
+    assert effect.estimate.ci_low is not None and effect.estimate.ci_low > 0
+    null = paired_bootstrap_diff(base + rng.normal(0, 0.5, 200), base)
+    assert null.p_value is not None and null.p_value > 0.05
+    assert null.estimate.ci_low is not None and null.estimate.ci_high is not None
+    assert null.estimate.ci_low < 0 < null.estimate.ci_high
+    clustered = paired_bootstrap_diff(base + 0.3, base, clusters=[i // 4 for i in range(200)])
+    assert clustered.estimate.method == "cluster-bootstrap" and clustered.estimate.n_clusters == 50
+    assert paired_bootstrap_diff([], []) == PairedResult(Estimate.empty(), None, 0)
+    single = paired_bootstrap_diff([2.0], [1.0])
+    assert single.estimate.value == 1.0 and single.p_value is None
+    with pytest.raises(ValueError):
+        paired_bootstrap_diff([1.0, 2.0], [1.0])
+
+
+def test_bootstrap_p_value_formula():
+    # 3 of 9 resamples <= 0, 6 >= 0: 2 * (1 + 3) / 10 = 0.8.
+    draws = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    assert bootstrap_p_value(draws) == pytest.approx(0.8)
+    assert bootstrap_p_value(np.zeros(9)) == 1.0
+
+
+def _pairs(b01, b10, concordant=3):
+    a = [False] * b01 + [True] * b10 + [True] * concordant + [False] * concordant
+    b = [True] * b01 + [False] * b10 + [True] * concordant + [False] * concordant
+    return a, b
+
+
+def test_mcnemar_exact():
+    r = mcnemar(*_pairs(1, 9))
+    assert isinstance(r, McNemarResult)
+    assert (r.b01, r.b10, r.method, r.n) == (1, 9, "exact", 16)
+    # Two-sided binomial: 2 * P(X <= 1 | m=10, 1/2) = 2 * (1 + 10) / 1024.
+    assert r.p_value == pytest.approx(0.021484375, abs=1e-12)
+    assert r.statistic == 1.0
+    assert mcnemar(*_pairs(9, 1)).p_value == pytest.approx(0.021484375, abs=1e-12)
+    # 2 vs 10: 2 * (1 + 12 + 66) / 4096.
+    assert mcnemar(*_pairs(2, 10)).p_value == pytest.approx(2 * 79 / 4096, abs=1e-12)
+    assert mcnemar(*_pairs(5, 5)).p_value == 1.0
+    none = mcnemar(*_pairs(0, 0))
+    assert (none.b01, none.b10, none.p_value, none.statistic) == (0, 0, 1.0, 0.0)
+    assert mcnemar([], []).p_value == 1.0
+    assert mcnemar(*_pairs(4, 20)).method == "exact"  # 24 discordant pairs
+    with pytest.raises(ValueError):
+        mcnemar([True], [True, False])
+
+
+def test_mcnemar_chi_square():
+    r = mcnemar(*_pairs(10, 30))
+    assert r.method == "chi-square"
+    stat = (abs(10 - 30) - 1) ** 2 / 40  # 9.025
+    assert r.statistic == pytest.approx(stat)
+    # Chi-square survival function with 1 df: erfc(sqrt(x / 2)).
+    assert r.p_value == pytest.approx(math.erfc(math.sqrt(stat / 2)), rel=1e-9)
+    boundary = mcnemar(*_pairs(5, 20))  # 25 discordant pairs
+    assert boundary.method == "chi-square"
+    assert boundary.statistic == pytest.approx(14**2 / 25)
+
+
+# --- max_pairwise_gap -----------------------------------------------------------------------
+
+
+def test_max_pairwise_gap_hand_worked():
+    table = {
+        "women": {"t1": 0.2, "t2": 0.4, "t3": 0.6, "t4": 0.9},  # t4 missing for the others
+        "men": {"t1": 0.1, "t2": 0.1, "t3": 0.1},
+        "nonbinary": {"t3": 0.9, "t1": 0.5, "t2": 0.7},
+    }
+    r = max_pairwise_gap(table)
+    assert isinstance(r, GapResult)
+    # Shared t1..t3: women 1.2/3 = 0.4, men 0.3/3 = 0.1, nonbinary 2.1/3 = 0.7; gap 0.7 - 0.1.
+    assert r.group_means == pytest.approx({"women": 0.4, "men": 0.1, "nonbinary": 0.7})
+    assert list(r.group_means) == ["women", "men", "nonbinary"]
+    assert (r.high_group, r.low_group) == ("nonbinary", "men")
+    assert r.gap.value == pytest.approx(0.6)
+    assert r.gap.n == 3 and r.gap.method == "bootstrap"
+    # Paired differences nonbinary - men per template: 0.4, 0.6, 0.8.
+    assert r.gap.ci_low is not None and r.gap.ci_high is not None
+    assert 0.4 - 1e-12 <= r.gap.ci_low < 0.6 < r.gap.ci_high <= 0.8 + 1e-12
+    note = r.gap.note or ""
+    assert "1 template(s) missing" in note
+    assert "biased upward" in note and "identified on the full data" in note
+    assert max_pairwise_gap(table, seed=1).gap.value == r.gap.value
+    assert max_pairwise_gap(table) == r
+
+
+def test_max_pairwise_gap_edges():
+    with pytest.raises(ValueError):
+        max_pairwise_gap({"only": {"t1": 1.0}})
+    with pytest.raises(ValueError):
+        max_pairwise_gap({"a": {"t1": math.nan}, "b": {"t1": 0.0}})
+    disjoint = max_pairwise_gap({"a": {"t1": 1.0}, "b": {"t2": 0.0}})
+    assert disjoint.gap.value is None and disjoint.high_group == "" and disjoint.group_means == {}
+    assert "2 template(s) missing" in (disjoint.gap.note or "")
+    one = max_pairwise_gap({"a": {"t1": 1.0}, "b": {"t1": 0.25}})
+    assert one.gap.value == 0.75 and one.gap.ci_low is None
+    assert one.gap.note == "interval undefined: one item"
+    # Equal groups: gap 0, two distinct group names.
+    equal = max_pairwise_gap({"a": {"t1": 0.5, "t2": 0.5}, "b": {"t1": 0.5, "t2": 0.5}})
+    assert equal.gap.value == 0.0 and equal.high_group != equal.low_group
+    assert (equal.gap.ci_low, equal.gap.ci_high) == (0.0, 0.0)
