@@ -414,6 +414,140 @@ async def test_load_failure_is_a_local_provider_error(tmp_path):
         await p.aclose()
 
 
+# --------------------------------------------------------------------------- sharing and CPU threads
+
+
+async def test_providers_of_one_model_share_it_and_batch_together(tiny_gpt2):
+    # The plain and the guarded provider of a run: same model, other settings.
+    plain = HFLocalConfig(model=str(tiny_gpt2), max_batch_size=4, batch_wait_ms=100).build()
+    guarded = HFLocalConfig(
+        id="guarded", model=f"{tiny_gpt2}/", max_batch_size=2, batch_wait_ms=100, concurrency=2
+    ).build()
+    other_dtype = HFLocalConfig(model=str(tiny_gpt2), dtype="float32").build()
+    try:
+        assert plain._shared is guarded._shared and other_dtype._shared is not plain._shared
+        await plain.load()
+        assert guarded.loaded and not other_dtype.loaded  # one load serves both
+        assert plain._loaded is guarded._loaded
+        assert plain.describe()["shared_by"] == guarded.describe()["shared_by"] == 2
+        assert other_dtype.describe()["shared_by"] == 1
+        single = [
+            (await plain.generate(_req(str(i), p, max_tokens=6))).text for i, p in enumerate(PROMPTS[:3])
+        ]
+        before = plain.stats["generate_calls"]
+        gens = await asyncio.gather(
+            *(plain.generate(_req(f"a{i}", p, max_tokens=6)) for i, p in enumerate(PROMPTS[:3])),
+            *(guarded.generate(_req(f"b{i}", p, max_tokens=6)) for i, p in enumerate(PROMPTS[:3])),
+        )
+        # One generate for the calls of both providers (batch limit: 4 + 2, each keeps its share).
+        assert plain.stats["generate_calls"] == guarded.stats["generate_calls"] == before + 1
+        assert plain.stats["max_batch"] == 6
+        assert [g.text for g in gens] == single * 2
+        assert all(g.ttft_s is not None and 0 < g.ttft_s <= g.latency_s for g in gens)
+        info = plain.describe()["cpu_threads"]
+        assert info["policy"] == "adaptive" and sum(info["steps_by_threads"].values()) >= 6 * 4
+
+        # Closing one provider leaves the model to the other; the last one frees it.
+        await plain.aclose()
+        with pytest.raises(ProviderError):
+            await plain.generate(_req("x", "hi", max_tokens=2))
+        assert guarded.loaded and guarded.describe()["shared_by"] == 1
+        again = await guarded.generate(_req("c", PROMPTS[0], max_tokens=6))
+        assert again.text == single[0]
+        await guarded.aclose()
+        assert not guarded.loaded
+        fresh = HFLocalConfig(model=str(tiny_gpt2)).build()
+        assert fresh._shared is not guarded._shared and not fresh.loaded
+        await fresh.aclose()
+    finally:
+        for p in (plain, guarded, other_dtype):
+            await p.aclose()
+
+
+async def test_closing_one_sharing_provider_fails_only_its_queued_calls(tiny_gpt2):
+    a = HFLocalConfig(model=str(tiny_gpt2), batch_wait_ms=300).build()
+    b = HFLocalConfig(model=str(tiny_gpt2), batch_wait_ms=300).build()
+    try:
+        await a.load()
+        ta = asyncio.create_task(a.generate(_req("a", PROMPTS[0], max_tokens=3)))
+        tb = asyncio.create_task(b.generate(_req("b", PROMPTS[0], max_tokens=3)))
+        await asyncio.sleep(0.05)  # both queued, inside the gathering window
+        await a.aclose()
+        with pytest.raises(ProviderError):
+            await ta
+        assert (await tb).usage.completion_tokens == 3
+        assert b.stats["max_batch"] == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_two_models_never_generate_on_the_cpu_at_once(tiny_gpt2):
+    a = HFLocalConfig(model=str(tiny_gpt2), device="cpu").build()
+    b = HFLocalConfig(model=str(tiny_gpt2), dtype="float32").build()
+    active = peak = 0
+    lock = threading.Lock()
+
+    def track(model: Any) -> None:
+        original = model.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            nonlocal active, peak
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            try:
+                time.sleep(0.05)
+                return original(*args, **kwargs)
+            finally:
+                with lock:
+                    active -= 1
+
+        model.generate = generate
+
+    try:
+        await asyncio.gather(a.load(), b.load())
+        assert a._loaded is not None and b._loaded is not None and a._loaded.model is not b._loaded.model
+        track(a._loaded.model)
+        track(b._loaded.model)
+        gens = await asyncio.gather(
+            *(p.generate(_req(f"{i}", PROMPTS[i], max_tokens=4)) for i in range(4) for p in (a, b))
+        )
+        assert all(g.usage.completion_tokens == 4 for g in gens)
+        assert a.stats["generate_calls"] >= 1 and b.stats["generate_calls"] >= 1
+        assert peak == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+def test_cpu_governor_leaves_the_cores_others_use():
+    import torch
+
+    gov = hf_local._CpuGovernor()
+    gov.cpus, gov.enabled = [0, 1], True
+    gov._max = gov._current = 2
+    # (time, busy CPU-seconds of the machine, CPU-seconds of the model's threads)
+    gov._samples.extend([(0.0, 0.0, 0.0), (1.0, 2.0, 0.8)])
+    gov._apply()  # others used 1.2 cores: keep 1 thread
+    assert gov.last_others == pytest.approx(1.2)
+    assert gov._current == 1 and torch.get_num_threads() == 1
+    gov._samples.append((2.0, 3.9, 2.7))  # last second: others 0.0
+    gov._apply()
+    assert gov.last_others == pytest.approx(0.0) and gov._current == 2
+    gov._samples.append((3.0, 5.1, 3.5))  # others 0.4: under the margin (0.5), still 2
+    gov._apply()
+    assert gov.last_others == pytest.approx(0.4) and gov._current == 2
+    gov._samples.append((4.0, 6.8, 4.5))  # others 0.7: one thread again
+    gov._apply()
+    assert gov._current == 1
+    gov.end()  # torch gets back its own count
+    assert gov._current == 2 and torch.get_num_threads() == 2
+    if Path("/proc/stat").exists():  # the real readings (Linux)
+        assert hf_local._CpuGovernor().enabled
+        assert gov._read_busy() is not None and gov._read_team() >= 0
+
+
 # --------------------------------------------------------------------------- GGUF conversion cache
 
 

@@ -53,7 +53,9 @@ def _config(tmp_path, base_url, repeats=2, **provider):
                 **provider,
             }
         ],
-        "suites": [{"name": "toxicity", "params": {"repeats": repeats, "scorer": KEYWORDS, "n_resamples": 200}}],
+        "suites": [
+            {"name": "toxicity", "params": {"repeats": repeats, "scorer": KEYWORDS, "n_resamples": 200}}
+        ],
     }
     path = tmp_path / "tox.yaml"
     path.write_text(yaml.safe_dump(cfg))

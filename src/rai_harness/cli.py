@@ -113,11 +113,26 @@ def run(
         list[str] | None, typer.Option("--provider", "-p", help="Run only this provider id (repeatable).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    gate: Annotated[
+        Path | None, typer.Option("--gate", help="Gate the finished run with this policy (exit 0/1/2).")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="With --gate: baseline run folder for regressions.")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="With --gate: write JUnit XML here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="With --gate: write a Markdown summary here.")
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.html into the output folder.")
+    ] = True,
 ) -> None:
-    """Run a config: call every provider, journal each call, write run.json and samples.jsonl.
+    """Run a config: call every provider, journal each call, score the suites, write run.json,
+    samples.jsonl and report.html.
 
     Rerunning into the same output folder reuses every completed call (only missing or
-    failed calls are made again), so an interrupted run resumes where it stopped.
+    failed calls are made again), so an interrupted run resumes where it stopped. With
+    ``--gate`` the exit code is the gate's: 0 pass, 1 a rule failed, 2 error or incomplete run.
     """
     from rai_harness.config import load_run_config
     from rai_harness.run import execute_run, plan_run
@@ -127,8 +142,16 @@ def run(
     try:
         cfg = load_run_config(config)
         plan = plan_run(cfg, config_path=config, out_dir=out, limit=limit, provider_ids=provider or ())
+        policy = None
+        if gate is not None:
+            from rai_harness.gate import load_gate_policy
+
+            # Validated before the first request: a typo in the policy must not cost a whole run.
+            policy = load_gate_policy(gate)
     except RaiError as exc:
         raise _fail(exc) from None
+    if gate is None and (baseline or junit or markdown):
+        raise _fail(ConfigError("--baseline, --junit and --markdown need --gate POLICY.yaml"))
     journal_path = plan.out_dir / "journal.sqlite"
     if resume and not journal_path.exists():
         raise _fail(ConfigError(f"--resume: no journal at {journal_path}; run without --resume to start"))
@@ -155,6 +178,22 @@ def run(
             )
             raise typer.Exit(EXIT_ERROR) from None
     _print_summary(record, plan.out_dir)
+    if report:
+        from rai_harness.report import render_report
+
+        try:
+            err_console.print(f"report: {render_report(plan.out_dir, policy=gate)}")
+        except RaiError as exc:
+            err_console.print(f"[yellow]report not written:[/] {exc}", highlight=False)
+    if policy is not None:
+        from rai_harness.cli_gate import run_gate_cli
+
+        # The gate owns the exit code: it fails a failed run (1) and errors on an incomplete one (2).
+        raise typer.Exit(
+            run_gate_cli(
+                plan.out_dir, policy, baseline=baseline, junit=junit, markdown=markdown, console=err_console
+            )
+        )
     if record.status != "complete":
         for problem in record.problems:
             err_console.print(f"[bold red]run failed:[/] {problem}", highlight=False)
@@ -226,13 +265,7 @@ def _mount_subcommands() -> None:
     register_suites(app)
     # Report and gate commands: each module adds its commands to `app` in register(app).
     for module in ("rai_harness.cli_report", "rai_harness.cli_gate"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is being written
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
+        importlib.import_module(module).register(app)
 
     app.add_typer(
         guard_app, name="guard", help="Check texts with a guard policy, or audit a policy on labelled data."

@@ -28,6 +28,26 @@ Micro-batching
     padded. A cancelled call (runner timeout) is skipped if it has not started, or
     its result dropped if its batch is running; the other calls are unaffected.
 
+Sharing
+    Providers of the same model in one process (same ``model``, ``gguf_file``,
+    ``revision``, ``device``, ``dtype``, ``trust_remote_code`` and ``cache_dir``; a run
+    listing the model twice, once guarded, say) share one loaded model, one model thread
+    and one queue while they are open: their calls are batched together, and the model
+    is freed when the last of them closes. The batch limit is the sum of their
+    ``max_batch_size`` (on a CPU, 16 + 8 calls in two batches took 1.5x as long as the
+    24 in one), the gathering window the longest of theirs, ``num_threads`` the first
+    one's. Whatever the models, only one ``generate`` runs on the CPU at a time in the
+    process.
+
+CPU threads
+    With ``num_threads`` unset, the thread count on the CPU adapts while a batch runs:
+    torch's count (the physical cores) when the CPU is free, fewer while other processes
+    (or other threads of this one) keep cores busy. torch's intra-op threads meet at a
+    barrier after every operator, so on a 2-core machine shared with one busy process,
+    2 threads decoded 1.4x to 3x slower than 1 (see ``benchmarks/hf_local.py`` and
+    :class:`_CpuGovernor`). Greedy outputs do not depend on the thread count here (the
+    matrix products split rows, not sums), but that is up to the CPU math library.
+
 Measurement
     A stopping criterion stamps the clock at every decoding step. ``ttft_s`` is the
     first step (prefill plus first token, shared by the batch) and ``latency_s`` the
@@ -61,7 +81,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -173,8 +195,8 @@ class HFLocalConfig(ProviderConfig):
     num_threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads torch may use for this model (default: torch's choice). On a CPU shared "
-        "with other busy processes, 1 can be several times faster than contended threads.",
+        description="CPU threads torch may use for this model (default: adaptive, torch's count when the CPU "
+        "is free, fewer while other processes keep cores busy: contended threads can be several times slower).",
     )
     concurrency: int = Field(
         16, ge=1, le=4096, description="Calls in flight at once (default: max_batch_size, to fill one batch)."
@@ -505,13 +527,16 @@ def _step_timer_class() -> type:
     """A ``StoppingCriteria`` that never stops and stamps ``perf_counter`` at each step.
 
     Built on first use so that importing this module does not import ``transformers``.
+    ``on_step`` (optional) runs after each stamp on the model thread: the CPU thread
+    governor uses it to adapt the thread count between decoding steps.
     """
     import torch
     from transformers import StoppingCriteria
 
     class StepTimer(StoppingCriteria):
-        def __init__(self, sync_cuda: bool) -> None:
+        def __init__(self, sync_cuda: bool, on_step: Callable[[], None] | None = None) -> None:
             self.sync_cuda = sync_cuda
+            self.on_step = on_step
             self.stamps: list[float] = []
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -520,9 +545,199 @@ def _step_timer_class() -> type:
             if self.sync_cuda:
                 torch.cuda.synchronize(input_ids.device)
             self.stamps.append(time.perf_counter())
+            if self.on_step is not None:
+                self.on_step()
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return StepTimer
+
+
+# --------------------------------------------------------------------------- CPU threads
+
+
+#: OS name (``comm``) of the model threads; OpenMP worker threads they start inherit it,
+#: which is how the governor tells the model's CPU time from everyone else's.
+_THREAD_OS_NAME = b"rai-hf-local"
+#: Only one hf-local ``generate`` runs on the CPU at a time, whatever the model: two
+#: at once would each bring a team of intra-op threads and oversubscribe the cores.
+_CPU_LOCK = threading.Lock()
+#: Loads (and GGUF conversions) run one at a time in the process.
+_LOAD_LOCK = threading.Lock()
+
+
+def _name_model_thread() -> None:
+    """Executor initializer: give the model thread an OS-level name (Linux; else a no-op)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, _THREAD_OS_NAME, 0, 0, 0)  # PR_SET_NAME: this thread only
+    except Exception:
+        log.debug("hf-local: cannot name the model thread; the CPU governor counts the whole process")
+
+
+class _CpuGovernor:
+    """Chooses the intra-op thread count of the model thread from the CPU others leave free.
+
+    Why: torch's intra-op threads meet at a barrier after every operator (hundreds per
+    decoding step). When another process keeps a core busy, one of them is descheduled for
+    whole scheduler slices while the others wait at the barrier: on a 2-core machine with
+    other processes using about one core, 2 threads decoded 1.4x to 3x *slower* than 1
+    thread (``benchmarks/hf_local.py``), while on an idle machine 2 threads are about 1.6x
+    faster.
+
+    How: every ``interval_s`` (at batch start and between decoding steps, on the model
+    thread) it reads the CPU time of the usable CPUs (``/proc/stat``) and of the model's
+    own threads (``/proc/self/task/*/stat``, by OS thread name); the difference over the
+    last ``window_s`` is the CPU used by everyone else (other processes and other threads
+    of this one). The thread count is the CPUs left, rounded to the nearest (``margin``),
+    between 1 and the count torch had when the batch started, which is restored after it.
+    Linux only; elsewhere the count is left to torch.
+    """
+
+    window_s = 1.0
+    interval_s = 0.25
+    #: After an idle spell (no sample for ``2 * window_s``) the batch first measures this long.
+    probe_s = 0.1
+    #: CPU (in cores) others may use before a thread is given up: about the break-even
+    #: point between one thread too few (1.6x slower when idle on 2 cores) and one too
+    #: many (1.4x to 3x slower beside a busy process); also above the noise of a short
+    #: ``/proc/stat`` window (10 ms ticks).
+    margin = 0.5
+
+    def __init__(self) -> None:
+        self.cpus = self._usable_cpus()
+        sysconf = getattr(os, "sysconf", None)
+        self._hz = float(sysconf("SC_CLK_TCK")) if sysconf is not None else 100.0
+        self._samples: deque[tuple[float, float, float]] = deque()
+        self._last_sample = 0.0
+        self.enabled = self._read_busy() is not None
+        self._max = 1
+        self._current = 1
+        self.last_others: float | None = None
+
+    @staticmethod
+    def _usable_cpus() -> list[int] | None:
+        getaffinity = getattr(os, "sched_getaffinity", None)
+        return sorted(getaffinity(0)) if getaffinity is not None else None
+
+    def _read_busy(self) -> float | None:
+        """CPU-seconds spent busy (not idle or waiting for I/O) on the usable CPUs."""
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None
+        wanted = {f"cpu{i}" for i in self.cpus} if self.cpus is not None else None
+        total = 0
+        found = False
+        for line in lines:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or name == "cpu" or (wanted is not None and name not in wanted):
+                continue
+            v = [int(x) for x in rest.split()[:8]]
+            total += sum(v) - v[3] - v[4]  # minus idle and iowait; steal counts as busy
+            found = True
+        return total / self._hz if found else None
+
+    def _read_team(self) -> float:
+        """CPU-seconds used by the model threads (and their OpenMP workers) of this process."""
+        total = 0
+        found = False
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            tasks = []
+        for tid in tasks:
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue  # the thread ended meanwhile
+            close = stat.rfind(b")")
+            if stat[stat.find(b"(") + 1 : close] != _THREAD_OS_NAME:
+                continue
+            fields = stat[close + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            found = True
+        # No named thread (no prctl): count the whole process as the model's.
+        return total / self._hz if found else time.process_time()
+
+    def _sample(self, now: float) -> None:
+        busy = self._read_busy()
+        if busy is None:
+            return
+        self._samples.append((now, busy, self._read_team()))
+        self._last_sample = now
+        while len(self._samples) > 2 and self._samples[1][0] <= now - 3 * self.window_s:
+            self._samples.popleft()
+
+    def _others(self) -> float | None:
+        """Cores used by others over about the last ``window_s`` (None: not enough data)."""
+        if len(self._samples) < 2:
+            return None
+        t1, busy1, team1 = self._samples[-1]
+        base = self._samples[0]
+        for sample in self._samples:
+            if sample[0] <= t1 - self.window_s:
+                base = sample
+        t0, busy0, team0 = base
+        if t1 - t0 < 0.05:
+            return None
+        return max(0.0, ((busy1 - busy0) - (team1 - team0)) / (t1 - t0))
+
+    def _apply(self) -> None:
+        others = self._others()
+        self.last_others = others
+        if others is None:
+            return
+        n_cpus = len(self.cpus) if self.cpus is not None else (os.cpu_count() or 1)
+        target = max(1, min(self._max, int(n_cpus - others + self.margin)))
+        if target != self._current:
+            import torch
+
+            torch.set_num_threads(target)
+            self._current = target
+
+    def begin(self) -> None:
+        """Before a batch (model thread): note torch's thread count and pick one for the prefill."""
+        import torch
+
+        self._max = self._current = torch.get_num_threads()
+        if not self.enabled or self._max == 1:
+            return
+        now = time.perf_counter()
+        if now - self._last_sample > 2 * self.window_s:
+            # The last samples describe an old spell: measure the present for the prefill.
+            self._samples.clear()
+            self._sample(now)
+            time.sleep(self.probe_s)
+            now = time.perf_counter()
+        self._sample(now)
+        self._apply()
+
+    def step(self) -> int:
+        """After a decoding step (model thread): re-decide at most every ``interval_s``."""
+        now = time.perf_counter()
+        if self.enabled and self._max > 1 and now - self._last_sample >= self.interval_s:
+            self._sample(now)
+            self._apply()
+        return self._current
+
+    def end(self) -> None:
+        """After a batch: give torch back the thread count it had."""
+        if self._current != self._max:
+            import torch
+
+            torch.set_num_threads(self._max)
+            self._current = self._max
+        if self.enabled and self._max > 1:
+            self._sample(time.perf_counter())
+
+
+@functools.cache
+def _cpu_governor() -> _CpuGovernor:
+    """The process's governor (used only under :data:`_CPU_LOCK`, by one thread at a time)."""
+    return _CpuGovernor()
 
 
 @dataclass
@@ -539,6 +754,7 @@ class _Loaded:
     name: str
     context: int | None  # positions the model can attend to (prompt plus completion), if known
     info: dict[str, Any]
+    adaptive_threads: bool = False  # the CPU governor picks the thread count per step
 
 
 @dataclass
@@ -557,6 +773,7 @@ class _Pending:
     key: str
     future: asyncio.Future[Generation]
     submitted: float  # perf_counter when generate() was called
+    provider: HFLocalProvider  # the provider the call came through
 
 
 @dataclass
@@ -567,264 +784,123 @@ class _Stats:
     max_batch: int = 0  # largest batch formed
     oom_splits: int = 0  # batches halved after a CUDA out-of-memory error
     batch_sizes: list[int] = field(default_factory=list)  # last 1000 batch sizes, oldest first
+    steps_by_threads: dict[int, int] = field(default_factory=dict)  # decoding steps per CPU thread count
 
 
-# --------------------------------------------------------------------------- the provider
+# --------------------------------------------------------------------------- one model, shared
 
 
-class HFLocalProvider:
-    """Micro-batching in-process generator; see the module docstring.
+def _share_key(config: HFLocalConfig, gguf_loader: GGUFLoader | None) -> tuple[str, Any]:
+    """Providers with equal keys share one loaded model (and one batch queue) per process.
 
-    Use from one event loop at a time. ``build()`` is cheap: the model is loaded by
-    :meth:`load` (or :meth:`warmup`, or lazily by the first call) on the model thread.
+    The key is what decides the weights and where they run: the model (a local folder by
+    its resolved path), GGUF file, revision, device, dtype, remote code and cache folder.
+    Batching, threads and runner settings do not count.
+    """
+    model = config.model.strip()
+    if config.is_embedded:
+        model = EMBEDDED_MODEL_ALIAS
+    else:
+        local = Path(model).expanduser()
+        if local.is_dir():
+            model = str(local.resolve())
+    identity = {
+        "model": model,
+        "gguf_file": config.gguf_file,
+        "revision": config.revision,
+        "device": config.device,
+        "dtype": config.dtype,
+        "trust_remote_code": config.trust_remote_code,
+        "cache_dir": str(Path(config.cache_dir).expanduser().resolve()) if config.cache_dir else None,
+    }
+    return stable_hash(identity), gguf_loader
 
-    Args:
-        config: The provider's settings.
-        gguf_loader: Replaces the GGUF loader (tests).
+
+_SHARED: dict[tuple[str, Any], _SharedModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _attach(config: HFLocalConfig, gguf_loader: GGUFLoader | None) -> tuple[_SharedModel, int]:
+    """The shared model for ``config`` (created if none is open) and a token for the new user."""
+    key = _share_key(config, gguf_loader)
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = _SHARED[key] = _SharedModel(key, config, gguf_loader)
+        token = shared.next_token
+        shared.next_token += 1
+        shared.users[token] = config
+        return shared, token
+
+
+def _release(shared: _SharedModel, token: int) -> bool:
+    """Remove a user; True when it was the last one (the model is then no longer shared)."""
+    with _SHARED_LOCK:
+        shared.users.pop(token, None)
+        if shared.users:
+            return False
+        if _SHARED.get(shared.key) is shared:
+            del _SHARED[shared.key]
+        return True
+
+
+def _release_unclosed(shared: _SharedModel, token: int) -> None:
+    """A provider was garbage-collected without ``aclose()``: free the model if it was the last user."""
+    if _release(shared, token):
+        shared.close_soon()
+
+
+class _SharedModel:
+    """One loaded model, its model thread and its batch queue, shared by providers.
+
+    Owned by the providers attached to it (see :func:`_attach`); the last one to close
+    stops the worker and frees the model. Use from one event loop at a time.
     """
 
-    def __init__(self, config: HFLocalConfig, *, gguf_loader: GGUFLoader | None = None) -> None:
-        self.config = config
-        self._gguf_loader = gguf_loader
+    def __init__(self, key: tuple[str, Any], config: HFLocalConfig, gguf_loader: GGUFLoader | None) -> None:
+        self.key = key
+        self.config = config  # the first user's settings load the model (same identity for all)
+        self.gguf_loader = gguf_loader
+        self.users: dict[int, HFLocalConfig] = {}
+        self.next_token = 0
         # One thread owns the model and the device: torch releases the GIL inside
         # kernels, so the event loop stays responsive while a batch runs.
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="rai-hf-local"
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="rai-hf-local", initializer=_name_model_thread
         )
-        self._load_future: concurrent.futures.Future[_Loaded] | None = None
-        self._loaded: _Loaded | None = None
-        self._pending: deque[_Pending] = deque()
-        self._inflight: list[_Pending] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._worker_task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._stats = _Stats()
+        self.load_future: concurrent.futures.Future[_Loaded] | None = None
+        self.loaded: _Loaded | None = None
+        self.pending: deque[_Pending] = deque()
+        self.inflight: list[_Pending] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wakeup: asyncio.Event | None = None
+        self.worker_task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.stats = _Stats()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ batching settings
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        """Counters: ``generate_calls`` (model.generate runs), ``batches``, ``requests``, ``max_batch``..."""
-        s = self._stats
-        return {
-            "generate_calls": s.generate_calls,
-            "batches": s.batches,
-            "requests": s.requests,
-            "max_batch": s.max_batch,
-            "oom_splits": s.oom_splits,
-            "mean_batch": (sum(s.batch_sizes) / len(s.batch_sizes)) if s.batch_sizes else 0.0,
-        }
+    def batch_limit(self) -> int:
+        """Largest batch: the sum of the sharing providers' ``max_batch_size`` (each keeps its share).
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the model is in memory."""
-        return self._loaded is not None
+        On a CPU one batch of 24 costs about as much as 16 (each decoding step reads all
+        the weights once), so two providers' calls are worth one batch, not two.
+        """
+        sizes = [c.max_batch_size for c in list(self.users.values())]
+        return sum(sizes) if sizes else self.config.max_batch_size
+
+    def batch_window_s(self) -> float:
+        """Gathering window: the longest ``batch_wait_ms`` of the providers sharing the model."""
+        waits = [c.batch_wait_ms for c in list(self.users.values())]
+        return max(waits, default=self.config.batch_wait_ms) / 1000.0
+
+    # ------------------------------------------------------------------ loading
 
     async def load(self) -> None:
-        """Load the model (converting a GGUF on first use) on the model thread; idempotent.
-
-        Raises:
-            ConfigError: a missing optional package (the embedded model's, say).
-            ProviderError: any other load failure (``local_error``, not retryable); the
-                failure is remembered, later calls fail the same way at once.
-        """
-        self._check_open()
-        if self._load_future is None:
-            self._load_future = self._executor.submit(self._load_sync)
-        try:
-            # shield: a caller's timeout must not cancel a load that other calls await.
-            await asyncio.shield(asyncio.wrap_future(self._load_future))
-        except RaiError:
-            raise
-        except Exception as exc:
-            raise ProviderError(
-                f"could not load hf-local model {self.config.model!r}: {type(exc).__name__}: {exc}",
-                retryable=False,
-                error_type="local_error",
-            ) from exc
-
-    async def warmup(self) -> None:
-        """Load the model and run one tiny generation, so the first measured call is not slower."""
-        await self.load()
-        loop = asyncio.get_running_loop()
-        request = ChatRequest.from_prompt("warmup", "Hello", params=GenerationParams(max_tokens=2))
-        await loop.run_in_executor(self._executor, self._generate_batch, [request], request.params, False)
-
-    def describe(self) -> dict[str, Any]:
-        """What the run record should say about the model (path, source, hashes, device, versions)."""
-        out: dict[str, Any] = {
-            "kind": self.config.kind,
-            "model": self.config.model,
-            "loaded": self._loaded is not None,
-            "revision": self.config.revision,
-            "gguf_file": self.config.gguf_file,
-            "device_requested": self.config.device,
-            "dtype_requested": self.config.dtype,
-            "max_batch_size": self.config.max_batch_size,
-            "batch_wait_ms": self.config.batch_wait_ms,
-            "versions": {"transformers": _version("transformers"), "torch": _version("torch")},
-            "stats": self.stats,
-        }
-        if self._loaded is not None:
-            out.update(self._loaded.info)
-            out["device"] = self._loaded.device
-            out["dtype"] = self._loaded.dtype
-        return out
-
-    async def generate(self, request: ChatRequest) -> Generation:
-        """Queue one call for the next batch and wait for its completion.
-
-        Raises:
-            ProviderError: ``local_error`` (not retryable) when loading or generation failed.
-        """
-        self._check_open()
-        self._ensure_worker()
-        assert self._wakeup is not None  # set by _ensure_worker
-        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(request, _batch_key(request.params), future, time.perf_counter()))
-        self._wakeup.set()
-        # Cancelling the caller cancels the future; the worker then skips or drops it.
-        return await future
-
-    async def aclose(self) -> None:
-        """Stop the worker, fail calls still queued, and free the model (and GPU memory)."""
-        if self._closed:
-            return
-        self._closed = True
-        task = self._worker_task
-        same_loop = self._loop is asyncio.get_running_loop()
-        if task is not None and not task.done() and same_loop:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if same_loop:  # futures of another (finished) event loop cannot be resolved from here
-            self._fail(
-                [*self._pending, *self._inflight],
-                ProviderError("the hf-local provider was closed", retryable=False, error_type="local_error"),
-            )
-        self._pending.clear()
-        self._inflight = []
-        unload = self._executor.submit(self._unload_sync)
-        self._executor.shutdown(wait=False)
-        try:
-            # The thread finishes a running batch first; do not wait forever for it.
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(unload)), _CLOSE_WAIT_S)
-        except asyncio.TimeoutError:
-            log.warning("hf-local: the model thread is still busy; the model is freed when it finishes")
-
-    # ------------------------------------------------------------------ worker (event loop side)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ProviderError("the hf-local provider is closed", retryable=False, error_type="local_error")
-
-    def _ensure_worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            # A new event loop (a second asyncio.run): calls queued on the old one are dead.
-            self._pending.clear()
-            self._inflight = []
-            self._loop = loop
-            self._wakeup = asyncio.Event()
-            self._worker_task = None
-        if self._worker_task is None or self._worker_task.done():
-            self._worker_task = loop.create_task(self._worker(), name="rai-hf-local-batcher")
-
-    def _matching(self, key: str) -> int:
-        return sum(1 for p in self._pending if p.key == key and not p.future.done())
-
-    async def _worker(self) -> None:
-        assert self._wakeup is not None
-        wakeup = self._wakeup
-        loop = asyncio.get_running_loop()
-        limit = self.config.max_batch_size
-        window_s = self.config.batch_wait_ms / 1000.0
-        while True:
-            while self._pending and self._pending[0].future.done():
-                self._pending.popleft()  # cancelled while queued
-            if not self._pending:
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            key = self._pending[0].key
-            # Gathering window: opens when the oldest call is taken; calls queued during
-            # the previous batch are already here, so a busy queue never waits.
-            deadline = loop.time() + window_s
-            while self._matching(key) < limit:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                wakeup.clear()
-                try:
-                    await asyncio.wait_for(wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch: list[_Pending] = []
-            rest: deque[_Pending] = deque()
-            for item in self._pending:
-                if item.future.done():
-                    continue
-                if item.key == key and len(batch) < limit:
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            self._pending = rest
-            if batch:
-                await self._run_batch(batch)
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        self._inflight = batch
-        stats = self._stats
-        stats.batches += 1
-        stats.max_batch = max(stats.max_batch, len(batch))
-        stats.batch_sizes = [*stats.batch_sizes[-999:], len(batch)]
-        try:
-            try:
-                await self.load()
-            except Exception as exc:
-                self._fail(batch, _as_provider_error(exc))
-                return
-            loop = asyncio.get_running_loop()
-            params = batch[0].request.params
-            try:
-                rows = await loop.run_in_executor(
-                    self._executor, self._generate_sync, [p.request for p in batch], params
-                )
-            except Exception as exc:
-                log.warning("hf-local: a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
-                self._fail(batch, _as_provider_error(exc))
-                return
-            name = self._loaded.name if self._loaded is not None else self.config.model
-            for item, row in zip(batch, rows, strict=True):
-                if item.future.done():
-                    continue  # the caller gave up (timeout); its result is dropped
-                if isinstance(row, BaseException):
-                    item.future.set_exception(_as_provider_error(row))
-                    continue
-                text, stopped = _apply_stop(row.text, item.request.params.stop)
-                item.future.set_result(
-                    Generation(
-                        text=text,
-                        usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
-                        latency_s=row.end_at - item.submitted,
-                        ttft_s=row.first_at - item.submitted,
-                        finish_reason="stop" if (row.hit_eos or stopped) else "length",
-                        model=name,
-                        streamed=False,
-                    )
-                )
-                stats.requests += 1
-        finally:
-            self._inflight = []
-
-    @staticmethod
-    def _fail(items: Sequence[_Pending], error: BaseException) -> None:
-        for item in items:
-            if not item.future.done():
-                item.future.set_exception(error)
-
-    # ------------------------------------------------------------------ model thread
+        if self.load_future is None:
+            self.load_future = self.executor.submit(self._load_sync)
+        # shield: a caller's timeout must not cancel a load that other calls await.
+        await asyncio.shield(asyncio.wrap_future(self.load_future))
 
     def _resolve_source(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """Where ``from_pretrained`` reads from: ``(path_or_id, load kwargs, info for describe)``."""
@@ -845,7 +921,7 @@ class HFLocalProvider:
                 gguf_path = Path(hf_hub_download(cfg.model, cfg.gguf_file, revision=cfg.revision))
                 info["hub_id"] = cfg.model
         if gguf_path is not None:
-            folder, manifest, hit = convert_gguf(gguf_path, cache_root, loader=self._gguf_loader)
+            folder, manifest, hit = convert_gguf(gguf_path, cache_root, loader=self.gguf_loader)
             info.update(
                 source="gguf",
                 model_path=str(folder),
@@ -863,6 +939,12 @@ class HFLocalProvider:
         return cfg.model, {"revision": cfg.revision}, info
 
     def _load_sync(self) -> _Loaded:
+        # transformers builds models under process-wide switches (meta device, default
+        # dtype): two loads at once in two model threads corrupt each other.
+        with _LOAD_LOCK:
+            return self._load_locked()
+
+    def _load_locked(self) -> _Loaded:
         started = time.perf_counter()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -921,8 +1003,9 @@ class HFLocalProvider:
             name=name,
             context=getattr(model.config, "max_position_embeddings", None),
             info=info,
+            adaptive_threads=cfg.num_threads is None and str(model.device) == "cpu",
         )
-        self._loaded = loaded
+        self.loaded = loaded
         log.info(
             "hf-local: loaded %s (%s) on %s as %s in %.1f s",
             cfg.model,
@@ -934,7 +1017,7 @@ class HFLocalProvider:
         return loaded
 
     def _unload_sync(self) -> None:
-        loaded, self._loaded = self._loaded, None
+        loaded, self.loaded = self.loaded, None
         if loaded is None:
             return
         device = loaded.device
@@ -948,6 +1031,313 @@ class HFLocalProvider:
             # the next collection, and the caching allocator keeps freed blocks reserved.
             gc.collect()
             torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ worker (event loop side)
+
+    def submit(self, item: _Pending) -> None:
+        self._ensure_worker()
+        assert self.wakeup is not None  # set by _ensure_worker
+        self.pending.append(item)
+        self.wakeup.set()
+
+    def _ensure_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            # A new event loop (a second asyncio.run): calls queued on the old one are dead.
+            self.pending.clear()
+            self.inflight = []
+            self.loop = loop
+            self.wakeup = asyncio.Event()
+            self.worker_task = None
+        if self.worker_task is None or self.worker_task.done():
+            self.worker_task = loop.create_task(self._worker(), name="rai-hf-local-batcher")
+
+    def _matching(self, key: str) -> int:
+        return sum(1 for p in self.pending if p.key == key and not p.future.done())
+
+    async def _worker(self) -> None:
+        assert self.wakeup is not None
+        wakeup = self.wakeup
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.pending and self.pending[0].future.done():
+                self.pending.popleft()  # cancelled while queued
+            if not self.pending:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            key = self.pending[0].key
+            limit = self.batch_limit()
+            # Gathering window: opens when the oldest call is taken; calls queued during
+            # the previous batch are already here, so a busy queue never waits.
+            deadline = loop.time() + self.batch_window_s()
+            while self._matching(key) < limit:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                wakeup.clear()
+                try:
+                    await asyncio.wait_for(wakeup.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch: list[_Pending] = []
+            rest: deque[_Pending] = deque()
+            for item in self.pending:
+                if item.future.done():
+                    continue
+                if item.key == key and len(batch) < limit:
+                    batch.append(item)
+                else:
+                    rest.append(item)
+            self.pending = rest
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        self.inflight = batch
+        stats = self.stats
+        stats.batches += 1
+        stats.max_batch = max(stats.max_batch, len(batch))
+        stats.batch_sizes = [*stats.batch_sizes[-999:], len(batch)]
+        try:
+            try:
+                await self.load()
+            except Exception as exc:
+                _fail(batch, _as_provider_error(exc))
+                return
+            loop = asyncio.get_running_loop()
+            params = batch[0].request.params
+            try:
+                rows = await loop.run_in_executor(
+                    self.executor, batch[0].provider._generate_sync, [p.request for p in batch], params
+                )
+            except Exception as exc:
+                log.warning("hf-local: a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+                _fail(batch, _as_provider_error(exc))
+                return
+            name = self.loaded.name if self.loaded is not None else self.config.model
+            for item, row in zip(batch, rows, strict=True):
+                if item.future.done():
+                    continue  # the caller gave up (timeout) or its provider closed; result dropped
+                if isinstance(row, BaseException):
+                    item.future.set_exception(_as_provider_error(row))
+                    continue
+                text, stopped = _apply_stop(row.text, item.request.params.stop)
+                item.future.set_result(
+                    Generation(
+                        text=text,
+                        usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
+                        latency_s=row.end_at - item.submitted,
+                        ttft_s=row.first_at - item.submitted,
+                        finish_reason="stop" if (row.hit_eos or stopped) else "length",
+                        model=name,
+                        streamed=False,
+                    )
+                )
+                stats.requests += 1
+        finally:
+            self.inflight = []
+
+    # ------------------------------------------------------------------ closing
+
+    def drop_calls_of(self, provider: HFLocalProvider) -> None:
+        """Fail the queued and running calls of one provider (it is closing; others go on)."""
+        if self.loop is asyncio.get_running_loop():
+            error = ProviderError(
+                "the hf-local provider was closed", retryable=False, error_type="local_error"
+            )
+            _fail([p for p in (*self.pending, *self.inflight) if p.provider is provider], error)
+        self.pending = deque(p for p in self.pending if p.provider is not provider)
+
+    async def aclose(self) -> None:
+        """Stop the worker, fail calls still queued, and free the model (and GPU memory)."""
+        if self.closed:
+            return
+        self.closed = True
+        task = self.worker_task
+        same_loop = self.loop is asyncio.get_running_loop()
+        if task is not None and not task.done() and same_loop:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if same_loop:  # futures of another (finished) event loop cannot be resolved from here
+            _fail(
+                [*self.pending, *self.inflight],
+                ProviderError("the hf-local provider was closed", retryable=False, error_type="local_error"),
+            )
+        self.pending.clear()
+        self.inflight = []
+        unload = self.executor.submit(self._unload_sync)
+        self.executor.shutdown(wait=False)
+        try:
+            # The thread finishes a running batch first; do not wait forever for it.
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(unload)), _CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("hf-local: the model thread is still busy; the model is freed when it finishes")
+
+    def close_soon(self) -> None:
+        """Close without an event loop (the last user was garbage-collected unclosed)."""
+        if self.closed:
+            return
+        self.closed = True
+        loop, task = self.loop, self.worker_task
+        if task is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(RuntimeError):  # interpreter shutting down
+            self.executor.submit(self._unload_sync)
+        self.executor.shutdown(wait=False)
+
+
+def _fail(items: Sequence[_Pending], error: BaseException) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class HFLocalProvider:
+    """Micro-batching in-process generator; see the module docstring.
+
+    Use from one event loop at a time. ``build()`` is cheap: the model is loaded by
+    :meth:`load` (or :meth:`warmup`, or lazily by the first call) on the model thread.
+    Providers of the same model (see :func:`_share_key`) share one loaded model and one
+    batch queue while they are open.
+
+    Args:
+        config: The provider's settings.
+        gguf_loader: Replaces the GGUF loader (tests); only providers given the same
+            loader share a model.
+    """
+
+    def __init__(self, config: HFLocalConfig, *, gguf_loader: GGUFLoader | None = None) -> None:
+        self.config = config
+        self._gguf_loader = gguf_loader
+        self._shared, self._token = _attach(config, gguf_loader)
+        # A provider dropped without aclose() must not keep the model loaded for good.
+        self._finalizer = weakref.finalize(self, _release_unclosed, self._shared, self._token)
+        self._finalizer.atexit = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters of the shared model: ``generate_calls``, ``batches``, ``requests``, ``max_batch``..."""
+        s = self._shared.stats
+        return {
+            "generate_calls": s.generate_calls,
+            "batches": s.batches,
+            "requests": s.requests,
+            "max_batch": s.max_batch,
+            "oom_splits": s.oom_splits,
+            "mean_batch": (sum(s.batch_sizes) / len(s.batch_sizes)) if s.batch_sizes else 0.0,
+        }
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory."""
+        return self._shared.loaded is not None
+
+    @property
+    def _loaded(self) -> _Loaded | None:
+        return self._shared.loaded
+
+    @property
+    def _stats(self) -> _Stats:
+        return self._shared.stats
+
+    async def load(self) -> None:
+        """Load the model (converting a GGUF on first use) on the model thread; idempotent.
+
+        Raises:
+            ConfigError: a missing optional package (the embedded model's, say).
+            ProviderError: any other load failure (``local_error``, not retryable); the
+                failure is remembered, later calls fail the same way at once.
+        """
+        self._check_open()
+        try:
+            await self._shared.load()
+        except RaiError:
+            raise
+        except Exception as exc:
+            raise ProviderError(
+                f"could not load hf-local model {self.config.model!r}: {type(exc).__name__}: {exc}",
+                retryable=False,
+                error_type="local_error",
+            ) from exc
+
+    async def warmup(self) -> None:
+        """Load the model and run one tiny generation, so the first measured call is not slower."""
+        await self.load()
+        loop = asyncio.get_running_loop()
+        request = ChatRequest.from_prompt("warmup", "Hello", params=GenerationParams(max_tokens=2))
+        await loop.run_in_executor(
+            self._shared.executor, self._generate_batch, [request], request.params, False
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What the run record should say about the model (path, source, hashes, device, versions)."""
+        shared = self._shared
+        out: dict[str, Any] = {
+            "kind": self.config.kind,
+            "model": self.config.model,
+            "loaded": shared.loaded is not None,
+            "revision": self.config.revision,
+            "gguf_file": self.config.gguf_file,
+            "device_requested": self.config.device,
+            "dtype_requested": self.config.dtype,
+            "max_batch_size": self.config.max_batch_size,
+            "batch_wait_ms": self.config.batch_wait_ms,
+            "versions": {"transformers": _version("transformers"), "torch": _version("torch")},
+            "stats": self.stats,
+            # Providers (in this process) using the same loaded model and batch queue.
+            "shared_by": max(len(shared.users), 1),
+        }
+        if shared.loaded is not None:
+            out.update(shared.loaded.info)
+            out["device"] = shared.loaded.device
+            out["dtype"] = shared.loaded.dtype
+            if shared.loaded.device == "cpu":
+                out["cpu_threads"] = {
+                    "policy": "adaptive"
+                    if shared.loaded.adaptive_threads
+                    else f"fixed ({self.config.num_threads})",
+                    "steps_by_threads": {str(k): v for k, v in sorted(shared.stats.steps_by_threads.items())},
+                }
+        return out
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        """Queue one call for the next batch and wait for its completion.
+
+        Raises:
+            ProviderError: ``local_error`` (not retryable) when loading or generation failed.
+        """
+        self._check_open()
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        self._shared.submit(_Pending(request, _batch_key(request.params), future, time.perf_counter(), self))
+        # Cancelling the caller cancels the future; the worker then skips or drops it.
+        return await future
+
+    async def aclose(self) -> None:
+        """Fail this provider's calls still queued; the last provider of a model also frees it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        shared = self._shared
+        if _release(shared, self._token):
+            await shared.aclose()
+        else:
+            shared.drop_calls_of(self)
+
+    # ------------------------------------------------------------------ model thread
+
+    def _check_open(self) -> None:
+        if self._closed or self._shared.closed:
+            raise ProviderError("the hf-local provider is closed", retryable=False, error_type="local_error")
 
     def _render(self, loaded: _Loaded, request: ChatRequest) -> str:
         if loaded.uses_chat_template:
@@ -1020,17 +1410,35 @@ class HFLocalProvider:
             input_ids = encoded["input_ids"].to(model.device)
             attention = encoded["attention_mask"].to(model.device)
             prompt_lens = [int(n) for n in attention.sum(dim=1).tolist()]
-            timer = _step_timer_class()(sync_cuda=loaded.device.startswith("cuda"))
             kwargs = self._generation_kwargs(loaded, params)
-            if params.seed is not None and kwargs["do_sample"]:
-                torch.manual_seed(params.seed)
-            with torch.inference_mode():
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    stopping_criteria=StoppingCriteriaList([timer]),
-                    **kwargs,
-                )
+            on_cpu = loaded.device == "cpu"
+            governor = _cpu_governor() if loaded.adaptive_threads else None
+            steps = self._stats.steps_by_threads
+
+            def on_step() -> None:
+                threads = governor.step() if governor is not None else torch.get_num_threads()
+                steps[threads] = steps.get(threads, 0) + 1
+
+            timer = _step_timer_class()(
+                sync_cuda=loaded.device.startswith("cuda"), on_step=on_step if on_cpu else None
+            )
+            # One CPU generate at a time in the process (see _CPU_LOCK), whatever the model.
+            with _CPU_LOCK if on_cpu else contextlib.nullcontext():
+                if params.seed is not None and kwargs["do_sample"]:
+                    torch.manual_seed(params.seed)
+                if governor is not None:
+                    governor.begin()
+                try:
+                    with torch.inference_mode():
+                        output = model.generate(
+                            input_ids=input_ids,
+                            attention_mask=attention,
+                            stopping_criteria=StoppingCriteriaList([timer]),
+                            **kwargs,
+                        )
+                finally:
+                    if governor is not None:
+                        governor.end()
             if count:
                 self._stats.generate_calls += 1
             generated = output[:, input_ids.shape[1] :].tolist()

@@ -39,6 +39,7 @@ from rai_harness.run.record import (
     DatasetInfo,
     ProviderSummary,
     RunRecord,
+    SuiteRun,
     summarize_provider,
     write_json_atomic,
     write_samples,
@@ -478,7 +479,7 @@ async def execute_run(
                     f"{pp.provider_id}: {summary.failed} of {summary.calls} calls failed "
                     f"({summary.error_rate:.1%} > max_error_rate {settings.max_error_rate:.1%})"
                 )
-        suite_runs = {}
+        suite_runs: dict[str, SuiteRun] = {}
         status = "failed" if problems else "complete"
         if plan.suites:
             from rai_harness.classifiers.pool import default_pool

@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.run.record import (
@@ -25,7 +25,9 @@ from rai_harness.run.record import (
 )
 from rai_harness.run.runner import CallRecord
 from rai_harness.stats import mcnemar, paired_bootstrap_diff
-from rai_harness.suites.base import ScoredOutput, Suite, SuiteData, SuiteOutput, SuiteSample
+
+if TYPE_CHECKING:
+    from rai_harness.suites.base import Suite, SuiteData, SuiteSample
 
 __all__ = ["MAX_COMPARED_PROVIDERS", "PlannedSuite", "item_key", "score_suites"]
 
@@ -156,6 +158,9 @@ def score_suites(
         ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
         suite that could not be scored.
     """
+    # Imported here: suites.base imports the run record, so a module-level import would be circular.
+    from rai_harness.suites.base import ScoredOutput, SuiteOutput
+
     out = list(records)
     by_suite: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(out):
@@ -211,7 +216,7 @@ def score_suites(
                     ok=out[i].ok,
                     text=out[i].output,
                     scores=out[i].scores,
-                    error=out[i].error.message if out[i].error else None,
+                    error=err.message if (err := out[i].error) is not None else None,
                 )
                 for i in idx
             ]

@@ -74,7 +74,7 @@ def _load_hub(source: str, subset: str | None, split: str) -> tuple[list[dict[st
     except ModuleNotFoundError as exc:  # pragma: no cover - a core dependency
         raise MissingDependencyError("datasets", feature="loading hub datasets") from exc
     try:
-        ds = hf_datasets.load_dataset(source, subset, split=split)
+        ds = hf_datasets.load_dataset(source, subset, split=split)  # type: ignore[attr-defined]
     except Exception as exc:
         raise ConfigError(
             f"could not load {source!r} (subset {subset!r}, split {split!r}) as a local file or a Hugging "
@@ -137,7 +137,8 @@ def load_rows(
     elif suffix == ".parquet":
         import datasets as hf_datasets
 
-        rows = [dict(r) for r in hf_datasets.load_dataset("parquet", data_files=str(path), split="train")]
+        load = hf_datasets.load_dataset  # type: ignore[attr-defined]
+        rows = [dict(r) for r in load("parquet", data_files=str(path), split="train")]
     else:
         raise ConfigError(
             f"unsupported dataset file type {suffix!r}; use .jsonl, .csv or .parquet",

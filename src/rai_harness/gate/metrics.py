@@ -1,0 +1,275 @@
+"""How a gate policy addresses a number in a run record.
+
+Two kinds of metric:
+
+* **suite metrics**, written ``"<suite>:<metric>"`` (``toxicity:expected_max_toxicity``,
+  ``bias.bbq:bias_score_ambiguous``): an :class:`~rai_harness.stats.Estimate` in
+  ``RunRecord.suites[suite].results[provider].metrics[metric]``, usually with a confidence
+  interval; which way is better comes from the suite's
+  :class:`~rai_harness.suites.metrics.MetricSpec`.
+* **efficiency metrics**, plain names (``latency.p95_s``, ``cost.per_1k_calls_usd``), read from
+  the provider's :class:`~rai_harness.run.record.ProviderSummary`. Only ``error_rate`` has an
+  interval (Wilson, over calls); the others are measured values without one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from rai_harness.run.record import Distribution, ProviderSummary, RunRecord, SuiteResult, SuiteRun
+from rai_harness.stats import Estimate, wilson
+from rai_harness.suites.metrics import MetricSpec
+
+__all__ = [
+    "EFFICIENCY_METRICS",
+    "EfficiencyMetric",
+    "MetricRef",
+    "SuiteMetric",
+    "abs_interval",
+    "lookup_efficiency_metric",
+    "lookup_suite_metric",
+    "parse_metric",
+    "suggest",
+]
+
+
+@dataclass(frozen=True)
+class EfficiencyMetric:
+    """A provider-level number: latency, throughput, errors, cost.
+
+    Attributes:
+        name: How a policy writes it, e.g. ``"latency.p95_s"``.
+        display: Human name.
+        unit: Unit for messages (``"s"``, ``"tokens/s"``, ``"USD"``, ``""``).
+        direction: ``"lower"`` or ``"higher"`` is better.
+        has_interval: Whether :attr:`read` returns a confidence interval.
+        read: ProviderSummary -> the estimate, or a string saying why it is missing.
+    """
+
+    name: str
+    display: str
+    unit: str
+    direction: Literal["lower", "higher"]
+    has_interval: bool
+    read: Callable[[ProviderSummary], Estimate | str]
+
+
+def _from_distribution(attr: str, stat: str, what: str) -> Callable[[ProviderSummary], Estimate | str]:
+    def read(summary: ProviderSummary) -> Estimate | str:
+        dist: Distribution = getattr(summary, attr)
+        value = getattr(dist, stat)
+        if value is None:
+            hint = " (was the provider streaming? TTFT needs stream: true)" if attr == "ttft_s" else ""
+            return f"no {what} measured: {dist.n} successful calls with a value{hint}"
+        return Estimate(value=float(value), n=dist.n, method="none")
+
+    return read
+
+
+def _from_cost(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
+    def read(summary: ProviderSummary) -> Estimate | str:
+        cost = summary.cost
+        if cost.priced_by == "not priced":
+            return "the provider is not priced: add `pricing` to it in the run config (or a price-table row)"
+        value = getattr(cost, attr)
+        if value is None:
+            return f"cost.{attr} is not available ({summary.succeeded} successful calls)"
+        return Estimate(value=float(value), n=summary.succeeded, method="none")
+
+    return read
+
+
+def _error_rate(summary: ProviderSummary) -> Estimate | str:
+    if summary.calls == 0:
+        return "the provider made no calls"
+    # A Wilson interval over calls, so a rule can be as conservative as a suite metric's.
+    return wilson(summary.failed, summary.calls)
+
+
+def _efficiency_table() -> dict[str, EfficiencyMetric]:
+    table: dict[str, EfficiencyMetric] = {
+        "error_rate": EfficiencyMetric(
+            "error_rate", "Error rate (failed calls / calls)", "", "lower", True, _error_rate
+        )
+    }
+    for prefix, attr, display in (("latency", "latency_s", "latency"), ("ttft", "ttft_s", "TTFT")):
+        for stat in ("mean", "p50", "p90", "p95", "p99", "max"):
+            name = f"{prefix}.{stat}_s"
+            table[name] = EfficiencyMetric(
+                name,
+                f"{display} {stat}",
+                "s",
+                "lower",
+                False,
+                _from_distribution(attr, stat, f"{display} {stat}"),
+            )
+    for stat in ("mean", "p50", "min"):
+        name = f"tokens_per_s.{stat}"
+        table[name] = EfficiencyMetric(
+            name,
+            f"output tokens/s {stat}",
+            "tokens/s",
+            "higher",
+            False,
+            _from_distribution("output_tokens_per_s", stat, f"output tokens/s {stat}"),
+        )
+    for attr, display in (
+        ("total_usd", "cost of the run"),
+        ("per_call_usd", "cost per call"),
+        ("per_1k_calls_usd", "cost per 1,000 calls"),
+    ):
+        table[f"cost.{attr}"] = EfficiencyMetric(
+            f"cost.{attr}", display, "USD", "lower", False, _from_cost(attr)
+        )
+    return table
+
+
+#: Efficiency metric name -> definition.
+EFFICIENCY_METRICS: dict[str, EfficiencyMetric] = _efficiency_table()
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    """A parsed metric address.
+
+    Attributes:
+        text: As written in the policy.
+        suite: The suite name, or ``None`` for an efficiency metric.
+        name: The metric's key within the suite, or the efficiency metric name.
+    """
+
+    text: str
+    suite: str | None
+    name: str
+
+    @property
+    def efficiency(self) -> EfficiencyMetric | None:
+        """The efficiency metric's definition, or ``None`` for a suite metric."""
+        return None if self.suite is not None else EFFICIENCY_METRICS[self.name]
+
+
+def parse_metric(text: str) -> MetricRef:
+    """Parse ``"<suite>:<metric>"`` or an efficiency metric name.
+
+    Args:
+        text: The address as written in a policy.
+
+    Returns:
+        The parsed reference. Suite and metric names are checked against a run record
+        only when the gate runs (suites can come from plugins).
+
+    Raises:
+        ValueError: An empty part, or an unknown efficiency metric (with a suggestion).
+    """
+    text = text.strip()
+    if ":" in text:
+        suite, _, name = text.partition(":")
+        suite, name = suite.strip(), name.strip()
+        if not suite or not name or ":" in name:
+            raise ValueError(
+                f"write a suite metric as '<suite>:<metric>', e.g. 'toxicity:expected_max_toxicity' (got {text!r})"
+            )
+        return MetricRef(text=f"{suite}:{name}", suite=suite, name=name)
+    if text in EFFICIENCY_METRICS:
+        return MetricRef(text=text, suite=None, name=text)
+    raise ValueError(
+        f"unknown metric {text!r}{suggest(text, EFFICIENCY_METRICS)}: suite metrics are written "
+        f"'<suite>:<metric>'; efficiency metrics are {', '.join(EFFICIENCY_METRICS)}"
+    )
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """A ``" (did you mean 'x'?)"`` hint, or ``""``."""
+    hint = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def _listed(names: Iterable[str]) -> str:
+    shown = sorted(names)
+    return ", ".join(shown) if shown else "none"
+
+
+@dataclass(frozen=True)
+class SuiteMetric:
+    """A suite metric found in a run record for one provider.
+
+    Attributes:
+        estimate: The metric's estimate (its ``value`` is not ``None``).
+        spec: The suite's metadata for the metric (direction, unit), if it declares one.
+        suite: The suite's record.
+        result: The provider's results for the suite.
+    """
+
+    estimate: Estimate
+    spec: MetricSpec | None
+    suite: SuiteRun
+    result: SuiteResult
+
+
+def lookup_suite_metric(record: RunRecord, ref: MetricRef, provider: str) -> SuiteMetric | str:
+    """Find ``ref`` (a suite metric) for ``provider`` in ``record``.
+
+    Args:
+        record: The run record.
+        ref: A suite metric reference.
+        provider: The provider id.
+
+    Returns:
+        The metric, or a sentence saying why it is missing (no suite, scoring error, unknown
+        metric, no results for the provider, value not computed).
+    """
+    assert ref.suite is not None, "lookup_suite_metric needs a suite metric"
+    suite = record.suites.get(ref.suite)
+    if suite is None:
+        return (
+            f"suite {ref.suite!r} is not in this run{suggest(ref.suite, record.suites)}; "
+            f"suites run: {_listed(record.suites)}"
+        )
+    if suite.error:
+        return f"suite {ref.suite!r} could not be scored ({suite.error}); its metrics are missing"
+    spec = next((m for m in suite.metrics if m.name == ref.name), None)
+    known = {m.name for m in suite.metrics}
+    for res in suite.results.values():
+        known.update(res.metrics)
+    if ref.name not in known:
+        return f"suite {ref.suite!r} has no metric {ref.name!r}{suggest(ref.name, known)}; its metrics: {_listed(known)}"
+    result = suite.results.get(provider)
+    if result is None:
+        return f"provider {provider!r} has no results for suite {ref.suite!r} (results for: {_listed(suite.results)})"
+    est = result.metrics.get(ref.name)
+    if est is None or est.value is None:
+        why = est.note if est is not None and est.note else "no value"
+        return f"{ref.text} was not computed for {provider!r} ({why})"
+    return SuiteMetric(estimate=est, spec=spec, suite=suite, result=result)
+
+
+def lookup_efficiency_metric(record: RunRecord, ref: MetricRef, provider: str) -> Estimate | str:
+    """Read an efficiency metric of ``provider`` from ``record``.
+
+    Args:
+        record: The run record.
+        ref: An efficiency metric reference.
+        provider: The provider id.
+
+    Returns:
+        The estimate (an interval only for ``error_rate``), or why it is missing.
+    """
+    eff = ref.efficiency
+    assert eff is not None, "lookup_efficiency_metric needs an efficiency metric"
+    summary = record.providers.get(provider)
+    if summary is None:
+        return (
+            f"provider {provider!r} is not in this run{suggest(provider, record.providers)}; "
+            f"providers: {_listed(record.providers)}"
+        )
+    return eff.read(summary)
+
+
+def abs_interval(low: float, high: float) -> tuple[float, float]:
+    """The interval of ``|x|`` for ``x`` in ``[low, high]``: ``[0, …]`` when it straddles 0."""
+    far = max(abs(low), abs(high))
+    near = 0.0 if low <= 0.0 <= high else min(abs(low), abs(high))
+    return near, far

@@ -1,0 +1,134 @@
+"""``--format md``: GitHub-flavoured Markdown for ``$GITHUB_STEP_SUMMARY`` and PR comments.
+
+Short on purpose: status and problems, the gate verdict, the scorecard table and the
+guarded-vs-unguarded differences, then where the full HTML report is. No model output is
+included (a PR comment is no place for the worst toxic examples).
+
+Every value is escaped for Markdown *and* inline HTML: GitHub renders ``<b>`` and
+``[text](url)`` inside table cells, so a provider id or a problem message could otherwise
+inject a link or markup into the comment.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from rai_harness.report.view import Cell, ReportView
+
+__all__ = ["md_escape", "render_markdown"]
+
+# Brackets are escaped, so parentheses can never complete a link; the rest are emphasis, code,
+# table and strike-through markers. Block markers matter only at the start of a line.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_LINE_START = re.compile(r"^(?:([#+\-=])(?=\s)|(>))")
+_ORDERED = re.compile(r"^(\d+)([.)])(?=\s)")
+_STATUS_ICON = {"complete": "\u2705", "failed": "\u274c", "incomplete": "\u26a0\ufe0f"}
+_CELL_MARK = {"pass": " \u2705", "fail": " \u274c", "error": " \u2753"}
+
+
+def md_escape(text: str) -> str:
+    """Escape text for a Markdown paragraph or table cell (no markup, links or HTML survive)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = _LINE_START.sub(lambda m: "\\" + (m.group(1) or m.group(2)), text.strip())
+    text = _ORDERED.sub(r"\1\\\2", text)
+    # A line break would end a table row; a colon after "javascript" cannot make a link once
+    # brackets and parentheses are escaped, but GitHub autolinks bare schemes it knows, so the
+    # colon of any scheme-looking word is broken up too.
+    text = re.sub(r"(?i)\b(javascript|data|vbscript):", r"\1&#58;", text)
+    return " ".join(text.split())
+
+
+def _cell(c: Cell) -> str:
+    return md_escape(c.text) + (_CELL_MARK.get(c.status or "", ""))
+
+
+def render_markdown(view: ReportView, *, html_path: str | None = None, html_link: str | None = None) -> str:
+    """Render the Markdown summary.
+
+    Args:
+        view: From :func:`~rai_harness.report.view.build_view`.
+        html_path: Where the full HTML report is (shown as code).
+        html_link: The HTML report's file name relative to the Markdown file, when they share a
+            folder (rendered as a link; it is our own file name, never data).
+
+    Returns:
+        The Markdown text.
+    """
+    icon = _STATUS_ICON.get(view.status, "\u26a0\ufe0f")
+    out: list[str] = [
+        f"## {icon} Responsible-AI audit: {md_escape(view.run_name)} \u2014 {view.status_label}",
+        "",
+    ]
+    calls = next((k for k in view.key_figures if k.label == "Calls"), None)
+    cost = next((k for k in view.key_figures if k.label == "Total cost"), None)
+    facts = [
+        f"run `{md_escape(view.run_id).replace('`', '')}`",
+        f"started {view.started}",
+        f"duration {view.duration}",
+        f"{len(view.providers)} provider{'s' if len(view.providers) != 1 else ''}",
+    ]
+    if calls:
+        facts.append(f"{calls.value} calls ({md_escape(calls.sub)})")
+    if cost:
+        facts.append(f"total cost {md_escape(cost.value)}")
+    out += [" \u00b7 ".join(facts), ""]
+    if view.problems:
+        out.append("> [!WARNING]")
+        headline = {"failed": "This run failed", "incomplete": "This run is incomplete"}.get(
+            view.status, "Problems"
+        )
+        out.append(f"> **{headline}**: {len(view.problems)} problem(s)")
+        out += [f"> - {md_escape(p)}" for p in view.problems]
+        out.append("")
+    if view.policy is not None:
+        p = view.policy
+        if p.status:
+            counts = {s: sum(1 for r in p.rows if r.status == s) for s in ("pass", "fail", "error")}
+            out.append(
+                f"**Gate policy** {md_escape(p.name)}: **{p.status.upper()}** "
+                f"({counts['pass']} passed, {counts['fail']} failed, {counts['error']} could not be evaluated)"
+            )
+        else:
+            out.append(f"**Gate policy** {md_escape(p.name)}: not applied ({md_escape(p.note or 'unknown')})")
+        out.append("")
+    out += ["### Scorecard", "", "Point estimate and 95% confidence interval per provider.", ""]
+    out.append("| metric | " + " | ".join(md_escape(p.id) for p in view.providers) + " |")
+    out.append("| --- | " + " | ".join("---:" for _ in view.providers) + " |")
+    for group in view.scorecard:
+        out.append(f"| **{md_escape(group.title)}** | " + " | ".join("" for _ in view.providers) + " |")
+        for row in group.rows:
+            out.append(f"| {md_escape(row.label)} | " + " | ".join(_cell(c) for c in row.cells) + " |")
+    out.append("")
+    if view.guard_rows:
+        out += [
+            "### Guarded vs unguarded",
+            "",
+            "Differences are guarded \u2212 unguarded (rates in percentage points).",
+            "",
+        ]
+        out.append("| suite | metric | guarded | unguarded | difference [95% CI] | p | reading |")
+        out.append("| --- | --- | --- | --- | ---: | ---: | --- |")
+        for r in view.guard_rows:
+            out.append(
+                f"| {md_escape(r.suite)} | {md_escape(r.metric)} | {md_escape(r.a)} | {md_escape(r.b)} | "
+                f"{md_escape(r.diff)} | {md_escape(r.p)} | {md_escape(r.verdict)} |"
+            )
+        out.append("")
+    failing = [s for s in view.suites if s.error]
+    if failing:
+        out += ["### Suites not scored", ""]
+        out += [f"- {md_escape(s.name)}: {md_escape(s.error or '')}" for s in failing]
+        out.append("")
+    tail = "Full report"
+    if html_link:
+        out.append(
+            f"{tail}: [{md_escape(html_link)}]({quote(html_link)}) (self-contained HTML; open it in a browser)."
+        )
+    elif html_path:
+        out.append(f"{tail}: `{html_path.replace('`', '')}` (open in a browser; self-contained).")
+    else:
+        out.append(f"{tail}: run `rai report RUN_DIR` for the self-contained HTML report.")
+    out.append("")
+    return "\n".join(out)

@@ -1,0 +1,88 @@
+"""Masking personal data in the texts a report shows (``--redact``).
+
+Two detectors, used together:
+
+* **presidio** (the project's :class:`~rai_harness.classifiers.presidio_backend.PresidioClassifier`):
+  names, e-mails, phones, cards, IBANs, IPs, with context and checksums. It loads a spaCy
+  model (about 10 s on a laptop CPU), so it runs once over all shown texts in one batch.
+* **regex**: e-mail addresses, phone numbers, card numbers and US SSNs by shape. It always
+  runs, after presidio, as a safety net: presidio rejects some well-formed test values
+  (``123-45-6789`` fails its SSN validity rules) that a reader should still not see.
+
+Spans of both are merged and replaced by ``<LABEL>`` with
+:func:`rai_harness.classifiers.redact.redact`, so every other character stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from rai_harness.classifiers.base import Span
+from rai_harness.classifiers.redact import redact
+
+__all__ = ["Redactor", "RedactorKind", "regex_spans"]
+
+log = logging.getLogger(__name__)
+
+#: ``"auto"``: presidio when it loads, plus regex; ``"presidio"``: both, presidio required; ``"regex"``.
+RedactorKind = Literal["auto", "presidio", "regex"]
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    # 13-19 digits in groups separated by spaces or dashes: card numbers (checked before phones).
+    ("CREDIT_CARD", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")),
+    ("US_SSN", re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")),
+    # North-American and international shapes: +1 (415) 555-0123, 415-555-0123, +44 20 7946 0958.
+    (
+        "PHONE_NUMBER",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\d)"
+        ),
+    ),
+)
+
+
+def regex_spans(text: str) -> list[Span]:
+    """Spans of e-mails, card numbers, SSNs and phone numbers found by shape."""
+    spans: list[Span] = []
+    for label, pattern in _PATTERNS:
+        spans.extend(Span(m.start(), m.end(), label, 0.5) for m in pattern.finditer(text))
+    return spans
+
+
+class Redactor:
+    """Masks PII in batches of texts.
+
+    Args:
+        kind: ``"regex"`` (shapes only, instant), ``"presidio"`` (presidio and regex; fails
+            when presidio cannot load) or ``"auto"`` (presidio when it loads, else regex only).
+    """
+
+    def __init__(self, kind: RedactorKind = "auto") -> None:
+        self.kind = kind
+        self.engine = "regex"
+        self._presidio = None
+        if kind in ("auto", "presidio"):
+            try:
+                from rai_harness.classifiers.presidio_backend import PresidioClassifier
+
+                self._presidio = PresidioClassifier()
+                self.engine = "presidio + regex"
+            except Exception as exc:
+                if kind == "presidio":
+                    raise
+                log.warning("presidio is not available (%s); redacting with regular expressions only", exc)
+
+    def redact_many(self, texts: Sequence[str]) -> list[str]:
+        """The texts with every detected PII span replaced by ``<LABEL>``."""
+        found: list[list[Span]] = [regex_spans(t) for t in texts]
+        if self._presidio is not None and texts:
+            try:
+                for spans, result in zip(found, self._presidio.predict(list(texts)), strict=True):
+                    spans.extend(result.spans)
+            except Exception as exc:  # a detector failure must not leave the report unredacted
+                log.warning("presidio failed (%s); redacting with regular expressions only", exc)
+        return [redact(t, spans) for t, spans in zip(texts, found, strict=True)]

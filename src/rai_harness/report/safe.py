@@ -1,0 +1,24 @@
+"""Escaping of untrusted text for the HTML report, one function for templates and charts.
+
+:func:`esc` is markupsafe's escaping (``& < > " '``) plus ``=`` as ``&#61;``. The extra
+character costs nothing where it is decoded (text and quoted attribute values) and means
+that no model output, dataset label or config value can ever spell an attribute
+assignment such as ``onerror=`` in the page source, even if a future template put it in
+an unquoted attribute. Scanners and reviewers can then grep a report for ``onerror=`` or
+``<script`` and expect nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup, escape
+
+__all__ = ["esc"]
+
+
+def esc(value: Any) -> Markup:
+    """Escape ``value`` for HTML or SVG text and attribute values; :class:`Markup` passes through."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(str(escape(value)).replace("=", "&#61;"))
