@@ -44,6 +44,7 @@ __all__ = [
     "check_secrets",
     "load_run_config",
     "parse_run_config",
+    "read_yaml_file",
 ]
 
 
@@ -282,20 +283,32 @@ def load_run_config(path: str | Path) -> RunConfig:
     Raises:
         ConfigError: naming the file, key path and fix.
     """
+    return parse_run_config(read_yaml_file(path), file=str(path))
+
+
+def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:
+    """Parse a YAML file, with errors that name the file and, for bad YAML, the line and column.
+
+    Args:
+        path: The file.
+        what: How messages call the file ("gate policy file"...).
+
+    Raises:
+        ConfigError: Missing, unreadable, or not valid YAML.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError("file not found; check the path", file=str(p)) from exc
+        raise ConfigError(f"{what} not found; check the path", file=str(p)) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(p)) from exc
+        raise ConfigError(f"cannot read the {what}: {exc.strerror}", file=str(p)) from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
-    return parse_run_config(data, file=str(p))
 
 
 def check_secrets(

@@ -7,23 +7,22 @@ a JUnit file and a summary that say what went wrong.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from rai_harness.config import format_validation_error
 from rai_harness.errors import ConfigError
 from rai_harness.gate.metrics import abs_interval, lookup_efficiency_metric, lookup_suite_metric
 from rai_harness.gate.policy import Bound, Check, GatePolicy, load_gate_policy
 from rai_harness.gate.regression import evaluate_regression
 from rai_harness.gate.verdict import GateVerdict, RuleResult, Status, num
-from rai_harness.run.record import SCHEMA_VERSION, RunRecord
+from rai_harness.run.record import SCHEMA_VERSION, RunRecord, read_run_record
 from rai_harness.stats import Estimate
 
 __all__ = ["evaluate", "evaluate_run_dir", "load_run_record"]
+
+#: The gate reads records with the run package's reader (schema check first).
+load_run_record = read_run_record
 
 
 def _interval_text(est: Estimate, unit: str, *, show_value: bool) -> str:
@@ -207,53 +206,6 @@ def evaluate(
         run_dir=str(run_dir) if run_dir is not None else None,
         baseline_dir=str(baseline_dir) if baseline_dir is not None else None,
     )
-
-
-def load_run_record(run_dir: str | Path) -> RunRecord:
-    """Read ``run.json`` from a run folder (or the file itself), checking its schema version first.
-
-    The version is checked before validation, so a record from a newer rai-harness is
-    refused with "upgrade" rather than with a confusing unknown-key error.
-
-    Args:
-        run_dir: The run folder, or the path of a ``run.json`` file.
-
-    Returns:
-        The record.
-
-    Raises:
-        ConfigError: The file is missing, unreadable, not JSON, too new, or invalid.
-    """
-    path = Path(run_dir)
-    if path.suffix != ".json" or path.is_dir():
-        path = path / "run.json"
-    file = str(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            "run record not found; pass the folder `rai run` wrote (it holds run.json)", file=file
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read the run record: {exc.strerror}", file=file) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"the run record is not valid JSON ({exc}); was the run interrupted?", file=file
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("the run record must be a JSON object", file=file)
-    version = data.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"schema_version {version} is newer than this rai-harness reads ({SCHEMA_VERSION}): "
-            "upgrade rai-harness",
-            file=file,
-            key_path="schema_version",
-        )
-    try:
-        return RunRecord.model_validate(data)
-    except ValidationError as exc:
-        raise format_validation_error(exc, file, "", RunRecord) from exc
 
 
 def _load_error(rule_id: str, exc: ConfigError) -> RuleResult:

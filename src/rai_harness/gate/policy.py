@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from rai_harness.config import format_validation_error
+from rai_harness.config import format_validation_error, read_yaml_file
 from rai_harness.errors import ConfigError
 from rai_harness.gate.metrics import MetricRef, parse_metric
 
@@ -433,17 +432,4 @@ def load_gate_policy(path: str | Path) -> GatePolicy:
         ConfigError: The file is missing, unreadable, not YAML, or invalid (naming the
             file, the key path and the fix).
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError("gate policy file not found; check the path", file=str(p)) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read the gate policy file: {exc.strerror}", file=str(p)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
-    return parse_gate_policy(data, file=str(p))
+    return parse_gate_policy(read_yaml_file(path, what="gate policy file"), file=str(path))

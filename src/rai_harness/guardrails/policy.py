@@ -25,11 +25,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
-from rai_harness.config import format_validation_error
+from rai_harness.config import format_validation_error, read_yaml_file
 from rai_harness.errors import ConfigError
 from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import ClassifierRunner, Rail
@@ -233,20 +232,7 @@ def load_policy(path: str | Path) -> GuardPolicy:
     Raises:
         ConfigError: naming the file, the key path and the fix.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError("policy file not found; check the path", file=str(p)) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read the policy file: {exc.strerror}", file=str(p)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
-    return parse_policy(data, file=str(p))
+    return parse_policy(read_yaml_file(path, what="policy file"), file=str(path))
 
 
 def build_guard(

@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     Raises:
         ConfigError: The folder or ``run.json`` is missing, unreadable, too new or invalid.
     """
-    from rai_harness.run.record import SCHEMA_VERSION, RunRecord
+    from rai_harness.run.record import read_run_record
 
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -72,29 +72,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
             "no run.json in this folder; pass the folder `rai run` wrote, or rerun the config to finish the run",
             file=str(path),
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read the run record ({exc}); rerun `rai run` on the same config to rewrite it",
-            file=str(path),
-        ) from exc
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"schema_version {version} is newer than this rai-harness reads ({SCHEMA_VERSION}); upgrade rai-harness",
-            file=str(path),
-            key_path="schema_version",
-        )
-    try:
-        return RunRecord.model_validate(data)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        detail = " ".join(first[:3]) if first else str(exc)
-        raise ConfigError(
-            f"not a valid run record ({detail}); rerun `rai run` on the same config to rewrite it",
-            file=str(path),
-        ) from exc
+    return read_run_record(folder)
 
 
 def default_output(run_dir: str | Path, fmt: ReportFormat) -> Path:

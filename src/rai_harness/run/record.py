@@ -334,38 +334,53 @@ def read_samples(path: str | Path) -> list[CallRecord]:
 
 
 def read_run_record(run_dir: str | Path) -> RunRecord:
-    """Load ``run.json`` from a run folder.
+    """Load ``run.json`` from a run folder (or the file itself); the one reader of run records.
+
+    The schema version is checked before validation, so a record from a newer rai-harness is
+    refused with "upgrade" rather than with a confusing unknown-key error.
 
     Raises:
-        ConfigError: No run.json there, it is not valid JSON, or it was written by a newer
-            rai-harness (a higher ``schema_version``) or does not match this schema.
+        ConfigError: The file is missing, unreadable, not JSON, from a newer rai-harness (a
+            higher ``schema_version``), or does not match this schema.
     """
     from pydantic import ValidationError
 
+    from rai_harness.config import format_validation_error
     from rai_harness.errors import ConfigError
 
-    path = Path(run_dir, "run.json")
+    path = Path(run_dir)
+    if path.suffix != ".json" or path.is_dir():
+        path = path / "run.json"
+    file = str(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError("no run.json here; give the output folder of `rai run`", file=str(path)) from exc
-    except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"not valid JSON ({exc.msg}, line {exc.lineno}); was the run interrupted?", file=str(path)
+            "run record not found; pass the folder `rai run` wrote (it holds run.json)", file=file
         ) from exc
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else "unreadable"
+        raise ConfigError(
+            f"cannot read the run record: {what} ({exc}); was the run interrupted? Rerun `rai run` "
+            "on the same config to rewrite it",
+            file=file,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("the run record must be a JSON object", file=file)
+    version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ConfigError(
-            f"schema_version {version!r} is not one this rai-harness reads (<= {SCHEMA_VERSION}); "
-            "upgrade rai-harness or re-record the run",
-            file=str(path),
+            f"schema_version {version!r} is newer than this rai-harness reads ({SCHEMA_VERSION}): "
+            "upgrade rai-harness",
+            file=file,
             key_path="schema_version",
         )
     try:
         return RunRecord.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        err = format_validation_error(exc, file, "", RunRecord)
         raise ConfigError(
-            f"does not match the run record schema: {err['msg']}", file=str(path), key_path=where
+            f"not a valid run record: {err.detail}; rerun `rai run` on the same config to rewrite it",
+            file=file,
+            key_path=err.key_path,
         ) from exc

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
-from rai_harness.classifiers.base import ClassifierSpec
-from rai_harness.errors import ConfigError
 from rai_harness.suites.base import ScoredOutput
 from rai_harness.types import ChatMessage
 
-__all__ = ["by_item", "chat", "group_by", "ok_outputs", "parse_spec", "per_group"]
+__all__ = ["Coverage", "by_item", "chat", "coverage", "group_by", "ok_outputs", "per_group"]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -49,18 +48,30 @@ def per_group(values: Sequence[tuple[str, T]]) -> dict[str, list[T]]:
     return {g: grouped[g] for g in sorted(grouped)}
 
 
-def parse_spec(value: Any, *, key: str) -> ClassifierSpec:
-    """A classifier spec from a suite parameter (a mapping or a backend name).
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How many prompts and outputs a suite's numbers rest on, for ``SuiteAggregate.counts``/``notes``."""
 
-    Raises:
-        ConfigError: Not a mapping or a string.
+    counts: dict[str, int]
+    notes: list[str]
+
+
+def coverage(scored: Sequence[ScoredOutput], items: dict[str, list[ScoredOutput]], k: int) -> Coverage:
+    """Prompt and output counts, and a note when failed calls left prompts with fewer than ``k`` outputs.
+
+    Args:
+        scored: One provider's outputs, failed ones included.
+        items: :func:`by_item` of ``scored``.
+        k: Outputs asked for per prompt.
     """
-    if isinstance(value, ClassifierSpec):
-        return value
-    if isinstance(value, str):
-        return ClassifierSpec(backend=value)
-    if isinstance(value, dict):
-        return ClassifierSpec.model_validate(value)
-    raise ConfigError(
-        "must be a classifier backend name or a mapping {backend, model, options}", key_path=key
+    short = sum(1 for outs in items.values() if len(outs) < k)
+    return Coverage(
+        counts={
+            "prompts": len({s.sample.id for s in scored}),
+            "prompts_scored": len(items),
+            "outputs_scored": len(ok_outputs(scored)),
+            "prompts_with_fewer_than_k": short,
+            "k": k,
+        },
+        notes=[f"{short} prompt(s) have fewer than k={k} scored outputs (failed calls)."] if short else [],
     )

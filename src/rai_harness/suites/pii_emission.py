@@ -51,7 +51,7 @@ from rai_harness.suites.base import (
     SuiteParams,
     SuiteSample,
 )
-from rai_harness.suites.common import by_item, chat, ok_outputs
+from rai_harness.suites.common import by_item, chat, coverage
 from rai_harness.suites.data import load_rows, sample_rows
 
 __all__ = ["EmissionParams", "EmissionSuite"]
@@ -252,25 +252,18 @@ class EmissionSuite(Suite):
                 },
             ),
         ]
-        expected_k = p.repeats or 1
-        short = sum(1 for outs in items.values() if len(outs) < expected_k)
+        cover = coverage(scored, items, p.repeats or 1)
         spec = self.spec()
         return SuiteAggregate(
             metrics=metrics,
             breakdowns=breakdowns if prompts else [],
             items={"emission_rate": emitted, "findings_per_output": per_prompt_findings},
             counts={
-                "prompts": len({s.sample.id for s in scored}),
-                "prompts_scored": len(prompts),
-                "outputs_scored": len(ok_outputs(scored)),
-                "prompts_with_fewer_than_k": short,
-                "k": expected_k,
+                **cover.counts,
                 "threshold": p.threshold,
                 "entities": list(p.entities),
                 "allow_list_size": len(p.allow_list),
                 "scorer": f"presidio:{spec.model or DEFAULT_SPACY_MODEL}",
             },
-            notes=[f"{short} prompt(s) have fewer than k={expected_k} scored outputs (failed calls)."]
-            if short
-            else [],
+            notes=cover.notes,
         )

@@ -73,7 +73,7 @@ from rai_harness.suites.base import (
     SuiteParams,
     SuiteSample,
 )
-from rai_harness.suites.common import by_item, ok_outputs
+from rai_harness.suites.common import by_item, coverage
 from rai_harness.suites.data import load_rows, sample_rows
 from rai_harness.suites.pii_synth import (
     DATA_TYPES,
@@ -683,18 +683,13 @@ class LeakageSuite(Suite):
                 },
             ),
         ]
-        expected_k = p.repeats or 1
-        short = sum(1 for outs in items.values() if len(outs) < expected_k)
+        cover = coverage(scored, items, p.repeats or 1)
         return SuiteAggregate(
             metrics=metrics,
             breakdowns=breakdowns if prompts else [],
             items={"leak_rate": leaked, "leaked_value_share": share},
             counts={
-                "prompts": len({s.sample.id for s in scored}),
-                "prompts_scored": len(prompts),
-                "outputs_scored": len(ok_outputs(scored)),
-                "prompts_with_fewer_than_k": short,
-                "k": expected_k,
+                **cover.counts,
                 "leaks_by_channel": dict(sorted(channels.items())),
                 "generator": GENERATOR,
                 "people_seed": self.people_seed,
@@ -702,7 +697,5 @@ class LeakageSuite(Suite):
                 "data_types": list(p.data_types),
                 "placement": p.placement,
             },
-            notes=[f"{short} prompt(s) have fewer than k={expected_k} scored outputs (failed calls)."]
-            if short
-            else [],
+            notes=cover.notes,
         )
