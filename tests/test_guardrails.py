@@ -536,7 +536,9 @@ async def test_evaluation_mode_fails_the_call_on_a_failed_rail_instead_of_allowi
     from rai_harness.guardrails import GuardRailError
 
     inner = FakeProvider(reply="fine")
-    with Guard(input_rails=[Rail("tox", RaisingClassifier(), threshold=0.5, action="block", on_error="allow")]) as g:
+    with Guard(
+        input_rails=[Rail("tox", RaisingClassifier(), threshold=0.5, action="block", on_error="allow")]
+    ) as g:
         # Application mode: on_error=allow lets the prompt through (and says so in the verdict).
         gen = await GuardedProvider(inner, g).generate(request("hello"))
         assert gen.text == "fine" and gen.guard is not None and gen.guard["rail_errors"] == 1
@@ -553,7 +555,9 @@ async def test_evaluation_mode_timeout_is_a_guard_timeout_error():
     from rai_harness.guardrails import GuardRailError
 
     slow = SleepingClassifier(0.2)
-    with Guard(output_rails=[Rail("tox", slow, threshold=0.5, action="block", on_error="allow", timeout_ms=20)]) as g:
+    with Guard(
+        output_rails=[Rail("tox", slow, threshold=0.5, action="block", on_error="allow", timeout_ms=20)]
+    ) as g:
         strict = GuardedProvider(FakeProvider(reply="fine"), g, fail_on_rail_error=True)
         with pytest.raises(GuardRailError) as info:
             await strict.generate(request("hello"))

@@ -324,7 +324,9 @@ async def test_sampler_honours_top_k_and_refuses_unknown_warpers(provider):
         )
         assert gen.text == greedy
     with pytest.raises(ProviderError, match="typical_p"):
-        await provider.generate(_req("t", PROMPTS[1], max_tokens=4, temperature=1.0, extra={"typical_p": 0.5}))
+        await provider.generate(
+            _req("t", PROMPTS[1], max_tokens=4, temperature=1.0, extra={"typical_p": 0.5})
+        )
 
 
 async def test_a_bad_parameter_fails_only_its_batch(provider):

@@ -102,7 +102,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, SeedSupport
 from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
 
 __all__ = [
@@ -171,6 +171,8 @@ class HFLocalConfig(ProviderConfig):
         ("transformers", "transformers", None),
     )
     path_fields: ClassVar[tuple[str, ...]] = ("cache_dir",)
+    # Per-call generators: same seed, same machine and software, same text (see Sampling).
+    seed_support: ClassVar[SeedSupport] = "exact"
 
     kind: Literal["hf-local"] = "hf-local"
     model: str = Field(
