@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "CostSummary",
     "DatasetInfo",
     "Distribution",
+    "GuardHealth",
     "ProviderSummary",
     "RunRecord",
     "SuiteEfficiency",
@@ -42,13 +43,15 @@ __all__ = [
     "UsageSummary",
     "read_run_record",
     "read_samples",
+    "summarize_guard",
     "summarize_provider",
     "write_json_atomic",
     "write_samples",
 ]
 
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
-SCHEMA_VERSION = 2
+#: 3: adds ``reproducibility`` and ``providers[*].guard`` (rail failures, slow rails).
+SCHEMA_VERSION = 3
 
 
 class Distribution(BaseModel):
@@ -111,6 +114,68 @@ class CostSummary(BaseModel):
     estimated: bool = Field(False, description="True when some token counts were estimated.")
 
 
+#: ``CallError.type`` of a call failed by a rail (``guardrails.provider.GUARD_ERROR``/``GUARD_TIMEOUT``).
+_GUARD_ERROR_TYPES = {"guard_error": "rail_errors", "guard_timeout": "rail_timeouts"}
+
+
+class GuardHealth(BaseModel):
+    """How a guarded provider's rails behaved in a run: the numbers behind its guarded comparison.
+
+    In a run (evaluation mode) a failed rail fails its call (counted in ``failed_calls``
+    and ``rail_errors``/``rail_timeouts``) instead of applying the rail's ``on_error``, and
+    rails have no wall-clock timeout of their own, so ``slow_rails`` counts the rail checks
+    that were slower than the policy's ``timeout_ms``: in production those would have given
+    up and applied ``on_error``. None of them changed a verdict in this run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rail_failure_policy: str = Field(
+        "fail the call",
+        description="'fail the call' (a run: errors, never allow/block) or 'on_error of each rail'.",
+    )
+    checked_calls: int = Field(0, description="Successful calls with a guard verdict.")
+    failed_calls: int = Field(0, description="Calls failed because a rail failed or timed out.")
+    rail_errors: int = Field(0, description="Rail checks whose classifier raised or returned bad output.")
+    rail_timeouts: int = Field(0, description="Rail checks that gave up waiting for their classifier.")
+    slow_rails: int = Field(
+        0, description="Rail checks slower than the policy's timeout_ms (no verdict changed)."
+    )
+    slow_by_rail: dict[str, int] = Field(default_factory=dict, description="'<stage>:<rail>' -> slow checks.")
+
+    @property
+    def failures(self) -> int:
+        """Rail errors plus rail timeouts."""
+        return self.rail_errors + self.rail_timeouts
+
+
+def summarize_guard(records: Sequence[CallRecord], guarded_by: Mapping[str, Any]) -> GuardHealth:
+    """Count a guarded provider's rail failures and slow rails from its call records."""
+    counts: Counter[str] = Counter()
+    slow: Counter[str] = Counter()
+    for record in records:
+        if record.error is not None and record.error.type in _GUARD_ERROR_TYPES:
+            counts["failed_calls"] += 1
+            counts[_GUARD_ERROR_TYPES[record.error.type]] += 1
+        verdict = record.guard
+        if not record.ok or not isinstance(verdict, Mapping):
+            continue
+        counts["checked_calls"] += 1
+        counts["rail_errors"] += int(verdict.get("rail_errors") or 0)
+        counts["rail_timeouts"] += int(verdict.get("rail_timeouts") or 0)
+        for name in verdict.get("slow_rails") or ():
+            slow[str(name)] += 1
+    return GuardHealth(
+        rail_failure_policy=str(guarded_by.get("rail_errors") or "on_error of each rail"),
+        checked_calls=counts["checked_calls"],
+        failed_calls=counts["failed_calls"],
+        rail_errors=counts["rail_errors"],
+        rail_timeouts=counts["rail_timeouts"],
+        slow_rails=sum(slow.values()),
+        slow_by_rail=dict(sorted(slow.items())),
+    )
+
+
 class ProviderSummary(BaseModel):
     """Per-provider counts, latency, throughput and cost."""
 
@@ -133,6 +198,7 @@ class ProviderSummary(BaseModel):
     output_tokens_per_s: Distribution
     cost: CostSummary
     model_info: dict[str, Any] = Field(default_factory=dict)
+    guard: GuardHealth | None = Field(None, description="Rail failures and slow rails of a guarded provider.")
 
 
 class DatasetInfo(BaseModel):
@@ -237,6 +303,9 @@ class RunRecord(BaseModel):
     timing_quality: dict[str, Any] = Field(default_factory=dict)
     suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
+    reproducibility: dict[str, Any] = Field(
+        default_factory=dict, description="What was seeded, and what a rerun cannot reproduce (and why)."
+    )
 
 
 def summarize_provider(
@@ -274,6 +343,9 @@ def summarize_provider(
         output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
         cost=_cost_summary(ok, price, usage),
         model_info=model_info,
+        guard=summarize_guard(records, guarded_by)
+        if isinstance(guarded_by := model_info.get("guarded_by"), Mapping)
+        else None,
     )
 
 
