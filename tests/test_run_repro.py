@@ -218,3 +218,13 @@ def test_guarded_run_on_a_slowed_classifier_never_allows_silently(tmp_path, monk
     assert isinstance(EFFICIENCY_METRICS["guard_rail_errors"].read(record.providers["bare"]), str)
     # The guard the run built was closed when the run ended.
     assert closed == ["slow-guard"]
+    # Every call carried its derived seed, and the OpenAI request sends it as `seed`.
+    from rai_harness.providers.openai_compat import build_chat_kwargs
+    from rai_harness.types import ChatRequest, GenerationParams
+
+    for (_, sample_id), s in samples.items():
+        assert s.params["seed"] == request_seed(3, sample_id, 0)
+    request = ChatRequest.from_prompt(
+        "item-0", "hi", params=GenerationParams(seed=request_seed(3, "item-0", 0))
+    )
+    assert build_chat_kwargs("m", request)["seed"] == request_seed(3, "item-0", 0)
