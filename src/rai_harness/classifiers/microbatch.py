@@ -147,6 +147,11 @@ class MicroBatcher:
         }
 
     @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (after :meth:`close`: still finishing a batch)."""
+        return self._worker.is_alive()
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed

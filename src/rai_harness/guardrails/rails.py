@@ -163,6 +163,9 @@ class ClassifierRunner:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="rai-guard"
         )
+        # Unbatched calls still running, so close() can tell whether a worker is busy.
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        self._inflight_lock = threading.Lock()
         self._closed = False
 
     @property
@@ -178,7 +181,9 @@ class ClassifierRunner:
             # The batcher hands back its own future: no extra thread hop per call.
             future: concurrent.futures.Future[list[LabelScores]] = self._batcher.submit(list(texts))
             return future
-        return self._executor.submit(self.classifier.predict, list(texts))
+        future = self._executor.submit(self.classifier.predict, list(texts))
+        self._track(future)
+        return future
 
     async def apredict(self, texts: Sequence[str]) -> list[LabelScores]:
         """Score ``texts`` from asyncio without blocking the event loop."""
@@ -187,19 +192,46 @@ class ClassifierRunner:
         if self._batcher is not None:
             result: list[LabelScores] = await self._batcher.apredict(list(texts))
             return result
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.classifier.predict, list(texts))
+        future = self._executor.submit(self.classifier.predict, list(texts))
+        self._track(future)
+        return await asyncio.wrap_future(future)
 
-    def close(self) -> None:
-        """Stop the micro-batcher and the worker threads (pending sync calls are cancelled)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._batcher is not None:
-            # Bounded join: a classifier stuck past its rails' timeouts must not hang shutdown
-            # (the batcher's worker is a daemon thread).
-            self._batcher.close(timeout=_CLOSE_TIMEOUT_S)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, timeout: float = _CLOSE_TIMEOUT_S) -> bool:
+        """Stop the micro-batcher and the worker threads (pending sync calls are cancelled).
+
+        Args:
+            timeout: Seconds to wait for a classifier call still running (one a rail gave
+                up on after its timeout keeps its thread until the classifier returns).
+
+        Returns:
+            Whether every worker has stopped. ``False`` means a classifier call is still
+            running: a process exiting now should skip interpreter finalisation
+            (``os._exit``), since native code (BLAS, spaCy) may abort under it.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._closed:
+            self._closed = True
+            if self._batcher is not None:
+                # Bounded join: a classifier stuck past its rails' timeouts must not hang
+                # shutdown (the batcher's worker is a daemon thread).
+                self._batcher.close(timeout=timeout)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._batcher is not None and self._batcher.running:
+            return False
+        with self._inflight_lock:
+            inflight = list(self._inflight)
+        if inflight:
+            concurrent.futures.wait(inflight, timeout=max(0.0, deadline - time.monotonic()))
+        return all(f.done() for f in inflight)
+
+    def _track(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(future)
 
 
 @dataclass(frozen=True, slots=True)
