@@ -15,6 +15,14 @@ that matter for an eval harness and an inline guard:
   all: presidio reads only tokens, lemmas (tagger + attribute_ruler + lemmatizer) and
   entities (ner, which has its own tok2vec in the ``sm`` models), so the parser's work
   would be thrown away.
+* **Bounded work on hostile text.** spaCy's tokenizer strips prefixes and suffixes one
+  character at a time, so a long run of emoji, brackets or punctuation without whitespace
+  costs quadratic time while holding the GIL (12,000 emoji took 21 s; 45,000 more than
+  two minutes), and some recognizer patterns backtrack on long runs of ``_``, ``+`` or
+  ``a-a-a-``. :func:`tame_long_runs` replaces, inside every whitespace-free run longer
+  than :data:`MAX_RUN_CHARS`, each character that cannot be part of an e-mail, card,
+  IBAN, IP or phone number written without spaces by a space, before spaCy sees the text.
+  Lengths and offsets are unchanged, so findings index the caller's text.
 * **Results are :class:`~rai_harness.classifiers.base.LabelScores`.** ``scores`` holds the
   maximum span score per configured entity type (0.0 when none was found); ``spans``
   holds every finding as :class:`~rai_harness.classifiers.base.Span`, sorted by offset.
@@ -48,6 +56,7 @@ __all__ = [
     "PresidioOptions",
     "from_spec",
     "split_for_analysis",
+    "tame_long_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,6 +115,14 @@ _SPACY_LABELS_TO_IGNORE = (
     "QUANTITY",
     "WORK_OF_ART",
 )
+#: Whitespace-free runs longer than this (characters) are split for spaCy by
+#: :func:`tame_long_runs`. Longer than any e-mail address or identifier in practice.
+MAX_RUN_CHARS = 128
+_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_RUN_CHARS + 1))
+# Inside a long run, what is kept: letters, digits and the characters of an e-mail address
+# or dotted number ("." "@"); everything else (emoji, brackets, "_", "+", "-"...) separates.
+_RUN_SEPARATOR = re.compile(r"[^\w.@]|_")
+
 # Pipes presidio never reads (see the module docstring); excluded at load time.
 _UNUSED_SPACY_PIPES = ("parser", "senter")
 
@@ -255,7 +272,7 @@ class PresidioClassifier:
             (i, offset, piece)
             for i, text in enumerate(texts)
             if text and not text.isspace()
-            for offset, piece in split_for_analysis(text, self.max_chars)
+            for offset, piece in split_for_analysis(tame_long_runs(text), self.max_chars)
         ]
         findings: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
         artifacts = self._artifacts([piece for _, _, piece in pieces])
@@ -343,6 +360,17 @@ class PresidioClassifier:
                 f"unknown presidio entity type(s): {', '.join(hints)}; supported: {', '.join(sorted(supported))}",
                 key_path="options.entities",
             )
+
+
+def tame_long_runs(text: str) -> str:
+    """``text`` with every whitespace-free run longer than :data:`MAX_RUN_CHARS` split at
+    its separator characters (replaced by spaces, one for one; see the module docstring).
+
+    Short runs, hence every ordinary word, address and number, are left alone.
+    """
+    if len(text) <= MAX_RUN_CHARS:
+        return text
+    return _LONG_RUN.sub(lambda m: _RUN_SEPARATOR.sub(" ", m.group()), text)
 
 
 def split_for_analysis(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[tuple[int, str]]:

@@ -170,7 +170,9 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
         # normalised together so that composition (e + U+0301 -> é) still happens.
         j = i + 1
         cluster = [char]
-        while j < n and unicodedata.combining(text[j]):
+        while j < n and (unicodedata.combining(text[j]) or _is_invisible(text[j])):
+            # Invisible characters between a letter and its marks are dropped inside the
+            # cluster, so "e<ZWSP><U+0301>" still composes to "é".
             if not _is_invisible(text[j]):
                 cluster.append(text[j])
             j += 1
