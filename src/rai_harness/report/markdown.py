@@ -41,7 +41,8 @@ def md_escape(text: str) -> str:
 
 
 def _cell(c: Cell) -> str:
-    return md_escape(c.text) + (_CELL_MARK.get(c.status or "", ""))
+    n = f" ({c.n})" if c.n else ""
+    return md_escape(c.text + n) + (_CELL_MARK.get(c.status or "", ""))
 
 
 def render_markdown(view: ReportView, *, html_path: str | None = None, html_link: str | None = None) -> str:

@@ -34,6 +34,7 @@ from rai_harness.report.fmt import (
     fmt_rate_per_s,
     fmt_seconds,
     fmt_usd,
+    interval_label,
     is_percent,
     na,
 )
@@ -99,6 +100,8 @@ class Cell:
     status: str | None = None  # "pass" | "fail" | "error" | None
     title: str | None = None
     missing: bool = False
+    #: What the interval is over and how it was computed (``37/300; 95% Wilson``), shown under it.
+    n: str | None = None
 
 
 @dataclass(frozen=True)
@@ -400,11 +403,13 @@ def _metric_cell(
     title = _est_title(est)
     if verdict is not None:
         title = "; ".join([*([title] if title else []), *verdict.messages])
+    missing = est is None or est.value is None
     return Cell(
         text,
         status=verdict.status if verdict else None,
         title=title,
-        missing=est is None or est.value is None,
+        missing=missing,
+        n=None if missing or est is None else interval_label(est, spec.unit),
     )
 
 
@@ -726,7 +731,7 @@ def _breakdown_figures(suite: SuiteRun, providers: Sequence[ProviderView]) -> li
         table = Table(
             [by, *[s.name for s in series]],
             [
-                [g, *[fmt_estimate(rows_by_pid[s.name].get(g), spec, unit=unit) for s in series]]
+                [g, *[fmt_estimate(rows_by_pid[s.name].get(g), spec, unit=unit, with_n=True) for s in series]]
                 for g in groups
             ],
         )
