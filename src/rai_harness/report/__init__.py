@@ -133,7 +133,10 @@ def build_report(
         from rai_harness.report.markdown import render_markdown
 
         return render_markdown(view, html_path=html_path, html_link=html_link)
-    stats = scan_samples(folder, record, max_examples=max_examples)
+    from rai_harness.report.view import guard_pairs
+
+    paired = sorted({pid for pair in guard_pairs(record) for pid in pair})
+    stats = scan_samples(folder, record, max_examples=max_examples, paired=paired)
     engine: Redactor | None = None
     if redact:
         from rai_harness.report.redaction import Redactor
