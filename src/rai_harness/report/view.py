@@ -38,6 +38,7 @@ from rai_harness.report.fmt import (
     is_percent,
     na,
 )
+from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.policy import PolicyView
 from rai_harness.report.samples import EvidenceExample, SampleStats
 from rai_harness.run.record import Comparison, ProviderSummary, RunRecord, SuiteRun
@@ -288,15 +289,23 @@ class ReportView:
     timing_warning: str | None
     redacted: bool
     redactor: str | None
+    #: Executive summary: what passed, what failed, the biggest risks (see :mod:`.findings`).
+    summary: list[Finding] = field(default_factory=list)
+    #: Limitations: dataset sizes, scorer caveats, guard/scorer overlap, blocked answers.
+    limitations: list[str] = field(default_factory=list)
+    #: Where blocked answers drive a guard's effect (shown in the guard section too).
+    blocked: list[BlockedShare] = field(default_factory=list)
+    redaction_note: str | None = None
     sections: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.sections:
-            names = [("scorecard", "Scorecard"), ("tradeoffs", "Trade-offs")]
+            names = [("summary", "Executive summary"), ("scorecard", "Scorecard"), ("tradeoffs", "Trade-offs")]
             if self.guard_pairs:
                 names.append(("guard", "Guarded vs unguarded"))
             names += [
                 ("suites", "Suites"),
+                ("limitations", "Limitations"),
                 ("efficiency", "Efficiency"),
                 ("evidence", "Evidence"),
                 ("method", "Method"),
@@ -1445,6 +1454,8 @@ def build_view(
         for i, s in enumerate(_ordered_suites(record))
     ]
     guard_rows = [r for sv in suites for r in sv.comparisons if r.guard_pair]
+    ordered = _ordered_suites(record)
+    blocked = blocked_shares(record, pairs, stats)
     tradeoffs, tradeoff_notes = _tradeoffs(record, providers, stats)
     env, packages, datasets, models = _environment(record)
     failed_total = sum(s.failed for s in record.providers.values())
@@ -1507,4 +1518,9 @@ def build_view(
         else None,
         redacted=redact_many is not None,
         redactor=redactor,
+        summary=executive_summary(
+            record, ordered, pairs, policy, [(r.a, r.metric, r.verdict) for r in guard_rows], blocked
+        ),
+        limitations=limitations(record, ordered, pairs, blocked),
+        blocked=blocked,
     )
