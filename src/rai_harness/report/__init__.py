@@ -129,7 +129,7 @@ def build_report(
     from rai_harness.report.view import build_view
 
     if fmt == "md":
-        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0)
+        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0, run_dir=folder)
         from rai_harness.report.markdown import render_markdown
 
         return render_markdown(view, html_path=html_path, html_link=html_link)
@@ -149,7 +149,11 @@ def build_report(
         redact_many=engine.redact_many if engine is not None else None,
         redactor=engine.engine if engine is not None else None,
         max_examples=max_examples,
+        run_dir=folder,
     )
+    if engine is not None:
+        # After build_view: the note says what was actually masked, presidio failures included.
+        view.redaction_note = engine.note()
     from rai_harness.report.html import render_html
 
     return render_html(view)

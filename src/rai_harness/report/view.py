@@ -10,11 +10,14 @@ Strings here are untrusted text: the HTML template escapes them; only chart mark
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -321,6 +324,65 @@ class ReportView:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+# An absolute path of two or more segments: POSIX (/home/me/x), home (~/x) or Windows (C:\\x\\y).
+# Not after a word character, dot, colon or slash, so "tok/s", "37/300", "and/or" and URLs
+# ("https://host/v1") are left alone.
+_ABS_PATH = re.compile(
+    r"(?<![\w.:/\\~$-])(?:~?/(?:[\w.@+~-]+/)+[\w.@+~-]*|[A-Za-z]:\\(?:[\w.@+~ -]+\\)+[\w.@+~-]*)"
+)
+
+
+class PathScrubber:
+    """Rewrites absolute paths of the machine that made the run: relative to the run folder, or the base name.
+
+    A report is shared (CI artifacts, audits); ``/home/alice/work/...`` tells a reader about the
+    machine and nothing about the audit. Paths inside the run folder become relative to it
+    (``samples.jsonl``), others keep only their last component (``default.yaml``). Model outputs
+    (the evidence) and chart markup are left exactly as recorded.
+    """
+
+    def __init__(self, run_dir: str | Path | None) -> None:
+        self.root = Path(run_dir).resolve() if run_dir is not None else None
+
+    def path(self, text: str) -> str:
+        """One path as shown."""
+        if self.root is not None and text.startswith("/"):
+            try:
+                return Path(os.path.normpath(text)).relative_to(self.root).as_posix() or "."
+            except ValueError:
+                pass
+        name = PureWindowsPath(text).name if re.match(r"^[A-Za-z]:\\", text) else PurePosixPath(text).name
+        return name or text.rstrip("/\\").rsplit("/", 1)[-1] or "."
+
+    def text(self, text: str) -> str:
+        """Every absolute path in ``text`` rewritten with :meth:`path`."""
+        if "/" not in text and "\\" not in text:
+            return text
+        return _ABS_PATH.sub(lambda m: self.path(m.group(0)), text)
+
+    def value(self, value: Any) -> Any:
+        """Strings, lists, tuples, dicts and dataclasses, rewritten recursively (Markup and evidence untouched)."""
+        if isinstance(value, Markup) or isinstance(value, EvidenceGroup):
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.value(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {f.name: self.value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+            return dataclasses.replace(value, **changes)
+        return value
+
+    def view(self, view: ReportView) -> ReportView:
+        """The view with every path rewritten (sections kept as computed)."""
+        out: ReportView = self.value(view)
+        return out
 
 
 def _iso(ts: str) -> str:
@@ -1085,11 +1147,17 @@ def _efficiency(record: RunRecord, providers: Sequence[ProviderView]) -> Table:
     return Table(header, rows)
 
 
-def _errors(record: RunRecord, stats: SampleStats) -> Table | None:
+def _errors(
+    record: RunRecord, stats: SampleStats, redact_many: Callable[[list[str]], list[str]] | None = None
+) -> Table | None:
     rows = []
     for pid, s in record.providers.items():
         for etype, n in sorted(s.errors_by_type.items(), key=lambda kv: -kv[1]):
             rows.append([pid, etype, fmt_count(n), stats.error_examples.get(pid, {}).get(etype, "")])
+    if redact_many is not None and rows:
+        # Error messages can quote the prompt or the provider's answer: mask them like evidence.
+        for row, masked in zip(rows, redact_many([r[3] for r in rows]), strict=True):
+            row[3] = masked
     return Table(["provider", "error type", "calls", "example message"], rows) if rows else None
 
 
@@ -1432,6 +1500,7 @@ def build_view(
     redact_many: Callable[[list[str]], list[str]] | None = None,
     redactor: str | None = None,
     max_examples: int = 5,
+    run_dir: str | Path | None = None,
 ) -> ReportView:
     """Compute every section of the report.
 
@@ -1442,6 +1511,8 @@ def build_view(
         redact_many: Masks PII in a batch of texts (``--redact``); ``None`` shows texts as recorded.
         redactor: Name of the redaction engine (shown in the report).
         max_examples: Worst examples per metric and provider (as scanned).
+        run_dir: The run folder: absolute paths of the machine in the view are shown relative
+            to it (or by their base name), so a shared report does not reveal the machine's layout.
 
     Returns:
         The view the templates render.
@@ -1467,7 +1538,7 @@ def build_view(
         )
     elif stats.bad_lines:
         samples_note = f"{stats.bad_lines:,} unreadable lines of {record.samples_file} were skipped."
-    return ReportView(
+    view = ReportView(
         title=f"Responsible-AI audit: {record.name}",
         run_name=record.name,
         run_id=record.run_id,
@@ -1492,7 +1563,7 @@ def build_view(
         guard_overhead=_guard_overhead(record, pairs, stats),
         suites=suites,
         efficiency=_efficiency(record, providers),
-        errors=_errors(record, stats),
+        errors=_errors(record, stats, redact_many),
         latency_figures=_latency_figures(record, stats, providers),
         suite_efficiency=_suite_efficiency(record, pids),
         cost_lines=_cost_lines(record),
@@ -1505,7 +1576,7 @@ def build_view(
             f"Failed calls ({failed_total:,} in this run) are counted per provider and suite and excluded "
             "from every metric's denominator; they never count as safe or as correct."
         ),
-        config_yaml=_config_yaml(record),
+        config_yaml=_config_yaml(record) if redact_many is None else redact_many([_config_yaml(record)])[0],
         config_path=record.config_path,
         config_sha=record.config_sha256,
         seed=record.seed,
@@ -1524,3 +1595,5 @@ def build_view(
         limitations=limitations(record, ordered, pairs, blocked),
         blocked=blocked,
     )
+    scrub = PathScrubber(run_dir)
+    return scrub.view(view)
