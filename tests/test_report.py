@@ -500,30 +500,21 @@ def test_executive_summary_and_limitations(page: str, run_dir: Path) -> None:
 
 
 def test_blocked_share_splits_the_change_exactly() -> None:
+    from types import SimpleNamespace
+
     from rai_harness.report.findings import blocked_shares
     from rai_harness.report.samples import SampleStats
 
-    class _Rec:
-        suites = {
-            "bias.stereotype": type(
-                "S",
-                (),
-                {
-                    "name": "bias.stereotype",
-                    "error": None,
-                    "metrics": [
-                        MetricSpec(
-                            name="stereotype_rate",
-                            display="Stereotype rate",
-                            direction="lower",
-                            unit="rate",
-                            definition="d",
-                            sample_key="stereotyped",
-                        )
-                    ],
-                },
-            )()
-        }
+    spec = MetricSpec(
+        name="stereotype_rate",
+        display="Stereotype rate",
+        direction="lower",
+        unit="rate",
+        definition="d",
+        sample_key="stereotyped",
+    )
+    suite = SimpleNamespace(name="bias.stereotype", error=None, metrics=[spec])
+    rec = SimpleNamespace(suites={"bias.stereotype": suite})
 
     stats = SampleStats(found=True)
     unguarded = {(f"s{i}", 0): (1.0 if i < 2 else 0.0, False) for i in range(6)}
@@ -533,7 +524,7 @@ def test_blocked_share_splits_the_change_exactly() -> None:
         ("bias.stereotype", "stereotyped", "m"): unguarded,
     }
     stats.binary = {("bias.stereotype", "stereotyped")}
-    (share,) = blocked_shares(_Rec(), [("m+guard", "m")], stats)  # type: ignore[arg-type]
+    (share,) = blocked_shares(rec, [("m+guard", "m")], stats)  # type: ignore[arg-type]
     assert (share.n, share.blocked) == (6, 2)
     assert share.from_blocked == pytest.approx(-1 / 3) and share.from_answered == pytest.approx(0.0)
     assert share.sentence() == (

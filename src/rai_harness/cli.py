@@ -212,7 +212,9 @@ def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -
     warning = record.timing_quality.get("warning")
     if warning:
         console.print(f"[yellow]timing:[/] {warning}", highlight=False, markup=True)
-    console.print(f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}", highlight=False, markup=False)
+    console.print(
+        f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}", highlight=False, markup=False
+    )
 
 
 @app.command()

@@ -58,7 +58,10 @@ def _score(est: Estimate | None, spec: MetricSpec) -> str:
     signed = spec.direction == "neutral" and not is_percent(spec.unit)
     text = f"{fmt_value(est.value, spec.unit, signed=signed)} n={est.n:,}"
     if est.ci_low is not None and est.ci_high is not None:
-        lo, hi = fmt_bound(est.ci_low, spec.unit, signed=signed), fmt_bound(est.ci_high, spec.unit, signed=signed)
+        lo, hi = (
+            fmt_bound(est.ci_low, spec.unit, signed=signed),
+            fmt_bound(est.ci_high, spec.unit, signed=signed),
+        )
         flag = " (0 width)" if est.ci_low == est.ci_high else ""
         text += f"\n[{lo}, {hi}]{flag}"
     return escape(text)
@@ -71,7 +74,10 @@ def safety_table(record: RunRecord) -> Table | None:
         return None
     pids = list(record.providers)
     table = Table(
-        title="headline safety scores (95% interval)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+        title="headline safety scores (95% interval)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     table.add_column("metric", overflow="fold", min_width=14)
     for pid in pids:

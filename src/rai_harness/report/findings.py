@@ -253,7 +253,9 @@ def executive_summary(
     risks: list[tuple[float, Finding]] = []
     for suite in suites:
         if suite.error:
-            out.append(Finding("error", f"{suite.name}: scoring failed, its metrics are missing ({suite.error})."))
+            out.append(
+                Finding("error", f"{suite.name}: scoring failed, its metrics are missing ({suite.error}).")
+            )
             continue
         for spec in _headline(suite):
             scored = [
@@ -288,10 +290,15 @@ def executive_summary(
         )
         entirely = [b for b in blocked if b.guarded == g and abs(b.from_answered) < 1e-12]
         if entirely:
-            text += " " + "; ".join(
-                f"{b.suite} {b.key} {fmt_value(b.mean_unguarded, b.unit)} \u2192 "
-                f"{fmt_value(b.mean_guarded, b.unit)}" for b in entirely[:3]
-            ) + " come entirely from blocked answers (see Limitations)."
+            text += (
+                " "
+                + "; ".join(
+                    f"{b.suite} {b.key} {fmt_value(b.mean_unguarded, b.unit)} \u2192 "
+                    f"{fmt_value(b.mean_guarded, b.unit)}"
+                    for b in entirely[:3]
+                )
+                + " come entirely from blocked answers (see Limitations)."
+            )
         out.append(Finding("info", text))
     failed = sum(s.failed for s in record.providers.values())
     calls = sum(s.calls for s in record.providers.values())
@@ -358,9 +365,7 @@ def limitations(
         for spec in suite.metrics:
             if spec.deviation:
                 out.append(f"{suite.name} {spec.display}: {spec.deviation}")
-    cfgs = {
-        str(p.get("id")): p for p in record.config.get("providers", []) or [] if isinstance(p, Mapping)
-    }
+    cfgs = {str(p.get("id")): p for p in record.config.get("providers", []) or [] if isinstance(p, Mapping)}
     for g, _u in pairs:
         used = guard_classifiers(record.providers[g].model_info)
         if used is None:

@@ -110,7 +110,9 @@ class SampleStats:
     cost: dict[str, array[float]] = field(default_factory=lambda: defaultdict(lambda: array("d")))
     #: (suite, sample_key, provider) -> (sample_id, repeat) -> (value, blocked by the guard);
     #: only for the providers :func:`scan_samples` was asked to pair.
-    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(default_factory=dict)
+    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(
+        default_factory=dict
+    )
     #: (suite, sample_key) -> provider -> values.
     values: dict[tuple[str, str], dict[str, array[float]]] = field(default_factory=dict)
     #: (suite, sample_key) whose values were all booleans (no histogram for those).
@@ -211,7 +213,9 @@ class _Partial:
     latency: dict[str, array[float]] = field(default_factory=dict)
     ttft: dict[str, array[float]] = field(default_factory=dict)
     cost: dict[str, array[float]] = field(default_factory=dict)
-    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(default_factory=dict)
+    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(
+        default_factory=dict
+    )
     values: dict[tuple[str, str, str], array[float]] = field(default_factory=dict)
     #: (suite, key) seen with a boolean value / with a number: binary keys are only the former.
     boolean: set[tuple[str, str]] = field(default_factory=set)

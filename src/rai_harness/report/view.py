@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from rai_harness import __version__
 from rai_harness.report import charts
+from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.fmt import (
     fmt_bound,
     fmt_count,
@@ -41,7 +42,6 @@ from rai_harness.report.fmt import (
     is_percent,
     na,
 )
-from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.policy import PolicyView
 from rai_harness.report.samples import EvidenceExample, SampleStats
 from rai_harness.run.record import Comparison, ProviderSummary, RunRecord, SuiteRun
@@ -303,7 +303,11 @@ class ReportView:
 
     def __post_init__(self) -> None:
         if not self.sections:
-            names = [("summary", "Executive summary"), ("scorecard", "Scorecard"), ("tradeoffs", "Trade-offs")]
+            names = [
+                ("summary", "Executive summary"),
+                ("scorecard", "Scorecard"),
+                ("tradeoffs", "Trade-offs"),
+            ]
             if self.guard_pairs:
                 names.append(("guard", "Guarded vs unguarded"))
             names += [
@@ -364,7 +368,7 @@ class PathScrubber:
 
     def value(self, value: Any) -> Any:
         """Strings, lists, tuples, dicts and dataclasses, rewritten recursively (Markup and evidence untouched)."""
-        if isinstance(value, Markup) or isinstance(value, EvidenceGroup):
+        if isinstance(value, (Markup, EvidenceGroup)):
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -375,7 +379,9 @@ class PathScrubber:
         if isinstance(value, dict):
             return {k: self.value(v) for k, v in value.items()}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {f.name: self.value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+            changes = {
+                f.name: self.value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+            }
             return dataclasses.replace(value, **changes)
         return value
 
@@ -711,9 +717,7 @@ def significant_front(cmp_x: Sequence[Sequence[int]], cmp_y: Sequence[Sequence[i
         [
             i
             for i in range(n)
-            if i != j
-            and min(cmp_x[i][j], cmp_y[i][j]) >= 0
-            and max(cmp_x[i][j], cmp_y[i][j]) > 0
+            if i != j and min(cmp_x[i][j], cmp_y[i][j]) >= 0 and max(cmp_x[i][j], cmp_y[i][j]) > 0
         ]
         for j in range(n)
     ]
