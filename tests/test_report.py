@@ -317,6 +317,9 @@ def test_markdown_summary(run_dir: Path, record: RunRecord) -> None:
     assert "### Guarded vs unguarded" in md
     assert "<script" not in md.lower() and "](javascript" not in md
     assert "&lt;script&gt;" in md  # the problem text, escaped
+    assert "### Executive summary" in md and "No gate policy was applied" in md
+    assert "### Limitations" in md and "Guard/scorer overlap" in md
+    assert re.search(r"\(\d+/\d+; 95% Wilson\)", md)  # n beside every interval
 
 
 def test_json_summary(run_dir: Path) -> None:
@@ -387,6 +390,8 @@ def test_render_report_default_paths(tmp_path: Path) -> None:
     assert render_report(tmp_path) == tmp_path / "report.html"
     md = render_report(tmp_path, fmt="md")
     assert md == tmp_path / "report.md" and "[report.html](report.html)" in md.read_text(encoding="utf-8")
+    elsewhere = render_report(tmp_path, tmp_path / "out" / "summary.md", fmt="md")
+    assert str(tmp_path) not in elsewhere.read_text(encoding="utf-8")  # no absolute path of the machine
     assert render_report(tmp_path, fmt="json") == tmp_path / "report-summary.json"
 
 
@@ -421,11 +426,18 @@ def test_n_and_method_beside_every_interval(page: str, record: RunRecord, run_di
 
 def test_zero_width_interval_never_reads_as_certainty() -> None:
     spec = _spec("rate", "lower")
-    zero = Estimate(value=0.0, ci_low=0.0, ci_high=0.0, n=6, method="bootstrap")
+    zero = Estimate(value=0.0, ci_low=0.0, ci_high=0.0, n=6, successes=0, method="bootstrap")
     # A rate with its count: Wilson's interval is shown, and why.
     text = fmt_estimate(zero, spec, with_n=True)
     assert text.startswith("0.0% [0.0, 39.0] (0/6; 95% Wilson;") and "zero width" in text
     assert "[0.0, 0.0]" not in text
+    # A rate without a recorded count (a bootstrap mean may be a gap): no fake k/n, but flagged
+    # and with what the result would allow on yes/no items.
+    uncounted = fmt_estimate(zero.model_copy(update={"successes": None}), spec, with_n=True)
+    assert uncounted.startswith("0.0% [0.0, 0.0] (n = 6;") and "not certainty" in uncounted
+    assert "would allow up to 39.0%" in uncounted
+    gap = Estimate(value=0.25, ci_low=0.0, ci_high=0.55, n=36, n_clusters=8, method="cluster-bootstrap")
+    assert "9/36" not in fmt_estimate(gap, spec, with_n=True)
     # A score without a count: flagged as no spread, with n and the method.
     score = Estimate(value=0.647, ci_low=0.647, ci_high=0.647, n=17, method="bootstrap")
     text = fmt_estimate(score, _spec("score", "neutral"), with_n=True)

@@ -193,7 +193,12 @@ def render_report(
     if fmt == "md":
         html = default_output(run_dir, "html")
         if html.exists():
-            html_path = str(html)
+            # Never the machine's absolute path: relative to the working directory when the
+            # report is below it (CI), else its file name.
+            try:
+                html_path = html.resolve().relative_to(Path.cwd().resolve()).as_posix()
+            except ValueError:
+                html_path = html.name
             if html.parent.resolve() == target.parent.resolve():
                 html_link = html.name
     text = build_report(

@@ -122,11 +122,19 @@ def is_degenerate(est: Estimate) -> bool:
     )
 
 
+#: Interval methods for a proportion of n items: only their value * n is a count of successes.
+_PROPORTION_METHODS = frozenset({"wilson", "exact", "clopper-pearson", "jeffreys", "agresti-coull"})
+
+
 def _successes(est: Estimate, unit: str) -> int | None:
-    """The numerator of a rate: recorded, or recovered when ``value * n`` is a whole number."""
+    """The numerator of a rate: recorded, or recovered for a proportion interval (Wilson, exact).
+
+    Not recovered for bootstrap estimates: a gap or a mean of rates is a "rate" too, but
+    ``value * n`` of it counts nothing.
+    """
     if est.successes is not None:
         return est.successes
-    if not is_percent(unit) or est.value is None or est.n <= 0:
+    if not is_percent(unit) or est.value is None or est.n <= 0 or est.method not in _PROPORTION_METHODS:
         return None
     k = round(est.value * est.n)
     return k if abs(est.value * est.n - k) < 1e-6 else None
@@ -156,6 +164,16 @@ def interval_label(est: Estimate, unit: str = "score") -> str:
             parts.append(
                 f"{method_name(est.method)} interval has zero width: no spread in {est.n:,} items, not certainty"
             )
+            if is_percent(unit) and est.value in (0.0, 1.0):
+                # What the same result would allow on yes/no items: 0 of 6 still allows up to 39%.
+                w = wilson(0 if est.value == 0.0 else est.n, est.n, est.confidence)
+                bound = w.ci_high if est.value == 0.0 else w.ci_low
+                if bound is not None:
+                    word = "up to" if est.value == 0.0 else "as low as"
+                    parts.append(
+                        f"as {int(est.value * est.n)}/{est.n:,} yes/no items it would allow {word} "
+                        f"{fmt_bound(bound, unit)}%"
+                    )
     else:
         parts.append(f"{est.confidence:.0%} {method_name(est.method)}")
     return "; ".join(parts)
