@@ -11,10 +11,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from rai_harness.record import MetricSpec, RunRecord
 from rai_harness.report.fmt import fmt_bound, fmt_rate_per_s, fmt_seconds, fmt_usd, fmt_value, is_percent
-from rai_harness.run.record import RunRecord
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 
 __all__ = ["efficiency_table", "safety_table"]
 

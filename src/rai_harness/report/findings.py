@@ -13,12 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rai_harness.record import MetricSpec, RunRecord, SuiteRun
 from rai_harness.report.fmt import fmt_estimate, fmt_pct, fmt_value, is_percent
 from rai_harness.report.policy import PolicyView
 from rai_harness.report.samples import SampleStats
-from rai_harness.run.record import RunRecord, SuiteRun
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 
 __all__ = [
     "SMALL_N",
