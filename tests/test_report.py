@@ -565,8 +565,11 @@ def test_redact_names_and_partial_contacts(tmp_path: Path) -> None:
     for i, line in enumerate(lines):
         d = json.loads(line)
         if d["metadata"]["suite"] == "pii.emission" and d["status"] == "ok" and d.get("scores"):
-            d["output"] = leaky
+            d["output"] = leaky + " Ask for Qzorb Vantrellis."
             d["scores"]["pii_score"] = 0.999
+            # The suite's own scan found a name no pattern knows: --redact must mask it anyway.
+            start = d["output"].index("Qzorb")
+            d["scores"]["spans"] = [[start, start + len("Qzorb Vantrellis"), "PERSON"], ["bad"], [5, 2, "X"]]
             lines[i] = json.dumps(d)
             break
     else:  # pragma: no cover - the synthetic run always has pii.emission samples
@@ -577,6 +580,7 @@ def test_redact_names_and_partial_contacts(tmp_path: Path) -> None:
     regex = build_report(tmp_path, redact=True, redactor="regex")
     for key in ("partial_email", "obfuscated_email", "domain", "local_phone", "masked_phone"):
         assert html_lib.escape(secrets[key]).replace("=", "&#61;") not in regex, key
+    assert "Qzorb Vantrellis" in plain and "Qzorb" not in regex and "Vantrellis" not in regex
     pytest.importorskip("presidio_analyzer")
     try:
         full = build_report(tmp_path, redact=True, redactor="presidio")

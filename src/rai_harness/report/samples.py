@@ -84,6 +84,8 @@ class EvidenceExample:
         output_cut: Characters cut from the answer.
         finish_reason: Why generation stopped (``guard_blocked_output``...).
         guard_action: The guard's action on the call, if guarded.
+        spans: PII the suite's own scan found in the output, as ``(start, end, label)`` within
+            the shown (cut) output: ``--redact`` masks them whatever its own detectors find.
     """
 
     provider_id: str
@@ -95,6 +97,26 @@ class EvidenceExample:
     output_cut: int
     finish_reason: str | None
     guard_action: str | None
+    spans: tuple[tuple[int, int, str], ...] = ()
+
+
+def _recorded_spans(scores: Any, length: int) -> tuple[tuple[int, int, str], ...]:
+    """Valid ``scores["spans"]`` (``[start, end, label]``, as the PII suites record them), clipped to ``length``."""
+    raw = scores.get("spans") if isinstance(scores, Mapping) else None
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw[:1000]:
+        if (
+            isinstance(item, (list, tuple))
+            and len(item) >= 3
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and 0 <= item[0] < item[1]
+            and item[0] < length
+        ):
+            out.append((item[0], min(item[1], length), str(item[2])[:40]))
+    return tuple(out)
 
 
 @dataclass
@@ -183,6 +205,7 @@ def _example(d: Mapping[str, Any], value: float) -> EvidenceExample:
         output_cut=output_cut,
         finish_reason=d.get("finish_reason"),
         guard_action=str(guard.get("action")) if isinstance(guard, Mapping) and guard.get("action") else None,
+        spans=_recorded_spans(d.get("scores"), len(output)),
     )
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
@@ -335,6 +335,14 @@ class ReportView:
 _ABS_PATH = re.compile(
     r"(?<![\w.:/\\~$-])(?:~?/(?:[\w.@+~-]+/)+[\w.@+~-]*|[A-Za-z]:\\(?:[\w.@+~ -]+\\)+[\w.@+~-]*)"
 )
+
+
+class RedactMany(Protocol):
+    """Masks PII in a batch of texts; ``known`` adds spans already found per text (see :class:`.Redactor`)."""
+
+    def __call__(
+        self, texts: list[str], known: list[list[tuple[int, int, str]]] | None = None, /
+    ) -> list[str]: ...
 
 
 class PathScrubber:
@@ -1150,9 +1158,7 @@ def _efficiency(record: RunRecord, providers: Sequence[ProviderView]) -> Table:
     return Table(header, rows)
 
 
-def _errors(
-    record: RunRecord, stats: SampleStats, redact_many: Callable[[list[str]], list[str]] | None = None
-) -> Table | None:
+def _errors(record: RunRecord, stats: SampleStats, redact_many: RedactMany | None = None) -> Table | None:
     rows = []
     for pid, s in record.providers.items():
         for etype, n in sorted(s.errors_by_type.items(), key=lambda kv: -kv[1]):
@@ -1338,7 +1344,7 @@ def _evidence(
     record: RunRecord,
     stats: SampleStats,
     providers: Sequence[ProviderView],
-    redact_many: Callable[[list[str]], list[str]] | None,
+    redact_many: RedactMany | None,
 ) -> list[EvidenceGroup]:
     pv = {p.id: p for p in providers}
     order = {"lower": "highest first", "higher": "lowest first", "neutral": "farthest from 0 first"}
@@ -1351,12 +1357,14 @@ def _evidence(
         shown.sort(key=lambda t: providers.index(t[0]))
         raw.append((ekey, shown))
     texts: list[str] = []
+    known: list[list[tuple[int, int, str]]] = []
     for _, shown in raw:
         for _, exs in shown:
             for ex in exs:
                 texts.extend((ex.prompt, ex.output))
+                known.extend(([], list(ex.spans)))
     if redact_many is not None and texts:
-        texts = redact_many(texts)
+        texts = redact_many(texts, known)
     it = iter(texts)
     for gi, (ekey, shown) in enumerate(raw):
         suite = record.suites.get(ekey.suite)
@@ -1500,7 +1508,7 @@ def build_view(
     stats: SampleStats,
     *,
     policy: PolicyView | None = None,
-    redact_many: Callable[[list[str]], list[str]] | None = None,
+    redact_many: RedactMany | None = None,
     redactor: str | None = None,
     max_examples: int = 5,
     run_dir: str | Path | None = None,
