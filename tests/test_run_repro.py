@@ -20,7 +20,8 @@ from helpers.tiny_models import build_tiny_gpt2
 from rai_harness.classifiers.keyword import KeywordClassifier
 from rai_harness.config import load_run_config
 from rai_harness.gate.metrics import EFFICIENCY_METRICS
-from rai_harness.run import plan_run, read_run_record, read_samples, run_sync
+from rai_harness.record import read_run_record, read_samples
+from rai_harness.run import plan_run, run_sync
 from rai_harness.run.execute import request_seed
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
