@@ -222,6 +222,11 @@ class LeanOpenAIProvider:
                 raise await self._status_error(response)
             done = False
             async for chunk in response.aiter_raw():
+                if done:
+                    # Read to the end of the body (bounded by the transport) so the connection
+                    # goes back to the pool: leaving at [DONE] would close it and cost a new
+                    # connect per call.
+                    continue
                 for data in parser.feed(chunk):
                     if data == b"[DONE]":
                         done = True
@@ -248,8 +253,6 @@ class LeanOpenAIProvider:
                             parts.append(content)
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
-                if done:
-                    break
         latency = timer.elapsed_s()
         if events == 0:
             raise _bad("the stream ended without any chunk")
