@@ -88,7 +88,7 @@ def test_bomb_oversized_body_and_sse_line_fail_fast_with_bounded_memory():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     base = out.pop("base_mb")
     for name, result in out.items():
-        client, kind = name.split(":", 1)
+        _client, kind = name.split(":", 1)
         bad, good = result["bad"], result["good"]
         assert not bad["ok"] and bad["type"] == _EXPECTED[kind], (name, bad)
         assert good["ok"] and good["text"].startswith("Echo: hello"), (name, good)

@@ -84,8 +84,15 @@ def test_cli_run_on_corrupt_journal_exits_2_with_hint(tmp_path, spoil):
                 "name": "corrupt",
                 "providers": [
                     # Never contacted: the journal is opened before any call.
-                    {"kind": "openai", "id": "x", "model": "m", "base_url": "http://127.0.0.1:9/v1",
-                     "api_key_env": None, "timeout_s": 1.0, "max_retries": 0}
+                    {
+                        "kind": "openai",
+                        "id": "x",
+                        "model": "m",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "api_key_env": None,
+                        "timeout_s": 1.0,
+                        "max_retries": 0,
+                    }
                 ],
                 "prompts": {"path": str(prompts)},
             }
@@ -97,8 +104,21 @@ def test_cli_run_on_corrupt_journal_exits_2_with_hint(tmp_path, spoil):
     spoil(journal)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.run(
-        [sys.executable, "-m", "rai_harness", "run", str(config), "--out", str(out), "--quiet", "--no-report"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "rai_harness",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     combined = proc.stdout + proc.stderr
     assert proc.returncode == 2, combined

@@ -45,8 +45,8 @@ __all__ = [
     "parse_retry_after",
     "provider_error_for_body",
     "provider_error_for_status",
-    "stream_error_event",
     "scrub_secrets",
+    "stream_error_event",
 ]
 
 #: Longest server message kept in an error (bodies can be whole HTML pages).

@@ -36,8 +36,8 @@ __all__ = [
     "ACCEPT_ENCODING",
     "ResponseLimits",
     "find_limit_error",
-    "limited_transport",
     "limit_error",
+    "limited_transport",
 ]
 
 #: The encodings :func:`limited_transport` can inflate with a bound; sent as Accept-Encoding.
@@ -154,7 +154,7 @@ class _LineMeter:
 def _classes(http: Any) -> tuple[type, type]:
     """The stream and transport classes for one HTTP module (httpx or the SDK's httpx2)."""
 
-    class LimitedStream(http.AsyncByteStream):  # type: ignore[misc,name-defined]
+    class LimitedStream(http.AsyncByteStream):
         def __init__(self, inner: Any, encoding: str, limits: ResponseLimits, sse: bool) -> None:
             self._inner = inner
             self._inflater = _Inflater(encoding) if encoding else None
@@ -187,11 +187,9 @@ def _classes(http: Any) -> tuple[type, type]:
                         decoded = self._emit(chunk, decoded)
                         yield chunk
                         continue
-                    steps = 0
-                    for piece in self._inflater.pieces(chunk):
+                    for steps, piece in enumerate(self._inflater.pieces(chunk), 1):
                         decoded = self._emit(piece, decoded)
                         yield piece
-                        steps += 1
                         if steps % 4 == 0:
                             await asyncio.sleep(0)  # inflating is CPU work: let other calls run
                 if self._inflater is not None:
@@ -209,7 +207,7 @@ def _classes(http: Any) -> tuple[type, type]:
         async def aclose(self) -> None:
             await self._inner.aclose()
 
-    class LimitedTransport(http.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+    class LimitedTransport(http.AsyncBaseTransport):
         def __init__(self, inner: Any, limits: ResponseLimits) -> None:
             self._inner = inner
             self._limits = limits
@@ -229,7 +227,9 @@ def _classes(http: Any) -> tuple[type, type]:
             stream = LimitedStream(response.stream, encodings[0] if encodings else "", self._limits, sse)
             # Decoded here, so the client must not decode again (and the length changes).
             headers = [
-                (k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")
+                (k, v)
+                for k, v in response.headers.raw
+                if k.lower() not in (b"content-encoding", b"content-length")
             ]
             return http.Response(
                 status_code=response.status_code,

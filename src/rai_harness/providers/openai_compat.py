@@ -47,9 +47,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, StreamTimer
+from rai_harness.providers.base import Provider, ProviderConfig, StreamTimer
 from rai_harness.providers.errors_map import map_openai_error
-from rai_harness.providers.httpio import ACCEPT_ENCODING, ResponseLimits, find_limit_error, limit_error, limited_transport
+from rai_harness.providers.httpio import (
+    ACCEPT_ENCODING,
+    ResponseLimits,
+    find_limit_error,
+    limit_error,
+    limited_transport,
+)
 from rai_harness.providers.tokens import checked_usage
 from rai_harness.types import ChatRequest, Generation, Usage
 
@@ -140,10 +146,8 @@ class OpenAIConfig(ProviderConfig):
         base_url = (self.base_url or "https://api.openai.com/v1").rstrip("/")
         return {"kind": self.kind, "model": self.model, "base_url": base_url, "headers": dict(self.headers)}
 
-    def build(self) -> OpenAICompatProvider:
-        """Create the provider with an SDK client that makes exactly one attempt per call."""
-        import openai
-
+    def build(self) -> Provider:
+        """Create the provider (lean path or SDK client); it makes exactly one attempt per call."""
         api_key, secret_headers = read_secrets(self.api_key_env, self.headers_env)
         limits = self.limits.to_limits()
         if self.client == "httpx":
@@ -165,6 +169,8 @@ class OpenAIConfig(ProviderConfig):
                 secrets=[api_key, *secret_headers.values()],
                 info={"kind": self.kind, "client": "httpx"},
             )
+        import openai
+
         http_client = make_http_client(self.concurrency, self.timeout_s, limits=limits)
         client = openai.AsyncOpenAI(
             api_key=api_key or NO_AUTH_PLACEHOLDER,

@@ -197,10 +197,13 @@ class LeanOpenAIProvider:
         if not isinstance(content, str):
             raise _bad("the message content is not a string")
         check_output_chars(len(content), self._limits)
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        raw_usage = data.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         return Generation(
             text=content,
-            usage=usage_from_server(usage.get("prompt_tokens"), usage.get("completion_tokens"), request, content),
+            usage=usage_from_server(
+                usage.get("prompt_tokens"), usage.get("completion_tokens"), request, content
+            ),
             latency_s=latency,
             ttft_s=None,
             finish_reason=_str_or_none(choice.get("finish_reason")),
@@ -268,7 +271,9 @@ class LeanOpenAIProvider:
         usage = usage or {}
         return Generation(
             text=text,
-            usage=usage_from_server(usage.get("prompt_tokens"), usage.get("completion_tokens"), request, text),
+            usage=usage_from_server(
+                usage.get("prompt_tokens"), usage.get("completion_tokens"), request, text
+            ),
             latency_s=latency,
             ttft_s=timer.ttft_s,
             finish_reason=finish,
@@ -283,4 +288,3 @@ def _bad(message: str) -> ProviderError:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-

@@ -225,7 +225,9 @@ def checked_usage(
     done = _token_count(completion_tokens)
     if prompt is not None and done is not None:
         sent = sum(len(c.encode("utf-8", "surrogatepass")) for c in prompt_contents)
-        prompt_bound = sent + _TEMPLATE_TOKENS_PER_MESSAGE * len(prompt_contents) + _TEMPLATE_TOKENS_PER_REQUEST
+        prompt_bound = (
+            sent + _TEMPLATE_TOKENS_PER_MESSAGE * len(prompt_contents) + _TEMPLATE_TOKENS_PER_REQUEST
+        )
         received = len(completion.encode("utf-8", "surrogatepass"))
         completion_bound = max(max_completion_tokens or 0, received) + _TEMPLATE_TOKENS_PER_MESSAGE
         if prompt <= prompt_bound and done <= completion_bound:

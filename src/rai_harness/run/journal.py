@@ -114,8 +114,7 @@ class Journal:
     def _check_foreign(self) -> None:
         """Refuse a database whose ``calls``/``meta`` tables have other columns."""
         tables = {
-            name
-            for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            name for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         for table, wanted in _COLUMNS.items():
             if table not in tables:
@@ -195,9 +194,7 @@ class Journal:
         with self._lock:
             if status is None:
                 return int(self._execute("SELECT COUNT(*) FROM calls")[0][0])
-            return int(
-                self._execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,))[0][0]
-            )
+            return int(self._execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,))[0][0])
 
     def set_meta(self, name: str, value: Any) -> None:
         """Store a small JSON value (run id, first start time)."""

@@ -180,7 +180,9 @@ class FaultConfig:
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("require_api_key must be None or a non-empty string")
         if self.hostile is not None and self.hostile not in HOSTILE_KINDS:
-            raise ValueError(f"unknown hostile kind {self.hostile!r}; expected one of {', '.join(HOSTILE_KINDS)}")
+            raise ValueError(
+                f"unknown hostile kind {self.hostile!r}; expected one of {', '.join(HOSTILE_KINDS)}"
+            )
         if not isinstance(self.hostile_match, str):
             raise ValueError("hostile_match must be a string")
         size = self.hostile_bytes
@@ -265,16 +267,27 @@ async def _hostile_reply(request: web.Request, config: FaultConfig, stream: bool
         usage = {"prompt_tokens": -5, "completion_tokens": 10**18, "total_tokens": 10**18}
         if stream:
             chunk = {
-                "id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
                 "choices": [{"index": 0, "delta": {"content": "Hello there"}, "finish_reason": "stop"}],
                 "usage": usage,
             }
             body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
             return web.Response(body=body, content_type="text/event-stream")
         payload = {
-            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"},
-                         "finish_reason": "stop"}],
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello there"},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": usage,
         }
         return web.json_response(payload)
@@ -592,7 +605,17 @@ class _FakeOpenAI:
         record["status"] = 200
         if stream:
             return await self._stream(
-                request, stats, config, fault, completion_id, model, pieces, finish, usage, include_usage, record
+                request,
+                stats,
+                config,
+                fault,
+                completion_id,
+                model,
+                pieces,
+                finish,
+                usage,
+                include_usage,
+                record,
             )
         if config.latency_s:
             await asyncio.sleep(config.latency_s)
@@ -775,8 +798,14 @@ class _FakeOpenAI:
                 await asyncio.sleep(config.inter_token_s)
             sent = time.monotonic()
             chunk = (
-                "data: " + head + '{"content":' + json.dumps(piece) + "}" + open_tail[:-3]
-                + f',"x_sent_s":{sent!r}' + "}\n\n"
+                "data: "
+                + head
+                + '{"content":'
+                + json.dumps(piece)
+                + "}"
+                + open_tail[:-3]
+                + f',"x_sent_s":{sent!r}'
+                + "}\n\n"
             )
             if i == 0:
                 record["first_sent"] = sent
