@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -181,6 +182,7 @@ def main() -> None:
 
     requests = make_requests(args.calls)
     lat = args.latency_ms / 1000
+    load_start = os.getloadavg()[0]
     bare_w, full_w, bare_c, full_c = [], [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -217,6 +219,7 @@ def main() -> None:
                 errs, cpu_call, lag = asyncio.run(ttft_errors(srv, err_reqs, args.concurrency, Path(tmp), client))
                 error_rows.append((client, errs, cpu_call, lag))
 
+    load_end = os.getloadavg()[0]
     bw, fw = statistics.median(bare_w), statistics.median(full_w)
     overhead = fw / bw - 1
     ideal = args.calls / args.concurrency * lat
@@ -264,6 +267,12 @@ def main() -> None:
             f"| {client} | {i // 2 + 1} | {len(errs)} | {_pct(errs, 0.5) * 1000:.1f} | {_pct(errs, 0.9) * 1000:.1f} | "
             f"{_pct(errs, 0.99) * 1000:.1f} | {max(errs) * 1000:.1f} | {cpu_call * 1000:.2f} | {lag.get('p99_ms', 0):.1f} |"
         )
+    lines += [
+        "",
+        f"Machine load (1-minute load average, all processes) at start / end: {load_start:.1f} / {load_end:.1f} "
+        f"on {os.cpu_count()} cores. Above the core count, other processes take the client's CPU and every "
+        "number above grows with the queue; compare paths within one run only.",
+    ]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -182,7 +182,7 @@ def _classes(http: Any) -> tuple[type, type]:
                 async for chunk in self._inner:
                     wire += len(chunk)
                     if wire > cap:
-                        raise self._too_large("compressed" if self._inflater else "")
+                        raise self._too_large("on-the-wire")
                     if self._inflater is None:
                         decoded = self._emit(chunk, decoded)
                         yield chunk

@@ -34,7 +34,10 @@ chunk whose ``delta.content`` is non-empty. When the server sends no usage, both
 counts are estimated locally (:mod:`.tokens`) and marked so in the record.
 
 :class:`OpenAICompatProvider` holds the request/stream code and takes a ready SDK client,
-so the Azure and Vertex adapters only build a differently configured client.
+so the Azure and Vertex adapters only build a differently configured client. ``kind: openai``
+uses the lean path by default (``client: httpx``, :mod:`.openai_http`: raw SSE, about a third of
+the SDK's CPU per call); ``client: sdk`` selects this SDK path. Both share
+:func:`make_http_client`, whose transport bounds every response (:mod:`.httpio`).
 """
 
 from __future__ import annotations
