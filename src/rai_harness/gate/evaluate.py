@@ -16,7 +16,7 @@ from rai_harness.gate.metrics import abs_interval, lookup_efficiency_metric, loo
 from rai_harness.gate.policy import Bound, Check, GatePolicy, load_gate_policy
 from rai_harness.gate.regression import evaluate_regression
 from rai_harness.gate.verdict import GateVerdict, RuleResult, Status, num
-from rai_harness.run.record import SCHEMA_VERSION, RunRecord, read_run_record
+from rai_harness.record import SCHEMA_VERSION, RunRecord, read_run_record
 from rai_harness.stats import Estimate
 
 __all__ = ["evaluate", "evaluate_run_dir", "load_run_record"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from rai_harness.record import CallRecord, RunRecord, read_run_record, read_samples
 from rai_harness.run.execute import RunPlan, execute_run, plan_run, run_sync
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.record import RunRecord, read_run_record, read_samples
-from rai_harness.run.runner import CallRecord, RetryPolicy, generate_calls
+from rai_harness.run.runner import RetryPolicy, generate_calls
 
 __all__ = [
     "CallRecord",
