@@ -570,3 +570,25 @@ def test_cli_serve_refuses_public_host_without_keys(tmp_path):
     )
     assert result.exit_code == 2
     assert "API keys" in result.output
+
+
+def test_cli_serve_without_the_extra_gives_the_install_hint(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rai_harness.cli_guard import guard_app
+    from rai_harness.guardrails import server
+
+    monkeypatch.setattr(server, "_IMPORT_ERROR", ImportError("no module", name="starlette"))
+    result = CliRunner().invoke(guard_app, ["serve", "--policy", str(_policy(tmp_path, pii=False))])
+    assert result.exit_code == 2
+    assert "pip install 'rai-harness[serve]'" in result.output
+
+
+def test_shutdown_closes_the_guard(tmp_path):
+    guard = Guard.from_policy(_policy(tmp_path, pii=False))
+    runner = guard.output_rails[0].runner
+    with BackgroundServer(create_app(guard)) as server:
+        server.wait_ready()
+        assert httpx.post(server.url + "/v1/guardrail/checks", json={"texts": ["ok"]}).status_code == 200
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.submit(["after shutdown"])

@@ -20,6 +20,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rai_harness.errors import ConfigError, RaiError
@@ -59,7 +60,8 @@ _STRENGTH = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
 
 
 def _error(exc: BaseException) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escape: a message such as "pip install 'rai-harness[serve]'" is not rich markup.
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -346,6 +348,7 @@ def serve_command(
     try:
         from rai_harness.guardrails import server
 
+        server.require_serve_deps()
         upstream_key = None
         if upstream_key_env is not None:
             upstream_key = os.environ.get(upstream_key_env)

@@ -73,6 +73,7 @@ __all__ = [
     "create_app",
     "is_loopback",
     "keys_from_env",
+    "require_serve_deps",
     "serve",
 ]
 
@@ -113,7 +114,8 @@ LATENCY_BUCKETS = (
 _MAX_UPSTREAM_MESSAGE = 500
 
 
-def _require_deps() -> None:
+def require_serve_deps() -> None:
+    """Raise :class:`MissingDependencyError` (with the pip hint) when the ``serve`` extra is missing."""
     if _IMPORT_ERROR is not None:
         missing = (_IMPORT_ERROR.name or "starlette").replace("_", "-")
         raise MissingDependencyError(missing, extra="serve", feature="rai guard serve") from _IMPORT_ERROR
@@ -218,7 +220,7 @@ class ServeMetrics:
     """
 
     def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
-        _require_deps()
+        require_serve_deps()
         pc = prometheus_client
         self.registry = registry if registry is not None else pc.CollectorRegistry()
         reg = self.registry
@@ -1073,7 +1075,7 @@ def create_app(
     Raises:
         MissingDependencyError: the ``serve`` extra is not installed.
     """
-    _require_deps()
+    require_serve_deps()
     config = config or ServeConfig()
     factory: Callable[[], Guard] = guard if not isinstance(guard, Guard) else (lambda: guard)
     service = GuardService(factory, config, metrics=metrics, transport=transport)
@@ -1175,7 +1177,7 @@ class BackgroundServer:
     def __init__(
         self, app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout_graceful_shutdown: float = 5.0
     ) -> None:
-        _require_deps()
+        require_serve_deps()
         if not is_loopback(host):
             raise ValueError(f"BackgroundServer binds loopback addresses only, got {host!r}")
         self.app = app
