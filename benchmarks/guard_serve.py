@@ -3,7 +3,7 @@
 Both paths do the same work per request against the same fake OpenAI upstream (its own
 process): input rails on the prompt, the upstream call, output rails on the answer.
 
-* *in-process*: the benchmark process calls ``Guard.acheck_inputs`` -> httpx POST to the
+* *in-process*: the benchmark process calls ``Guard.acheck_inputs`` -> aiohttp POST to the
   upstream -> ``Guard.acheck_outputs`` (one micro-batched guard shared by all clients).
 * *proxy*: the benchmark process POSTs ``/v1/chat/completions`` to ``rai guard serve``
   running in its own process (uvicorn, one worker), which does the above.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -131,16 +133,16 @@ async def drive(
 async def run_inprocess(
     guard: Guard, upstream: str, clients: int, per_client: int
 ) -> tuple[list[float], float]:
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(trust_env=False, limits=limits, timeout=60) as client:
+    body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as client:
 
         async def call() -> None:
             verdict = (await guard.acheck_inputs([PROMPT]))[0]
             assert not verdict.blocked
-            reply = await client.post(upstream + "/chat/completions", json=body)
-            reply.raise_for_status()
-            text = reply.json()["choices"][0]["message"]["content"]
+            async with client.post(upstream + "/chat/completions", data=body, headers=headers) as reply:
+                assert reply.status == 200
+                text = json.loads(await reply.read())["choices"][0]["message"]["content"]
             assert not (await guard.acheck_outputs([text]))[0].blocked
 
         await drive(min(clients, 4), 2, call)  # warm connections and batchers
@@ -148,14 +150,14 @@ async def run_inprocess(
 
 
 async def run_proxy(url: str, clients: int, per_client: int) -> tuple[list[float], float]:
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(trust_env=False, limits=limits, timeout=60) as client:
+    body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as client:
 
         async def call() -> None:
-            reply = await client.post(url + "/v1/chat/completions", json=body)
-            reply.raise_for_status()
-            assert reply.json()["choices"][0]["finish_reason"] == "stop"
+            async with client.post(url + "/v1/chat/completions", data=body, headers=headers) as reply:
+                assert reply.status == 200
+                assert json.loads(await reply.read())["choices"][0]["finish_reason"] == "stop"
 
         await drive(min(clients, 4), 2, call)
         return await drive(clients, per_client, call)
@@ -208,7 +210,7 @@ def main() -> None:
         f"Per request: input rails, upstream call to the fake OpenAI server (own process), output rails. "
         f"Policy: {'keyword rails (deterministic, microseconds)' if args.policy is None else args.policy}. "
         f"Proxy: `rai guard serve` in its own process (uvicorn, 1 worker); in-process: the same guard "
-        f"and an httpx client in the benchmark process. {args.rounds} rounds alternating the paths; medians.",
+        f"and an aiohttp client in the benchmark process; clients are aiohttp too. {args.rounds} rounds alternating the paths; medians.",
         "",
         "| clients | requests | path | p50 ms | p99 ms | requests/s |",
         "| ---: | ---: | --- | ---: | ---: | ---: |",

@@ -42,16 +42,19 @@ from rai_harness.testing.server import FakeOpenAIServer, FaultConfig
 CLIENT_KEY = "client-key-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream-SECRET-fedcba9876543210"
 
+# Generous rail timeouts: the suite runs on a shared, loaded machine, and a timed-out rail
+# fails closed (blocks), which would turn these exact verdicts into noise.
 KEYWORD_POLICY = """
 name: serve-test
 classifiers:
   tox: {backend: keyword, options: {toxic: [idiot, moron]}}
   attack: {backend: keyword, options: {injection: ["ignore all previous instructions"]}}
 input:
-  - {name: attack-input, classifier: attack, threshold: 0.5, action: block}
-  - {name: toxic-input, classifier: tox, threshold: 0.5, action: flag, on_error: allow}
+  - {name: attack-input, classifier: attack, threshold: 0.5, action: block, timeout_ms: 30000}
+  - {name: toxic-input, classifier: tox, threshold: 0.5, action: flag, on_error: allow,
+     timeout_ms: 30000}
 output:
-  - {name: toxic-output, classifier: tox, threshold: 0.5, action: block}
+  - {name: toxic-output, classifier: tox, threshold: 0.5, action: block, timeout_ms: 30000}
 """
 
 PII_RAIL = """
@@ -71,7 +74,7 @@ def _policy(tmp: Path, *, pii: bool) -> Path:
         text = text.replace("classifiers:\n", "classifiers:" + PII_RAIL, 1)
         text = text.replace(
             "input:\n",
-            "input:\n  - {name: pii-input, classifier: pii, thresholds: {EMAIL_ADDRESS: 0.4}, action: redact}\n",
+            "input:\n  - {name: pii-input, classifier: pii, thresholds: {EMAIL_ADDRESS: 0.4}, action: redact, timeout_ms: 30000}\n",
             1,
         )
     path = tmp / "policy.yaml"

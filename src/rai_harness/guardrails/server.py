@@ -52,6 +52,7 @@ from rai_harness.guardrails.rails import strongest
 from rai_harness.guardrails.streaming import DEFAULT_MAX_BUFFER_CHARS, GuardBlocked
 
 try:
+    import aiohttp
     import prometheus_client
     import uvicorn
     from starlette.applications import Starlette
@@ -390,7 +391,6 @@ class GuardService:
             classifiers can take seconds, and ``/healthz`` answers 503 meanwhile).
         config: Limits, keys and upstream.
         metrics: Where to count; default: a new :class:`ServeMetrics`.
-        transport: httpx transport for the upstream (tests); default: the network.
     """
 
     def __init__(
@@ -399,16 +399,14 @@ class GuardService:
         config: ServeConfig,
         *,
         metrics: ServeMetrics | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or ServeMetrics()
         self._factory = guard_factory
-        self._transport = transport
         self.guard: Guard | None = None
         self.load_error: str | None = None
         self.in_flight = 0
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._api_keys = tuple(k.encode() for k in config.api_keys)
 
@@ -421,16 +419,15 @@ class GuardService:
 
     async def start(self) -> None:
         """Open the upstream client and start loading the guard in the background."""
-        self._client = httpx.AsyncClient(
-            transport=self._transport,
-            # No environment proxies or .netrc: the upstream is exactly what was configured.
+        # aiohttp rather than httpx for the upstream: at 64 concurrent requests httpx's pool
+        # spent 3.3 ms of CPU per request (it polls every idle connection on each request),
+        # aiohttp 0.22 ms, measured against the fake upstream on this project's 2-core machine.
+        # trust_env=False: no environment proxies or .netrc; the upstream is exactly as configured.
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_concurrency * 2),
             trust_env=False,
-            timeout=httpx.Timeout(
-                self.config.request_timeout_s, connect=min(10.0, self.config.request_timeout_s)
-            ),
-            limits=httpx.Limits(
-                max_connections=self.config.max_concurrency * 2,
-                max_keepalive_connections=self.config.max_concurrency,
+            timeout=aiohttp.ClientTimeout(
+                total=self.config.request_timeout_s, sock_connect=min(10.0, self.config.request_timeout_s)
             ),
         )
         self._load_task = asyncio.create_task(self._load())
@@ -459,7 +456,7 @@ class GuardService:
             with contextlib.suppress(BaseException):
                 await self._load_task
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
         if self.guard is not None:
             self.guard.close()
             self.guard = None
@@ -752,24 +749,20 @@ class GuardService:
         if stream:
             return await self._stream(url, headers, data, deadline, input_verdict, release)
         started = time.perf_counter()
+        timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 0.001))
         try:
-            reply = await self._client_or_fail().post(
-                url, content=data, headers=headers, timeout=max(deadline - time.monotonic(), 0.001)
-            )
-        except httpx.TimeoutException:
+            async with self._client_or_fail().post(url, data=data, headers=headers, timeout=timeout) as reply:
+                status, content, reply_headers = reply.status, await reply.read(), reply.headers
+        except asyncio.TimeoutError:
             self.metrics.errors.labels("upstream").inc()
             raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
-        except httpx.HTTPError as exc:
-            self.metrics.errors.labels("upstream").inc()
-            logger.warning("upstream request failed: %s", type(exc).__name__)
-            raise _HTTPError(
-                502, f"could not reach the upstream ({type(exc).__name__})", "upstream_error"
-            ) from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from None
         self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
-        if reply.status_code != 200:
-            raise self._upstream_error(reply.status_code, reply.content, reply.headers)
+        if status != 200:
+            raise self._upstream_error(status, content, reply_headers)
         try:
-            completion = reply.json()
+            completion = json.loads(content)
             choices = completion["choices"]
             if not isinstance(completion, dict) or not isinstance(choices, list):
                 raise TypeError
@@ -780,7 +773,12 @@ class GuardService:
             ) from None
         return await self._checked_completion(completion, choices, input_verdict)
 
-    def _client_or_fail(self) -> httpx.AsyncClient:
+    def _unreachable(self, exc: BaseException) -> _HTTPError:
+        self.metrics.errors.labels("upstream").inc()
+        logger.warning("upstream request failed: %s", type(exc).__name__)
+        return _HTTPError(502, f"could not reach the upstream ({type(exc).__name__})", "upstream_error")
+
+    def _client_or_fail(self) -> aiohttp.ClientSession:
         if self._client is None:
             raise _HTTPError(503, "the server is not started", "service_unavailable")
         return self._client
@@ -869,28 +867,29 @@ class GuardService:
         release: Callable[[], None],
     ) -> Response:
         client = self._client_or_fail()
-        request = client.build_request(
-            "POST", url, content=data, headers=headers, timeout=max(deadline - time.monotonic(), 0.001)
-        )
+        # No total timeout on the session call: the relay enforces the request's deadline on
+        # every read (a stream legitimately lasts longer than any one read).
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.config.request_timeout_s))
         started = time.perf_counter()
         try:
-            upstream = await client.send(request, stream=True)
-        except httpx.TimeoutException:
+            upstream = await asyncio.wait_for(
+                client.post(url, data=data, headers=headers, timeout=timeout),
+                timeout=max(deadline - time.monotonic(), 0.001),
+            )
+        except asyncio.TimeoutError:
             self.metrics.errors.labels("upstream").inc()
             raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
-        except httpx.HTTPError as exc:
-            self.metrics.errors.labels("upstream").inc()
-            logger.warning("upstream request failed: %s", type(exc).__name__)
-            raise _HTTPError(
-                502, f"could not reach the upstream ({type(exc).__name__})", "upstream_error"
-            ) from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from None
         self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
-        if upstream.status_code != 200:
+        if upstream.status != 200:
             try:
-                body = await upstream.aread()
+                body = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                body = b""
             finally:
-                await upstream.aclose()
-            raise self._upstream_error(upstream.status_code, body, upstream.headers)
+                upstream.release()
+            raise self._upstream_error(upstream.status, body, upstream.headers)
         response = _GuardedStream(
             self._relay(upstream, deadline, input_verdict),
             media_type="text/event-stream",
@@ -899,12 +898,12 @@ class GuardService:
                 "X-RAI-Guard-Input-Action": input_verdict["action"],
             },
         )
-        response.on_close(upstream.aclose)
+        response.on_close(upstream.close)
         response.on_close(release)
         return response
 
     async def _relay(
-        self, upstream: httpx.Response, deadline: float, input_verdict: dict[str, Any]
+        self, upstream: aiohttp.ClientResponse, deadline: float, input_verdict: dict[str, Any]
     ) -> AsyncIterator[bytes]:
         """Re-emit the upstream stream with its text released window by window, as checked."""
         template: dict[str, Any] = {"object": "chat.completion.chunk"}
@@ -995,7 +994,8 @@ class GuardService:
                     yield event
             yield chunk({}, "content_filter", **{GUARD_FIELD: summary("block", blocked.result)})
             yield _DONE
-        except (_UpstreamStreamError, httpx.HTTPError, asyncio.TimeoutError) as exc:
+        # ValueError: aiohttp's "line too long" (a line over its 128 KiB read limit).
+        except (_UpstreamStreamError, aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
             kind = "deadline" if isinstance(exc, asyncio.TimeoutError) else "upstream"
             self.metrics.errors.labels(kind).inc()
             message = (
@@ -1011,17 +1011,16 @@ class GuardService:
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
 
     @staticmethod
-    async def _sse_data(upstream: httpx.Response, deadline: float) -> AsyncIterator[str]:
+    async def _sse_data(upstream: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
         """The ``data:`` payloads of an SSE stream, each awaited no longer than the deadline."""
-        lines = upstream.aiter_lines()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise asyncio.TimeoutError
-            try:
-                line = await asyncio.wait_for(lines.__anext__(), timeout=remaining)
-            except StopAsyncIteration:
+            raw = await asyncio.wait_for(upstream.content.readline(), timeout=remaining)
+            if not raw:
                 return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if line.startswith("data:"):
                 yield line[5:].strip()
 
@@ -1060,7 +1059,6 @@ def create_app(
     config: ServeConfig | None = None,
     *,
     metrics: ServeMetrics | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -1070,7 +1068,6 @@ def create_app(
             shutdown either way.
         config: Limits, keys and upstream; default :class:`ServeConfig()` (loopback, no upstream).
         metrics: Metrics to count into; default: a new registry.
-        transport: httpx transport to the upstream (tests).
 
     Raises:
         MissingDependencyError: the ``serve`` extra is not installed.
@@ -1078,7 +1075,7 @@ def create_app(
     require_serve_deps()
     config = config or ServeConfig()
     factory: Callable[[], Guard] = guard if not isinstance(guard, Guard) else (lambda: guard)
-    service = GuardService(factory, config, metrics=metrics, transport=transport)
+    service = GuardService(factory, config, metrics=metrics)
 
     async def chat(request: Request) -> Response:
         return await service.handle(request, "chat_completions", service.chat)
