@@ -67,8 +67,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def proxy_process(policy: Path, upstream: str) -> Iterator[str]:
-    """``rai guard serve`` in a child process; yields its base URL once /healthz is 200."""
+def proxy_process(policy: Path, upstream: str) -> Iterator[tuple[str, int]]:
+    """``rai guard serve`` in a child process; yields its base URL and pid once /healthz is 200."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(
@@ -103,7 +103,7 @@ def proxy_process(policy: Path, upstream: str) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the proxy did not start")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -163,6 +163,15 @@ async def run_proxy(url: str, clients: int, per_client: int) -> tuple[list[float
         return await drive(clients, per_client, call)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
@@ -187,23 +196,27 @@ def main() -> None:
                 FaultConfig(reply="Red leaves drift and fall. Frost on the window glass."), subprocess=True
             ) as upstream,
             Guard.from_policy(policy) as guard,
-            proxy_process(policy, upstream.base_url) as url,
+            proxy_process(policy, upstream.base_url) as (url, pid),
         ):
             for clients in (1, 64):
                 per_client = args.requests * (4 if clients == 1 else 1)
                 stats: dict[str, list[tuple[float, float, float]]] = {"in-process": [], "proxy": []}
+                proxy_cpu: list[float] = []
                 for round_ in range(args.rounds):
                     order = ("in-process", "proxy") if round_ % 2 == 0 else ("proxy", "in-process")
                     for path in order:
                         if path == "proxy":
+                            cpu0 = cpu_s(pid)
                             lat, wall = asyncio.run(run_proxy(url, clients, per_client))
+                            warm_up = min(clients, 4) * 2  # the requests run_proxy sends before timing
+                            proxy_cpu.append((cpu_s(pid) - cpu0) / (len(lat) + warm_up) * 1000.0)
                         else:
                             lat, wall = asyncio.run(
                                 run_inprocess(guard, upstream.base_url, clients, per_client)
                             )
                         stats[path].append((pct(lat, 50), pct(lat, 99), len(lat) / wall))
                 med = {p: [statistics.median(v[i] for v in s) for i in range(3)] for p, s in stats.items()}
-                rows.append((clients, per_client, med))
+                rows.append((clients, per_client, med, statistics.median(proxy_cpu)))
                 print(f"{clients} client(s): {med}", flush=True)
 
     lines = [
@@ -216,7 +229,7 @@ def main() -> None:
         "| ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     verdicts = []
-    for clients, per_client, med in rows:
+    for clients, per_client, med, cpu_ms in rows:
         n = clients * per_client
         for path in ("in-process", "proxy"):
             p50, p99, rps = med[path]
@@ -226,7 +239,8 @@ def main() -> None:
         verdicts.append(
             f"{clients} client(s): added latency p50 **{added50:+.2f} ms** (target <= 3 ms: "
             f"{'PASS' if added50 <= 3.0 else 'FAIL'}), p99 {added99:+.2f} ms; throughput "
-            f"{med['proxy'][2] / med['in-process'][2]:.2f}x of in-process."
+            f"{med['proxy'][2] / med['in-process'][2]:.2f}x of in-process; the proxy process used "
+            f"{cpu_ms:.2f} ms of CPU per request."
         )
     lines += ["", *verdicts]
     lines.append(
