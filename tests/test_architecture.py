@@ -46,7 +46,7 @@ def _loaded_after_import(module: str) -> list[str]:
     return loaded
 
 
-@pytest.mark.parametrize("module", ["rai_harness.gate", "rai_harness.report", "rai_harness.record"])
+@pytest.mark.parametrize("module", ["rai_harness", "rai_harness.gate", "rai_harness.report", "rai_harness.record"])
 def test_light_entry_points_load_no_runner_provider_classifier_or_torch(module: str) -> None:
     loaded = _loaded_after_import(module)
     assert module in loaded  # the probe really imported it in a fresh interpreter
@@ -79,7 +79,17 @@ def _offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
 def test_record_imports_no_floor_above_it() -> None:
     above = tuple(
         f"rai_harness.{p}"
-        for p in ("run", "suites", "report", "gate", "providers", "classifiers", "guardrails", "config", "cli")
+        for p in (
+            "run",
+            "suites",
+            "report",
+            "gate",
+            "providers",
+            "classifiers",
+            "guardrails",
+            "config",
+            "cli",
+        )
     )
     assert _offenders("record", above) == []
 
