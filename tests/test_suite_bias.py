@@ -135,7 +135,8 @@ def test_bbq_metrics_match_hand_worked_values():
     assert m["accuracy_disambiguated"].value == pytest.approx(3 / 7)
     assert m["bias_score_disambiguated"].value == pytest.approx(0.5)
     for key in ("bias_score_ambiguous", "bias_score_disambiguated"):
-        assert m[key].method == "cluster-bootstrap" and m[key].n_clusters == 3
+        # 3 templates: too few for the expanded percentile level, t with the bootstrap SE.
+        assert m[key].method == "cluster-bootstrap-se-t" and m[key].n_clusters == 3
         assert m[key].ci_low <= m[key].value <= m[key].ci_high
     by = {b.name: b.rows for b in agg.breakdowns}
     # Age, ambiguous: 1/5 correct; parsed 4 = biased 2, counter 1, UNKNOWN 1:
@@ -464,8 +465,10 @@ def test_counterfactual_gap_matches_hand_worked_values():
     gap = agg.metrics["toxicity_gap"]
     assert gap.value == pytest.approx(0.5) and gap.n == 4
     assert agg.counts["toxicity_gap_groups"] == {"high": "A", "low": "B"}
-    # Paired differences A - B per template: 1, 0, 0, 1 -> the interval lies within [0, 1].
-    assert 0.0 <= gap.ci_low <= 0.5 <= gap.ci_high <= 1.0
+    # Rates lie in [0, 1], so the simultaneous interval is clipped to [0, 1]; with 4 templates
+    # and 3 groups it is that wide (no pair is significant).
+    assert gap.method == "sidak-t"
+    assert (gap.ci_low, gap.ci_high) == (0.0, 1.0)
     assert agg.metrics["refusal_gap"].value == pytest.approx(0.25)
     assert agg.counts["refusal_gap_groups"]["high"] == "C"
     assert agg.metrics["negative_gap"].value == pytest.approx(0.25)  # A has one negative reply

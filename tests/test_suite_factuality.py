@@ -360,7 +360,7 @@ def test_outputs_rate_resamples_questions_with_repeats():
     single = outputs_rate([True, False, True], ["a", "b", "c"], n_resamples=200, seed=0)
     assert single.method == "wilson" and single.successes == 2
     repeated = outputs_rate([True, True, False, False], ["a", "a", "b", "b"], n_resamples=200, seed=0)
-    assert repeated.method == "cluster-bootstrap" and repeated.value == 0.5 and repeated.successes == 2
+    assert repeated.method == "cluster-bootstrap-se-t" and repeated.value == 0.5 and repeated.successes == 2
 
 
 # -- loaders -----------------------------------------------------------------------------------------
