@@ -25,7 +25,7 @@ from rai_harness.stats.bootstrap import resampled_means
 from rai_harness.stats.paired import bootstrap_p_value
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import write_section  # noqa: E402
+from _results import write_section
 
 SIZES = (8, 10, 30, 100)
 
@@ -88,7 +88,9 @@ def main() -> None:
             (
                 f"bootstrap_mean, {dist}",
                 "expanded-bootstrap",
-                lambda n, d=dist: _cell(cov.bootstrap_mean_coverage(d, n, reps, seed=n, n_resamples=b).rate, reps),
+                lambda n, d=dist: _cell(
+                    cov.bootstrap_mean_coverage(d, n, reps, seed=n, n_resamples=b).rate, reps
+                ),
             )
         )
     for dist in ("normal", "beta25"):
@@ -110,7 +112,9 @@ def main() -> None:
         (
             "bootstrap (generic), BBQ-like ratio over n templates",
             "expanded-cluster-bootstrap",
-            lambda n: _cell(cov.ratio_bootstrap_coverage(n, slow_reps, seed=n, n_resamples=1000).rate, slow_reps),
+            lambda n: _cell(
+                cov.ratio_bootstrap_coverage(n, slow_reps, seed=n, n_resamples=1000).rate, slow_reps
+            ),
         )
     )
     for dist in ("normal", "beta25"):
@@ -177,7 +181,9 @@ def main() -> None:
             "",
             "Distributions (rai_harness.stats.coverage): normal; beta25 = Beta(2, 5) scores; bernoulli(0.3); "
             "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (heavy skew, "
-            "a stress case no small-sample interval of a mean handles: below target at n <= 10). Wilson is "
+            "a stress case no small-sample interval of a mean handles: below target at n <= 10). bernoulli at "
+            "n = 8 misses whenever all 8 draws are 0 (5.8%): the suites give 0/1 outcomes Wilson intervals, "
+            "not the bootstrap. Wilson is "
             "computed exactly (binomial sums); its coverage oscillates with p, so both its mean and its worst "
             "case are shown. McNemar is exact below 25 discordant pairs (conservative by design). The gap "
             "interval is simultaneous over all pairs (Šidák), so it is wider than 95% by design with more "

@@ -210,7 +210,9 @@ def test_cluster_bootstrap_wider_for_correlated_items():
     clusters = [f"t{i // 10}" for i in range(200)]
     naive = bootstrap_mean(values)
     clustered = bootstrap_mean(values, clusters=clusters)
-    assert clustered.method == "expanded-cluster-bootstrap" and clustered.n_clusters == 20 and clustered.n == 200
+    assert (
+        clustered.method == "expanded-cluster-bootstrap" and clustered.n_clusters == 20 and clustered.n == 200
+    )
     assert naive.ci_low is not None and naive.ci_high is not None
     assert clustered.ci_low is not None and clustered.ci_high is not None
     ratio = (clustered.ci_high - clustered.ci_low) / (naive.ci_high - naive.ci_low)

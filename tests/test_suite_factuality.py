@@ -278,7 +278,10 @@ def test_truthfulqa_gen_closes_references_and_skips_empty_answers():
     # Only empty answers: nothing is embedded, nothing scored.
     only_empty = suite.score([SuiteOutput("p", other, 0, "")], ClassifierPool(loader=lambda spec: embedder))
     assert only_empty[0]["empty"] is True
-    assert suite.aggregate(_scored([SuiteOutput("p", other, 0, "")], only_empty)).metrics["true_rate"].value is None
+    assert (
+        suite.aggregate(_scored([SuiteOutput("p", other, 0, "")], only_empty)).metrics["true_rate"].value
+        is None
+    )
 
 
 def test_nli_scoring_uses_entailment_of_question_plus_answer():

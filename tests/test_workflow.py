@@ -87,7 +87,9 @@ def _substitute(text: str, ctx: dict[str, Any]) -> str:
     return _EXPR.sub(one, text)
 
 
-def run_job(workflow: dict[str, Any], *, event: str, env: dict[str, str], workdir: Path, shim: Path) -> JobRun:
+def run_job(
+    workflow: dict[str, Any], *, event: str, env: dict[str, str], workdir: Path, shim: Path
+) -> JobRun:
     """Run the ``audit`` job's shell steps in order as GitHub would for ``event``."""
     job = workflow["jobs"]["audit"]
     result = JobRun()
@@ -134,11 +136,12 @@ def run_job(workflow: dict[str, Any], *, event: str, env: dict[str, str], workdi
         )
         result.ran.append(name)
         result.logs[name] = proc.stdout + proc.stderr
-        outputs = dict(
-            line.split("=", 1) for line in output_file.read_text().splitlines() if "=" in line
-        )
+        outputs = dict(line.split("=", 1) for line in output_file.read_text().splitlines() if "=" in line)
         if step.get("id"):
-            ctx["steps"][step["id"]] = {"outputs": outputs, "outcome": "success" if proc.returncode == 0 else "failure"}
+            ctx["steps"][step["id"]] = {
+                "outputs": outputs,
+                "outcome": "success" if proc.returncode == 0 else "failure",
+            }
             result.outputs[step["id"]] = outputs
         path_entries = [p for p in path_file.read_text().splitlines() if p] + path_entries
         if proc.returncode != 0 and not step.get("continue-on-error"):
@@ -222,7 +225,9 @@ def test_workflow_shell_steps_run_in_order(tmp_path, shim, fake_server, monkeypa
     }
 
     # 1. A push to main whose gate FAILS: the job fails, and the run is still kept as the baseline.
-    push = run_job(workflow, event="push", env={**env, "RAI_POLICY": str(failing)}, workdir=tmp_path, shim=shim)
+    push = run_job(
+        workflow, event="push", env={**env, "RAI_POLICY": str(failing)}, workdir=tmp_path, shim=shim
+    )
     assert push.outputs["baseline"]["found"] == "false"
     assert push.outputs["audit"]["exit"] == "1", push.logs
     assert "Gate (regressions against the baseline)" in push.skipped
@@ -245,6 +250,8 @@ def test_workflow_shell_steps_run_in_order(tmp_path, shim, fake_server, monkeypa
     assert (run_dir / "gate-regression.md").read_text(encoding="utf-8").strip() in comment
     assert "Prepare this run as the next baseline" in pr.skipped
     assert pr.status == "success", pr.logs
-    order = [s.get("name") for s in workflow["jobs"]["audit"]["steps"] if "run" in s and s.get("id") != "install"]
+    order = [
+        s.get("name") for s in workflow["jobs"]["audit"]["steps"] if "run" in s and s.get("id") != "install"
+    ]
     assert pr.ran == [n for n in order if n in pr.ran]  # in the workflow's order
     assert (tmp_path / "summary-pull_request.md").read_text(encoding="utf-8").strip()

@@ -261,7 +261,7 @@ def mean_with_draws(
 
 
 def bootstrap_mean(
-    values: Sequence[float],
+    values: Sequence[float] | npt.NDArray[np.float64],
     *,
     clusters: Sequence[Hashable] | None = None,
     n_resamples: int = 2000,

@@ -110,7 +110,9 @@ def wilson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
     """
     ks = np.arange(n + 1)
     ends = [wilson(int(k), n, confidence) for k in ks]
-    inside = np.array([e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends])
+    inside = np.array(
+        [e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends]
+    )
     return float(sps.binom.pmf(ks, n, p)[inside].sum())
 
 
@@ -236,7 +238,9 @@ def paired_type1(
     return SimResult(rejections / reps, reps, _methods(seen))
 
 
-def mcnemar_type1(n: int, reps: int, *, discordant: float = 0.3, alpha: float = 0.05, seed: int = 0) -> SimResult:
+def mcnemar_type1(
+    n: int, reps: int, *, discordant: float = 0.3, alpha: float = 0.05, seed: int = 0
+) -> SimResult:
     """Type-I error of :func:`~rai_harness.stats.mcnemar`: each discordant direction equally likely.
 
     Args:

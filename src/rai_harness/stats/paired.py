@@ -11,6 +11,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as sps
 
 from rai_harness.stats.bootstrap import _as_finite_floats, mean_with_draws
@@ -146,8 +147,8 @@ def bootstrap_p_value(
 
 
 def paired_bootstrap_diff(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | npt.NDArray[np.float64],
+    b: Sequence[float] | npt.NDArray[np.float64],
     *,
     clusters: Sequence[Hashable] | None = None,
     n_resamples: int = 2000,
