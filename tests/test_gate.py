@@ -28,9 +28,10 @@ from rai_harness.gate import (
     to_junit_xml,
     to_markdown,
 )
-from rai_harness.run.record import (
+from rai_harness.record import (
     CostSummary,
     Distribution,
+    MetricSpec,
     ProviderSummary,
     RunRecord,
     SuiteEfficiency,
@@ -39,7 +40,6 @@ from rai_harness.run.record import (
     UsageSummary,
 )
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "evals" / "policies"

@@ -17,14 +17,13 @@ from typer.testing import CliRunner
 
 from rai_harness.cli import app
 from rai_harness.errors import ConfigError
+from rai_harness.record import MetricSpec, RunRecord
 from rai_harness.report import build_report, load_run, render_report
 from rai_harness.report.charts import pareto_front
 from rai_harness.report.fmt import fmt_diff, fmt_duration, fmt_estimate, fmt_p, fmt_seconds, fmt_usd
 from rai_harness.report.redaction import Redactor, regex_spans
 from rai_harness.report.samples import scan_samples
-from rai_harness.run.record import RunRecord
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 from rai_harness.testing.synthetic_run import (
     DEFAULT_PROVIDERS,
     HOSTILE_STRINGS,

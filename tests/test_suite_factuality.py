@@ -20,8 +20,8 @@ from rai_harness.classifiers.base import LabelScores
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.config import load_run_config
 from rai_harness.errors import ConfigError
-from rai_harness.run import plan_run, read_samples, run_sync
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import DatasetInfo, read_samples
+from rai_harness.run import plan_run, run_sync
 from rai_harness.suites import make_suite
 from rai_harness.suites.answers import (
     contains_answer,

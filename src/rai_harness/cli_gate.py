@@ -24,7 +24,7 @@ from rich.table import Table
 from rai_harness.gate import GatePolicy, GateVerdict, evaluate_run_dir, write_junit, write_markdown
 from rai_harness.gate.render import measured_text, threshold_text
 from rai_harness.gate.verdict import EXIT_ERROR
-from rai_harness.run.record import write_json_atomic
+from rai_harness.record import write_json_atomic
 
 __all__ = ["print_verdict", "register", "run_gate_cli"]
 

@@ -47,7 +47,7 @@ import numpy.typing as npt
 from rai_harness.gate.metrics import SuiteMetric, abs_interval, lookup_suite_metric
 from rai_harness.gate.policy import RegressionCheck
 from rai_harness.gate.verdict import RuleResult
-from rai_harness.run.record import SCHEMA_VERSION, RunRecord
+from rai_harness.record import SCHEMA_VERSION, RunRecord
 from rai_harness.stats import Estimate, bootstrap, mcnemar, paired_bootstrap_diff
 
 __all__ = ["evaluate_regression"]

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rai_harness.gate.verdict import GateVerdict, RuleResult, num
-from rai_harness.run.record import write_json_atomic
+from rai_harness.record import write_json_atomic
 
 __all__ = [
     "STATUS_ICONS",

@@ -28,10 +28,10 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
-from rai_harness.config import format_validation_error, read_yaml_file
 from rai_harness.errors import ConfigError
 from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import ClassifierRunner, Rail
+from rai_harness.validation import format_validation_error, read_yaml_file
 
 __all__ = [
     "ClassifierSource",

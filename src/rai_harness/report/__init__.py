@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Literal
 from rai_harness.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rai_harness.record import RunRecord
     from rai_harness.report.redaction import Redactor
-    from rai_harness.run.record import RunRecord
 
 # Heavy modules (the run record pulls in numpy, scipy and pydantic models) are imported inside
 # the functions: the parallel samples scan starts fresh processes that import this package,
@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     Raises:
         ConfigError: The folder or ``run.json`` is missing, unreadable, too new or invalid.
     """
-    from rai_harness.run.record import read_run_record
+    from rai_harness.record import read_run_record
 
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -199,7 +199,7 @@ def render_report(
         html_path=html_path,
         html_link=html_link,
     )
-    from rai_harness.run.record import write_json_atomic
+    from rai_harness.record import write_json_atomic
 
     write_json_atomic(target, text)  # atomic: a browser or CI step never sees half a report
     # The temporary file is private (0600); a report is meant to be shared like any other output.

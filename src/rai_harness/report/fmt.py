@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 
+from rai_harness.record import MetricSpec
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 
 __all__ = [
     "MINUS",

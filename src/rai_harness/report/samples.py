@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rai_harness.run.record import RunRecord
+    from rai_harness.record import RunRecord
 
 try:
     # orjson parses samples.jsonl about 3x faster than the standard library (measured in

@@ -1,6 +1,6 @@
 """The report's content, computed once from the run record (and samples) for every output format.
 
-:func:`build_view` turns a :class:`~rai_harness.run.record.RunRecord` plus the streamed
+:func:`build_view` turns a :class:`~rai_harness.record.RunRecord` plus the streamed
 :class:`~rai_harness.report.samples.SampleStats` into plain dataclasses of already formatted
 strings and already drawn charts. Templates only lay them out, which keeps the formatting
 rules in one place (:mod:`rai_harness.report.fmt`) and the templates free of arithmetic.
@@ -22,6 +22,7 @@ import yaml
 from markupsafe import Markup
 
 from rai_harness import __version__
+from rai_harness.record import Comparison, MetricSpec, ProviderSummary, RunRecord, SuiteRun
 from rai_harness.report import charts
 from rai_harness.report.fmt import (
     fmt_bound,
@@ -39,9 +40,7 @@ from rai_harness.report.fmt import (
 )
 from rai_harness.report.policy import PolicyView
 from rai_harness.report.samples import EvidenceExample, SampleStats
-from rai_harness.run.record import Comparison, ProviderSummary, RunRecord, SuiteRun
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import MetricSpec
 
 __all__ = ["CONCERNS", "ReportView", "build_view", "guard_pairs"]
 

@@ -56,8 +56,7 @@ from pydantic import Field
 from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError
-from rai_harness.run.prompts import file_sha256
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import DatasetInfo, file_sha256
 from rai_harness.stats import Estimate, GapResult, bootstrap_mean, max_pairwise_gap
 from rai_harness.suites.base import (
     Breakdown,

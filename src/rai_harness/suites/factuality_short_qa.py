@@ -61,7 +61,7 @@ from pydantic import Field
 
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import DatasetInfo
 from rai_harness.stats import Estimate, bootstrap
 from rai_harness.suites.answers import (
     HedgeKind,

@@ -60,7 +60,7 @@ from pydantic import Field, field_validator
 
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import DatasetInfo
 from rai_harness.stats import Estimate, bootstrap_mean, wilson
 from rai_harness.suites.base import (
     Breakdown,
