@@ -816,8 +816,10 @@ def _tradeoffs(
                         # Marks only where something is significantly dominated: a front of
                         # everyone is a tie, not a win.
                         pareto=any_dominated and not dominated_by[k],
+                        x_lo=None if xc is None else xc[0],
+                        x_hi=None if xc is None else xc[1],
                     )
-                    for k, (pid, x, e) in enumerate(raw)
+                    for k, ((pid, x, e), xc) in enumerate(zip(raw, x_ci, strict=True))
                 ]
                 title = f"{spec.display} vs {'cost' if axis == 'cost' else 'p95 latency'}"
                 svg = charts.tradeoff_chart(
@@ -829,7 +831,7 @@ def _tradeoffs(
                     y_fmt=_unit_fmt(spec.unit, spec.direction == "neutral"),
                     direction=spec.direction,
                 )
-                caption = f"Suite {suite.name}. "
+                caption = f"Suite {suite.name}; whiskers: 95% intervals on both axes. "
                 if not any_dominated:
                     caption += (
                         "Tie: no provider is significantly better than another on one axis without being "
