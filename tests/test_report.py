@@ -649,8 +649,14 @@ def test_guard_rail_health_is_shown(record: RunRecord, run_dir: Path) -> None:
     assert "smollm2+guard: 3 rail checks failed or timed out (3 calls failed by them)" in text
     assert "never as allowed or blocked" in text
     assert "5 rail checks were slower than the policy's timeout_ms (input:toxic-input 5)" in text
+    # The synthetic run records guard health (schema 3): zero failures, shown as numbers.
+    assert sick.providers["smollm2"].guard is None
+    assert record.providers["smollm2+guard"].guard is not None
     # Without the field (older records) the columns say so instead of inventing zeros.
-    assert "n/a (not recorded)" in _text(build_report(run_dir))
+    providers["smollm2+guard"] = providers["smollm2+guard"].model_copy(update={"guard": None})
+    old = record.model_copy(update={"providers": providers})
+    old_view = build_view(old, scan_samples(run_dir, old, max_examples=1), max_examples=1)
+    assert "n/a (not recorded)" in _text(render_html(old_view))
 
 
 def test_method_lists_the_interval_methods_used(page: str) -> None:
