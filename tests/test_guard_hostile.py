@@ -173,6 +173,13 @@ def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: 
     assert result.action == "redact" and result.redacted_text == "mail <EMAIL_ADDRESS> now"
 
 
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff"])
+def test_pii_next_to_a_surrogate_is_still_redacted(pii_guard: Guard, surrogate: str) -> None:
+    result = pii_guard.check_input(f"{surrogate}mail maria@example.org{surrogate} or call 212-555-0199")
+    assert result.rails[0].error is None and "invalid_unicode" in result.notices
+    assert result.redacted_text == "\ufffdmail <EMAIL_ADDRESS>\ufffd or call <PHONE_NUMBER>"
+
+
 def test_card_in_fullwidth_digits_is_redacted(pii_guard: Guard) -> None:
     card = "4111 1111 1111 1111".translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
     result = pii_guard.check_input(f"my card is {card}, thanks")
@@ -311,7 +318,7 @@ def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Pa
         b'{"text": "half',  # not JSON
         json.dumps({"text": 42}).encode(),  # not a string
         json.dumps({"text": None}).encode(),
-        b'{"text": "lone \\ud800 surrogate"}',  # valid JSON, invalid Unicode: repaired
+        b'{"text": "lone \\ud800 surrogate", "id": "x\\udc00"}',  # valid JSON, invalid Unicode
         json.dumps({"text": "you idiot jane@example.com"}).encode(),
         json.dumps({"text": "mail jane@example.com"}).encode(),
     ]
@@ -324,6 +331,7 @@ def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Pa
     assert [("error" in o) for o in out] == [False, True, True, True, True, False, False, False]
     assert "UTF-8" in out[1]["error"] and "line 2" in out[1]["error"] and "in.jsonl" in out[1]["error"]
     assert out[5]["notices"] == ["invalid_unicode"] and out[5]["redacted_text"] == "lone \ufffd surrogate"
+    assert out[5]["id"] == "x\udc00"  # echoed as a JSON escape, not a crash
     assert out[6]["action"] == "block" and out[6]["redacted_text"] is None
     assert out[7]["redacted_text"] == "mail <EMAIL>"
     assert "line 3" in result.stderr
