@@ -25,17 +25,50 @@ from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.keyword import KeywordClassifier
 from rai_harness.cli_guard import guard_app
 from rai_harness.guardrails import Guard, Rail
-from rai_harness.guardrails.textprep import normalize_for_detection, prepare
+from rai_harness.guardrails.textprep import normalize_for_detection
 
-NON_TEXT: list[Any] = [None, 42, 3.5, True, b"my card 4111", bytearray(b"x"), ["a"], ("a",), {"text": "a"}, object()]
+NON_TEXT: list[Any] = [
+    None,
+    42,
+    3.5,
+    True,
+    b"my card 4111",
+    bytearray(b"x"),
+    ["a"],
+    ("a",),
+    {"text": "a"},
+    object(),
+]
 
 # Every kind of character the detection text must not see: zero-width and joiners, soft
 # hyphen, word joiner, invisible operators, BOM, bidi marks, embeddings, overrides and
 # isolates, variation selectors, a tag character, the combining grapheme joiner.
 INVISIBLE = [
-    "\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\u2061", "\u2062", "\u2063", "\u2064", "\ufeff",
-    "\u200e", "\u200f", "\u061c", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067",
-    "\u2068", "\u2069", "\ufe0f", "\U000e0041", "\u034f",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u00ad",
+    "\u2060",
+    "\u2061",
+    "\u2062",
+    "\u2063",
+    "\u2064",
+    "\ufeff",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\ufe0f",
+    "\U000e0041",
+    "\u034f",
 ]
 
 
@@ -125,7 +158,9 @@ def test_offset_map_covers_every_detection_character() -> None:
             assert detection == text
             continue
         assert len(starts) == len(ends) == len(detection)
-        assert list(starts) == sorted(starts) and all(0 <= s < e <= len(text) for s, e in zip(starts, ends))
+        assert list(starts) == sorted(starts) and all(
+            0 <= s < e <= len(text) for s, e in zip(starts, ends, strict=True)
+        )
         # Each detection character comes from the original range it maps to.
         for j, char in enumerate(detection):
             source = "".join(c for c in text[starts[j] : ends[j]] if c not in INVISIBLE)
@@ -136,7 +171,11 @@ def test_offset_map_covers_every_detection_character() -> None:
 def pii_guard() -> Guard:
     from rai_harness.classifiers.pool import default_pool
 
-    pii = default_pool().get(ClassifierSpec(backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}))
+    pii = default_pool().get(
+        ClassifierSpec(
+            backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}
+        )
+    )
     guard = Guard(
         [Rail("pii", pii, action="redact", threshold=0.4, on_error="block", timeout_ms=30_000)],
         max_chars=20_000,
@@ -146,7 +185,9 @@ def pii_guard() -> Guard:
 
 
 @pytest.mark.parametrize("hidden", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
-def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(pii_guard: Guard, hidden: str) -> None:
+def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(
+    pii_guard: Guard, hidden: str
+) -> None:
     rng = random.Random(ord(hidden))
     email = "maria.gonzalez@example.org"
     for _ in range(3):
@@ -357,7 +398,19 @@ input:
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     code = "import sys; from rai_harness.cli import main; sys.argv = ['rai'] + sys.argv[1:]; main()"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "guard", "check", "-p", str(policy), "-i", str(data), "--batch-size", "1"],
+        [
+            sys.executable,
+            "-c",
+            code,
+            "guard",
+            "check",
+            "-p",
+            str(policy),
+            "-i",
+            str(data),
+            "--batch-size",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

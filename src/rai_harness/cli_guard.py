@@ -181,7 +181,9 @@ def check(
             for item in chunk:
                 if item.error is not None:
                     bad_lines += 1
-                    Console(stderr=True).print(f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True)
+                    Console(stderr=True).print(
+                        f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True
+                    )
             good = [item for item in chunk if item.error is None]
             texts = [item.text for item in good]
             if not texts:
@@ -216,15 +218,16 @@ def check(
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED
-    if not clean and sys.stdout is sys.__stdout__:
-        # (Only as the real program: embedded, e.g. under typer's CliRunner, sys.stdout is
-        # swapped and leaving the process would take the host with it.)
+    if not clean and sys.stdout is not None and sys.stdout is sys.__stdout__:
         # A classifier call that timed out is still running on a worker thread (threads
         # cannot be stopped). Letting the interpreter finalise under it aborts inside native
         # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
-        # verdicts are all written, so flush and leave without finalisers.
+        # verdicts are all written, so flush and leave without finalisers. Only as the real
+        # program: embedded (typer's CliRunner swaps sys.stdout), leaving the process would
+        # take the host with it.
         sys.stdout.flush()
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         os._exit(code)
     if code != EXIT_OK:
         raise typer.Exit(code)
