@@ -218,14 +218,15 @@ def check(
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED
-    if not clean and sys.stdout is not None and sys.stdout is sys.__stdout__:
+    stdout = sys.stdout
+    if not clean and stdout is not None and stdout is sys.__stdout__:
         # A classifier call that timed out is still running on a worker thread (threads
         # cannot be stopped). Letting the interpreter finalise under it aborts inside native
         # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
         # verdicts are all written, so flush and leave without finalisers. Only as the real
         # program: embedded (typer's CliRunner swaps sys.stdout), leaving the process would
         # take the host with it.
-        sys.stdout.flush()
+        stdout.flush()
         if sys.stderr is not None:
             sys.stderr.flush()
         os._exit(code)
