@@ -218,17 +218,16 @@ def check(
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED
-    stdout = sys.stdout
-    if not clean and stdout is not None and stdout is sys.__stdout__:
+    embedded = sys.stdout is not sys.__stdout__
+    if not clean and not embedded:
         # A classifier call that timed out is still running on a worker thread (threads
         # cannot be stopped). Letting the interpreter finalise under it aborts inside native
         # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
         # verdicts are all written, so flush and leave without finalisers. Only as the real
         # program: embedded (typer's CliRunner swaps sys.stdout), leaving the process would
         # take the host with it.
-        stdout.flush()
-        if sys.stderr is not None:
-            sys.stderr.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
     if code != EXIT_OK:
         raise typer.Exit(code)
