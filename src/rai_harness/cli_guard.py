@@ -183,7 +183,9 @@ def check(
             for item in chunk:
                 if item.error is not None:
                     bad_lines += 1
-                    Console(stderr=True).print(f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True)
+                    Console(stderr=True).print(
+                        f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True
+                    )
             good = [item for item in chunk if item.error is None]
             texts = [item.text for item in good]
             if not texts:
@@ -208,7 +210,7 @@ def check(
                     verdict.update(result.to_dict())
                     if _STRENGTH[result.action] > _STRENGTH[worst]:
                         worst = result.action
-                typer.echo(json.dumps(verdict, ensure_ascii=False))
+                typer.echo(_json_line(verdict))
     except RaiError as exc:
         code = EXIT_ERROR
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -218,16 +220,30 @@ def check(
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED
-    if not clean:
+    embedded = sys.stdout is not sys.__stdout__
+    if not clean and not embedded:
         # A classifier call that timed out is still running on a worker thread (threads
         # cannot be stopped). Letting the interpreter finalise under it aborts inside native
         # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
-        # verdicts are all written, so flush and leave without finalisers.
+        # verdicts are all written, so flush and leave without finalisers. Only as the real
+        # program: embedded (typer's CliRunner swaps sys.stdout), leaving the process would
+        # take the host with it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+def _json_line(verdict: dict[str, Any]) -> str:
+    """One verdict as a JSON line; ``\\u`` escapes if a caller's ``id`` holds lone surrogates
+    (the texts themselves are repaired by the guard)."""
+    line = json.dumps(verdict, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(verdict)
+    return line
 
 
 #: Seconds ``check`` waits at exit for classifier calls still running after a rail timeout.

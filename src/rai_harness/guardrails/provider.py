@@ -251,7 +251,8 @@ class GuardedProvider:
         output_s = time.perf_counter() - started
         verdict = self._verdict(inputs, output, input_s + output_s)
         total_s = generation.latency_s + input_s + output_s
-        text = self.refusal if output.blocked else output.redacted_text
+        # redacted_text is None exactly when the answer is blocked (nothing of it is returned).
+        text = self.refusal if output.redacted_text is None else output.redacted_text
         finish = FINISH_BLOCKED_OUTPUT if output.blocked else generation.finish_reason
         # The answer is released only once checked, so the first token the user sees arrives
         # at the very end: ttft equals the total latency (honest, if unflattering).
@@ -276,6 +277,8 @@ class GuardedProvider:
             return _CheckedRequest(results, request, latency_s)
         messages = list(request.messages)
         for i, result in zip(positions, results, strict=True):
+            if result.redacted_text is None:  # blocked: returned above; never sent on
+                return _CheckedRequest(results, request, latency_s)
             messages[i] = ChatMessage("user", result.redacted_text)
         return _CheckedRequest(results, dataclasses.replace(request, messages=tuple(messages)), latency_s)
 
