@@ -126,6 +126,24 @@ def run(
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write report.html into the output folder.")
     ] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="Where calls run: local (this process) or ray (Ray actors); default: runner.engine.",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --engine ray: join this cluster (auto, HOST:PORT); default: a local 127.0.0.1 instance.",
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option("--ray-workers", min=1, max=1024, help="With --engine ray: call actors (default 2)."),
+    ] = None,
 ) -> None:
     """Run a config: call every provider, journal each call, score the suites, write run.json,
     samples.jsonl and report.html.
@@ -140,7 +158,7 @@ def run(
     if resume and fresh:
         raise _fail(ConfigError("--resume and --fresh contradict each other; choose one"))
     try:
-        cfg = load_run_config(config)
+        cfg = _with_engine(load_run_config(config), engine, ray_address, ray_workers)
         plan = plan_run(cfg, config_path=config, out_dir=out, limit=limit, provider_ids=provider or ())
         policy = None
         if gate is not None:
@@ -198,6 +216,33 @@ def run(
         for problem in record.problems:
             err_console.print(f"[bold red]run failed:[/] {problem}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _with_engine(cfg: Any, engine: str | None, address: str | None, workers: int | None) -> Any:
+    """The run config with the command line's engine settings applied (validated like the file's)."""
+    from pydantic import ValidationError
+
+    from rai_harness.config import RunnerSettings
+
+    changes: dict[str, Any] = {}
+    if engine is not None:
+        changes["engine"] = engine
+    if address is not None:
+        changes["ray_address"] = address
+    if workers is not None:
+        changes["ray_workers"] = workers
+    if not changes:
+        return cfg
+    settings = {**cfg.runner.model_dump(), **changes}
+    if settings["engine"] != "ray" and (address is not None or workers is not None):
+        raise ConfigError("--ray-address and --ray-workers need --engine ray (or runner.engine: ray)")
+    try:
+        runner = RunnerSettings.model_validate(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{option}: {first['msg']}") from None
+    return cfg.model_copy(update={"runner": runner})
 
 
 def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -106,6 +106,22 @@ class RunnerSettings(BaseModel):
     )
     retry_failed_on_resume: bool = Field(
         True, description="On resume, call again the samples that failed (journaled successes are reused)."
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where calls run: `local` (this process) or `ray` (Ray actors; needs the `ray` extra).",
+    )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        description="With engine `ray`: the cluster to join (`auto`, `HOST:PORT`); default: start a "
+        "local Ray instance bound to 127.0.0.1.",
+    )
+    ray_workers: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="With engine `ray`: call actors; each provider's limits are split among them.",
     )
 
 

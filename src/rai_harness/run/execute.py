@@ -221,6 +221,10 @@ def plan_run(
     check_secrets(config, file=file, environ=environ)
     for p in config.providers:
         p.check_requirements()
+    if config.runner.engine == "ray":
+        from rai_harness.run.ray_engine import check_ray
+
+        check_ray(file=file)
     table = (
         PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
     )
@@ -553,57 +557,67 @@ async def execute_run(
         started_iso = _now_iso()
         t0 = time.perf_counter()
         settings = plan.config.runner
-        providers: list[Provider] = []
         monitor = LoopLagMonitor()
-        try:
-            for pp in plan.providers:
-                providers.append(_build(pp.config))
-            for pp, provider in zip(plan.providers, providers, strict=True):
-                # Loading a local model takes seconds to minutes: skip it when the journal
-                # already holds every call (re-recording a finished run calls no model).
-                if _pending_calls(pp, journal, settings.retry_failed_on_resume) == 0:
-                    continue
-                load = getattr(provider, "load", None)
-                if callable(load):
-                    result = load()
-                    if inspect.isawaitable(result):
-                        await result
-            # Start the clocks after loading so progress rates and loop lag describe the calls.
-            if on_start:
-                on_start(plan, journal.count("ok"))
-            monitor.start()
-            outcomes = await asyncio.gather(
-                *(
-                    generate_calls(
-                        provider,
-                        pp.requests,
-                        provider_id=pp.provider_id,
-                        provider_identity=pp.config.cache_identity(),
-                        concurrency=pp.config.concurrency,
-                        rpm=pp.config.rpm,
-                        policy=RetryPolicy(
-                            max_retries=pp.config.max_retries,
-                            backoff_base_s=settings.backoff_base_s,
-                            backoff_max_s=settings.backoff_max_s,
-                            max_retry_after_s=settings.max_retry_after_s,
-                            timeout_s=pp.config.timeout_s,
-                        ),
-                        journal=journal,
-                        price=pp.price,
-                        secrets=plan.secrets,
-                        retry_failed=settings.retry_failed_on_resume,
-                        on_record=on_record,
-                        seed=plan.config.seed,
-                    )
-                    for provider, pp in zip(providers, plan.providers, strict=True)
-                )
+        outcomes: Sequence[list[CallRecord]]
+        infos: Sequence[dict[str, Any]]
+        if settings.engine == "ray":
+            from rai_harness.run.ray_engine import generate_on_ray
+
+            outcomes, infos, lag = await generate_on_ray(
+                plan, journal, on_record=on_record, on_start=on_start
             )
-            infos = [await _describe(p) for p in providers]
-        finally:
-            await monitor.stop()
-            for provider in providers:
-                with contextlib.suppress(Exception):
-                    await provider.aclose()
+        else:
+            providers: list[Provider] = []
+            try:
+                for pp in plan.providers:
+                    providers.append(_build(pp.config))
+                for pp, provider in zip(plan.providers, providers, strict=True):
+                    # Loading a local model takes seconds to minutes: skip it when the journal
+                    # already holds every call (re-recording a finished run calls no model).
+                    if _pending_calls(pp, journal, settings.retry_failed_on_resume) == 0:
+                        continue
+                    load = getattr(provider, "load", None)
+                    if callable(load):
+                        result = load()
+                        if inspect.isawaitable(result):
+                            await result
+                # Start the clocks after loading so progress rates and loop lag describe the calls.
+                if on_start:
+                    on_start(plan, journal.count("ok"))
+                monitor.start()
+                outcomes = await asyncio.gather(
+                    *(
+                        generate_calls(
+                            provider,
+                            pp.requests,
+                            provider_id=pp.provider_id,
+                            provider_identity=pp.config.cache_identity(),
+                            concurrency=pp.config.concurrency,
+                            rpm=pp.config.rpm,
+                            policy=RetryPolicy(
+                                max_retries=pp.config.max_retries,
+                                backoff_base_s=settings.backoff_base_s,
+                                backoff_max_s=settings.backoff_max_s,
+                                max_retry_after_s=settings.max_retry_after_s,
+                                timeout_s=pp.config.timeout_s,
+                            ),
+                            journal=journal,
+                            price=pp.price,
+                            secrets=plan.secrets,
+                            retry_failed=settings.retry_failed_on_resume,
+                            on_record=on_record,
+                            seed=plan.config.seed,
+                        )
+                        for provider, pp in zip(providers, plan.providers, strict=True)
+                    )
+                )
+                infos = [await _describe(p) for p in providers]
+            finally:
+                await monitor.stop()
+                for provider in providers:
+                    with contextlib.suppress(Exception):
+                        await provider.aclose()
+            lag = monitor.summary()
         all_records: list[CallRecord] = []
         summaries: dict[str, ProviderSummary] = {}
         problems: list[str] = []
@@ -629,7 +643,6 @@ async def execute_run(
                 problems.extend(score_problems)
                 status = "incomplete"
         write_samples(out / "samples.jsonl", all_records)
-        lag = monitor.summary()
         timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
         if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
             timing_quality["warning"] = (

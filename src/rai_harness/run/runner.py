@@ -49,6 +49,7 @@ __all__ = [
     "RetryPolicy",
     "backoff_delay",
     "generate_calls",
+    "reuse_journaled",
     "scrub",
 ]
 
@@ -286,6 +287,22 @@ async def call_with_retries(
         await sleep(delay)
 
 
+def reuse_journaled(
+    stored: Mapping[str, Any] | None, request: ChatRequest, retry_failed: bool
+) -> CallRecord | None:
+    """The journaled record to reuse for ``request``, or ``None`` when the call must be made.
+
+    Successes are always reused; failures only when ``retry_failed`` is false.
+    """
+    if stored is None or (stored.get("status") != "ok" and retry_failed):
+        return None
+    # The key ignores ids, so the stored call may have been made for another sample with
+    # identical messages: take the identity from this request.
+    return CallRecord.from_dict(
+        {**stored, "cached": True, "sample_id": request.sample_id, "metadata": dict(request.metadata)}
+    )
+
+
 async def generate_calls(
     provider: Provider,
     requests: Sequence[ChatRequest],
@@ -301,6 +318,8 @@ async def generate_calls(
     retry_failed: bool = True,
     on_record: OnRecord | None = None,
     seed: int = 0,
+    semaphore: asyncio.Semaphore | None = None,
+    limiter: RateLimiter | None = None,
 ) -> list[CallRecord]:
     """Run ``requests`` against one provider; return one record per request, in order.
 
@@ -318,10 +337,13 @@ async def generate_calls(
         retry_failed: Whether a journaled failure is called again.
         on_record: Called with each final record (progress bars), cached ones included.
         seed: Seeds the backoff jitter so a run's retry timing is reproducible.
+        semaphore: A concurrency limit shared with other batches (replaces ``concurrency``):
+            a Ray worker runs its successive chunks of one provider under one share of the limit.
+        limiter: A rate limiter shared with other batches (replaces ``rpm``), likewise.
     """
     policy = policy or RetryPolicy()
-    limiter = RateLimiter(rpm)
-    semaphore = asyncio.Semaphore(concurrency)
+    limiter = limiter or RateLimiter(rpm)
+    semaphore = semaphore or asyncio.Semaphore(concurrency)
     rng = random.Random(seed)
     results: list[CallRecord | None] = [None] * len(requests)
 
@@ -332,18 +354,8 @@ async def generate_calls(
     async def one(index: int, request: ChatRequest) -> None:
         key = keys[index]
         if journal is not None:
-            stored = journaled.get(key)
-            if stored is not None and (stored.get("status") == "ok" or not retry_failed):
-                # The key ignores ids, so the stored call may have been made for another
-                # sample with identical messages: take the identity from this request.
-                record = CallRecord.from_dict(
-                    {
-                        **stored,
-                        "cached": True,
-                        "sample_id": request.sample_id,
-                        "metadata": dict(request.metadata),
-                    }
-                )
+            record = reuse_journaled(journaled.get(key), request, retry_failed)
+            if record is not None:
                 results[index] = record
                 if on_record:
                     on_record(record)

@@ -1,0 +1,585 @@
+"""The generate phase on a Ray cluster (``runner.engine: ray``, ``rai run --engine ray``).
+
+What is distributed and what is not:
+
+* **Calls** run in Ray actors (:class:`CallWorker`), each with its own event loop and its
+  own provider client (built from the provider's config inside the actor, guard included).
+  Inside an actor a chunk of requests goes through the same code as a local run,
+  :func:`~rai_harness.run.runner.generate_calls` (limits, retries, backoff, timeouts,
+  timing, cost), so a call's record is the same whichever engine made it; timings are
+  taken in the actor, and each record carries the actor's node as ``host_id``.
+* **Limits are global.** A provider's ``concurrency`` is partitioned exactly among the
+  actors (``C // N`` each, the first ``C % N`` one more; an actor whose share is 0 gets no
+  work for that provider), so the calls in flight across the cluster never exceed
+  ``concurrency``. ``rpm`` is split in the same proportions; each actor spaces its own
+  starts, so over any window the cluster starts at most the window's share of ``rpm``
+  plus one call per actor.
+* **The driver is the only journal writer.** Records stream back to it (an async
+  generator per chunk, batched as they finish) and it journals each one at once, exactly
+  as a local run does: ``--resume`` reuses them and ``kill -9`` of the driver loses only
+  calls not yet streamed back. Journaled calls are never sent to a worker.
+* **Dead workers.** A chunk whose actor dies is put back on its provider's queue minus
+  the records already received, and any live actor takes it (the same actor after Ray
+  restarts it, up to ``_MAX_RESTARTS`` times, or another one). When every worker is gone
+  the run stops with :class:`~rai_harness.errors.RunError`; what finished is journaled.
+* **Not distributed**: planning, the journal, scoring and the report run on the driver.
+
+Without an address the engine starts a private Ray instance on this machine, bound to
+127.0.0.1, with no dashboard and usage statistics off, and shuts it down after the
+generate phase; with ``ray_address`` it joins that cluster (which must have rai-harness
+installed on every node) and leaves it running. ``ray`` is imported only here, lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from rai_harness.errors import ConfigError, MissingDependencyError, RunError
+from rai_harness.pricing import ResolvedPrice
+from rai_harness.providers.base import Provider, ProviderConfig, require_package
+from rai_harness.record import CallRecord
+from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.runner import LoopLagMonitor, RateLimiter, RetryPolicy, generate_calls, reuse_journaled
+from rai_harness.types import ChatRequest
+
+if TYPE_CHECKING:
+    from rai_harness.run.execute import RunPlan
+
+__all__ = [
+    "CallWorker",
+    "RayGenerated",
+    "check_ray",
+    "connect_ray",
+    "generate_on_ray",
+    "import_ray",
+    "split_limit",
+]
+
+log = logging.getLogger(__name__)
+
+#: Ray namespace of the call actors (named, so an operator can find them with ``ray list actors``).
+NAMESPACE = "rai-harness"
+#: Times Ray restarts a dead call actor before the driver stops giving it work.
+_MAX_RESTARTS = 2
+#: Chunks of one provider in flight per actor: the next chunk is queued in the actor while
+#: the last calls of the previous one finish, so the actor's share of the limit stays busy.
+_CHUNKS_IN_FLIGHT = 2
+#: Bounds on the requests per chunk (a chunk lost with its actor is made again).
+_MIN_CHUNK = 4
+_MAX_CHUNK = 256
+#: Records per streamed batch at most (bounds one object in Ray's object store).
+_MAX_BATCH = 512
+
+
+def check_ray(*, file: str | None = None) -> None:
+    """Raise :class:`MissingDependencyError` (with the pip command) when ``ray`` is not installed."""
+    try:
+        require_package("ray", "ray", extra="ray", feature="runner.engine 'ray'")
+    except MissingDependencyError as exc:
+        raise ConfigError(exc.detail, file=file, key_path="runner.engine") from exc
+
+
+def split_limit(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` non-negative integers that sum to it, as even as possible."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def import_ray(*, loopback: bool) -> Any:
+    """Import ``ray``; with ``loopback``, make a Ray instance started here reachable only from this machine.
+
+    Ray resolves ``127.0.0.1`` to the machine's routable address and binds its servers to
+    every interface unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is false when it is
+    imported (then the node address is loopback and every server binds 127.0.0.1). Usage
+    statistics are turned off: nothing may phone home.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    if loopback:
+        # ray read the variable at its own import; when something imported it earlier, set
+        # the flag it read (the node address is resolved from it at ray.init).
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def connect_ray(address: str | None) -> bool:
+    """Join ``address``, or start a private loopback Ray instance; return whether one was started here.
+
+    Nothing is done when Ray is already initialised in this process (a test or an
+    application that set Ray up itself keeps its own settings).
+
+    Raises:
+        RunError: The instance started here is reachable from the network (it is shut down).
+    """
+    ray = import_ray(loopback=address is None)
+    if ray.is_initialized():
+        return False
+    if address is None:
+        for attempt in range(2):
+            try:
+                ray.init(
+                    num_cpus=os.cpu_count() or 1,
+                    include_dashboard=False,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                break
+            except Exception as exc:  # Ray raises bare Exception when its raylet is slow to register
+                ray.shutdown()
+                if attempt:
+                    raise RunError(
+                        f"could not start a local Ray instance ({_cause(exc)}); a saturated machine "
+                        "makes Ray's 30 s start-up limit: retry, or use --engine local"
+                    ) from exc
+                log.warning("Ray did not start (%s); trying once more", _cause(exc))
+        exposed = sorted({n["NodeManagerAddress"] for n in ray.nodes()} - {"127.0.0.1"})
+        if exposed:  # fail closed: never serve a cluster on the network by accident
+            ray.shutdown()
+            raise RunError(
+                f"the local Ray instance bound {', '.join(exposed)} instead of 127.0.0.1; not starting it "
+                "(set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or give runner.ray_address of a cluster)"
+            )
+    else:
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+        except Exception as exc:
+            ray.shutdown()
+            raise RunError(
+                f"could not join the Ray cluster at {address!r} ({_cause(exc)}); check `ray status` on "
+                "its head node and that this machine can reach it"
+            ) from exc
+    return True
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One provider as one call actor runs it: its config and the actor's share of the limits."""
+
+    config: ProviderConfig
+    identity: dict[str, Any]
+    concurrency: int
+    rpm: float | None
+    policy: RetryPolicy
+    price: ResolvedPrice | None
+    retry_failed: bool
+    seed: int
+
+
+class CallWorker:
+    """A Ray actor that makes calls for its share of each provider's limits.
+
+    Args:
+        specs: Provider id -> its config and this actor's share of its limits.
+        env: The secret environment variables the providers read (set in this actor's
+            process before any provider is built; a remote node has none of the driver's).
+    """
+
+    def __init__(self, specs: dict[str, WorkerSpec], env: dict[str, str]) -> None:
+        import ray
+
+        os.environ.update(env)
+        self._host_id = "ray:" + ray.get_runtime_context().get_node_id()[:16]
+        self._specs = specs
+        # Scrub every provider's secrets from every error message, as a local run does.
+        self._secrets = [v for v in env.values() if v]
+        self._providers: dict[str, Provider] = {}
+        self._loaded: set[str] = set()
+        self._semaphores = {pid: asyncio.Semaphore(s.concurrency) for pid, s in specs.items()}
+        self._limiters = {pid: RateLimiter(s.rpm) for pid, s in specs.items()}
+        self._lock = asyncio.Lock()
+        self._monitor: LoopLagMonitor | None = None
+
+    async def _provider(self, provider_id: str, *, load: bool) -> Provider:
+        # One build (and load) per provider even when chunks arrive together.
+        async with self._lock:
+            provider = self._providers.get(provider_id)
+            if provider is None:
+                from rai_harness.run.execute import _build
+
+                provider = self._providers[provider_id] = _build(self._specs[provider_id].config)
+            if load and provider_id not in self._loaded:
+                loader = getattr(provider, "load", None)
+                if callable(loader):
+                    result = loader()
+                    if inspect.isawaitable(result):
+                        await result
+                self._loaded.add(provider_id)
+            return provider
+
+    async def prepare(self, provider_ids: Sequence[str]) -> str:
+        """Build and load the providers that have calls to make; start the loop-lag monitor."""
+        for pid in provider_ids:
+            await self._provider(pid, load=True)
+        if self._monitor is None:
+            self._monitor = LoopLagMonitor()
+            self._monitor.start()
+        return self._host_id
+
+    async def run_chunk(
+        self, provider_id: str, requests: list[ChatRequest]
+    ) -> AsyncIterator[list[tuple[int, dict[str, Any]]]]:
+        """Make ``requests``; yield ``(position in requests, record dict)`` batches as calls finish."""
+        spec = self._specs[provider_id]
+        provider = await self._provider(provider_id, load=True)
+        positions: dict[tuple[str, int], deque[int]] = {}
+        for i, request in enumerate(requests):
+            positions.setdefault((request.sample_id, request.repeat), deque()).append(i)
+        finished: asyncio.Queue[CallRecord] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            generate_calls(
+                provider,
+                requests,
+                provider_id=provider_id,
+                provider_identity=spec.identity,
+                concurrency=spec.concurrency,
+                policy=spec.policy,
+                journal=None,  # the driver journals
+                price=spec.price,
+                secrets=self._secrets,
+                retry_failed=spec.retry_failed,
+                on_record=finished.put_nowait,
+                seed=spec.seed,
+                semaphore=self._semaphores[provider_id],
+                limiter=self._limiters[provider_id],
+            )
+        )
+        sent = 0
+        try:
+            while sent < len(requests):
+                getter = asyncio.ensure_future(finished.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    task.result()  # raises what ended the batch early
+                    raise RuntimeError("generate_calls returned before reporting every call")
+                batch = [getter.result()]
+                while not finished.empty() and len(batch) < _MAX_BATCH:
+                    batch.append(finished.get_nowait())
+                sent += len(batch)
+                yield [
+                    (
+                        positions[(r.sample_id, r.repeat)].popleft(),
+                        dataclasses.replace(r, host_id=self._host_id).to_dict(),
+                    )
+                    for r in batch
+                ]
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def describe(self, provider_id: str) -> dict[str, Any]:
+        """The provider's model details, as a local run records them."""
+        from rai_harness.run.execute import _describe
+
+        return await _describe(await self._provider(provider_id, load=False))
+
+    async def finish(self) -> list[float]:
+        """Close the providers; return this actor's event-loop lag samples (ms)."""
+        samples: list[float] = []
+        if self._monitor is not None:
+            await self._monitor.stop()
+            samples = self._monitor.samples_ms
+        for provider in self._providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+        self._providers.clear()
+        return samples
+
+
+class RayGenerated(NamedTuple):
+    """What the generate phase hands on: records per provider (in plan order), model details, loop lag."""
+
+    outcomes: tuple[list[CallRecord], ...]
+    model_infos: tuple[dict[str, Any], ...]
+    loop_lag: dict[str, float | int]
+
+
+@dataclass
+class _Work:
+    """One provider's calls still to make, shared by every actor's chunk loops."""
+
+    provider_id: str
+    requests: tuple[ChatRequest, ...]
+    queue: deque[int]
+    chunk: int
+    remaining: int
+    results: list[CallRecord | None]
+    cond: asyncio.Condition = dataclasses.field(default_factory=asyncio.Condition)
+
+
+def _actor_errors() -> tuple[type[BaseException], ...]:
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    return (RayActorError, ActorUnavailableError)
+
+
+async def _chunk_loop(
+    actor: Any,
+    index: int,
+    work: _Work,
+    journal: Journal,
+    on_record: Callable[[CallRecord], None] | None,
+    deaths: list[int],
+) -> None:
+    """Give ``actor`` chunks of ``work`` until every call is done or the actor is gone for good."""
+    dead = _actor_errors()
+    while True:
+        async with work.cond:
+            while not work.queue and work.remaining > 0 and deaths[index] <= _MAX_RESTARTS:
+                await work.cond.wait()
+            if work.remaining == 0 or deaths[index] > _MAX_RESTARTS:
+                return
+            chunk = [work.queue.popleft() for _ in range(min(work.chunk, len(work.queue)))]
+        received: set[int] = set()
+        try:
+            stream = actor.run_chunk.options(num_returns="streaming").remote(
+                work.provider_id, [work.requests[i] for i in chunk]
+            )
+            async for ref in stream:
+                for position, data in await ref:
+                    i = chunk[position]
+                    record = CallRecord.from_dict(data)
+                    journal.put(
+                        record.key, work.provider_id, record.sample_id, record.repeat, record.status, data
+                    )
+                    work.results[i] = record
+                    received.add(i)
+                    if on_record:
+                        on_record(record)
+        except dead as exc:
+            deaths[index] += 1
+            log.warning(
+                "Ray call worker %d died (%s); %d of its calls go back to the queue",
+                index,
+                type(exc).__name__,
+                len(chunk) - len(received),
+            )
+        async with work.cond:
+            lost = [i for i in chunk if i not in received]
+            work.queue.extendleft(reversed(lost))
+            work.remaining -= len(received)
+            work.cond.notify_all()
+
+
+def _specs_for(plan: RunPlan, shares: dict[str, list[int]], index: int) -> dict[str, WorkerSpec]:
+    settings = plan.config.runner
+    specs: dict[str, WorkerSpec] = {}
+    for pp in plan.providers:
+        share = shares[pp.provider_id][index]
+        if share == 0:
+            continue
+        cfg = pp.config
+        rpm = cfg.rpm * share / cfg.concurrency if cfg.rpm else None
+        specs[pp.provider_id] = WorkerSpec(
+            config=cfg,
+            identity=cfg.cache_identity(),
+            concurrency=share,
+            rpm=rpm,
+            policy=RetryPolicy(
+                max_retries=cfg.max_retries,
+                backoff_base_s=settings.backoff_base_s,
+                backoff_max_s=settings.backoff_max_s,
+                max_retry_after_s=settings.max_retry_after_s,
+                timeout_s=cfg.timeout_s,
+            ),
+            price=pp.price,
+            retry_failed=settings.retry_failed_on_resume,
+            seed=plan.config.seed,
+        )
+    return specs
+
+
+def _secret_env(plan: RunPlan) -> dict[str, str]:
+    """The secret variables the providers read, from this process's environment."""
+    env: dict[str, str] = {}
+    for pp in plan.providers:
+        for variable in pp.config.secret_env_vars().values():
+            value = os.environ.get(variable)
+            if value:
+                env[variable] = value
+    return env
+
+
+def _cause(exc: BaseException) -> str:
+    """A one-line reason from a Ray task error (the remote traceback stays in Ray's logs)."""
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+
+
+def _plan_work(plan: RunPlan, journal: Journal) -> tuple[list[_Work], list[CallRecord], dict[str, list[int]]]:
+    """Each provider's calls still to make, the journaled records reused, and each actor's share."""
+    settings = plan.config.runner
+    works: list[_Work] = []
+    cached: list[CallRecord] = []
+    shares: dict[str, list[int]] = {}
+    for pp in plan.providers:
+        identity = pp.config.cache_identity()
+        keys = [call_key(identity, r) for r in pp.requests]
+        stored = journal.get_many(keys)
+        results: list[CallRecord | None] = [None] * len(pp.requests)
+        queue: deque[int] = deque()
+        for i, request in enumerate(pp.requests):
+            record = reuse_journaled(stored.get(keys[i]), request, settings.retry_failed_on_resume)
+            if record is None:
+                queue.append(i)
+            else:
+                results[i] = record
+                cached.append(record)
+        share = split_limit(pp.config.concurrency, settings.ray_workers)
+        shares[pp.provider_id] = share
+        chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, 2 * max(share)))
+        works.append(_Work(pp.provider_id, pp.requests, queue, chunk, len(queue), results))
+    return works, cached, shares
+
+
+async def _describe_here(plan: RunPlan) -> list[dict[str, Any]]:
+    """Model details from providers built in this process (nothing to call, so no workers)."""
+    from rai_harness.run.execute import _build, _describe
+
+    infos = []
+    for pp in plan.providers:
+        provider = _build(pp.config)
+        try:
+            infos.append(await _describe(provider))
+        finally:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    return infos
+
+
+def _start_workers(plan: RunPlan, shares: dict[str, list[int]]) -> tuple[list[Any], list[int]]:
+    """One call actor per worker slot that has a share of some provider; return them and their slots."""
+    import ray
+
+    token = uuid.uuid4().hex[:8]
+    env = _secret_env(plan)
+    worker_cls = ray.remote(CallWorker)
+    slots = [i for i in range(plan.config.runner.ray_workers) if any(s[i] for s in shares.values())]
+    actors = [
+        worker_cls.options(
+            name=f"calls-{token}-{i}",
+            namespace=NAMESPACE,
+            max_restarts=_MAX_RESTARTS,
+            max_task_retries=0,  # the driver re-queues a dead actor's calls itself
+            scheduling_strategy="SPREAD",
+            max_concurrency=1000,  # async actor: chunks of several providers run together
+        ).remote(_specs_for(plan, shares, i), env)
+        for i in slots
+    ]
+    return actors, slots
+
+
+async def generate_on_ray(
+    plan: RunPlan,
+    journal: Journal,
+    *,
+    on_record: Callable[[CallRecord], None] | None = None,
+    on_start: Callable[[RunPlan, int], None] | None = None,
+) -> RayGenerated:
+    """The generate phase on Ray: journaled calls reused here, the rest made by call actors.
+
+    Args:
+        plan: From :func:`~rai_harness.run.execute.plan_run`.
+        journal: The run's journal (written only here, on the driver).
+        on_record: Called for every final record, journaled ones included (progress).
+        on_start: Called once the workers are ready, with the plan and the journaled successes.
+
+    Raises:
+        RunError: A worker could not build or load a provider, or every worker died.
+    """
+    works, cached, shares = _plan_work(plan, journal)
+    pending_ids = [w.provider_id for w in works if w.remaining]
+    if not pending_ids:  # everything is journaled: no cluster needed
+        if on_start:
+            on_start(plan, journal.count("ok"))
+        if on_record:
+            for record in cached:
+                on_record(record)
+        infos = await _describe_here(plan)
+        return RayGenerated(
+            tuple([r for r in w.results if r is not None] for w in works), tuple(infos), {"samples": 0}
+        )
+
+    started = connect_ray(plan.config.runner.ray_address)
+    import ray
+
+    actors: list[Any] = []
+    try:
+        actors, slots = _start_workers(plan, shares)
+        try:
+            await asyncio.gather(
+                *(
+                    actor.prepare.remote([p for p in pending_ids if shares[p][i]])
+                    for actor, i in zip(actors, slots, strict=True)
+                )
+            )
+        except (ray.exceptions.RayTaskError, *_actor_errors()) as exc:  # type: ignore[misc]
+            raise RunError(f"a Ray call worker could not build or load its providers: {_cause(exc)}") from exc
+
+        if on_start:
+            on_start(plan, journal.count("ok"))
+        if on_record:
+            for record in cached:
+                on_record(record)
+        deaths = [0] * len(actors)
+        loops = [
+            _chunk_loop(actor, n, work, journal, on_record, deaths)
+            for n, (actor, i) in enumerate(zip(actors, slots, strict=True))
+            for work in works
+            if work.remaining and shares[work.provider_id][i]
+            for _ in range(_CHUNKS_IN_FLIGHT)
+        ]
+        try:
+            await asyncio.gather(*loops)
+        except ray.exceptions.RayTaskError as exc:
+            raise RunError(f"a Ray call worker failed: {_cause(exc)}") from exc
+        missing = sum(w.remaining for w in works)
+        if missing:
+            raise RunError(
+                f"every Ray call worker died; {missing} calls were not made (the finished ones are "
+                "journaled: rerun the same command to resume)"
+            )
+        live = [(a, i) for a, i, d in zip(actors, slots, deaths, strict=True) if d <= _MAX_RESTARTS]
+        infos = [await _describe_on(live, shares[pp.provider_id], pp.provider_id) for pp in plan.providers]
+        monitor = LoopLagMonitor()
+        for samples in await asyncio.gather(*(a.finish.remote() for a, _ in live), return_exceptions=True):
+            if isinstance(samples, list):
+                monitor.samples_ms.extend(samples)
+        outcomes = tuple([r for r in w.results if r is not None] for w in works)
+        return RayGenerated(outcomes, tuple(infos), monitor.summary())
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        if started:
+            ray.shutdown()
+
+
+async def _describe_on(live: list[tuple[Any, int]], share: list[int], provider_id: str) -> dict[str, Any]:
+    """The provider's model details from a live actor that runs it."""
+    owner = next((a for a, i in live if share[i]), None)
+    if owner is None:
+        return {"describe_error": "no live Ray worker runs this provider"}
+    try:
+        return dict(await owner.describe.remote(provider_id))
+    except Exception as exc:  # describing a model must not fail a run (as locally)
+        return {"describe_error": _cause(exc)}
