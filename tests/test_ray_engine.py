@@ -159,7 +159,10 @@ def test_same_samples_on_local_and_ray_with_20_percent_faults(tmp_path, api_key,
     assert all(s.host_id and s.host_id.startswith("ray:") for s in ray_samples)
     assert all(s.latency_s and s.latency_s > 0 for s in ray_samples if s.ok)
     assert outs["ray"][0].providers["fake"].calls == n
-    assert outs["ray"][0].timing_quality["event_loop_lag_ms"]["samples"] > 0
+    quality = outs["ray"][0].timing_quality
+    assert quality["event_loop_lag_ms"]["samples"] > 0  # the workers' loops
+    assert quality["engine"] == "ray" and quality["workers"] == 2 and quality["hosts"] == 1
+    assert outs["local"][0].timing_quality["engine"] == "local"
     again = read_samples(tmp_path / "ray" / "samples.jsonl")
     assert all(s.cached for s in again) and [key(s) for s in again] == [key(s) for s in local]
     assert resumed.providers["fake"].calls == n

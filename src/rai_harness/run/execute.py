@@ -563,9 +563,15 @@ async def execute_run(
         if settings.engine == "ray":
             from rai_harness.run.ray_engine import generate_on_ray
 
-            outcomes, infos, lag = await generate_on_ray(
-                plan, journal, on_record=on_record, on_start=on_start
-            )
+            generated = await generate_on_ray(plan, journal, on_record=on_record, on_start=on_start)
+            outcomes, infos, lag = generated.outcomes, generated.model_infos, generated.loop_lag
+            # Where the calls ran (the lag above is the workers' own).
+            engine: dict[str, Any] = {
+                "engine": "ray",
+                "workers": generated.workers,
+                "hosts": len(generated.hosts),
+                "worker_cpu_s": round(generated.worker_cpu_s, 3),
+            }
         else:
             providers: list[Provider] = []
             try:
@@ -618,6 +624,7 @@ async def execute_run(
                     with contextlib.suppress(Exception):
                         await provider.aclose()
             lag = monitor.summary()
+            engine = {"engine": "local"}
         all_records: list[CallRecord] = []
         summaries: dict[str, ProviderSummary] = {}
         problems: list[str] = []
@@ -643,7 +650,7 @@ async def execute_run(
                 problems.extend(score_problems)
                 status = "incomplete"
         write_samples(out / "samples.jsonl", all_records)
-        timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
+        timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag, **engine}
         if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
             timing_quality["warning"] = (
                 f"the event loop lagged {lag['p99_ms']:.1f} ms at p99: recorded TTFT and latency may be "

@@ -38,6 +38,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -204,6 +205,7 @@ class CallWorker:
         self._limiters = {pid: RateLimiter(s.rpm) for pid, s in specs.items()}
         self._lock = asyncio.Lock()
         self._monitor: LoopLagMonitor | None = None
+        self._cpu0 = 0.0
 
     async def _provider(self, provider_id: str, *, load: bool) -> Provider:
         # One build (and load) per provider even when chunks arrive together.
@@ -229,6 +231,7 @@ class CallWorker:
         if self._monitor is None:
             self._monitor = LoopLagMonitor()
             self._monitor.start()
+            self._cpu0 = time.process_time()
         return self._host_id
 
     async def run_chunk(
@@ -292,25 +295,39 @@ class CallWorker:
 
         return await _describe(await self._provider(provider_id, load=False))
 
-    async def finish(self) -> list[float]:
-        """Close the providers; return this actor's event-loop lag samples (ms)."""
+    async def finish(self) -> WorkerReport:
+        """Close the providers; report this actor's event-loop lag and the CPU its calls took."""
         samples: list[float] = []
+        cpu = 0.0
         if self._monitor is not None:
             await self._monitor.stop()
             samples = self._monitor.samples_ms
+            cpu = time.process_time() - self._cpu0
         for provider in self._providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
         self._providers.clear()
-        return samples
+        return WorkerReport(self._host_id, samples, cpu)
+
+
+class WorkerReport(NamedTuple):
+    """What a call actor reports at the end: its node, loop-lag samples (ms), CPU seconds of its calls."""
+
+    host_id: str
+    lag_ms: list[float]
+    cpu_s: float
 
 
 class RayGenerated(NamedTuple):
-    """What the generate phase hands on: records per provider (in plan order), model details, loop lag."""
+    """What the generate phase hands on: records per provider (in plan order), model details, loop lag
+    (the workers'), and how the work was spread: live workers, their nodes, their CPU seconds."""
 
     outcomes: tuple[list[CallRecord], ...]
     model_infos: tuple[dict[str, Any], ...]
     loop_lag: dict[str, float | int]
+    workers: int = 0
+    hosts: tuple[str, ...] = ()
+    worker_cpu_s: float = 0.0
 
 
 @dataclass
@@ -561,11 +578,15 @@ async def generate_on_ray(
         live = [(a, i) for a, i, d in zip(actors, slots, deaths, strict=True) if d <= _MAX_RESTARTS]
         infos = [await _describe_on(live, shares[pp.provider_id], pp.provider_id) for pp in plan.providers]
         monitor = LoopLagMonitor()
-        for samples in await asyncio.gather(*(a.finish.remote() for a, _ in live), return_exceptions=True):
-            if isinstance(samples, list):
-                monitor.samples_ms.extend(samples)
+        hosts: set[str] = set()
+        cpu = 0.0
+        for report in await asyncio.gather(*(a.finish.remote() for a, _ in live), return_exceptions=True):
+            if isinstance(report, WorkerReport):
+                monitor.samples_ms.extend(report.lag_ms)
+                hosts.add(report.host_id)
+                cpu += report.cpu_s
         outcomes = tuple([r for r in w.results if r is not None] for w in works)
-        return RayGenerated(outcomes, tuple(infos), monitor.summary())
+        return RayGenerated(outcomes, tuple(infos), monitor.summary(), len(live), tuple(sorted(hosts)), cpu)
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
