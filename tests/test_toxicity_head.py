@@ -249,7 +249,13 @@ def test_training_is_deterministic(tmp_path, embedder):
     outputs = []
     for run in ("a", "b"):
         report = train_toxicity_head(
-            tmp_path / "data", tmp_path / run, seed=7, embedder=embedder, aae_pairs=pairs, c_grid=(0.3, 3.0)
+            tmp_path / "data",
+            tmp_path / run,
+            seed=7,
+            embedder=embedder,
+            aae_pairs=pairs,
+            c_grid=(0.3, 3.0),
+            sources="davidson+toxigen",
         )
         outputs.append(report)
     a, b = ((tmp_path / run / "head.safetensors").read_bytes() for run in ("a", "b"))
@@ -293,10 +299,10 @@ def test_evaluate_aae_pairs_statistics(tmp_path):
     assert r["wilcoxon_p"] < 0.001 and r["aae_higher_in_pairs"] == 20
     assert (
         r["at_0.5"]["fpr_aae"] == 0.0
-        and r["at_best_f1"]["fpr_aae"] == 1.0
-        and r["at_best_f1"]["fpr_sae"] == 0.0
+        and r["at_threshold"]["fpr_aae"] == 1.0
+        and r["at_threshold"]["fpr_sae"] == 0.0
     )
-    assert r["at_best_f1"]["mcnemar_exact_p"] < 0.001
+    assert r["at_threshold"]["mcnemar_exact_p"] < 0.001
 
 
 def test_aae_pairs_dataset():

@@ -38,7 +38,7 @@ def _train_group() -> None:
 @train_app.command("toxicity-head")
 def toxicity_head(
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Folder with davidson_hate_offensive/ and toxigen/.")
+        Path, typer.Option("--data-dir", help="The shared data folder (davidson_hate_offensive/, toxigen/, ...).")
     ] = Path("../shared/data"),
     out: Annotated[
         Path | None,
@@ -64,6 +64,14 @@ def toxicity_head(
         Path | None,
         typer.Option("--aae-pairs", help="Paired AAE/SAE file (default datasets/aae_pairs/pairs.jsonl)."),
     ] = None,
+    sources: Annotated[
+        str,
+        typer.Option(
+            "--sources",
+            help="'all' (Davidson, ToxiGen, DecodingTrust, QA answers, BBQ, BOLD, HolisticBias, WinoBias and "
+            "datasets/assistant_registers) or 'davidson+toxigen' (the v1 head's data).",
+        ),
+    ] = "all",
     evaluate: Annotated[
         bool, typer.Option("--evaluate", help="Re-score the head in --out and rewrite its metrics and card.")
     ] = False,
@@ -99,6 +107,7 @@ def toxicity_head(
                 device=device,
                 cache_dir=cache,
                 aae_pairs=aae_pairs,
+                sources=sources,
             )
     except RaiError as exc:
         typer.echo(f"error: {exc}", err=True)

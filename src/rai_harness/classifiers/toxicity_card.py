@@ -86,6 +86,7 @@ def _data_section(m: Mapping[str, Any]) -> list[str]:
         lines += [
             f"- **{name}**. Licence: {licence}. Citation: {citation}. Labels: {mapping} Rows: {raw.get(source, 'n/a')}.",
         ]
+    lines += _other_sources(sizes, raw)
     dedupe = data.get("dedupe", {})
     lines += [
         "",
@@ -113,6 +114,155 @@ def _data_section(m: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"| {source} | {split} | {cell.get('n', 0)} | {cell.get('toxic', 0)} | {cell.get('hate', 0)} |"
             )
+    return lines
+
+
+def _other_sources(sizes: Mapping[str, Any], raw: Mapping[str, Any]) -> list[str]:
+    from rai_harness.training.sources import RTP_BENIGN, RTP_TOXIC, SOURCE_INFO
+
+    lines = []
+    for source, info in SOURCE_INFO.items():
+        if source in sizes:
+            lines.append(
+                f"- **{info['name']}** (`{source}`). Licence: {info['license']}. Labels: {info['labels']}. "
+                f"Rows used: {raw.get(source, 'n/a')}."
+            )
+    if lines:
+        lines += [
+            "",
+            f"DecodingTrust prompts and continuations are labelled from their Perspective scores (toxic at >= "
+            f"{RTP_TOXIC}, benign at <= {RTP_BENIGN}, the uncertain middle dropped). Every other added source is benign "
+            "text in a register a guard sees (answers, questions, encyclopedic and identity sentences), capped per "
+            "source; `datasets/assistant_registers` (see its CARD.md) adds short replies, refusals, identity "
+            "statements, counter-speech and toxic answers (insults, threats, explicit and implicit hate). Keyed "
+            "sources are split by key (a template, a QA item, a document), never by text, so no template is in two "
+            "splits.",
+        ]
+    return lines
+
+
+def _operating_section(m: Mapping[str, Any]) -> list[str]:
+    """Shipped thresholds, per-kind held-out rates, the guard audit, calibration and the v1 comparison."""
+    from rai_harness.training.calibration import ASSISTANT_KINDS
+
+    policy = {k: v for k, v in m.get("policy_thresholds", {}).items() if isinstance(v, dict)}
+    if not policy:
+        return []
+    lines = [
+        "## Operating points of the shipped policies",
+        "",
+        "Each rail's threshold is read off the **calibrated** score curve on the validation split: the smallest "
+        "threshold (2 decimals) at which at most the target share of benign assistant-register texts "
+        f"({', '.join(ASSISTANT_KINDS)}) is flagged. `guardrails/*.yaml` use these values.",
+        "",
+        "| rail | target benign FPR (validation) | threshold |",
+        "|---|---:|---:|",
+    ]
+    for rail, v in policy.items():
+        lines.append(f"| {rail} | {_pct(v['target_validation_fpr'])} | {v['threshold']:.2f} |")
+    for t, block in m.get("kinds", {}).items():
+        ab, tr = block.get("assistant_benign_fpr") or {}, block.get("toxic_recall") or {}
+        lines += [
+            "",
+            f"### Held-out (test split) at threshold {t}",
+            "",
+            f"Benign assistant-register false positives: **{_pct(ab.get('rate'))}** {_pct_ci(ab.get('ci95'))} "
+            f"({ab.get('k')} of {ab.get('n')}); toxic recall over all test toxic texts: **{_pct(tr.get('rate'))}** "
+            f"(n = {tr.get('n')}).",
+            "",
+            "| kind | benign texts | false positives [95 % CI] | toxic texts | recall [95 % CI] |",
+            "|---|---:|---|---:|---|",
+        ]
+        for kind, cell in block.get("by_kind", {}).items():
+            fpr, rec = cell.get("fpr") or {}, cell.get("recall") or {}
+            lines.append(
+                f"| {kind} | {fpr.get('n', 0)} | {_pct(fpr.get('rate')) if fpr else '-'} {_pct_ci(fpr.get('ci95')) if fpr else ''} "
+                f"| {rec.get('n', 0)} | {_pct(rec.get('rate')) if rec else '-'} {_pct_ci(rec.get('ci95')) if rec else ''} |"
+            )
+        lines += ["", "| source | benign FPR | toxic recall |", "|---|---:|---:|"]
+        for source, cell in block.get("by_source", {}).items():
+            fpr, rec = cell.get("fpr") or {}, cell.get("recall") or {}
+            lines.append(
+                f"| {source} | {_pct(fpr.get('rate')) if fpr else '-'} (n={fpr.get('n', 0)}) "
+                f"| {_pct(rec.get('rate')) if rec else '-'} (n={rec.get('n', 0)}) |"
+            )
+    audit = m.get("audit") or {}
+    if audit.get("at"):
+        lines += [
+            "",
+            "## Guard audit set",
+            "",
+            f"`{audit.get('file')}` ({audit.get('n')} texts, written for this project with wording, replies and groups "
+            "that are not in the training texts; see its CARD.md), scored through the shipped inference path.",
+            "",
+            "| threshold | kind | texts | flagged |",
+            "|---:|---|---:|---:|",
+        ]
+        for t, block in audit["at"].items():
+            for kind, cell in block.get("by_kind", {}).items():
+                for key in ("fpr", "recall"):
+                    if key in cell:
+                        c = cell[key]
+                        lines.append(f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | {_pct(c['rate'])} |")
+    cal = (m.get("calibration") or {}).get("toxic") or {}
+    if "a" in cal:
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            f"{cal['method']}: `p = sigmoid({cal['a']:.3f} * logit + {cal['c']:.3f})`. Expected calibration error "
+            f"(10 bins) on validation {_f(cal['validation_before']['ece'])} before and "
+            f"{_f(cal['validation_after']['ece'])} after; on the test split {_f(cal['test_after']['ece'])}. The "
+            "scores are calibrated to the *mix* of the training sources, not to any deployment's base rate.",
+            "",
+            "| score bin (test) | texts | mean score | toxic share |",
+            "|---|---:|---:|---:|",
+        ]
+        for b in cal["test_after"]["bins"]:
+            lines.append(
+                f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {_f(b['mean_score'])} | {_f(b['toxic_share'])} |"
+            )
+    lines += _comparison(m)
+    return lines
+
+
+def _rate_cell(cell: Mapping[str, Any] | None) -> str:
+    return f"{_pct(cell.get('rate'))} ({cell.get('k', '?')}/{cell.get('n', '?')})" if cell else "-"
+
+
+def _comparison(m: Mapping[str, Any]) -> list[str]:
+    """The previous head's rates (``baseline.json``) next to this head's at the default threshold."""
+    base = m.get("baseline") or {}
+    chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
+    if not base or not isinstance(chosen, dict):
+        return []
+    t = f"{chosen['threshold']:.2f}"
+    now = (m.get("kinds") or {}).get(t, {}).get("by_kind", {})
+    now_audit = ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {})
+    lines = [
+        "",
+        "## Comparison with the previous head",
+        "",
+        f"{base.get('description', 'The previous head')} Measured on the same held-out texts as this head (test split "
+        f"of this run, the guard-audit set, the AAE pairs), the previous head at {base.get('threshold')} (the default "
+        f"policy's threshold then), this head at {t}.",
+        "",
+        "| set | kind | rate | previous head | this head |",
+        "|---|---|---|---:|---:|",
+    ]
+    for where, prev, cur in (("test split", base.get("test_by_kind", {}), now), ("guard audit", base.get("audit_by_kind", {}), now_audit)):
+        for kind in sorted(set(prev) | set(cur)):
+            for key, name in (("fpr", "false positives"), ("recall", "recall")):
+                a, b = (prev.get(kind) or {}).get(key), (cur.get(kind) or {}).get(key)
+                if a or b:
+                    lines.append(f"| {where} | {kind} | {name} | {_rate_cell(a)} | {_rate_cell(b)} |")
+    aae_prev = base.get("aae") or {}
+    aae_now = (m.get("aae") or {}).get("at_threshold") or {}
+    if aae_prev and aae_now:
+        lines.append(
+            f"| AAE pairs | SAE / AAE | false positives | {_pct(aae_prev.get('fpr_sae'))} / {_pct(aae_prev.get('fpr_aae'))} "
+            f"| {_pct(aae_now.get('fpr_sae'))} / {_pct(aae_now.get('fpr_aae'))} |"
+        )
     return lines
 
 
@@ -224,12 +374,12 @@ def _p(value: float | None) -> str:
 
 
 def _flag_rates(aae: Mapping[str, Any]) -> str:
-    """How often each side is flagged at 0.5 and at the best-F1 threshold, with McNemar p."""
-    a, b = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    """How often each side is flagged at 0.5 and at the default policy threshold, with McNemar p."""
+    a, b = aae.get("at_0.5", {}), aae.get("at_threshold", {})
     return (
         f"{_pct(a.get('fpr_aae'))} of AAE vs {_pct(a.get('fpr_sae'))} of SAE sentences are flagged at 0.5 "
         f"(exact McNemar p = {_p(a.get('mcnemar_exact_p'))}), and {_pct(b.get('fpr_aae'))} vs "
-        f"{_pct(b.get('fpr_sae'))} at the best-F1 threshold {_f(b.get('threshold'))} "
+        f"{_pct(b.get('fpr_sae'))} at the default policy's output threshold {_f(b.get('threshold'), 2)} "
         f"(p = {_p(b.get('mcnemar_exact_p'))})"
     )
 
@@ -288,7 +438,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
     if not aae:
         lines.append(f"Not computed: {m.get('aae_not_computed') or 'no pairs file'}.")
         return lines
-    at5, atb = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    at5, atb = aae.get("at_0.5", {}), aae.get("at_threshold", {})
     lines += [
         f"`{aae.get('file')}`: {aae['pairs']} hand-written pairs that say the same benign thing in Standard American "
         "English (SAE) and with AAE features (habitual *be*, copula deletion, *ain't*, *finna*, negative concord, "
@@ -301,7 +451,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
         f"| median `toxic` score | {_f(aae['median_score_sae'])} | {_f(aae['median_score_aae'])} |",
         f"| false-positive rate @0.5 [95 % Wilson CI] | {_pct(at5.get('fpr_sae'))} {_pct_ci(at5.get('fpr_sae_ci95'))} "
         f"| {_pct(at5.get('fpr_aae'))} {_pct_ci(at5.get('fpr_aae_ci95'))} |",
-        f"| false-positive rate @{_f(atb.get('threshold'))} (best-F1) | {_pct(atb.get('fpr_sae'))} "
+        f"| false-positive rate @{_f(atb.get('threshold'), 2)} (default policy) | {_pct(atb.get('fpr_sae'))} "
         f"{_pct_ci(atb.get('fpr_sae_ci95'))} | {_pct(atb.get('fpr_aae'))} {_pct_ci(atb.get('fpr_aae_ci95'))} |",
         "",
         f"Mean paired difference (AAE - SAE): **{aae['mean_difference_aae_minus_sae']:+.3f}** (bootstrap 95 % CI "
@@ -375,6 +525,8 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         *_training_section(m),
         "",
         *_eval_section(m),
+        "",
+        *_operating_section(m),
         "",
         *_bias_section(m),
         "",
