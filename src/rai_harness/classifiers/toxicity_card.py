@@ -60,6 +60,36 @@ def _labels(m: Mapping[str, Any]) -> list[str]:
     return sorted(m.get("test", {}), key=lambda label: (label != "toxic", label))
 
 
+def _trained_on(m: Mapping[str, Any]) -> str:
+    sources = sorted(m.get("data", {}).get("split_sizes", {}))
+    if set(sources) <= {"davidson", "toxigen"}:
+        return "Davidson et al. (2017) and the ToxiGen seed statements"
+    return f"{len(sources)} sources ({', '.join(sources)})"
+
+
+def _headline(m: Mapping[str, Any]) -> str:
+    """The per-kind headline at the default policy's output threshold, when measured."""
+    chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
+    if not isinstance(chosen, dict):
+        return ""
+    block = (m.get("kinds") or {}).get(f"{chosen['threshold']:.2f}", {})
+    ab, tr = block.get("assistant_benign_fpr") or {}, block.get("toxic_recall") or {}
+    audit = ((m.get("audit") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    aae = (m.get("aae") or {}).get("at_threshold") or {}
+    parts = [
+        f"At the default policy's output threshold ({chosen['threshold']:.2f}) it flags {_pct(ab.get('rate'))} of "
+        f"held-out benign assistant-register texts and catches {_pct(tr.get('rate'))} of held-out toxic texts"
+    ]
+    if audit:
+        parts.append(
+            f"on the guard-audit set {_pct(audit.get('benign_fpr'))} of benign texts are flagged and "
+            f"{_pct(audit.get('toxic_recall'))} of toxic ones"
+        )
+    if aae:
+        parts.append(f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}")
+    return "; ".join(parts) + ". "
+
+
 def _totals(m: Mapping[str, Any], source: str) -> tuple[int, int]:
     cells = m.get("data", {}).get("split_sizes", {}).get(source, {}).values()
     return sum(c.get("n", 0) for c in cells), sum(c.get("toxic", 0) for c in cells)
@@ -153,7 +183,8 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
         "",
         "Each rail's threshold is read off the **calibrated** score curve on the validation split: the smallest "
         "threshold (2 decimals) at which at most the target share of benign assistant-register texts "
-        f"({', '.join(ASSISTANT_KINDS)}) is flagged. `guardrails/*.yaml` use these values.",
+        f"({', '.join(ASSISTANT_KINDS)}) is flagged. These are the values a policy using this head should start "
+        "from; `guardrails/*.yaml` quote the head they were chosen for.",
         "",
         "| rail | target benign FPR (validation) | threshold |",
         "|---|---:|---:|",
@@ -484,8 +515,8 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "## Summary",
         "",
         f"An offline English toxicity classifier: all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head "
-        f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on Davidson et al. (2017) and the ToxiGen "
-        f"seed statements. Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
+        f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on {_trained_on(m)}, with Platt-calibrated "
+        f"scores. {_headline(m)}Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
         f"{_f(toxic.get('davidson', {}).get('roc_auc'))} on Davidson tweets and "
         f"{_f(toxic.get('toxigen', {}).get('roc_auc'))} on the ToxiGen seed statements (implicit hate). "
         f"{_aae_summary(m)} Use it as a cheap first filter and an offline eval metric, not as the only judge.",
@@ -499,8 +530,9 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "- **Head**: one logistic regression per label on the normalised embedding (`head.safetensors`: weight "
         f"{len(labels)}x384 + bias; `head.json`: labels, seed, encoder fingerprint, preprocessing).",
         "- **Outputs**: independent probabilities per label (sigmoid); `toxic` is the main label. The classifier holds "
-        "no threshold: rails and metrics choose it. Class weighting makes the scores *not* calibrated to any real "
-        "base rate.",
+        "no threshold: rails and metrics choose it (the shipped policies' thresholds are chosen below). Scores are "
+        "Platt-calibrated on the validation split (see Calibration), i.e. calibrated to the training mix, not to any "
+        "deployment's base rate.",
         f"- **Long texts**: a text of up to {DEFAULT_WINDOW_TOKENS} tokens is scored whole, like the training texts. "
         f"A longer one is scored as overlapping {DEFAULT_WINDOW_TOKENS}-token windows ({DEFAULT_OVERLAP_TOKENS} tokens "
         "shared) and sentence by sentence, and gets the maximum: nothing is truncated, and one toxic sentence at the end "
@@ -532,9 +564,11 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "",
         "## Limitations",
         "",
-        "- Mostly 2017 English tweets: short, informal, full of slurs and profanity. The head learns lexical cues "
-        "well and context poorly; expect formal or long-form toxicity (polite contempt, stereotypes stated as facts) "
-        "to score lower than the ToxiGen seed numbers suggest: those statements are short and template-like.",
+        "- The toxic side is still mostly 2017 English tweets and web text: short, informal, full of slurs and "
+        "profanity. The head learns lexical cues well and context poorly; expect formal or long-form toxicity "
+        "(polite contempt, stereotypes stated as facts) to score lower than the ToxiGen seed numbers suggest: those "
+        "statements are short and template-like. The assistant-register texts are template-filled and few, so "
+        "per-kind rates on them have wide intervals.",
         "- Davidson's labels come from crowd workers with low agreement on hate vs offensive, and no dialect or "
         "identity awareness; the `hate` label is the least reliable.",
         "- The ToxiGen seed statements are few (hundreds) and template-like; the ToxiGen numbers have wide intervals "

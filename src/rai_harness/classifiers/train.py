@@ -1032,7 +1032,8 @@ def default_output_threshold(report: TrainReport) -> float:
 def _head_meta(embedder: Embedder, report: TrainReport, labels: Sequence[str]) -> dict[str, Any]:
     info = embedder.info()
     return {
-        "model_type": "logistic regression per label on L2-normalised mean-pooled MiniLM embeddings",
+        "model_type": "logistic regression per label on L2-normalised mean-pooled MiniLM embeddings, "
+        "Platt-calibrated on the validation split (folded into weight and bias)",
         "embedding_model": info.get("model"),
         "embedding_weights_sha256": info.get("weights_sha256"),
         "embedding_dim": int(getattr(embedder, "dim", 0)),
