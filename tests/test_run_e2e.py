@@ -17,7 +17,8 @@ import yaml
 
 from rai_harness.config import load_run_config
 from rai_harness.errors import ConfigError
-from rai_harness.run import plan_run, read_run_record, read_samples, run_sync
+from rai_harness.record import read_run_record, read_samples
+from rai_harness.run import plan_run, run_sync
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
 SECRET = "sk-test-SECRET-7f3a9c1e"

@@ -19,7 +19,8 @@ from rai_harness.classifiers.base import ClassifierSpec, Span
 from rai_harness.classifiers.redact import redact
 from rai_harness.config import load_run_config
 from rai_harness.errors import ConfigError
-from rai_harness.run import plan_run, read_run_record, read_samples, run_sync
+from rai_harness.record import read_run_record, read_samples
+from rai_harness.run import plan_run, run_sync
 from rai_harness.suites import get_suite_class, make_suite
 from rai_harness.suites.base import ScoredOutput, SuiteOutput
 from rai_harness.suites.pii_leakage import LeakageSuite, find_leaks

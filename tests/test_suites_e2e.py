@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from helpers.tiny_models import build_tiny_gpt2
 from rai_harness.cli import app
-from rai_harness.run import read_run_record, read_samples
+from rai_harness.record import read_run_record, read_samples
 from rai_harness.suites import SUITES
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 Values are frozen dataclasses (cheap, hashable where it matters, picklable so a
 distributed engine can ship them between processes); pydantic is used only at the
-file and CLI boundary (see :mod:`rai_harness.config` and :mod:`rai_harness.run.record`).
+file and CLI boundary (see :mod:`rai_harness.config` and :mod:`rai_harness.record`).
 """
 
 from __future__ import annotations

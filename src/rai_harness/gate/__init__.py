@@ -57,11 +57,9 @@ Public API: :func:`load_gate_policy`, :func:`evaluate`, :func:`evaluate_run_dir`
 
 from __future__ import annotations
 
-from rai_harness.gate.evaluate import evaluate, evaluate_run_dir, load_run_record
-from rai_harness.gate.metrics import EFFICIENCY_METRICS, MetricRef, parse_metric
+from rai_harness.gate.evaluate import evaluate, evaluate_run_dir
 from rai_harness.gate.policy import (
     Budgets,
-    Check,
     GatePolicy,
     MetricRule,
     RegressionRule,
@@ -72,24 +70,19 @@ from rai_harness.gate.render import to_junit_xml, to_markdown, write_junit, writ
 from rai_harness.gate.verdict import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, GateVerdict, RuleResult
 
 __all__ = [
-    "EFFICIENCY_METRICS",
     "EXIT_ERROR",
     "EXIT_FAIL",
     "EXIT_PASS",
     "Budgets",
-    "Check",
     "GatePolicy",
     "GateVerdict",
-    "MetricRef",
     "MetricRule",
     "RegressionRule",
     "RuleResult",
     "evaluate",
     "evaluate_run_dir",
     "load_gate_policy",
-    "load_run_record",
     "parse_gate_policy",
-    "parse_metric",
     "to_junit_xml",
     "to_markdown",
     "write_junit",

@@ -16,13 +16,10 @@ from rai_harness.gate.metrics import abs_interval, lookup_efficiency_metric, loo
 from rai_harness.gate.policy import Bound, Check, GatePolicy, load_gate_policy
 from rai_harness.gate.regression import evaluate_regression
 from rai_harness.gate.verdict import GateVerdict, RuleResult, Status, num
-from rai_harness.run.record import SCHEMA_VERSION, RunRecord, read_run_record
+from rai_harness.record import SCHEMA_VERSION, RunRecord, read_run_record
 from rai_harness.stats import Estimate
 
-__all__ = ["evaluate", "evaluate_run_dir", "load_run_record"]
-
-#: The gate reads records with the run package's reader (schema check first).
-load_run_record = read_run_record
+__all__ = ["evaluate", "evaluate_run_dir"]
 
 
 def _interval_text(est: Estimate, unit: str, *, show_value: bool) -> str:
@@ -250,13 +247,13 @@ def evaluate_run_dir(
             errors.append(_load_error("gate policy", exc))
     record: RunRecord | None = None
     try:
-        record = load_run_record(run_dir)
+        record = read_run_record(run_dir)
     except ConfigError as exc:
         errors.append(_load_error("run record", exc))
     baseline: RunRecord | None = None
     if baseline_dir is not None:
         try:
-            baseline = load_run_record(baseline_dir)
+            baseline = read_run_record(baseline_dir)
         except ConfigError as exc:
             errors.append(_load_error("baseline record", exc))
     if loaded is not None and record is not None and not errors:

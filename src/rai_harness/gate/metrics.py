@@ -6,9 +6,9 @@ Two kinds of metric:
   ``bias.bbq:bias_score_ambiguous``): an :class:`~rai_harness.stats.Estimate` in
   ``RunRecord.suites[suite].results[provider].metrics[metric]``, usually with a confidence
   interval; which way is better comes from the suite's
-  :class:`~rai_harness.suites.metrics.MetricSpec`.
+  :class:`~rai_harness.record.MetricSpec`.
 * **efficiency metrics**, plain names (``latency.p95_s``, ``cost.per_1k_calls_usd``), read from
-  the provider's :class:`~rai_harness.run.record.ProviderSummary`. Only ``error_rate`` has an
+  the provider's :class:`~rai_harness.record.ProviderSummary`. Only ``error_rate`` has an
   interval (Wilson, over calls); the others are measured values without one.
 """
 
@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from rai_harness.run.record import Distribution, ProviderSummary, RunRecord, SuiteResult, SuiteRun
+from rai_harness.record import Distribution, MetricSpec, ProviderSummary, RunRecord, SuiteResult, SuiteRun
 from rai_harness.stats import Estimate, wilson
-from rai_harness.suites.metrics import MetricSpec
 
 __all__ = [
     "EFFICIENCY_METRICS",

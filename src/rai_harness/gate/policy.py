@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from rai_harness.config import format_validation_error, read_yaml_file
 from rai_harness.errors import ConfigError
 from rai_harness.gate.metrics import MetricRef, parse_metric
+from rai_harness.validation import format_validation_error, read_yaml_file
 
 __all__ = [
     "Bound",

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Literal
 from rai_harness.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rai_harness.record import RunRecord
     from rai_harness.report.redaction import Redactor
-    from rai_harness.run.record import RunRecord
 
 # Heavy modules (the run record pulls in numpy, scipy and pydantic models) are imported inside
 # the functions: the parallel samples scan starts fresh processes that import this package,
@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     Raises:
         ConfigError: The folder or ``run.json`` is missing, unreadable, too new or invalid.
     """
-    from rai_harness.run.record import read_run_record
+    from rai_harness.record import read_run_record
 
     folder = Path(run_dir)
     if not folder.is_dir():
@@ -129,11 +129,14 @@ def build_report(
     from rai_harness.report.view import build_view
 
     if fmt == "md":
-        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0)
+        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0, run_dir=folder)
         from rai_harness.report.markdown import render_markdown
 
         return render_markdown(view, html_path=html_path, html_link=html_link)
-    stats = scan_samples(folder, record, max_examples=max_examples)
+    from rai_harness.report.view import guard_pairs
+
+    paired = sorted({pid for pair in guard_pairs(record) for pid in pair})
+    stats = scan_samples(folder, record, max_examples=max_examples, paired=paired)
     engine: Redactor | None = None
     if redact:
         from rai_harness.report.redaction import Redactor
@@ -146,7 +149,11 @@ def build_report(
         redact_many=engine.redact_many if engine is not None else None,
         redactor=engine.engine if engine is not None else None,
         max_examples=max_examples,
+        run_dir=folder,
     )
+    if engine is not None:
+        # After build_view: the note says what was actually masked, presidio failures included.
+        view.redaction_note = engine.note()
     from rai_harness.report.html import render_html
 
     return render_html(view)
@@ -186,7 +193,12 @@ def render_report(
     if fmt == "md":
         html = default_output(run_dir, "html")
         if html.exists():
-            html_path = str(html)
+            # Never the machine's absolute path: relative to the working directory when the
+            # report is below it (CI), else its file name.
+            try:
+                html_path = html.resolve().relative_to(Path.cwd().resolve()).as_posix()
+            except ValueError:
+                html_path = html.name
             if html.parent.resolve() == target.parent.resolve():
                 html_link = html.name
     text = build_report(
@@ -199,7 +211,7 @@ def render_report(
         html_path=html_path,
         html_link=html_link,
     )
-    from rai_harness.run.record import write_json_atomic
+    from rai_harness.record import write_json_atomic
 
     write_json_atomic(target, text)  # atomic: a browser or CI step never sees half a report
     # The temporary file is private (0600); a report is meant to be shared like any other output.

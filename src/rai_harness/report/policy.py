@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rai_harness.errors import ConfigError
-from rai_harness.run.record import RunRecord
+from rai_harness.record import RunRecord
 
 __all__ = ["CellVerdict", "PolicyView", "RuleRow", "evaluate_policy"]
 

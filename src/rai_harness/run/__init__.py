@@ -1,23 +1,22 @@
-"""Plan -> generate -> record: the run pipeline."""
+"""Plan -> generate -> score -> aggregate -> record: the run pipeline.
+
+:func:`plan_run` validates a config and freezes the requests; :func:`execute_run` (or the
+blocking :func:`run_sync`) generates, journals, scores and writes ``run.json`` and
+``samples.jsonl`` (schema and reader in :mod:`rai_harness.record`). :func:`generate_calls`
+is the generate stage alone, for one provider. This package orchestrates
+:mod:`rai_harness.suites`; the suites never import it.
+"""
 
 from __future__ import annotations
 
 from rai_harness.run.execute import RunPlan, execute_run, plan_run, run_sync
-from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.record import RunRecord, read_run_record, read_samples
-from rai_harness.run.runner import CallRecord, RetryPolicy, generate_calls
+from rai_harness.run.runner import RetryPolicy, generate_calls
 
 __all__ = [
-    "CallRecord",
-    "Journal",
     "RetryPolicy",
     "RunPlan",
-    "RunRecord",
-    "call_key",
     "execute_run",
     "generate_calls",
     "plan_run",
-    "read_run_record",
-    "read_samples",
     "run_sync",
 ]

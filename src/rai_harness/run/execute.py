@@ -33,19 +33,20 @@ from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
-from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.prompts import PromptRow, expand_requests, file_sha256, read_prompt_file, rows_from_items
-from rai_harness.run.record import (
+from rai_harness.record import (
+    CallRecord,
     DatasetInfo,
     ProviderSummary,
     RunRecord,
     SuiteRun,
-    summarize_provider,
+    file_sha256,
     write_json_atomic,
     write_samples,
 )
-from rai_harness.run.runner import CallRecord, LoopLagMonitor, RetryPolicy, generate_calls
-from rai_harness.run.score import PlannedSuite, item_key, score_suites
+from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
+from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
+from rai_harness.run.score import PlannedSuite, item_key, score_suites, summarize_provider
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 __all__ = ["ProviderPlan", "RunPlan", "execute_run", "plan_run", "run_sync"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from rai_harness.errors import ConfigError
 from rai_harness.types import ChatMessage, ChatRequest, GenerationParams, messages_from_dicts
 
-__all__ = ["PromptRow", "expand_requests", "file_sha256", "read_prompt_file"]
+__all__ = ["PromptRow", "expand_requests", "read_prompt_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,15 +20,6 @@ class PromptRow:
     id: str
     messages: tuple[ChatMessage, ...]
     metadata: dict[str, Any]
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (identifies a dataset version in the run record)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_prompt_file(path: str | Path, *, system: str | None = None) -> list[PromptRow]:

@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rai_harness.classifiers.pool import ClassifierPool
-from rai_harness.run.record import (
+from rai_harness.pricing import ResolvedPrice, busy_seconds
+from rai_harness.record import (
+    CallRecord,
     Comparison,
+    CostSummary,
     Distribution,
+    ProviderSummary,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
+    UsageSummary,
 )
-from rai_harness.run.runner import CallRecord
 from rai_harness.stats import mcnemar, paired_bootstrap_diff
+from rai_harness.suites.base import ScoredOutput, SuiteOutput
 
 if TYPE_CHECKING:
     from rai_harness.suites.base import Suite, SuiteData, SuiteSample
 
-__all__ = ["MAX_COMPARED_PROVIDERS", "PlannedSuite", "item_key", "score_suites"]
+__all__ = ["MAX_COMPARED_PROVIDERS", "PlannedSuite", "item_key", "score_suites", "summarize_provider"]
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +163,6 @@ def score_suites(
         ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
         suite that could not be scored.
     """
-    # Imported here: suites.base imports the run record, so a module-level import would be circular.
-    from rai_harness.suites.base import ScoredOutput, SuiteOutput
-
     out = list(records)
     by_suite: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(out):
@@ -241,3 +243,66 @@ def score_suites(
         run.scorers = _scorer_info(suite, pool)
         runs[suite.name] = run
     return out, runs, problems
+
+
+def summarize_provider(
+    kind: str,
+    model: str,
+    records: Sequence[CallRecord],
+    price: ResolvedPrice | None,
+    model_info: dict[str, Any],
+) -> ProviderSummary:
+    """Aggregate one provider's records (costs must already be filled in)."""
+    ok = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    errors = Counter(r.error.type if r.error else "unknown" for r in failed)
+    finish = Counter(r.finish_reason or "unknown" for r in ok)
+    usage = UsageSummary(
+        prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
+        completion_tokens=sum(r.completion_tokens or 0 for r in ok),
+        estimated_calls=sum(1 for r in ok if r.tokens_estimated),
+    )
+    return ProviderSummary(
+        kind=kind,
+        model=model,
+        calls=len(records),
+        succeeded=len(ok),
+        failed=len(failed),
+        reused=sum(1 for r in records if r.cached),
+        error_rate=(len(failed) / len(records)) if records else 0.0,
+        errors_by_type=dict(errors),
+        retried_calls=sum(1 for r in records if r.attempts > 1),
+        attempts=sum(r.attempts for r in records),
+        finish_reasons=dict(finish),
+        usage=usage,
+        latency_s=Distribution.of(r.latency_s for r in ok),
+        ttft_s=Distribution.of(r.ttft_s for r in ok),
+        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
+        cost=_cost_summary(ok, price, usage),
+        model_info=model_info,
+    )
+
+
+def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: UsageSummary) -> CostSummary:
+    if price is None:
+        return CostSummary(priced_by="not priced")
+    costs = [r.cost_usd for r in ok if r.cost_usd is not None]
+    total = float(sum(costs)) if costs else (0.0 if not ok else None)
+    per_call = (total / len(ok)) if (total is not None and ok) else None
+    busy = (
+        busy_seconds((r.finished_at - (r.latency_s or 0.0), r.finished_at) for r in ok)
+        if price.hourly
+        else None
+    )
+    return CostSummary(
+        priced_by="hourly" if price.hourly else "tokens",
+        source=price.source,
+        input_per_1m=price.input_per_1m,
+        output_per_1m=price.output_per_1m,
+        usd_per_hour=price.usd_per_hour,
+        busy_s=busy,
+        total_usd=total,
+        per_call_usd=per_call,
+        per_1k_calls_usd=per_call * 1000 if per_call is not None else None,
+        estimated=usage.estimated_calls > 0,
+    )

@@ -105,7 +105,7 @@ def make_suite(
     """
     from pydantic import ValidationError
 
-    from rai_harness.config import format_validation_error
+    from rai_harness.validation import format_validation_error
 
     cls = get_suite_class(name)
     try:

@@ -27,9 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.classifiers.pool import ClassifierPool
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import Breakdown, DatasetInfo, MetricSpec
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import Breakdown, MetricSpec
 from rai_harness.types import ChatMessage
 
 __all__ = [

@@ -10,7 +10,7 @@
 3. anything else is a Hugging Face hub id, loaded with ``datasets.load_dataset(id, subset,
    split=...)`` (needs the network, or a populated HF cache).
 
-Every load returns a :class:`~rai_harness.run.record.DatasetInfo` with a content hash,
+Every load returns a :class:`~rai_harness.record.DatasetInfo` with a content hash,
 so the run record pins exactly which data produced its numbers.
 """
 
@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rai_harness.errors import ConfigError, MissingDependencyError
-from rai_harness.run.prompts import file_sha256
-from rai_harness.run.record import DatasetInfo
+from rai_harness.record import DatasetInfo, file_sha256
 from rai_harness.types import stable_hash
 
 __all__ = ["load_rows", "project_datasets_dir", "require_fields", "sample_rows"]

@@ -5,7 +5,7 @@ provider spread over all nine suites, without calling a model: per-call outputs,
 latencies, costs and failures are drawn from a seeded generator, then aggregated into
 metrics with intervals, breakdowns, counts and paired comparisons exactly where the real
 pipeline puts them. The record is built from the real pydantic models
-(:class:`~rai_harness.run.record.RunRecord` and friends) and the lines from the real
+(:class:`~rai_harness.record.RunRecord` and friends) and the lines from the real
 :class:`~rai_harness.run.runner.CallRecord`, so a schema change breaks the generator (and
 the report tests that use it) instead of leaving a stale fixture behind.
 
@@ -32,20 +32,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rai_harness.pricing import ResolvedPrice
-from rai_harness.run.record import (
+from rai_harness.record import (
+    Breakdown,
+    CallError,
+    CallRecord,
     Comparison,
     DatasetInfo,
     Distribution,
+    MetricSpec,
     RunRecord,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
-    summarize_provider,
     write_json_atomic,
 )
-from rai_harness.run.runner import CallError, CallRecord
+from rai_harness.run.score import summarize_provider
 from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import Breakdown, MetricSpec
 
 __all__ = [
     "DEFAULT_PROVIDERS",
@@ -1483,7 +1485,16 @@ def write_synthetic_run(
             info: dict[str, Any] = {"model": prov.model, "revision": "synthetic"}
             if prov.guarded:
                 info["guarded_by"] = {
-                    "guard": {"policy": "default", "version": "1"},
+                    # Shaped like Guard.info(): the rails name their classifiers, so the report
+                    # can see that the guard shares minilm-toxicity and presidio with the scorers.
+                    "guard": {
+                        "name": "default",
+                        "input": [{"name": "toxic-input", "classifier": "minilm-toxicity", "action": "flag"}],
+                        "output": [
+                            {"name": "toxic-output", "classifier": "minilm-toxicity", "action": "block"},
+                            {"name": "pii-output", "classifier": "presidio", "action": "redact"},
+                        ],
+                    },
                     "check_input": True,
                     "check_output": True,
                 }

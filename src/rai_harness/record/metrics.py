@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rai_harness.stats import Estimate
+from rai_harness.stats.estimate import Estimate
 
 __all__ = ["Breakdown", "MetricSpec"]
 

@@ -1,8 +1,9 @@
-"""The versioned run record (``run.json``) and per-sample lines (``samples.jsonl``).
+"""The schema of the versioned run record (``run.json``).
 
 ``run.json`` is what reports and the CI gate read; it is a pydantic model with a
 ``schema_version`` that is bumped whenever its format changes, so a reader can refuse
-(or migrate) a record it does not understand.
+(or migrate) a record it does not understand. Its one reader and writer live in
+:mod:`rai_harness.record.io`; the per-sample lines in :mod:`rai_harness.record.calls`.
 
 Percentiles use linear interpolation between order statistics (numpy's default,
 Hyndman & Fan type 7), the same as pandas and most dashboards.
@@ -10,23 +11,15 @@ Hyndman & Fan type 7), the same as pandas and most dashboards.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rai_harness.pricing import ResolvedPrice, busy_seconds
-from rai_harness.run.runner import CallRecord
-from rai_harness.stats import Estimate
-from rai_harness.suites.metrics import Breakdown, MetricSpec
+from rai_harness.record.metrics import Breakdown, MetricSpec
+from rai_harness.stats.estimate import Estimate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -40,11 +33,6 @@ __all__ = [
     "SuiteResult",
     "SuiteRun",
     "UsageSummary",
-    "read_run_record",
-    "read_samples",
-    "summarize_provider",
-    "write_json_atomic",
-    "write_samples",
 ]
 
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
@@ -237,150 +225,3 @@ class RunRecord(BaseModel):
     timing_quality: dict[str, Any] = Field(default_factory=dict)
     suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
-
-
-def summarize_provider(
-    kind: str,
-    model: str,
-    records: Sequence[CallRecord],
-    price: ResolvedPrice | None,
-    model_info: dict[str, Any],
-) -> ProviderSummary:
-    """Aggregate one provider's records (costs must already be filled in)."""
-    ok = [r for r in records if r.ok]
-    failed = [r for r in records if not r.ok]
-    errors = Counter(r.error.type if r.error else "unknown" for r in failed)
-    finish = Counter(r.finish_reason or "unknown" for r in ok)
-    usage = UsageSummary(
-        prompt_tokens=sum(r.prompt_tokens or 0 for r in ok),
-        completion_tokens=sum(r.completion_tokens or 0 for r in ok),
-        estimated_calls=sum(1 for r in ok if r.tokens_estimated),
-    )
-    return ProviderSummary(
-        kind=kind,
-        model=model,
-        calls=len(records),
-        succeeded=len(ok),
-        failed=len(failed),
-        reused=sum(1 for r in records if r.cached),
-        error_rate=(len(failed) / len(records)) if records else 0.0,
-        errors_by_type=dict(errors),
-        retried_calls=sum(1 for r in records if r.attempts > 1),
-        attempts=sum(r.attempts for r in records),
-        finish_reasons=dict(finish),
-        usage=usage,
-        latency_s=Distribution.of(r.latency_s for r in ok),
-        ttft_s=Distribution.of(r.ttft_s for r in ok),
-        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
-        cost=_cost_summary(ok, price, usage),
-        model_info=model_info,
-    )
-
-
-def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: UsageSummary) -> CostSummary:
-    if price is None:
-        return CostSummary(priced_by="not priced")
-    costs = [r.cost_usd for r in ok if r.cost_usd is not None]
-    total = float(sum(costs)) if costs else (0.0 if not ok else None)
-    per_call = (total / len(ok)) if (total is not None and ok) else None
-    busy = (
-        busy_seconds((r.finished_at - (r.latency_s or 0.0), r.finished_at) for r in ok)
-        if price.hourly
-        else None
-    )
-    return CostSummary(
-        priced_by="hourly" if price.hourly else "tokens",
-        source=price.source,
-        input_per_1m=price.input_per_1m,
-        output_per_1m=price.output_per_1m,
-        usd_per_hour=price.usd_per_hour,
-        busy_s=busy,
-        total_usd=total,
-        per_call_usd=per_call,
-        per_1k_calls_usd=per_call * 1000 if per_call is not None else None,
-        estimated=usage.estimated_calls > 0,
-    )
-
-
-def write_json_atomic(path: Path, data: str) -> None:
-    """Write text to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_samples(path: Path, records: Iterable[CallRecord]) -> int:
-    """Write one JSON object per record to ``path`` atomically; return the count."""
-    lines = [json.dumps(r.to_dict(), ensure_ascii=False, default=str) for r in records]
-    write_json_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
-    return len(lines)
-
-
-def read_samples(path: str | Path) -> list[CallRecord]:
-    """Read ``samples.jsonl`` back into records."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(CallRecord.from_dict(json.loads(line)))
-    return out
-
-
-def read_run_record(run_dir: str | Path) -> RunRecord:
-    """Load ``run.json`` from a run folder (or the file itself); the one reader of run records.
-
-    The schema version is checked before validation, so a record from a newer rai-harness is
-    refused with "upgrade" rather than with a confusing unknown-key error.
-
-    Raises:
-        ConfigError: The file is missing, unreadable, not JSON, from a newer rai-harness (a
-            higher ``schema_version``), or does not match this schema.
-    """
-    from pydantic import ValidationError
-
-    from rai_harness.config import format_validation_error
-    from rai_harness.errors import ConfigError
-
-    path = Path(run_dir)
-    if path.suffix != ".json" or path.is_dir():
-        path = path / "run.json"
-    file = str(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            "run record not found; pass the folder `rai run` wrote (it holds run.json)", file=file
-        ) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        what = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else "unreadable"
-        raise ConfigError(
-            f"cannot read the run record: {what} ({exc}); was the run interrupted? Rerun `rai run` "
-            "on the same config to rewrite it",
-            file=file,
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("the run record must be a JSON object", file=file)
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"schema_version {version!r} is newer than this rai-harness reads ({SCHEMA_VERSION}): "
-            "upgrade rai-harness",
-            file=file,
-            key_path="schema_version",
-        )
-    try:
-        return RunRecord.model_validate(data)
-    except ValidationError as exc:
-        err = format_validation_error(exc, file, "", RunRecord)
-        raise ConfigError(
-            f"not a valid run record: {err.detail}; rerun `rai run` on the same config to rewrite it",
-            file=file,
-            key_path=err.key_path,
-        ) from exc

@@ -1,0 +1,112 @@
+"""The one reader and writer of run records (``run.json``) and samples (``samples.jsonl``).
+
+Every file is written atomically (temporary file, then rename), so an interrupted run
+never leaves a half-written record for the report or the gate to misread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from rai_harness.errors import ConfigError
+from rai_harness.record.calls import CallRecord
+from rai_harness.record.schema import SCHEMA_VERSION, RunRecord
+from rai_harness.validation import format_validation_error
+
+__all__ = ["file_sha256", "read_run_record", "read_samples", "write_json_atomic", "write_samples"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (identifies a dataset or config version in the run record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    """Write text to ``path`` through a temporary file and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_samples(path: Path, records: Iterable[CallRecord]) -> int:
+    """Write one JSON object per record to ``path`` atomically; return the count."""
+    lines = [json.dumps(r.to_dict(), ensure_ascii=False, default=str) for r in records]
+    write_json_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+    return len(lines)
+
+
+def read_samples(path: str | Path) -> list[CallRecord]:
+    """Read ``samples.jsonl`` back into records."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(CallRecord.from_dict(json.loads(line)))
+    return out
+
+
+def read_run_record(run_dir: str | Path) -> RunRecord:
+    """Load ``run.json`` from a run folder (or the file itself); the one reader of run records.
+
+    The schema version is checked before validation, so a record from a newer rai-harness is
+    refused with "upgrade" rather than with a confusing unknown-key error.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not JSON, from a newer rai-harness (a
+            higher ``schema_version``), or does not match this schema.
+    """
+    path = Path(run_dir)
+    if path.suffix != ".json" or path.is_dir():
+        path = path / "run.json"
+    file = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "run record not found; pass the folder `rai run` wrote (it holds run.json)", file=file
+        ) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else "unreadable"
+        raise ConfigError(
+            f"cannot read the run record: {what} ({exc}); was the run interrupted? Rerun `rai run` "
+            "on the same config to rewrite it",
+            file=file,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("the run record must be a JSON object", file=file)
+    version = data.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"schema_version {version!r} is newer than this rai-harness reads ({SCHEMA_VERSION}): "
+            "upgrade rai-harness",
+            file=file,
+            key_path="schema_version",
+        )
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as exc:
+        err = format_validation_error(exc, file, "", RunRecord)
+        raise ConfigError(
+            f"not a valid run record: {err.detail}; rerun `rai run` on the same config to rewrite it",
+            file=file,
+            key_path=err.key_path,
+        ) from exc

@@ -1,0 +1,109 @@
+"""Reading user files and explaining what is wrong with them.
+
+The bottom floor of file handling: one YAML reader (run configs, guard and gate policies)
+and one translation of pydantic's errors into a :class:`~rai_harness.errors.ConfigError`
+that names the file, the key path (``providers[1].timeout_s``) and the fix. It imports
+only :mod:`rai_harness.errors`, so the gate and the report can validate their files
+without loading the run configuration (and with it the providers).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rai_harness.errors import ConfigError
+
+__all__ = ["format_validation_error", "read_yaml_file"]
+
+
+def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def format_validation_error(
+    exc: ValidationError, file: str | None, prefix: str, model: type[BaseModel]
+) -> ConfigError:
+    """Turn pydantic's first error into a ConfigError that says where and how to fix it.
+
+    Args:
+        exc: The validation error.
+        file: The file being validated (for the message).
+        prefix: Key path of the validated section within the file (``providers[2]``).
+        model: The pydantic model validated (for "allowed keys" hints).
+    """
+    err = exc.errors()[0]
+    loc = err["loc"]
+    key_path = _loc_to_path(loc, prefix)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        bad = str(loc[-1])
+        hint = difflib.get_close_matches(bad, allowed, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        message = f"unknown key '{bad}'{suggestion}; allowed keys here: {', '.join(sorted(allowed))}"
+    elif err["type"] == "missing":
+        message = "this key is required but missing"
+    else:
+        got = err.get("input")
+        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        message = f"{err['msg']} (got {shown})"
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f" [and {extra} more problem{'s' if extra > 1 else ''} in this section]"
+    return ConfigError(message, file=file, key_path=key_path or None)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for "allowed keys" hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:
+    """Parse a YAML file, with errors that name the file and, for bad YAML, the line and column.
+
+    Args:
+        path: The file.
+        what: How messages call the file ("gate policy file"...).
+
+    Raises:
+        ConfigError: Missing, unreadable, or not valid YAML.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} not found; check the path", file=str(p)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what}: {exc.strerror}", file=str(p)) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc

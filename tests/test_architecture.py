@@ -1,0 +1,108 @@
+"""The layering of the package (STYLE.md "The shape of the house") as tests.
+
+The record is the bottom floor; the gate and the report read only the record, so
+importing them must not load the runner, a provider, a classifier backend or torch.
+Each import is checked in a fresh interpreter, because this test process has long since
+imported everything.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rai_harness
+
+PACKAGE = Path(rai_harness.__file__).resolve().parent
+
+#: Module prefixes the light entry points must never load.
+HEAVY = (
+    "torch",
+    "transformers",
+    "rai_harness.run",
+    "rai_harness.providers",
+    "rai_harness.classifiers",
+    "rai_harness.guardrails",
+    "rai_harness.suites",
+)
+
+
+def _loaded_after_import(module: str) -> list[str]:
+    code = (
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        f"import {module}\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize("module", ["rai_harness", "rai_harness.gate", "rai_harness.report", "rai_harness.record"])
+def test_light_entry_points_load_no_runner_provider_classifier_or_torch(module: str) -> None:
+    loaded = _loaded_after_import(module)
+    assert module in loaded  # the probe really imported it in a fresh interpreter
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert heavy == [], f"import {module} loaded {heavy}"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for name in _imported_modules(path):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                bad.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    return bad
+
+
+def test_record_imports_no_floor_above_it() -> None:
+    above = tuple(
+        f"rai_harness.{p}"
+        for p in (
+            "run",
+            "suites",
+            "report",
+            "gate",
+            "providers",
+            "classifiers",
+            "guardrails",
+            "config",
+            "cli",
+        )
+    )
+    assert _offenders("record", above) == []
+
+
+def test_suites_never_import_the_run_package() -> None:
+    assert _offenders("suites", ("rai_harness.run",)) == []
+
+
+def test_gate_and_report_never_import_the_run_package() -> None:
+    assert _offenders("gate", ("rai_harness.run",)) == []
+    assert _offenders("report", ("rai_harness.run",)) == []
+
+
+def test_probe_sees_a_heavy_import() -> None:
+    # The probe is not blind: importing the run package does load the runner.
+    assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run")
