@@ -22,7 +22,7 @@ from rai_harness.training.calibration import (
     summarize_kinds,
     threshold_for_fpr,
 )
-from rai_harness.training.sources import _assistant_registers, _cap, SourceRow
+from rai_harness.training.sources import SourceRow, _assistant_registers, _cap
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTERS = REPO / "datasets" / "assistant_registers" / "texts.jsonl"
@@ -128,7 +128,11 @@ def test_v2_candidate_card_quotes_its_metrics():
     assert set(chosen) >= {"default/toxic-output", "strict/toxic-output"}
     assert all(0 < v["threshold"] < 1 for v in chosen.values())
     card = (V2 / "MODEL_CARD.md").read_text()
-    for section in ("## Operating points of the shipped policies", "## Comparison with the previous head", "## Calibration"):
+    for section in (
+        "## Operating points of the shipped policies",
+        "## Comparison with the previous head",
+        "## Calibration",
+    ):
         assert section in card
     t = f"{chosen['default/toxic-output']['threshold']:.2f}"
     held_out = metrics["kinds"][t]

@@ -86,7 +86,9 @@ def _headline(m: Mapping[str, Any]) -> str:
             f"{_pct(audit.get('toxic_recall'))} of toxic ones"
         )
     if aae:
-        parts.append(f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}")
+        parts.append(
+            f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}"
+        )
     return "; ".join(parts) + ". "
 
 
@@ -234,7 +236,9 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
                 for key in ("fpr", "recall"):
                     if key in cell:
                         c = cell[key]
-                        lines.append(f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | {_pct(c['rate'])} |")
+                        lines.append(
+                            f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | {_pct(c['rate'])} |"
+                        )
     cal = (m.get("calibration") or {}).get("toxic") or {}
     if "a" in cal:
         lines += [
@@ -281,7 +285,10 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
         "| set | kind | rate | previous head | this head |",
         "|---|---|---|---:|---:|",
     ]
-    for where, prev, cur in (("test split", base.get("test_by_kind", {}), now), ("guard audit", base.get("audit_by_kind", {}), now_audit)):
+    for where, prev, cur in (
+        ("test split", base.get("test_by_kind", {}), now),
+        ("guard audit", base.get("audit_by_kind", {}), now_audit),
+    ):
         for kind in sorted(set(prev) | set(cur)):
             for key, name in (("fpr", "false positives"), ("recall", "recall")):
                 a, b = (prev.get(kind) or {}).get(key), (cur.get(kind) or {}).get(key)

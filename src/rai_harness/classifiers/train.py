@@ -235,7 +235,9 @@ def assign_splits(
             # Keyed rows: the split is a function of the key alone, so a template or QA item
             # never straddles two splits.
             u = int(_rank_hash(row.key, seed)[:12], 16) / 16**12
-            split = "train" if u < fractions[0] else "validation" if u < fractions[0] + fractions[1] else "test"
+            split = (
+                "train" if u < fractions[0] else "validation" if u < fractions[0] + fractions[1] else "test"
+            )
             fold = int(_rank_hash(row.key, seed)[12:16], 16) % OOF_FOLDS
             out.append(Example(row.text, row.labels, row.source, row.groups, split, fold, row.kind, row.key))
         else:
@@ -248,7 +250,9 @@ def assign_splits(
         for rank, row in enumerate(members):
             split = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
             out.append(
-                Example(row.text, row.labels, row.source, row.groups, split, rank % OOF_FOLDS, row.kind, row.key)
+                Example(
+                    row.text, row.labels, row.source, row.groups, split, rank % OOF_FOLDS, row.kind, row.key
+                )
             )
     return out
 
@@ -278,7 +282,13 @@ def _load_extra(data_dir: Path, registers: Path | None, seed: int) -> dict[str, 
     out: dict[str, list[Example]] = {}
     for source, rows in load_extra_sources(data_dir, registers, seed=seed).items():
         out[source] = [
-            Example(normalize_for_model(r.text), {"toxic": r.toxic, "hate": r.hate}, source, kind=r.kind, key=r.key)
+            Example(
+                normalize_for_model(r.text),
+                {"toxic": r.toxic, "hate": r.hate},
+                source,
+                kind=r.kind,
+                key=r.key,
+            )
             for r in rows
         ]
     return out
@@ -982,7 +992,9 @@ def _operating_points(p: np.ndarray, rows: Sequence[Example], report: TrainRepor
     kinds = [r.kind or r.source for r in rows]
     reference = _mask(rows, "validation") & (y == 0) & np.isin(kinds, ASSISTANT_KINDS)
     if not reference.any():
-        report.policy_thresholds = {"not_computed": "no benign assistant-register texts in the validation split"}
+        report.policy_thresholds = {
+            "not_computed": "no benign assistant-register texts in the validation split"
+        }
         return
     for rail, target in POLICY_TARGETS.items():
         report.policy_thresholds[rail] = {

@@ -25,8 +25,8 @@ __all__ = [
     "platt",
     "rates_by",
     "reliability",
-    "threshold_for_fpr",
     "summarize_kinds",
+    "threshold_for_fpr",
     "wilson",
 ]
 
@@ -70,7 +70,9 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:
             continue
         mean_p, frac = float(p[m].mean()), float(y[m].mean())
         ece += n / len(p) * abs(mean_p - frac)
-        table.append({"bin": [float(edges[b]), float(edges[b + 1])], "n": n, "mean_score": mean_p, "toxic_share": frac})
+        table.append(
+            {"bin": [float(edges[b]), float(edges[b + 1])], "n": n, "mean_score": mean_p, "toxic_share": frac}
+        )
     return {"ece": ece, "n": len(p), "bins": table}
 
 
@@ -83,7 +85,7 @@ def threshold_for_fpr(benign_scores: np.ndarray, target: float) -> float:
     s = np.sort(np.asarray(benign_scores, dtype=np.float64))
     if not len(s):
         raise ValueError("no benign scores to choose a threshold from")
-    allowed = int(math.floor(target * len(s)))
+    allowed = math.floor(target * len(s))
     # Flagging at most `allowed` texts: the threshold must exceed the (allowed+1)-th highest score.
     cut = s[len(s) - allowed - 1]
     return min(0.99, math.floor(cut * 100) / 100 + 0.01)

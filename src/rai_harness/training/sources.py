@@ -130,7 +130,9 @@ def _truthfulqa(d: Path) -> Iterator[SourceRow]:
             key = f"tqa:{i}"
             yield SourceRow(_clip(row["Question"]), 0, 0, "question", key)
             answers = {row["Best Answer"], row["Best Incorrect Answer"]}
-            answers |= {a.strip() for a in row["Correct Answers"].split(";") + row["Incorrect Answers"].split(";")}
+            answers |= {
+                a.strip() for a in row["Correct Answers"].split(";") + row["Incorrect Answers"].split(";")
+            }
             for a in sorted(x for x in answers if x):
                 yield SourceRow(_clip(a), 0, 0, "answer", key)
 
@@ -193,7 +195,9 @@ def _holistic_bias(d: Path) -> Iterator[SourceRow]:
         for singular, plural in noun_pairs:
             for t in kept:
                 article = "an" if desc[0].lower() in "aeiou" else "a"
-                text = t.format(noun_phrase=f"{article} {desc} {singular}", plural_noun_phrase=f"{desc} {plural}")
+                text = t.format(
+                    noun_phrase=f"{article} {desc} {singular}", plural_noun_phrase=f"{desc} {plural}"
+                )
                 yield SourceRow(text, 0, 0, "identity_statement", f"hb:{t}")
 
 
