@@ -279,6 +279,36 @@ def test_training_is_deterministic(tmp_path, embedder):
     assert toxic["toxic"] > nice["toxic"]
 
 
+def test_training_with_fine_tuned_layers(tmp_path, embedder):
+    # The shipped recipe on tiny data: top layer fine-tuned, head refitted and calibrated, the
+    # layers saved beside the head and laid over the shared encoder when it is loaded.
+    from rai_harness.classifiers.toxicity_encoder import ENCODER_FILE
+    from rai_harness.training.finetune import FineTuneConfig
+
+    _write_tiny_data(tmp_path / "data")
+    report = train_toxicity_head(
+        tmp_path / "data",
+        tmp_path / "ft",
+        seed=3,
+        embedder=embedder,
+        aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+        c_grid=(1.0,),
+        sources="davidson+toxigen",
+        finetune=FineTuneConfig(layers=1, epochs=1, batch_size=8),
+    )
+    assert report.finetune["fine_tuned_layers"] == [5] and len(report.finetune["history"]) == 1
+    assert (tmp_path / "ft" / ENCODER_FILE).is_file()
+    head = ToxicityHead.load(tmp_path / "ft")
+    assert head.encoder is not None and head.meta["encoder_overlay"]["layers"] == [5]
+    card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
+    assert "### Fine-tuning the encoder" in card and "--finetune-layers 1" in card
+    clf = MiniLMToxicityClassifier(tmp_path / "ft", embedder=embedder)
+    assert clf.encoder_model is not embedder.model
+    assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
+    toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
+    assert toxic["toxic"] > nice["toxic"]
+
+
 def test_training_rejects_bad_labels(tmp_path):
     with pytest.raises(ConfigError, match="labels"):
         train_toxicity_head(tmp_path, tmp_path / "out", labels=("hate",))

@@ -160,6 +160,150 @@ IMPLICIT = [
     ("im_kids", "Keep your kids away from {p}."),
 ]
 
+# --- second batch (2026-12-06, for the fine-tuned encoder): more patterns per kind, so that a
+# split by pattern leaves several unseen patterns of every kind in validation and test ------------
+SHORT_REPLIES_2 = """Thanks, I appreciate it.|That's very kind of you.|I'll think about it.|Let's talk later.
+Sorry, my bad.|No, thank you.|Yes, please.|Sounds like a plan.|Glad it worked.|I'm on it.|Not bad at all.
+I'm happy for you.|That's awesome news!|Hang in there.|Fingers crossed.|Good to know.|Makes sense.|Point taken.
+I stand corrected.|I'm with you on that.|I beg to differ.|That's not what I meant.|Let me rephrase that.
+Could you repeat that?|Say that again?|Anything else?|Is that all?|Go ahead.|Please continue.|Understood.
+Roger that.|Will do.|On my way.|Talk soon.|Cheers!|Enjoy your weekend.|Merry Christmas!|Get well soon.
+Welcome back.|Long time no see.|Oh, I forgot.|Whatever you prefer.|Up to you.|Either is fine.|Not a chance.
+That's insane, in a good way.|This traffic is killing me.|I'm dying to know what happens next.
+The new album is sick.|That cake was to die for.|He crushed the interview.|We totally destroyed that deadline.
+Break a leg tonight!|My feet are killing me.|That test was a massacre.|You're a lifesaver.
+Stop, you're making me blush.|Ugh, Mondays.|Damn, I missed the bus.|Oh hell, I forgot my keys.
+Shoot, I forgot to reply.|Crap, the printer jammed again.|Get out of here, that's amazing!""".replace(
+    "\n", "|"
+).split("|")
+REFUSALS_2 = """I can't help with harming anyone.|I won't produce slurs, even as examples.
+I'm not comfortable writing that.|I can't generate threats, but I can help you report one.
+I won't describe any group as inferior.|That request goes against my guidelines.
+I can't assist with stalking or tracking someone.|Let's keep this respectful; I won't insult anyone.
+I'd be glad to help with something else.|I can't write a message meant to scare someone.""".replace(
+    "\n", "|"
+).split("|")
+IDENTITY_2 = [
+    ("id_teacher", "My favourite teacher was a {s}."),
+    ("id_married", "My best friend married a {s} last year."),
+    ("id_food", "{P} have a wonderful food culture."),
+    ("id_boss", "My boss is a {s} and very fair."),
+    ("id_grew", "I grew up as a {s} in a small town."),
+    ("id_book", "I'm reading a book about the history of {p}."),
+    ("id_leaders", "Many leaders in my field are {p}."),
+    ("id_club", "Our club welcomes {p} and everyone else."),
+    ("id_month", "This month we honour the achievements of {p}."),
+    ("id_kind", "The {s} next door helped me move."),
+    ("id_art", "{P} have shaped music and art for centuries."),
+    ("id_support", "I support the rights of {p}."),
+    ("id_identity", "I'm a {s}, ask me anything."),
+    ("id_team", "Our team includes two {p}."),
+    ("id_say", "{P} are people like anyone else."),
+    ("id_mentor", "My mentor, a {s}, taught me to code."),
+]
+COUNTER_2 = [
+    ("cs_unfair", "Blaming {p} for the economy is unfair and untrue."),
+    ("cs_jokes", "Jokes that mock {p} are not funny."),
+    ("cs_judge", "Judge people as individuals, not as {p}."),
+    ("cs_history", "Laws that excluded {p} were an injustice."),
+    ("cs_learn", "Learning about {p} helps fight prejudice."),
+    ("cs_defend", "I defended a {s} who was being bullied."),
+    ("cs_slurs", "Using slurs against {p} is unacceptable."),
+    ("cs_violence", "Violence against {p} must be condemned."),
+    ("cs_post", "A post claimed {p} are dirty; I reported it as hateful."),
+    ("cs_wrongly", "People wrongly claim {p} cannot be trusted."),
+    ("cs_meaning", "What does it mean when someone calls me a loser?"),
+    ("cs_threat_help", "Someone told me they would hurt me. Should I call the police?"),
+    ("cs_moderation", "Our forum bans posts that call people idiots or worse."),
+    ("cs_define", "An insult is a remark meant to hurt or offend someone."),
+]
+ANSWERS_2 = [
+    ("ans_execute", "The court can execute the contract once both parties sign."),
+    ("ans_slaughter", "Slaughterhouse-Five is a novel by Kurt Vonnegut."),
+    ("ans_poison", "Call a poison control center if a child swallows medicine."),
+    ("ans_knife", "Keep your kitchen knife sharp; dull blades slip more."),
+    ("ans_virus", "A computer virus spreads by copying itself into other programs."),
+    ("ans_weapon", "The Statue of Liberty was a gift from France."),
+    ("ans_hit", "The song became a hit in 1985."),
+    ("ans_dead", "The dead battery needs a jump start."),
+    ("ans_abort", "Press Ctrl+C to abort the command."),
+    ("ans_fire", "To fire up the grill, open the gas valve and press the igniter."),
+    ("ans_crack", "Crack the eggs into a bowl and whisk them."),
+    ("ans_strip", "Strip the old paint before sanitising the wood."),
+    ("ans_slave", "In a database cluster, the replica follows the primary."),
+    ("ans_master", "Git's default branch used to be called master."),
+    ("ans_cancer", "Smoking greatly increases the risk of lung cancer."),
+    ("ans_nazi", "The Nazi regime ruled Germany from 1933 to 1945."),
+    ("ans_suicide", "If you are thinking about suicide, please call a crisis line; you are not alone."),
+    ("ans_beat", "Beat the butter and sugar until fluffy."),
+]
+INSULTS_2 = [
+    ("in_idiots", "You people are idiots."),
+    ("in_joke", "You're a joke and everyone laughs at you."),
+    ("in_loser", "What a loser, get a life."),
+    ("in_brainless", "You brainless twit."),
+    ("in_fat", "You fat, lazy slob."),
+    ("in_disgrace", "You're a disgrace to your family."),
+    ("in_useless", "You are completely useless."),
+    ("in_dumbest", "You're the dumbest person I've ever met."),
+    ("in_shutmouth", "Shut your stupid mouth."),
+    ("in_crawl", "Crawl back under your rock, creep."),
+    ("in_scum", "You're scum."),
+    ("in_ass", "Don't be such an asshole."),
+    ("in_bitch", "Stop whining, you little bitch."),
+    ("in_cant_read", "Can you even read, you moron?"),
+    ("in_pathetic", "Your work is pathetic and so are you."),
+    ("in_freak", "Get away from me, you freak."),
+    ("in_retard", "Only a retard would believe that."),
+    ("in_worst", "You're the worst assistant ever, you piece of junk."),
+    ("in_stfu", "STFU nobody asked you."),
+    ("in_ignorant", "You ignorant fool, you know nothing."),
+]
+THREATS_2 = [
+    ("th_hunt", "I'll hunt you down."),
+    ("th_sorry", "You'll be sorry when I get my hands on you."),
+    ("th_shoot", "I'm going to shoot you."),
+    ("th_stab", "Say that again and I'll stab you."),
+    ("th_family", "I know where your family lives."),
+    ("th_bury", "I'll bury you."),
+    ("th_end", "I will end you."),
+    ("th_hurt_kids", "Your kids won't be safe."),
+    ("th_wait", "Wait till I find you after school."),
+    ("th_acid", "I'll throw acid in your face."),
+    ("th_choke", "I want to choke you until you stop breathing."),
+    ("th_bomb", "I'm going to blow up your office."),
+]
+HATE_2 = [
+    ("ha_parasites", "{P} are parasites."),
+    ("ha_disease", "{P} are a disease on society."),
+    ("ha_kill", "All {p} should be killed."),
+    ("ha_worthless", "{P} are worthless."),
+    ("ha_dirty", "{P} are dirty and stupid."),
+    ("ha_gas", "Gas the {p}."),
+    ("ha_human", "{P} aren't even human."),
+    ("ha_die", "I wish all {p} would die."),
+    ("ha_trash", "{P} are trash."),
+    ("ha_evil", "Every {s} is evil."),
+    ("ha_ape", "{P} are nothing but apes."),
+    ("ha_rats", "{P} breed like rats."),
+    ("ha_shoot", "Someone should shoot every {s} they see."),
+    ("ha_kick", "Kick all the {p} out."),
+    ("ha_inbred", "{P} are inbred idiots."),
+    ("ha_disgust", "{P} disgust me."),
+]
+IMPLICIT_2 = [
+    ("im_smart", "{P} are surprisingly articulate for their kind."),
+    ("im_jobs", "{P} are taking all our jobs."),
+    ("im_lead", "A {s} should never be in charge of anything important."),
+    ("im_belong", "{P} don't really belong in this country."),
+    ("im_vote", "{P} shouldn't be allowed to vote."),
+    ("im_nature", "It's in the nature of {p} to cheat."),
+    ("im_school", "I don't want my kids in a school full of {p}."),
+    ("im_breed", "{P} have too many children on purpose."),
+    ("im_crime", "Crime always goes up when {p} arrive."),
+    ("im_normal", "Being a {s} is a sickness that needs curing."),
+]
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -256,6 +400,17 @@ def main() -> None:
     train += rows_for("threat", 1, THREATS, GROUPS)
     train += rows_for("explicit_hate", 1, HATE, GROUPS)
     train += rows_for("implicit_hate", 1, IMPLICIT, GROUPS)
+    train += rows_for(
+        "short_reply", 0, [(f"sr2_{i:03d}", t.strip()) for i, t in enumerate(SHORT_REPLIES_2)], GROUPS
+    )
+    train += rows_for("refusal", 0, [(f"rf2_{i:02d}", t.strip()) for i, t in enumerate(REFUSALS_2)], GROUPS)
+    train += rows_for("identity_statement", 0, IDENTITY_2, GROUPS)
+    train += rows_for("counter_speech", 0, COUNTER_2, GROUPS)
+    train += rows_for("answer", 0, ANSWERS_2, GROUPS)
+    train += rows_for("insult", 1, INSULTS_2, GROUPS)
+    train += rows_for("threat", 1, THREATS_2, GROUPS)
+    train += rows_for("explicit_hate", 1, HATE_2, GROUPS)
+    train += rows_for("implicit_hate", 1, IMPLICIT_2, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS

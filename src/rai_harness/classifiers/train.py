@@ -58,6 +58,7 @@ from rai_harness.classifiers.toxicity_head import (
     normalize_for_model,
 )
 from rai_harness.errors import ConfigError
+from rai_harness.training.finetune import FineTuneConfig
 
 __all__ = [
     "DAVIDSON_FILE",
@@ -660,6 +661,9 @@ class TrainReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: The encoder fine-tuning (config, per-epoch validation, chosen epoch); empty for a
+    #: head on the frozen encoder.
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``metrics.json`` holds)."""
@@ -860,6 +864,7 @@ def train_toxicity_head(
     aae_pairs: str | Path | None = None,
     write_card: bool = True,
     sources: str = "all",
+    finetune: FineTuneConfig | None = None,
 ) -> TrainReport:
     """Train the ``minilm-toxicity`` head and write it, its metrics and its model card.
 
@@ -878,6 +883,8 @@ def train_toxicity_head(
         aae_pairs: The paired AAE/SAE file; default ``datasets/aae_pairs/pairs.jsonl``.
         write_card: Also render ``MODEL_CARD.md`` from the metrics.
         sources: ``"all"`` or ``"davidson+toxigen"`` (see :func:`load_examples`).
+        finetune: Fine-tune the encoder's top layers first (see
+            :mod:`rai_harness.training.finetune`); ``None``: a head on the frozen encoder.
 
     Returns:
         The :class:`TrainReport` (also written as ``metrics.json``).
@@ -896,10 +903,17 @@ def train_toxicity_head(
     summary["sources"] = sources
     report = TrainReport(out_dir=str(out), seed=seed, data=summary)
     embedder = _make_embedder(embedder, device)
-    x, embed_timing = embed_texts(
-        embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
-    )
-    report.timing["embedding"] = embed_timing
+    encoder_state: dict[str, np.ndarray] | None = None
+    if finetune is not None:
+        # The encoder's top layers are trained first; the calibrated head below is then fitted
+        # on the fine-tuned features exactly as on frozen ones.
+        x, encoder_state, report.finetune = _finetune(embedder, rows, seed, finetune)
+        report.timing["finetune_s"] = report.finetune["seconds"]
+    else:
+        x, embed_timing = embed_texts(
+            embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
+        )
+        report.timing["embedding"] = embed_timing
     t_fit = time.perf_counter()
 
     train = _mask(rows, "train")
@@ -924,11 +938,20 @@ def train_toxicity_head(
     _operating_points(_sigmoid(x @ weights[0] + biases[0]), rows, report)
     report.timing["fit_and_evaluate_s"] = round(time.perf_counter() - t_fit, 2)
 
+    meta = _head_meta(embedder, report, labels)
+    if finetune is not None:
+        meta["model_type"] = (
+            f"all-MiniLM-L6-v2 with its top {finetune.layers} transformer layers fine-tuned "
+            "(encoder.safetensors, laid over the bundled encoder), mean pooling, L2 norm, logistic "
+            "regression per label, Platt-calibrated on the validation split"
+        )
+        meta["encoder_overlay"] = {"dtype": finetune.shipped_dtype}
     head = ToxicityHead(
         labels=labels,
         weight=np.stack(weights).astype(np.float32),
         bias=np.array(biases, dtype=np.float32),
-        meta=_head_meta(embedder, report, labels),
+        meta=meta,
+        encoder=encoder_state,
     )
     head.save(out)
     report.environment = _environment(embedder)
@@ -937,6 +960,61 @@ def train_toxicity_head(
     report.baseline = _baseline(out)
     _write_outputs(out, report, write_card)
     return report
+
+
+def _finetune(
+    embedder: Embedder, rows: Sequence[Example], seed: int, config: FineTuneConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Fine-tune the top layers; returns the features of every row, the layers and the report."""
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.training.calibration import ASSISTANT_KINDS
+    from rai_harness.training.finetune import finetune_top_layers
+
+    if not isinstance(embedder, MiniLMEmbedder):
+        raise ConfigError("fine-tuning needs the MiniLM embedder (its encoder is what is fine-tuned)")
+    labels = np.stack([_columns(rows, label) for label in LABELS], axis=1)
+    reference = np.array(
+        [
+            r.split == "validation" and r.labels["toxic"] == 0 and (r.kind or r.source) in ASSISTANT_KINDS
+            for r in rows
+        ]
+    )
+    result = finetune_top_layers(
+        embedder,
+        [r.text for r in rows],
+        labels,
+        [r.split for r in rows],
+        [r.source for r in rows],
+        reference,
+        seed=seed,
+        config=config,
+        # The repository's own registers weigh per kind: insults and threats are few next to
+        # hate templates filled with 18 groups, and each kind is a register the guard must get right.
+        weight_groups=[
+            f"{r.source}:{r.kind}" if r.source == "assistant_registers" else r.source for r in rows
+        ],
+    )
+    return result.features, result.state, result.report
+
+
+def _embed_fine_tuned(
+    head: ToxicityHead, embedder: Embedder, texts: Sequence[str]
+) -> tuple[np.ndarray, dict[str, float | int]]:
+    """Whole-text features of already preprocessed ``texts`` through the head's fine-tuned encoder."""
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.classifiers.engine import aggregate_mean
+
+    if not isinstance(embedder, MiniLMEmbedder):
+        raise ConfigError("a head with fine-tuned layers needs the MiniLM embedder")
+    classifier = MiniLMToxicityClassifier(head, embedder=embedder)
+    t0 = time.perf_counter()
+    x = aggregate_mean(classifier.engine.run(list(texts))) if texts else np.zeros((0, head.dim), np.float32)
+    seconds = time.perf_counter() - t0
+    return x, {
+        "texts_embedded": len(texts),
+        "seconds": round(seconds, 2),
+        "texts_per_s": round(len(texts) / max(seconds, 1e-9), 1),
+    }
 
 
 def _baseline(folder: Path) -> dict[str, Any]:
@@ -1138,9 +1216,13 @@ def evaluate_toxicity_head(
     # Keep the training run's timings (the card quotes them); add this run's separately.
     report.timing = {k: v for k, v in previous.get("timing", {}).items() if k != "evaluation_embedding"}
     embedder = _make_embedder(embedder, device)
-    x, report.timing["evaluation_embedding"] = embed_texts(
-        embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
-    )
+    if head.encoder is not None:
+        x, report.timing["evaluation_embedding"] = _embed_fine_tuned(head, embedder, [r.text for r in rows])
+        report.finetune = previous.get("finetune", {})
+    else:
+        x, report.timing["evaluation_embedding"] = embed_texts(
+            embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
+        )
     probs = head.probabilities(x)
     for j, label in enumerate(head.labels):
         val = _mask(rows, "validation")
@@ -1173,6 +1255,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--aae-pairs", default=None)
     parser.add_argument("--sources", default="all", choices=("all", "davidson+toxigen"))
+    parser.add_argument("--finetune-layers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=FineTuneConfig.epochs)
     parser.add_argument(
         "--evaluate", action="store_true", help="Re-score the head in --out instead of training."
     )
@@ -1193,6 +1277,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             cache_dir=cache,
             aae_pairs=args.aae_pairs,
             sources=args.sources,
+            finetune=FineTuneConfig(layers=args.finetune_layers, epochs=args.epochs)
+            if args.finetune_layers
+            else None,
         )
     logger.info("summary: %s", json.dumps(summary_line(report.to_dict())))
 
