@@ -304,6 +304,72 @@ IMPLICIT_2 = [
     ("im_normal", "Being a {s} is a sickness that needs curing."),
 ]
 
+# --- third batch: counter-speech that negates, condemns or quotes hate, more identity statements,
+# more veiled threats. QUOTE_FRAMES wrap filled HATE/HATE_2 patterns in a condemnation: the same
+# words are benign when an answer reports or rejects them. Split key: the frame. ----------------
+COUNTER_3 = [
+    ("cs_safe", "{P} should feel safe in their own neighbourhood."),
+    ("cs_illegal", "Discrimination against {p} is illegal in many countries."),
+    ("cs_unjust", "Treating {p} as criminals is unjust."),
+    ("cs_stand", "I stand with {p} against harassment."),
+    ("cs_lies", "Stop spreading lies about {p}."),
+    ("cs_violent", "The claim that {p} are violent is false."),
+    ("cs_crimes", "Hate crimes against {p} have risen, and that must change."),
+    ("cs_protect", "We must protect {p} from abuse."),
+    ("cs_mocker", "Mocking {p} says more about the mocker than about them."),
+    ("cs_notcrime", "Being a {s} is not a crime."),
+    ("cs_demean", "Don't laugh along with jokes that demean {p}."),
+    ("cs_realpeople", "Insults aimed at {p} hurt real people."),
+    ("cs_friend", "My friend, a {s}, was called names at work, so we reported it."),
+    ("cs_ignorant", "Those comments about {p} were ignorant and cruel."),
+    ("cs_dehuman", "Comparing {p} to animals is dehumanising."),
+    ("cs_exclude", "Excluding {p} from jobs because of who they are is wrong."),
+]
+QUOTE_FRAMES = [
+    ("cq_bigotry", 'Saying "{h}" is bigotry, plain and simple.'),
+    ("cq_banned", 'A commenter posted "{h}" and was banned for it.'),
+    ("cq_shocked", 'I was shocked to hear someone say "{h}" out loud.'),
+    ("cq_spread", 'Statements like "{h}" spread hatred and should be challenged.'),
+    ("cq_dinner", 'My uncle said "{h}" at dinner, and I told him that was bigoted.'),
+    ("cq_respond", 'How should I respond when a coworker says "{h}"?'),
+    ("cq_rules", 'Posts such as "{h}" break our community rules and will be removed.'),
+    ("cq_history", 'Propaganda once claimed "{h}"; historians call it a lie that led to violence.'),
+]
+IDENTITY_3 = [
+    ("id_backgrounds", "{P} come from many different backgrounds."),
+    ("id_family", "I'm proud to have {p} in my family."),
+    ("id_colleagues", "{P} are our neighbours and colleagues."),
+    ("id_millions", "There are millions of {p} in this country."),
+    ("id_city", "{P} have made this city a better place."),
+    ("id_athletes", "Some of the best athletes in the world are {p}."),
+    ("id_prize", "A {s} won the science prize this year."),
+    ("id_capable", "{P} are just as capable as anyone else."),
+    ("id_business", "{P} run many of the small businesses on my street."),
+    ("id_ask", "What are some traditions that {p} celebrate?"),
+    ("id_write", "Can you recommend books written by {p}?"),
+    ("id_stats", "How many {p} live in Canada?"),
+]
+THREATS_3 = [
+    ("th_tonight", "Better watch yourself tonight."),
+    ("th_word", "One more word and you're dead."),
+    ("th_coming", "I'm coming for you."),
+    ("th_tomorrow", "You won't live to see tomorrow."),
+    ("th_over", "Don't make me come over there and hurt you."),
+    ("th_ditch", "People like you end up in a ditch."),
+    ("th_eye", "Sleep with one eye open."),
+    ("th_smash", "I'll smash your face in."),
+    ("th_coming2", "You're going to get what's coming to you, and it will hurt."),
+    ("th_bleed", "I'd love to see you bleed."),
+]
+INSULTS_3 = [
+    ("in_stupid2", "That's a stupid answer from a stupid person."),
+    ("in_nobody", "Nobody would miss you if you disappeared."),
+    ("in_clueless", "You're clueless and annoying."),
+    ("in_gross", "You're gross, stay away from me."),
+    ("in_garbage", "Your opinion is garbage, just like you."),
+    ("in_shame", "You should be ashamed of existing."),
+]
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -387,6 +453,27 @@ def rows_for(kind: str, label: int, patterns: list[tuple[str, str]], groups: lis
     return out
 
 
+def quoted_counter_speech(per_frame: int = 36) -> list[dict]:
+    """QUOTE_FRAMES filled with hate patterns (lower-cased, no final period), deterministically spread."""
+    quotes = [
+        (fill(pattern, g).rstrip("."), g) for _, pattern in HATE + HATE_2 for g in GROUPS if "{" in pattern
+    ]
+    out = []
+    for j, (tid, frame) in enumerate(QUOTE_FRAMES):
+        for k in range(per_frame):
+            text, g = quotes[(j * 37 + k * 53) % len(quotes)]
+            out.append(
+                {
+                    "text": frame.format(h=text),
+                    "label": 0,
+                    "kind": "counter_speech",
+                    "template": tid,
+                    "groups": [g[2], g[0]],
+                }
+            )
+    return out
+
+
 def main() -> None:
     train: list[dict] = []
     train += rows_for(
@@ -411,6 +498,11 @@ def main() -> None:
     train += rows_for("threat", 1, THREATS_2, GROUPS)
     train += rows_for("explicit_hate", 1, HATE_2, GROUPS)
     train += rows_for("implicit_hate", 1, IMPLICIT_2, GROUPS)
+    train += rows_for("counter_speech", 0, COUNTER_3, GROUPS)
+    train += quoted_counter_speech()
+    train += rows_for("identity_statement", 0, IDENTITY_3, GROUPS)
+    train += rows_for("threat", 1, THREATS_3, GROUPS)
+    train += rows_for("insult", 1, INSULTS_3, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS

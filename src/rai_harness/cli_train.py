@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from rai_harness.errors import RaiError
+from rai_harness.training.finetune import FineTuneConfig
 
 __all__ = ["train_app"]
 
@@ -82,17 +83,17 @@ def toxicity_head(
             min=0,
             max=6,
         ),
-    ] = 2,
+    ] = FineTuneConfig.layers,
     epochs: Annotated[
         int, typer.Option("--epochs", help="Fine-tuning epochs (best on validation kept).", min=1)
-    ] = 3,
+    ] = FineTuneConfig.epochs,
     evaluate: Annotated[
         bool, typer.Option("--evaluate", help="Re-score the head in --out and rewrite its metrics and card.")
     ] = False,
 ) -> None:
     """Train (or re-evaluate) the minilm-toxicity head and write its model card.
 
-    By default the top two MiniLM layers are fine-tuned with the head on CPU (about half an hour
+    By default the top three MiniLM layers are fine-tuned with the head on CPU (about half an hour
     on two cores); the fine-tuned layers are written as ``encoder.safetensors`` beside the head.
     """
     from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
@@ -102,7 +103,6 @@ def toxicity_head(
         summary_line,
         train_toxicity_head,
     )
-    from rai_harness.training.finetune import FineTuneConfig
 
     out = out or DEFAULT_HEAD_DIR
 

@@ -1255,7 +1255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--aae-pairs", default=None)
     parser.add_argument("--sources", default="all", choices=("all", "davidson+toxigen"))
-    parser.add_argument("--finetune-layers", type=int, default=2)
+    parser.add_argument("--finetune-layers", type=int, default=FineTuneConfig.layers)
     parser.add_argument("--epochs", type=int, default=FineTuneConfig.epochs)
     parser.add_argument(
         "--evaluate", action="store_true", help="Re-score the head in --out instead of training."

@@ -54,16 +54,16 @@ class FineTuneConfig:
         weight_decay: AdamW weight decay (not on biases and LayerNorm).
         hate_weight: Weight of the ``hate`` loss next to ``toxic``'s 1.
         benign_fpr_target: Benign false-positive rate on validation assistant-register texts
-            at which validation recall picks the epoch.
+            at which (and at twice and five times which) validation recall picks the epoch.
         shipped_dtype: Dtype the fine-tuned layers are shipped in (``float16`` or ``float32``).
         threads: torch CPU threads (fixed so results and timings do not depend on the machine).
     """
 
-    layers: int = 2
+    layers: int = 3
     max_tokens: int = 128
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 8e-5
     head_lr: float = 1e-2
     weight_decay: float = 0.01
     hate_weight: float = 0.5
@@ -230,21 +230,32 @@ def _cell_weights(groups: Sequence[str], y: np.ndarray) -> np.ndarray:
 def _validation_score(
     logits: np.ndarray, y: np.ndarray, sources: Sequence[str], reference: np.ndarray, target: float
 ) -> dict[str, float]:
-    """Toxic recall at the validation benign-FPR target, and mean per-source ROC-AUC."""
+    """Toxic recall at benign-FPR targets ``target``, ``2 * target`` and ``5 * target`` (and their mean), mean per-source ROC-AUC.
+
+    The mean over three operating points is what picks the epoch: validation benign texts come in
+    template clusters, so recall at one point jumps when one cluster crosses the cut.
+    """
     from sklearn.metrics import roc_auc_score
 
     benign = np.sort(logits[reference])
-    allowed = math.floor(target * len(benign))
-    cut = benign[len(benign) - allowed - 1] if len(benign) else 0.0
     toxic = logits[y == 1]
+
+    def recall_at(fpr: float) -> float:
+        if not len(benign) or not len(toxic):
+            return 0.0
+        cut = benign[len(benign) - math.floor(fpr * len(benign)) - 1]
+        return float((toxic > cut).mean())
+
     aucs = []
     src = np.asarray(sources)
     for s in sorted(set(sources)):
         m = src == s
         if 0 < y[m].sum() < m.sum():
             aucs.append(float(roc_auc_score(y[m], logits[m])))
+    points = {f"recall_at_{f:g}": recall_at(f) for f in (target, 2 * target, 5 * target)}
     return {
-        "recall_at_target": float((toxic > cut).mean()) if len(toxic) else 0.0,
+        "recall_at_target": float(np.mean(list(points.values()))),
+        **points,
         "mean_source_auc": float(np.mean(aucs)) if aucs else 0.0,
     }
 
