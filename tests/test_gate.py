@@ -29,6 +29,7 @@ from rai_harness.gate import (
     to_markdown,
 )
 from rai_harness.record import (
+    SCHEMA_VERSION,
     CostSummary,
     Distribution,
     MetricSpec,
@@ -826,7 +827,7 @@ def test_cli_errors_for_bad_files(tmp_path, gate_app):
     newer = tmp_path / "newer"
     newer.mkdir()
     data = json.loads(record().model_dump_json())
-    data["schema_version"] = 3
+    data["schema_version"] = SCHEMA_VERSION + 1
     data["a_field_from_the_future"] = 1
     (newer / "run.json").write_text(json.dumps(data))
     v = evaluate_run_dir(newer, parse_gate_policy({"max_error_rate": 0.1}))
