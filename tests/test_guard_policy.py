@@ -88,7 +88,8 @@ def test_good_policy_builds_and_runs(tmp_path):
         assert dict(guard.input_rails[0].thresholds) == {"insult": 0.5}
         assert dict(guard.input_rails[1].thresholds) == {"EMAIL": 0.5}  # default: all labels
         result = guard.check_input("mail jane@example.com, you idiot")
-        assert result.blocked and result.redacted_text == "mail <EMAIL>, you idiot"
+        assert result.blocked and result.redacted_text is None  # nothing of a blocked text
+        assert result.findings  # the findings are still reported (offsets only)
         assert guard.check_output("I will kill you").action == "flag"
         assert guard.info()["input"][0]["classifier"] == "keyword"
 

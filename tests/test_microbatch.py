@@ -203,3 +203,21 @@ def test_wraps_a_real_classifier():
 def test_rejects_bad_settings():
     with pytest.raises(ValueError):
         MicroBatcher(LengthClassifier(), max_batch_size=0)
+
+
+def test_a_lone_caller_does_not_wait_for_the_window_but_a_burst_is_batched() -> None:
+    clf = LengthClassifier(delay_s=0.05)
+    with MicroBatcher(clf, max_wait_ms=400) as batcher:
+        for _ in range(3):  # calls further apart than the window: none waits for it
+            started = time.perf_counter()
+            batcher.predict(["alone"])
+            assert time.perf_counter() - started < 0.3
+            time.sleep(0.45)
+        assert batcher.stats.largest_batch == 1
+        # A burst: all but the first arrive within the window, so they share batches.
+        threads = [threading.Thread(target=batcher.predict, args=([text_for(i)],)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert batcher.stats.largest_batch > 1

@@ -218,7 +218,9 @@ def test_redact_masks_pii(run_dir: Path, page: str) -> None:
     redacted = build_report(run_dir, redact=True, redactor="regex")
     for secret in ("jane.doe@example.com", "123-45-6789", "4111 1111 1111 1111", "415-555-0123"):
         assert secret not in redacted
-    assert "&lt;EMAIL_ADDRESS&gt;" in redacted and "masked (regex)" in _text(redacted)
+    assert "&lt;EMAIL_ADDRESS&gt;" in redacted
+    # Regex alone cannot find names: the banner says so instead of claiming all PII is masked.
+    assert "person names are NOT masked" in _text(redacted)
 
 
 def test_regex_redactor_shapes() -> None:
@@ -314,6 +316,9 @@ def test_markdown_summary(run_dir: Path, record: RunRecord) -> None:
     assert "### Guarded vs unguarded" in md
     assert "<script" not in md.lower() and "](javascript" not in md
     assert "&lt;script&gt;" in md  # the problem text, escaped
+    assert "### Executive summary" in md and "No gate policy was applied" in md
+    assert "### Limitations" in md and "Guard/scorer overlap" in md
+    assert re.search(r"\(\d+/\d+; 95% Wilson\)", md)  # n beside every interval
 
 
 def test_json_summary(run_dir: Path) -> None:
@@ -384,6 +389,8 @@ def test_render_report_default_paths(tmp_path: Path) -> None:
     assert render_report(tmp_path) == tmp_path / "report.html"
     md = render_report(tmp_path, fmt="md")
     assert md == tmp_path / "report.md" and "[report.html](report.html)" in md.read_text(encoding="utf-8")
+    elsewhere = render_report(tmp_path, tmp_path / "out" / "summary.md", fmt="md")
+    assert str(tmp_path) not in elsewhere.read_text(encoding="utf-8")  # no absolute path of the machine
     assert render_report(tmp_path, fmt="json") == tmp_path / "report-summary.json"
 
 
@@ -393,3 +400,230 @@ def test_synthetic_run_is_deterministic(tmp_path: Path) -> None:
     write_synthetic_run(b, n_samples=50, seed=11)
     assert (a / "run.json").read_bytes() == (b / "run.json").read_bytes()
     assert (a / "samples.jsonl").read_bytes() == (b / "samples.jsonl").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 10: n beside intervals, significant Pareto marks, summary, limitations, redaction, paths
+# ---------------------------------------------------------------------------------------------
+
+
+def test_n_and_method_beside_every_interval(page: str, record: RunRecord, run_dir: Path) -> None:
+    from rai_harness.report.fmt import interval_label
+
+    scorecard = page.split('<section id="scorecard">', 1)[1].split("</section>", 1)[0]
+    # Every scorecard value with an interval has its n in plain sight, not only in a tooltip.
+    assert scorecard.count('class="cell-ci"') == scorecard.count('class="cell-n"') > 10
+    leak = record.suites["pii.leakage"].results["smollm2"].metrics["leak_rate"]
+    assert interval_label(leak, "rate") in _text(scorecard)
+    assert re.search(r"\d+/\d+; 95% Wilson", _text(scorecard))
+    # Breakdown tables and bar labels carry n too.
+    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(\d+/\d+; 95% Wilson\)", _text(page))
+    assert re.search(r">[^<]*%  n&#61;\d+<", page)
+    md = build_report(run_dir, fmt="md")
+    assert re.search(r"\| Leak rate \| \d+\.\d% \\\[[\d.]+, [\d.]+\\\] \(\d+/\d+; 95% Wilson\)", md)
+
+
+def test_zero_width_interval_never_reads_as_certainty() -> None:
+    spec = _spec("rate", "lower")
+    zero = Estimate(value=0.0, ci_low=0.0, ci_high=0.0, n=6, successes=0, method="bootstrap")
+    # A rate with its count: Wilson's interval is shown, and why.
+    text = fmt_estimate(zero, spec, with_n=True)
+    assert text.startswith("0.0% [0.0, 39.0] (0/6; 95% Wilson;") and "zero width" in text
+    assert "[0.0, 0.0]" not in text
+    # A rate without a recorded count (a bootstrap mean may be a gap): no fake k/n, but flagged
+    # and with what the result would allow on yes/no items.
+    uncounted = fmt_estimate(zero.model_copy(update={"successes": None}), spec, with_n=True)
+    assert uncounted.startswith("0.0% [0.0, 0.0] (n = 6;") and "not certainty" in uncounted
+    assert "would allow up to 39.0%" in uncounted
+    gap = Estimate(value=0.25, ci_low=0.0, ci_high=0.55, n=36, n_clusters=8, method="cluster-bootstrap")
+    assert "9/36" not in fmt_estimate(gap, spec, with_n=True)
+    # A score without a count: flagged as no spread, with n and the method.
+    score = Estimate(value=0.647, ci_low=0.647, ci_high=0.647, n=17, method="bootstrap")
+    text = fmt_estimate(score, _spec("score", "neutral"), with_n=True)
+    assert "n = 17" in text and "not certainty" in text and "bootstrap" in text
+    # Ordinary intervals: k/n for rates, n and clusters otherwise, and the method's name.
+    ok = Estimate(value=0.25, ci_low=0.1, ci_high=0.4, n=40, successes=10, method="wilson")
+    assert fmt_estimate(ok, spec, with_n=True) == "25.0% [10.0, 40.0] (10/40; 95% Wilson)"
+    gap = Estimate(value=0.2, ci_low=0.0, ci_high=0.5, n=34, n_clusters=8, method="cluster-bootstrap")
+    assert fmt_estimate(gap, spec, with_n=True).endswith("(n = 34, 8 clusters; 95% cluster bootstrap)")
+    # A method the stats package adds later is named, not dropped.
+    assert "95% bootstrap t" in fmt_estimate(
+        Estimate(value=0.3, ci_low=0.2, ci_high=0.4, n=9, method="bootstrap-t"), _spec("score"), with_n=True
+    )
+
+
+def test_significant_front_marks_only_real_dominance() -> None:
+    from rai_harness.report.view import significant_front
+
+    # Two providers, differences not significant on either axis: a tie, nobody dominated.
+    assert significant_front([[0, 0], [0, 0]], [[0, 0], [0, 0]]) == [[], []]
+    # 0 is significantly better on y and tied on x: 1 is dominated by 0.
+    assert significant_front([[0, 0], [0, 0]], [[0, 1], [-1, 0]]) == [[], [0]]
+    # Better on one axis, worse on the other: a genuine trade-off, both on the front.
+    assert significant_front([[0, 1], [-1, 0]], [[0, -1], [1, 0]]) == [[], []]
+
+
+def _tradeoff_captions(page: str) -> list[str]:
+    return [html_lib.unescape(c) for c in re.findall(r"<figcaption>(Suite .*?)</figcaption>", page)]
+
+
+def test_noise_gives_ties_not_pareto_marks(tmp_path: Path) -> None:
+    """Two copies of one model differ only by noise: no chart may crown either of them."""
+    twins = (
+        SyntheticProvider("model-a", model="m"),
+        SyntheticProvider("model-b", model="m"),
+    )
+    write_synthetic_run(tmp_path, n_samples=80, providers=twins, seed=5, hostile=False)
+    page = build_report(tmp_path)
+    captions = _tradeoff_captions(page)
+    assert captions
+    ties = [c for c in captions if "Tie: no provider is significantly better" in c]
+    # Synthetic twins share their latency and quality distributions; allow the odd chance finding.
+    assert len(ties) >= len(captions) - 2, captions
+    for c in ties:
+        assert "Pareto-optimal (" not in c and "n: model-a" in c
+
+
+def test_unpriced_providers_are_explained(page: str) -> None:
+    section = _text(page.split('<section id="tradeoffs">', 1)[1].split("</section>", 1)[0])
+    assert "Cost charts leave out 1 unpriced provider (llama-local)" in section
+    assert "pricing:" in section
+
+
+def test_executive_summary_and_limitations(page: str, run_dir: Path) -> None:
+    assert page.index('<section id="summary">') < page.index('<section id="scorecard">')
+    summary = _text(page.split('<section id="summary">', 1)[1].split("</section>", 1)[0])
+    assert "The run is incomplete" in summary and "No gate policy was applied" in summary
+    assert re.search(r"highest is \S+, \d+\.\d% \[[\d.]+, [\d.]+\] \(\d+/\d+; 95% Wilson\)", summary)
+    assert "Guard smollm2+guard vs smollm2: significantly better on" in summary
+    assert "calls failed" in summary
+    limits = _text(page.split('<section id="limitations">', 1)[1].split("</section>", 1)[0])
+    assert "Dataset sizes" in limits and "bias.bbq" in limits and "Small samples" in limits
+    assert "scored by an automatic classifier" in limits
+    assert "Guard/scorer overlap: smollm2+guard's guard uses minilm-toxicity" in limits
+    assert "partly by construction" in limits
+    assert re.search(r"comes (entirely )?from blocked answers", limits)
+    guard = _text(page.split('<section id="guard">', 1)[1].split("</section>", 1)[0])
+    assert "How much comes from blocked answers" in guard
+    pytest.importorskip("rai_harness.gate.evaluate")
+    with_policy = _text(build_report(run_dir, policy=ROOT / "evals" / "policies" / "default.yaml"))
+    assert re.search(r"Gate policy \S+: (PASS|FAIL|ERROR): \d+ of \d+ checks passed", with_policy)
+
+
+def test_blocked_share_splits_the_change_exactly() -> None:
+    from types import SimpleNamespace
+
+    from rai_harness.report.findings import blocked_shares
+    from rai_harness.report.samples import SampleStats
+
+    spec = MetricSpec(
+        name="stereotype_rate",
+        display="Stereotype rate",
+        direction="lower",
+        unit="rate",
+        definition="d",
+        sample_key="stereotyped",
+    )
+    suite = SimpleNamespace(name="bias.stereotype", error=None, metrics=[spec])
+    rec = SimpleNamespace(suites={"bias.stereotype": suite})
+
+    stats = SampleStats(found=True)
+    unguarded = {(f"s{i}", 0): (1.0 if i < 2 else 0.0, False) for i in range(6)}
+    guarded = {(f"s{i}", 0): (0.0, i < 2) for i in range(6)}  # the two stereotyped answers blocked
+    stats.paired = {
+        ("bias.stereotype", "stereotyped", "m+guard"): guarded,
+        ("bias.stereotype", "stereotyped", "m"): unguarded,
+    }
+    stats.binary = {("bias.stereotype", "stereotyped")}
+    (share,) = blocked_shares(rec, [("m+guard", "m")], stats)  # type: ignore[arg-type]
+    assert (share.n, share.blocked) == (6, 2)
+    assert share.from_blocked == pytest.approx(-1 / 3) and share.from_answered == pytest.approx(0.0)
+    assert share.sentence() == (
+        "m+guard vs m, bias.stereotype per-sample stereotyped: 33.3% \u2192 0.0% (\u221233.3 pp over 6 "
+        "paired items, 2 blocked by the guard); the change comes entirely from blocked answers."
+    )
+
+
+def test_redact_names_and_partial_contacts(tmp_path: Path) -> None:
+    """--redact masks names (presidio) and partial or obfuscated e-mails and phones."""
+    secrets = {
+        "name": "Margaret Whitfield",
+        "partial_email": "m.whitfield@",
+        "obfuscated_email": "m dot whitfield at example dot org",
+        "domain": "@whitfield-family.net",
+        "local_phone": "555-0187",
+        "masked_phone": "(415) 555-01XX",
+    }
+    leaky = (
+        f"Sure: {secrets['name']} can be reached at {secrets['partial_email']} (or "
+        f"{secrets['obfuscated_email']}, mail {secrets['domain']}), phone {secrets['local_phone']} or "
+        f"{secrets['masked_phone']}."
+    )
+    write_synthetic_run(tmp_path, n_samples=40, seed=2, hostile=False)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        d = json.loads(line)
+        if d["metadata"]["suite"] == "pii.emission" and d["status"] == "ok" and d.get("scores"):
+            d["output"] = leaky + " Ask for Qzorb Vantrellis."
+            d["scores"]["pii_score"] = 0.999
+            # The suite's own scan found a name no pattern knows: --redact must mask it anyway.
+            start = d["output"].index("Qzorb")
+            d["scores"]["spans"] = [[start, start + len("Qzorb Vantrellis"), "PERSON"], ["bad"], [5, 2, "X"]]
+            lines[i] = json.dumps(d)
+            break
+    else:  # pragma: no cover - the synthetic run always has pii.emission samples
+        pytest.fail("no pii.emission sample")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plain = build_report(tmp_path)
+    assert secrets["name"] in plain and secrets["local_phone"] in plain
+    regex = build_report(tmp_path, redact=True, redactor="regex")
+    for key in ("partial_email", "obfuscated_email", "domain", "local_phone", "masked_phone"):
+        assert html_lib.escape(secrets[key]).replace("=", "&#61;") not in regex, key
+    assert "Qzorb Vantrellis" in plain and "Qzorb" not in regex and "Vantrellis" not in regex
+    pytest.importorskip("presidio_analyzer")
+    try:
+        full = build_report(tmp_path, redact=True, redactor="presidio")
+    except Exception as exc:  # pragma: no cover - spaCy model missing in this environment
+        pytest.skip(f"presidio cannot load: {exc}")
+    for value in secrets.values():
+        assert html_lib.escape(value).replace("=", "&#61;") not in full, value
+    assert "Margaret" not in full and "Whitfield" not in full
+    assert "&lt;PERSON&gt;" in full and "names, e-mails, phones" in _text(full)
+
+
+def test_no_absolute_paths_of_the_machine(tmp_path: Path) -> None:
+    from rai_harness.report.view import PathScrubber
+
+    run = tmp_path / "work" / "run"
+    write_synthetic_run(run, n_samples=40, seed=2, hostile=False)
+    data = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    home = "/home/alice/projects/audit"
+    data["config_path"] = f"{home}/evals/quickstart.yaml"
+    data["problems"] = [f"journal at {run}/journal.sqlite is locked"]
+    data["status"] = "incomplete"
+    for d in data["datasets"]:
+        d["path"] = f"{home}/datasets/{d['name']}.jsonl"
+    data["config"]["providers"][1]["guard"]["policy"] = f"{home}/guardrails/default.yaml"
+    data["providers"]["smollm2"]["model_info"]["path"] = "C:\\Users\\alice\\models\\smollm2"
+    (run / "run.json").write_text(json.dumps(data), encoding="utf-8")
+    for fmt in ("html", "md"):
+        page = build_report(run, fmt=fmt)  # type: ignore[arg-type]
+        assert "/home/alice" not in page and str(tmp_path) not in page and "Users" not in page, fmt
+    text = _text(build_report(run))
+    assert "quickstart.yaml" in text and "default.yaml" in text and "smollm2" in text
+    assert "journal at journal.sqlite is locked" in text  # inside the run folder: relative to it
+    scrub = PathScrubber(run)
+    assert scrub.text("10 tok/s, 37/300, and/or https://host:8000/v1/chat") == (
+        "10 tok/s, 37/300, and/or https://host:8000/v1/chat"
+    )
+    assert scrub.text(f"see {run}/samples.jsonl") == "see samples.jsonl"
+
+
+def test_print_stylesheet_keeps_headings_with_evidence(page: str) -> None:
+    css = page.split("<style>", 1)[1].split("</style>", 1)[0]
+    printing = css.split("@media print", 1)[1]
+    assert "break-after: avoid" in printing and "break-inside: avoid" in printing
+    # Evidence headings are <summary> elements: printed as headings, never hidden.
+    assert re.search(r"details > summary \{[^}]*display: block", printing)
+    assert "details > summary { display: none; }" not in printing

@@ -277,6 +277,28 @@ async def test_report_in_chromium(browser_path: str, report_file: Path, tmp_path
         )
         found_narrow = problems_in(cdp.events, url)
 
+        # Print: evidence headings (<summary>) stay visible and the closed <details> print their
+        # examples; the executive summary and every interval's n are there on paper too.
+        printed = await open_report(cdp, url)
+        await cdp.send("Emulation.setEmulatedMedia", {"media": "print"}, session=printed)
+        paper = json.loads(
+            await evaluate(
+                cdp,
+                printed,
+                "JSON.stringify({"
+                " hidden_summaries: [...document.querySelectorAll('#evidence details > summary')]"
+                "   .filter(e => getComputedStyle(e).display === 'none' || !e.offsetHeight).length,"
+                " summaries: document.querySelectorAll('#evidence details > summary').length,"
+                " unprinted_examples: [...document.querySelectorAll('#evidence .ex')]"
+                "   .filter(e => !e.offsetHeight).length,"
+                " examples: document.querySelectorAll('#evidence .ex').length,"
+                " summary_break: getComputedStyle(document.querySelector('#evidence summary')).breakAfter,"
+                " exec: document.getElementById('summary').offsetHeight,"
+                " cell_n: [...document.querySelectorAll('#scorecard .cell-n')].filter(e => e.offsetHeight).length,"
+                " cell_ci: document.querySelectorAll('#scorecard .cell-ci').length})",
+            )
+        )
+
     assert found == {"requests": [], "console": [], "log": [], "exceptions": []}, found
     assert found_narrow == found
     assert dom["scripts"] == 0
@@ -285,4 +307,8 @@ async def test_report_in_chromium(browser_path: str, report_file: Path, tmp_path
     assert "Incomplete" in dom["status"]
     assert dom["hostile"], "hostile output should be visible as text"
     assert overflow <= 420
+    assert paper["summaries"] > 0 and paper["hidden_summaries"] == 0, paper
+    assert paper["examples"] > 0 and paper["unprinted_examples"] == 0, paper
+    assert paper["summary_break"] == "avoid", paper
+    assert paper["exec"] > 0 and paper["cell_n"] == paper["cell_ci"] > 0, paper
     assert (SCREENSHOTS / "report.png").stat().st_size > 50_000

@@ -200,39 +200,21 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
+def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -> None:
+    """Efficiency and headline safety scores of a finished run, readable at 80 columns."""
+    from rai_harness.report.console import efficiency_table, safety_table
 
-
-def _print_summary(record: Any, out_dir: Path) -> None:
-    table = Table(title=f"run {record.name} ({record.status})", title_justify="left")
-    for col in (
-        "provider",
-        "calls",
-        "failed",
-        "TTFT p50",
-        "latency p50",
-        "latency p95",
-        "tok/s p50",
-        "cost/1k calls",
-    ):
-        table.add_column(col, justify="right" if col != "provider" else "left")
-    for pid, s in record.providers.items():
-        table.add_row(
-            pid,
-            str(s.calls),
-            str(s.failed),
-            _fmt(s.ttft_s.p50, ".3f", " s"),
-            _fmt(s.latency_s.p50, ".3f", " s"),
-            _fmt(s.latency_s.p95, ".3f", " s"),
-            _fmt(s.output_tokens_per_s.p50, ".1f"),
-            _fmt(s.cost.per_1k_calls_usd, ".4f", " $") if s.cost.priced_by != "not priced" else "not priced",
-        )
-    err_console.print(table)
+    console = console or err_console
+    console.print(efficiency_table(record))
+    scores = safety_table(record)
+    if scores is not None:
+        console.print(scores)
     warning = record.timing_quality.get("warning")
     if warning:
-        err_console.print(f"[yellow]timing:[/] {warning}", highlight=False)
-    err_console.print(f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}")
+        console.print(f"[yellow]timing:[/] {warning}", highlight=False, markup=True)
+    console.print(
+        f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}", highlight=False, markup=False
+    )
 
 
 @app.command()

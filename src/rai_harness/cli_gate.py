@@ -2,7 +2,8 @@
 
 Thin, like the rest of the CLI: :func:`run_gate_cli` calls
 :func:`~rai_harness.gate.evaluate_run_dir`, prints a table, writes the optional JUnit, Markdown
-and JSON files, appends the Markdown to ``$GITHUB_STEP_SUMMARY`` when that is set, and returns
+and JSON files (the console gets a summary of at most 40 lines; the files have every
+result), appends the Markdown to ``$GITHUB_STEP_SUMMARY`` when that is set, and returns
 the verdict's exit code. ``rai run CONFIG --gate POLICY.yaml`` calls the same function.
 
 Exit codes: 0 every check passed; 1 a check failed; 2 a check could not be evaluated, or a
@@ -11,61 +12,118 @@ file could not be read or written.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console, JustifyMethod
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from rai_harness.gate import GatePolicy, GateVerdict, evaluate_run_dir, write_junit, write_markdown
 from rai_harness.gate.render import measured_text, threshold_text
-from rai_harness.gate.verdict import EXIT_ERROR
+from rai_harness.gate.verdict import EXIT_ERROR, RuleResult
 from rai_harness.record import write_json_atomic
 
 __all__ = ["print_verdict", "register", "run_gate_cli"]
 
 _STYLES = {"pass": "green", "fail": "bold red", "error": "bold yellow"}
+_MARKS = {"pass": "\u2713 pass", "fail": "\u2717 FAIL", "error": "? ERROR"}
+#: The console summary stays within this many lines (CI logs): the full table is in the files.
+MAX_CONSOLE_LINES = 40
 
 
-def print_verdict(verdict: GateVerdict, console: Console) -> None:
-    """Print a verdict as a rich table with a one-line summary.
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _summary_table(results: Sequence[RuleResult], rows: int) -> Table:
+    """The first ``rows`` of ``results``: status, check and provider, measured vs threshold."""
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("status", no_wrap=True)
+    # Provider ids are never cut (``smollm2...`` names nothing in a CI log): they fold instead.
+    table.add_column("check \u00b7 provider", overflow="fold", ratio=3)
+    table.add_column("measured", justify="right", overflow="fold", ratio=2)
+    table.add_column("limit", overflow="fold", ratio=1)
+    for r in results[:rows]:
+        who = escape(r.provider or "(run)")
+        table.add_row(
+            f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]",
+            f"{escape(r.rule_id)} \u00b7 [bold]{who}[/]"
+            # An error has no number to show: its message is what a reader acts on.
+            + (f"\n[dim]{escape(_short(r.message))}[/]" if r.status == "error" and r.message else ""),
+            escape(measured_text(r)) or "n/a",
+            escape(threshold_text(r)),
+        )
+    return table
+
+
+def _rendered_lines(console: Console, *renderables: object) -> int:
+    """Lines the renderables take at ``console``'s width (measured on a scratch console, so a
+    recording console does not record the trial)."""
+    scratch = Console(file=io.StringIO(), width=console.width, color_system=None, highlight=False)
+    for r in renderables:
+        scratch.print(r)
+    file = scratch.file
+    assert isinstance(file, io.StringIO)
+    return len(file.getvalue().splitlines())
+
+
+def print_verdict(verdict: GateVerdict, console: Console, *, details: Sequence[str] = ()) -> None:
+    """Print a short verdict for a CI log: counts, the failed checks, where the details are.
+
+    At most :data:`MAX_CONSOLE_LINES` lines at the console's width (80 columns in most CI
+    logs): passing checks are counted, not listed; failed and errored checks are listed
+    until the budget is spent, and the rest are counted with a pointer to the JUnit,
+    Markdown or JSON files, which hold every result with its message.
 
     Args:
         verdict: The gate's verdict.
         console: Where to print.
+        details: Paths of the files that hold the full results (named in the last line).
     """
-    title = f"gate {verdict.policy_name}" + (f" on run {verdict.run_name}" if verdict.run_name else "")
-    table = Table(title=escape(title), title_justify="left")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("status", "left"),
-        ("check", "left"),
-        ("provider", "left"),
-        ("measured", "right"),
-        ("threshold", "left"),
-        ("details", "left"),
-    )
-    for col, justify in columns:
-        table.add_column(col, justify=justify, overflow="fold")
-    for r in verdict.results:
-        table.add_row(
-            f"[{_STYLES[r.status]}]{r.status}[/]",
-            escape(r.rule_id),
-            escape(r.provider or "(run)"),
-            escape(measured_text(r)),
-            escape(threshold_text(r)),
-            escape(r.message),
-        )
-    console.print(table)
+    title = f"policy {verdict.policy_name}" + (f" on run {verdict.run_name}" if verdict.run_name else "")
     counts = (
         f"{verdict.count('pass')} passed, {verdict.count('fail')} failed, {verdict.count('error')} errors"
     )
-    console.print(
-        f"[{_STYLES[verdict.status]}]gate {verdict.status.upper()}[/] ({counts}; exit code {verdict.exit_code})"
+    head = Text.from_markup(
+        f"[{_STYLES[verdict.status]}]gate {verdict.status.upper()}[/]: {escape(title)} "
+        f"({counts}; exit code {verdict.exit_code})"
     )
+    # Errors first (the run may not be gateable at all), then failures; passes only when all fit.
+    bad = sorted((r for r in verdict.results if r.status != "pass"), key=lambda r: r.status != "error")
+    where = (
+        "full results: " + ", ".join(details)
+        if details
+        else "full results: rerun with --junit, --markdown or --json FILE"
+    )
+    everything = [*bad, *(r for r in verdict.results if r.status == "pass")]
+    table: Table | None = _summary_table(everything, len(everything))
+    tail = Text(where)
+    if _rendered_lines(console, head, table, tail) > MAX_CONSOLE_LINES:
+        if not bad:
+            table, tail = None, Text(f"all {len(verdict.results)} checks passed; {where}")
+        rows = len(bad)
+        while bad:
+            table = _summary_table(bad, rows)
+            more = len(bad) - rows
+            shown = f"{verdict.count('pass')} passing checks not listed"
+            if more:
+                shown = f"{more} more failed or errored check{'s' if more != 1 else ''} and " + shown
+            tail = Text(f"\u2026 {shown}; {where}")
+            if rows <= 1 or _rendered_lines(console, head, table, tail) <= MAX_CONSOLE_LINES:
+                break
+            rows = max(1, rows - max(1, rows // 4))
+    console.print(head)
+    if table is not None:
+        console.print(table)
+    console.print(tail, highlight=False)
 
 
 def run_gate_cli(
@@ -99,7 +157,7 @@ def run_gate_cli(
     """
     console = console or Console()
     verdict = evaluate_run_dir(run_dir, policy, baseline_dir=baseline)
-    print_verdict(verdict, console)
+    print_verdict(verdict, console, details=[str(p) for p in (junit, markdown, json_path) if p is not None])
     code = verdict.exit_code
     writes = [
         (junit, lambda p: write_junit(verdict, p)),

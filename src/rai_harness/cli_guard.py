@@ -5,18 +5,20 @@ Thin, like the rest of the CLI: ``check`` calls :meth:`Guard.check_inputs` /
 :func:`~rai_harness.guardrails.audit.audit_guard` and renders its report.
 
 Exit codes: 0 success; 1 ``check --fail-on ACTION`` saw a verdict at least that strong;
-2 a usage, policy, data or classifier error (the message names the file, key path or line).
+2 a usage, policy, data or classifier error (the message names the file, key path or line;
+for ``check --input`` every readable line is still checked and printed first).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -65,37 +67,59 @@ def _error(exc: BaseException) -> typer.Exit:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    """One text to check, with where it came from."""
+    """One text to check, with where it came from (or why the line could not be read)."""
 
     text: str
     prompt: str | None
     line: int | None
     id: Any = None
+    #: Why this line was not checked (invalid UTF-8 or JSON, no string `text`...).
+    error: str | None = None
 
 
-def _read_jsonl(handle: TextIO, name: str) -> Iterator[_Item]:
+def _line_error(message: str, name: str, key_path: str) -> str:
+    return str(ConfigError(message, file=name, key_path=key_path))
+
+
+def _read_jsonl(handle: BinaryIO, name: str) -> Iterator[_Item]:
+    """Items of a JSONL stream, read as bytes so that one bad line cannot stop the rest.
+
+    A line that is not UTF-8, not JSON, or has no string ``text`` becomes an item with
+    ``error`` set (reported for that line); the lines after it are still read. JSON
+    escapes of lone surrogates (``"\\ud800"``) decode fine and are repaired by the guard.
+    """
     for number, raw in enumerate(handle, start=1):
         if not raw.strip():
             continue
+        error = None
+        row: Any = None
         try:
-            row = json.loads(raw)
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            error = _line_error(
+                f"not valid UTF-8 (byte {exc.start} of the line); re-encode the file as UTF-8",
+                name,
+                f"line {number}",
+            )
         except json.JSONDecodeError as exc:
-            raise ConfigError(
+            error = _line_error(
                 f'invalid JSON ({exc.msg}); each line must be an object like {{"text": "..."}} '
                 "(pass a raw string as the TEXT argument instead)",
-                file=name,
-                key_path=f"line {number}",
-            ) from exc
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise ConfigError(
-                "each line must be a JSON object with a string `text` (and `prompt` for outputs)",
-                file=name,
-                key_path=f"line {number}.text",
+                name,
+                f"line {number}",
             )
-        prompt = row.get("prompt")
-        if prompt is not None and not isinstance(prompt, str):
-            raise ConfigError("`prompt` must be a string", file=name, key_path=f"line {number}.prompt")
-        yield _Item(row["text"], prompt, number, row.get("id"))
+        if error is None and (not isinstance(row, dict) or not isinstance(row.get("text"), str)):
+            error = _line_error(
+                "each line must be a JSON object with a string `text` (and `prompt` for outputs)",
+                name,
+                f"line {number}.text",
+            )
+        if error is None and row.get("prompt") is not None and not isinstance(row["prompt"], str):
+            error = _line_error("`prompt` must be a string", name, f"line {number}.prompt")
+        if error is not None:
+            yield _Item("", None, number, error=error)
+            continue
+        yield _Item(row["text"], row.get("prompt"), number, row.get("id"))
 
 
 def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
@@ -134,10 +158,13 @@ def check(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per batched guard call.", min=1)] = DEFAULT_BATCH,
 ) -> None:
-    """Print one JSON verdict per input: action, redacted_text, per-rail scores and findings.
+    """Print one JSON verdict per input: action, redacted_text, notices, per-rail scores and findings.
 
-    Findings carry offsets and labels only, never the matched text; the original text is not
-    echoed either.
+    The original text is never echoed: `redacted_text` is null for a blocked text, the
+    redacted text for `redact`, and the text itself only for `flag` and `allow`. Findings
+    carry offsets and labels only. A line of --input that cannot be read (not UTF-8, not
+    JSON, no string `text`) gets {"line": N, "error": ...} instead, the other lines are
+    still checked, and the exit code is then 2.
     """
     from rai_harness.guardrails import Guard
 
@@ -145,30 +172,64 @@ def check(
     if sources != 1:
         raise _error(ConfigError("give exactly one of TEXT, '-' (stdin) or --input FILE"))
     worst = "allow"
+    bad_lines = 0
+    code = EXIT_OK
+    guard: Guard | None = None
     try:
-        with Guard.from_policy(policy) as guard:
-            for chunk in _chunks(_items(text, input_file, stage), batch_size):
-                texts = [item.text for item in chunk]
-                if stage is StageChoice.output:
-                    has_prompts = any(item.prompt is not None for item in chunk)
-                    prompts = [item.prompt or "" for item in chunk] if has_prompts else None
-                    results = guard.check_outputs(texts, prompts)
+        guard = Guard.from_policy(policy)
+        for chunk in _chunks(_items(text, input_file, stage), batch_size):
+            for item in chunk:
+                if item.error is not None:
+                    bad_lines += 1
+                    Console(stderr=True).print(f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True)
+            good = [item for item in chunk if item.error is None]
+            texts = [item.text for item in good]
+            if not texts:
+                results = []
+            elif stage is StageChoice.output:
+                has_prompts = any(item.prompt is not None for item in good)
+                prompts = [item.prompt or "" for item in good] if has_prompts else None
+                results = guard.check_outputs(texts, prompts)
+            else:
+                results = guard.check_inputs(texts)
+            verdicts = iter(results)
+            for item in chunk:  # in input order, bad lines in their place
+                verdict: dict[str, Any] = {}
+                if item.id is not None:
+                    verdict["id"] = item.id
+                if item.line is not None:
+                    verdict["line"] = item.line
+                if item.error is not None:
+                    verdict["error"] = item.error
                 else:
-                    results = guard.check_inputs(texts)
-                for item, result in zip(chunk, results, strict=True):
-                    verdict: dict[str, Any] = {}
-                    if item.id is not None:
-                        verdict["id"] = item.id
-                    if item.line is not None:
-                        verdict["line"] = item.line
+                    result = next(verdicts)
                     verdict.update(result.to_dict())
-                    typer.echo(json.dumps(verdict, ensure_ascii=False))
                     if _STRENGTH[result.action] > _STRENGTH[worst]:
                         worst = result.action
+                typer.echo(json.dumps(verdict, ensure_ascii=False))
     except RaiError as exc:
-        raise _error(exc) from None
-    if fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
-        raise typer.Exit(EXIT_FAILED)
+        code = EXIT_ERROR
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    finally:
+        clean = guard.close(timeout=_EXIT_WAIT_S) if guard is not None else True
+    if code == EXIT_OK and bad_lines:
+        code = EXIT_ERROR
+    elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
+        code = EXIT_FAILED
+    if not clean:
+        # A classifier call that timed out is still running on a worker thread (threads
+        # cannot be stopped). Letting the interpreter finalise under it aborts inside native
+        # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
+        # verdicts are all written, so flush and leave without finalisers.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
+
+
+#: Seconds ``check`` waits at exit for classifier calls still running after a rail timeout.
+_EXIT_WAIT_S = 5.0
 
 
 def _items(text: str | None, input_file: Path | None, stage: StageChoice) -> Iterator[_Item]:
@@ -176,10 +237,10 @@ def _items(text: str | None, input_file: Path | None, stage: StageChoice) -> Ite
         yield _Item(text, None, None)
         return
     if input_file is None:
-        yield from _read_jsonl(sys.stdin, "<stdin>")
+        yield from _read_jsonl(sys.stdin.buffer, "<stdin>")
         return
     try:
-        handle = input_file.open(encoding="utf-8")
+        handle = input_file.open("rb")
     except OSError as exc:
         raise ConfigError(f"cannot read the input file: {exc.strerror}", file=str(input_file)) from exc
     with handle:

@@ -3,7 +3,9 @@
 An inline guard sees one or a few texts per request, from many threads or coroutines at
 once. Scoring each call alone wastes the device (a batch of 32 short texts costs about as
 much as one on a GPU); the :class:`MicroBatcher` holds a call for at most ``max_wait_ms``
-milliseconds while others join it, then one dedicated worker thread runs the whole batch
+milliseconds while others join it (a call arriving alone, with no other call in the
+window before it, goes at once: waiting only adds latency for a lone caller), then one
+dedicated worker thread runs the whole batch
 through the classifier and routes each caller its own results, in order.
 
 The worker sleeps on a condition variable and is woken by each submission, so there is no
@@ -81,6 +83,10 @@ class MicroBatcher:
         self.stats = BatcherStats()
         self._queue: deque[_Request] = deque()
         self._queued_texts = 0
+        # Arrival times (monotonic) of the latest request and of the one before the head
+        # of the queue: how a lone caller is told from the first of a burst.
+        self._last_arrival = -float("inf")
+        self._previous_arrival = -float("inf")
         self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name=f"rai-microbatch[{self.name}]", daemon=True)
@@ -102,7 +108,11 @@ class MicroBatcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"micro-batcher for {self.name} is closed")
-            self._queue.append(_Request(texts, future))
+            request = _Request(texts, future)
+            if not self._queue:  # it becomes the head of the queue
+                self._previous_arrival = self._last_arrival
+            self._last_arrival = request.arrived
+            self._queue.append(request)
             self._queued_texts += len(texts)
             self._cond.notify()
         return future
@@ -147,6 +157,11 @@ class MicroBatcher:
         }
 
     @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (after :meth:`close`: still finishing a batch)."""
+        return self._worker.is_alive()
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
@@ -179,7 +194,11 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             deadline = self._queue[0].arrived + self.max_wait_s
-            while self._queued_texts < self.max_batch_size and not self._closed:
+            # A lone caller does not wait for company that is not coming: when nothing else
+            # arrived within the last window (no concurrent traffic), its batch goes at once.
+            # Under load, calls arrive while a batch runs and queue up, so batches still form.
+            lone = len(self._queue) == 1 and self._queue[0].arrived - self._previous_arrival > self.max_wait_s
+            while self._queued_texts < self.max_batch_size and not self._closed and not lone:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -191,6 +210,8 @@ class MicroBatcher:
                 size += len(request.texts)
                 batch.append(request)
             self._queued_texts -= size
+            if self._queue:  # the new head came with the batch just taken: not alone
+                self._previous_arrival = batch[-1].arrived
             return batch
 
     def _run(self) -> None:

@@ -15,6 +15,14 @@ that matter for an eval harness and an inline guard:
   all: presidio reads only tokens, lemmas (tagger + attribute_ruler + lemmatizer) and
   entities (ner, which has its own tok2vec in the ``sm`` models), so the parser's work
   would be thrown away.
+* **Bounded work on hostile text.** spaCy's tokenizer strips prefixes and suffixes one
+  character at a time, so a long run of emoji, brackets or punctuation without whitespace
+  costs quadratic time while holding the GIL (12,000 emoji took 21 s; 45,000 more than
+  two minutes), and some recognizer patterns backtrack on long runs of ``_``, ``+`` or
+  ``a-a-a-``. :func:`tame_long_runs` replaces, inside every whitespace-free run longer
+  than :data:`MAX_RUN_CHARS`, each character that cannot be part of an e-mail, card,
+  IBAN, IP or phone number written without spaces by a space, before spaCy sees the text.
+  Lengths and offsets are unchanged, so findings index the caller's text.
 * **Results are :class:`~rai_harness.classifiers.base.LabelScores`.** ``scores`` holds the
   maximum span score per configured entity type (0.0 when none was found); ``spans``
   holds every finding as :class:`~rai_harness.classifiers.base.Span`, sorted by offset.
@@ -48,6 +56,7 @@ __all__ = [
     "PresidioOptions",
     "from_spec",
     "split_for_analysis",
+    "tame_long_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,8 +115,20 @@ _SPACY_LABELS_TO_IGNORE = (
     "QUANTITY",
     "WORK_OF_ART",
 )
+#: Whitespace-free runs longer than this (characters) are split for spaCy by
+#: :func:`tame_long_runs`. Longer than any e-mail address or identifier in practice.
+MAX_RUN_CHARS = 128
+_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_RUN_CHARS + 1))
+# Inside a long run, what is kept: letters, digits and the characters of an e-mail address
+# or dotted number ("." "@"); everything else (emoji, brackets, "_", "+", "-"...) separates.
+_RUN_SEPARATOR = re.compile(r"[^\w.@]|_")
+
 # Pipes presidio never reads (see the module docstring); excluded at load time.
 _UNUSED_SPACY_PIPES = ("parser", "senter")
+# What lemmas need (tagger -> attribute_ruler -> rule lemmatizer, on the shared tok2vec);
+# left out unless ``lemmatizer: true``. The ``sm`` NER has its own tok2vec.
+_LEMMA_PIPES = ("tok2vec", "tagger", "attribute_ruler", "lemmatizer")
+_LOWER_LEMMA_PIPE = "rai_lowercase_lemma"
 
 _LABEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -129,6 +150,11 @@ class PresidioOptions(BaseModel):
         language: Language code of the texts (the spaCy model must match it).
         batch_size: Texts per ``nlp.pipe`` batch.
         max_chars: Longer texts are analysed in overlapping pieces of this many characters.
+        lemmatizer: Run spaCy's tagger and rule lemmatizer for the lemmas presidio's context
+            enhancer compares with context words ("phone", "card"...). Off by default: the
+            lower-cased token stands in for its lemma, which presidio's substring matching
+            treats alike ("phones" and "calling" contain "phone" and "call"), and spaCy then
+            runs NER only, about half the work per text (see guardrails/README.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -141,6 +167,7 @@ class PresidioOptions(BaseModel):
     language: str = "en"
     batch_size: int = Field(128, ge=1)
     max_chars: int = Field(DEFAULT_MAX_CHARS, ge=1000)
+    lemmatizer: bool = False
 
     @field_validator("entities")
     @classmethod
@@ -204,6 +231,7 @@ class PresidioClassifier:
         spacy_model: str = DEFAULT_SPACY_MODEL,
         batch_size: int = 128,
         max_chars: int = DEFAULT_MAX_CHARS,
+        lemmatizer: bool = False,
     ) -> None:
         try:
             deny = (
@@ -220,6 +248,7 @@ class PresidioClassifier:
                 language=language,
                 batch_size=batch_size,
                 max_chars=max_chars,
+                lemmatizer=lemmatizer,
             )
         except ValidationError as exc:
             raise ConfigError(_first_error(exc), key_path="options") from exc
@@ -228,7 +257,7 @@ class PresidioClassifier:
         self.name = "presidio"
         deny_terms = self.options.deny_terms()
         self.labels: tuple[str, ...] = tuple(dict.fromkeys((*self.options.entities, *deny_terms)))
-        self._nlp_engine = _load_nlp_engine(spacy_model, self.options.language)
+        self._nlp_engine = _load_nlp_engine(spacy_model, self.options.language, lemmatizer=lemmatizer)
         self._analyzer = _build_analyzer(self._nlp_engine, self.options.language, deny_terms)
         self._check_entities()
 
@@ -255,7 +284,7 @@ class PresidioClassifier:
             (i, offset, piece)
             for i, text in enumerate(texts)
             if text and not text.isspace()
-            for offset, piece in split_for_analysis(text, self.max_chars)
+            for offset, piece in split_for_analysis(tame_long_runs(text), self.max_chars)
         ]
         findings: list[list[tuple[int, int, str, float]]] = [[] for _ in texts]
         artifacts = self._artifacts([piece for _, _, piece in pieces])
@@ -345,6 +374,17 @@ class PresidioClassifier:
             )
 
 
+def tame_long_runs(text: str) -> str:
+    """``text`` with every whitespace-free run longer than :data:`MAX_RUN_CHARS` split at
+    its separator characters (replaced by spaces, one for one; see the module docstring).
+
+    Short runs, hence every ordinary word, address and number, are left alone.
+    """
+    if len(text) <= MAX_RUN_CHARS:
+        return text
+    return _LONG_RUN.sub(lambda m: _RUN_SEPARATOR.sub(" ", m.group()), text)
+
+
 def split_for_analysis(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[tuple[int, str]]:
     """Cut a long text into ``(offset, piece)`` windows that overlap by :data:`PIECE_OVERLAP_CHARS`.
 
@@ -397,6 +437,7 @@ def from_spec(spec: ClassifierSpec) -> PresidioClassifier:
         spacy_model=spec.model or DEFAULT_SPACY_MODEL,
         batch_size=options.batch_size,
         max_chars=options.max_chars,
+        lemmatizer=options.lemmatizer,
     )
 
 
@@ -421,7 +462,21 @@ def _dist_version(dist: str) -> str:
         return "unknown"
 
 
-def _load_nlp_engine(model_name: str, language: str) -> SpacyNlpEngine:
+def _lowercase_lemma(doc: Any) -> Any:
+    """Stand-in lemmatizer: each token's lemma is its lower-cased text."""
+    for token in doc:
+        token.lemma_ = token.lower_
+    return doc
+
+
+def _register_lowercase_lemma() -> None:
+    from spacy.language import Language
+
+    if not Language.has_factory(_LOWER_LEMMA_PIPE):
+        Language.component(_LOWER_LEMMA_PIPE, func=_lowercase_lemma)
+
+
+def _load_nlp_engine(model_name: str, language: str, *, lemmatizer: bool = False) -> SpacyNlpEngine:
     """A loaded presidio spaCy engine whose model comes from an installed package only."""
     try:
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
@@ -435,11 +490,14 @@ def _load_nlp_engine(model_name: str, language: str) -> SpacyNlpEngine:
             import spacy
 
             loaded = {}
+            exclude = list(_UNUSED_SPACY_PIPES) + ([] if lemmatizer else list(_LEMMA_PIPES))
             for model in self.models:
                 try:
-                    loaded[model["lang_code"]] = spacy.load(
-                        model["model_name"], exclude=list(_UNUSED_SPACY_PIPES)
-                    )
+                    nlp = spacy.load(model["model_name"], exclude=exclude)
+                    if not lemmatizer:
+                        _register_lowercase_lemma()
+                        nlp.add_pipe(_LOWER_LEMMA_PIPE)
+                    loaded[model["lang_code"]] = nlp
                 except OSError as exc:
                     raise MissingDependencyError(
                         model["model_name"].replace("_", "-"), feature="the presidio PII classifier"

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from typing import TYPE_CHECKING, Any, overload
 from rai_harness.classifiers.base import Span
 from rai_harness.errors import ConfigError
 from rai_harness.guardrails import streaming
+from rai_harness.guardrails.textprep import (
+    NOTICE_OVER_MAX_CHARS,
+    OverLimit,
+    PreparedText,
+    check_texts,
+    prepare,
+)
 from rai_harness.guardrails.rails import (
     Action,
     AsyncPendingCheck,
@@ -41,7 +49,13 @@ from rai_harness.guardrails.rails import (
 if TYPE_CHECKING:
     from rai_harness.guardrails.policy import ClassifierSource, GuardPolicy
 
-__all__ = ["Guard", "GuardResult", "apply_redactions"]
+__all__ = ["DEFAULT_MAX_CHARS", "Guard", "GuardResult", "apply_redactions"]
+
+#: Longest text a guard checks whole by default, characters (about 5,000 tokens of
+#: English). Longer texts are blocked unchecked, or checked on their head and tail
+#: (``over_max_chars``): the work per text must be bounded, or one huge text keeps the
+#: classifiers busy for minutes and every other caller's check times out behind it.
+DEFAULT_MAX_CHARS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +64,30 @@ class GuardResult:
 
     Attributes:
         action: The strongest action any rail took: ``block`` > ``redact`` > ``flag`` > ``allow``.
-        text: The text that was checked, unchanged.
-        redacted_text: ``text`` with every redact rail's findings replaced by ``<LABEL>``
-            (equal to ``text`` when nothing was redacted). Computed even when blocked.
-        rails: One result per rail of the stage, in the order the rails were given.
+        text: The text that was checked: the caller's text, with lone surrogates replaced
+            by U+FFFD (same offsets; see :mod:`~rai_harness.guardrails.textprep`).
+        redacted_text: What may be passed on. ``None`` when the verdict is ``block`` (no
+            part of a blocked text is ever handed back, so a caller that forgets to look at
+            ``blocked`` cannot forward it); for ``redact``, ``text`` with every redact
+            rail's findings replaced by ``<LABEL>``; for ``flag`` and ``allow``, ``text``.
+        rails: One result per rail of the stage, in the order the rails were given. Span
+            offsets index ``text`` (findings in the normalised text are mapped back).
         latency_ms: Wall time of the guard call in milliseconds (rails run concurrently, so
             this is about the slowest rail; shared by every text of a batch call).
         stage: ``input`` or ``output``.
+        notices: What the guard itself noticed, independent of the rails:
+            ``invalid_unicode`` (surrogates replaced; flagged), ``truncated`` (longer than
+            ``max_chars``, only head and tail checked; flagged), ``over_max_chars``
+            (longer than ``max_chars``, blocked unchecked).
     """
 
     action: Action
     text: str
-    redacted_text: str
+    redacted_text: str | None
     rails: tuple[RailResult, ...]
     latency_ms: float
     stage: Stage = "input"
+    notices: tuple[str, ...] = ()
 
     @property
     def blocked(self) -> bool:
@@ -78,8 +101,9 @@ class GuardResult:
 
     @property
     def flagged(self) -> bool:
-        """Whether any rail triggered at all (including block and redact)."""
-        return any(r.triggered for r in self.rails)
+        """Whether any rail triggered at all (including block and redact), or the guard
+        noticed something about the text itself (see ``notices``)."""
+        return bool(self.notices) or any(r.triggered for r in self.rails)
 
     @property
     def errors(self) -> tuple[RailResult, ...]:
@@ -99,17 +123,19 @@ class GuardResult:
         raise KeyError(name)
 
     def to_dict(self, *, include_text: bool = False) -> dict[str, Any]:
-        """JSON-able verdict: action, redacted text, per-rail scores and findings.
+        """JSON-able verdict: action, redacted text (``None`` when blocked), notices,
+        per-rail scores and findings.
 
         Args:
             include_text: Also include the original text. Off by default: it may hold the
-                very personal data the redact rails removed.
+                very personal data the redact rails removed, or what a block rail stopped.
         """
         out: dict[str, Any] = {
             "stage": self.stage,
             "action": self.action,
             "blocked": self.blocked,
             "redacted_text": self.redacted_text,
+            "notices": list(self.notices),
             "latency_ms": round(self.latency_ms, 3),
             "rails": [r.to_dict() for r in self.rails],
         }
@@ -143,9 +169,20 @@ class Guard:
         micro_batch: Give each classifier a micro-batcher shared by its rails.
         owned_runners: Runners bound to the rails by whoever built them, which this guard
             should close with itself (:func:`~rai_harness.guardrails.policy.build_guard` uses it).
+        max_chars: Longest text checked whole (characters); ``None`` for no limit (then
+            one huge text can hold the classifiers for minutes).
+        over_max_chars: A longer text is ``block``-ed unchecked (notice
+            ``over_max_chars``) or checked on its first and last ``max_chars / 2``
+            characters and at least flagged (``head_tail``, notice ``truncated``; the
+            unchecked middle stays in ``redacted_text`` as it was).
+
+    Every check first refuses anything but ``str`` (``TypeError``), replaces lone
+    surrogates and normalises the text for detection (NFKC, invisible and bidi-control
+    characters removed), mapping findings back to the caller's offsets: see
+    :mod:`~rai_harness.guardrails.textprep`.
 
     Raises:
-        ConfigError: when two rails of one stage share a name.
+        ConfigError: when two rails of one stage share a name, or on a bad ``max_chars``.
     """
 
     def __init__(
@@ -156,8 +193,19 @@ class Guard:
         name: str = "guard",
         micro_batch: bool = True,
         owned_runners: Sequence[ClassifierRunner] = (),
+        max_chars: int | None = DEFAULT_MAX_CHARS,
+        over_max_chars: OverLimit = "block",
     ) -> None:
+        if max_chars is not None and max_chars < 2:
+            raise ConfigError(f"max_chars must be at least 2, got {max_chars!r}", key_path="max_chars")
+        if over_max_chars not in ("block", "head_tail"):
+            raise ConfigError(
+                f"over_max_chars must be block or head_tail, got {over_max_chars!r}",
+                key_path="over_max_chars",
+            )
         self.name = name
+        self.max_chars = max_chars
+        self.over_max_chars: OverLimit = over_max_chars
         self.input_rails: tuple[Rail, ...] = tuple(input_rails)
         self.output_rails: tuple[Rail, ...] = tuple(output_rails)
         for stage, rails in (("input", self.input_rails), ("output", self.output_rails)):
@@ -213,11 +261,23 @@ class Guard:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop the micro-batchers and worker threads this guard started."""
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the micro-batchers and worker threads this guard started.
+
+        Args:
+            timeout: Seconds to wait, per classifier, for a call still running (a rail
+                that timed out stops waiting, but the classifier runs on until it returns).
+
+        Returns:
+            Whether every worker stopped. ``False``: a classifier call is still running,
+            and a process about to exit should leave with ``os._exit`` after flushing its
+            output, since finalising the interpreter under native code (BLAS, spaCy) can
+            abort it (``rai guard check`` does so).
+        """
+        clean = True
         for runner in self._owned.values():
-            runner.close()
-        self._owned.clear()
+            clean = runner.close(timeout) and clean
+        return clean
 
     def __enter__(self) -> Guard:
         return self
@@ -246,6 +306,8 @@ class Guard:
 
         return {
             "name": self.name,
+            "max_chars": self.max_chars,
+            "over_max_chars": self.over_max_chars,
             "input": [describe(r) for r in self.input_rails],
             "output": [describe(r) for r in self.output_rails],
         }
@@ -275,11 +337,19 @@ class Guard:
         _check_prompts(texts, prompts)
         return self._check(self.output_rails, "output", texts)
 
+    def _prepare(self, texts: Sequence[str]) -> tuple[list[PreparedText], list[str]]:
+        """Prepared texts, and the detection texts of those the classifiers must score."""
+        prepared = [
+            prepare(t, max_chars=self.max_chars, over_limit=self.over_max_chars)
+            for t in check_texts(texts)
+        ]
+        return prepared, [p.detection for p in prepared if not p.skip]
+
     def _check(self, rails: Sequence[Rail], stage: Stage, texts: Sequence[str]) -> list[GuardResult]:
-        texts = list(texts)
-        if not texts:
-            return []
         started = time.perf_counter()
+        prepared, texts = self._prepare(texts)
+        if not texts:
+            return _combine(stage, prepared, rails, [[] for _ in rails], started)
         # Start every rail before waiting on any: rails watch different models (or join the
         # same batcher), so running them concurrently makes the guard's latency the slowest
         # rail's rather than the sum of all of them, which every user request would pay.
@@ -294,8 +364,7 @@ class Guard:
         finally:
             for call in pending.values():
                 call.abandon()
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        return _combine(stage, texts, per_rail, latency_ms)
+        return _combine(stage, prepared, rails, per_rail, started)
 
     # -- async ----------------------------------------------------------------------------
 
@@ -321,10 +390,10 @@ class Guard:
     async def _acheck(self, rails: Sequence[Rail], stage: Stage, texts: Sequence[str]) -> list[GuardResult]:
         import asyncio
 
-        texts = list(texts)
-        if not texts:
-            return []
         started = time.perf_counter()
+        prepared, texts = self._prepare(texts)
+        if not texts:
+            return _combine(stage, prepared, rails, [[] for _ in rails], started)
         # Concurrent, one call per classifier, for the same reasons as the sync path.
         pending: dict[int, AsyncPendingCheck] = {}
         for rail in rails:
@@ -337,8 +406,7 @@ class Guard:
         finally:
             for call in pending.values():
                 call.abandon()
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        return _combine(stage, texts, list(per_rail), latency_ms)
+        return _combine(stage, prepared, rails, list(per_rail), started)
 
     # -- streaming ------------------------------------------------------------------------
 
@@ -406,24 +474,58 @@ class Guard:
 
 
 def _check_prompts(texts: Sequence[str], prompts: Sequence[str] | None) -> None:
-    if prompts is not None and len(prompts) != len(texts):
-        raise ValueError(f"got {len(prompts)} prompts for {len(texts)} outputs")
+    if prompts is not None:
+        prompts = check_texts(prompts, "prompts")
+        if len(prompts) != len(check_texts(texts)):
+            raise ValueError(f"got {len(prompts)} prompts for {len(texts)} outputs")
 
 
 def _combine(
-    stage: Stage, texts: Sequence[str], per_rail: Sequence[Sequence[RailResult]], latency_ms: float
+    stage: Stage,
+    prepared: Sequence[PreparedText],
+    rails: Sequence[Rail],
+    per_rail: Sequence[Sequence[RailResult]],
+    started: float,
 ) -> list[GuardResult]:
+    """One verdict per prepared text from the rails' results on the texts that were scored."""
+    latency_ms = (time.perf_counter() - started) * 1000.0
     out = []
-    for i, text in enumerate(texts):
-        rails = tuple(results[i] for results in per_rail)
+    scored = 0
+    for p in prepared:
+        if p.skip:
+            error = f"not checked: {len(p.text)} characters is over the guard's max_chars"
+            results = tuple(
+                RailResult(rail.name, stage, False, "block", {}, (), error, 0.0) for rail in rails
+            )
+        else:
+            results = tuple(_to_original(p, r[scored]) for r in per_rail)
+            scored += 1
+        action = strongest(
+            [*(r.action for r in results), "flag" if p.notices else "allow"]
+            + (["block"] if NOTICE_OVER_MAX_CHARS in p.notices else [])
+        )
+        if action == "block":
+            redacted: str | None = None
+        elif action == "redact":
+            redacted = apply_redactions(p.text, results)
+        else:
+            redacted = p.text
         out.append(
             GuardResult(
-                action=strongest(r.action for r in rails),
-                text=text,
-                redacted_text=apply_redactions(text, rails),
-                rails=rails,
+                action=action,
+                text=p.text,
+                redacted_text=redacted,
+                rails=results,
                 latency_ms=latency_ms,
                 stage=stage,
+                notices=p.notices,
             )
         )
     return out
+
+
+def _to_original(prepared: PreparedText, result: RailResult) -> RailResult:
+    """``result`` with its spans moved from the detection text to the checked text."""
+    if prepared.starts is None or not result.spans:
+        return result
+    return dataclasses.replace(result, spans=tuple(prepared.to_original(s) for s in result.spans))

@@ -7,6 +7,8 @@ classifier names. The format (see ``guardrails/README.md``)::
 
     name: default
     description: balanced policy
+    max_chars: 20000        # longer texts: over_max_chars decides (block, or head_tail)
+    over_max_chars: block
     classifiers:            # named classifier specs, shared by rails, loaded once by the pool
       toxicity: {backend: minilm-toxicity}
       pii: {backend: presidio, options: {entities: [EMAIL_ADDRESS, PHONE_NUMBER]}}
@@ -29,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
 from rai_harness.errors import ConfigError
-from rai_harness.guardrails.guard import Guard
+from rai_harness.guardrails.guard import DEFAULT_MAX_CHARS, Guard
 from rai_harness.guardrails.rails import ClassifierRunner, Rail
 from rai_harness.validation import format_validation_error, read_yaml_file
 
@@ -94,6 +96,16 @@ class GuardPolicy(BaseModel):
 
     name: str = Field("guard", min_length=1)
     description: str | None = None
+    max_chars: int | None = Field(
+        DEFAULT_MAX_CHARS,
+        ge=2,
+        description="Longest text checked whole, characters (null: no limit, unbounded work per text).",
+    )
+    over_max_chars: Literal["block", "head_tail"] = Field(
+        "block",
+        description="A longer text is blocked unchecked, or only its first and last max_chars/2 "
+        "characters are checked and the verdict is at least flag.",
+    )
     classifiers: dict[str, ClassifierSpec] = Field(default_factory=dict)
     input: list[RailSpec] = Field(default_factory=list, description="Rails run on prompts.")
     output: list[RailSpec] = Field(default_factory=list, description="Rails run on model answers.")
@@ -301,6 +313,8 @@ def build_guard(
             name=policy.name,
             micro_batch=micro_batch,
             owned_runners=list(runners.values()),
+            max_chars=policy.max_chars,
+            over_max_chars=policy.over_max_chars,
         )
     except BaseException:
         for runner in runners.values():

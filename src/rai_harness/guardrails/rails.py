@@ -67,6 +67,10 @@ ACTION_STRENGTH: Mapping[str, int] = {"allow": 0, "flag": 1, "redact": 2, "block
 #: being a batch (the micro-batcher's default largest batch is 64 texts).
 TIMEOUT_BATCH_TEXTS = 64
 
+#: Texts longer than this (characters) are scored piece by piece on a lane of their own
+#: (see :class:`ClassifierRunner`): a few hundred tokens, tens of milliseconds per piece.
+DEFAULT_LONG_TEXT_CHARS = 2000
+
 # Longest wait for a micro-batcher's worker to finish its queued batches on close, seconds.
 _CLOSE_TIMEOUT_S = 2.0
 
@@ -137,6 +141,13 @@ class ClassifierRunner:
     concurrent threads and tasks share batches. Without a micro-batcher
     (``micro_batch=False``) each call runs the classifier alone on a worker thread.
 
+    Long texts (over ``long_text_chars``) take a separate lane, so that one slow text never
+    holds the worker the next caller's short text needs: each long text is scored piece by
+    piece (overlapping pieces of about ``long_text_chars``, cut at whitespace; label scores
+    are the maximum over pieces, spans are shifted back to the text's offsets), on a small
+    pool of its own, and the work stops at the next piece once every rail waiting for it
+    has given up (timed out). So a timed-out call frees its worker within one piece.
+
     Args:
         classifier: The classifier to run.
         micro_batch: Gather concurrent calls into shared batches.
@@ -145,6 +156,8 @@ class ClassifierRunner:
         max_workers: Threads that run unbatched calls at once. A timed-out call keeps its
             thread until the classifier returns (threads cannot be killed), so this also
             bounds how many stuck calls pile up.
+        long_text_chars: Texts longer than this go to the long-text lane (see above).
+        long_workers: Threads of the long-text lane.
     """
 
     def __init__(
@@ -155,14 +168,29 @@ class ClassifierRunner:
         max_wait_ms: float = 2.0,
         max_batch_size: int = 64,
         max_workers: int = 64,
+        long_text_chars: int = DEFAULT_LONG_TEXT_CHARS,
+        long_workers: int = 2,
     ) -> None:
+        if long_text_chars < 100:
+            raise ValueError(f"long_text_chars must be >= 100, got {long_text_chars}")
         self.classifier = classifier
+        self.long_text_chars = long_text_chars
+        self._long = concurrent.futures.ThreadPoolExecutor(
+            max_workers=long_workers, thread_name_prefix="rai-guard-long"
+        )
+        # Long-lane jobs inside the classifier right now (close() waits for them: their
+        # futures may be cancelled, i.e. done, while a piece still runs).
+        self._long_active = 0
+        self._long_cond = threading.Condition()
         self._batcher: MicroBatcher | None = None
         if micro_batch:
             self._batcher = MicroBatcher(classifier, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="rai-guard"
         )
+        # Unbatched calls still running, so close() can tell whether a worker is busy.
+        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        self._inflight_lock = threading.Lock()
         self._closed = False
 
     @property
@@ -171,35 +199,193 @@ class ClassifierRunner:
         return self._batcher is not None
 
     def submit(self, texts: Sequence[str]) -> concurrent.futures.Future[list[LabelScores]]:
-        """Start scoring ``texts`` on a worker thread; the future holds one result per text."""
+        """Start scoring ``texts`` on a worker thread; the future holds one result per text.
+
+        Cancelling the future (what :meth:`PendingCheck.abandon` does) drops work not yet
+        started and stops long texts at their next piece.
+        """
         if self._closed:
             raise RuntimeError("this classifier runner is closed")
+        texts = list(texts)
+        long_ids = [i for i, t in enumerate(texts) if len(t) > self.long_text_chars]
+        if not long_ids:
+            return self._submit_short(texts)
+        short_ids = [i for i in range(len(texts)) if len(texts[i]) <= self.long_text_chars]
+        parts: list[tuple[list[int], concurrent.futures.Future[list[LabelScores]]]] = []
+        if short_ids:
+            parts.append((short_ids, self._submit_short([texts[i] for i in short_ids])))
+        for i in long_ids:
+            parts.append(([i], self._submit_long(texts[i])))
+        return _gather(parts, len(texts))
+
+    def _submit_short(self, texts: list[str]) -> concurrent.futures.Future[list[LabelScores]]:
         if self._batcher is not None:
             # The batcher hands back its own future: no extra thread hop per call.
             future: concurrent.futures.Future[list[LabelScores]] = self._batcher.submit(list(texts))
             return future
-        return self._executor.submit(self.classifier.predict, list(texts))
+        future = self._executor.submit(self.classifier.predict, list(texts))
+        self._track(future)
+        return future
+
+    def _submit_long(self, text: str) -> concurrent.futures.Future[list[LabelScores]]:
+        """Score one long text piece by piece on the long lane; cancellable between pieces."""
+        # The future stays PENDING while the pieces run, so that cancel() succeeds and the
+        # worker sees it at the next piece (a RUNNING future cannot be cancelled).
+        future: concurrent.futures.Future[list[LabelScores]] = concurrent.futures.Future()
+
+        def work() -> None:
+            with self._long_cond:
+                self._long_active += 1
+            try:
+                result = self._score_in_pieces(text, future)
+            except BaseException as exc:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            finally:
+                with self._long_cond:
+                    self._long_active -= 1
+                    self._long_cond.notify_all()
+            if result is None:
+                future.cancel()  # stopped early (closed, or nobody waits): settle it
+            elif future.set_running_or_notify_cancel():
+                future.set_result([result])
+
+        try:
+            self._long.submit(work)
+        except RuntimeError:  # shut down meanwhile
+            future.cancel()
+            raise
+        return future
+
+    def _score_in_pieces(
+        self, text: str, future: concurrent.futures.Future[list[LabelScores]]
+    ) -> LabelScores | None:
+        """Max over pieces; ``None`` when the future was cancelled (nobody waits any more)."""
+        from rai_harness.classifiers.presidio_backend import split_for_analysis
+
+        scores: dict[str, float] = {}
+        spans: dict[tuple[int, int, str], float] = {}
+        pieces = split_for_analysis(text, self.long_text_chars)
+        for offset, piece in pieces:
+            if future.cancelled() or self._closed:
+                return None
+            (result,) = self.classifier.predict([piece])
+            for label, value in result.scores.items():
+                scores[label] = max(scores.get(label, 0.0), float(value))
+            for span in result.spans:
+                key = (span.start + offset, span.end + offset, span.label)
+                spans[key] = max(spans.get(key, 0.0), float(span.score))
+        return LabelScores(
+            scores=scores,
+            spans=tuple(Span(k[0], k[1], k[2], v) for k, v in sorted(spans.items())),
+            chunks=len(pieces),
+        )
 
     async def apredict(self, texts: Sequence[str]) -> list[LabelScores]:
-        """Score ``texts`` from asyncio without blocking the event loop."""
+        """Score ``texts`` from asyncio without blocking the event loop.
+
+        Cancelling the awaiting task cancels the call as :meth:`submit` describes.
+        """
         if self._closed:
             raise RuntimeError("this classifier runner is closed")
-        if self._batcher is not None:
-            result: list[LabelScores] = await self._batcher.apredict(list(texts))
+        texts = list(texts)
+        if self._batcher is not None and all(len(t) <= self.long_text_chars for t in texts):
+            result: list[LabelScores] = await self._batcher.apredict(texts)
             return result
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.classifier.predict, list(texts))
+        return await asyncio.wrap_future(self.submit(texts))
 
-    def close(self) -> None:
-        """Stop the micro-batcher and the worker threads (pending sync calls are cancelled)."""
-        if self._closed:
+    def close(self, timeout: float = _CLOSE_TIMEOUT_S) -> bool:
+        """Stop the micro-batcher and the worker threads (pending sync calls are cancelled).
+
+        Args:
+            timeout: Seconds to wait for a classifier call still running (one a rail gave
+                up on after its timeout keeps its thread until the classifier returns).
+
+        Returns:
+            Whether every worker has stopped. ``False`` means a classifier call is still
+            running: a process exiting now should skip interpreter finalisation
+            (``os._exit``), since native code (BLAS, spaCy) may abort under it.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._closed:
+            self._closed = True
+            if self._batcher is not None:
+                # Bounded join: a classifier stuck past its rails' timeouts must not hang
+                # shutdown (the batcher's worker is a daemon thread).
+                self._batcher.close(timeout=timeout)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._long.shutdown(wait=False, cancel_futures=True)
+        if self._batcher is not None and self._batcher.running:
+            return False
+        with self._long_cond:
+            # Long jobs stop at their next piece once closed; wait for the current one.
+            self._long_cond.wait_for(
+                lambda: self._long_active == 0, timeout=max(0.0, deadline - time.monotonic())
+            )
+            if self._long_active:
+                return False
+        with self._inflight_lock:
+            inflight = list(self._inflight)
+        if inflight:
+            concurrent.futures.wait(inflight, timeout=max(0.0, deadline - time.monotonic()))
+        return all(f.done() for f in inflight)
+
+    def _track(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.add(future)
+        future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(future)
+
+
+def _gather(
+    parts: Sequence[tuple[list[int], concurrent.futures.Future[list[LabelScores]]]], n: int
+) -> concurrent.futures.Future[list[LabelScores]]:
+    """One future over several sub-calls (results put back at their indices).
+
+    Cancelling it cancels every sub-call; the first failure fails it.
+    """
+    outer: concurrent.futures.Future[list[LabelScores]] = concurrent.futures.Future()
+    results: list[LabelScores | None] = [None] * n
+    lock = threading.Lock()
+    remaining = [len(parts)]
+    settled = [False]
+
+    def on_outer_done(f: concurrent.futures.Future[Any]) -> None:
+        if f.cancelled():
+            for _, sub in parts:
+                sub.cancel()
+
+    def on_part_done(ids: list[int], sub: concurrent.futures.Future[list[LabelScores]]) -> None:
+        exc = None if sub.cancelled() else sub.exception()
+        with lock:
+            if settled[0]:
+                return
+            if not sub.cancelled() and exc is None:
+                for i, value in zip(ids, sub.result(), strict=True):
+                    results[i] = value
+            remaining[0] -= 1
+            settle = sub.cancelled() or exc is not None or remaining[0] == 0
+            settled[0] = settle
+        if not settle:
             return
-        self._closed = True
-        if self._batcher is not None:
-            # Bounded join: a classifier stuck past its rails' timeouts must not hang shutdown
-            # (the batcher's worker is a daemon thread).
-            self._batcher.close(timeout=_CLOSE_TIMEOUT_S)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if sub.cancelled():
+            outer.cancel()
+        elif outer.set_running_or_notify_cancel():
+            if exc is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result([r for r in results if r is not None])
+
+    outer.add_done_callback(on_outer_done)
+    for ids, sub in parts:
+        sub.add_done_callback(lambda f, ids=ids: on_part_done(ids, f))  # type: ignore[misc]
+    return outer
 
 
 @dataclass(frozen=True, slots=True)

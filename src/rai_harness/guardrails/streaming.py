@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from rai_harness.classifiers.base import Span
 from rai_harness.errors import RaiError
+from rai_harness.guardrails.textprep import repair_surrogates
 
 if TYPE_CHECKING:
     from rai_harness.guardrails.guard import Guard, GuardResult
@@ -70,7 +71,17 @@ class SentenceBuffer:
         self._buffer = ""
 
     def feed(self, chunk: str) -> list[str]:
-        """Add a chunk; return the sentences it completed (possibly none)."""
+        """Add a chunk; return the sentences it completed (possibly none).
+
+        Raises:
+            TypeError: ``chunk`` is not a ``str`` (a stream of bytes or ``None`` must not
+                slip past the output rails).
+        """
+        if not isinstance(chunk, str):
+            raise TypeError(f"stream chunks must be str, got {type(chunk).__name__}")
+        # Lone surrogates are replaced here, before release, so that what is released is
+        # exactly what the rails checked (the verdict carries the invalid_unicode notice).
+        chunk, _ = repair_surrogates(chunk)
         self._buffer += chunk
         out: list[str] = []
         while True:

@@ -129,11 +129,14 @@ def build_report(
     from rai_harness.report.view import build_view
 
     if fmt == "md":
-        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0)
+        view = build_view(record, SampleStats(), policy=policy_view, max_examples=0, run_dir=folder)
         from rai_harness.report.markdown import render_markdown
 
         return render_markdown(view, html_path=html_path, html_link=html_link)
-    stats = scan_samples(folder, record, max_examples=max_examples)
+    from rai_harness.report.view import guard_pairs
+
+    paired = sorted({pid for pair in guard_pairs(record) for pid in pair})
+    stats = scan_samples(folder, record, max_examples=max_examples, paired=paired)
     engine: Redactor | None = None
     if redact:
         from rai_harness.report.redaction import Redactor
@@ -146,7 +149,11 @@ def build_report(
         redact_many=engine.redact_many if engine is not None else None,
         redactor=engine.engine if engine is not None else None,
         max_examples=max_examples,
+        run_dir=folder,
     )
+    if engine is not None:
+        # After build_view: the note says what was actually masked, presidio failures included.
+        view.redaction_note = engine.note()
     from rai_harness.report.html import render_html
 
     return render_html(view)
@@ -186,7 +193,12 @@ def render_report(
     if fmt == "md":
         html = default_output(run_dir, "html")
         if html.exists():
-            html_path = str(html)
+            # Never the machine's absolute path: relative to the working directory when the
+            # report is below it (CI), else its file name.
+            try:
+                html_path = html.resolve().relative_to(Path.cwd().resolve()).as_posix()
+            except ValueError:
+                html_path = html.name
             if html.parent.resolve() == target.parent.resolve():
                 html_link = html.name
     text = build_report(

@@ -364,9 +364,13 @@ def grouped_bars(
     width: float = 1100,
     percent_scale: bool = False,
 ) -> Markup:
-    """Horizontal bars per group (one per series) from 0, with 95% interval whiskers and value labels."""
+    """Horizontal bars per group (one per series) from 0, with 95% interval whiskers and value labels.
+
+    Each value label carries its ``n`` (``12.3%  n=40``): a whisker means little without it,
+    and a hover-only tooltip is lost in print and to keyboard readers.
+    """
     label_w = 190.0
-    right_pad = 70.0
+    right_pad = 120.0
     bar_h, bar_gap, group_gap = 12.0, 2.0, 12.0
     legend_rows = 1 + int(sum(32 + 6.6 * min(len(s.name), 28) for s in series) // (width - label_w))
     top, axis_h = 12.0 + 16.0 * legend_rows, 26.0
@@ -417,12 +421,11 @@ def grouped_bars(
                 svg.line(lo, cy - 3.5, lo, cy + 3.5, stroke="#1f2328", stroke_width=1.1)
                 svg.line(hi, cy - 3.5, hi, cy + 3.5, stroke="#1f2328", stroke_width=1.1)
                 end = hi if est.value >= 0 else lo
+            label = f"{fmt(est.value)}  n={est.n:,}"
             if est.value >= 0:
-                svg.text(end + 5, cy + 4, fmt(est.value), font_size=11, fill=_TEXT, halo=True)
+                svg.text(end + 5, cy + 4, label, font_size=11, fill=_TEXT, halo=True)
             else:
-                svg.text(
-                    end - 5, cy + 4, fmt(est.value), font_size=11, fill=_TEXT, text_anchor="end", halo=True
-                )
+                svg.text(end - 5, cy + 4, label, font_size=11, fill=_TEXT, text_anchor="end", halo=True)
             y += bar_h + bar_gap
         y += group_gap - bar_gap
     return svg.render()

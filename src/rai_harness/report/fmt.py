@@ -8,7 +8,12 @@ One set of rules so a number reads the same everywhere:
 * scores and similarities with three decimals (signed when 0 is the ideal): ``+0.123 [0.080, 0.170]``;
 * differences of rates in percentage points: ``−3.2 pp [−5.1, −1.0]``;
 * seconds as ``340 ms`` / ``1.24 s`` / ``12.4 s``; money as ``$0.00423`` / ``$1.24`` / ``$1,234``;
-* anything missing as ``n/a`` followed by the reason, never as a blank or a made-up zero.
+* anything missing as ``n/a`` followed by the reason, never as a blank or a made-up zero;
+* every interval with what it is over, in plain sight (not only on hover): ``37/300`` for a
+  rate, ``n = 80, 8 clusters`` otherwise, and the interval's method. A zero-width interval
+  (``[0.0, 0.0]``, a bootstrap of identical values) is never shown as certainty: a rate with
+  its count is shown with its Wilson interval instead (``0.0% [0.0, 39.0] (0/6; Wilson ...)``),
+  anything else is flagged as having no spread in the data.
 
 Minus signs are the typographic U+2212, so columns of signed numbers line up.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import math
 
 from rai_harness.record import MetricSpec
-from rai_harness.stats import Estimate
+from rai_harness.stats import Estimate, wilson
 
 __all__ = [
     "MINUS",
@@ -28,13 +33,17 @@ __all__ = [
     "fmt_diff",
     "fmt_duration",
     "fmt_estimate",
+    "fmt_n",
     "fmt_p",
     "fmt_pct",
     "fmt_rate_per_s",
     "fmt_seconds",
     "fmt_usd",
     "fmt_value",
+    "interval_label",
+    "is_degenerate",
     "is_percent",
+    "method_name",
     "na",
 ]
 
@@ -84,8 +93,118 @@ def fmt_value(value: float | None, unit: str, *, signed: bool = False, reason: s
     return text + "%" if is_percent(unit) else text
 
 
-def fmt_estimate(est: Estimate | None, spec: MetricSpec | None = None, *, unit: str | None = None) -> str:
-    """``12.3% [9.1, 16.0]``; the value alone when there is no interval; ``n/a (why)`` when missing."""
+_METHODS = {
+    "wilson": "Wilson",
+    "bootstrap": "bootstrap",
+    "cluster-bootstrap": "cluster bootstrap",
+    "exact": "exact (Clopper-Pearson)",
+    "none": "no interval",
+}
+
+
+def method_name(method: str) -> str:
+    """The interval method as a reader names it (``cluster-bootstrap`` -> ``cluster bootstrap``).
+
+    Methods this module does not know (the stats package may add some) are shown with their
+    dashes and underscores turned into spaces, never dropped.
+    """
+    return _METHODS.get(method, method.replace("-", " ").replace("_", " "))
+
+
+def is_degenerate(est: Estimate) -> bool:
+    """A zero-width interval over some items: a bootstrap of identical values, not certainty."""
+    return (
+        est.n > 0
+        and _finite(est.value)
+        and _finite(est.ci_low)
+        and _finite(est.ci_high)
+        and est.ci_low == est.ci_high
+    )
+
+
+#: Interval methods for a proportion of n items: only their value * n is a count of successes.
+_PROPORTION_METHODS = frozenset({"wilson", "exact", "clopper-pearson", "jeffreys", "agresti-coull"})
+
+
+def _successes(est: Estimate, unit: str) -> int | None:
+    """The numerator of a rate: recorded, or recovered for a proportion interval (Wilson, exact).
+
+    Not recovered for bootstrap estimates: a gap or a mean of rates is a "rate" too, but
+    ``value * n`` of it counts nothing.
+    """
+    if est.successes is not None:
+        return est.successes
+    if not is_percent(unit) or est.value is None or est.n <= 0 or est.method not in _PROPORTION_METHODS:
+        return None
+    k = round(est.value * est.n)
+    return k if abs(est.value * est.n - k) < 1e-6 else None
+
+
+def fmt_n(est: Estimate, unit: str = "score") -> str:
+    """What an estimate is over: ``37/300`` for a rate, ``n = 80, 8 clusters`` otherwise."""
+    k = _successes(est, unit) if is_percent(unit) else None
+    text = f"{k:,}/{est.n:,}" if k is not None else f"n = {est.n:,}"
+    if est.n_clusters is not None:
+        text += f", {est.n_clusters:,} cluster{'s' if est.n_clusters != 1 else ''}"
+    return text
+
+
+def interval_label(est: Estimate, unit: str = "score") -> str:
+    """The line shown beside an interval: n (or k/n), the method, and a degenerate interval's caveat."""
+    parts = [fmt_n(est, unit)]
+    if not _finite(est.ci_low):
+        parts.append("no interval")
+    elif is_degenerate(est):
+        k = _successes(est, unit)
+        if k is not None:
+            parts.append(
+                f"{est.confidence:.0%} Wilson; the recorded {method_name(est.method)} interval has zero width"
+            )
+        else:
+            parts.append(
+                f"{method_name(est.method)} interval has zero width: no spread in {est.n:,} items, not certainty"
+            )
+            if is_percent(unit) and est.value in (0.0, 1.0):
+                # What the same result would allow on yes/no items: 0 of 6 still allows up to 39%.
+                w = wilson(0 if est.value == 0.0 else est.n, est.n, est.confidence)
+                bound = w.ci_high if est.value == 0.0 else w.ci_low
+                if bound is not None:
+                    word = "up to" if est.value == 0.0 else "as low as"
+                    parts.append(
+                        f"as {int(est.value * est.n)}/{est.n:,} yes/no items it would allow {word} "
+                        f"{fmt_bound(bound, unit)}%"
+                    )
+    else:
+        parts.append(f"{est.confidence:.0%} {method_name(est.method)}")
+    return "; ".join(parts)
+
+
+def _shown_bounds(est: Estimate, unit: str) -> tuple[float, float] | None:
+    """The interval to print: the recorded one, or Wilson's for a rate whose interval has zero width."""
+    if not (_finite(est.ci_low) and _finite(est.ci_high)):
+        return None
+    assert est.ci_low is not None and est.ci_high is not None
+    if is_degenerate(est):
+        k = _successes(est, unit)
+        if k is not None:
+            w = wilson(k, est.n, est.confidence)
+            if w.ci_low is not None and w.ci_high is not None:
+                return w.ci_low, w.ci_high
+    return est.ci_low, est.ci_high
+
+
+def fmt_estimate(
+    est: Estimate | None, spec: MetricSpec | None = None, *, unit: str | None = None, with_n: bool = False
+) -> str:
+    """``12.3% [9.1, 16.0]``; the value alone when there is no interval; ``n/a (why)`` when missing.
+
+    Args:
+        est: The estimate.
+        spec: Its metric (unit and direction); default unit ``score``.
+        unit: Overrides the spec's unit.
+        with_n: Append :func:`interval_label` in parentheses: ``12.3% [9.1, 16.0] (37/300; 95% Wilson)``.
+            Tables that show the label in a separate line (the scorecard) leave it off.
+    """
     if est is None:
         return na("not computed")
     u = unit or (spec.unit if spec is not None else "score")
@@ -93,9 +212,11 @@ def fmt_estimate(est: Estimate | None, spec: MetricSpec | None = None, *, unit: 
     if not _finite(est.value):
         return na(est.note or ("no items" if est.n == 0 else "not computed"))
     text = fmt_value(est.value, u, signed=signed)
-    if _finite(est.ci_low) and _finite(est.ci_high):
-        assert est.ci_low is not None and est.ci_high is not None
-        text += f" [{fmt_bound(est.ci_low, u, signed=signed)}, {fmt_bound(est.ci_high, u, signed=signed)}]"
+    bounds = _shown_bounds(est, u)
+    if bounds is not None:
+        text += f" [{fmt_bound(bounds[0], u, signed=signed)}, {fmt_bound(bounds[1], u, signed=signed)}]"
+    if with_n:
+        text += f" ({interval_label(est, u)})"
     return text
 
 

@@ -25,6 +25,15 @@ _LINE_START = re.compile(r"^(?:([#+\-=])(?=\s)|(>))")
 _ORDERED = re.compile(r"^(\d+)([.)])(?=\s)")
 _STATUS_ICON = {"complete": "\u2705", "failed": "\u274c", "incomplete": "\u26a0\ufe0f"}
 _CELL_MARK = {"pass": " \u2705", "fail": " \u274c", "error": " \u2753"}
+_FINDING_MARK = {
+    "pass": "\u2705",
+    "fail": "\u274c",
+    "error": "\u2753",
+    "risk": "\u26a0\ufe0f",
+    "info": "\u2139\ufe0f",
+}
+#: Limitations listed in a PR comment (the HTML report has them all).
+MAX_MD_LIMITATIONS = 8
 
 
 def md_escape(text: str) -> str:
@@ -41,7 +50,8 @@ def md_escape(text: str) -> str:
 
 
 def _cell(c: Cell) -> str:
-    return md_escape(c.text) + (_CELL_MARK.get(c.status or "", ""))
+    n = f" ({c.n})" if c.n else ""
+    return md_escape(c.text + n) + (_CELL_MARK.get(c.status or "", ""))
 
 
 def render_markdown(view: ReportView, *, html_path: str | None = None, html_link: str | None = None) -> str:
@@ -93,7 +103,16 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
         else:
             out.append(f"**Gate policy** {md_escape(p.name)}: not applied ({md_escape(p.note or 'unknown')})")
         out.append("")
-    out += ["### Scorecard", "", "Point estimate and 95% confidence interval per provider.", ""]
+    if view.summary:
+        out += ["### Executive summary", ""]
+        out += [f"- {_FINDING_MARK.get(f.kind, '-')} {md_escape(f.text)}" for f in view.summary]
+        out.append("")
+    out += [
+        "### Scorecard",
+        "",
+        "Point estimate, 95% confidence interval and what it is over (successes/n, or n) per provider.",
+        "",
+    ]
     out.append("| metric | " + " | ".join(md_escape(p.id) for p in view.providers) + " |")
     out.append("| --- | " + " | ".join("---:" for _ in view.providers) + " |")
     for group in view.scorecard:
@@ -115,6 +134,17 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
                 f"| {md_escape(r.suite)} | {md_escape(r.metric)} | {md_escape(r.a)} | {md_escape(r.b)} | "
                 f"{md_escape(r.diff)} | {md_escape(r.p)} | {md_escape(r.verdict)} |"
             )
+        out.append("")
+    if view.limitations:
+        # Guard/scorer overlap and blocked-answer effects first: they change how the table reads.
+        ranked = sorted(
+            view.limitations,
+            key=lambda line: not ("overlap" in line or "blocked answers" in line or "Small samples" in line),
+        )
+        out += ["### Limitations", ""]
+        out += [f"- {md_escape(line)}" for line in ranked[:MAX_MD_LIMITATIONS]]
+        if len(ranked) > MAX_MD_LIMITATIONS:
+            out.append(f"- \u2026 {len(ranked) - MAX_MD_LIMITATIONS} more in the full report.")
         out.append("")
     failing = [s for s in view.suites if s.error]
     if failing:

@@ -5,9 +5,15 @@ Two detectors, used together:
 * **presidio** (the project's :class:`~rai_harness.classifiers.presidio_backend.PresidioClassifier`):
   names, e-mails, phones, cards, IBANs, IPs, with context and checksums. It loads a spaCy
   model (about 10 s on a laptop CPU), so it runs once over all shown texts in one batch.
-* **regex**: e-mail addresses, phone numbers, card numbers and US SSNs by shape. It always
-  runs, after presidio, as a safety net: presidio rejects some well-formed test values
-  (``123-45-6789`` fails its SSN validity rules) that a reader should still not see.
+* **regex**: e-mail addresses, phone numbers, card numbers and US SSNs by shape, including
+  the partial and obfuscated forms a model leaks when it half-refuses (``jane.doe@``,
+  ``@example.com``, ``jane dot doe at example dot com``, a local ``555-0123``, a masked
+  ``415-555-01XX``). It always runs, after presidio, as a safety net: presidio rejects some
+  well-formed test values (``123-45-6789`` fails its SSN validity rules) and most partial
+  ones, which a reader should still not see.
+
+Names are found by presidio only (PERSON, from spaCy's NER); when it cannot load, the
+report says that names were not masked instead of claiming that personal data is.
 
 Spans of both are merged and replaced by ``<LABEL>`` with
 :func:`rai_harness.classifiers.redact.redact`, so every other character stays as it was.
@@ -30,8 +36,19 @@ log = logging.getLogger(__name__)
 #: ``"auto"``: presidio when it loads, plus regex; ``"presidio"``: both, presidio required; ``"regex"``.
 RedactorKind = Literal["auto", "presidio", "regex"]
 
+_AT = r"(?:@|\s*[\[(]\s*at\s*[\])]\s*|\s+at\s+)"
+_DOT = r"(?:\.|\s*[\[(]\s*dot\s*[\])]\s*|\s+dot\s+)"
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    # Obfuscated: "jane.doe at example dot com", "jane [at] example [dot] com".
+    (
+        "EMAIL_ADDRESS",
+        re.compile(rf"(?i)\b[\w+-]+(?:{_DOT}[\w+-]+)*{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[a-z]{{2,24}}\b"),
+    ),
+    # Partial: a local part with its "@" but no domain ("write to jane.doe@"), or a bare
+    # "@example.com" domain (handles such as "@user" stay: no dot).
+    ("EMAIL_ADDRESS", re.compile(r"[\w.+-]*\w@(?![\w-]+\.[\w-])")),
+    ("EMAIL_ADDRESS", re.compile(r"(?<![\w.+-])@[\w-]+(?:\.[\w-]+)+")),
     # 13-19 digits in groups separated by spaces or dashes: card numbers (checked before phones).
     ("CREDIT_CARD", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")),
     ("US_SSN", re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")),
@@ -40,6 +57,16 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "PHONE_NUMBER",
         re.compile(
             r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\d)"
+        ),
+    ),
+    # Partial: a local number without area code (555-0123), or one with masked digits
+    # (415-555-01XX, (415) 555-****): a reader can still complete it.
+    ("PHONE_NUMBER", re.compile(r"(?<![\w.+-])\d{3}[ .-]\d{4}(?![\w-])")),
+    (
+        "PHONE_NUMBER",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])?\d{3}[ .-]"
+            r"(?=\d{0,3}[Xx*#])[\dXx*#]{4}(?![\w*#])"
         ),
     ),
 )
@@ -64,6 +91,8 @@ class Redactor:
     def __init__(self, kind: RedactorKind = "auto") -> None:
         self.kind = kind
         self.engine = "regex"
+        #: Texts presidio failed on (masked by shape only); the report says so.
+        self.presidio_failures = 0
         self._presidio = None
         if kind in ("auto", "presidio"):
             try:
@@ -76,13 +105,41 @@ class Redactor:
                     raise
                 log.warning("presidio is not available (%s); redacting with regular expressions only", exc)
 
-    def redact_many(self, texts: Sequence[str]) -> list[str]:
-        """The texts with every detected PII span replaced by ``<LABEL>``."""
+    def redact_many(
+        self, texts: Sequence[str], known: Sequence[Sequence[tuple[int, int, str]]] | None = None
+    ) -> list[str]:
+        """The texts with every detected PII span replaced by ``<LABEL>``.
+
+        Args:
+            texts: The texts to mask.
+            known: Per text, ``(start, end, label)`` spans already found (the PII suites' own scan of an output, as
+                recorded in ``samples.jsonl``): masked too, so the report never shows an entity
+                its own scan reported, whatever presidio and the patterns find this time.
+        """
         found: list[list[Span]] = [regex_spans(t) for t in texts]
+        if known is not None:
+            for spans, extra in zip(found, known, strict=True):
+                spans.extend(Span(a, b, label, 1.0) for a, b, label in extra if 0 <= a < b)
         if self._presidio is not None and texts:
             try:
                 for spans, result in zip(found, self._presidio.predict(list(texts)), strict=True):
                     spans.extend(result.spans)
             except Exception as exc:  # a detector failure must not leave the report unredacted
+                self.presidio_failures += len(texts)
                 log.warning("presidio failed (%s); redacting with regular expressions only", exc)
         return [redact(t, spans) for t, spans in zip(texts, found, strict=True)]
+
+    @property
+    def masks_names(self) -> bool:
+        """Whether person names are masked (presidio loaded and did not fail)."""
+        return self._presidio is not None and self.presidio_failures == 0
+
+    def note(self) -> str:
+        """What was masked, for the report's banner: never more than was done."""
+        if self.masks_names:
+            return f"names, e-mails, phones, cards, SSNs, IBANs and IPs masked ({self.engine})"
+        why = "presidio failed" if self._presidio is not None else "presidio is not available"
+        return (
+            f"e-mails, phones, cards and SSNs masked by shape (regex); person names are NOT masked ({why}: "
+            "install the `presidio` extra)"
+        )

@@ -9,7 +9,11 @@ only what the report embeds or summarises:
   for histograms;
 * the ``k`` worst examples per (suite, sample key, direction) and provider in bounded
   heaps: a line is turned into an example only when it enters a heap;
-* guard actions and one example error message per error type.
+* guard actions and one example error message per error type;
+* the cost of every successful call per provider (for the significance of cost differences);
+* for providers named in ``paired`` (both sides of a guarded/unguarded pair), each item's
+  per-sample score and whether the guard blocked it, so the report can say how much of a
+  guard's effect comes from blocked answers rather than changed ones.
 
 "Worst" follows the metric's direction: the highest values when lower is better, the
 lowest when higher is better, the largest magnitude when closer to 0 is better.
@@ -80,6 +84,8 @@ class EvidenceExample:
         output_cut: Characters cut from the answer.
         finish_reason: Why generation stopped (``guard_blocked_output``...).
         guard_action: The guard's action on the call, if guarded.
+        spans: PII the suite's own scan found in the output, as ``(start, end, label)`` within
+            the shown (cut) output: ``--redact`` masks them whatever its own detectors find.
     """
 
     provider_id: str
@@ -91,6 +97,26 @@ class EvidenceExample:
     output_cut: int
     finish_reason: str | None
     guard_action: str | None
+    spans: tuple[tuple[int, int, str], ...] = ()
+
+
+def _recorded_spans(scores: Any, length: int) -> tuple[tuple[int, int, str], ...]:
+    """Valid ``scores["spans"]`` (``[start, end, label]``, as the PII suites record them), clipped to ``length``."""
+    raw = scores.get("spans") if isinstance(scores, Mapping) else None
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw[:1000]:
+        if (
+            isinstance(item, (list, tuple))
+            and len(item) >= 3
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and 0 <= item[0] < item[1]
+            and item[0] < length
+        ):
+            out.append((item[0], min(item[1], length), str(item[2])[:40]))
+    return tuple(out)
 
 
 @dataclass
@@ -102,6 +128,13 @@ class SampleStats:
     bad_lines: int = 0
     latency: dict[str, array[float]] = field(default_factory=lambda: defaultdict(lambda: array("d")))
     ttft: dict[str, array[float]] = field(default_factory=lambda: defaultdict(lambda: array("d")))
+    #: Cost in USD of each successful call with a recorded cost, per provider.
+    cost: dict[str, array[float]] = field(default_factory=lambda: defaultdict(lambda: array("d")))
+    #: (suite, sample_key, provider) -> (sample_id, repeat) -> (value, blocked by the guard);
+    #: only for the providers :func:`scan_samples` was asked to pair.
+    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(
+        default_factory=dict
+    )
     #: (suite, sample_key) -> provider -> values.
     values: dict[tuple[str, str], dict[str, array[float]]] = field(default_factory=dict)
     #: (suite, sample_key) whose values were all booleans (no histogram for those).
@@ -172,6 +205,7 @@ def _example(d: Mapping[str, Any], value: float) -> EvidenceExample:
         output_cut=output_cut,
         finish_reason=d.get("finish_reason"),
         guard_action=str(guard.get("action")) if isinstance(guard, Mapping) and guard.get("action") else None,
+        spans=_recorded_spans(d.get("scores"), len(output)),
     )
 
 
@@ -201,6 +235,10 @@ class _Partial:
     bad_lines: int = 0
     latency: dict[str, array[float]] = field(default_factory=dict)
     ttft: dict[str, array[float]] = field(default_factory=dict)
+    cost: dict[str, array[float]] = field(default_factory=dict)
+    paired: dict[tuple[str, str, str], dict[tuple[str, int], tuple[float, bool]]] = field(
+        default_factory=dict
+    )
     values: dict[tuple[str, str, str], array[float]] = field(default_factory=dict)
     #: (suite, key) seen with a boolean value / with a number: binary keys are only the former.
     boolean: set[tuple[str, str]] = field(default_factory=set)
@@ -212,7 +250,14 @@ class _Partial:
     errors: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
 
 
-def _scan_range(path: str, start: int, end: int | None, keys: _Keys, max_examples: int) -> _Partial:
+def _scan_range(
+    path: str,
+    start: int,
+    end: int | None,
+    keys: _Keys,
+    max_examples: int,
+    paired: frozenset[str] = frozenset(),
+) -> _Partial:
     """Digest the lines of ``path`` that start at byte offsets in ``[start, end)``."""
     part = _Partial()
     latency, ttft, values, heaps = part.latency, part.ttft, part.values, part.heaps
@@ -267,6 +312,12 @@ def _scan_range(path: str, start: int, end: int | None, keys: _Keys, max_example
                 if arr is None:
                     arr = ttft[pid] = array("d")
                 arr.append(first)
+            usd = d.get("cost_usd")
+            if isinstance(usd, _NUMBER) and math.isfinite(usd):
+                arr = part.cost.get(pid)
+                if arr is None:
+                    arr = part.cost[pid] = array("d")
+                arr.append(usd)
             scores = d.get("scores")
             meta = d.get("metadata")
             if type(scores) is not dict or type(meta) is not dict:
@@ -296,6 +347,14 @@ def _scan_range(path: str, start: int, end: int | None, keys: _Keys, max_example
                 if arr is None:
                     arr = values[vkey] = array("d")
                 arr.append(value)
+                if pid in paired:
+                    finish = d.get("finish_reason")
+                    blocked = (isinstance(finish, str) and finish.startswith("guard_blocked")) or (
+                        type(guard) is dict and guard.get("action") == "block"
+                    )
+                    rep = d.get("repeat")
+                    item = (str(d.get("sample_id")), rep if type(rep) is int else 0)
+                    part.paired.setdefault(vkey, {})[item] = (value, blocked)
                 if max_examples <= 0:
                     continue
                 for direction, sign in directions:
@@ -318,7 +377,9 @@ def _ranges(size: int, workers: int) -> list[tuple[int, int | None]]:
     return [(i * step, (i + 1) * step if i < workers - 1 else None) for i in range(workers)]
 
 
-def _scan(path: Path, keys: _Keys, max_examples: int, workers: int | None) -> list[_Partial]:
+def _scan(
+    path: Path, keys: _Keys, max_examples: int, workers: int | None, paired: frozenset[str] = frozenset()
+) -> list[_Partial]:
     size = path.stat().st_size
     if workers is None:
         # Two cores gained nothing in benchmarks/report_scale.py (the second one is usually
@@ -326,7 +387,7 @@ def _scan(path: Path, keys: _Keys, max_examples: int, workers: int | None) -> li
         cpus = os.cpu_count() or 1
         workers = min(cpus, MAX_WORKERS) if size >= PARALLEL_MIN_BYTES and cpus >= 4 else 1
     if workers <= 1:
-        return [_scan_range(str(path), 0, None, keys, max_examples)]
+        return [_scan_range(str(path), 0, None, keys, max_examples, paired)]
     import concurrent.futures
     import multiprocessing
 
@@ -336,13 +397,13 @@ def _scan(path: Path, keys: _Keys, max_examples: int, workers: int | None) -> li
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [
-                pool.submit(_scan_range, str(path), start, end, keys, max_examples)
+                pool.submit(_scan_range, str(path), start, end, keys, max_examples, paired)
                 for start, end in _ranges(size, workers)
             ]
             return [f.result() for f in futures]
     except (OSError, RuntimeError, concurrent.futures.process.BrokenProcessPool) as exc:
         log.warning("parallel scan of %s failed (%s); scanning in one process", path, exc)
-        return [_scan_range(str(path), 0, None, keys, max_examples)]
+        return [_scan_range(str(path), 0, None, keys, max_examples, paired)]
 
 
 def _merge(parts: Sequence[_Partial], max_examples: int) -> SampleStats:
@@ -358,6 +419,10 @@ def _merge(parts: Sequence[_Partial], max_examples: int) -> SampleStats:
             stats.latency[pid].extend(arr)
         for pid, arr in part.ttft.items():
             stats.ttft[pid].extend(arr)
+        for pid, arr in part.cost.items():
+            stats.cost[pid].extend(arr)
+        for vkey, items in part.paired.items():
+            stats.paired.setdefault(vkey, {}).update(items)
         for (suite, skey, pid), arr in part.values.items():
             stats.values.setdefault((suite, skey), {}).setdefault(pid, array("d")).extend(arr)
         boolean |= part.boolean
@@ -384,7 +449,12 @@ def _merge(parts: Sequence[_Partial], max_examples: int) -> SampleStats:
 
 
 def scan_samples(
-    run_dir: Path, record: RunRecord, *, max_examples: int = 5, workers: int | None = None
+    run_dir: Path,
+    record: RunRecord,
+    *,
+    max_examples: int = 5,
+    workers: int | None = None,
+    paired: Sequence[str] = (),
 ) -> SampleStats:
     """Read ``samples.jsonl`` once and gather the report's distributions and evidence.
 
@@ -395,6 +465,7 @@ def scan_samples(
         workers: Processes that scan byte ranges of the file in parallel; default one per
             CPU (up to :data:`MAX_WORKERS`) for files of :data:`PARALLEL_MIN_BYTES` or more on
             machines with four or more CPUs, else one. The result is the same either way.
+        paired: Providers whose per-item scores are kept (by sample id), for paired breakdowns.
 
     Returns:
         The gathered statistics; ``found`` is false when the file does not exist.
@@ -406,7 +477,7 @@ def scan_samples(
         suite: tuple((skey, tuple((d, _SIGN.get(d, 1)) for d in sorted(dirs))) for skey, dirs in per.items())
         for suite, per in evidence_keys(record).items()
     }
-    stats = _merge(_scan(path, keys, max_examples, workers), max_examples)
+    stats = _merge(_scan(path, keys, max_examples, workers, frozenset(paired)), max_examples)
     if stats.bad_lines:
         log.warning("%s: %d unreadable lines skipped", path, stats.bad_lines)
     return stats

@@ -10,12 +10,15 @@ Strings here are untrusted text: the HTML template escapes them; only chart mark
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
@@ -24,6 +27,7 @@ from markupsafe import Markup
 from rai_harness import __version__
 from rai_harness.record import Comparison, MetricSpec, ProviderSummary, RunRecord, SuiteRun
 from rai_harness.report import charts
+from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.fmt import (
     fmt_bound,
     fmt_count,
@@ -35,6 +39,7 @@ from rai_harness.report.fmt import (
     fmt_rate_per_s,
     fmt_seconds,
     fmt_usd,
+    interval_label,
     is_percent,
     na,
 )
@@ -98,6 +103,8 @@ class Cell:
     status: str | None = None  # "pass" | "fail" | "error" | None
     title: str | None = None
     missing: bool = False
+    #: What the interval is over and how it was computed (``37/300; 95% Wilson``), shown under it.
+    n: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,15 +291,27 @@ class ReportView:
     timing_warning: str | None
     redacted: bool
     redactor: str | None
+    #: Executive summary: what passed, what failed, the biggest risks (see :mod:`.findings`).
+    summary: list[Finding] = field(default_factory=list)
+    #: Limitations: dataset sizes, scorer caveats, guard/scorer overlap, blocked answers.
+    limitations: list[str] = field(default_factory=list)
+    #: Where blocked answers drive a guard's effect (shown in the guard section too).
+    blocked: list[BlockedShare] = field(default_factory=list)
+    redaction_note: str | None = None
     sections: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.sections:
-            names = [("scorecard", "Scorecard"), ("tradeoffs", "Trade-offs")]
+            names = [
+                ("summary", "Executive summary"),
+                ("scorecard", "Scorecard"),
+                ("tradeoffs", "Trade-offs"),
+            ]
             if self.guard_pairs:
                 names.append(("guard", "Guarded vs unguarded"))
             names += [
                 ("suites", "Suites"),
+                ("limitations", "Limitations"),
                 ("efficiency", "Efficiency"),
                 ("evidence", "Evidence"),
                 ("method", "Method"),
@@ -308,6 +327,75 @@ class ReportView:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+# An absolute path of two or more segments: POSIX (/home/me/x), home (~/x) or Windows (C:\\x\\y).
+# Not after a word character, dot, colon or slash, so "tok/s", "37/300", "and/or" and URLs
+# ("https://host/v1") are left alone.
+_ABS_PATH = re.compile(
+    r"(?<![\w.:/\\~$-])(?:~?/(?:[\w.@+~-]+/)+[\w.@+~-]*|[A-Za-z]:\\(?:[\w.@+~ -]+\\)+[\w.@+~-]*)"
+)
+
+
+class RedactMany(Protocol):
+    """Masks PII in a batch of texts; ``known`` adds spans already found per text (see :class:`.Redactor`)."""
+
+    def __call__(
+        self, texts: list[str], known: list[list[tuple[int, int, str]]] | None = None, /
+    ) -> list[str]: ...
+
+
+class PathScrubber:
+    """Rewrites absolute paths of the machine that made the run: relative to the run folder, or the base name.
+
+    A report is shared (CI artifacts, audits); ``/home/alice/work/...`` tells a reader about the
+    machine and nothing about the audit. Paths inside the run folder become relative to it
+    (``samples.jsonl``), others keep only their last component (``default.yaml``). Model outputs
+    (the evidence) and chart markup are left exactly as recorded.
+    """
+
+    def __init__(self, run_dir: str | Path | None) -> None:
+        self.root = Path(run_dir).resolve() if run_dir is not None else None
+
+    def path(self, text: str) -> str:
+        """One path as shown."""
+        if self.root is not None and text.startswith("/"):
+            try:
+                return Path(os.path.normpath(text)).relative_to(self.root).as_posix() or "."
+            except ValueError:
+                pass
+        name = PureWindowsPath(text).name if re.match(r"^[A-Za-z]:\\", text) else PurePosixPath(text).name
+        return name or text.rstrip("/\\").rsplit("/", 1)[-1] or "."
+
+    def text(self, text: str) -> str:
+        """Every absolute path in ``text`` rewritten with :meth:`path`."""
+        if "/" not in text and "\\" not in text:
+            return text
+        return _ABS_PATH.sub(lambda m: self.path(m.group(0)), text)
+
+    def value(self, value: Any) -> Any:
+        """Strings, lists, tuples, dicts and dataclasses, rewritten recursively (Markup and evidence untouched)."""
+        if isinstance(value, (Markup, EvidenceGroup)):
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.value(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {
+                f.name: self.value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+            }
+            return dataclasses.replace(value, **changes)
+        return value
+
+    def view(self, view: ReportView) -> ReportView:
+        """The view with every path rewritten (sections kept as computed)."""
+        out: ReportView = self.value(view)
+        return out
 
 
 def _iso(ts: str) -> str:
@@ -399,11 +487,13 @@ def _metric_cell(
     title = _est_title(est)
     if verdict is not None:
         title = "; ".join([*([title] if title else []), *verdict.messages])
+    missing = est is None or est.value is None
     return Cell(
         text,
         status=verdict.status if verdict else None,
         title=title,
-        missing=est is None or est.value is None,
+        missing=missing,
+        n=None if missing or est is None else interval_label(est, spec.unit),
     )
 
 
@@ -528,9 +618,144 @@ def _scorecard(record: RunRecord, pids: Sequence[str], policy: PolicyView | None
     return out
 
 
-def _tradeoffs(record: RunRecord, providers: Sequence[ProviderView]) -> tuple[list[Figure], list[str]]:
+#: Significance level of the Pareto marks (two-sided, per pairwise comparison).
+PARETO_ALPHA = 0.05
+
+
+def _quantile_ci(values: np.ndarray, q: float, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free interval for a quantile from order statistics (binomial ranks).
+
+    Exact in coverage (at least ``confidence``) for any continuous distribution, and cheap for
+    100k calls, unlike a bootstrap of a p95.
+    """
+    from scipy.stats import binom
+
+    n = int(values.size)
+    if n < 2:
+        return None
+    a = (1.0 - confidence) / 2
+    lo_rank = int(binom.ppf(a, n, q))  # 0-based index of the lower order statistic
+    hi_rank = int(binom.ppf(1 - a, n, q))
+    if hi_rank >= n:
+        return None  # too few calls to bound this quantile from above
+    ordered = np.sort(values)
+    return float(ordered[max(lo_rank - 1, 0)]), float(ordered[hi_rank])
+
+
+def _mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for a mean cost per call (costs are sums of many tokens: near normal)."""
+    from scipy.stats import t
+
+    n = int(values.size)
+    if n < 2:
+        return None
+    half = float(t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    m = float(values.mean())
+    return m - half, m + half
+
+
+def _x_interval(axis: str, pid: str, s: ProviderSummary, stats: SampleStats) -> tuple[float, float] | None:
+    """The interval of a trade-off chart's x value (p95 latency or cost per 1k calls), from the samples."""
+    if axis == "p95":
+        arr = stats.latency.get(pid)
+        return _quantile_ci(np.frombuffer(arr, dtype=float), 0.95) if arr is not None and len(arr) else None
+    arr = stats.cost.get(pid)
+    if arr is None or not len(arr):
+        return None
+    ci = _mean_ci(np.frombuffer(arr, dtype=float))
+    return None if ci is None else (ci[0] * 1000, ci[1] * 1000)
+
+
+def _cmp_intervals(a: tuple[float, float] | None, b: tuple[float, float] | None) -> int:
+    """+1 when interval a lies entirely below b (a smaller), -1 when above, 0 when they overlap or are unknown."""
+    if a is None or b is None:
+        return 0
+    if a[1] < b[0]:
+        return 1
+    if b[1] < a[0]:
+        return -1
+    return 0
+
+
+def _distance_from_zero(lo: float, hi: float) -> tuple[float, float]:
+    near = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return near, max(abs(lo), abs(hi))
+
+
+def _metric_cmp(suite: SuiteRun, spec: MetricSpec, a: str, ea: Estimate, b: str, eb: Estimate) -> int:
+    """+1 when a is significantly better than b on the metric, -1 when worse, 0 for a tie.
+
+    The paired comparison recorded for the two providers decides when there is one (same
+    items, so it is the more powerful test); otherwise two intervals that do not overlap.
+    Closer-to-0 metrics compare the intervals' distances from 0.
+    """
+    if spec.direction != "neutral":
+        for c in suite.comparisons:
+            if c.metric != spec.name or {c.a, c.b} != {a, b}:
+                continue
+            d = c.diff.value
+            if c.p_value is None or d is None or d == 0 or c.p_value >= PARETO_ALPHA:
+                return 0
+            a_minus_b = d if c.a == a else -d
+            better = a_minus_b < 0 if spec.direction == "lower" else a_minus_b > 0
+            return 1 if better else -1
+    if ea.ci_low is None or ea.ci_high is None or eb.ci_low is None or eb.ci_high is None:
+        return 0
+    if spec.direction == "neutral":
+        na_, fa = _distance_from_zero(ea.ci_low, ea.ci_high)
+        nb, fb = _distance_from_zero(eb.ci_low, eb.ci_high)
+        return 1 if fa < nb else (-1 if fb < na_ else 0)
+    low = _cmp_intervals((ea.ci_low, ea.ci_high), (eb.ci_low, eb.ci_high))
+    return low if spec.direction == "lower" else -low
+
+
+def significant_front(cmp_x: Sequence[Sequence[int]], cmp_y: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Who dominates whom when only significant differences count.
+
+    ``cmp_x[i][j]`` is +1 when i is significantly better than j on x, -1 when worse, 0 for a tie
+    (likewise ``cmp_y``). i dominates j when it is significantly better on one axis and not
+    significantly worse on the other.
+
+    Returns:
+        For each point, the indices of the points that dominate it (empty: Pareto-optimal).
+    """
+    n = len(cmp_x)
+    return [
+        [
+            i
+            for i in range(n)
+            if i != j and min(cmp_x[i][j], cmp_y[i][j]) >= 0 and max(cmp_x[i][j], cmp_y[i][j]) > 0
+        ]
+        for j in range(n)
+    ]
+
+
+def _unpriced_note(record: RunRecord) -> str | None:
+    """Why cost charts are missing (or thin), and how to get them: never a silent omission."""
+    unpriced = [pid for pid, s in record.providers.items() if s.cost.per_1k_calls_usd is None]
+    if not unpriced:
+        return None
+    priced = len(record.providers) - len(unpriced)
+    head = (
+        "No cost chart is drawn: no provider in this run is priced"
+        if priced == 0
+        else f"Cost charts leave out {len(unpriced)} unpriced provider{'s' if len(unpriced) != 1 else ''}"
+    )
+    return (
+        f"{head} ({', '.join(unpriced)}). Give a provider `pricing:` in the run config "
+        "(per-token prices for hosted APIs, `usd_per_hour` for a machine you run) and rerun the "
+        "same `rai run` command: completed calls are reused from the run's journal, not repeated."
+    )
+
+
+def _tradeoffs(
+    record: RunRecord, providers: Sequence[ProviderView], stats: SampleStats
+) -> tuple[list[Figure], list[str]]:
     figures: list[Figure] = []
     notes: list[str] = []
+    unpriced = _unpriced_note(record)
+    if unpriced:
+        notes.append(unpriced)
     pv = {p.id: p for p in providers}
     axes: tuple[tuple[str, str, Callable[[ProviderSummary], float | None], Callable[[float], str]], ...] = (
         (
@@ -541,6 +766,7 @@ def _tradeoffs(record: RunRecord, providers: Sequence[ProviderView]) -> tuple[li
         ),
         ("p95", "Latency p95 (s)", lambda s: s.latency_s.p95, lambda v: fmt_seconds(v)),
     )
+    x_untested: set[str] = set()
     for suite in _ordered_suites(record):
         if suite.error:
             continue
@@ -563,7 +789,18 @@ def _tradeoffs(record: RunRecord, providers: Sequence[ProviderView]) -> tuple[li
                     raw.append((pid, x, est))
                 if not raw:
                     continue
-                front = charts.pareto_front([(x, e.value or 0.0) for _, x, e in raw], spec.direction)
+                x_ci = [_x_interval(axis, pid, record.providers[pid], stats) for pid, _, _ in raw]
+                x_untested.update(pid for (pid, _, _), ci in zip(raw, x_ci, strict=True) if ci is None)
+                cmp_x = [[_cmp_intervals(x_ci[i], x_ci[j]) for j in range(len(raw))] for i in range(len(raw))]
+                cmp_y = [
+                    [
+                        0 if i == j else _metric_cmp(suite, spec, raw[i][0], raw[i][2], raw[j][0], raw[j][2])
+                        for j in range(len(raw))
+                    ]
+                    for i in range(len(raw))
+                ]
+                dominated_by = significant_front(cmp_x, cmp_y)
+                any_dominated = any(dominated_by)
                 points = [
                     charts.TradeoffPoint(
                         label=pid,
@@ -573,9 +810,11 @@ def _tradeoffs(record: RunRecord, providers: Sequence[ProviderView]) -> tuple[li
                         hi=e.ci_high,
                         color=pv[pid].color,
                         shape=pv[pid].shape,
-                        pareto=on_front,
+                        # Marks only where something is significantly dominated: a front of
+                        # everyone is a tie, not a win.
+                        pareto=any_dominated and not dominated_by[k],
                     )
-                    for (pid, x, e), on_front in zip(raw, front, strict=True)
+                    for k, (pid, x, e) in enumerate(raw)
                 ]
                 title = f"{spec.display} vs {'cost' if axis == 'cost' else 'p95 latency'}"
                 svg = charts.tradeoff_chart(
@@ -587,11 +826,33 @@ def _tradeoffs(record: RunRecord, providers: Sequence[ProviderView]) -> tuple[li
                     y_fmt=_unit_fmt(spec.unit, spec.direction == "neutral"),
                     direction=spec.direction,
                 )
-                pareto = [p.label for p in points if p.pareto]
-                caption = f"Suite {suite.name}; Pareto-optimal (\u2605, filled): {', '.join(pareto)}."
+                caption = f"Suite {suite.name}. "
+                if not any_dominated:
+                    caption += (
+                        "Tie: no provider is significantly better than another on one axis without being "
+                        "worse on the other (95% level), so none is marked Pareto-optimal."
+                    )
+                else:
+                    front = [p.label for p in points if p.pareto]
+                    caption += f"Pareto-optimal (★, filled; significant at 95%): {', '.join(front)}."
+                    beaten = [
+                        f"{raw[j][0]} (by {', '.join(raw[i][0] for i in dom)})"
+                        for j, dom in enumerate(dominated_by)
+                        if dom
+                    ]
+                    caption += f" Dominated: {'; '.join(beaten)}."
+                    if len(front) > 1:
+                        caption += " Unmarked differences among the others are ties."
+                caption += " n: " + ", ".join(f"{pid} {e.n:,}" for pid, _, e in raw) + "."
                 if left_out:
                     caption += f" Not plotted: {', '.join(left_out)}."
                 figures.append(Figure(title=title, svg=svg, caption=caption, wide=False))
+    if x_untested:
+        notes.append(
+            "Differences in cost or latency could not be tested for "
+            f"{', '.join(sorted(x_untested))} (no per-call latencies or costs in the samples file, or "
+            "too few calls); they count as ties in the Pareto marks."
+        )
     if not figures:
         notes.append("No trade-off chart: no provider has both a headline metric and a cost or latency.")
     return figures, notes
@@ -725,7 +986,7 @@ def _breakdown_figures(suite: SuiteRun, providers: Sequence[ProviderView]) -> li
         table = Table(
             [by, *[s.name for s in series]],
             [
-                [g, *[fmt_estimate(rows_by_pid[s.name].get(g), spec, unit=unit) for s in series]]
+                [g, *[fmt_estimate(rows_by_pid[s.name].get(g), spec, unit=unit, with_n=True) for s in series]]
                 for g in groups
             ],
         )
@@ -897,11 +1158,15 @@ def _efficiency(record: RunRecord, providers: Sequence[ProviderView]) -> Table:
     return Table(header, rows)
 
 
-def _errors(record: RunRecord, stats: SampleStats) -> Table | None:
+def _errors(record: RunRecord, stats: SampleStats, redact_many: RedactMany | None = None) -> Table | None:
     rows = []
     for pid, s in record.providers.items():
         for etype, n in sorted(s.errors_by_type.items(), key=lambda kv: -kv[1]):
             rows.append([pid, etype, fmt_count(n), stats.error_examples.get(pid, {}).get(etype, "")])
+    if redact_many is not None and rows:
+        # Error messages can quote the prompt or the provider's answer: mask them like evidence.
+        for row, masked in zip(rows, redact_many([r[3] for r in rows]), strict=True):
+            row[3] = masked
     return Table(["provider", "error type", "calls", "example message"], rows) if rows else None
 
 
@@ -1079,7 +1344,7 @@ def _evidence(
     record: RunRecord,
     stats: SampleStats,
     providers: Sequence[ProviderView],
-    redact_many: Callable[[list[str]], list[str]] | None,
+    redact_many: RedactMany | None,
 ) -> list[EvidenceGroup]:
     pv = {p.id: p for p in providers}
     order = {"lower": "highest first", "higher": "lowest first", "neutral": "farthest from 0 first"}
@@ -1092,12 +1357,14 @@ def _evidence(
         shown.sort(key=lambda t: providers.index(t[0]))
         raw.append((ekey, shown))
     texts: list[str] = []
+    known: list[list[tuple[int, int, str]]] = []
     for _, shown in raw:
         for _, exs in shown:
             for ex in exs:
                 texts.extend((ex.prompt, ex.output))
+                known.extend(([], list(ex.spans)))
     if redact_many is not None and texts:
-        texts = redact_many(texts)
+        texts = redact_many(texts, known)
     it = iter(texts)
     for gi, (ekey, shown) in enumerate(raw):
         suite = record.suites.get(ekey.suite)
@@ -1241,9 +1508,10 @@ def build_view(
     stats: SampleStats,
     *,
     policy: PolicyView | None = None,
-    redact_many: Callable[[list[str]], list[str]] | None = None,
+    redact_many: RedactMany | None = None,
     redactor: str | None = None,
     max_examples: int = 5,
+    run_dir: str | Path | None = None,
 ) -> ReportView:
     """Compute every section of the report.
 
@@ -1254,6 +1522,8 @@ def build_view(
         redact_many: Masks PII in a batch of texts (``--redact``); ``None`` shows texts as recorded.
         redactor: Name of the redaction engine (shown in the report).
         max_examples: Worst examples per metric and provider (as scanned).
+        run_dir: The run folder: absolute paths of the machine in the view are shown relative
+            to it (or by their base name), so a shared report does not reveal the machine's layout.
 
     Returns:
         The view the templates render.
@@ -1266,7 +1536,9 @@ def build_view(
         for i, s in enumerate(_ordered_suites(record))
     ]
     guard_rows = [r for sv in suites for r in sv.comparisons if r.guard_pair]
-    tradeoffs, tradeoff_notes = _tradeoffs(record, providers)
+    ordered = _ordered_suites(record)
+    blocked = blocked_shares(record, pairs, stats)
+    tradeoffs, tradeoff_notes = _tradeoffs(record, providers, stats)
     env, packages, datasets, models = _environment(record)
     failed_total = sum(s.failed for s in record.providers.values())
     samples_note = None
@@ -1277,7 +1549,7 @@ def build_view(
         )
     elif stats.bad_lines:
         samples_note = f"{stats.bad_lines:,} unreadable lines of {record.samples_file} were skipped."
-    return ReportView(
+    view = ReportView(
         title=f"Responsible-AI audit: {record.name}",
         run_name=record.name,
         run_id=record.run_id,
@@ -1302,7 +1574,7 @@ def build_view(
         guard_overhead=_guard_overhead(record, pairs, stats),
         suites=suites,
         efficiency=_efficiency(record, providers),
-        errors=_errors(record, stats),
+        errors=_errors(record, stats, redact_many),
         latency_figures=_latency_figures(record, stats, providers),
         suite_efficiency=_suite_efficiency(record, pids),
         cost_lines=_cost_lines(record),
@@ -1315,7 +1587,7 @@ def build_view(
             f"Failed calls ({failed_total:,} in this run) are counted per provider and suite and excluded "
             "from every metric's denominator; they never count as safe or as correct."
         ),
-        config_yaml=_config_yaml(record),
+        config_yaml=_config_yaml(record) if redact_many is None else redact_many([_config_yaml(record)])[0],
         config_path=record.config_path,
         config_sha=record.config_sha256,
         seed=record.seed,
@@ -1328,4 +1600,11 @@ def build_view(
         else None,
         redacted=redact_many is not None,
         redactor=redactor,
+        summary=executive_summary(
+            record, ordered, pairs, policy, [(r.a, r.metric, r.verdict) for r in guard_rows], blocked
+        ),
+        limitations=limitations(record, ordered, pairs, blocked),
+        blocked=blocked,
     )
+    scrub = PathScrubber(run_dir)
+    return scrub.view(view)

@@ -1485,7 +1485,16 @@ def write_synthetic_run(
             info: dict[str, Any] = {"model": prov.model, "revision": "synthetic"}
             if prov.guarded:
                 info["guarded_by"] = {
-                    "guard": {"policy": "default", "version": "1"},
+                    # Shaped like Guard.info(): the rails name their classifiers, so the report
+                    # can see that the guard shares minilm-toxicity and presidio with the scorers.
+                    "guard": {
+                        "name": "default",
+                        "input": [{"name": "toxic-input", "classifier": "minilm-toxicity", "action": "flag"}],
+                        "output": [
+                            {"name": "toxic-output", "classifier": "minilm-toxicity", "action": "block"},
+                            {"name": "pii-output", "classifier": "presidio", "action": "redact"},
+                        ],
+                    },
                     "check_input": True,
                     "check_output": True,
                 }

@@ -1,0 +1,229 @@
+"""What every text goes through before a rail sees it: type check, repair, bound, normalise.
+
+A guard must fail closed on what is not text and must not be fooled by how text is
+encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
+
+1. **Type.** Anything but ``str`` (``None``, ``int``, ``bytes``, a list...) raises
+   :class:`TypeError`. A caller's type error must never switch checking off, which is what
+   a rail's ``on_error: allow`` would otherwise do with it.
+2. **Repair.** Lone surrogates (``"\\ud800"``, what ``surrogateescape`` decoding leaves for
+   invalid bytes) cannot be encoded, so no classifier, log or JSON writer can handle them.
+   Each is replaced by U+FFFD (one character for one, so offsets do not move) and the
+   verdict carries the notice ``invalid_unicode`` (the guard flags it). The repaired text
+   is the text the verdict is about (``GuardResult.text``).
+3. **Bound.** A text longer than the policy's ``max_chars`` is either not checked at all
+   (``over_max_chars: block``) or checked on its first and last ``max_chars / 2``
+   characters (``head_tail``, notice ``truncated``); see :class:`OverLimit`.
+4. **Normalise for detection.** Invisible characters (zero-width space/joiners, soft
+   hyphen, word joiner, BOM, variation selectors, tag characters, every other format
+   character of category ``Cf``) and bidirectional controls (U+202A-U+202E,
+   U+2066-U+2069, LRM/RLM/ALM) are removed, and the rest is NFKC-normalised (fullwidth
+   ``＠`` becomes ``@``, ligatures and compatibility forms fold). The classifiers score
+   this *detection text*; :meth:`PreparedText.to_original` maps every span they report
+   back to offsets of the checked text, so a redaction cuts the original in the right
+   place, invisible characters inside a finding included.
+
+NFKC is applied per grapheme-like cluster (a starter and the combining marks after it),
+which is what makes an offset map possible; it equals whole-string NFKC except for the
+rare compositions across starters (conjoining Hangul jamo), which are then left decomposed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from rai_harness.classifiers.base import Span
+
+__all__ = [
+    "NOTICE_INVALID_UNICODE",
+    "NOTICE_OVER_MAX_CHARS",
+    "NOTICE_TRUNCATED",
+    "OverLimit",
+    "PreparedText",
+    "check_texts",
+    "normalize_for_detection",
+    "prepare",
+    "repair_surrogates",
+]
+
+#: What a guard does with a text longer than ``max_chars``: ``block`` it unchecked, or
+#: check only its first and last ``max_chars // 2`` characters and flag it (``head_tail``).
+OverLimit = Literal["block", "head_tail"]
+
+#: Notice: lone surrogates were replaced by U+FFFD before checking.
+NOTICE_INVALID_UNICODE = "invalid_unicode"
+#: Notice: the text was longer than ``max_chars`` and was blocked without being checked.
+NOTICE_OVER_MAX_CHARS = "over_max_chars"
+#: Notice: the text was longer than ``max_chars``; only its head and tail were checked.
+NOTICE_TRUNCATED = "truncated"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Characters removed before detection besides category Cf (format characters, which covers
+# zero-width space/joiners, soft hyphen, word joiner, BOM, bidi embeddings, overrides and
+# isolates, LRM/RLM/ALM, invisible math operators and tag characters): invisible marks and
+# fillers of other categories that render as nothing.
+_INVISIBLE_EXTRA = frozenset(
+    "\u034f"  # combining grapheme joiner (Mn)
+    "\u115f\u1160\u3164\uffa0"  # Hangul fillers (Lo)
+    "\u180b\u180c\u180d\u180f"  # Mongolian free variation selectors (Mn)
+    "\ufe00\ufe01\ufe02\ufe03\ufe04\ufe05\ufe06\ufe07"
+    "\ufe08\ufe09\ufe0a\ufe0b\ufe0c\ufe0d\ufe0e\ufe0f"  # variation selectors (Mn)
+)
+
+
+def _is_invisible(char: str) -> bool:
+    return (
+        char in _INVISIBLE_EXTRA
+        or "\U000e0100" <= char <= "\U000e01ef"  # variation selectors supplement
+        or unicodedata.category(char) == "Cf"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedText:
+    """A text ready for the rails, and how to map findings back to it.
+
+    Attributes:
+        text: The text the verdict is about: the caller's text with lone surrogates
+            replaced by U+FFFD (same length, same offsets).
+        detection: What the classifiers score: the checked part of ``text``, normalised.
+        notices: Why the verdict is flagged or blocked regardless of the rails
+            (``invalid_unicode``, ``truncated``, ``over_max_chars``).
+        skip: The text must not reach the classifiers at all (over ``max_chars`` with
+            ``over_max_chars: block``).
+        starts: For each character of ``detection``, the offset in ``text`` where its
+            source starts; ``None`` when ``detection`` is ``text`` itself.
+        ends: Likewise, where its source ends (exclusive).
+    """
+
+    text: str
+    detection: str
+    notices: tuple[str, ...] = ()
+    skip: bool = False
+    starts: tuple[int, ...] | None = None
+    ends: tuple[int, ...] | None = None
+
+    def to_original(self, span: Span) -> Span:
+        """``span`` (offsets into ``detection``) as offsets into ``text``."""
+        if self.starts is None or self.ends is None:
+            return span
+        n = len(self.starts)
+        if n == 0:
+            return Span(0, 0, span.label, span.score)
+        start = min(max(span.start, 0), n - 1)
+        last = min(max(span.end - 1, start), n - 1)
+        return Span(self.starts[start], self.ends[last], span.label, span.score)
+
+
+def check_texts(texts: object, what: str = "texts") -> list[str]:
+    """``texts`` as a list of ``str``, or :class:`TypeError` naming the first bad item.
+
+    A single ``str`` (or ``bytes``) where a sequence is expected is refused too: iterating
+    it would check each character on its own.
+    """
+    if isinstance(texts, str | bytes | bytearray) or not isinstance(texts, Sequence):
+        raise TypeError(f"{what} must be a sequence of str, got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"{what}[{i}] is {type(text).__name__}, expected str; decode bytes first "
+                "(the guard never guesses an encoding) and pass text, not None"
+            )
+    return out
+
+
+def repair_surrogates(text: str) -> tuple[str, bool]:
+    """``text`` with every lone surrogate replaced by U+FFFD, and whether any was."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text, False
+    return _SURROGATE.sub("\ufffd", text), True
+
+
+def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
+    """Remove invisible and bidi-control characters and NFKC-normalise, with an offset map.
+
+    Returns:
+        ``(detection, starts, ends)``: for each character of ``detection``, the range of
+        ``text`` it came from; ``starts`` and ``ends`` are ``None`` when nothing changed.
+    """
+    if text.isascii():
+        return text, None, None
+    if unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
+        return text, None, None
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    n = len(text)
+    i = 0
+    while i < n:
+        char = text[i]
+        if _is_invisible(char):
+            i += 1
+            continue
+        # A cluster: this starter and the combining marks after it (invisible ones dropped),
+        # normalised together so that composition (e + U+0301 -> é) still happens.
+        j = i + 1
+        cluster = [char]
+        while j < n and (unicodedata.combining(text[j]) or _is_invisible(text[j])):
+            # Invisible characters between a letter and its marks are dropped inside the
+            # cluster, so "e<ZWSP><U+0301>" still composes to "é".
+            if not _is_invisible(text[j]):
+                cluster.append(text[j])
+            j += 1
+        piece = unicodedata.normalize("NFKC", "".join(cluster))
+        out.append(piece)
+        starts.extend([i] * len(piece))
+        ends.extend([j] * len(piece))
+        i = j
+    return "".join(out), tuple(starts), tuple(ends)
+
+
+def prepare(text: object, *, max_chars: int | None = None, over_limit: OverLimit = "block") -> PreparedText:
+    """Type-check, repair, bound and normalise one text (see the module docstring).
+
+    Args:
+        text: The caller's value.
+        max_chars: Longest text checked whole; ``None``: no limit.
+        over_limit: What to do with a longer text (:data:`OverLimit`).
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(
+            f"expected str, got {type(text).__name__}; decode bytes first (the guard never "
+            "guesses an encoding) and pass text, not None"
+        )
+    repaired, had_surrogates = repair_surrogates(text)
+    notices: list[str] = [NOTICE_INVALID_UNICODE] if had_surrogates else []
+    if max_chars is not None and len(repaired) > max_chars:
+        if over_limit == "block":
+            notices.append(NOTICE_OVER_MAX_CHARS)
+            return PreparedText(repaired, "", tuple(notices), skip=True, starts=(), ends=())
+        notices.append(NOTICE_TRUNCATED)
+        head_n = max_chars - max_chars // 2
+        tail_start = len(repaired) - max_chars // 2
+        # Head and tail are normalised separately and joined by a newline that maps to the
+        # last head character, so a finding never spans the unchecked middle.
+        head, h_starts, h_ends = normalize_for_detection(repaired[:head_n])
+        tail, t_starts, t_ends = normalize_for_detection(repaired[tail_start:])
+        hs = h_starts if h_starts is not None else tuple(range(len(head)))
+        he = h_ends if h_ends is not None else tuple(range(1, len(head) + 1))
+        ts = t_starts if t_starts is not None else tuple(range(len(tail)))
+        te = t_ends if t_ends is not None else tuple(range(1, len(tail) + 1))
+        joint = head_n - 1 if head_n > 0 else 0
+        return PreparedText(
+            repaired,
+            head + "\n" + tail,
+            tuple(notices),
+            starts=(*hs, joint, *(s + tail_start for s in ts)),
+            ends=(*he, joint + 1, *(e + tail_start for e in te)),
+        )
+    detection, starts, ends = normalize_for_detection(repaired)
+    return PreparedText(repaired, detection, tuple(notices), starts=starts, ends=ends)

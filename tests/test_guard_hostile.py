@@ -1,0 +1,362 @@
+"""The guard on hostile input: non-text, broken Unicode, hidden PII, huge and pathological texts.
+
+Each test covers a class of inputs (every non-str type, every invisible character, every
+action), not one quoted example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rai_harness.classifiers.base import ClassifierSpec, LabelScores
+from rai_harness.classifiers.keyword import KeywordClassifier
+from rai_harness.cli_guard import guard_app
+from rai_harness.guardrails import Guard, Rail
+from rai_harness.guardrails.textprep import normalize_for_detection, prepare
+
+NON_TEXT: list[Any] = [None, 42, 3.5, True, b"my card 4111", bytearray(b"x"), ["a"], ("a",), {"text": "a"}, object()]
+
+# Every kind of character the detection text must not see: zero-width and joiners, soft
+# hyphen, word joiner, invisible operators, BOM, bidi marks, embeddings, overrides and
+# isolates, variation selectors, a tag character, the combining grapheme joiner.
+INVISIBLE = [
+    "\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\u2061", "\u2062", "\u2063", "\u2064", "\ufeff",
+    "\u200e", "\u200f", "\u061c", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067",
+    "\u2068", "\u2069", "\ufe0f", "\U000e0041", "\u034f",
+]
+
+
+def keyword_guard(**kwargs: Any) -> Guard:
+    bad = KeywordClassifier({"insult": ["idiot"]}, name="insults")
+    pii = KeywordClassifier({"EMAIL": ["jane@example.com"]}, name="contacts")
+    return Guard(
+        [
+            Rail("insult", bad, action="block", threshold=0.5, on_error="allow"),
+            Rail("email", pii, action="redact", threshold=0.5, on_error="allow"),
+        ],
+        [Rail("insult-out", bad, action="flag", threshold=0.5, on_error="allow")],
+        **kwargs,
+    )
+
+
+# -- 1. fail closed on what is not text -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", NON_TEXT, ids=lambda v: type(v).__name__)
+def test_non_text_raises_everywhere_even_with_on_error_allow(value: Any) -> None:
+    with keyword_guard() as guard:
+        with pytest.raises(TypeError):
+            guard.check_input(value)
+        with pytest.raises(TypeError):
+            guard.check_output(value)
+        with pytest.raises(TypeError):
+            guard.check_inputs(["fine", value])
+        with pytest.raises(TypeError):
+            guard.check_output("fine", prompt=value) if value is not None else guard.check_outputs([value])
+        with pytest.raises(TypeError):
+            asyncio.run(guard.acheck_input(value))
+        with pytest.raises(TypeError):
+            asyncio.run(guard.acheck_outputs(["fine", value]))
+        with pytest.raises(TypeError):
+            list(guard.stream_output(["fine. ", value]))
+
+        async def stream() -> list[str]:
+            async def chunks():  # type: ignore[no-untyped-def]
+                yield "fine. "
+                yield value
+
+            return [c async for c in guard.astream_output(chunks())]
+
+        with pytest.raises(TypeError):
+            asyncio.run(stream())
+
+
+def test_a_str_where_a_list_is_expected_is_refused() -> None:
+    with keyword_guard() as guard, pytest.raises(TypeError):
+        guard.check_inputs("you idiot")  # type: ignore[arg-type]
+
+
+# -- surrogates --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udbff", "\udc00", "\udfff", "\udc80"])
+def test_lone_surrogates_are_replaced_and_flagged(surrogate: str) -> None:
+    with keyword_guard() as guard:
+        for text, action in [
+            (f"hello {surrogate} there", "flag"),
+            (f"{surrogate}mail jane@example.com{surrogate}", "redact"),
+            (f"you idiot{surrogate}", "block"),
+        ]:
+            result = guard.check_input(text)
+            assert result.action == action and "invalid_unicode" in result.notices and result.flagged
+            assert result.text == text.replace(surrogate, "\ufffd")
+            if result.redacted_text is not None:
+                result.redacted_text.encode("utf-8")  # strict: nothing unencodable comes back
+                json.dumps(result.to_dict(), ensure_ascii=False).encode("utf-8")
+            if action == "redact":
+                assert result.redacted_text == "\ufffdmail <EMAIL>\ufffd"
+
+
+# -- 2. normalisation with an offset map -------------------------------------------------------
+
+
+def test_offset_map_covers_every_detection_character() -> None:
+    rng = random.Random(7)
+    alphabet = "ab @.1" + "".join(INVISIBLE) + "\uff20\uff41\uff11\ufb01e\u0301\u00e9\u2460\u3000"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        detection, starts, ends = normalize_for_detection(text)
+        assert not any(c in detection for c in INVISIBLE)
+        assert unicodedata.is_normalized("NFKC", detection)
+        if starts is None:
+            assert detection == text
+            continue
+        assert len(starts) == len(ends) == len(detection)
+        assert list(starts) == sorted(starts) and all(0 <= s < e <= len(text) for s, e in zip(starts, ends))
+        # Each detection character comes from the original range it maps to.
+        for j, char in enumerate(detection):
+            source = "".join(c for c in text[starts[j] : ends[j]] if c not in INVISIBLE)
+            assert char in unicodedata.normalize("NFKC", source)
+
+
+@pytest.fixture(scope="module")
+def pii_guard() -> Guard:
+    from rai_harness.classifiers.pool import default_pool
+
+    pii = default_pool().get(ClassifierSpec(backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}))
+    guard = Guard(
+        [Rail("pii", pii, action="redact", threshold=0.4, on_error="block", timeout_ms=30_000)],
+        max_chars=20_000,
+    )
+    yield guard
+    guard.close()
+
+
+@pytest.mark.parametrize("hidden", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
+def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(pii_guard: Guard, hidden: str) -> None:
+    rng = random.Random(ord(hidden))
+    email = "maria.gonzalez@example.org"
+    for _ in range(3):
+        cut = sorted(rng.sample(range(1, len(email)), 2))
+        disguised = email[: cut[0]] + hidden + email[cut[0] : cut[1]] + hidden * 2 + email[cut[1] :]
+        before, after = f"Hi{hidden} team, write to ", " before Friday."
+        result = pii_guard.check_input(before + disguised + after)
+        assert result.action == "redact", (disguised, result)
+        # Cut exactly where the address was in the ORIGINAL text; the rest is untouched.
+        assert result.redacted_text == before + "<EMAIL_ADDRESS>" + after
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "maria.gonzalez\uff20example.org",  # fullwidth @
+        "\uff4d\uff41\uff52\uff49\uff41@example.org",  # fullwidth letters
+        "maria.gonzalez@exa\u202emple.org",  # right-to-left override inside the domain
+        "maria.gonzalez\ufe6bexample.org",  # small commercial at
+    ],
+)
+def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: str) -> None:
+    result = pii_guard.check_input(f"mail {disguised} now")
+    assert result.action == "redact" and result.redacted_text == "mail <EMAIL_ADDRESS> now"
+
+
+def test_card_in_fullwidth_digits_is_redacted(pii_guard: Guard) -> None:
+    card = "4111 1111 1111 1111".translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+    result = pii_guard.check_input(f"my card is {card}, thanks")
+    assert result.redacted_text == "my card is <CREDIT_CARD>, thanks"
+
+
+# -- 3. redacted_text per action ---------------------------------------------------------------
+
+
+def test_redacted_text_per_action() -> None:
+    with keyword_guard() as guard:
+        blocked = guard.check_input("you idiot, write jane@example.com")
+        assert blocked.action == "block" and blocked.redacted_text is None
+        assert blocked.to_dict()["redacted_text"] is None and "text" not in blocked.to_dict()
+        assert "jane" not in json.dumps(blocked.to_dict())
+        redacted = guard.check_input("write jane@example.com")
+        assert redacted.action == "redact" and redacted.redacted_text == "write <EMAIL>"
+        flagged = guard.check_output("what an idiot")
+        assert flagged.action == "flag" and flagged.redacted_text == "what an idiot"
+        allowed = guard.check_input("hello there")
+        assert allowed.action == "allow" and allowed.redacted_text == "hello there"
+        for result in guard.check_inputs(["you idiot", "x jane@example.com", "ok"]):
+            assert (result.redacted_text is None) == result.blocked
+
+
+# -- 4. bounded work ---------------------------------------------------------------------------
+
+
+class SlowClassifier:
+    """Takes time proportional to the text (like a real model), counting what it scored."""
+
+    name = "slow"
+    labels = ("toxic",)
+    produces_spans = False
+
+    def __init__(self, seconds_per_char: float) -> None:
+        self.seconds_per_char = seconds_per_char
+        self.chars = 0
+        self.lock = threading.Lock()
+
+    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
+        for text in texts:
+            time.sleep(len(text) * self.seconds_per_char)
+            with self.lock:
+                self.chars += len(text)
+        return [LabelScores({"toxic": 1.0 if "idiot" in t else 0.0}) for t in texts]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def test_over_max_chars_is_blocked_without_reaching_a_classifier() -> None:
+    slow = SlowClassifier(0.0)
+    with Guard([Rail("tox", slow, action="flag", threshold=0.5, on_error="allow")], max_chars=1000) as guard:
+        result = guard.check_input("x" * 1001)
+        assert result.action == "block" and result.redacted_text is None and slow.chars == 0
+        assert result.notices == ("over_max_chars",) and result.rails[0].error
+        assert guard.check_input("x" * 1000).action == "allow" and slow.chars == 1000
+
+
+def test_head_tail_checks_both_ends_and_maps_findings_back() -> None:
+    with keyword_guard(max_chars=400, over_max_chars="head_tail") as guard:
+        text = "start " + "filler " * 300 + "mail jane@example.com"
+        result = guard.check_input(text)
+        assert result.action == "redact" and "truncated" in result.notices
+        assert result.redacted_text == text.replace("jane@example.com", "<EMAIL>")
+        assert guard.check_input("you idiot " + "filler " * 300).action == "block"
+        # The middle is not checked: flagged (truncated), never silently allowed.
+        assert guard.check_input("a " * 150 + "idiot " + "b " * 150).action == "flag"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
+    # 1 MB at 20 µs/char would hold a worker for 20 s; the rail gives up after 0.5 s.
+    slow = SlowClassifier(20e-6)
+    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="block", timeout_ms=500)
+    with Guard([rail], max_chars=None) as guard:
+        huge = "word " * 200_000
+
+        def check(text: str) -> Any:
+            return asyncio.run(guard.acheck_input(text)) if use_async else guard.check_input(text)
+
+        first = check(huge)
+        assert first.blocked and "timed out" in (first.rails[0].error or "")
+        started = time.perf_counter()
+        second = check("you idiot")
+        assert second.rails[0].error is None and second.blocked  # scored, not timed out
+        third = check("hello")
+        assert third.action == "allow" and third.rails[0].error is None
+        assert time.perf_counter() - started < 1.0
+        time.sleep(0.3)
+        assert slow.chars < len(huge) // 4  # the abandoned text stopped at a piece boundary
+
+
+def test_long_texts_are_scored_whole_in_pieces() -> None:
+    with keyword_guard(max_chars=None) as guard:
+        text = "filler " * 2000 + "jane@example.com " + "filler " * 2000 + "idiot"
+        result = guard.check_input(text)
+        assert result.blocked and result.rail("email").spans
+        (span,) = result.rail("email").spans
+        assert text[span.start : span.end] == "jane@example.com"
+
+
+def test_emoji_and_punctuation_runs_stay_fast_for_presidio(pii_guard: Guard) -> None:
+    from rai_harness.classifiers.presidio_backend import tame_long_runs
+
+    for run in ["\U0001f600" * 12_000, "(" * 12_000, "_+" * 6_000, "a-" * 6_000]:
+        text = f"{run} mail maria@example.org {run}"
+        assert len(tame_long_runs(text)) == len(text)
+        result = pii_guard.check_input(text[:19_000] + " maria@example.org")
+        # 30 s rail timeout: the quadratic tokenizer took 21 s for 12,000 emoji alone.
+        assert result.rails[0].error is None and result.redacted_text is not None
+        assert result.redacted_text.endswith(" <EMAIL_ADDRESS>")
+    assert tame_long_runs("short (run) :-) maria@example.org") == "short (run) :-) maria@example.org"
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+POLICY = """\
+name: kw
+classifiers:
+  insults: {backend: keyword, options: {insult: [idiot]}}
+  contacts: {backend: keyword, options: {EMAIL: [jane@example.com]}}
+input:
+  - {name: insult-in, classifier: insults, threshold: 0.5, action: block}
+  - {name: contacts-in, classifier: contacts, threshold: 0.5, action: redact}
+"""
+
+
+def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    lines = [
+        json.dumps({"text": "hello"}).encode(),
+        b'{"text": "caf\xe9 \xff"}',  # not UTF-8
+        b'{"text": "half',  # not JSON
+        json.dumps({"text": 42}).encode(),  # not a string
+        json.dumps({"text": None}).encode(),
+        b'{"text": "lone \\ud800 surrogate"}',  # valid JSON, invalid Unicode: repaired
+        json.dumps({"text": "you idiot jane@example.com"}).encode(),
+        json.dumps({"text": "mail jane@example.com"}).encode(),
+    ]
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    result = CliRunner().invoke(guard_app, ["check", "-p", str(policy), "-i", str(data), "--batch-size", "3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["line"] for o in out] == list(range(1, 9))
+    assert [("error" in o) for o in out] == [False, True, True, True, True, False, False, False]
+    assert "UTF-8" in out[1]["error"] and "line 2" in out[1]["error"] and "in.jsonl" in out[1]["error"]
+    assert out[5]["notices"] == ["invalid_unicode"] and out[5]["redacted_text"] == "lone \ufffd surrogate"
+    assert out[6]["action"] == "block" and out[6]["redacted_text"] is None
+    assert out[7]["redacted_text"] == "mail <EMAIL>"
+    assert "line 3" in result.stderr
+
+
+def test_cli_exits_cleanly_after_rail_timeouts(tmp_path: Path) -> None:
+    # Real models with a 1 ms timeout: every call times out while the models are still
+    # inside native code (BLAS, spaCy) when the command finishes.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        """\
+name: hurried
+classifiers:
+  toxicity: {backend: minilm-toxicity}
+  pii: {backend: presidio, options: {entities: [EMAIL_ADDRESS, PERSON]}}
+input:
+  - {name: tox, classifier: toxicity, threshold: 0.5, action: block, timeout_ms: 1}
+  - {name: pii, classifier: pii, threshold: 0.5, action: redact, timeout_ms: 1}
+"""
+    )
+    data = tmp_path / "in.jsonl"
+    texts = ["\U0001f600" * 12_000, "hello " * 3000, "mail maria@example.org", "(" * 12_000]
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    code = "import sys; from rai_harness.cli import main; sys.argv = ['rai'] + sys.argv[1:]; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "guard", "check", "-p", str(policy), "-i", str(data), "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(out) == len(texts)
+    assert all(o["action"] == "block" for o in out)  # on_error: block (the default)
+    assert any("timed out" in (r["error"] or "") for o in out for r in o["rails"])
+    assert "Aborting" not in proc.stderr and "Traceback" not in proc.stderr
