@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rai_harness.errors import ConfigError
 from rai_harness.record.calls import CallRecord
 from rai_harness.record.schema import SCHEMA_VERSION, RunRecord
-from rai_harness.validation import format_validation_error
+from rai_harness.validation import format_validation_error, iter_jsonl
 
 __all__ = [
     "file_sha256",
@@ -78,29 +78,17 @@ def read_samples(path: str | Path) -> list[CallRecord]:
         ConfigError: The file is missing or unreadable, or a line is not a call record (naming
             the line).
     """
-    file = str(path)
     out = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                    if not isinstance(data, dict):
-                        raise TypeError("not a JSON object")
-                    out.append(CallRecord.from_dict(data))
-                except (json.JSONDecodeError, TypeError, ValueError) as exc:
-                    raise ConfigError(
-                        f"not a call record ({exc}); was the run interrupted? Rerun `rai run` on the "
-                        "same config to rewrite it",
-                        file=file,
-                        key_path=f"line {number}",
-                    ) from exc
-    except FileNotFoundError as exc:
-        raise ConfigError("samples not found; pass the folder `rai run` wrote", file=file) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the samples: {exc}", file=file) from exc
+    for line in iter_jsonl(path, what="samples file", missing_hint="pass the folder `rai run` wrote"):
+        try:
+            out.append(CallRecord.from_dict(line.obj))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"not a call record ({exc}); was the run interrupted? Rerun `rai run` on the same "
+                "config to rewrite it",
+                file=str(path),
+                key_path=f"line {line.number}",
+            ) from exc
     return out
 
 
