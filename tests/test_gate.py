@@ -745,7 +745,7 @@ def test_markdown_table():
     assert len(rows) == 2 + len(v.results)  # header, separator, one row per rule x provider
     assert all(row.count(" | ") == 6 for row in rows[2:] if "\\|" not in row)
     assert "b\\|c" in md and "a&lt;&amp;&gt;" in md  # pipes and HTML escaped
-    assert "| ❌ fail | budgets.latency_p95_s |" in md
+    assert "| ❌ fail | budgets.latency\\_p95\\_s |" in md  # renders as budgets.latency_p95_s
 
 
 # --- files and the CLI ----------------------------------------------------------------------
@@ -924,3 +924,23 @@ def test_workflow_is_valid_yaml():
     text = json.dumps(steps)
     assert "scripts/setup.sh" in text and "rai gate" in text and "GITHUB_STEP_SUMMARY" in text
     assert any("upload-artifact" in s.get("uses", "") for s in steps)
+
+
+def test_cli_markdown_escapes_links_images_and_html_in_names(tmp_path, gate_app):
+    hostile = {
+        "[x](https://evil.example/a)": provider(p95_s=3.0),
+        "![x](https://evil.example/p.png)": provider(),
+        '<img src="https://evil.example/t.png">': provider(),
+    }
+    rec = record(providers=hostile).model_copy(update={"name": "[run](https://evil.example) ![i](https://e.x/i.png)"})
+    run_dir = write_run(tmp_path / "run", rec)
+    pol = tmp_path / "p.yaml"
+    pol.write_text("name: '[pol](https://evil.example)'\nbudgets: {latency_p95_s: 2.0}\n")
+    out = tmp_path / "g.md"
+    res = CliRunner().invoke(gate_app, ["gate", str(run_dir), "-p", str(pol), "--markdown", str(out)])
+    assert res.exit_code == 1, res.output
+    md = out.read_text()
+    # Nothing a renderer could turn into a link, an image or a tag survives.
+    assert "](" not in md.replace("\\](", "")
+    assert "<img" not in md and "[x](" not in md and "![x]" not in md and "[run](" not in md
+    assert "&lt;img" in md and "\\[x\\]" in md and "\\[run\\]" in md and "\\[pol\\]" in md

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pydantic
 import pytest
+from scipy import stats as sps
 
 from rai_harness.stats import (
     Estimate,
@@ -16,6 +17,8 @@ from rai_harness.stats import (
     bootstrap,
     bootstrap_mean,
     bootstrap_p_value,
+    coverage,
+    expanded_alpha,
     max_pairwise_gap,
     mcnemar,
     paired_bootstrap_diff,
@@ -154,9 +157,12 @@ def test_bootstrap_mean_coverage(kind):
 
 def test_bootstrap_mean_basics():
     e = bootstrap_mean([1.0, 2.0, 3.0, 4.0])
-    assert e.value == 2.5 and e.n == 4 and e.method == "bootstrap" and e.n_clusters is None
+    # 4 items are too few for the expanded percentile level at B = 2000: t with the bootstrap SE.
+    assert e.value == 2.5 and e.n == 4 and e.method == "bootstrap-se-t" and e.n_clusters is None
     assert e.ci_low is not None and e.ci_high is not None
-    assert 1.0 <= e.ci_low <= 2.5 <= e.ci_high <= 4.0
+    assert e.ci_low < 1.0 and e.ci_high > 4.0  # reaches beyond the data, as a t interval at n = 4 does
+    assert "too few for the expanded percentile" in (e.note or "")
+    assert bootstrap_mean([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]).method == "expanded-bootstrap"
     assert bootstrap_mean([]) == Estimate.empty()
     one = bootstrap_mean([3.0])
     assert one.value == 3.0 and one.ci_low is None and one.method == "none"
@@ -204,27 +210,35 @@ def test_cluster_bootstrap_wider_for_correlated_items():
     clusters = [f"t{i // 10}" for i in range(200)]
     naive = bootstrap_mean(values)
     clustered = bootstrap_mean(values, clusters=clusters)
-    assert clustered.method == "cluster-bootstrap" and clustered.n_clusters == 20 and clustered.n == 200
+    assert (
+        clustered.method == "expanded-cluster-bootstrap" and clustered.n_clusters == 20 and clustered.n == 200
+    )
     assert naive.ci_low is not None and naive.ci_high is not None
     assert clustered.ci_low is not None and clustered.ci_high is not None
     ratio = (clustered.ci_high - clustered.ci_low) / (naive.ci_high - naive.ci_low)
     assert 2.0 < ratio < 4.5, ratio
     generic = bootstrap(values.tolist(), np.mean, clusters=clusters)
-    assert generic.n_clusters == 20 and generic.method == "cluster-bootstrap"
+    assert generic.n_clusters == 20 and generic.method == "expanded-cluster-bootstrap"
     assert generic.ci_low == pytest.approx(clustered.ci_low, abs=1e-9)
 
 
 def test_cluster_bootstrap_unequal_cluster_sizes_is_ratio_of_sums():
     # Cluster "a" has 1 item of 0, cluster "b" has 3 items of 1: resamples are {a,a}: 0,
-    # {b,b}: 1, {a,b}: 3/4 — not the mean of cluster means (1/2).
+    # {b,b}: 1, {a,b}: 3/4 — not the mean of cluster means (1/2). Two clusters: t with the
+    # bootstrap SE (1 df), so the interval is the value ± a wide half-width, same both ways.
     values = [0.0, 1.0, 1.0, 1.0]
     clusters = ["a", "b", "b", "b"]
-    for est in (
-        bootstrap_mean(values, clusters=clusters, n_resamples=4000),
-        bootstrap(values, np.mean, clusters=clusters, n_resamples=4000),
-    ):
-        assert est.value == 0.75 and est.n_clusters == 2
-        assert (est.ci_low, est.ci_high) == (0.0, 1.0)
+    fast = bootstrap_mean(values, clusters=clusters, n_resamples=4000)
+    slow = bootstrap(values, np.mean, clusters=clusters, n_resamples=4000)
+    for est in (fast, slow):
+        assert est.value == 0.75 and est.n_clusters == 2 and est.method == "cluster-bootstrap-se-t"
+        assert est.ci_low is not None and est.ci_high is not None
+        assert est.ci_low < 0.0 and est.ci_high > 1.0
+    assert fast.ci_low == pytest.approx(slow.ci_low) and fast.ci_high == pytest.approx(slow.ci_high)
+    # Resampled means are 0, 3/4 and 1 with probabilities 1/4, 1/2, 1/4: sd = sqrt(0.140625),
+    # half-width = sqrt(2) * t_1(0.975) * sd, up to Monte Carlo error of the sd.
+    half = math.sqrt(2) * 12.7062047 * math.sqrt(0.140625)
+    assert fast.ci_high - 0.75 == pytest.approx(half, rel=0.05)
     one = bootstrap_mean(values, clusters=["x"] * 4)
     assert one.note == "interval undefined: one cluster" and one.ci_low is None and one.n_clusters == 1
 
@@ -238,7 +252,7 @@ def test_bootstrap_ratio_statistic_and_undefined_resamples():
     items = [(3, 2), (1, 0), (1, 0), (0, 0), (2, 0)]
     e = bootstrap(items, _ratio, n_resamples=1000)
     assert e.value == pytest.approx(3.5)
-    assert e.ci_low is not None and e.method == "bootstrap"
+    assert e.ci_low is not None and e.method == "bootstrap-se-t"
     assert e.note is not None and "resamples dropped" in e.note
     dropped = int(e.note.split(" of ")[0])
     assert 250 < dropped < 420  # expected 1000 * (4/5)^5 = 328
@@ -287,8 +301,11 @@ def test_paired_identical_and_shifted():
     shifted = paired_bootstrap_diff(b + 1.0, b)
     assert shifted.estimate.value == pytest.approx(1.0)
     assert (shifted.estimate.ci_low, shifted.estimate.ci_high) == pytest.approx((1.0, 1.0))
-    # Every resampled difference is > 0: p is the smallest resolvable value, 2 / (B + 1).
-    assert shifted.p_value == pytest.approx(2 / 2001)
+    # Every resampled difference is > 0: the smallest tail share 1 / (B + 1), mapped through the
+    # expanded percentile level for 60 items.
+    expected = 2 * sps.t.sf(sps.norm.isf(1 / 2001) / math.sqrt(60 / 59), 59)
+    assert shifted.p_value == pytest.approx(expected, rel=1e-12)
+    assert shifted.estimate.method == "expanded-bootstrap"
 
 
 def test_paired_noisy_and_clustered():
@@ -302,7 +319,7 @@ def test_paired_noisy_and_clustered():
     assert null.estimate.ci_low is not None and null.estimate.ci_high is not None
     assert null.estimate.ci_low < 0 < null.estimate.ci_high
     clustered = paired_bootstrap_diff(base + 0.3, base, clusters=[i // 4 for i in range(200)])
-    assert clustered.estimate.method == "cluster-bootstrap" and clustered.estimate.n_clusters == 50
+    assert clustered.estimate.method == "expanded-cluster-bootstrap" and clustered.estimate.n_clusters == 50
     assert paired_bootstrap_diff([], []) == PairedResult(Estimate.empty(), None, 0)
     single = paired_bootstrap_diff([2.0], [1.0])
     assert single.estimate.value == 1.0 and single.p_value is None
@@ -370,13 +387,18 @@ def test_max_pairwise_gap_hand_worked():
     assert list(r.group_means) == ["women", "men", "nonbinary"]
     assert (r.high_group, r.low_group) == ("nonbinary", "men")
     assert r.gap.value == pytest.approx(0.6)
-    assert r.gap.n == 3 and r.gap.method == "bootstrap"
-    # Paired differences nonbinary - men per template: 0.4, 0.6, 0.8.
-    assert r.gap.ci_low is not None and r.gap.ci_high is not None
-    assert 0.4 - 1e-12 <= r.gap.ci_low < 0.6 < r.gap.ci_high <= 0.8 + 1e-12
+    assert r.gap.n == 3 and r.gap.method == "sidak-t"
+    # Pairwise differences per template: women-men 0.1, 0.3, 0.5 (mean 0.3, sd 0.2); women-nonbinary
+    # -0.3 x 3 (sd 0); men-nonbinary -0.4, -0.6, -0.8 (mean -0.6, sd 0.2). Šidák level for 3 pairs,
+    # t with 2 df: half-width w = t * 0.2 / sqrt(3). Lower: max(0.3 - w, 0.3 - 0, 0.6 - w) = 0.3
+    # (w > 0.3); upper: 0.6 + w.
+    t_crit = sps.t.ppf(1 - (1 - 0.95 ** (1 / 3)) / 2, 2)
+    w = t_crit * 0.2 / math.sqrt(3)
+    assert w > 0.3
+    assert r.gap.ci_low == pytest.approx(0.3) and r.gap.ci_high == pytest.approx(0.6 + w)
     note = r.gap.note or ""
     assert "1 template(s) missing" in note
-    assert "biased upward" in note and "identified on the full data" in note
+    assert "simultaneous" in note and "3 pairs" in note
     assert max_pairwise_gap(table, seed=1).gap.value == r.gap.value
     assert max_pairwise_gap(table) == r
 
@@ -391,8 +413,82 @@ def test_max_pairwise_gap_edges():
     assert "2 template(s) missing" in (disjoint.gap.note or "")
     one = max_pairwise_gap({"a": {"t1": 1.0}, "b": {"t1": 0.25}})
     assert one.gap.value == 0.75 and one.gap.ci_low is None
-    assert one.gap.note == "interval undefined: one item"
+    assert one.gap.note == "interval undefined: one template"
     # Equal groups: gap 0, two distinct group names.
     equal = max_pairwise_gap({"a": {"t1": 0.5, "t2": 0.5}, "b": {"t1": 0.5, "t2": 0.5}})
     assert equal.gap.value == 0.0 and equal.high_group != equal.low_group
     assert (equal.gap.ci_low, equal.gap.ci_high) == (0.0, 0.0)
+
+
+# --- small-sample coverage (simulations at a few hundred replications) ---------------------
+# Bounds sit ~2 Monte Carlo SEs outside 93-97% and fail for the plain percentile bootstrap
+# (88.7% at n = 8, paired type-I error 11.7% at n = 10). Full-size runs: benchmarks/coverage.py.
+
+
+def test_expanded_alpha_matches_the_t_quantile():
+    # u = 8: sqrt(8/7) * t_7(0.975) = 1.069045 * 2.364624 = 2.527876 -> alpha' = 2 * (1 - Phi(.)).
+    assert expanded_alpha(0.95, 8) == pytest.approx(2 * sps.norm.sf(math.sqrt(8 / 7) * 2.364624), rel=1e-6)
+    assert expanded_alpha(0.95, 8) == pytest.approx(0.011476, abs=2e-6)
+    # Large u: back to the nominal level.
+    assert expanded_alpha(0.95, 10_000) == pytest.approx(0.05, abs=1e-3)
+    with pytest.raises(ValueError):
+        expanded_alpha(0.95, 1)
+
+
+@pytest.mark.parametrize(("dist", "n"), [("normal", 8), ("beta25", 10), ("rate4", 8), ("normal", 30)])
+def test_bootstrap_mean_small_n_coverage(dist, n):
+    r = coverage.bootstrap_mean_coverage(dist, n, 300, seed=11, n_resamples=1000)
+    assert r.method == "expanded-bootstrap"
+    assert 0.915 <= r.rate <= 0.99, r
+
+
+def test_cluster_and_ratio_bootstrap_small_k_coverage():
+    r = coverage.cluster_bootstrap_coverage(8, 250, seed=12, n_resamples=1000)
+    assert r.method == "expanded-cluster-bootstrap" and 0.905 <= r.rate <= 0.99, r
+    ratio = coverage.ratio_bootstrap_coverage(10, 120, seed=13, n_resamples=400)
+    assert ratio.method == "expanded-cluster-bootstrap" and 0.89 <= ratio.rate <= 1.0, ratio
+
+
+@pytest.mark.parametrize(("dist", "n"), [("normal", 10), ("beta25", 8), ("normal", 30)])
+def test_paired_bootstrap_type1_error_small_n(dist, n):
+    r = coverage.paired_type1(dist, n, 400, seed=14, n_resamples=1000)
+    assert r.rate <= 0.075, r
+
+
+@pytest.mark.parametrize("n", [10, 30, 100])
+def test_mcnemar_type1_error(n):
+    assert coverage.mcnemar_type1(n, 2000, seed=15).rate <= 0.06
+
+
+@pytest.mark.parametrize("templates", [8, 10, 30])
+def test_max_pairwise_gap_false_alarms_and_coverage(templates):
+    cover0, alarms = coverage.gap_coverage(templates, 300, groups=4, effect=0.0, seed=16)
+    assert cover0.method == "sidak-t" and alarms.rate <= 0.075, alarms
+    cover, _ = coverage.gap_coverage(templates, 300, groups=4, effect=0.2, seed=17)
+    assert cover.rate >= 0.915, cover
+
+
+@pytest.mark.parametrize("n", [8, 10, 30, 100])
+def test_wilson_small_n_average_coverage(n):
+    # Exact: Wilson's coverage oscillates with p (discreteness); averaged over p it is ~95%.
+    grid = np.linspace(0.01, 0.99, 99)
+    mean = float(np.mean([coverage.wilson_coverage(n, float(p)) for p in grid]))
+    assert 0.93 <= mean <= 0.97, mean
+
+
+def test_p_value_below_alpha_exactly_when_interval_excludes_zero():
+    # 400 data sets: sizes from 2 (t with the bootstrap SE) to 60, plain and clustered, two levels.
+    rng = np.random.default_rng(21)
+    checked = 0
+    for i in range(400):
+        n = int(rng.integers(2, 61))
+        a = rng.normal(rng.normal(0, 0.3), 1.0, n)
+        b = rng.normal(0, 1.0, n)
+        clusters = [j // 3 for j in range(n)] if i % 3 == 0 and n >= 6 else None
+        confidence = 0.95 if i % 2 else 0.90
+        r = paired_bootstrap_diff(a, b, clusters=clusters, n_resamples=300, seed=i, confidence=confidence)
+        assert r.p_value is not None and r.estimate.ci_low is not None and r.estimate.ci_high is not None
+        excludes = r.estimate.ci_low > 0 or r.estimate.ci_high < 0
+        assert (r.p_value < 1 - confidence) == excludes, (i, n, r)
+        checked += excludes
+    assert 40 < checked < 360  # both outcomes exercised

@@ -17,7 +17,7 @@ from rai_harness.errors import ConfigError
 from rai_harness.run import plan_run, run_sync
 from rai_harness.suites import make_suite
 from rai_harness.suites.base import ScoredOutput, SuiteOutput, SuiteSample
-from rai_harness.suites.bias_bbq import bbq_item, parse_choice
+from rai_harness.suites.bias_bbq import bbq_item, bbq_metrics, parse_choice
 from rai_harness.suites.bias_common import is_refusal, normalize_text
 from rai_harness.suites.bias_counterfactual import Group, fill_template, read_descriptors
 from rai_harness.suites.bias_stereotype import parse_agreement
@@ -135,7 +135,8 @@ def test_bbq_metrics_match_hand_worked_values():
     assert m["accuracy_disambiguated"].value == pytest.approx(3 / 7)
     assert m["bias_score_disambiguated"].value == pytest.approx(0.5)
     for key in ("bias_score_ambiguous", "bias_score_disambiguated"):
-        assert m[key].method == "cluster-bootstrap" and m[key].n_clusters == 3
+        # 3 templates: too few for the expanded percentile level, t with the bootstrap SE.
+        assert m[key].method == "cluster-bootstrap-se-t" and m[key].n_clusters == 3
         assert m[key].ci_low <= m[key].value <= m[key].ci_high
     by = {b.name: b.rows for b in agg.breakdowns}
     # Age, ambiguous: 1/5 correct; parsed 4 = biased 2, counter 1, UNKNOWN 1:
@@ -241,16 +242,100 @@ def test_bbq_item_finds_target_and_biased_answer():
     assert (item.unknown, item.target, item.biased) == (0, 2, 1)
     assert item.id == "SES-3" and item.template == "SES-7" and not item.ambiguous
     assert bbq_item(_row(question_polarity="neg")).biased == 2
-    # An explicit target_loc (BBQ's additional_metadata.csv) wins; answer_label is accepted for label.
+    # An explicit target_loc (BBQ's additional_metadata.csv) wins and is the *biased* answer as the
+    # authors define it: for this non-negative question target_loc=1 (the dentist, highSES) is the
+    # biased answer and the stereotyped group's answer is the other person; answer_label is accepted.
     row = _row(target_loc=1, answer_label=2)
     del row["label"]
     explicit = bbq_item(row)
-    assert (explicit.target, explicit.label) == (1, 2)
+    assert (explicit.biased, explicit.target, explicit.label) == (1, 2, 2)
+    # For a negative question target_loc is the stereotyped group's answer itself.
+    neg = bbq_item(_row(target_loc=2, question_polarity="neg"))
+    assert (neg.biased, neg.target) == (2, 2)
+    # The metadata path and the target_loc path agree on the same item.
+    assert bbq_item(_row(target_loc=1)).biased == item.biased
+    # Values the R script or pandas write where no target was found give no target, not a crash.
+    for missing in ("x", float("nan"), 0, 1.5):
+        odd = bbq_item(_row(target_loc=missing))
+        assert odd.target is None and odd.biased is None, missing
+    assert bbq_item(_row(target_loc="2")).biased == 2
     # Both people in the stereotyped groups: no single target, left out of the bias scores.
     both = bbq_item(_row(additional_metadata={"stereotyped_groups": ["lowSES", "highSES"]}))
     assert both.target is None and both.biased is None
     with pytest.raises(ConfigError, match="unknown"):
         bbq_item(_row(answer_info={"ans0": ["a", "x"], "ans1": ["b", "y"], "ans2": ["c", "z"]}))
+
+
+def _authors_csv_rows(pairs):
+    """Rows as BBQ's analysis joins them: the JSONL fields plus ``target_loc`` from additional_metadata.csv.
+
+    ``pairs`` are (original row, its item resolved from ``stereotyped_groups``). The CSV's
+    ``target_loc`` is the biased answer of each question: the stereotyped group's answer for
+    ``neg``, the other person's for ``nonneg`` (nyu-mll/BBQ#11). ``additional_metadata`` is
+    dropped, so only ``target_loc`` can decide.
+    """
+    out = []
+    for r, item in pairs:
+        assert item.target is not None
+        other = 3 - item.unknown - item.target
+        csv_row = {k: v for k, v in r.items() if k != "additional_metadata"}
+        csv_row["target_loc"] = item.target if item.negative else other
+        out.append(csv_row)
+    return out
+
+
+def _always_biased_records(items):
+    """bbq_metrics records of a model that always picks the answer at ``target_loc``."""
+    return [
+        {
+            "ambiguous": it.ambiguous,
+            "correct": it.biased == it.label,
+            "unparsed": False,
+            "biased": True,
+            "eligible": True,
+            "template": it.template,
+            "item": it.id,
+        }
+        for it in items
+    ]
+
+
+def test_bbq_target_loc_as_in_the_authors_csv():
+    rows = _jsonl("bbq_mini/bbq_mini.jsonl")
+    from_meta = [bbq_item(r) for r in rows]
+    csv_rows = _authors_csv_rows(zip(rows, from_meta, strict=True))
+    from_csv = [bbq_item(r) for r in csv_rows]
+    nonneg = [i for i in from_csv if not i.negative]
+    assert len(nonneg) == 24
+    # Same biased and target answers either way, for negative and non-negative questions.
+    assert [(i.biased, i.target) for i in from_csv] == [(i.biased, i.target) for i in from_meta]
+    # The biased answer is exactly the CSV's target_loc: the model the authors' script counts as
+    # always "Target" is always biased, so it scores s_DIS = 1 and (never answering UNKNOWN) s_AMB = 1.
+    assert all(i.biased == r["target_loc"] for i, r in zip(from_csv, csv_rows, strict=True))
+    m = bbq_metrics(_always_biased_records(from_csv), n_resamples=200)
+    assert m["bias_score_disambiguated"].value == 1.0
+    assert m["bias_score_ambiguous"].value == 1.0
+    assert m["accuracy_ambiguous"].value == 0.0
+
+
+@pytest.mark.skipif(not (SHARED / "bbq" / "data").is_dir(), reason="shared BBQ data not present")
+def test_bbq_target_loc_on_the_original_rows():
+    rows = []
+    for f in sorted((SHARED / "bbq" / "data").glob("*.jsonl")):
+        lines = f.read_text(encoding="utf-8").splitlines()
+        rows.extend(json.loads(line) for line in lines[:400])
+    # Rows whose stereotyped group names exactly one person (the authors' metadata has a target there).
+    usable = []
+    for r in rows:
+        meta_item = bbq_item(r)
+        if meta_item.target is not None:
+            usable.append((r, meta_item))
+    assert len(usable) > 1000
+    csv_items = [bbq_item(r) for r in _authors_csv_rows(usable)]
+    assert [i.biased for i in csv_items] == [m.biased for _, m in usable]
+    assert sum(not i.negative for i in csv_items) > 500
+    m = bbq_metrics(_always_biased_records(csv_items), n_resamples=200)
+    assert m["bias_score_disambiguated"].value == 1.0 and m["bias_score_ambiguous"].value == 1.0
 
 
 def test_bbq_params_are_checked():
@@ -380,8 +465,10 @@ def test_counterfactual_gap_matches_hand_worked_values():
     gap = agg.metrics["toxicity_gap"]
     assert gap.value == pytest.approx(0.5) and gap.n == 4
     assert agg.counts["toxicity_gap_groups"] == {"high": "A", "low": "B"}
-    # Paired differences A - B per template: 1, 0, 0, 1 -> the interval lies within [0, 1].
-    assert 0.0 <= gap.ci_low <= 0.5 <= gap.ci_high <= 1.0
+    # Rates lie in [0, 1], so the simultaneous interval is clipped to [0, 1]; with 4 templates
+    # and 3 groups it is that wide (no pair is significant).
+    assert gap.method == "sidak-t"
+    assert (gap.ci_low, gap.ci_high) == (0.0, 1.0)
     assert agg.metrics["refusal_gap"].value == pytest.approx(0.25)
     assert agg.counts["refusal_gap_groups"]["high"] == "C"
     assert agg.metrics["negative_gap"].value == pytest.approx(0.25)  # A has one negative reply

@@ -10,7 +10,6 @@ could not be evaluated holds ``<error>``. The measured value, bound and threshol
 
 from __future__ import annotations
 
-import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from rai_harness.gate.verdict import GateVerdict, RuleResult, num
 from rai_harness.record import write_json_atomic
+from rai_harness.report.markdown import md_escape
 
 __all__ = [
     "STATUS_ICONS",
@@ -161,8 +161,15 @@ def write_junit(verdict: GateVerdict, path: str | Path) -> None:
 
 
 def _cell(text: str) -> str:
-    # Table cells: no raw HTML, no pipes, no line breaks (each would break the row).
-    return html.escape(text, quote=False).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    # Run names, provider ids, rule ids and messages come from configs and model output: the
+    # report's escaping (no links, images, HTML, pipes or line breaks survive) is the one used.
+    return md_escape(text)
+
+
+def _code(text: str) -> str:
+    """Text for a code span: Markdown does not render inside one, but a backtick would end it,
+    a pipe would end a table cell and a line break the paragraph."""
+    return " ".join(text.replace("`", "'").replace("|", "\\|").split())
 
 
 def to_markdown(verdict: GateVerdict) -> str:
@@ -178,13 +185,13 @@ def to_markdown(verdict: GateVerdict) -> str:
     lines = [f"## {icon} RAI gate: {verdict.status.upper()} (exit code {verdict.exit_code})", ""]
     what = f"Policy **{_cell(verdict.policy_name)}**"
     if verdict.policy_file:
-        what += f" (`{_cell(verdict.policy_file)}`)"
+        what += f" (`{_code(verdict.policy_file)}`)"
     if verdict.run_name:
         what += f" on run **{_cell(verdict.run_name)}**"
     if verdict.run_dir:
-        what += f" (`{_cell(verdict.run_dir)}`)"
+        what += f" (`{_code(verdict.run_dir)}`)"
     if verdict.baseline_dir:
-        what += f" against baseline `{_cell(verdict.baseline_dir)}`"
+        what += f" against baseline `{_code(verdict.baseline_dir)}`"
     n = len(verdict.results)
     what += (
         f": {n} check{'s' if n != 1 else ''}, {verdict.count('pass')} passed, "
@@ -198,7 +205,7 @@ def to_markdown(verdict: GateVerdict) -> str:
             f"{STATUS_ICONS[r.status]} {r.status}",
             _cell(r.rule_id),
             _cell(r.provider or "(run)"),
-            f"`{_cell(r.metric)}`" if r.metric else "",
+            f"`{_code(r.metric)}`" if r.metric else "",
             _cell(measured_text(r)),
             _cell(threshold_text(r)),
             _cell(r.message),

@@ -107,7 +107,7 @@ class AzureOpenAIConfig(ProviderConfig):
         """
         import openai
 
-        http_client = make_http_client(self.concurrency, self.timeout_s)
+        http_client = make_http_client(self.concurrency, self.timeout_s, limits=self.limits.to_limits())
         api_key = ""
         async_token: Callable[[], Awaitable[str]] | None = None
         if self.auth == "key":
@@ -148,6 +148,7 @@ class AzureOpenAIConfig(ProviderConfig):
                 "api_version": self.api_version,
                 "auth": self.auth,
             },
+            limits=self.limits.to_limits(),
         )
 
 

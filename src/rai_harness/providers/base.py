@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rai_harness.errors import MissingDependencyError
+from rai_harness.providers.httpio import ResponseLimits
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "PricingOverride",
     "Provider",
     "ProviderConfig",
+    "ResponseLimitsConfig",
     "StreamTimer",
     "require_package",
 ]
@@ -112,11 +114,45 @@ class GuardRef(BaseModel):
     output: bool = Field(True, description="Check answers (output rails).")
 
 
+class ResponseLimitsConfig(BaseModel):
+    """Caps on what one endpoint may send back (``limits:`` of a provider).
+
+    An endpoint is untrusted: a gzip bomb, an endless reply or an endless SSE line must
+    fail one call, fast and with bounded memory, not the run. Each cap exceeded fails
+    the call (not retried) with its own ``error_type``: ``response_too_large``,
+    ``output_too_large``, ``sse_line_too_long``. The defaults are far above any real
+    reply (a 1M-character answer is about 250k tokens).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Most bytes of one response body, counted on the wire and again after decompression.",
+    )
+    max_output_chars: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="Most characters of completion text kept from one call."
+    )
+    max_sse_line_bytes: int = Field(
+        1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Longest line of a streamed (SSE) response."
+    )
+
+    def to_limits(self) -> ResponseLimits:
+        """The runtime value type."""
+        return ResponseLimits(
+            max_response_bytes=self.max_response_bytes,
+            max_output_chars=self.max_output_chars,
+            max_sse_line_bytes=self.max_sse_line_bytes,
+        )
+
+
 class ProviderConfig(BaseModel):
     """Settings every provider kind has. Subclasses add their own and set ``kind``.
 
-    Runner knobs (``concurrency``, ``rpm``, ``timeout_s``, ``max_retries``) and
-    ``pricing`` do not change what a model answers, so they are left out of the
+    Runner knobs (``concurrency``, ``rpm``, ``timeout_s``, ``max_retries``, ``limits``,
+    ``client``) and ``pricing`` do not change what a model answers, so they are left out of the
     cache identity: changing them never invalidates journaled generations.
     """
 
@@ -143,6 +179,9 @@ class ProviderConfig(BaseModel):
     max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
     pricing: PricingOverride | None = None
     guard: GuardRef | None = Field(None, description="Wrap the provider in a guard policy.")
+    limits: ResponseLimitsConfig = Field(
+        default_factory=ResponseLimitsConfig, description="Caps on response size (hostile endpoints)."
+    )
 
     @field_validator("id")
     @classmethod
@@ -177,6 +216,8 @@ class ProviderConfig(BaseModel):
                 "stream",
                 "params",
                 "guard",
+                "limits",
+                "client",
             },
         )
         if self.guard is not None:

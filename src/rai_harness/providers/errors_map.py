@@ -43,8 +43,10 @@ __all__ = [
     "map_openai_error",
     "map_transport_error",
     "parse_retry_after",
+    "provider_error_for_body",
     "provider_error_for_status",
     "scrub_secrets",
+    "stream_error_event",
 ]
 
 #: Longest server message kept in an error (bodies can be whole HTML pages).
@@ -184,6 +186,38 @@ def provider_error_for_status(
         status_code=status,
         retry_after_s=parse_retry_after(headers) if retryable else None,
         error_type=error_type,
+    )
+
+
+def provider_error_for_body(
+    status: int, body: bytes, *, headers: Mapping[str, str] | None = None, secrets: Iterable[str] = ()
+) -> ProviderError:
+    """The :class:`ProviderError` for an HTTP error response read as raw bytes (lean client path).
+
+    The body is parsed as an OpenAI-style error when it is JSON (``{"error": {"message",
+    "code"}}``); otherwise its text, shortened, is the message.
+    """
+    parsed: object = None
+    text = body[: _MAX_DETAIL * 4].decode("utf-8", "replace")
+    try:
+        parsed = json.loads(body) if len(body) <= 1024 * 1024 else None
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    return provider_error_for_status(
+        status,
+        _detail(parsed if parsed is not None else text, text or f"HTTP {status}"),
+        headers=headers,
+        code=_error_code(parsed),
+        secrets=secrets,
+    )
+
+
+def stream_error_event(body: object, *, secrets: Iterable[str] = ()) -> ProviderError:
+    """An error object sent inside a 200 stream: the server gave up mid-generation (retryable)."""
+    return ProviderError(
+        scrub_secrets(f"the server reported an error mid-stream: {_detail(body, 'unknown error')}", secrets),
+        retryable=True,
+        error_type="server_error",
     )
 
 

@@ -34,7 +34,10 @@ chunk whose ``delta.content`` is non-empty. When the server sends no usage, both
 counts are estimated locally (:mod:`.tokens`) and marked so in the record.
 
 :class:`OpenAICompatProvider` holds the request/stream code and takes a ready SDK client,
-so the Azure and Vertex adapters only build a differently configured client.
+so the Azure and Vertex adapters only build a differently configured client. ``kind: openai``
+uses the lean path by default (``client: httpx``, :mod:`.openai_http`: raw SSE, about a third of
+the SDK's CPU per call); ``client: sdk`` selects this SDK path. Both share
+:func:`make_http_client`, whose transport bounds every response (:mod:`.httpio`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, StreamTimer
+from rai_harness.providers.base import Provider, ProviderConfig, StreamTimer
 from rai_harness.providers.errors_map import map_openai_error
-from rai_harness.providers.tokens import estimate_usage
+from rai_harness.providers.httpio import (
+    ACCEPT_ENCODING,
+    ResponseLimits,
+    find_limit_error,
+    limit_error,
+    limited_transport,
+)
+from rai_harness.providers.tokens import checked_usage
 from rai_harness.types import ChatRequest, Generation, Usage
 
 if TYPE_CHECKING:
@@ -60,9 +70,11 @@ __all__ = [
     "OpenAICompatProvider",
     "OpenAIConfig",
     "build_chat_kwargs",
+    "check_output_chars",
     "http_module",
     "make_http_client",
     "read_secrets",
+    "usage_from_server",
     "warm_up_sdk",
 ]
 
@@ -94,6 +106,13 @@ class OpenAIConfig(ProviderConfig):
         description="Extra HTTP headers whose values are read from environment variables (header -> variable).",
     )
     organization: str | None = Field(None, description="OpenAI organization id (OpenAI-Organization header).")
+    client: Literal["httpx", "sdk"] = Field(
+        "httpx",
+        description=(
+            "HTTP path: 'httpx' (lean: raw SSE, parses only the fields it needs; less CPU per call, "
+            "see benchmarks/RESULTS.md) or 'sdk' (the openai SDK)."
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -130,12 +149,32 @@ class OpenAIConfig(ProviderConfig):
         base_url = (self.base_url or "https://api.openai.com/v1").rstrip("/")
         return {"kind": self.kind, "model": self.model, "base_url": base_url, "headers": dict(self.headers)}
 
-    def build(self) -> OpenAICompatProvider:
-        """Create the provider with an SDK client that makes exactly one attempt per call."""
+    def build(self) -> Provider:
+        """Create the provider (lean path or SDK client); it makes exactly one attempt per call."""
+        api_key, secret_headers = read_secrets(self.api_key_env, self.headers_env)
+        limits = self.limits.to_limits()
+        if self.client == "httpx":
+            from rai_harness.providers.openai_http import LeanOpenAIProvider
+
+            return LeanOpenAIProvider(
+                base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                api_key=api_key or NO_AUTH_PLACEHOLDER,
+                model=self.model,
+                stream=self.stream,
+                headers={
+                    **self.headers,
+                    **secret_headers,
+                    **({"OpenAI-Organization": self.organization} if self.organization else {}),
+                },
+                concurrency=self.concurrency,
+                timeout_s=self.timeout_s,
+                limits=limits,
+                secrets=[api_key, *secret_headers.values()],
+                info={"kind": self.kind, "client": "httpx"},
+            )
         import openai
 
-        api_key, secret_headers = read_secrets(self.api_key_env, self.headers_env)
-        http_client = make_http_client(self.concurrency, self.timeout_s)
+        http_client = make_http_client(self.concurrency, self.timeout_s, limits=limits)
         client = openai.AsyncOpenAI(
             api_key=api_key or NO_AUTH_PLACEHOLDER,
             base_url=self.base_url,
@@ -150,7 +189,8 @@ class OpenAIConfig(ProviderConfig):
             model=self.model,
             stream=self.stream,
             secrets=[api_key, *secret_headers.values()],
-            info={"kind": self.kind, "base_url": str(client.base_url)},
+            info={"kind": self.kind, "base_url": str(client.base_url), "client": "sdk"},
+            limits=limits,
         )
 
 
@@ -208,26 +248,35 @@ def make_http_client(
     timeout_s: float,
     *,
     on_request: Callable[[Any], Awaitable[None]] | None = None,
+    limits: ResponseLimits | None = None,
 ) -> Any:
-    """An async HTTP client for the SDK whose pool allows ``concurrency`` calls in flight.
+    """An async HTTP client whose pool allows ``concurrency`` calls in flight, with bounded bodies.
 
     httpx's default pool (100 connections, 20 kept alive) would either queue calls
-    inside the client, hiding the wait from our timings, or churn connections.
+    inside the client, hiding the wait from our timings, or churn connections. Every
+    response goes through :func:`~rai_harness.providers.httpio.limited_transport`
+    (byte caps, bounded decompression, SSE line cap); redirects are never followed.
 
     Args:
         concurrency: Calls in flight at once (the provider's ``concurrency``).
         timeout_s: Connect/read/write/pool timeout.
         on_request: Optional async hook run on every request before it is sent.
+        limits: Response caps (default: :class:`ResponseLimits`'s safe defaults).
 
     Returns:
         An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` (see :func:`http_module`);
         typed ``Any`` because the SDK's annotation names only one of them.
     """
     http = http_module()
-    limits = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    pool = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [on_request]} if on_request else {}
     return http.AsyncClient(
-        limits=limits, timeout=http.Timeout(timeout_s), follow_redirects=False, event_hooks=hooks
+        transport=limited_transport(http, limits or ResponseLimits(), limits=pool),
+        timeout=http.Timeout(timeout_s),
+        follow_redirects=False,
+        event_hooks=hooks,
+        # Only encodings the transport can inflate with a bound.
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
@@ -341,6 +390,8 @@ class OpenAICompatProvider:
         secret_source: Called at error time for secrets that change (a refreshed
             bearer token); its values are scrubbed too.
         info: Non-secret facts returned by :meth:`describe` (endpoint, kind).
+        limits: Response caps; the byte caps live in the client's transport
+            (:func:`make_http_client`), the output-character cap is enforced here.
     """
 
     def __init__(
@@ -352,8 +403,10 @@ class OpenAICompatProvider:
         secrets: Sequence[str] = (),
         secret_source: Callable[[], Iterable[str]] | None = None,
         info: Mapping[str, Any] | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         self._client = client
+        self._limits = limits or ResponseLimits()
         self._model = model
         self._stream = stream
         self._secrets = tuple(s for s in secrets if s)
@@ -401,7 +454,8 @@ class OpenAICompatProvider:
         except ProviderError:
             raise
         except Exception as exc:
-            raise map_openai_error(exc, secrets=self._secret_values()) from None
+            # The SDK wraps what the transport raised (a response over a limit) in its own type.
+            raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secret_values())) from None
 
     async def _generate_once(self, kwargs: dict[str, Any], request: ChatRequest) -> Generation:
         from openai.types.chat import ChatCompletion
@@ -420,6 +474,7 @@ class OpenAICompatProvider:
         message = choice.message
         # A refusal is an answer for a safety evaluation: keep its text.
         text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
+        check_output_chars(len(text), self._limits)
         usage = self._usage(response.usage, request, text)
         return Generation(
             text=text,
@@ -441,6 +496,7 @@ class OpenAICompatProvider:
         model: str | None = None
         raw_usage: Any = None
         chunks = 0
+        chars = 0
         try:
             async for chunk in stream:
                 chunks += 1
@@ -455,6 +511,8 @@ class OpenAICompatProvider:
                     content = delta.content if delta is not None else None
                     if content:
                         timer.mark_first_token()
+                        chars += len(content)
+                        check_output_chars(chars, self._limits)
                         parts.append(content)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
@@ -489,10 +547,42 @@ class OpenAICompatProvider:
 
     @staticmethod
     def _usage(raw: Any, request: ChatRequest, text: str) -> Usage:
-        """The server's counts, or local estimates when it sent none."""
-        if raw is not None:
-            prompt = getattr(raw, "prompt_tokens", None)
-            completion = getattr(raw, "completion_tokens", None)
-            if isinstance(prompt, int) and isinstance(completion, int):
-                return Usage(prompt_tokens=prompt, completion_tokens=completion)
-        return estimate_usage([m.content for m in request.messages], text)
+        """The server's counts when they can be true, else local estimates (flagged)."""
+        return usage_from_server(
+            getattr(raw, "prompt_tokens", None) if raw is not None else None,
+            getattr(raw, "completion_tokens", None) if raw is not None else None,
+            request,
+            text,
+        )
+
+
+def check_output_chars(chars: int, limits: ResponseLimits) -> None:
+    """Fail the call once its completion text passes ``max_output_chars``.
+
+    Raises:
+        ProviderError: ``output_too_large``, not retryable.
+    """
+    if chars > limits.max_output_chars:
+        raise limit_error(
+            "output_too_large",
+            f"the completion exceeded max_output_chars ({limits.max_output_chars} characters)",
+        )
+
+
+def requested_max_tokens(request: ChatRequest) -> int | None:
+    """The completion-token limit the request asked for (``max_completion_tokens`` wins)."""
+    extra = request.params.extra.get("max_completion_tokens")
+    if isinstance(extra, int) and not isinstance(extra, bool):
+        return extra
+    return request.params.max_tokens
+
+
+def usage_from_server(prompt: Any, completion: Any, request: ChatRequest, text: str) -> Usage:
+    """Validated server usage for ``request`` and its completion ``text`` (see :func:`checked_usage`)."""
+    return checked_usage(
+        prompt,
+        completion,
+        prompt_contents=[m.content for m in request.messages],
+        completion=text,
+        max_completion_tokens=requested_max_tokens(request),
+    )

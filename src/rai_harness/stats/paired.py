@@ -11,6 +11,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as sps
 
 from rai_harness.stats.bootstrap import _as_finite_floats, mean_with_draws
@@ -74,7 +75,8 @@ class GapResult:
     """The largest gap between group means, for counterfactual fairness.
 
     Attributes:
-        gap: ``mean[high_group] − mean[low_group]`` with its paired bootstrap interval.
+        gap: ``mean[high_group] − mean[low_group]`` with a simultaneous interval for the
+            true largest gap (see :func:`max_pairwise_gap`).
         high_group: The group with the highest mean ("" when there is no shared template).
         low_group: The group with the lowest mean ("" when there is no shared template).
         group_means: Each group's mean over the shared templates, in input order.
@@ -86,31 +88,67 @@ class GapResult:
     group_means: dict[str, float] = field(default_factory=dict)
 
 
-def bootstrap_p_value(resampled: np.ndarray) -> float:
+def bootstrap_p_value(
+    resampled: np.ndarray,
+    units: int | None = None,
+    *,
+    value: float | None = None,
+    se_t: bool = False,
+) -> float:
     """Return the two-sided bootstrap p-value for "the statistic is 0".
 
-    ``p = min(1, 2 · min((1 + #{θ*_b ≤ 0}) / (B + 1), (1 + #{θ*_b ≥ 0}) / (B + 1)))``:
-    twice the smaller tail share of the B resampled statistics on either side of zero
-    (the percentile-interval inversion: p < α exactly when the percentile interval at
-    level 1 − α excludes 0). The +1 in numerator and denominator counts the observed data
-    as one resample, so the p-value is never exactly 0: with B resamples it cannot be
-    resolved below 2 / (B + 1) (Davison & Hinkley 1997, eq. 4.11).
+    With the tail shares ``q₋ = (1 + #{θ*_b ≤ 0}) / (B + 1)`` and
+    ``q₊ = (1 + #{θ*_b ≥ 0}) / (B + 1)`` and ``q = min(q₋, q₊)`` (the +1 counts the observed
+    data as one resample, so p is never 0; Davison & Hinkley 1997, eq. 4.11):
+
+    * ``units=None``: the plain percentile inversion, ``p = min(1, 2q)``.
+    * ``units=u``: the inversion of the expanded percentile interval of
+      :mod:`rai_harness.stats.bootstrap`, ``p = 2 · (1 − T_{u−1}(Φ⁻¹(1 − q) / sqrt(u/(u − 1))))``
+      (1 when ``q ≥ 1/2``).
+    * ``se_t=True`` (with ``units`` and ``value``): the inversion of the t interval with the
+      bootstrap standard error, ``p = 2 · (1 − T_{u−1}(|θ̂| / (sqrt(u/(u − 1)) · sd(θ*))))``.
+
+    In every case ``p < α`` exactly when the matching interval at level ``1 − α`` (with its
+    order-statistic ends) excludes 0, up to floating-point rounding at the boundary.
 
     Args:
         resampled: The bootstrap distribution of the statistic.
+        units: Number of resampled units (items, or clusters), or ``None`` for the plain
+            percentile inversion.
+        value: The statistic on the full data (needed with ``se_t``).
+        se_t: Invert the t interval with the bootstrap standard error instead.
 
     Returns:
         The p-value, in (0, 1].
+
+    Raises:
+        ValueError: ``se_t`` without ``units`` and ``value``, or ``units < 2``.
     """
     b = len(resampled)
+    if units is not None and units < 2:
+        raise ValueError(f"units must be >= 2, got {units}")
+    if se_t:
+        if units is None or value is None:
+            raise ValueError("se_t needs units and value")
+        sd = float(np.std(resampled, ddof=1)) if b > 1 else 0.0
+        if sd == 0.0:
+            return 1.0 if value == 0.0 else 2.0 / (b + 1)
+        stat = abs(value) / (float(np.sqrt(units / (units - 1.0))) * sd)
+        return float(min(1.0, 2.0 * sps.t.sf(stat, units - 1)))
     low = (1 + int(np.count_nonzero(resampled <= 0.0))) / (b + 1)
     high = (1 + int(np.count_nonzero(resampled >= 0.0))) / (b + 1)
-    return float(min(1.0, 2.0 * min(low, high)))
+    q = min(low, high)
+    if units is None:
+        return float(min(1.0, 2.0 * q))
+    if q >= 0.5:
+        return 1.0
+    factor = float(np.sqrt(units / (units - 1.0)))
+    return float(min(1.0, 2.0 * sps.t.sf(sps.norm.isf(q) / factor, units - 1)))
 
 
 def paired_bootstrap_diff(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence[float] | npt.NDArray[np.float64],
+    b: Sequence[float] | npt.NDArray[np.float64],
     *,
     clusters: Sequence[Hashable] | None = None,
     n_resamples: int = 2000,
@@ -120,15 +158,16 @@ def paired_bootstrap_diff(
     """Estimate the mean paired difference ``a − b`` with a (cluster) bootstrap and a p-value.
 
     ``a[i]`` and ``b[i]`` are the same item under two conditions. With ``dᵢ = aᵢ − bᵢ`` the
-    point is ``d̄``; the interval is the percentile bootstrap of ``d̄`` over items (or over
-    whole clusters of items, e.g. templates), exactly :func:`bootstrap_mean` of ``d``. The
-    p-value is :func:`bootstrap_p_value` of the resampled ``d̄*``:
-    ``min(1, 2 · min(share of d̄* ≤ 0, share of d̄* ≥ 0))`` with each share counted as
-    ``(1 + count) / (B + 1)``.
+    point is ``d̄``; the interval is the expanded percentile bootstrap of ``d̄`` over items
+    (or over whole clusters of items, e.g. templates), exactly :func:`bootstrap_mean` of
+    ``d``. The p-value is :func:`bootstrap_p_value` of the resampled ``d̄*`` for the same
+    interval, so ``p < 1 − confidence`` exactly when the interval excludes 0. The plain
+    percentile test rejected a true null 11.7% of the time at n = 10 (nominal 5%); this one
+    stays at about 5% (``benchmarks/coverage.py``).
 
-    References: B. Efron & R. J. Tibshirani (1993), *An Introduction to the Bootstrap*,
-    ch. 13 and 16; A. C. Davison & D. V. Hinkley (1997), *Bootstrap Methods and their
-    Application*, §3.8 and §4.4.
+    References: T. C. Hesterberg (2015), The American Statistician 69(4):371-386, §4.3;
+    A. C. Davison & D. V. Hinkley (1997), *Bootstrap Methods and their Application*, §3.8
+    and §4.4.
 
     Args:
         a: Values under the first condition.
@@ -157,7 +196,10 @@ def paired_bootstrap_diff(
         confidence=confidence,
         name="a - b",
     )
-    p_value = None if draws is None else bootstrap_p_value(draws)
+    p_value: float | None = None
+    if draws is not None and est.value is not None:
+        units = est.n_clusters if est.n_clusters is not None else est.n
+        p_value = bootstrap_p_value(draws, units, value=est.value, se_t=est.method.endswith("se-t"))
     return PairedResult(estimate=est, p_value=p_value, n=len(arr_a))
 
 
@@ -217,8 +259,9 @@ def max_pairwise_gap(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    value_range: tuple[float, float] | None = None,
 ) -> GapResult:
-    """The largest gap between group means over shared templates, with a paired bootstrap interval.
+    """The largest gap between group means over shared templates, with a simultaneous interval.
 
     Counterfactual fairness: each group maps template id → that group's value on the
     template (e.g. mean toxicity of the completions of the template filled with the
@@ -227,35 +270,46 @@ def max_pairwise_gap(
 
     ``gap = max_g m_g − min_g m_g = m_high − m_low``
 
-    Interval: a paired bootstrap over templates. Each resample draws T template ids with
-    replacement and recomputes the means of the two groups *identified on the full data*
-    on that same resample; the interval is the percentile interval of
-    ``m*_high − m*_low`` (the bootstrap of the mean of ``d_t = v_high,t − v_low,t``).
-    The pair is fixed because re-taking the max over groups in each resample is biased
-    upward (the maximum of noisy gaps exceeds the true maximum gap, and never falls below
-    zero even when all groups are equal); the note says so. The gap is between the two
-    groups that were extreme in this sample, so it can still overstate the true gap when
-    many groups are close.
+    Interval for the true largest gap ``θ = max_g μ_g − min_g μ_g`` (``method="sidak-t"``):
+    for every pair of groups, ``D_gh`` is the mean over templates of the paired differences
+    ``d_t = v_g,t − v_h,t`` and ``w_gh = t_{T−1}(1 − α_K/2) · sd(d) / sqrt(T)`` the half-width
+    of its t interval at the Šidák level ``α_K = 1 − (1 − α)^(1/K)`` for K pairs, so that
+    all K intervals hold together with probability ≥ 1 − α. Then
 
-    References: A. C. Davison & D. V. Hinkley (1997), *Bootstrap Methods and their
-    Application*, §3.8; B. Efron & R. J. Tibshirani (1993), *An Introduction to the
-    Bootstrap*, ch. 13.
+    ``θ ∈ [max(0, max_gh (|D_gh| − w_gh)), max_gh (|D_gh| + w_gh)]``
+
+    because θ is the largest ``|μ_g − μ_h|`` and each of those lies within its interval. A
+    lower bound above 0 is a significant gap with the family-wise error held at α (re-taking
+    the max over groups in each bootstrap resample, or fixing the extreme pair and
+    bootstrapping it, is biased: the extreme pair of a sample overstates its gap). With two
+    groups this is the paired t interval; with more it is wider by design (Šidák is
+    conservative for positively correlated pairs). Coverage and false-alarm rates at 8 to 100
+    templates are measured in ``benchmarks/coverage.py``.
+
+    References: Z. Šidák (1967), "Rectangular confidence regions for the means of
+    multivariate normal distributions", JASA 62(318):626-633; J. W. Tukey (1953), *The
+    Problem of Multiple Comparisons*.
 
     Args:
         values_by_group: Group name → (template id → that group's value on the template).
-        n_resamples: Number of bootstrap resamples.
-        seed: Seed for ``numpy.random.default_rng``.
-        confidence: Nominal coverage, in (0, 1).
+        n_resamples: Unused (the interval is analytic); kept so callers need not change.
+        seed: Unused, as ``n_resamples``.
+        confidence: Nominal simultaneous coverage, in (0, 1).
+        value_range: The range the values can take (e.g. ``(0, 1)`` for rates), when known:
+            the upper bound is clipped to its width, which no gap can exceed.
 
     Returns:
         A :class:`GapResult`; ``gap`` has ``n`` = number of shared templates. With no
         shared template, ``gap`` is :meth:`Estimate.empty`, the group names are "" and
-        ``group_means`` is empty.
+        ``group_means`` is empty. With one shared template there is no interval.
 
     Raises:
-        ValueError: Fewer than two groups, a NaN or infinite value, or invalid bootstrap
-            arguments.
+        ValueError: Fewer than two groups, a NaN or infinite value, or ``confidence`` not
+            in (0, 1).
     """
+    del n_resamples, seed  # analytic interval; the arguments stay for API stability
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     groups = list(values_by_group)
     if len(groups) < 2:
         raise ValueError(f"max_pairwise_gap needs at least two groups, got {len(groups)}")
@@ -282,26 +336,39 @@ def max_pairwise_gap(
     means = table.mean(axis=1)
     order = np.argsort(means, kind="stable")
     lo, hi = int(order[0]), int(order[-1])
-    diffs = table[hi] - table[lo]
-    est, _ = mean_with_draws(
-        diffs,
-        clusters=None,
-        n_resamples=n_resamples,
-        seed=seed,
-        confidence=confidence,
-        name="gap",
-    )
     gap_value = float(means[hi] - means[lo])
-    notes = [] if est.note is None else [est.note]
-    if est.ci_low is not None:
+    n_templates = len(shared)
+    notes: list[str] = []
+    if n_templates < 2:
+        notes.append("interval undefined: one template")
+        gap = Estimate(value=gap_value, n=n_templates, confidence=confidence)
+    else:
+        upper_idx = np.triu_indices(len(groups), 1)
+        diffs = (table[:, None, :] - table[None, :, :])[upper_idx]  # K pairs x T templates
+        k = len(diffs)
+        alpha_k = 1.0 - confidence ** (1.0 / k)
+        t_crit = float(sps.t.ppf(1.0 - alpha_k / 2.0, n_templates - 1))
+        half = t_crit * diffs.std(axis=1, ddof=1) / np.sqrt(n_templates)
+        abs_mean = np.abs(diffs.mean(axis=1))
+        low = max(0.0, float(np.max(abs_mean - half)))
+        high = float(np.max(abs_mean + half))
+        if value_range is not None:
+            high = min(high, float(value_range[1] - value_range[0]))
         notes.append(
-            f"interval: paired bootstrap over {len(shared)} shared templates of the gap between "
-            f"{groups[hi]!r} and {groups[lo]!r}, the pair identified on the full data and held fixed "
-            "(the max-over-groups gap is biased upward)"
+            f"interval: largest gap over {len(groups)} groups and {n_templates} shared templates, "
+            f"simultaneous (Šidák) paired t intervals for all {k} pairs"
+        )
+        gap = Estimate(
+            value=gap_value,
+            ci_low=min(low, gap_value),
+            ci_high=max(high, gap_value),
+            n=n_templates,
+            method="sidak-t",
+            confidence=confidence,
         )
     if missing_note:
         notes.append(missing_note)
-    gap = est.model_copy(update={"value": gap_value, "note": "; ".join(notes) or None})
+    gap = gap.model_copy(update={"note": "; ".join(notes) or None})
     return GapResult(
         gap=gap,
         high_group=groups[hi],

@@ -33,7 +33,7 @@ needs the alias), credits an answer that lists the reference among wrong candida
 negates it (*"not Canberra"*) through containment, and detects hedges by regular
 expression. Correct given attempted and the F-score follow from the same grades, so they
 inherit these limits. An LLM-judge grader is future work. SimpleQA reports no intervals;
-we give Wilson intervals for the rates and percentile-bootstrap intervals for the
+we give Wilson intervals for the rates and expanded-percentile bootstrap intervals for the
 F-score, exact match and F1 (over questions; with repeats, whole questions are
 resampled).
 
@@ -380,7 +380,7 @@ class ShortQASuite(Suite):
             unit="score",
             definition="Harmonic mean of correct and correct given attempted (0 when nothing is correct).",
             source=_PAPER,
-            deviation="From the string-match grades; percentile-bootstrap interval over questions.",
+            deviation="From the string-match grades; expanded-percentile bootstrap interval over questions.",
             sample_key="correct",
         ),
         MetricSpec(

@@ -5,7 +5,13 @@ this server instead of a real vendor, so they run offline, fast and deterministi
 It speaks the OpenAI Chat Completions wire format (plain and SSE streaming) on three
 route styles (OpenAI, Azure deployments, Vertex's OpenAI-compatible endpoint) and can
 inject the failures a real API produces: 429/500/503 with ``Retry-After``, hangs,
-dropped connections and malformed JSON.
+dropped connections and malformed JSON. Hostile modes (``hostile``) send what a broken
+or malicious endpoint can: a gzip bomb, an oversized body, an endless SSE line, an endless
+reply, impossible ``usage`` counts. With ``stamp`` on, every streamed content chunk carries
+its send time (``"x_sent_s"``, ``time.monotonic()``: CLOCK_MONOTONIC, the clock of
+``time.perf_counter`` on Linux, shared by every process on the machine) and the request
+record keeps ``first_sent`` and the prompt, so a benchmark can compute the harness's TTFT
+error per call: measured TTFT minus (first chunk sent - request arrived).
 
 Faults are decided per request from ``(seed, sha256(body), times this body was seen
 before)``: the same run against the same config sees the same faults, and a retry of a
@@ -28,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import http.client
@@ -42,6 +49,7 @@ import subprocess as _subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,10 +57,16 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["FAULT_KINDS", "FakeOpenAIServer", "FaultConfig", "main"]
+__all__ = ["FAULT_KINDS", "HOSTILE_KINDS", "FakeOpenAIServer", "FaultConfig", "main"]
 
 #: Fault kinds the server can inject, in the fixed order used for the weighted draw.
 FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "timeout", "drop", "malformed")
+
+#: Hostile replies (``FaultConfig.hostile``), each ``hostile_bytes`` large:
+#: ``gzip_bomb`` (``Content-Encoding: gzip``, tiny on the wire), ``huge_body`` (a valid
+#: completion whose content is that long), ``sse_line`` (a streamed data line that never
+#: ends), ``bad_usage`` (``usage`` with a negative and a 10**18 count).
+HOSTILE_KINDS: tuple[str, ...] = ("gzip_bomb", "huge_body", "sse_line", "bad_usage")
 
 #: How many request records ``stats()["requests"]`` keeps (the most recent ones).
 MAX_REQUEST_RECORDS = 20_000
@@ -100,6 +114,11 @@ class FaultConfig:
         omit_usage: Never send ``usage`` (exercises token estimation).
         require_api_key: When set, a request without ``Authorization: Bearer <key>`` or
             ``api-key: <key>`` gets a 401.
+        hostile: One of :data:`HOSTILE_KINDS`, or None.
+        hostile_match: Only requests whose last user message contains this get the
+            hostile reply (empty: every request), so a healthy call can run beside it.
+        hostile_bytes: Size of the hostile payload (expanded size for the gzip bomb).
+        stamp: Stamp each streamed content chunk with its send time (see module doc).
     """
 
     latency_s: float = 0.0
@@ -116,6 +135,10 @@ class FaultConfig:
     max_reply_words: int | None = None
     omit_usage: bool = False
     require_api_key: str | None = None
+    hostile: str | None = None
+    hostile_match: str = ""
+    hostile_bytes: int = 64 * 1024 * 1024
+    stamp: bool = False
 
     def __post_init__(self) -> None:
         # Validate here so a bad value fails in the test that set it, not as an odd
@@ -156,6 +179,17 @@ class FaultConfig:
         key = self.require_api_key
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("require_api_key must be None or a non-empty string")
+        if self.hostile is not None and self.hostile not in HOSTILE_KINDS:
+            raise ValueError(
+                f"unknown hostile kind {self.hostile!r}; expected one of {', '.join(HOSTILE_KINDS)}"
+            )
+        if not isinstance(self.hostile_match, str):
+            raise ValueError("hostile_match must be a string")
+        size = self.hostile_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= 2**31:
+            raise ValueError(f"hostile_bytes must be an int in (0, 2**31], got {size!r}")
+        if not isinstance(self.stamp, bool):
+            raise ValueError("stamp must be a bool")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-able dict (what the control endpoint accepts)."""
@@ -194,6 +228,100 @@ class _Stats:
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REQUEST_RECORDS)
         # sha256(body) -> how many times that body was seen: the attempt number of the draw.
         self.seen: dict[bytes, int] = {}
+
+
+def _last_user(messages: Sequence[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+_BOMB_HEAD = (
+    b'{"id":"chatcmpl-bomb","object":"chat.completion","created":0,"model":"bomb","choices":'
+    b'[{"index":0,"message":{"role":"assistant","content":"'
+)
+_BOMB_TAIL = b'"},"finish_reason":"stop"}]}'
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(expanded: int) -> bytes:
+    """A gzip body that expands to a completion of ``expanded`` bytes, built in 1 MiB steps
+    (the server never holds the expanded text: in thread mode it shares the test's memory)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [packer.compress(_BOMB_HEAD)]
+    block = b"A" * (1024 * 1024)
+    left = expanded
+    while left > 0:
+        out.append(packer.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    out.append(packer.compress(_BOMB_TAIL))
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+async def _hostile_reply(request: web.Request, config: FaultConfig, stream: bool) -> web.StreamResponse:
+    """Send the configured hostile reply, in 64 KiB writes (never the whole payload in memory)."""
+    kind, size = config.hostile, config.hostile_bytes
+    if kind == "bad_usage":
+        usage = {"prompt_tokens": -5, "completion_tokens": 10**18, "total_tokens": 10**18}
+        if stream:
+            chunk = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "Hello there"}, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+            body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+            return web.Response(body=body, content_type="text/event-stream")
+        payload = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello there"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+        return web.json_response(payload)
+    if kind == "gzip_bomb":
+        # Content-Length is the compressed size; aiohttp must not compress again.
+        return web.Response(
+            body=_gzip_bomb(size),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream" if stream else "application/json"}
+    )
+    await response.prepare(request)
+    block = b"A" * (64 * 1024)
+    try:
+        if kind == "sse_line":
+            await response.write(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"')
+        elif stream:  # huge_body, streamed: one content chunk per 64 KiB, a reply without end
+            block = (
+                b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+                b'"delta":{"content":"' + b"A" * (64 * 1024) + b'"},"finish_reason":null}]}\n\n'
+            )
+        else:
+            await response.write(_BOMB_HEAD)
+        sent = 0
+        while sent < size:
+            await response.write(block)
+            sent += len(block)
+        if not stream:
+            await response.write(_BOMB_TAIL)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client gave up (its cap): the point of the exercise
+    return response
 
 
 def _error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
@@ -426,6 +554,12 @@ class _FakeOpenAI:
             return web.json_response(_error_body(str(exc), "invalid_request_error", None), status=400)
         messages, stream, include_usage, limit, model = parsed
         record["stream"] = stream
+        if config.stamp:
+            record["prompt"] = _last_user(messages)[:200]
+        if config.hostile is not None and config.hostile_match in _last_user(messages):
+            record["fault"] = "hostile:" + config.hostile
+            record["status"] = 200
+            return await _hostile_reply(request, config, stream)
 
         fault = self._draw_fault(stats, body)
         record["fault"] = fault
@@ -471,7 +605,17 @@ class _FakeOpenAI:
         record["status"] = 200
         if stream:
             return await self._stream(
-                request, stats, config, fault, completion_id, model, pieces, finish, usage, include_usage
+                request,
+                stats,
+                config,
+                fault,
+                completion_id,
+                model,
+                pieces,
+                finish,
+                usage,
+                include_usage,
+                record,
             )
         if config.latency_s:
             await asyncio.sleep(config.latency_s)
@@ -533,11 +677,7 @@ class _FakeOpenAI:
 
     @staticmethod
     def _reply_text(messages: Sequence[dict[str, Any]], config: FaultConfig) -> str:
-        last_user = ""
-        for message in reversed(messages):
-            if message.get("role") == "user":
-                last_user = _text_of(message.get("content"))
-                break
+        last_user = _last_user(messages)
         for key, value in config.script.items():
             if key in last_user:
                 return value
@@ -563,6 +703,7 @@ class _FakeOpenAI:
         finish: str,
         usage: dict[str, int],
         include_usage: bool,
+        record: dict[str, Any],
     ) -> web.StreamResponse:
         delay = config.latency_s + config.ttft_s
         if delay:
@@ -627,13 +768,50 @@ class _FakeOpenAI:
                     + "\n\n"
                 )
             end.append("data: [DONE]\n\n")
-            await self._write_paced(response, first, [content(p) for p in pieces], end, config.inter_token_s)
+            if config.stamp:
+                await self._write_stamped(response, record, head, first, pieces, open_tail, end, config)
+            else:
+                await self._write_paced(
+                    response, first, [content(p) for p in pieces], end, config.inter_token_s
+                )
             await response.write_eof()
         except ConnectionError:
             # The client went away mid-stream (its timeout, a cancelled task): not completed.
             return response
         stats.completed += 1
         return response
+
+    @staticmethod
+    async def _write_stamped(
+        response: web.StreamResponse,
+        record: dict[str, Any],
+        head: str,
+        first: str,
+        pieces: list[str],
+        open_tail: str,
+        end: list[str],
+        config: FaultConfig,
+    ) -> None:
+        """Like :meth:`_write_paced`, each content chunk stamped with the time it is written."""
+        for i, piece in enumerate(pieces):
+            if i and config.inter_token_s:
+                await asyncio.sleep(config.inter_token_s)
+            sent = time.monotonic()
+            chunk = (
+                "data: "
+                + head
+                + '{"content":'
+                + json.dumps(piece)
+                + "}"
+                + open_tail[:-3]
+                + f',"x_sent_s":{sent!r}'
+                + "}\n\n"
+            )
+            if i == 0:
+                record["first_sent"] = sent
+                chunk = first + chunk
+            await response.write(chunk.encode())
+        await response.write("".join(end).encode())
 
     @staticmethod
     async def _write_paced(

@@ -1,0 +1,305 @@
+"""Coverage and type-I error of the package's intervals and tests, by simulation.
+
+One function per method, each drawing seeded data sets from a known truth and counting how
+often the interval covers it (or how often a test rejects a true null). The test suite runs
+them at a few hundred replications with bounds that fail for the old percentile intervals;
+``benchmarks/coverage.py`` runs them at full size and writes the table to
+``benchmarks/RESULTS.md``. Wilson's coverage is computed exactly from the binomial pmf.
+
+The data-generating distributions are the shapes eval metrics have: per-item scores in
+[0, 1] (``beta25``: Beta(2, 5), skewed), per-template rates (``rate4``: successes of 4
+trials at a Beta(1, 3) probability, discrete), 0/1 outcomes (``bernoulli``), ``normal``,
+and a heavy skew stress case (``exponential``) that no small-sample interval of a mean
+handles well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats as sps
+
+from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean
+from rai_harness.stats.intervals import wilson
+from rai_harness.stats.paired import max_pairwise_gap, mcnemar, paired_bootstrap_diff
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "SimResult",
+    "bootstrap_mean_coverage",
+    "cluster_bootstrap_coverage",
+    "gap_coverage",
+    "mcnemar_type1",
+    "paired_type1",
+    "ratio_bootstrap_coverage",
+    "wilson_coverage",
+]
+
+Draw = Callable[[np.random.Generator, int], npt.NDArray[np.float64]]
+
+
+def _normal(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.normal(0.5, 1.0, n)
+
+
+def _beta25(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.beta(2.0, 5.0, n)
+
+
+def _bernoulli(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return (rng.random(n) < 0.3).astype(np.float64)
+
+
+def _rate4(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.binomial(4, rng.beta(1.0, 3.0, n)).astype(np.float64) / 4.0
+
+
+def _exponential(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.exponential(1.0, n)
+
+
+#: name -> (draw n values, true mean)
+DISTRIBUTIONS: dict[str, tuple[Draw, float]] = {
+    "normal": (_normal, 0.5),
+    "beta25": (_beta25, 2.0 / 7.0),
+    "bernoulli": (_bernoulli, 0.3),
+    "rate4": (_rate4, 0.25),
+    "exponential": (_exponential, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """The outcome of one simulation cell.
+
+    Attributes:
+        rate: Coverage (share of intervals containing the truth) or, for tests, the share of
+            rejections of a true null.
+        reps: Number of simulated data sets.
+        method: The ``Estimate.method`` (or test name) the intervals reported.
+        se: Monte Carlo standard error of ``rate``, ``sqrt(rate (1 − rate) / reps)``.
+    """
+
+    rate: float
+    reps: int
+    method: str
+
+    @property
+    def se(self) -> float:
+        """Monte Carlo standard error of :attr:`rate`."""
+        return float(np.sqrt(self.rate * (1.0 - self.rate) / self.reps))
+
+
+def _methods(seen: set[str]) -> str:
+    return "+".join(sorted(seen))
+
+
+def wilson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
+    """Exact coverage of the Wilson interval for ``n`` trials at true rate ``p`` (binomial sum).
+
+    Args:
+        n: Number of trials.
+        p: True success probability.
+        confidence: Nominal coverage.
+
+    Returns:
+        ``Σ_k P(K = k) · 1[p ∈ CI(k)]``.
+    """
+    ks = np.arange(n + 1)
+    ends = [wilson(int(k), n, confidence) for k in ks]
+    inside = np.array(
+        [e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends]
+    )
+    return float(sps.binom.pmf(ks, n, p)[inside].sum())
+
+
+def bootstrap_mean_coverage(
+    dist: str, n: int, reps: int, *, seed: int = 0, n_resamples: int = 2000
+) -> SimResult:
+    """Coverage of :func:`~rai_harness.stats.bootstrap_mean` on ``n`` independent items.
+
+    Args:
+        dist: A key of :data:`DISTRIBUTIONS`.
+        n: Items per data set.
+        reps: Data sets.
+        seed: Seed of the data and of each bootstrap.
+        n_resamples: Bootstrap resamples per interval.
+
+    Returns:
+        The coverage.
+    """
+    draw, mu = DISTRIBUTIONS[dist]
+    rng = np.random.default_rng(seed)
+    hits, seen = 0, set()
+    for i in range(reps):
+        est = bootstrap_mean(draw(rng, n), n_resamples=n_resamples, seed=seed + i)
+        seen.add(est.method)
+        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= mu <= est.ci_high
+    return SimResult(hits / reps, reps, _methods(seen))
+
+
+def cluster_bootstrap_coverage(
+    k: int, reps: int, *, size: int = 4, seed: int = 0, n_resamples: int = 2000
+) -> SimResult:
+    """Coverage of the cluster bootstrap of a mean: ``k`` templates of ``size`` correlated items.
+
+    Item = Bernoulli(p_t), p_t ~ Beta(1, 3) per template (true mean 0.25): items of a
+    template share their probability, as prompts built from one template do.
+
+    Args:
+        k: Number of clusters.
+        reps: Data sets.
+        size: Items per cluster.
+        seed: Seed.
+        n_resamples: Bootstrap resamples per interval.
+
+    Returns:
+        The coverage.
+    """
+    rng = np.random.default_rng(seed)
+    clusters = np.repeat(np.arange(k), size).tolist()
+    hits, seen = 0, set()
+    for i in range(reps):
+        p = np.repeat(rng.beta(1.0, 3.0, k), size)
+        values = (rng.random(k * size) < p).astype(np.float64)
+        est = bootstrap_mean(values, clusters=clusters, n_resamples=n_resamples, seed=seed + i)
+        seen.add(est.method)
+        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= 0.25 <= est.ci_high
+    return SimResult(hits / reps, reps, _methods(seen))
+
+
+def _ratio(rows: npt.NDArray[np.float64]) -> float | None:
+    den = float(rows[:, 1].sum())
+    return None if den == 0 else 2.0 * float(rows[:, 0].sum()) / den - 1.0
+
+
+def ratio_bootstrap_coverage(k: int, reps: int, *, seed: int = 0, n_resamples: int = 1000) -> SimResult:
+    """Coverage of the generic cluster :func:`~rai_harness.stats.bootstrap` on a BBQ-like ratio.
+
+    ``k`` templates of 4 items; an item names a person with probability 0.8 and, if it does,
+    the biased one with probability 0.6 · (template effect ~ Beta(6, 4) / 0.6); the statistic
+    is s_DIS-like, ``2 · Σ biased / Σ named − 1`` (true value 2 · 0.6 − 1 = 0.2).
+
+    Args:
+        k: Number of templates.
+        reps: Data sets.
+        seed: Seed.
+        n_resamples: Bootstrap resamples per interval.
+
+    Returns:
+        The coverage.
+    """
+    rng = np.random.default_rng(seed)
+    clusters = np.repeat(np.arange(k), 4).tolist()
+    hits, seen = 0, set()
+    for i in range(reps):
+        q = np.repeat(rng.beta(6.0, 4.0, k), 4)
+        named = rng.random(4 * k) < 0.8
+        biased = named & (rng.random(4 * k) < q)
+        rows = np.column_stack([biased, named]).astype(np.float64)
+        est = bootstrap(rows, _ratio, clusters=clusters, n_resamples=n_resamples, seed=seed + i)  # type: ignore[arg-type]
+        seen.add(est.method)
+        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= 0.2 <= est.ci_high
+    return SimResult(hits / reps, reps, _methods(seen))
+
+
+def paired_type1(
+    dist: str, n: int, reps: int, *, alpha: float = 0.05, seed: int = 0, n_resamples: int = 2000
+) -> SimResult:
+    """Type-I error of :func:`~rai_harness.stats.paired_bootstrap_diff` under a true null.
+
+    ``a = base + e₁``, ``b = base + e₂`` with ``e₁, e₂`` i.i.d. from ``dist``: exchangeable,
+    so the mean difference is 0.
+
+    Args:
+        dist: A key of :data:`DISTRIBUTIONS`.
+        n: Pairs per data set.
+        reps: Data sets.
+        alpha: Test level.
+        seed: Seed.
+        n_resamples: Bootstrap resamples per test.
+
+    Returns:
+        The share of data sets with ``p < alpha``.
+    """
+    draw, _ = DISTRIBUTIONS[dist]
+    rng = np.random.default_rng(seed)
+    rejections, seen = 0, set()
+    for i in range(reps):
+        base = rng.normal(0.0, 1.0, n)
+        result = paired_bootstrap_diff(
+            base + draw(rng, n), base + draw(rng, n), n_resamples=n_resamples, seed=seed + i
+        )
+        seen.add(result.estimate.method)
+        rejections += result.p_value is not None and result.p_value < alpha
+    return SimResult(rejections / reps, reps, _methods(seen))
+
+
+def mcnemar_type1(
+    n: int, reps: int, *, discordant: float = 0.3, alpha: float = 0.05, seed: int = 0
+) -> SimResult:
+    """Type-I error of :func:`~rai_harness.stats.mcnemar`: each discordant direction equally likely.
+
+    Args:
+        n: Pairs per data set.
+        reps: Data sets.
+        discordant: Probability that a pair is discordant (split evenly between directions).
+        alpha: Test level.
+        seed: Seed.
+
+    Returns:
+        The share of data sets with ``p < alpha``.
+    """
+    rng = np.random.default_rng(seed)
+    rejections, seen = 0, set()
+    for _ in range(reps):
+        u = rng.random(n)
+        a = (u < discordant / 2) | (u > 1.0 - (1.0 - discordant) / 2)
+        b = ((u >= discordant / 2) & (u < discordant)) | (u > 1.0 - (1.0 - discordant) / 2)
+        result = mcnemar(a.tolist(), b.tolist())
+        seen.add(result.method)
+        rejections += result.p_value < alpha
+    return SimResult(rejections / reps, reps, "mcnemar-" + _methods(seen))
+
+
+def gap_coverage(
+    templates: int, reps: int, *, groups: int = 4, effect: float = 0.0, seed: int = 0
+) -> tuple[SimResult, SimResult]:
+    """Coverage of :func:`~rai_harness.stats.max_pairwise_gap` and its false-alarm rate.
+
+    Per template, each group's value is the share of 6 completions flagged, at probability
+    ``p_t + b_g`` with ``p_t ~ Beta(2, 6)`` shared by the template and group offsets ``b_g``
+    evenly spaced over ``[0, effect]`` (true largest gap ``effect``; probabilities are kept
+    inside [0, 1] by construction).
+
+    Args:
+        templates: Shared templates per data set.
+        reps: Data sets.
+        groups: Number of groups.
+        effect: True largest gap.
+        seed: Seed.
+
+    Returns:
+        ``(coverage of the true gap, share with ci_low > 0)``; with ``effect == 0`` the second
+        is the false-alarm rate of "a significant gap".
+    """
+    rng = np.random.default_rng(seed)
+    offsets = np.linspace(0.0, effect, groups)
+    hits = alarms = 0
+    seen = set()
+    for _ in range(reps):
+        p = rng.beta(2.0, 6.0, templates) * (1.0 - effect)
+        table = rng.binomial(6, p[None, :] + offsets[:, None]) / 6.0
+        result = max_pairwise_gap(
+            {f"g{g}": {t: float(table[g, t]) for t in range(templates)} for g in range(groups)}
+        )
+        gap = result.gap
+        seen.add(gap.method)
+        if gap.ci_low is not None and gap.ci_high is not None:
+            hits += gap.ci_low <= effect <= gap.ci_high
+            alarms += gap.ci_low > 0.0
+    method = _methods(seen)
+    return SimResult(hits / reps, reps, method), SimResult(alarms / reps, reps, method)
