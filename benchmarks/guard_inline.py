@@ -257,9 +257,7 @@ def bench_stage_vs_forward(guard: Guard, toxicity: Any, pii: Any, calls: int) ->
             started = time.perf_counter()
             call(text)
             samples[name].append((time.perf_counter() - started) * 1000.0)
-    return {
-        name: {"p50": percentile(v, 50), "p90": percentile(v, 90)} for name, v in samples.items()
-    }
+    return {name: {"p50": percentile(v, 50), "p90": percentile(v, 90)} for name, v in samples.items()}
 
 
 def main() -> None:

@@ -25,17 +25,50 @@ from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.keyword import KeywordClassifier
 from rai_harness.cli_guard import guard_app
 from rai_harness.guardrails import Guard, Rail
-from rai_harness.guardrails.textprep import normalize_for_detection, prepare
+from rai_harness.guardrails.textprep import normalize_for_detection
 
-NON_TEXT: list[Any] = [None, 42, 3.5, True, b"my card 4111", bytearray(b"x"), ["a"], ("a",), {"text": "a"}, object()]
+NON_TEXT: list[Any] = [
+    None,
+    42,
+    3.5,
+    True,
+    b"my card 4111",
+    bytearray(b"x"),
+    ["a"],
+    ("a",),
+    {"text": "a"},
+    object(),
+]
 
 # Every kind of character the detection text must not see: zero-width and joiners, soft
 # hyphen, word joiner, invisible operators, BOM, bidi marks, embeddings, overrides and
 # isolates, variation selectors, a tag character, the combining grapheme joiner.
 INVISIBLE = [
-    "\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\u2061", "\u2062", "\u2063", "\u2064", "\ufeff",
-    "\u200e", "\u200f", "\u061c", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067",
-    "\u2068", "\u2069", "\ufe0f", "\U000e0041", "\u034f",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u00ad",
+    "\u2060",
+    "\u2061",
+    "\u2062",
+    "\u2063",
+    "\u2064",
+    "\ufeff",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\ufe0f",
+    "\U000e0041",
+    "\u034f",
 ]
 
 
@@ -125,7 +158,9 @@ def test_offset_map_covers_every_detection_character() -> None:
             assert detection == text
             continue
         assert len(starts) == len(ends) == len(detection)
-        assert list(starts) == sorted(starts) and all(0 <= s < e <= len(text) for s, e in zip(starts, ends))
+        assert list(starts) == sorted(starts) and all(
+            0 <= s < e <= len(text) for s, e in zip(starts, ends, strict=True)
+        )
         # Each detection character comes from the original range it maps to.
         for j, char in enumerate(detection):
             source = "".join(c for c in text[starts[j] : ends[j]] if c not in INVISIBLE)
@@ -136,7 +171,11 @@ def test_offset_map_covers_every_detection_character() -> None:
 def pii_guard() -> Guard:
     from rai_harness.classifiers.pool import default_pool
 
-    pii = default_pool().get(ClassifierSpec(backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}))
+    pii = default_pool().get(
+        ClassifierSpec(
+            backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}
+        )
+    )
     guard = Guard(
         [Rail("pii", pii, action="redact", threshold=0.4, on_error="block", timeout_ms=30_000)],
         max_chars=20_000,
@@ -146,7 +185,9 @@ def pii_guard() -> Guard:
 
 
 @pytest.mark.parametrize("hidden", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
-def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(pii_guard: Guard, hidden: str) -> None:
+def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(
+    pii_guard: Guard, hidden: str
+) -> None:
     rng = random.Random(ord(hidden))
     email = "maria.gonzalez@example.org"
     for _ in range(3):
@@ -171,6 +212,13 @@ def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(pii_gu
 def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: str) -> None:
     result = pii_guard.check_input(f"mail {disguised} now")
     assert result.action == "redact" and result.redacted_text == "mail <EMAIL_ADDRESS> now"
+
+
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff"])
+def test_pii_next_to_a_surrogate_is_still_redacted(pii_guard: Guard, surrogate: str) -> None:
+    result = pii_guard.check_input(f"{surrogate}mail maria@example.org{surrogate} or call 212-555-0199")
+    assert result.rails[0].error is None and "invalid_unicode" in result.notices
+    assert result.redacted_text == "\ufffdmail <EMAIL_ADDRESS>\ufffd or call <PHONE_NUMBER>"
 
 
 def test_card_in_fullwidth_digits_is_redacted(pii_guard: Guard) -> None:
@@ -311,7 +359,7 @@ def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Pa
         b'{"text": "half',  # not JSON
         json.dumps({"text": 42}).encode(),  # not a string
         json.dumps({"text": None}).encode(),
-        b'{"text": "lone \\ud800 surrogate"}',  # valid JSON, invalid Unicode: repaired
+        b'{"text": "lone \\ud800 surrogate", "id": "x\\udc00"}',  # valid JSON, invalid Unicode
         json.dumps({"text": "you idiot jane@example.com"}).encode(),
         json.dumps({"text": "mail jane@example.com"}).encode(),
     ]
@@ -324,6 +372,7 @@ def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Pa
     assert [("error" in o) for o in out] == [False, True, True, True, True, False, False, False]
     assert "UTF-8" in out[1]["error"] and "line 2" in out[1]["error"] and "in.jsonl" in out[1]["error"]
     assert out[5]["notices"] == ["invalid_unicode"] and out[5]["redacted_text"] == "lone \ufffd surrogate"
+    assert out[5]["id"] == "x\udc00"  # echoed as a JSON escape, not a crash
     assert out[6]["action"] == "block" and out[6]["redacted_text"] is None
     assert out[7]["redacted_text"] == "mail <EMAIL>"
     assert "line 3" in result.stderr
@@ -349,7 +398,19 @@ input:
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     code = "import sys; from rai_harness.cli import main; sys.argv = ['rai'] + sys.argv[1:]; main()"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "guard", "check", "-p", str(policy), "-i", str(data), "--batch-size", "1"],
+        [
+            sys.executable,
+            "-c",
+            code,
+            "guard",
+            "check",
+            "-p",
+            str(policy),
+            "-i",
+            str(data),
+            "--batch-size",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

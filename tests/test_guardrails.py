@@ -459,9 +459,11 @@ async def test_provider_blocks_input_without_calling_model(guard):
     assert inner.requests == []
     assert gen.text == "No." and gen.finish_reason == "guard_blocked_input"
     assert gen.usage.total_tokens == 0
-    verdict = provider.pop_verdict("s1", 0)
-    assert verdict is not None and verdict.input_blocked and verdict.output is None
-    assert verdict.action == "block" and provider.pop_verdict("s1", 0) is None
+    # The verdict travels on the generation; the provider keeps none.
+    assert gen.guard is not None and gen.guard["action"] == "block" and gen.guard["output"] is None
+    assert gen.guard["inputs"][0]["action"] == "block"
+    assert gen.guard["rail_errors"] == gen.guard["rail_timeouts"] == 0 and gen.guard["slow_rails"] == []
+    assert not hasattr(provider, "verdicts") and not hasattr(provider, "last_verdict")
 
 
 async def test_provider_redacts_input_and_output_and_adds_latency(guard):
@@ -471,11 +473,11 @@ async def test_provider_redacts_input_and_output_and_adds_latency(guard):
     sent = inner.requests[0]
     assert sent.messages == (ChatMessage("system", "be nice"), ChatMessage("user", "my mail is <EMAIL>"))
     assert gen.text == "Noted, <EMAIL>." and gen.finish_reason == "stop"
-    verdict = provider.verdicts[("s2", 1)]
-    assert verdict.action == "redact"
-    assert gen.latency_s == pytest.approx(0.1 + verdict.guard_latency_s)
+    verdict = gen.guard
+    assert verdict is not None and verdict["action"] == "redact"
+    assert gen.latency_s == pytest.approx(0.1 + verdict["guard_latency_s"], abs=1e-5)
     assert gen.ttft_s == gen.latency_s  # the answer is released only once checked
-    assert verdict.summary()["inputs"][0]["redacted_text"] == "my mail is <EMAIL>"
+    assert verdict["inputs"][0]["redacted_text"] == "my mail is <EMAIL>"
     await provider.aclose()
     assert inner.closed
 
@@ -486,8 +488,7 @@ async def test_provider_blocks_output(guard):
     gen = await provider.generate(request("hello"))
     assert gen.text == "Withheld." and gen.finish_reason == "guard_blocked_output"
     assert gen.usage.total_tokens == 12  # the tokens were generated (and paid for)
-    assert provider.last_verdict is not None and provider.last_verdict.output is not None
-    assert provider.last_verdict.output.blocked
+    assert gen.guard is not None and gen.guard["output"]["action"] == "block"
 
 
 async def test_provider_input_only(guard):
@@ -526,3 +527,61 @@ async def test_short_timeout_does_not_cancel_a_shared_call_for_a_patient_rail():
             assert "timed out" in (result.rail("hasty").error or "")
             patient = result.rail("patient")
             assert patient.error is None and patient.action == "block"
+
+
+# -- evaluation mode: rail failures are errors, never silent allows --------------------------------
+
+
+async def test_evaluation_mode_fails_the_call_on_a_failed_rail_instead_of_allowing():
+    from rai_harness.guardrails import GuardRailError
+
+    inner = FakeProvider(reply="fine")
+    with Guard(
+        input_rails=[Rail("tox", RaisingClassifier(), threshold=0.5, action="block", on_error="allow")]
+    ) as g:
+        # Application mode: on_error=allow lets the prompt through (and says so in the verdict).
+        gen = await GuardedProvider(inner, g).generate(request("hello"))
+        assert gen.text == "fine" and gen.guard is not None and gen.guard["rail_errors"] == 1
+        # Evaluation mode: the same failure is an error on the call; the model is not called.
+        inner.requests.clear()
+        strict = GuardedProvider(inner, g, fail_on_rail_error=True)
+        with pytest.raises(GuardRailError, match="model exploded") as info:
+            await strict.generate(request("hello"))
+        assert info.value.error_type == "guard_error" and not info.value.retryable
+        assert info.value.rails == ("input:tox",) and inner.requests == []
+
+
+async def test_evaluation_mode_timeout_is_a_guard_timeout_error():
+    from rai_harness.guardrails import GuardRailError
+
+    slow = SleepingClassifier(0.2)
+    with Guard(
+        output_rails=[Rail("tox", slow, threshold=0.5, action="block", on_error="allow", timeout_ms=20)]
+    ) as g:
+        strict = GuardedProvider(FakeProvider(reply="fine"), g, fail_on_rail_error=True)
+        with pytest.raises(GuardRailError) as info:
+            await strict.generate(request("hello"))
+        assert info.value.error_type == "guard_timeout" and info.value.rails == ("output:tox",)
+
+
+async def test_slow_rails_are_named_when_timeouts_are_lifted():
+    slow = SleepingClassifier(0.1)
+    with Guard(output_rails=[Rail("tox", slow, threshold=0.5, action="block", timeout_ms=60_000)]) as g:
+        provider = GuardedProvider(
+            FakeProvider(reply="fine"), g, fail_on_rail_error=True, policy_timeouts_ms={"output:tox": 20}
+        )
+        gen = await provider.generate(request("hello"))
+        # The classifier's real verdict (0.9 >= 0.5: block), not on_error; the slowness is recorded.
+        assert gen.finish_reason == "guard_blocked_output"
+        assert gen.guard is not None and gen.guard["slow_rails"] == ["output:tox"]
+        assert gen.guard["rail_errors"] == 0 and gen.guard["rail_timeouts"] == 0
+
+
+async def test_an_owned_guard_is_closed_with_the_provider(guard):
+    closed: list[bool] = []
+    original = guard.close
+    guard.close = lambda: (closed.append(True), original())  # type: ignore[method-assign]
+    await GuardedProvider(FakeProvider(), guard).aclose()
+    assert closed == []  # a shared guard stays open
+    await GuardedProvider(FakeProvider(), guard, owns_guard=True).aclose()
+    assert closed == [True]

@@ -172,7 +172,9 @@ def test_batch_key_groups_compatible_params():
     assert key(greedy) != key(GenerationParams(max_tokens=9))
     sampled = GenerationParams(max_tokens=8, temperature=0.7, seed=1)
     assert key(sampled) != key(greedy)
-    assert key(sampled) != key(GenerationParams(max_tokens=8, temperature=0.7, seed=2))
+    # Seeds do not split batches: every call samples from its own generator.
+    assert key(sampled) == key(GenerationParams(max_tokens=8, temperature=0.7, seed=2))
+    assert key(sampled) != key(GenerationParams(max_tokens=8, temperature=0.8, seed=1))
 
 
 def test_prompt_without_chat_template_joins_roles():
@@ -296,6 +298,35 @@ async def test_sampling_with_a_seed_repeats(provider):
         (await provider.generate(_req("a", PROMPTS[2], **{**params, "seed": s}))).text for s in (1, 2, 3)
     }
     assert len(others | {first.text, greedy.text}) > 1
+
+
+async def test_sampled_outputs_do_not_depend_on_the_batch(provider):
+    """A seeded call gives the same text alone, in a batch, and in another batch order."""
+    params = {"max_tokens": 10, "temperature": 1.3, "top_p": 0.95}
+    requests = [_req(f"s{i}", PROMPTS[i % len(PROMPTS)], seed=100 + i, **params) for i in range(10)]
+    alone = [(await provider.generate(r)).text for r in requests[:4]]
+    batched = await asyncio.gather(*(provider.generate(r) for r in requests))
+    reordered = await asyncio.gather(*(provider.generate(r) for r in reversed(requests)))
+    assert provider.stats["max_batch"] == 8  # the calls really shared batches
+    assert [g.text for g in batched[:4]] == alone
+    assert [g.text for g in reversed(reordered)] == [g.text for g in batched]
+    # Seeds matter: the same prompt with other seeds samples other texts.
+    same_prompt = [_req("p", PROMPTS[1], seed=s, **params) for s in range(6)]
+    assert len({g.text for g in await asyncio.gather(*(provider.generate(r) for r in same_prompt))}) > 1
+
+
+async def test_sampler_honours_top_k_and_refuses_unknown_warpers(provider):
+    # top_k=1 leaves one token: sampling equals greedy decoding, whatever the seed.
+    greedy = (await provider.generate(_req("g", PROMPTS[1], max_tokens=8))).text
+    for seed in (1, 2):
+        gen = await provider.generate(
+            _req("k", PROMPTS[1], max_tokens=8, temperature=1.5, seed=seed, extra={"top_k": 1})
+        )
+        assert gen.text == greedy
+    with pytest.raises(ProviderError, match="typical_p"):
+        await provider.generate(
+            _req("t", PROMPTS[1], max_tokens=4, temperature=1.0, extra={"typical_p": 0.5})
+        )
 
 
 async def test_a_bad_parameter_fails_only_its_batch(provider):

@@ -627,3 +627,39 @@ def test_print_stylesheet_keeps_headings_with_evidence(page: str) -> None:
     # Evidence headings are <summary> elements: printed as headings, never hidden.
     assert re.search(r"details > summary \{[^}]*display: block", printing)
     assert "details > summary { display: none; }" not in printing
+
+
+def test_guard_rail_health_is_shown(record: RunRecord, run_dir: Path) -> None:
+    """Rail errors, timeouts and slow rails (run.json ``providers[*].guard``) appear beside the guard."""
+    from types import SimpleNamespace
+
+    from rai_harness.report.html import render_html
+    from rai_harness.report.view import build_view
+
+    health = SimpleNamespace(
+        rail_errors=2, rail_timeouts=1, failed_calls=3, slow_rails=5, slow_by_rail={"input:toxic-input": 5}
+    )
+    providers = dict(record.providers)
+    providers["smollm2+guard"] = providers["smollm2+guard"].model_copy(update={"guard": health})
+    sick = record.model_copy(update={"providers": providers})
+    view = build_view(sick, scan_samples(run_dir, sick, max_examples=1), max_examples=1)
+    text = _text(render_html(view))
+    guard = _text(render_html(view).split('<section id="guard">', 1)[1].split("</section>", 1)[0])
+    assert "rail errors" in guard and "slow rail checks" in guard
+    assert "smollm2+guard: 3 rail checks failed or timed out (3 calls failed by them)" in text
+    assert "never as allowed or blocked" in text
+    assert "5 rail checks were slower than the policy's timeout_ms (input:toxic-input 5)" in text
+    # The synthetic run records guard health (schema 3): zero failures, shown as numbers.
+    assert sick.providers["smollm2"].guard is None
+    assert record.providers["smollm2+guard"].guard is not None
+    # Without the field (older records) the columns say so instead of inventing zeros.
+    providers["smollm2+guard"] = providers["smollm2+guard"].model_copy(update={"guard": None})
+    old = record.model_copy(update={"providers": providers})
+    old_view = build_view(old, scan_samples(run_dir, old, max_examples=1), max_examples=1)
+    assert "n/a (not recorded)" in _text(render_html(old_view))
+
+
+def test_method_lists_the_interval_methods_used(page: str) -> None:
+    method = _text(page.split('<section id="method">', 1)[1].split("</section>", 1)[0])
+    assert re.search(r"Interval methods in this run: Wilson \(\d+ estimates\)", method)
+    assert "cluster bootstrap" in method

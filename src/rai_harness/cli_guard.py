@@ -22,6 +22,7 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rai_harness.errors import ConfigError, RaiError
@@ -61,7 +62,8 @@ _STRENGTH = {"allow": 0, "flag": 1, "redact": 2, "block": 3}
 
 
 def _error(exc: BaseException) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escape: a message such as "pip install 'rai-harness[serve]'" is not rich markup.
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -181,7 +183,9 @@ def check(
             for item in chunk:
                 if item.error is not None:
                     bad_lines += 1
-                    Console(stderr=True).print(f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True)
+                    Console(stderr=True).print(
+                        f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True
+                    )
             good = [item for item in chunk if item.error is None]
             texts = [item.text for item in good]
             if not texts:
@@ -206,7 +210,7 @@ def check(
                     verdict.update(result.to_dict())
                     if _STRENGTH[result.action] > _STRENGTH[worst]:
                         worst = result.action
-                typer.echo(json.dumps(verdict, ensure_ascii=False))
+                typer.echo(_json_line(verdict))
     except RaiError as exc:
         code = EXIT_ERROR
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -216,16 +220,30 @@ def check(
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED
-    if not clean:
+    embedded = sys.stdout is not sys.__stdout__
+    if not clean and not embedded:
         # A classifier call that timed out is still running on a worker thread (threads
         # cannot be stopped). Letting the interpreter finalise under it aborts inside native
         # code (libblis: "Aborting.", or a segfault in spaCy), losing the exit code: the
-        # verdicts are all written, so flush and leave without finalisers.
+        # verdicts are all written, so flush and leave without finalisers. Only as the real
+        # program: embedded (typer's CliRunner swaps sys.stdout), leaving the process would
+        # take the host with it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     if code != EXIT_OK:
         raise typer.Exit(code)
+
+
+def _json_line(verdict: dict[str, Any]) -> str:
+    """One verdict as a JSON line; ``\\u`` escapes if a caller's ``id`` holds lone surrogates
+    (the texts themselves are repaired by the guard)."""
+    line = json.dumps(verdict, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(verdict)
+    return line
 
 
 #: Seconds ``check`` waits at exit for classifier calls still running after a rail timeout.
@@ -353,3 +371,83 @@ def _print_report(report: Any) -> None:
                 _num(rail.bias.bnsp_auc),
             )
         console.print(bias)
+
+
+@guard_app.command("serve")
+def serve_command(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="Guard policy YAML file.")],
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL of the OpenAI-compatible upstream, e.g. https://api.openai.com/v1. Without it "
+            "only /v1/guardrail/checks is served."
+        ),
+    ] = None,
+    upstream_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment variable holding the upstream API key (default: OPENAI_API_KEY when set). "
+            "The key is never logged or echoed."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. A non-loopback address needs --api-keys-env.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.", min=0, max=65535)] = 8000,
+    api_keys_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable holding the client API keys (comma-separated, 16+ characters "
+            "each); clients send 'Authorization: Bearer <key>'. Unset: no authentication, loopback only."
+        ),
+    ] = "RAI_GUARD_API_KEYS",
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above).", min=1)] = 1024 * 1024,
+    max_messages: Annotated[int, typer.Option(help="Most messages or texts per request (413 above).", min=1)] = 256,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Requests served at once (429 with Retry-After above).", min=1)
+    ] = 64,
+    timeout_s: Annotated[
+        float, typer.Option(help="Deadline of a whole request, upstream and rails included, seconds.", min=0.001)
+    ] = 60.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the guard as an OpenAI-compatible proxy (/v1/chat/completions) and a rails-only
+    checks API (/v1/guardrail/checks), with /healthz and Prometheus /metrics.
+
+    Stop with SIGTERM or Ctrl-C: in-flight requests finish first.
+    """
+    import logging
+    import os
+
+    from rai_harness.errors import MissingSecretError
+    from rai_harness.guardrails import Guard, load_policy
+
+    try:
+        from rai_harness.guardrails import server
+
+        server.require_serve_deps()
+        upstream_key = None
+        if upstream_key_env is not None:
+            upstream_key = os.environ.get(upstream_key_env)
+            if not upstream_key:
+                raise MissingSecretError(upstream_key_env, key_path="--upstream-key-env")
+        elif upstream is not None:
+            upstream_key = os.environ.get("OPENAI_API_KEY") or None
+        config = server.ServeConfig(
+            upstream_url=upstream,
+            upstream_key=upstream_key,
+            api_keys=server.keys_from_env(api_keys_env, os.environ),
+            host=host,
+            port=port,
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_concurrency=max_concurrency,
+            request_timeout_s=timeout_s,
+        )
+        # Validate the policy file now (a bad key fails here, with its line); the models load
+        # in the background once the server listens (/healthz says when they are ready).
+        loaded = load_policy(policy)
+    except RaiError as exc:
+        raise _error(exc) from None
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server.serve(lambda: Guard.from_policy(loaded), config, log_level=log_level)

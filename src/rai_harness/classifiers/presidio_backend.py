@@ -118,7 +118,7 @@ _SPACY_LABELS_TO_IGNORE = (
 #: Whitespace-free runs longer than this (characters) are split for spaCy by
 #: :func:`tame_long_runs`. Longer than any e-mail address or identifier in practice.
 MAX_RUN_CHARS = 128
-_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_RUN_CHARS + 1))
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}")
 # Inside a long run, what is kept: letters, digits and the characters of an e-mail address
 # or dotted number ("." "@"); everything else (emoji, brackets, "_", "+", "-"...) separates.
 _RUN_SEPARATOR = re.compile(r"[^\w.@]|_")

@@ -10,6 +10,8 @@ Two kinds of metric:
 * **efficiency metrics**, plain names (``latency.p95_s``, ``cost.per_1k_calls_usd``), read from
   the provider's :class:`~rai_harness.record.ProviderSummary`. Only ``error_rate`` has an
   interval (Wilson, over calls); the others are measured values without one.
+  ``guard_rail_errors`` (rail errors plus timeouts) and ``guard_slow_rails`` (checks slower
+  than the policy's ``timeout_ms``) count a guarded provider's rails.
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ def _error_rate(summary: ProviderSummary) -> Estimate | str:
     return wilson(summary.failed, summary.calls)
 
 
+def _from_guard(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
+    def read(summary: ProviderSummary) -> Estimate | str:
+        if summary.guard is None:
+            return "the provider runs without a guard (no rails to count)"
+        return Estimate(value=float(getattr(summary.guard, attr)), n=summary.calls, method="none")
+
+    return read
+
+
 def _efficiency_table() -> dict[str, EfficiencyMetric]:
     table: dict[str, EfficiencyMetric] = {
         "error_rate": EfficiencyMetric(
@@ -123,6 +134,19 @@ def _efficiency_table() -> dict[str, EfficiencyMetric]:
         table[f"cost.{attr}"] = EfficiencyMetric(
             f"cost.{attr}", display, "USD", "lower", False, _from_cost(attr)
         )
+    # Rail checks that failed (errors + timeouts; each failed its call in the run) and checks
+    # slower than the policy's timeout_ms (in production they would have applied on_error).
+    table["guard_rail_errors"] = EfficiencyMetric(
+        "guard_rail_errors", "guard rail errors and timeouts", "", "lower", False, _from_guard("failures")
+    )
+    table["guard_slow_rails"] = EfficiencyMetric(
+        "guard_slow_rails",
+        "guard rail checks slower than the policy timeout",
+        "",
+        "lower",
+        False,
+        _from_guard("slow_rails"),
+    )
     return table
 
 

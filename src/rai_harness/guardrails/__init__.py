@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from rai_harness.guardrails.guard import Guard, GuardResult
 from rai_harness.guardrails.policy import GuardPolicy, RailSpec, load_policy, parse_policy
-from rai_harness.guardrails.provider import GuardedProvider, GuardVerdict
+from rai_harness.guardrails.provider import GuardedProvider, GuardRailError, GuardVerdict
 from rai_harness.guardrails.rails import Action, ClassifierRunner, Rail, RailResult, Stage, strongest
 from rai_harness.guardrails.streaming import GuardBlocked
 
@@ -40,6 +40,7 @@ __all__ = [
     "Guard",
     "GuardBlocked",
     "GuardPolicy",
+    "GuardRailError",
     "GuardResult",
     "GuardVerdict",
     "GuardedProvider",

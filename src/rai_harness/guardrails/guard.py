@@ -28,13 +28,6 @@ from typing import TYPE_CHECKING, Any, overload
 from rai_harness.classifiers.base import Span
 from rai_harness.errors import ConfigError
 from rai_harness.guardrails import streaming
-from rai_harness.guardrails.textprep import (
-    NOTICE_OVER_MAX_CHARS,
-    OverLimit,
-    PreparedText,
-    check_texts,
-    prepare,
-)
 from rai_harness.guardrails.rails import (
     Action,
     AsyncPendingCheck,
@@ -44,6 +37,13 @@ from rai_harness.guardrails.rails import (
     RailResult,
     Stage,
     strongest,
+)
+from rai_harness.guardrails.textprep import (
+    NOTICE_OVER_MAX_CHARS,
+    OverLimit,
+    PreparedText,
+    check_texts,
+    prepare,
 )
 
 if TYPE_CHECKING:
@@ -340,8 +340,7 @@ class Guard:
     def _prepare(self, texts: Sequence[str]) -> tuple[list[PreparedText], list[str]]:
         """Prepared texts, and the detection texts of those the classifiers must score."""
         prepared = [
-            prepare(t, max_chars=self.max_chars, over_limit=self.over_max_chars)
-            for t in check_texts(texts)
+            prepare(t, max_chars=self.max_chars, over_limit=self.over_max_chars) for t in check_texts(texts)
         ]
         return prepared, [p.detection for p in prepared if not p.skip]
 

@@ -16,32 +16,75 @@ it. ``ttft_s`` grows by the input check; when the output is checked, nothing rea
 user before the whole answer has been checked, so ``ttft_s`` equals ``latency_s`` (use
 :meth:`Guard.stream_output` in an application to release checked sentences early).
 
-The verdicts are kept in :attr:`GuardedProvider.verdicts`, keyed by
-``(sample_id, repeat)``, until the runner takes them with :meth:`pop_verdict`.
+Each verdict travels on its :class:`~rai_harness.types.Generation` (``generation.guard``,
+the :meth:`GuardVerdict.summary`); the provider keeps none of them, so a long run holds
+no per-call state.
+
+Evaluation mode (``fail_on_rail_error=True``, what ``rai run`` uses): a rail whose
+classifier failed is never turned into the rail's ``on_error`` action (a silent allow or
+block that would make the safety numbers depend on how busy the machine was). The call
+fails instead with :class:`GuardRailError` (``error_type`` ``guard_error``, or
+``guard_timeout`` when the rail gave up waiting), which the run records as an error on
+the sample. ``rai run`` also builds the guard with the rails' wall-clock timeouts lifted
+above the call's own ``timeout_s`` (see ``run.execute``), so a slow classifier only makes
+the call slower; ``policy_timeouts_ms`` then lets the verdict say which rails were slower
+than the policy's ``timeout_ms`` (``slow_rails``: in production they would have given up).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
-import threading
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rai_harness.errors import ProviderError
 from rai_harness.guardrails.guard import Guard, GuardResult
-from rai_harness.guardrails.rails import Action, strongest
+from rai_harness.guardrails.rails import TIMEOUT_BATCH_TEXTS, Action, RailResult, strongest
 from rai_harness.providers.base import Provider
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 
-__all__ = ["DEFAULT_REFUSAL", "GuardVerdict", "GuardedProvider"]
+__all__ = ["DEFAULT_REFUSAL", "GuardRailError", "GuardVerdict", "GuardedProvider"]
 
 #: What the user sees instead of a blocked prompt's or answer's text.
 DEFAULT_REFUSAL = "Sorry, I can't help with that."
 
 FINISH_BLOCKED_INPUT = "guard_blocked_input"
 FINISH_BLOCKED_OUTPUT = "guard_blocked_output"
+
+
+#: ``error_type`` of a call failed because a rail's classifier failed (evaluation mode).
+GUARD_ERROR = "guard_error"
+#: ``error_type`` of a call failed because a rail gave up waiting for its classifier.
+GUARD_TIMEOUT = "guard_timeout"
+
+
+class GuardRailError(ProviderError):
+    """A rail's classifier failed or timed out while the guard ran in evaluation mode.
+
+    Not retryable: the inner model already answered (a retry would pay for it again), and
+    a classifier that raised usually raises again. ``rails`` names the failed rails as
+    ``"<stage>:<rail>"``.
+    """
+
+    def __init__(self, failed: Sequence[RailResult]) -> None:
+        timed_out = any(_is_timeout(r) for r in failed)
+        detail = "; ".join(f"{r.stage} rail '{r.rail}': {r.error}" for r in failed)
+        super().__init__(
+            f"guard rail failed (recorded as an error, not as allow or block): {detail}",
+            retryable=False,
+            error_type=GUARD_TIMEOUT if timed_out else GUARD_ERROR,
+        )
+        self.rails = tuple(f"{r.stage}:{r.rail}" for r in failed)
+
+
+def _is_timeout(result: RailResult) -> bool:
+    # The rails word a timeout as "timed out after N ms" (rails.Rail._timeout_message).
+    return bool(result.error) and str(result.error).startswith("timed out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +97,21 @@ class GuardVerdict:
         output: Verdict on the answer, or ``None`` when output checking is off or the input
             was blocked (no answer was generated).
         guard_latency_s: Seconds the guard added to the call (input plus output check).
+        slow_rails: Rails (``"<stage>:<rail>"``) slower than the policy's ``timeout_ms``
+            while running without a wall-clock timeout (evaluation mode): in production
+            they would have given up and applied ``on_error``.
     """
 
     inputs: tuple[GuardResult, ...]
     output: GuardResult | None
     guard_latency_s: float
+    slow_rails: tuple[str, ...] = ()
+
+    @property
+    def rail_results(self) -> tuple[RailResult, ...]:
+        """Every rail result, inputs first."""
+        results = (*self.inputs, *((self.output,) if self.output is not None else ()))
+        return tuple(rail for result in results for rail in result.rails)
 
     @property
     def action(self) -> Action:
@@ -72,9 +125,13 @@ class GuardVerdict:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary for a run record (no original text)."""
+        rails = self.rail_results
         return {
             "action": self.action,
             "guard_latency_s": round(self.guard_latency_s, 6),
+            "rail_errors": sum(1 for r in rails if r.error is not None and not _is_timeout(r)),
+            "rail_timeouts": sum(1 for r in rails if _is_timeout(r)),
+            "slow_rails": list(self.slow_rails),
             "inputs": [r.to_dict() for r in self.inputs],
             "output": None if self.output is None else self.output.to_dict(),
         }
@@ -94,10 +151,17 @@ class GuardedProvider:
 
     Args:
         inner: The provider to guard.
-        guard: The guard (not closed by :meth:`aclose`; it may be shared).
+        guard: The guard.
         check_input: Run the input rails on every user message of the request.
         check_output: Run the output rails on the answer.
         refusal: Text returned in place of blocked content.
+        fail_on_rail_error: Evaluation mode: a failed or timed-out rail fails the call with
+            :class:`GuardRailError` instead of applying its ``on_error`` action.
+        policy_timeouts_ms: ``"<stage>:<rail>"`` -> the policy's ``timeout_ms``, when the
+            guard was built with longer timeouts (evaluation mode); rails slower than
+            these are listed in the verdict's ``slow_rails``.
+        owns_guard: Close the guard in :meth:`aclose` (when it was built for this provider
+            alone; a shared guard is left open).
     """
 
     def __init__(
@@ -108,40 +172,60 @@ class GuardedProvider:
         check_input: bool = True,
         check_output: bool = True,
         refusal: str = DEFAULT_REFUSAL,
+        fail_on_rail_error: bool = False,
+        policy_timeouts_ms: Mapping[str, float] | None = None,
+        owns_guard: bool = False,
     ) -> None:
         self.inner = inner
         self.guard = guard
         self.check_input = check_input
         self.check_output = check_output
         self.refusal = refusal
-        #: Verdicts by (sample_id, repeat), until taken with :meth:`pop_verdict`.
-        self.verdicts: dict[tuple[str, int], GuardVerdict] = {}
-        self.last_verdict: GuardVerdict | None = None
-        self._lock = threading.Lock()
+        self.fail_on_rail_error = fail_on_rail_error
+        self.policy_timeouts_ms: dict[str, float] = dict(policy_timeouts_ms or {})
+        self.owns_guard = owns_guard
 
-    def pop_verdict(self, sample_id: str, repeat: int = 0) -> GuardVerdict | None:
-        """Take (and forget) the verdict of a request, so a long run does not hoard them."""
-        with self._lock:
-            return self.verdicts.pop((sample_id, repeat), None)
+    def _verdict(
+        self, inputs: tuple[GuardResult, ...], output: GuardResult | None, latency_s: float
+    ) -> GuardVerdict:
+        """Build the verdict; in evaluation mode, fail the call on any failed rail."""
+        verdict = GuardVerdict(inputs, output, latency_s, self._slow_rails(inputs, output))
+        if self.fail_on_rail_error:
+            failed = [r for r in verdict.rail_results if r.error is not None]
+            if failed:
+                raise GuardRailError(failed)
+        return verdict
 
-    def _remember(self, request: ChatRequest, verdict: GuardVerdict) -> None:
-        with self._lock:
-            self.verdicts[(request.sample_id, request.repeat)] = verdict
-            self.last_verdict = verdict
+    def _slow_rails(self, inputs: tuple[GuardResult, ...], output: GuardResult | None) -> tuple[str, ...]:
+        if not self.policy_timeouts_ms:
+            return ()
+        slow: list[str] = []
+        for stage, results in (("input", inputs), ("output", (output,) if output is not None else ())):
+            if not results:
+                continue
+            # A call of n texts is allowed ceil(n / 64) timeouts, as the rails count them.
+            allowances = max(1, math.ceil(len(results) / TIMEOUT_BATCH_TEXTS))
+            for rail in results[0].rails:
+                key = f"{stage}:{rail.rail}"
+                limit = self.policy_timeouts_ms.get(key)
+                if limit is not None and rail.latency_ms > limit * allowances:
+                    slow.append(key)
+        return tuple(slow)
 
     async def generate(self, request: ChatRequest) -> Generation:
         """Check the prompt, call the inner provider, check the answer.
 
         Raises:
             ProviderError: whatever the inner provider raised (the runner retries it).
+            GuardRailError: in evaluation mode, when a rail failed.
         """
         checked = (
             await self._check_request(request) if self.check_input else _CheckedRequest((), request, 0.0)
         )
         inputs, input_s = checked.results, checked.latency_s
+        # In evaluation mode a failed input rail fails the call here, before the model is paid for.
+        verdict = self._verdict(inputs, None, input_s)
         if any(r.blocked for r in inputs):
-            verdict = GuardVerdict(inputs, None, input_s)
-            self._remember(request, verdict)
             return Generation(
                 text=self.refusal,
                 usage=Usage(0, 0),
@@ -155,8 +239,6 @@ class GuardedProvider:
 
         generation = await self.inner.generate(checked.request)
         if not self.check_output:
-            verdict = GuardVerdict(inputs, None, input_s)
-            self._remember(request, verdict)
             return dataclasses.replace(
                 generation,
                 guard=verdict.summary(),
@@ -167,10 +249,10 @@ class GuardedProvider:
         started = time.perf_counter()
         output = await self.guard.acheck_output(generation.text, checked.request.prompt_text)
         output_s = time.perf_counter() - started
-        verdict = GuardVerdict(inputs, output, input_s + output_s)
-        self._remember(request, verdict)
+        verdict = self._verdict(inputs, output, input_s + output_s)
         total_s = generation.latency_s + input_s + output_s
-        text = self.refusal if output.blocked else output.redacted_text
+        # redacted_text is None exactly when the answer is blocked (nothing of it is returned).
+        text = self.refusal if output.redacted_text is None else output.redacted_text
         finish = FINISH_BLOCKED_OUTPUT if output.blocked else generation.finish_reason
         # The answer is released only once checked, so the first token the user sees arrives
         # at the very end: ttft equals the total latency (honest, if unflattering).
@@ -195,12 +277,19 @@ class GuardedProvider:
             return _CheckedRequest(results, request, latency_s)
         messages = list(request.messages)
         for i, result in zip(positions, results, strict=True):
+            if result.redacted_text is None:  # blocked: returned above; never sent on
+                return _CheckedRequest(results, request, latency_s)
             messages[i] = ChatMessage("user", result.redacted_text)
         return _CheckedRequest(results, dataclasses.replace(request, messages=tuple(messages)), latency_s)
 
     async def aclose(self) -> None:
-        """Close the inner provider (the guard is left open: it may be shared)."""
-        await self.inner.aclose()
+        """Close the inner provider, and the guard when this provider owns it."""
+        try:
+            await self.inner.aclose()
+        finally:
+            if self.owns_guard:
+                # Guard.close joins its worker threads (bounded): keep the event loop free.
+                await asyncio.to_thread(self.guard.close)
 
     async def load(self) -> None:
         """Load the inner provider's model, if it has one, before any call is timed."""
@@ -226,4 +315,6 @@ class GuardedProvider:
             "guard": self.guard.info(),
             "check_input": self.check_input,
             "check_output": self.check_output,
+            "rail_errors": "fail the call" if self.fail_on_rail_error else "on_error of each rail",
+            "policy_timeouts_ms": dict(self.policy_timeouts_ms),
         }

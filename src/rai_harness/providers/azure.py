@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, require_package
+from rai_harness.providers.base import ProviderConfig, SeedSupport, require_package
 from rai_harness.providers.openai_compat import OpenAICompatProvider, make_http_client, read_secrets
 
 __all__ = ["ENTRA_SCOPE", "AzureOpenAIConfig"]
@@ -40,6 +40,8 @@ TokenProvider = Callable[[], "str | Awaitable[str]"]
 class AzureOpenAIConfig(ProviderConfig):
     """An Azure OpenAI deployment (``kind: azure-openai``). ``model`` is the deployment name."""
 
+    # `seed` is sent (shared OpenAI request builder); determinism is best effort.
+    seed_support: ClassVar[SeedSupport] = "best_effort"
     description: ClassVar[str] = "Azure OpenAI deployment (API key or Entra ID); model = deployment name"
 
     kind: Literal["azure-openai"] = "azure-openai"

@@ -22,7 +22,7 @@ import importlib.util
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,9 +37,14 @@ __all__ = [
     "Provider",
     "ProviderConfig",
     "ResponseLimitsConfig",
+    "SeedSupport",
     "StreamTimer",
     "require_package",
 ]
+
+
+#: How far a provider kind honours a per-request seed (see ``ProviderConfig.seed_support``).
+SeedSupport = Literal["exact", "best_effort", "replay", "none"]
 
 
 @runtime_checkable
@@ -166,6 +171,10 @@ class ProviderConfig(BaseModel):
     description: ClassVar[str] = ""
     #: Fields holding file paths; the planner resolves relative ones against the config file's folder.
     path_fields: ClassVar[tuple[str, ...]] = ()
+    #: What ``params.seed`` buys (stated in run.json): ``exact`` (same machine and software,
+    #: same outputs), ``best_effort`` (sent to the server, which may still vary), ``replay``
+    #: (recorded outputs, reproducible by construction) or ``none`` (no seed parameter).
+    seed_support: ClassVar[SeedSupport] = "none"
 
     id: str | None = Field(
         None, description="Name of this provider in the run (default: '<kind>:<model>'); must be unique."

@@ -62,9 +62,18 @@ Measurement
 Sampling
     ``temperature`` null or 0 is greedy decoding; otherwise sampling with
     ``temperature`` and ``top_p`` over the full vocabulary (``top_k`` off unless set
-    in ``params.extra``, whose keys are passed to ``generate`` unchanged). With a
-    ``seed`` the torch RNG is seeded before each batch, so sampled outputs repeat only
-    when the batch composition (which prompts, in which order) repeats too.
+    in ``params.extra``; ``min_p`` there works too; its other keys are passed to
+    ``generate`` unchanged). Every call samples from its own random stream: a CPU
+    ``torch.Generator`` seeded with the request's ``seed`` (``rai run`` derives one per
+    request from the run seed, the sample id and the repeat index). Sampling is done by a
+    logits processor that filters the row's logits (temperature, top-k, top-p, min-p, as
+    ``transformers`` does) and draws one uniform number per step from the row's generator
+    (inverse CDF), so a call's output does not depend on which other calls share its
+    batch, in which order, or on the concurrency; a retried call repeats itself. Batch
+    composition can still change logits in the last bits (padding changes the matrix
+    shapes); a draw flips only if its uniform number falls within that rounding of a
+    token boundary (not observed in the tests). A call without a ``seed`` gets a fresh
+    random one (not reproducible).
 """
 
 from __future__ import annotations
@@ -93,7 +102,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, SeedSupport
 from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
 
 __all__ = [
@@ -162,6 +171,8 @@ class HFLocalConfig(ProviderConfig):
         ("transformers", "transformers", None),
     )
     path_fields: ClassVar[tuple[str, ...]] = ("cache_dir",)
+    # Per-call generators: same seed, same machine and software, same text (see Sampling).
+    seed_support: ClassVar[SeedSupport] = "exact"
 
     kind: Literal["hf-local"] = "hf-local"
     model: str = Field(
@@ -490,11 +501,12 @@ def _batch_key(params: GenerationParams) -> str:
     """Calls with equal keys can share one ``model.generate``.
 
     Stop strings are left out (applied per call after decoding); greedy decoding
-    ignores temperature, top_p and seed, so those are left out for it.
+    ignores temperature and top_p, so those are left out for it. The seed is always left
+    out: each call samples from its own generator (see :func:`_row_sampler_class`).
     """
     key: dict[str, Any] = {"max_tokens": params.max_tokens, "extra": dict(params.extra)}
     if not _is_greedy(params):
-        key.update(temperature=params.temperature, top_p=params.top_p, seed=params.seed)
+        key.update(temperature=params.temperature, top_p=params.top_p)
     return stable_hash(key)
 
 
@@ -550,6 +562,79 @@ def _step_timer_class() -> type:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return StepTimer
+
+
+#: Sampling keys of ``params.extra`` the per-call sampler applies itself (``generate``
+#: would ignore them: it decodes greedily over the sampler's one-hot scores).
+_SAMPLER_EXTRA_KEYS = ("top_k", "min_p")
+#: Sampling warpers the per-call sampler does not implement; refused rather than ignored.
+_UNSUPPORTED_SAMPLING_KEYS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
+
+
+def call_generator_seed(params: GenerationParams) -> int:
+    """The seed of a call's own random stream: ``params.seed``, or a fresh random one."""
+    if params.seed is not None:
+        return int(params.seed) & 0xFFFF_FFFF_FFFF_FFFF
+    # No seed: not reproducible, by the caller's choice (rai run always sets one).
+    return int.from_bytes(os.urandom(8), "little")
+
+
+@functools.cache
+def _row_sampler_class() -> type:
+    """A ``LogitsProcessor`` that samples each row from its own generator.
+
+    ``generate`` then runs with ``do_sample=False``: the processor returns scores that
+    are ``-inf`` everywhere except the drawn token, which greedy decoding picks. The
+    filtering uses ``transformers``' own warpers (same semantics as ``do_sample=True``);
+    the draw is one uniform number in (0, 1] per row and step from the row's CPU
+    generator, mapped through the row's cumulative distribution. Rows therefore never
+    share random numbers, whatever the batch (and CPU and CUDA draw the same numbers).
+    """
+    import torch
+    from transformers import LogitsProcessor
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    class RowSampler(LogitsProcessor):
+        def __init__(
+            self,
+            seeds: Sequence[int],
+            temperature: float,
+            top_p: float,
+            top_k: int | None,
+            min_p: float | None,
+        ) -> None:
+            self.generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+            self.warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
+            if top_k:
+                self.warpers.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p))
+            if min_p:
+                self.warpers.append(MinPLogitsWarper(min_p))
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if scores.shape[0] != len(self.generators):
+                raise RuntimeError(
+                    f"the sampler has {len(self.generators)} generators for {scores.shape[0]} rows"
+                )
+            scores = scores.float()
+            for warper in self.warpers:
+                scores = warper(input_ids, scores)
+            probs = torch.softmax(scores, dim=-1)
+            cdf = probs.cumsum(dim=-1)
+            # 1 - U[0, 1) is in (0, 1]: the first index whose cdf reaches it has probability > 0.
+            draws = torch.stack([1.0 - torch.rand((), generator=g) for g in self.generators])
+            targets = (draws.to(cdf.device).unsqueeze(1) * cdf[:, -1:]).contiguous()
+            chosen = torch.searchsorted(cdf.contiguous(), targets).clamp_(max=cdf.shape[-1] - 1)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, chosen, 0.0)
+
+    return RowSampler
 
 
 # --------------------------------------------------------------------------- CPU threads
@@ -1374,7 +1459,7 @@ class HFLocalProvider:
         self, requests: list[ChatRequest], params: GenerationParams, count: bool
     ) -> list[_RowResult | BaseException]:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         loaded = self._loaded
         if loaded is None:
@@ -1411,6 +1496,12 @@ class HFLocalProvider:
             attention = encoded["attention_mask"].to(model.device)
             prompt_lens = [int(n) for n in attention.sum(dim=1).tolist()]
             kwargs = self._generation_kwargs(loaded, params)
+            if not _is_greedy(params):
+                sampler = self._row_sampler(params, [requests[i].params for i in slots])
+                # Last, after any processors of params.extra: it draws from their scores.
+                kwargs["logits_processor"] = LogitsProcessorList(
+                    [*(kwargs.get("logits_processor") or ()), sampler]
+                )
             on_cpu = loaded.device == "cpu"
             governor = _cpu_governor() if loaded.adaptive_threads else None
             steps = self._stats.steps_by_threads
@@ -1424,8 +1515,6 @@ class HFLocalProvider:
             )
             # One CPU generate at a time in the process (see _CPU_LOCK), whatever the model.
             with _CPU_LOCK if on_cpu else contextlib.nullcontext():
-                if params.seed is not None and kwargs["do_sample"]:
-                    torch.manual_seed(params.seed)
                 if governor is not None:
                     governor.begin()
                 try:
@@ -1462,19 +1551,44 @@ class HFLocalProvider:
             "pad_token_id": loaded.pad_id,
             "eos_token_id": sorted(loaded.eos_ids) or None,
         }
-        if _is_greedy(params):
-            kwargs["do_sample"] = False
-        else:
-            # OpenAI semantics: sample from the whole distribution unless top_p narrows it
-            # (transformers would otherwise apply its default top_k=50).
-            kwargs.update(
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p if params.top_p is not None else 1.0,
-                top_k=0,
-            )
+        # Sampling too decodes "greedily": the per-call sampler (see _row_sampler) has
+        # already drawn the token and left it the only finite score. Its own keys are
+        # not passed on (generate would warn that they are unused without do_sample).
+        kwargs["do_sample"] = False
         kwargs.update(params.extra)
+        if not _is_greedy(params):
+            for key in _SAMPLER_EXTRA_KEYS:
+                kwargs.pop(key, None)
+            # params.extra must not turn transformers' own (batch-wide RNG) sampling back on.
+            kwargs["do_sample"] = False
         return kwargs
+
+    @staticmethod
+    def _row_sampler(batch: GenerationParams, rows: Sequence[GenerationParams]) -> Any:
+        """The per-call sampler of a sampled batch (settings shared, seeds per row).
+
+        OpenAI semantics: the whole distribution unless ``top_p`` (or ``top_k``/``min_p``
+        in ``params.extra``) narrows it; transformers' default ``top_k=50`` is not applied.
+        """
+        extra = dict(batch.extra)
+        unsupported = sorted(k for k in _UNSUPPORTED_SAMPLING_KEYS if k in extra)
+        if unsupported:
+            raise ProviderError(
+                f"hf-local sampling does not support params.extra {', '.join(unsupported)}; "
+                f"use top_p, or top_k/min_p in params.extra",
+                retryable=False,
+                error_type="bad_request",
+            )
+        top_k = extra.get("top_k")
+        min_p = extra.get("min_p")
+        assert batch.temperature is not None  # not greedy
+        return _row_sampler_class()(
+            [call_generator_seed(p) for p in rows],
+            temperature=float(batch.temperature),
+            top_p=float(batch.top_p) if batch.top_p is not None else 1.0,
+            top_k=int(top_k) if top_k else None,
+            min_p=float(min_p) if min_p else None,
+        )
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

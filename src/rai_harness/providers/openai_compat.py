@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import Provider, ProviderConfig, StreamTimer
+from rai_harness.providers.base import Provider, ProviderConfig, SeedSupport, StreamTimer
 from rai_harness.providers.errors_map import map_openai_error
 from rai_harness.providers.httpio import (
     ACCEPT_ENCODING,
@@ -87,6 +87,8 @@ NO_AUTH_PLACEHOLDER = "not-needed"
 class OpenAIConfig(ProviderConfig):
     """An OpenAI or OpenAI-compatible Chat Completions endpoint (``kind: openai``)."""
 
+    # `seed` is sent with every request; OpenAI documents its determinism as best effort.
+    seed_support: ClassVar[SeedSupport] = "best_effort"
     description: ClassVar[str] = (
         "OpenAI or any OpenAI-compatible server (Clarifai, vLLM, Ollama, llama.cpp, Bedrock's OpenAI endpoint)"
     )

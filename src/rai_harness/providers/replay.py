@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from rai_harness.errors import ConfigError, ProviderError
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, SeedSupport
 from rai_harness.providers.tokens import estimate_messages_tokens, estimate_tokens, estimator_name
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 from rai_harness.validation import iter_jsonl
@@ -123,6 +123,8 @@ class ReplayPrompt:
 class ReplayConfig(ProviderConfig):
     """Captured responses replayed from a JSONL file (``kind: replay``)."""
 
+    # Recorded outputs: the same every time.
+    seed_support: ClassVar[SeedSupport] = "replay"
     description: ClassVar[str] = "Replay captured responses from a JSONL file (score production logs offline)"
     path_fields: ClassVar[tuple[str, ...]] = ("path",)
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, SeedSupport
 from rai_harness.providers.openai_compat import OpenAICompatProvider, make_http_client
 
 __all__ = ["CLOUD_PLATFORM_SCOPE", "REFRESH_MARGIN_S", "GoogleTokenSource", "VertexConfig"]
@@ -45,6 +45,8 @@ CredentialsFactory = Callable[[], Any]
 class VertexConfig(ProviderConfig):
     """A model on Vertex AI through its OpenAI-compatible endpoint (``kind: vertex``)."""
 
+    # `seed` is sent on the OpenAI-compatible endpoint; determinism is best effort.
+    seed_support: ClassVar[SeedSupport] = "best_effort"
     description: ClassVar[str] = "Google Vertex AI (Gemini, Model Garden) via its OpenAI-compatible endpoint"
     requires: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
         ("google.auth", "google-auth", "vertex"),

@@ -27,6 +27,7 @@ __all__ = [
     "CostSummary",
     "DatasetInfo",
     "Distribution",
+    "GuardHealth",
     "ProviderSummary",
     "Rescore",
     "RunRecord",
@@ -38,8 +39,9 @@ __all__ = [
 ]
 
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
-#: 3: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
-SCHEMA_VERSION = 3
+#: 3: adds ``reproducibility`` and ``providers[*].guard`` (rail failures, slow rails).
+#: 4: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
+SCHEMA_VERSION = 4
 
 #: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
 RunStatus = Literal["complete", "failed", "incomplete"]
@@ -105,6 +107,37 @@ class CostSummary(BaseModel):
     estimated: bool = Field(False, description="True when some token counts were estimated.")
 
 
+class GuardHealth(BaseModel):
+    """How a guarded provider's rails behaved in a run: the numbers behind its guarded comparison.
+
+    In a run (evaluation mode) a failed rail fails its call (counted in ``failed_calls``
+    and ``rail_errors``/``rail_timeouts``) instead of applying the rail's ``on_error``, and
+    rails have no wall-clock timeout of their own, so ``slow_rails`` counts the rail checks
+    that were slower than the policy's ``timeout_ms``: in production those would have given
+    up and applied ``on_error``. None of them changed a verdict in this run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rail_failure_policy: str = Field(
+        "fail the call",
+        description="'fail the call' (a run: errors, never allow/block) or 'on_error of each rail'.",
+    )
+    checked_calls: int = Field(0, description="Successful calls with a guard verdict.")
+    failed_calls: int = Field(0, description="Calls failed because a rail failed or timed out.")
+    rail_errors: int = Field(0, description="Rail checks whose classifier raised or returned bad output.")
+    rail_timeouts: int = Field(0, description="Rail checks that gave up waiting for their classifier.")
+    slow_rails: int = Field(
+        0, description="Rail checks slower than the policy's timeout_ms (no verdict changed)."
+    )
+    slow_by_rail: dict[str, int] = Field(default_factory=dict, description="'<stage>:<rail>' -> slow checks.")
+
+    @property
+    def failures(self) -> int:
+        """Rail errors plus rail timeouts."""
+        return self.rail_errors + self.rail_timeouts
+
+
 class ProviderSummary(BaseModel):
     """Per-provider counts, latency, throughput and cost."""
 
@@ -127,6 +160,7 @@ class ProviderSummary(BaseModel):
     output_tokens_per_s: Distribution
     cost: CostSummary
     model_info: dict[str, Any] = Field(default_factory=dict)
+    guard: GuardHealth | None = Field(None, description="Rail failures and slow rails of a guarded provider.")
 
 
 class DatasetInfo(BaseModel):
@@ -250,4 +284,7 @@ class RunRecord(BaseModel):
     timing_quality: dict[str, Any] = Field(default_factory=dict)
     suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
+    reproducibility: dict[str, Any] = Field(
+        default_factory=dict, description="What was seeded, and what a rerun cannot reproduce (and why)."
+    )
     rescore: Rescore | None = Field(None, description="Set when ``rai score`` wrote this record.")

@@ -212,7 +212,9 @@ class TradeoffPoint:
         hi: Upper interval bound of ``y``.
         color: Series colour.
         shape: Marker shape (one of :data:`SHAPES`).
-        pareto: Whether no other provider is at least as good on both axes and better on one.
+        pareto: Whether the provider is marked Pareto-optimal.
+        x_lo: Lower interval bound of ``x`` (``None``: no horizontal whisker).
+        x_hi: Upper interval bound of ``x``.
     """
 
     label: str
@@ -223,6 +225,8 @@ class TradeoffPoint:
     color: str
     shape: str
     pareto: bool = False
+    x_lo: float | None = None
+    x_hi: float | None = None
 
 
 def _badness(y: float, direction: str) -> float:
@@ -265,7 +269,7 @@ def tradeoff_chart(
     """A scatter of one metric against cost or latency, with interval whiskers and Pareto markers."""
     svg = _Svg(width, height, title)
     left, right, top, bottom = 56.0, 30.0, 28.0, 42.0
-    xs = [p.x for p in points]
+    xs = [v for p in points for v in (p.x, p.x_lo, p.x_hi) if v is not None]
     ys = [v for p in points for v in (p.y, p.lo, p.hi) if v is not None]
     y_lo, y_hi = min([0.0, *ys]), max([0.0, *ys])
     if y_hi - y_lo < 1e-9:
@@ -295,6 +299,11 @@ def tradeoff_chart(
             svg.line(px, sy(p.lo), px, sy(p.hi), stroke=p.color, stroke_width=1.4)
             for v in (p.lo, p.hi):
                 svg.line(px - 4, sy(v), px + 4, sy(v), stroke=p.color, stroke_width=1.4)
+        if p.x_lo is not None and p.x_hi is not None:
+            # The x interval (p95 latency, cost) the Pareto test used: thinner, so y stays primary.
+            svg.line(sx(p.x_lo), py, sx(p.x_hi), py, stroke=p.color, stroke_width=0.9)
+            for v in (p.x_lo, p.x_hi):
+                svg.line(sx(v), py - 3, sx(v), py + 3, stroke=p.color, stroke_width=0.9)
         _marker(svg, p.shape, px, py, 5.0, p.color, p.pareto)
     boxes: list[tuple[float, float, float, float]] = [
         (sx(p.x) - 6, sy(p.y) - 6, sx(p.x) + 6, sy(p.y) + 6) for p in points

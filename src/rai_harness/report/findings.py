@@ -299,6 +299,18 @@ def executive_summary(
                 + " come entirely from blocked answers (see Limitations)."
             )
         out.append(Finding("info", text))
+    for g, _u in pairs:
+        health = getattr(record.providers[g], "guard", None)
+        failures = int(getattr(health, "rail_errors", 0) or 0) + int(getattr(health, "rail_timeouts", 0) or 0)
+        if health is not None and failures:
+            out.append(
+                Finding(
+                    "risk",
+                    f"{g}: {failures:,} rail checks failed or timed out "
+                    f"({int(getattr(health, 'failed_calls', 0) or 0):,} calls failed by them); they are "
+                    "counted as failed calls, never as allowed or blocked.",
+                )
+            )
     failed = sum(s.failed for s in record.providers.values())
     calls = sum(s.calls for s in record.providers.values())
     if failed:
@@ -388,6 +400,18 @@ def limitations(
                         f"{g}'s {suite.name} improvement is partly by construction; check it with an "
                         "independent scorer."
                     )
+    for g, _u in pairs:
+        health = getattr(record.providers[g], "guard", None)
+        slow = int(getattr(health, "slow_rails", 0) or 0)
+        if health is not None and slow:
+            by_rail = getattr(health, "slow_by_rail", {}) or {}
+            detail = ", ".join(f"{k} {v:,}" for k, v in sorted(by_rail.items(), key=lambda kv: -kv[1])[:4])
+            out.append(
+                f"{g}: {slow:,} rail checks were slower than the policy's timeout_ms"
+                + (f" ({detail})" if detail else "")
+                + ". In this run they waited for a verdict; in production they would have applied the "
+                "rail's on_error, so the guarded numbers are better than a loaded production guard's."
+            )
     for b in blocked:
         out.append(b.sentence())
     if pairs:

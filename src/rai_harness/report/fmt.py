@@ -97,6 +97,11 @@ _METHODS = {
     "wilson": "Wilson",
     "bootstrap": "bootstrap",
     "cluster-bootstrap": "cluster bootstrap",
+    "expanded-bootstrap": "expanded percentile bootstrap",
+    "expanded-cluster-bootstrap": "expanded cluster bootstrap",
+    "bootstrap-se-t": "bootstrap-SE t",
+    "cluster-bootstrap-se-t": "cluster bootstrap-SE t",
+    "sidak-t": "\u0160id\u00e1k t (simultaneous)",
     "exact": "exact (Clopper-Pearson)",
     "none": "no interval",
 }

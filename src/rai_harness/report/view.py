@@ -41,6 +41,7 @@ from rai_harness.report.fmt import (
     fmt_usd,
     interval_label,
     is_percent,
+    method_name,
     na,
 )
 from rai_harness.report.policy import PolicyView
@@ -298,6 +299,8 @@ class ReportView:
     #: Where blocked answers drive a guard's effect (shown in the guard section too).
     blocked: list[BlockedShare] = field(default_factory=list)
     redaction_note: str | None = None
+    #: Interval methods used by this run's estimates, as ``"Wilson (54 estimates)"``.
+    interval_methods: list[str] = field(default_factory=list)
     sections: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -813,8 +816,10 @@ def _tradeoffs(
                         # Marks only where something is significantly dominated: a front of
                         # everyone is a tie, not a win.
                         pareto=any_dominated and not dominated_by[k],
+                        x_lo=None if xc is None else xc[0],
+                        x_hi=None if xc is None else xc[1],
                     )
-                    for k, (pid, x, e) in enumerate(raw)
+                    for k, ((pid, x, e), xc) in enumerate(zip(raw, x_ci, strict=True))
                 ]
                 title = f"{spec.display} vs {'cost' if axis == 'cost' else 'p95 latency'}"
                 svg = charts.tradeoff_chart(
@@ -826,7 +831,7 @@ def _tradeoffs(
                     y_fmt=_unit_fmt(spec.unit, spec.direction == "neutral"),
                     direction=spec.direction,
                 )
-                caption = f"Suite {suite.name}. "
+                caption = f"Suite {suite.name}; whiskers: 95% intervals on both axes. "
                 if not any_dominated:
                     caption += (
                         "Tie: no provider is significantly better than another on one axis without being "
@@ -1298,6 +1303,30 @@ def _cost_lines(record: RunRecord) -> list[str]:
     return lines
 
 
+def _interval_methods(record: RunRecord) -> list[str]:
+    """Every interval method behind this run's metrics and breakdowns, most used first."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for suite in record.suites.values():
+        for res in suite.results.values():
+            ests = [*res.metrics.values(), *(e for b in res.breakdowns for e in b.rows.values())]
+            counts.update(method_name(e.method) for e in ests if e.ci_low is not None)
+    return [f"{m} ({n:,} estimate{'s' if n != 1 else ''})" for m, n in counts.most_common()]
+
+
+def _guard_health(pid: str, s: ProviderSummary) -> list[str] | None:
+    """Rail failures and slow rails of a guarded provider (``providers[*].guard``, record schema 3+)."""
+    health = getattr(s, "guard", None)
+    if health is None:
+        return None
+    errors = int(getattr(health, "rail_errors", 0) or 0)
+    timeouts = int(getattr(health, "rail_timeouts", 0) or 0)
+    slow = int(getattr(health, "slow_rails", 0) or 0)
+    failed = int(getattr(health, "failed_calls", 0) or 0)
+    return [f"{errors:,}", f"{timeouts:,}", f"{failed:,}", f"{slow:,}"]
+
+
 def _guard_overhead(record: RunRecord, pairs: Sequence[tuple[str, str]], stats: SampleStats) -> Table | None:
     if not pairs:
         return None
@@ -1325,6 +1354,7 @@ def _guard_overhead(record: RunRecord, pairs: Sequence[tuple[str, str]], stats: 
                 ", ".join(f"{k} {v:,}" for k, v in actions.most_common()) if actions else "n/a",
                 ("+" if (d50 or 0) >= 0 else "\u2212") + fmt_seconds(abs(d50)) if d50 is not None else "n/a",
                 ("+" if (d95 or 0) >= 0 else "\u2212") + fmt_seconds(abs(d95)) if d95 is not None else "n/a",
+                *(_guard_health(g, gs) or ["n/a (not recorded)"] * 4),
             ]
         )
     return Table(
@@ -1335,6 +1365,12 @@ def _guard_overhead(record: RunRecord, pairs: Sequence[tuple[str, str]], stats: 
             "guard actions",
             "\u0394 latency p50",
             "\u0394 latency p95",
+            # Rail failures fail their call in a run (never a silent allow); slow rails would
+            # have hit timeout_ms in production.
+            "rail errors",
+            "rail timeouts",
+            "calls failed by rails",
+            "slow rail checks",
         ],
         rows,
     )
@@ -1605,6 +1641,7 @@ def build_view(
         ),
         limitations=limitations(record, ordered, pairs, blocked),
         blocked=blocked,
+        interval_methods=_interval_methods(record),
     )
     scrub = PathScrubber(run_dir)
     return scrub.view(view)

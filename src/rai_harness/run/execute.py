@@ -11,6 +11,17 @@ without calling a model again:
    ``samples.jsonl`` and ``run.json``.
 3. :func:`~rai_harness.run.rescore.score_run` (``rai score``) repeats only the scoring and
    aggregation of a finished run, from its ``run.json`` and ``samples.jsonl``.
+
+Reproducibility: every request carries its own seed, :func:`request_seed` of the provider's
+``params.seed`` (or the run's ``seed``), the sample id and the repeat index, so a call's
+seed does not depend on the order, batch or concurrency it runs in. ``hf-local`` samples
+each call from a generator seeded with it; OpenAI-compatible providers receive it as
+``seed``. ``run.json`` states per provider what that buys (``reproducibility``).
+
+Guarded providers run in evaluation mode (see :func:`_build`): rails have no wall-clock
+timeout shorter than the call's own, and a failed rail fails its call (an error on the
+sample) instead of allowing or blocking it, so the safety numbers do not depend on how
+busy the machine was. Each guard is built for its provider and closed with it.
 """
 
 from __future__ import annotations
@@ -69,6 +80,7 @@ __all__ = [
     "build_suite",
     "execute_run",
     "plan_run",
+    "request_seed",
     "run_sync",
     "summarize_calls",
 ]
@@ -77,6 +89,32 @@ log = logging.getLogger(__name__)
 
 #: Event-loop lag (p99, ms) above which the run record warns that timings are inflated.
 LAG_WARN_MS = 10.0
+#: Seconds a rail may wait beyond its call's ``timeout_s`` in a run: the call's own deadline
+#: always ends a stuck check first, and is recorded as a timeout error on the sample.
+_RAIL_DEADLINE_MARGIN_S = 60.0
+#: Per-request seeds fit in 31 bits: every server that takes a ``seed`` accepts them.
+_SEED_MASK = (1 << 31) - 1
+
+
+def request_seed(base_seed: int, sample_id: str, repeat: int) -> int:
+    """The seed of one call: a hash of the base seed, the sample id and the repeat index.
+
+    It does not depend on the call's order, batch or concurrency; each repeat of a sample
+    gets its own stream; and providers given the same base seed get the same seed for the
+    same sample (common random numbers, which sharpen paired comparisons).
+    """
+    digest = stable_hash({"seed": int(base_seed), "sample_id": sample_id, "repeat": int(repeat)})
+    return int(digest[:16], 16) & _SEED_MASK
+
+
+def _seed_requests(requests: Sequence[ChatRequest], run_seed: int) -> list[ChatRequest]:
+    """Give every request its :func:`request_seed` (base: its ``params.seed``, else the run seed)."""
+    out = []
+    for request in requests:
+        base = request.params.seed if request.params.seed is not None else run_seed
+        seed = request_seed(base, request.sample_id, request.repeat)
+        out.append(dataclasses.replace(request, params=dataclasses.replace(request.params, seed=seed)))
+    return out
 
 
 class BuiltSuite(NamedTuple):
@@ -252,7 +290,7 @@ def plan_run(
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
-        plans.append(ProviderPlan(cfg, price, tuple(requests)))
+        plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
@@ -395,14 +433,114 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
 
 
 def _build(cfg: ProviderConfig) -> Provider:
-    """Build a provider, wrapped in its guard when the config names one."""
-    provider = cfg.build()
-    if cfg.guard is None:
-        return provider
-    from rai_harness.guardrails import Guard, GuardedProvider
+    """Build a provider, wrapped in its guard when the config names one.
 
-    guard = Guard.from_policy(cfg.guard.policy)
-    return GuardedProvider(provider, guard, check_input=cfg.guard.input, check_output=cfg.guard.output)
+    The guard runs in evaluation mode: built from its policy with every rail's
+    ``timeout_ms`` raised above the call's ``timeout_s`` (the call's deadline, recorded as
+    a timeout error on the sample, ends a stuck check; a busy machine never turns a slow
+    check into the rail's ``on_error``), and a failed rail fails the call. Rails slower than
+    the policy's own timeouts are named in the verdicts. The guard belongs to this provider
+    and is closed with it.
+    """
+    if cfg.guard is None:
+        return cfg.build()
+    from rai_harness.guardrails import Guard, GuardedProvider, load_policy
+
+    policy = load_policy(cfg.guard.policy)
+    policy_timeouts = {
+        f"{stage}:{rail.name}": rail.timeout_ms
+        for stage in ("input", "output")
+        for rail in getattr(policy, stage)
+    }
+    lifted_ms = (cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0
+    policy = policy.model_copy(
+        update={
+            stage: [
+                rail.model_copy(update={"timeout_ms": max(rail.timeout_ms, lifted_ms)})
+                for rail in getattr(policy, stage)
+            ]
+            for stage in ("input", "output")
+        }
+    )
+    guard = Guard.from_policy(policy)
+    try:
+        provider = cfg.build()
+    except BaseException:
+        guard.close()
+        raise
+    return GuardedProvider(
+        provider,
+        guard,
+        check_input=cfg.guard.input,
+        check_output=cfg.guard.output,
+        fail_on_rail_error=True,
+        policy_timeouts_ms=policy_timeouts,
+        owns_guard=True,
+    )
+
+
+def _samples(kind: str, params: GenerationParams) -> bool:
+    """Whether a request samples (hf-local decodes greedily without a temperature; APIs sample by default)."""
+    if params.temperature == 0:
+        return False
+    return params.temperature is not None or kind != "hf-local"
+
+
+def _reproducibility(plan: RunPlan) -> dict[str, Any]:
+    """What this run seeded, and what a rerun of it cannot reproduce (for ``run.json``)."""
+    providers: dict[str, Any] = {}
+    caveats: list[str] = []
+    for pp in plan.providers:
+        cfg = pp.config
+        sampled = any(_samples(cfg.kind, r.params) for r in pp.requests)
+        support = cfg.seed_support
+        if support == "replay":
+            verdict, note = "yes", "replays recorded outputs"
+        elif support == "exact":
+            verdict = "yes"
+            note = (
+                "every sampled call draws from its own generator seeded with its request seed: same "
+                "outputs for the same config, seed, machine and software, at any concurrency"
+                if sampled
+                else "greedy decoding: same outputs for the same config, machine and software"
+            )
+        elif support == "best_effort":
+            verdict = "best effort"
+            note = (
+                "the request seed is sent as `seed`; the server's determinism is best effort (a "
+                "backend or model update changes outputs)"
+            )
+        else:
+            verdict = "no" if sampled else "best effort"
+            note = f"provider kind {cfg.kind!r} takes no seed: sampled outputs differ between runs"
+        if verdict != "yes":
+            caveats.append(f"{pp.provider_id}: {note}")
+        entry: dict[str, Any] = {
+            "kind": cfg.kind,
+            "seed_support": support,
+            "base_seed": cfg.params.seed if cfg.params.seed is not None else plan.config.seed,
+            "sampled": sampled,
+            "reproducible": verdict,
+            "note": note,
+        }
+        if cfg.guard is not None:
+            entry["guard"] = (
+                "deterministic classifiers; rails wait for their classifier up to the call's timeout_s "
+                "(no policy timeout in a run), and a failed rail is an error on the sample: guard "
+                "verdicts do not depend on machine load"
+            )
+        providers[pp.provider_id] = entry
+    return {
+        "run_seed": plan.config.seed,
+        "request_seeds": "per call: sha256(base seed, sample id, repeat index), 31 bits; base seed = the "
+        "provider's params.seed, else the run seed (samples.jsonl params.seed holds each)",
+        "also_seeded": ["suite sample selection", "bootstrap intervals", "retry backoff jitter"],
+        "not_reproducible": [
+            *caveats,
+            "timings (latency, TTFT, throughput) and costs derived from them vary with machine load",
+        ],
+        "providers": providers,
+    }
 
 
 def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> int:
@@ -487,6 +625,7 @@ async def execute_run(
             providers=calls.providers,
             timing_quality=_timing_quality(generated.loop_lag),
             suites=scored.suites,
+            reproducibility=_reproducibility(plan),
         )
         write_run(out, record, scored.records)
         return record

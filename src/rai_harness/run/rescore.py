@@ -26,6 +26,7 @@ from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.config import RunnerSettings
 from rai_harness.errors import ConfigError
 from rai_harness.record import (
+    SCHEMA_VERSION,
     Rescore,
     RunRecord,
     SuiteRun,
@@ -99,6 +100,8 @@ def score_run(
     record = original.model_copy(
         update={
             "run_id": uuid.uuid4().hex,
+            # The new record has this harness's format (it adds ``rescore``), whatever the source's.
+            "schema_version": SCHEMA_VERSION,
             "status": run_status(budget, scoring_problems),
             "problems": [*budget, *scoring_problems],
             "suites": {name: scored.suites.get(name, run) for name, run in original.suites.items()},

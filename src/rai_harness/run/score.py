@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,6 +22,7 @@ from rai_harness.record import (
     Comparison,
     CostSummary,
     Distribution,
+    GuardHealth,
     ProviderSummary,
     RunStatus,
     SuiteEfficiency,
@@ -43,6 +44,7 @@ __all__ = [
     "item_key",
     "run_status",
     "score_suites",
+    "summarize_guard",
     "summarize_provider",
 ]
 
@@ -270,6 +272,37 @@ def score_suites(
     return ScoringOutcome(out, runs, problems)
 
 
+#: ``CallError.type`` of a call failed by a rail (``guardrails.provider.GUARD_ERROR``/``GUARD_TIMEOUT``).
+_GUARD_ERROR_TYPES = {"guard_error": "rail_errors", "guard_timeout": "rail_timeouts"}
+
+
+def summarize_guard(records: Sequence[CallRecord], guarded_by: Mapping[str, Any]) -> GuardHealth:
+    """Count a guarded provider's rail failures and slow rails from its call records."""
+    counts: Counter[str] = Counter()
+    slow: Counter[str] = Counter()
+    for record in records:
+        if record.error is not None and record.error.type in _GUARD_ERROR_TYPES:
+            counts["failed_calls"] += 1
+            counts[_GUARD_ERROR_TYPES[record.error.type]] += 1
+        verdict = record.guard
+        if not record.ok or not isinstance(verdict, Mapping):
+            continue
+        counts["checked_calls"] += 1
+        counts["rail_errors"] += int(verdict.get("rail_errors") or 0)
+        counts["rail_timeouts"] += int(verdict.get("rail_timeouts") or 0)
+        for name in verdict.get("slow_rails") or ():
+            slow[str(name)] += 1
+    return GuardHealth(
+        rail_failure_policy=str(guarded_by.get("rail_errors") or "on_error of each rail"),
+        checked_calls=counts["checked_calls"],
+        failed_calls=counts["failed_calls"],
+        rail_errors=counts["rail_errors"],
+        rail_timeouts=counts["rail_timeouts"],
+        slow_rails=sum(slow.values()),
+        slow_by_rail=dict(sorted(slow.items())),
+    )
+
+
 def summarize_provider(
     kind: str,
     model: str,
@@ -305,6 +338,9 @@ def summarize_provider(
         output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
         cost=_cost_summary(ok, price, usage),
         model_info=model_info,
+        guard=summarize_guard(records, guarded_by)
+        if isinstance(guarded_by := model_info.get("guarded_by"), Mapping)
+        else None,
     )
 
 

@@ -1,0 +1,1257 @@
+"""``rai guard serve``: the guard as an OpenAI-compatible proxy and a rails-only checks API.
+
+Routes (Starlette app, served by uvicorn):
+
+* ``POST /v1/chat/completions``: OpenAI-compatible proxy. The input rails check every
+  text of every message; a blocked prompt is answered here (``finish_reason:
+  "content_filter"``, the verdict in ``rai_guard`` and the ``X-RAI-Guard-*`` headers) and
+  never reaches the upstream; otherwise the request goes upstream with its messages
+  redacted and every other field untouched, and the output rails check the answer. A
+  streamed answer is checked in windows by the library's streaming guard
+  (:meth:`Guard.astream_output`); a blocked window ends the stream with a
+  ``content_filter`` chunk.
+* ``POST /v1/guardrail/checks``: rails only, no upstream: ``texts`` or ``messages`` in,
+  per-text verdicts with per-rail scores, findings (offsets, labels) and latency out.
+* ``GET /healthz``: 200 once the classifiers are loaded and warmed up, 503 before.
+* ``GET /metrics``: Prometheus text (requests, verdicts by rail and action, errors,
+  latency histograms per rail and per stage).
+
+Security model: loopback by default; a non-loopback bind needs client API keys (bearer
+tokens, compared in constant time); bounded body size, message count, concurrency and
+time per request; the guard fails closed (an exception or a missed deadline never lets
+unchecked text through); keys are never logged or echoed, and model output is never
+copied into a header.
+
+One :class:`~rai_harness.guardrails.guard.Guard` (micro-batched) serves every request,
+so concurrent requests share classifier batches; it is closed on shutdown, and uvicorn's
+graceful shutdown (SIGTERM) lets in-flight requests finish first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import httpx
+
+from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.guardrails.guard import Guard, GuardResult
+from rai_harness.guardrails.rails import strongest
+from rai_harness.guardrails.streaming import DEFAULT_MAX_BUFFER_CHARS, GuardBlocked
+
+try:
+    import aiohttp
+    import prometheus_client
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as _exc:  # the `serve` extra is not installed: say so when it is used
+    _IMPORT_ERROR = _exc
+
+__all__ = [
+    "GUARD_FIELD",
+    "BackgroundServer",
+    "GuardService",
+    "ServeConfig",
+    "ServeMetrics",
+    "create_app",
+    "is_loopback",
+    "keys_from_env",
+    "require_serve_deps",
+    "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Extra top-level field of every proxied completion (and of the final stream chunk)
+#: holding the guard's verdicts. Clients that do not know it ignore it.
+GUARD_FIELD = "rai_guard"
+
+#: Shortest client API key accepted: a bearer token is the only thing between the network
+#: and the upstream key's budget.
+MIN_API_KEY_CHARS = 16
+
+#: Message shown (as the OpenAI ``refusal`` field) in place of a blocked text.
+REFUSAL = "This content was blocked by the guard policy."
+
+#: Latency histogram buckets, seconds: sub-millisecond rails to minute-long upstream calls.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+# Longest upstream error message relayed to the client, characters.
+_MAX_UPSTREAM_MESSAGE = 500
+
+
+def require_serve_deps() -> None:
+    """Raise :class:`MissingDependencyError` (with the pip hint) when the ``serve`` extra is missing."""
+    if _IMPORT_ERROR is not None:
+        missing = (_IMPORT_ERROR.name or "starlette").replace("_", "-")
+        raise MissingDependencyError(missing, extra="serve", feature="rai guard serve") from _IMPORT_ERROR
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what may appear in a log line."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server listens, whom it lets in, and the bounds on each request.
+
+    Attributes:
+        upstream_url: Base URL of the OpenAI-compatible upstream (``.../v1``); ``None``
+            serves the checks API only.
+        upstream_key: Bearer key sent upstream (never logged, never echoed).
+        api_keys: Client bearer keys; empty means no authentication (loopback only).
+        host: Address to bind; a non-loopback one needs ``api_keys``.
+        port: Port to bind.
+        max_body_bytes: Largest request body; larger gets 413.
+        max_messages: Most messages (or texts) per request; more gets 413.
+        max_concurrency: Requests served at once; more get 429 with ``Retry-After``.
+        retry_after_s: ``Retry-After`` sent with 429 and 503, seconds.
+        request_timeout_s: Deadline of a whole request, upstream and rails included
+            (a stream's whole duration); past it the request ends with 504 (or a stream
+            error event), never with unchecked text.
+        stream_buffer_chars: Longest text the streaming guard holds back waiting for a
+            sentence end (see :mod:`rai_harness.guardrails.streaming`).
+    """
+
+    upstream_url: str | None = None
+    upstream_key: str | None = field(default=None, repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    max_messages: int = 256
+    max_concurrency: int = 64
+    retry_after_s: int = 1
+    request_timeout_s: float = 60.0
+    stream_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_messages",
+            "max_concurrency",
+            "retry_after_s",
+            "stream_buffer_chars",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be an integer >= 1, got {value!r}", key_path=name)
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"must be a port number in 0..65535, got {self.port!r}", key_path="port")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"must be > 0, got {self.request_timeout_s!r}", key_path="request_timeout_s")
+        for key in self.api_keys:
+            if len(key) < MIN_API_KEY_CHARS or any(c.isspace() for c in key):
+                raise ConfigError(
+                    f"every client API key must be at least {MIN_API_KEY_CHARS} characters without "
+                    "spaces (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                    key_path="api_keys",
+                )
+        if not is_loopback(self.host) and not self.api_keys:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without client API keys: anyone who can reach it "
+                "could spend the upstream key; set --api-keys-env to a variable holding the keys, "
+                "or bind 127.0.0.1",
+                key_path="host",
+            )
+        if self.upstream_url is not None:
+            parts = urllib.parse.urlsplit(self.upstream_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"must be an http(s) URL such as https://api.openai.com/v1, got {_safe_url(self.upstream_url)!r}",
+                    key_path="upstream_url",
+                )
+
+
+class ServeMetrics:
+    """The server's Prometheus metrics, in their own registry (one per app).
+
+    Args:
+        registry: Registry to register in; default: a new one.
+    """
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
+        require_serve_deps()
+        pc = prometheus_client
+        self.registry = registry if registry is not None else pc.CollectorRegistry()
+        reg = self.registry
+        self.requests = pc.Counter(
+            "rai_guard_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=reg,
+        )
+        self.verdicts = pc.Counter(
+            "rai_guard_verdicts",
+            "Rail verdicts per checked text, by stage, rail and action.",
+            ["stage", "rail", "action"],
+            registry=reg,
+        )
+        self.decisions = pc.Counter(
+            "rai_guard_decisions",
+            "Guard decisions per checked text (strongest action of its rails), by stage and action.",
+            ["stage", "action"],
+            registry=reg,
+        )
+        self.errors = pc.Counter(
+            "rai_guard_errors",
+            "Errors by kind: rail (a classifier failed or timed out; its on_error applied), upstream, "
+            "deadline, internal.",
+            ["kind"],
+            registry=reg,
+        )
+        self.rail_latency = pc.Histogram(
+            "rai_guard_rail_latency_seconds",
+            "Latency of each rail's classifier call, seconds.",
+            ["stage", "rail"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.stage_latency = pc.Histogram(
+            "rai_guard_stage_latency_seconds",
+            "Latency per stage, seconds: input and output (guard calls; each stream window counts), "
+            "upstream (until the answer or the stream's headers), total (whole request).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = pc.Gauge("rai_guard_in_flight_requests", "Requests being served.", registry=reg)
+
+    def observe(self, results: Sequence[GuardResult]) -> None:
+        """Count the verdicts of one guard call and record its latencies."""
+        if not results:
+            return
+        first = results[0]
+        # Latencies are per call (every text of a batch call shares them), verdicts per text.
+        self.stage_latency.labels(first.stage).observe(first.latency_ms / 1000.0)
+        for rail in first.rails:
+            self.rail_latency.labels(first.stage, rail.rail).observe(rail.latency_ms / 1000.0)
+        for result in results:
+            self.decisions.labels(result.stage, result.action).inc()
+            for rail in result.rails:
+                self.verdicts.labels(result.stage, rail.rail, rail.action).inc()
+                if rail.error is not None:
+                    self.errors.labels("rail").inc()
+
+
+class _HTTPError(Exception):
+    """An OpenAI-shaped error response to send (raised inside handlers)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        body = {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _Segment(NamedTuple):
+    """One checked text of a request: where it sits and what it says."""
+
+    message: int
+    part: int | None  # index into a content-parts list; None when content is a string
+    role: str
+    text: str
+
+
+def _verdict(result: GuardResult) -> dict[str, Any]:
+    """A verdict without any text: action, latency, per-rail scores and findings."""
+    return {
+        "action": result.action,
+        "blocked": result.blocked,
+        "latency_ms": round(result.latency_ms, 3),
+        "rails": [r.to_dict() for r in result.rails],
+    }
+
+
+def _blocking_rails(results: Sequence[GuardResult]) -> list[str]:
+    names: list[str] = []
+    for result in results:
+        for rail in result.rails:
+            if rail.action == "block" and rail.rail not in names:
+                names.append(rail.rail)
+    return names
+
+
+def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
+    """Every text of every message: string contents and ``type: text`` content parts."""
+    out: list[_Segment] = []
+    for i, message in enumerate(messages):
+        role = str(message.get("role", ""))
+        content = message.get("content")
+        if isinstance(content, str):
+            if content:
+                out.append(_Segment(i, None, role, content))
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if (
+                    isinstance(part, Mapping)
+                    and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)
+                ):
+                    out.append(_Segment(i, j, role, part["text"]))
+    return out
+
+
+def _redacted_messages(
+    messages: list[dict[str, Any]], segments: Sequence[_Segment], results: Sequence[GuardResult]
+) -> list[dict[str, Any]]:
+    """``messages`` with each redacted text replaced; unchanged messages are the same objects."""
+    out = list(messages)
+    for segment, result in zip(segments, results, strict=True):
+        if result.redacted_text == segment.text:
+            continue
+        if out[segment.message] is messages[segment.message]:
+            out[segment.message] = copy.deepcopy(messages[segment.message])
+        if segment.part is None:
+            out[segment.message]["content"] = result.redacted_text
+        else:
+            out[segment.message]["content"][segment.part]["text"] = result.redacted_text
+    return out
+
+
+def _sse(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class _UpstreamStreamError(Exception):
+    """The upstream stream failed or sent something that is not a chunk."""
+
+
+class GuardService:
+    """State shared by every request: the guard, the upstream client, limits and metrics.
+
+    Args:
+        guard_factory: Builds the guard (called once, on a worker thread, at startup: loading
+            classifiers can take seconds, and ``/healthz`` answers 503 meanwhile).
+        config: Limits, keys and upstream.
+        metrics: Where to count; default: a new :class:`ServeMetrics`.
+    """
+
+    def __init__(
+        self,
+        guard_factory: Callable[[], Guard],
+        config: ServeConfig,
+        *,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or ServeMetrics()
+        self._factory = guard_factory
+        self.guard: Guard | None = None
+        self.load_error: str | None = None
+        self.in_flight = 0
+        self._client: aiohttp.ClientSession | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._api_keys = tuple(k.encode() for k in config.api_keys)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the guard is loaded and warmed up."""
+        return self.guard is not None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the upstream client and start loading the guard in the background."""
+        # aiohttp rather than httpx for the upstream: at 64 concurrent requests httpx's pool
+        # spent 3.3 ms of CPU per request (it polls every idle connection on each request),
+        # aiohttp 0.22 ms, measured against the fake upstream on this project's 2-core machine.
+        # trust_env=False: no environment proxies or .netrc; the upstream is exactly as configured.
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_concurrency * 2),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(
+                total=self.config.request_timeout_s, sock_connect=min(10.0, self.config.request_timeout_s)
+            ),
+        )
+        self._load_task = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        try:
+            guard = await asyncio.to_thread(self._factory)
+            try:
+                # Warm-up: the first call loads lazy models and compiles regexes, so the first
+                # user request does not pay for it and /healthz means "ready to answer fast".
+                await asyncio.to_thread(guard.check_inputs, ["warm-up"])
+                await asyncio.to_thread(guard.check_outputs, ["warm-up"])
+            except BaseException:
+                guard.close()
+                raise
+            self.guard = guard
+            logger.info("guard %r ready: %s", guard.name, guard.info())
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"[:500]
+            logger.error("the guard failed to load: %s", self.load_error)
+
+    async def stop(self) -> None:
+        """Stop loading, close the upstream client and the guard (its micro-batchers)."""
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._load_task
+        if self._client is not None:
+            await self._client.close()
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries a valid bearer key (always, when no keys are set)."""
+        if not self._api_keys:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        presented = token.strip().encode()
+        # Compare against every key without stopping early: the time taken says nothing
+        # about which key (or how much of one) matched.
+        matched = False
+        for key in self._api_keys:
+            matched |= hmac.compare_digest(presented, key)
+        return matched
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object, read no further than ``max_body_bytes``."""
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _HTTPError(
+                413, f"request body over {limit} bytes", "invalid_request_error", "body_too_large"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _HTTPError(
+                    413, f"request body over {limit} bytes", "invalid_request_error", "body_too_large"
+                )
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except ValueError:
+            raise _HTTPError(400, "the body is not valid JSON", "invalid_request_error") from None
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "the body must be a JSON object", "invalid_request_error")
+        return body
+
+    async def handle(
+        self,
+        request: Request,
+        endpoint: str,
+        handler: Callable[[dict[str, Any], float, Callable[[], None]], Awaitable[Response]],
+    ) -> Response:
+        """Authenticate, admit (readiness, concurrency), read the body and run ``handler``.
+
+        ``handler(body, deadline, release)`` gets the request's monotonic deadline and the
+        function that frees its concurrency slot; a streaming handler takes the slot over
+        (frees it when the stream ends) by returning a :class:`_GuardedStream`.
+        """
+        started = time.perf_counter()
+        response: Response
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+
+        if not self.authorized(request):
+            response = _HTTPError(
+                401,
+                "missing or invalid API key (send Authorization: Bearer <key>)",
+                "invalid_request_error",
+                "invalid_api_key",
+                {"WWW-Authenticate": "Bearer"},
+            ).response()
+        elif not self.ready:
+            message = "the guard failed to load" if self.load_error else "the guard is still loading"
+            response = _HTTPError(
+                503, message, "service_unavailable", None, {"Retry-After": str(self.config.retry_after_s)}
+            ).response()
+        elif self.in_flight >= self.config.max_concurrency:
+            response = _HTTPError(
+                429,
+                f"too many concurrent requests (limit {self.config.max_concurrency}); retry later",
+                "rate_limit_error",
+                "concurrency_limit",
+                {"Retry-After": str(self.config.retry_after_s)},
+            ).response()
+        else:
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+            deadline = time.monotonic() + self.config.request_timeout_s
+            try:
+                body = await self.read_json(request)
+                response = await asyncio.wait_for(
+                    handler(body, deadline, release), timeout=max(deadline - time.monotonic(), 0.0)
+                )
+            except _HTTPError as exc:
+                response = exc.response()
+            except asyncio.TimeoutError:
+                self.metrics.errors.labels("deadline").inc()
+                response = _HTTPError(
+                    504, f"the request took longer than {self.config.request_timeout_s:g} s", "timeout"
+                ).response()
+            except Exception as exc:
+                # Fail closed: nothing unchecked goes out. The exception type only: its message
+                # may quote request or model text.
+                self.metrics.errors.labels("internal").inc()
+                logger.error(
+                    "internal error on %s: %s",
+                    endpoint,
+                    type(exc).__name__,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
+                response = _HTTPError(500, "internal error in the guard proxy", "server_error").response()
+            if isinstance(response, _GuardedStream):
+                response.on_close(lambda: self._finish(endpoint, response.status_code, started))
+                return response
+            release()
+        self._finish(endpoint, response.status_code, started)
+        return response
+
+    def _finish(self, endpoint: str, status: int, started: float) -> None:
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.stage_latency.labels("total").observe(time.perf_counter() - started)
+
+    # -- guard --------------------------------------------------------------------------------
+
+    def _guard(self) -> Guard:
+        guard = self.guard
+        if guard is None:  # stop() ran while a request was in flight
+            raise _HTTPError(503, "the guard is shutting down", "service_unavailable")
+        return guard
+
+    async def check_texts(self, texts: Sequence[str], stage: str) -> list[GuardResult]:
+        """Run the ``stage`` rails on ``texts`` (micro-batched with concurrent requests)."""
+        if not texts:
+            return []
+        guard = self._guard()
+        if stage == "output":
+            results = await guard.acheck_outputs(texts)
+        else:
+            results = await guard.acheck_inputs(texts)
+        self.metrics.observe(results)
+        return results
+
+    # -- checks API ---------------------------------------------------------------------------
+
+    async def checks(self, body: dict[str, Any], deadline: float, release: Callable[[], None]) -> Response:
+        """``POST /v1/guardrail/checks``: rails only."""
+        started = time.perf_counter()
+        stage = body.get("stage", "input")
+        if stage not in ("input", "output"):
+            raise _HTTPError(400, "`stage` must be 'input' or 'output'", "invalid_request_error")
+        unknown = sorted(set(body) - {"stage", "texts", "messages"})
+        if unknown:
+            raise _HTTPError(
+                400,
+                f"unknown field(s): {', '.join(unknown)}; send `texts` or `messages`",
+                "invalid_request_error",
+            )
+        if ("texts" in body) == ("messages" in body):
+            raise _HTTPError(
+                400, "send exactly one of `texts` (list of strings) or `messages`", "invalid_request_error"
+            )
+        if "texts" in body:
+            texts = body["texts"]
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise _HTTPError(400, "`texts` must be a list of strings", "invalid_request_error")
+            self._check_count(len(texts), "texts")
+            segments = [_Segment(i, None, "", t) for i, t in enumerate(texts)]
+        else:
+            segments = _segments(self._messages(body))
+        results = await self.check_texts([s.text for s in segments], stage)
+        items = []
+        for i, (segment, result) in enumerate(zip(segments, results, strict=True)):
+            item: dict[str, Any] = {"index": i}
+            if "messages" in body:
+                item.update(message=segment.message, part=segment.part, role=segment.role)
+            item.update(_verdict(result))
+            item["redacted_text"] = result.redacted_text
+            items.append(item)
+        guard = self._guard()
+        payload = {
+            "policy": guard.name,
+            "stage": stage,
+            "action": strongest(r.action for r in results),
+            "blocked": any(r.blocked for r in results),
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "results": items,
+        }
+        return JSONResponse(payload, headers={"X-RAI-Guard-Action": payload["action"]})
+
+    # -- proxy --------------------------------------------------------------------------------
+
+    def _check_count(self, n: int, what: str) -> None:
+        if n > self.config.max_messages:
+            raise _HTTPError(
+                413,
+                f"{n} {what} is over the limit of {self.config.max_messages}",
+                "invalid_request_error",
+                "too_many_messages",
+            )
+
+    def _messages(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise _HTTPError(400, "`messages` must be a non-empty list of objects", "invalid_request_error")
+        self._check_count(len(messages), "messages")
+        for i, message in enumerate(messages):
+            content = message.get("content")
+            if content is not None and not isinstance(content, str | list):
+                raise _HTTPError(
+                    400, f"messages[{i}].content must be a string or a list of parts", "invalid_request_error"
+                )
+        return messages
+
+    def _upstream(self) -> tuple[str, dict[str, str]]:
+        if self.config.upstream_url is None:
+            raise _HTTPError(
+                404,
+                "no upstream is configured (start with --upstream URL); this server answers "
+                "/v1/guardrail/checks only",
+                "invalid_request_error",
+                "no_upstream",
+            )
+        headers = {"Content-Type": "application/json"}
+        if self.config.upstream_key:
+            headers["Authorization"] = f"Bearer {self.config.upstream_key}"
+        return self.config.upstream_url.rstrip("/") + "/chat/completions", headers
+
+    def _scrub(self, text: str) -> str:
+        key = self.config.upstream_key
+        if key:
+            text = text.replace(key, "***")
+        return text[:_MAX_UPSTREAM_MESSAGE]
+
+    def _upstream_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> _HTTPError:
+        self.metrics.errors.labels("upstream").inc()
+        logger.warning("upstream answered HTTP %d", status)
+        if status in (401, 403):
+            # The proxy's own credentials were refused: the client can do nothing about it,
+            # and the upstream's message may quote part of the key.
+            return _HTTPError(
+                502, "the upstream refused the proxy's credentials", "upstream_error", "upstream_auth"
+            )
+        if status >= 500:
+            return _HTTPError(502, f"the upstream failed with HTTP {status}", "upstream_error")
+        message = f"the upstream answered HTTP {status}"
+        try:
+            detail = json.loads(body)["error"]["message"]
+            if isinstance(detail, str):
+                message = self._scrub(detail)
+        except (ValueError, KeyError, TypeError):
+            pass
+        extra = {}
+        retry_after = headers.get("retry-after", "")
+        if status == 429 and retry_after.replace(".", "", 1).isdigit():
+            extra["Retry-After"] = retry_after
+        return _HTTPError(status, message, "upstream_error", None, extra)
+
+    async def chat(self, body: dict[str, Any], deadline: float, release: Callable[[], None]) -> Response:
+        """``POST /v1/chat/completions``: input rails, upstream, output rails."""
+        url, headers = self._upstream()
+        messages = self._messages(body)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise _HTTPError(400, "`stream` must be a boolean", "invalid_request_error")
+        if stream and body.get("n") not in (None, 1):
+            raise _HTTPError(
+                400, "streaming with n > 1 is not supported by the guard proxy", "invalid_request_error"
+            )
+        segments = _segments(messages)
+        inputs = await self.check_texts([s.text for s in segments], "input")
+        input_action = strongest(r.action for r in inputs)
+        input_verdict = {
+            "action": input_action,
+            "texts": [
+                {"message": s.message, "part": s.part, "role": s.role, **_verdict(r)}
+                for s, r in zip(segments, inputs, strict=True)
+            ],
+        }
+        if input_action == "block":
+            return self._blocked_prompt(body, input_verdict, _blocking_rails(inputs))
+        upstream_body = dict(body)  # every non-message field passes through untouched
+        upstream_body["messages"] = _redacted_messages(messages, segments, inputs)
+        data = json.dumps(upstream_body, ensure_ascii=False).encode()
+        if stream:
+            return await self._stream(url, headers, data, deadline, input_verdict, release)
+        started = time.perf_counter()
+        timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 0.001))
+        try:
+            async with self._client_or_fail().post(url, data=data, headers=headers, timeout=timeout) as reply:
+                status, content, reply_headers = reply.status, await reply.read(), reply.headers
+        except asyncio.TimeoutError:
+            self.metrics.errors.labels("upstream").inc()
+            raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from None
+        self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
+        if status != 200:
+            raise self._upstream_error(status, content, reply_headers)
+        try:
+            completion = json.loads(content)
+            choices = completion["choices"]
+            if not isinstance(completion, dict) or not isinstance(choices, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            self.metrics.errors.labels("upstream").inc()
+            raise _HTTPError(
+                502, "the upstream's answer is not a chat completion", "upstream_error"
+            ) from None
+        return await self._checked_completion(completion, choices, input_verdict)
+
+    def _unreachable(self, exc: BaseException) -> _HTTPError:
+        self.metrics.errors.labels("upstream").inc()
+        logger.warning("upstream request failed: %s", type(exc).__name__)
+        return _HTTPError(502, f"could not reach the upstream ({type(exc).__name__})", "upstream_error")
+
+    def _client_or_fail(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise _HTTPError(503, "the server is not started", "service_unavailable")
+        return self._client
+
+    def _blocked_prompt(
+        self, body: Mapping[str, Any], input_verdict: dict[str, Any], rails: list[str]
+    ) -> Response:
+        model = body.get("model")
+        payload = {
+            "id": f"chatcmpl-guard-{time.time_ns():x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model if isinstance(model, str) else "",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "refusal": REFUSAL},
+                    "logprobs": None,
+                    "finish_reason": "content_filter",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            GUARD_FIELD: {
+                "action": "block",
+                "blocked_stage": "input",
+                "input": input_verdict,
+                "output": None,
+            },
+        }
+        return JSONResponse(payload, headers=self._verdict_headers("block", "block", None, rails))
+
+    @staticmethod
+    def _verdict_headers(
+        action: str, input_action: str, output_action: str | None, rails: list[str]
+    ) -> dict[str, str]:
+        # Only actions and rail names (from the policy, not from any text) go into headers.
+        headers = {"X-RAI-Guard-Action": action, "X-RAI-Guard-Input-Action": input_action}
+        if output_action is not None:
+            headers["X-RAI-Guard-Output-Action"] = output_action
+        if rails:
+            headers["X-RAI-Guard-Blocked-Rails"] = ",".join(rails)
+        return headers
+
+    async def _checked_completion(
+        self, completion: dict[str, Any], choices: list[Any], input_verdict: dict[str, Any]
+    ) -> Response:
+        checked: list[tuple[dict[str, Any], str]] = []
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
+                checked.append((choice, message["content"]))
+        outputs = await self.check_texts([text for _, text in checked], "output")
+        verdicts = []
+        for (choice, text), result in zip(checked, outputs, strict=True):
+            message = choice["message"]
+            if result.blocked:
+                message["content"] = None
+                message["refusal"] = REFUSAL
+                choice["finish_reason"] = "content_filter"
+            elif result.redacted_text != text:
+                message["content"] = result.redacted_text
+            if result.action in ("block", "redact"):
+                # Token log-probs spell out the original text: drop them with it.
+                choice["logprobs"] = None
+            verdicts.append({"index": choice.get("index"), **_verdict(result)})
+        output_action = strongest(r.action for r in outputs)
+        action = strongest((input_verdict["action"], output_action))
+        completion[GUARD_FIELD] = {
+            "action": action,
+            "blocked_stage": "output" if output_action == "block" else None,
+            "input": input_verdict,
+            "output": {"action": output_action, "choices": verdicts},
+        }
+        headers = self._verdict_headers(
+            action, input_verdict["action"], output_action, _blocking_rails(outputs)
+        )
+        return JSONResponse(completion, headers=headers)
+
+    async def _stream(
+        self,
+        url: str,
+        headers: dict[str, str],
+        data: bytes,
+        deadline: float,
+        input_verdict: dict[str, Any],
+        release: Callable[[], None],
+    ) -> Response:
+        client = self._client_or_fail()
+        # No total timeout on the session call: the relay enforces the request's deadline on
+        # every read (a stream legitimately lasts longer than any one read).
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.config.request_timeout_s))
+        started = time.perf_counter()
+        try:
+            upstream = await asyncio.wait_for(
+                client.post(url, data=data, headers=headers, timeout=timeout),
+                timeout=max(deadline - time.monotonic(), 0.001),
+            )
+        except asyncio.TimeoutError:
+            self.metrics.errors.labels("upstream").inc()
+            raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from None
+        self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
+        if upstream.status != 200:
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                body = b""
+            finally:
+                upstream.release()
+            raise self._upstream_error(upstream.status, body, upstream.headers)
+        response = _GuardedStream(
+            self._relay(upstream, deadline, input_verdict),
+            media_type="text/event-stream",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-RAI-Guard-Input-Action": input_verdict["action"],
+            },
+        )
+        response.on_close(upstream.close)
+        response.on_close(release)
+        return response
+
+    async def _relay(
+        self, upstream: aiohttp.ClientResponse, deadline: float, input_verdict: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
+        """Re-emit the upstream stream with its text released window by window, as checked."""
+        template: dict[str, Any] = {"object": "chat.completion.chunk"}
+        pending: list[bytes] = []  # upstream chunks without text (role, tool calls), in order
+        tail: dict[str, Any] = {"finish_reason": None, "usage": None, "done": False}
+        output_actions: list[str] = []
+        windows = 0
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+            payload = {
+                **template,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                **extra,
+            }
+            return _sse(payload)
+
+        async def deltas() -> AsyncIterator[str]:
+            async for data in self._sse_data(upstream, deadline):
+                if data == "[DONE]":
+                    tail["done"] = True
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise _UpstreamStreamError("the upstream sent a chunk that is not JSON") from None
+                if not isinstance(event, dict):
+                    raise _UpstreamStreamError("the upstream sent a chunk that is not an object")
+                if event.get("error"):
+                    raise _UpstreamStreamError("the upstream reported an error mid-stream")
+                for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
+                    if key in event:
+                        template[key] = event[key]
+                choices = event.get("choices") or []
+                if not choices:
+                    if event.get("usage") is not None:
+                        tail["usage"] = event
+                    continue
+                choice = choices[0] if isinstance(choices[0], dict) else {}
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                rest = {k: v for k, v in delta.items() if k != "content"}
+                if rest:
+                    pending.append(chunk({**rest, "content": ""} if "role" in rest else rest))
+                if choice.get("finish_reason"):
+                    tail["finish_reason"] = choice["finish_reason"]
+                if isinstance(content, str) and content:
+                    yield content
+
+        def on_result(result: GuardResult) -> None:
+            nonlocal windows
+            windows += 1
+            output_actions.append(result.action)
+            self.metrics.observe([result])
+
+        def summary(action: str, blocked: GuardResult | None) -> dict[str, Any]:
+            output: dict[str, Any] = {"action": action, "windows": windows}
+            if blocked is not None:
+                output["blocked_window"] = _verdict(blocked)
+            return {
+                "action": strongest((input_verdict["action"], action)),
+                "blocked_stage": "output" if blocked is not None else None,
+                "input": input_verdict,
+                "output": output,
+            }
+
+        guard = self._guard()
+        try:
+            async for piece in guard.astream_output(
+                deltas(), max_buffer_chars=self.config.stream_buffer_chars, on_result=on_result
+            ):
+                for event in pending:
+                    yield event
+                pending.clear()
+                yield chunk({"content": piece})
+            if not tail["done"]:
+                raise _UpstreamStreamError("the upstream stream ended without [DONE]")
+            for event in pending:
+                yield event
+            pending.clear()
+            extra = {GUARD_FIELD: summary(strongest(output_actions), None)}
+            yield chunk({}, tail["finish_reason"] or "stop", **extra)
+            if tail["usage"] is not None:
+                yield _sse(tail["usage"])
+            yield _DONE
+        except GuardBlocked as blocked:
+            for event in pending:
+                if b'"role"' in event:  # keep the role chunk: clients expect it first
+                    yield event
+            yield chunk({}, "content_filter", **{GUARD_FIELD: summary("block", blocked.result)})
+            yield _DONE
+        # ValueError: aiohttp's "line too long" (a line over its 128 KiB read limit).
+        except (_UpstreamStreamError, aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
+            kind = "deadline" if isinstance(exc, asyncio.TimeoutError) else "upstream"
+            self.metrics.errors.labels(kind).inc()
+            message = (
+                f"the request took longer than {self.config.request_timeout_s:g} s"
+                if kind == "deadline"
+                else str(exc)
+                if isinstance(exc, _UpstreamStreamError)
+                else f"the upstream stream failed ({type(exc).__name__})"
+            )
+            logger.warning("stream ended early: %s", message)
+            # An error event (the OpenAI SDK raises APIError on it), never a clean end: a cut
+            # answer must not look complete. Nothing unchecked was sent.
+            yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
+
+    @staticmethod
+    async def _sse_data(upstream: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
+        """The ``data:`` payloads of an SSE stream, each awaited no longer than the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            raw = await asyncio.wait_for(upstream.content.readline(), timeout=remaining)
+            if not raw:
+                return
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("data:"):
+                yield line[5:].strip()
+
+
+class _GuardedStream(StreamingResponse if _IMPORT_ERROR is None else object):  # type: ignore[misc]
+    """A streaming response that runs its close callbacks however the stream ends.
+
+    Starlette runs a response's ``background`` only after a clean end; a stream cut by a
+    client disconnect or an error must still free its concurrency slot and close the
+    upstream connection.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._callbacks: list[Callable[[], Any]] = []
+
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` (sync or async) when the response ends, in the order added."""
+        self._callbacks.append(callback)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for callback in self._callbacks:
+                try:
+                    outcome = callback()
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+                except Exception as exc:  # one failing callback must not skip the others
+                    logger.warning("stream close callback failed: %s", type(exc).__name__)
+
+
+def create_app(
+    guard: Guard | Callable[[], Guard],
+    config: ServeConfig | None = None,
+    *,
+    metrics: ServeMetrics | None = None,
+) -> Starlette:
+    """Build the ASGI app.
+
+    Args:
+        guard: The guard, or a function that builds it (run on a worker thread at startup, so
+            the server answers ``/healthz`` while classifiers load). The app closes it on
+            shutdown either way.
+        config: Limits, keys and upstream; default :class:`ServeConfig()` (loopback, no upstream).
+        metrics: Metrics to count into; default: a new registry.
+
+    Raises:
+        MissingDependencyError: the ``serve`` extra is not installed.
+    """
+    require_serve_deps()
+    config = config or ServeConfig()
+    factory: Callable[[], Guard] = guard if not isinstance(guard, Guard) else (lambda: guard)
+    service = GuardService(factory, config, metrics=metrics)
+
+    async def chat(request: Request) -> Response:
+        return await service.handle(request, "chat_completions", service.chat)
+
+    async def checks(request: Request) -> Response:
+        return await service.handle(request, "guardrail_checks", service.checks)
+
+    async def healthz(request: Request) -> Response:
+        if service.ready:
+            assert service.guard is not None
+            return JSONResponse({"status": "ok", "policy": service.guard.name})
+        status = "error" if service.load_error else "loading"
+        return JSONResponse(
+            {"status": status}, status_code=503, headers={"Retry-After": str(config.retry_after_s)}
+        )
+
+    async def metrics_route(request: Request) -> Response:
+        if not service.authorized(request):
+            return _HTTPError(
+                401,
+                "missing or invalid API key",
+                "invalid_request_error",
+                "invalid_api_key",
+                {"WWW-Authenticate": "Bearer"},
+            ).response()
+        data = prometheus_client.generate_latest(service.metrics.registry)
+        return Response(data, media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/guardrail/checks", checks, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_route, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+def serve(
+    guard: Guard | Callable[[], Guard],
+    config: ServeConfig,
+    *,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get ``request_timeout_s`` to finish.
+
+    Args:
+        guard: The guard or a function building it (see :func:`create_app`).
+        config: Host, port, keys, upstream and limits.
+        log_level: uvicorn's log level.
+        access_log: Log one line per request (method, path, status; never headers).
+    """
+    app = create_app(guard, config)
+    upstream = _safe_url(config.upstream_url) if config.upstream_url else "none (checks API only)"
+    logger.info(
+        "rai guard serve on http://%s:%d, upstream %s, client keys %s",
+        config.host,
+        config.port,
+        upstream,
+        "required" if config.api_keys else "off (loopback)",
+    )
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=access_log,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(config.request_timeout_s) + 1,
+    )
+
+
+class BackgroundServer:
+    """Run an app with uvicorn on a loopback port in a daemon thread (tests, benchmarks).
+
+    Args:
+        app: The ASGI app.
+        host: Loopback address to bind.
+        port: Port (0: a free one).
+        timeout_graceful_shutdown: Seconds in-flight requests get on :meth:`stop`.
+    """
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout_graceful_shutdown: float = 5.0
+    ) -> None:
+        require_serve_deps()
+        if not is_loopback(host):
+            raise ValueError(f"BackgroundServer binds loopback addresses only, got {host!r}")
+        self.app = app
+        self.host = host
+        self.port = port
+        self._graceful = timeout_graceful_shutdown
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> BackgroundServer:
+        """Start serving; returns once uvicorn listens (the guard may still be loading)."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=int(self._graceful),
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="rai-guard-serve", daemon=True
+        )
+        self._thread.start()
+        end = time.monotonic() + timeout_s
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError("the guard server did not start")
+            time.sleep(0.01)
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until ``/healthz`` says ready."""
+        end = time.monotonic() + timeout_s
+        with httpx.Client(trust_env=False) as client:
+            while time.monotonic() < end:
+                try:
+                    if client.get(self.url + "/healthz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+        raise TimeoutError("the guard server did not become ready")
+
+    def stop(self) -> None:
+        """Graceful stop: stop accepting, let in-flight requests finish, run the shutdown."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self._graceful + 10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _iter_keys(raw: str) -> Iterator[str]:
+    for part in raw.replace(",", " ").split():
+        if part:
+            yield part
+
+
+def keys_from_env(variable: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Client API keys from an environment variable (comma- or space-separated)."""
+    return tuple(_iter_keys(environ.get(variable, "")))
