@@ -580,7 +580,9 @@ def evaluate_aae_pairs(
     """
     from scipy.stats import binomtest
 
-    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from rai_harness.validation import iter_jsonl
+
+    pairs = [line.obj for line in iter_jsonl(pairs_path, what="AAE pairs file")]
     sae = score([p["sae"] for p in pairs])
     aae = score([p["aae"] for p in pairs])
     diff = aae - sae
@@ -1101,7 +1103,9 @@ def _audit(classifier: MiniLMToxicityClassifier, report: TrainReport, audit_path
     if audit_path is None or not audit_path.is_file():
         report.audit = {"not_computed": f"audit file not found ({audit_path or GUARD_AUDIT})"}
         return
-    rows = [json.loads(line) for line in audit_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from rai_harness.validation import iter_jsonl
+
+    rows = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
     y = np.array([int(r["label"]) for r in rows])
     p = np.array([s["toxic"] for s in classifier.predict([r["text"] for r in rows])])
     report.audit = {"file": _display_path(audit_path), "n": len(rows), "at": {}}

@@ -102,10 +102,11 @@ def _need(path: Path) -> Path:
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
-    with _need(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+    # The project's one JSONL reader: streamed, errors name the file, line and column.
+    from rai_harness.validation import iter_jsonl
+
+    for line in iter_jsonl(_need(path), what="training data file"):
+        yield line.obj
 
 
 def _decodingtrust(d: Path) -> Iterator[SourceRow]:
