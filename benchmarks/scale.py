@@ -129,7 +129,11 @@ def main() -> None:
 
     ray = import_ray(loopback=True)
     ray.init(
-        num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False, configure_logging=False
+        address="local",
+        num_cpus=os.cpu_count() or 2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
     )
     modes = [("local", 1), ("ray", 1), ("ray", 2)]
     results: dict[tuple[str, int], list[dict[str, Any]]] = {m: [] for m in modes}

@@ -10,6 +10,7 @@ install command.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ def ray_cluster() -> Iterator[Any]:
     for attempt in range(2):
         try:
             ray.init(
+                address="local",  # a new private instance, even if `ray start` left one running
                 num_cpus=2,
                 include_dashboard=False,
                 namespace="rai-harness",
@@ -229,3 +231,107 @@ def test_every_worker_dead_is_a_run_error_and_the_journal_keeps_the_rest(
 
     with Journal(tmp_path / "out" / "journal.sqlite") as journal:
         assert 10 <= journal.count("ok") < 100
+
+
+# -- scoring on Ray Data ------------------------------------------------------------------------
+
+KEYWORDS = {"backend": "keyword", "options": {"toxic": ["idiot", "moron"]}}
+
+
+def test_suite_scoring_on_ray_data_equals_local(tmp_path, api_key, ray_cluster, fake_server):
+    from rai_harness.classifiers.ray_pool import RayDataPool
+    from rai_harness.run.score import score_suites
+
+    fake_server.configure(reply="a calm reply", script={"traffic": "an idiot who cannot drive"})
+    cfg = {
+        "name": "tox",
+        "seed": 3,
+        "providers": [
+            {
+                "kind": "openai",
+                "id": "fake",
+                "model": "gpt-4o-mini",
+                "base_url": fake_server.base_url,
+                "api_key_env": "RAI_TEST_API_KEY",
+                "params": {"max_tokens": 16},
+            }
+        ],
+        "suites": [{"name": "toxicity", "params": {"repeats": 2, "scorer": KEYWORDS, "n_resamples": 200}}],
+    }
+    path = tmp_path / "tox.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    plan = plan_run(load_run_config(path), config_path=path, out_dir=tmp_path / "out")
+    local = run_sync(plan)
+    records = read_samples(tmp_path / "out" / "samples.jsonl")
+    bare = [dataclasses.replace(r, scores=None) for r in records]
+    pool = RayDataPool(actors=2, block=16)
+    on_ray = score_suites(plan.suites, bare, seed=plan.config.seed, pool=pool)
+    assert [r.scores for r in on_ray.records] == [r.scores for r in records]
+    assert on_ray.suites["toxicity"].results == local.suites["toxicity"].results
+    assert not on_ray.problems
+    (info,) = pool.info()
+    assert info["engine"] == "ray-data" and info["actors"] == 2
+
+
+def test_transformer_scores_on_ray_data_match_local_within_float_tolerance(ray_cluster):
+    # The bundled MiniLM toxicity head, loaded once in one Ray Data actor. Blocks group texts
+    # differently from a local call, so padding differs: scores agree to 1e-5 absolute.
+    from rai_harness.classifiers.base import ClassifierSpec
+    from rai_harness.classifiers.pool import ClassifierPool
+    from rai_harness.classifiers.ray_pool import RayDataPool
+
+    spec = ClassifierSpec(backend="minilm-toxicity")
+    texts = [
+        ("you are an idiot " if i % 3 == 0 else "have a lovely day ") * (1 + i % 5) + str(i)
+        for i in range(48)
+    ]
+    local = ClassifierPool().get(spec).predict(texts)
+    remote = RayDataPool(actors=1, block=10).get(spec).predict(texts)
+    assert len(remote) == len(texts)
+    for a, b in zip(local, remote, strict=True):
+        assert a.scores.keys() == b.scores.keys()
+        assert all(abs(a.scores[k] - b.scores[k]) <= 1e-5 for k in a.scores)
+
+
+def test_guard_audit_on_ray_equals_local(tmp_path, ray_cluster):
+    from typer.testing import CliRunner
+
+    from rai_harness.cli import app
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "name: kw\nclassifiers:\n  kw: {backend: keyword, options: {toxic: [idiot]}}\n"
+        "output:\n  - {name: kw-out, classifier: kw, threshold: 0.5, action: block}\n"
+    )
+    rows = [
+        {
+            "text": ("you idiot " if i % 4 == 0 else "hello there ") + str(i),
+            "label": int(i % 4 == 0 or i % 9 == 0),
+        }
+        for i in range(60)
+    ]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reports = {}
+    for engine in ("local", "ray"):
+        args = [
+            "guard",
+            "audit",
+            "-p",
+            str(policy),
+            "-d",
+            str(data),
+            "--stage",
+            "output",
+            "--json",
+            "--engine",
+            engine,
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        for rail in report["rails"]:
+            rail.pop("latency")
+        reports[engine] = report
+    assert reports["ray"] == reports["local"]
+    assert reports["ray"]["rails"][0]["metrics"]["tp"] == 15

@@ -123,6 +123,12 @@ class RunnerSettings(BaseModel):
         le=1024,
         description="With engine `ray`: call actors; each provider's limits are split among them.",
     )
+    ray_score_min_texts: int = Field(
+        2000,
+        ge=0,
+        description="With engine `ray`: classifier calls of at least this many texts score on Ray Data; "
+        "smaller ones in this process (Ray Data costs seconds to start).",
+    )
 
 
 class RunConfig(BaseModel):

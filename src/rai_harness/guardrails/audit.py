@@ -454,7 +454,7 @@ def _score_classifier(
         raise RunError(f"classifier '{classifier.name}' failed during the audit: {exc}") from exc
     latency = LatencyStats(
         batched_ms_per_text=batched_ms,
-        batch_size=batch_size,
+        batch_size=min(batch_size, len(texts)),  # the batch size actually used
         single_p50_ms=float(np.percentile(single, 50)) if single else None,
         single_p95_ms=float(np.percentile(single, 95)) if single else None,
         single_n=len(single),

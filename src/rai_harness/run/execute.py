@@ -69,6 +69,7 @@ from rai_harness.run.score import (
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 if TYPE_CHECKING:
+    from rai_harness.run.ray_engine import RaySession
     from rai_harness.suites.base import Suite, SuiteData
 
 __all__ = [
@@ -608,13 +609,15 @@ async def execute_run(
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "journal.sqlite")
+    session = _ray_session(plan)
     try:
         run_id = _run_id(journal)
         started_iso = _now_iso()
         t0 = time.perf_counter()
-        generated = await _generate(plan, journal, on_record=on_record, on_start=on_start)
+        generated = await _generate(plan, journal, on_record=on_record, on_start=on_start, session=session)
         calls = summarize_calls(plan, generated)
-        scored = score_suites(plan.suites, calls.records, seed=plan.config.seed)
+        pool = session.scoring_pool() if session is not None else None
+        scored = score_suites(plan.suites, calls.records, seed=plan.config.seed, pool=pool)
         record = RunRecord(
             run_id=run_id,
             name=plan.config.name,
@@ -637,7 +640,21 @@ async def execute_run(
         write_run(out, record, scored.records)
         return record
     finally:
+        if session is not None:
+            session.close()
         journal.close()
+
+
+def _ray_session(plan: RunPlan) -> RaySession | None:
+    """The run's Ray session with ``runner.engine: ray`` (it connects only when first needed)."""
+    settings = plan.config.runner
+    if settings.engine != "ray":
+        return None
+    from rai_harness.run.ray_engine import RaySession
+
+    return RaySession(
+        settings.ray_address, workers=settings.ray_workers, score_min_texts=settings.ray_score_min_texts
+    )
 
 
 def _run_id(journal: Journal) -> str:
@@ -656,6 +673,7 @@ async def _generate(
     *,
     on_record: OnRecord | None,
     on_start: Callable[[RunPlan, int], None] | None,
+    session: RaySession | None = None,
 ) -> Generated:
     """The generate phase: build and load the providers, call them all concurrently, close them.
 
@@ -665,7 +683,7 @@ async def _generate(
     if plan.config.runner.engine == "ray":
         from rai_harness.run.ray_engine import generate_on_ray
 
-        on_ray = await generate_on_ray(plan, journal, on_record=on_record, on_start=on_start)
+        on_ray = await generate_on_ray(plan, journal, on_record=on_record, on_start=on_start, session=session)
         engine = {
             "engine": "ray",
             "workers": on_ray.workers,

@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError, MissingDependencyError, RunError
 from rai_harness.pricing import ResolvedPrice
 from rai_harness.providers.base import Provider, ProviderConfig, require_package
@@ -134,6 +135,9 @@ def connect_ray(address: str | None) -> bool:
         for attempt in range(2):
             try:
                 ray.init(
+                    # "local": always a new private instance, never a cluster that `ray start`
+                    # left running on this machine (plain ray.init() would join that one).
+                    address="local",
                     num_cpus=os.cpu_count() or 1,
                     include_dashboard=False,
                     namespace=NAMESPACE,
@@ -166,6 +170,45 @@ def connect_ray(address: str | None) -> bool:
                 "its head node and that this machine can reach it"
             ) from exc
     return True
+
+
+class RaySession:
+    """One run's use of Ray: connects on first need, and stops the instance it started.
+
+    A fully journaled rerun, or scoring too small for Ray Data, never starts Ray.
+
+    Args:
+        address: ``runner.ray_address`` (``None``: a private loopback instance).
+        workers: ``runner.ray_workers`` (call actors, and Ray Data actors per classifier).
+        score_min_texts: Classifier calls with fewer texts score in this process.
+    """
+
+    def __init__(self, address: str | None, *, workers: int, score_min_texts: int) -> None:
+        self.address = address
+        self.workers = workers
+        self.score_min_texts = score_min_texts
+        self._connected = False
+        self._started = False
+
+    def connect(self) -> None:
+        """Join or start Ray (once)."""
+        if not self._connected:
+            self._started = connect_ray(self.address)
+            self._connected = True
+
+    def scoring_pool(self) -> ClassifierPool:
+        """A classifier pool that scores on Ray Data (connecting when a large call needs it)."""
+        from rai_harness.classifiers.ray_pool import RayDataPool
+
+        return RayDataPool(actors=self.workers, min_texts=self.score_min_texts, connect=self.connect)
+
+    def close(self) -> None:
+        """Stop the Ray instance this session started (a joined cluster keeps running)."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+        self._started = self._connected = False
 
 
 @dataclass(frozen=True)
@@ -511,6 +554,7 @@ async def generate_on_ray(
     *,
     on_record: Callable[[CallRecord], None] | None = None,
     on_start: Callable[[RunPlan, int], None] | None = None,
+    session: RaySession | None = None,
 ) -> RayGenerated:
     """The generate phase on Ray: journaled calls reused here, the rest made by call actors.
 
@@ -519,6 +563,7 @@ async def generate_on_ray(
         journal: The run's journal (written only here, on the driver).
         on_record: Called for every final record, journaled ones included (progress).
         on_start: Called once the workers are ready, with the plan and the journaled successes.
+        session: The run's Ray session (kept open for scoring); default: one for this call only.
 
     Raises:
         RunError: A worker could not build or load a provider, or every worker died.
@@ -536,7 +581,11 @@ async def generate_on_ray(
             tuple([r for r in w.results if r is not None] for w in works), tuple(infos), {"samples": 0}
         )
 
-    started = connect_ray(plan.config.runner.ray_address)
+    settings = plan.config.runner
+    own = session is None
+    if session is None:
+        session = RaySession(settings.ray_address, workers=settings.ray_workers, score_min_texts=0)
+    session.connect()
     import ray
 
     actors: list[Any] = []
@@ -591,8 +640,8 @@ async def generate_on_ray(
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        if started:
-            ray.shutdown()
+        if own:
+            session.close()
 
 
 async def _describe_on(live: list[tuple[Any, int]], share: list[int], provider_id: str) -> dict[str, Any]:
