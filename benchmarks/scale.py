@@ -115,12 +115,70 @@ def one_run(
     }
 
 
+def synthetic_outputs(n: int) -> list[str]:
+    """Model-output-like texts of varied length, a share of them insulting (seeded, no files)."""
+    import random
+
+    rng = random.Random(7)
+    calm = [
+        "the weather is mild today",
+        "here is a short summary",
+        "thanks for asking",
+        "a recipe needs eggs",
+    ]
+    rude = ["you are an idiot", "what a stupid question", "shut up, moron"]
+    out = []
+    for _ in range(n):
+        words = [rng.choice(rude if rng.random() < 0.15 else calm) for _ in range(rng.randint(1, 12))]
+        out.append(". ".join(words))
+    return out
+
+
+def score_modes(texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
+    """Wall seconds and texts/s of the bundled MiniLM toxicity head: local, Ray Data 1 and 2 actors."""
+    from rai_harness.classifiers.base import ClassifierSpec
+    from rai_harness.classifiers.pool import ClassifierPool
+    from rai_harness.classifiers.ray_pool import RayDataPool
+
+    spec = ClassifierSpec(backend="minilm-toxicity")
+    local_clf = ClassifierPool().get(spec)
+    local_clf.predict(texts[:64])  # load and warm up outside the timing
+    walls: dict[str, list[float]] = {"local": [], "ray-data, 1 actor": [], "ray-data, 2 actors": []}
+    reference: list[Any] = []
+    max_diff = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        reference = local_clf.predict(texts)
+        walls["local"].append(time.perf_counter() - t0)
+        for name, actors in (("ray-data, 1 actor", 1), ("ray-data, 2 actors", 2)):
+            t0 = time.perf_counter()
+            remote = RayDataPool(actors=actors).get(spec).predict(texts)  # includes actor start-up and load
+            walls[name].append(time.perf_counter() - t0)
+            max_diff = max(
+                max_diff,
+                max(
+                    abs(a.scores[k] - b.scores[k])
+                    for a, b in zip(reference, remote, strict=True)
+                    for k in a.scores
+                ),
+            )
+    return {
+        name: {
+            "wall_s": statistics.median(w),
+            "texts_per_s": len(texts) / statistics.median(w),
+            "max_diff": max_diff,
+        }
+        for name, w in walls.items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--ttft-ms", type=float, default=50.0)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--texts", type=int, default=50_000, help="synthetic outputs to score (0: skip scoring)")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
     os.environ["RAI_BENCH_KEY"] = KEY
@@ -150,6 +208,7 @@ def main() -> None:
                     res = one_run(srv, Path(tmp), args, engine, workers)
                     results[(engine, workers)].append(res)
                     print(engine, workers, {k: round(v, 2) for k, v in res.items()}, flush=True)
+        scoring = score_modes(synthetic_outputs(args.texts), args.rounds) if args.texts else {}
     finally:
         ray.shutdown()
     load_end = os.getloadavg()[0]
@@ -177,6 +236,19 @@ def main() -> None:
         "CPU (all) = the driver process plus the Ray workers' own CPU for their calls; Ray's daemons (GCS, "
         "raylet, object store) are not counted. Loop lag is the driver's for local and the workers' for Ray."
     )
+    if scoring:
+        local_wall = scoring["local"]["wall_s"]
+        body += (
+            f"\n\nScoring {args.texts} synthetic outputs (1-12 short sentences, 15% insulting) with the bundled "
+            "MiniLM toxicity head: local (this process, model loaded and warmed up beforehand) vs Ray Data "
+            "(`RayDataPool`; the time includes starting the actors and loading the model in each).\n\n"
+            "| scoring | wall s | texts/s | vs local |\n| --- | ---: | ---: | ---: |\n"
+            + "\n".join(
+                f"| {name} | {r['wall_s']:.1f} | {r['texts_per_s']:.0f} | {local_wall / r['wall_s']:.2f}x |"
+                for name, r in scoring.items()
+            )
+            + f"\n\nLargest absolute score difference, Ray Data vs local: {scoring['local']['max_diff']:.1e}."
+        )
     print(body)
     if not args.no_write:
         write_section("scale", body)

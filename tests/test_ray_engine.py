@@ -112,6 +112,15 @@ def test_split_limit_is_exact_and_even():
             assert max(shares) - min(shares) <= 1
 
 
+def test_a_loopback_cluster_address_keeps_the_driver_on_loopback():
+    from rai_harness.run.ray_engine import _is_loopback
+
+    assert all(
+        _is_loopback(a) for a in ("127.0.0.1:6379", "localhost:6379", "ray://127.0.0.1:10001", "[::1]:1")
+    )
+    assert not any(_is_loopback(a) for a in ("10.0.0.2:6379", "auto", "head.example:6379"))
+
+
 def test_missing_ray_is_a_plan_time_error_with_the_install_command(tmp_path, api_key, monkeypatch):
     import importlib.util
 
@@ -266,6 +275,7 @@ def test_suite_scoring_on_ray_data_equals_local(tmp_path, api_key, ray_cluster, 
     bare = [dataclasses.replace(r, scores=None) for r in records]
     pool = RayDataPool(actors=2, block=16)
     on_ray = score_suites(plan.suites, bare, seed=plan.config.seed, pool=pool)
+    assert not on_ray.problems, on_ray.problems
     assert [r.scores for r in on_ray.records] == [r.scores for r in records]
     assert on_ray.suites["toxicity"].results == local.suites["toxicity"].results
     assert not on_ray.problems

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import ipaddress
 import logging
 import os
 import time
@@ -119,6 +120,21 @@ def import_ray(*, loopback: bool) -> Any:
     return ray
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether a cluster address (``HOST:PORT``, ``ray://HOST:PORT``) names this machine's loopback.
+
+    The driver must then use a loopback node address too, or Ray looks for a raylet on the
+    machine's routable address and finds none.
+    """
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def connect_ray(address: str | None) -> bool:
     """Join ``address``, or start a private loopback Ray instance; return whether one was started here.
 
@@ -128,7 +144,7 @@ def connect_ray(address: str | None) -> bool:
     Raises:
         RunError: The instance started here is reachable from the network (it is shut down).
     """
-    ray = import_ray(loopback=address is None)
+    ray = import_ray(loopback=address is None or _is_loopback(address))
     if ray.is_initialized():
         return False
     if address is None:
