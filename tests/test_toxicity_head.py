@@ -309,6 +309,41 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
     assert toxic["toxic"] > nice["toxic"]
 
 
+def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embedder):
+    from rai_harness.classifiers.train import measure_baseline
+
+    _write_tiny_data(tmp_path / "data")
+    for run, seed in (("old", 1), ("new", 2)):
+        train_toxicity_head(
+            tmp_path / "data",
+            tmp_path / run,
+            seed=seed,
+            embedder=embedder,
+            aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+            c_grid=(1.0,),
+            sources="davidson+toxigen",
+        )
+    baseline = measure_baseline(
+        tmp_path / "old",
+        tmp_path / "new",
+        tmp_path / "data",
+        threshold=0.5,
+        description="The old head.",
+        embedder=embedder,
+    )
+    n_test = sum(
+        v["test"]["n"]
+        for v in json.loads((tmp_path / "new" / "metrics.json").read_text())["data"]["split_sizes"].values()
+    )
+    assert (
+        sum(c.get("fpr", c.get("recall", {})).get("n", 0) for c in baseline["test_by_kind"].values())
+        <= n_test
+    )
+    assert baseline["threshold"] == 0.5 and "audit_by_kind" in baseline and "aae" in baseline
+    assert json.loads((tmp_path / "new" / "baseline.json").read_text()) == baseline
+    assert json.loads((tmp_path / "new" / "metrics.json").read_text())["baseline"] == baseline
+
+
 def test_training_rejects_bad_labels(tmp_path):
     with pytest.raises(ConfigError, match="labels"):
         train_toxicity_head(tmp_path, tmp_path / "out", labels=("hate",))
