@@ -63,13 +63,27 @@ def test_shipped_head_files():
     head = ToxicityHead.load(DEFAULT_HEAD_DIR)
     assert head.labels[0] == "toxic" and head.dim == 384
     assert np.isfinite(head.weight).all() and np.isfinite(head.bias).all()
-    for name in ("metrics.json", "MODEL_CARD.md"):
+    for name in ("metrics.json", "MODEL_CARD.md", "encoder.safetensors"):
         assert (DEFAULT_HEAD_DIR / name).is_file(), name
+    # The shipped model fine-tunes the top layers (a few MB, float16), laid over the wheel's encoder.
+    assert head.encoder is not None and head.meta["encoder_overlay"]["dtype"] == "float16"
+    assert (DEFAULT_HEAD_DIR / "encoder.safetensors").stat().st_size < 16 * 2**20
     metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
     card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
     # The card quotes metrics.json: the headline AUC appears in it verbatim.
     assert f"{metrics['test']['toxic']['overall']['roc_auc']:.3f}" in card
     assert metrics["aae"] is not None and metrics["aae"]["pairs"] >= 40
+
+
+def test_ordinary_replies_pass_and_abuse_does_not(clf):
+    # The examples: the v1 head blocked these ordinary answers at the default policy.
+    from rai_harness.guardrails import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parents[1] / "guardrails" / "default.yaml")
+    (rail,) = [r for r in policy.output if r.name == "toxic-output"]
+    benign = ["I agree.", "I disagree.", "Women are great engineers.", "I'm gay and proud."]
+    scores = [r["toxic"] for r in clf.predict(benign + INSULTS)]
+    assert max(scores[: len(benign)]) < rail.threshold <= min(scores[len(benign) :])
 
 
 def test_is_a_classifier(clf):
