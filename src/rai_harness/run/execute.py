@@ -42,6 +42,7 @@ from typing import Any
 
 from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
+from rai_harness.load import requests_for
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
 from rai_harness.record import (
@@ -260,6 +261,11 @@ def plan_run(
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
+        if config.load is not None:
+            try:
+                requests = requests_for(config.load, requests)
+            except ValueError as exc:
+                raise ConfigError(f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load") from exc
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
@@ -594,6 +600,7 @@ async def execute_run(
                         retry_failed=settings.retry_failed_on_resume,
                         on_record=on_record,
                         seed=plan.config.seed,
+                        load=plan.config.load,
                     )
                     for provider, pp in zip(providers, plan.providers, strict=True)
                 )
@@ -610,7 +617,9 @@ async def execute_run(
         for pp, records, info in zip(plan.providers, outcomes, infos, strict=True):
             priced = _apply_hourly(list(records), pp.price)
             all_records.extend(priced)
-            summary = summarize_provider(pp.config.kind, pp.config.model, priced, pp.price, info)
+            summary = summarize_provider(
+                pp.config.kind, pp.config.model, priced, pp.price, info, load=plan.config.load
+            )
             summaries[pp.provider_id] = summary
             if summary.error_rate > settings.max_error_rate:
                 problems.append(
