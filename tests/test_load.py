@@ -258,7 +258,10 @@ async def test_concurrency_profile_with_warmup_keeps_the_cap() -> None:
 async def test_sweep_stops_at_the_first_saturated_rate() -> None:
     # Capacity: 1 call at a time, 20 ms each -> at most ~50 req/s.
     profile = LoadProfile(
-        profile="sweep", rates=[10, 20, 250, 500], requests_per_rate=12, stop=StopRule(min_throughput_ratio=0.8)
+        profile="sweep",
+        rates=[10, 20, 250, 500],
+        requests_per_rate=12,
+        stop=StopRule(min_throughput_ratio=0.8),
     )
     server = Server(service_s=0.02, capacity=1)
     requests = requests_for(profile, reqs(5))
@@ -289,7 +292,9 @@ def test_stop_rule_on_errors_and_latency() -> None:
         StopRule(max_latency_p95_s=1.0),
     )
     assert slow.saturated and "latency p95" in (slow.stop_reason or "")
-    fine = summarize_stage([_rec(i, ok=True, finished=i * 0.1, scheduled=i * 0.1, latency=0.2) for i in range(12)], StopRule())
+    fine = summarize_stage(
+        [_rec(i, ok=True, finished=i * 0.1, scheduled=i * 0.1, latency=0.2) for i in range(12)], StopRule()
+    )
     assert fine.saturated is False and fine.throughput_ratio == pytest.approx(1.0)
 
 
@@ -339,12 +344,20 @@ def _rec(i: int, *, ok: bool, finished: float, scheduled: float, latency: float)
 
 def test_poisson_run_records_stages_and_warmup_in_run_json(fake_server, tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(30)))
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(30))
+    )
     cfg = {
         "name": "load",
         "seed": 5,
         "providers": [
-            {"kind": "openai", "id": "fake", "model": "m", "base_url": fake_server.base_url, "api_key_env": None}
+            {
+                "kind": "openai",
+                "id": "fake",
+                "model": "m",
+                "base_url": fake_server.base_url,
+                "api_key_env": None,
+            }
         ],
         "prompts": {"path": str(prompts)},
         "load": {"profile": "poisson", "rate": 60, "warmup": {"requests": 5}},

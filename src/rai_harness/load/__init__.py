@@ -24,7 +24,13 @@ from rai_harness.load.profiles import (
     requests_for,
     stage_seed,
 )
-from rai_harness.load.summary import WARMUP_EXCLUDED_FROM, is_warmup, stop_reason, summarize_load, summarize_stage
+from rai_harness.load.summary import (
+    WARMUP_EXCLUDED_FROM,
+    is_warmup,
+    stop_reason,
+    summarize_load,
+    summarize_stage,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",

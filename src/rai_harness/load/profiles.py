@@ -191,7 +191,9 @@ class LoadProfile(BaseModel):
     )
     rates: list[float] | None = Field(None, min_length=1, max_length=100, description="`sweep`: the rates.")
     min_rate: float | None = Field(None, gt=0, le=100_000, description="`sweep`: lowest rate (with `steps`).")
-    max_rate: float | None = Field(None, gt=0, le=100_000, description="`sweep`: highest rate (with `steps`).")
+    max_rate: float | None = Field(
+        None, gt=0, le=100_000, description="`sweep`: highest rate (with `steps`)."
+    )
     steps: int | None = Field(None, ge=2, le=100, description="`sweep`: rates from min_rate to max_rate.")
     arrivals: Arrivals = Field("constant", description="`sweep`: arrivals within each stage.")
     requests_per_rate: int | None = Field(
@@ -247,7 +249,9 @@ class LoadProfile(BaseModel):
                 raise ValueError("give either `rates` or `min_rate`/`max_rate`/`steps`, not both")
             bad = [r for r in self.rates if not (r > 0 and math.isfinite(r))]
             if bad:
-                raise ValueError(f"every rate must be a positive number of requests per second (got {bad[0]!r})")
+                raise ValueError(
+                    f"every rate must be a positive number of requests per second (got {bad[0]!r})"
+                )
             if any(b <= a for a, b in zip(self.rates, self.rates[1:], strict=False)):
                 raise ValueError(f"`rates` must increase strictly, lowest first (got {self.rates})")
         elif self.min_rate is None or self.max_rate is None or self.steps is None:
@@ -331,7 +335,12 @@ class LoadProfile(BaseModel):
             conc = self.concurrency or provider_concurrency
             stages = [StagePlan(0, "concurrency", None, conc, None)]
             if self.warmup is not None:
-                stages.insert(0, StagePlan(-1, "concurrency", None, conc, self.warmup.requests, self.warmup.seconds, warmup=True))
+                stages.insert(
+                    0,
+                    StagePlan(
+                        -1, "concurrency", None, conc, self.warmup.requests, self.warmup.seconds, warmup=True
+                    ),
+                )
             return stages
         arrivals: Arrivals = "poisson" if self.profile == "poisson" else "constant"
         if self.profile == "sweep":
@@ -350,7 +359,9 @@ class LoadProfile(BaseModel):
         ]
         warm = self.warmup_requests()
         if warm:
-            stages.insert(0, StagePlan(-1, arrivals, rates[0], cap, warm, seed=stage_seed(base, -1), warmup=True))
+            stages.insert(
+                0, StagePlan(-1, arrivals, rates[0], cap, warm, seed=stage_seed(base, -1), warmup=True)
+            )
         return stages
 
 

@@ -43,9 +43,13 @@ def summarize_stage(records: Sequence[CallRecord], rule: StopRule | None = None)
         raise ValueError("summarize_stage needs the records of one scheduled stage")
     first = records[0].load or {}
     ok = [r for r in records if r.ok]
-    scheduled = [float(r.load["scheduled_s"]) for r in records if r.load and r.load.get("scheduled_s") is not None]
+    scheduled = [
+        float(r.load["scheduled_s"]) for r in records if r.load and r.load.get("scheduled_s") is not None
+    ]
     started = [float(r.load["started_s"]) for r in records if r.load and r.load.get("started_s") is not None]
-    finished = [float(r.load["finished_s"]) for r in records if r.load and r.load.get("finished_s") is not None]
+    finished = [
+        float(r.load["finished_s"]) for r in records if r.load and r.load.get("finished_s") is not None
+    ]
     ok_finished = [float(r.load["finished_s"]) for r in ok if r.load and r.load.get("finished_s") is not None]
     offered = _span_rate(scheduled)
     achieved = _span_rate(ok_finished)
@@ -84,12 +88,18 @@ def stop_reason(stage: LoadStage, rule: StopRule) -> str | None:
         if stage.achieved_rps is None:
             return f"fewer than 2 successful calls ({stage.succeeded} of {stage.calls}): no throughput"
         if stage.achieved_rps < rule.min_throughput_ratio * stage.offered_rps:
-            capped = f"; {stage.capped_starts} calls waited for the in-flight cap" if stage.capped_starts else ""
+            capped = (
+                f"; {stage.capped_starts} calls waited for the in-flight cap" if stage.capped_starts else ""
+            )
             return (
                 f"achieved {stage.achieved_rps:.3g} req/s < {rule.min_throughput_ratio:.0%} of the offered "
                 f"{stage.offered_rps:.3g} req/s{capped}"
             )
-    if rule.max_ttft_p95_s is not None and stage.ttft_s.p95 is not None and stage.ttft_s.p95 > rule.max_ttft_p95_s:
+    if (
+        rule.max_ttft_p95_s is not None
+        and stage.ttft_s.p95 is not None
+        and stage.ttft_s.p95 > rule.max_ttft_p95_s
+    ):
         return f"TTFT p95 {stage.ttft_s.p95:.3g} s > {rule.max_ttft_p95_s:g} s"
     if (
         rule.max_latency_p95_s is not None

@@ -265,7 +265,9 @@ def plan_run(
             try:
                 requests = requests_for(config.load, requests)
             except ValueError as exc:
-                raise ConfigError(f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load") from exc
+                raise ConfigError(
+                    f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
+                ) from exc
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)

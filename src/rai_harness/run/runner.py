@@ -373,7 +373,9 @@ async def generate_calls(
         if load is not None:
             record = dataclasses.replace(record, load=dispatch.info(dispatch.elapsed()))
         if journal is not None:
-            journal.put(keys[index], provider_id, request.sample_id, request.repeat, record.status, record.to_dict())
+            journal.put(
+                keys[index], provider_id, request.sample_id, request.repeat, record.status, record.to_dict()
+            )
         return finish(index, record)
 
     profile = load or LoadProfile(profile="concurrency", concurrency=concurrency)
