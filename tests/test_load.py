@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -382,3 +383,46 @@ def test_poisson_run_records_stages_and_warmup_in_run_json(fake_server, tmp_path
     # Same seed -> same arrival schedule as the profile computes on its own.
     stage_plan = load_run_config(path).load.stage_plans(8, seed=5)[1]
     np.testing.assert_allclose(scheduled, arrival_offsets("poisson", 60, 25, stage_plan.seed))
+
+
+def test_sweep_run_draws_curves_in_the_report_and_escapes_ids(fake_server, tmp_path: Path) -> None:
+    from rai_harness.config import load_run_config
+    from rai_harness.report import build_report
+
+    hostile = "[x](https://e.vil/a)<img src=x onerror=alert(1)>"
+    cfg = {
+        "name": "sweep",
+        "seed": 2,
+        "providers": [
+            {"kind": "openai", "id": pid, "model": "m", "base_url": fake_server.base_url, "api_key_env": None}
+            for pid in ("fast", hostile)
+        ],
+        "prompts": {"items": ["one", "two", "three"]},
+        # Low rates and a lenient stop rule: this checks the record and the report, not whether a
+        # busy CI machine keeps up with a sweep (test_sweep_stops_at_the_first_saturated_rate does).
+        "load": {
+            "profile": "sweep",
+            "rates": [5, 10],
+            "requests_per_rate": 6,
+            "warmup": {"requests": 2},
+            "stop": {"min_throughput_ratio": 0.3},
+        },
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    record = run_sync(plan_run(load_run_config(path), config_path=path, out_dir=out))
+    for pid in ("fast", hostile):
+        load = record.providers[pid].load
+        assert load is not None and load.warmup_calls == 2
+        assert [s.rate for s in load.stages] == [5, 10] and all(s.calls == 6 for s in load.stages)
+        assert record.providers[pid].calls == 14
+    page = build_report(out, fmt="html")
+    assert "Throughput vs Latency (p95) per load stage" in page
+    assert "Throughput vs TTFT (p95) per load stage" in page
+    assert "<polyline" in page and "Numbers behind this chart" in page
+    assert "<img" not in page and "&lt;img src&#61;x onerror&#61;alert(1)&gt;: 5 req/s target" in page
+    md = build_report(out, fmt="md")
+    assert "### Load stages" in md and "| fast | 5 req/s | 6 |" in md
+    assert "<img" not in md and "\\[x\\](https://e.vil/a)&lt;img" in md
+    assert not re.search(r"(?<!\\)\]\(https://e\.vil", md)  # every bracket escaped: no live link

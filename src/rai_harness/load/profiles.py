@@ -91,9 +91,10 @@ class StopRule(BaseModel):
 
     A stage is saturated when any of these holds:
 
-    - its achieved throughput (calls completed per second, over the span from the first to
-      the last completion) is below ``min_throughput_ratio`` times its offered rate (the
-      rate of its scheduled arrivals): the endpoint, or the in-flight cap, cannot keep up;
+    - its achieved throughput (successful calls completed per second: the least-squares rate
+      of the completion times) is below ``min_throughput_ratio`` times its offered rate (the
+      same rate of its scheduled arrivals): the endpoint, the in-flight cap or the client's
+      own CPU cannot keep up;
     - its error rate is above ``max_error_rate``;
     - its TTFT or latency p95 is above ``max_ttft_p95_s`` / ``max_latency_p95_s`` (when set).
     """

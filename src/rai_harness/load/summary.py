@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from rai_harness.load.profiles import LoadProfile, StopRule
 from rai_harness.record import CallRecord, Distribution, LoadStage, LoadSummary
 
@@ -24,11 +26,20 @@ def is_warmup(record: CallRecord) -> bool:
 
 
 def _span_rate(times: Sequence[float]) -> float | None:
-    """Events per second between the first and the last of ``times`` ((n - 1) gaps)."""
+    """Events per second of a sequence of event times: 1 / the least-squares gap.
+
+    The slope of the sorted times against their rank is the mean gap estimated from every
+    event, not only from the first and the last (whose latencies alone would swing a small
+    stage's rate by their jitter); for evenly spaced events it is exactly the spacing.
+    """
     if len(times) < 2:
         return None
-    span = max(times) - min(times)
-    return (len(times) - 1) / span if span > 0 else None
+    ordered = np.sort(np.asarray(times, dtype=float))
+    if ordered[-1] - ordered[0] <= 0:
+        return None
+    ranks = np.arange(len(ordered), dtype=float)
+    gap = float(np.polyfit(ranks, ordered, 1)[0])
+    return 1.0 / gap if gap > 0 else None
 
 
 def summarize_stage(records: Sequence[CallRecord], rule: StopRule | None = None) -> LoadStage:

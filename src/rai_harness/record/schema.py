@@ -139,10 +139,11 @@ class GuardHealth(BaseModel):
 class LoadStage(BaseModel):
     """One stage of a load profile: a rate (or a fixed concurrency) and what it measured.
 
-    Throughputs are per second of the stage's own clock. ``achieved_rps`` counts successful
-    calls over the span from the first to the last successful completion, so it is not biased
-    by the stage's ramp-up and drain; ``offered_rps`` is the rate of the stage's scheduled
-    arrivals (under Poisson arrivals it differs a little from ``rate``).
+    Throughputs are per second of the stage's own clock. ``achieved_rps`` is the rate of the
+    successful completions (1 / the least-squares gap between consecutive completions, so it
+    is not biased by the stage's ramp-up and drain, nor swung by one slow first or last call);
+    ``offered_rps`` is the same rate of the stage's scheduled arrivals (under Poisson arrivals
+    it differs a little from ``rate``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -157,7 +158,9 @@ class LoadStage(BaseModel):
     error_rate: float
     duration_s: float | None = Field(None, description="First start to last finish, seconds.")
     offered_rps: float | None = Field(None, description="Rate of the scheduled arrivals, requests/s.")
-    achieved_rps: float | None = Field(None, description="Successful calls completed per second.")
+    achieved_rps: float | None = Field(
+        None, description="Successful calls completed per second (least-squares rate of the completions)."
+    )
     throughput_ratio: float | None = Field(None, description="achieved_rps / offered_rps.")
     capped_starts: int = Field(0, description="Calls that waited for a free slot past their due time.")
     start_lag_s: Distribution = Field(..., description="How late calls started versus their schedule.")
