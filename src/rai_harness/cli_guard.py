@@ -401,17 +401,13 @@ def serve_command(
             "each); clients send 'Authorization: Bearer <key>'. Unset: no authentication, loopback only."
         ),
     ] = "RAI_GUARD_API_KEYS",
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above).", min=1)] = 1024
-    * 1024,
-    max_messages: Annotated[
-        int, typer.Option(help="Most messages or texts per request (413 above).", min=1)
-    ] = 256,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above).", min=1)] = 1024 * 1024,
+    max_messages: Annotated[int, typer.Option(help="Most messages or texts per request (413 above).", min=1)] = 256,
     max_concurrency: Annotated[
         int, typer.Option(help="Requests served at once (429 with Retry-After above).", min=1)
     ] = 64,
     timeout_s: Annotated[
-        float,
-        typer.Option(help="Deadline of a whole request, upstream and rails included, seconds.", min=0.001),
+        float, typer.Option(help="Deadline of a whole request, upstream and rails included, seconds.", min=0.001)
     ] = 60.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
