@@ -19,7 +19,14 @@ Modules:
 from __future__ import annotations
 
 from rai_harness.record.calls import CallError, CallRecord
-from rai_harness.record.io import file_sha256, read_run_record, read_samples, write_json_atomic, write_samples
+from rai_harness.record.io import (
+    file_sha256,
+    read_run_record,
+    read_samples,
+    write_json_atomic,
+    write_run,
+    write_samples,
+)
 from rai_harness.record.metrics import Breakdown, MetricSpec
 from rai_harness.record.schema import (
     SCHEMA_VERSION,
@@ -31,7 +38,9 @@ from rai_harness.record.schema import (
     LoadStage,
     LoadSummary,
     ProviderSummary,
+    Rescore,
     RunRecord,
+    RunStatus,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
@@ -52,7 +61,9 @@ __all__ = [
     "LoadSummary",
     "MetricSpec",
     "ProviderSummary",
+    "Rescore",
     "RunRecord",
+    "RunStatus",
     "SuiteEfficiency",
     "SuiteResult",
     "SuiteRun",
@@ -61,5 +72,6 @@ __all__ = [
     "read_run_record",
     "read_samples",
     "write_json_atomic",
+    "write_run",
     "write_samples",
 ]
