@@ -26,6 +26,7 @@ from rai_harness.load.profiles import (
 )
 from rai_harness.load.summary import (
     WARMUP_EXCLUDED_FROM,
+    event_rate,
     is_warmup,
     stop_reason,
     summarize_load,
@@ -41,6 +42,7 @@ __all__ = [
     "StopRule",
     "Warmup",
     "arrival_offsets",
+    "event_rate",
     "is_warmup",
     "requests_for",
     "run_stage",

@@ -14,7 +14,14 @@ import numpy as np
 from rai_harness.load.profiles import LoadProfile, StopRule
 from rai_harness.record import CallRecord, Distribution, LoadStage, LoadSummary
 
-__all__ = ["WARMUP_EXCLUDED_FROM", "is_warmup", "stop_reason", "summarize_load", "summarize_stage"]
+__all__ = [
+    "WARMUP_EXCLUDED_FROM",
+    "event_rate",
+    "is_warmup",
+    "stop_reason",
+    "summarize_load",
+    "summarize_stage",
+]
 
 #: What the warm-up calls are left out of (recorded in ``run.json`` as such).
 WARMUP_EXCLUDED_FROM = ["latency_s", "ttft_s", "output_tokens_per_s", "load.stages"]
@@ -25,7 +32,7 @@ def is_warmup(record: CallRecord) -> bool:
     return bool(record.load and record.load.get("warmup"))
 
 
-def _span_rate(times: Sequence[float]) -> float | None:
+def event_rate(times: Sequence[float]) -> float | None:
     """Events per second of a sequence of event times: 1 / the least-squares gap.
 
     The slope of the sorted times against their rank is the mean gap estimated from every
@@ -62,8 +69,8 @@ def summarize_stage(records: Sequence[CallRecord], rule: StopRule | None = None)
         float(r.load["finished_s"]) for r in records if r.load and r.load.get("finished_s") is not None
     ]
     ok_finished = [float(r.load["finished_s"]) for r in ok if r.load and r.load.get("finished_s") is not None]
-    offered = _span_rate(scheduled)
-    achieved = _span_rate(ok_finished)
+    offered = event_rate(scheduled)
+    achieved = event_rate(ok_finished)
     stage = LoadStage(
         index=int(first.get("stage", 0)),
         arrivals=str(first.get("arrivals", "concurrency")),
