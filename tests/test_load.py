@@ -426,3 +426,45 @@ def test_sweep_run_draws_curves_in_the_report_and_escapes_ids(fake_server, tmp_p
     assert "### Load stages" in md and "| fast | 5 req/s | 6 |" in md
     assert "<img" not in md and "\\[x\\](https://e.vil/a)&lt;img" in md
     assert not re.search(r"(?<!\\)\]\(https://e\.vil", md)  # every bracket escaped: no live link
+
+
+async def test_resumed_sweep_reuses_journaled_stages_and_stops_at_the_same_rate(tmp_path: Path) -> None:
+    from rai_harness.run.journal import Journal
+
+    profile = LoadProfile(
+        profile="sweep",
+        rates=[10, 20, 250, 500],
+        requests_per_rate=12,
+        stop=StopRule(min_throughput_ratio=0.8),
+    )
+    requests = requests_for(profile, reqs(5))
+    journal = Journal(tmp_path / "j.sqlite")
+    first = await generate_calls(
+        Server(service_s=0.02, capacity=1),
+        requests,
+        provider_id="p",
+        provider_identity={},
+        concurrency=8,
+        policy=FAST,
+        journal=journal,
+        load=profile,
+    )
+    again_server = Server(service_s=0.02, capacity=1)
+    again = await generate_calls(
+        again_server,
+        requests,
+        provider_id="p",
+        provider_identity={},
+        concurrency=8,
+        policy=FAST,
+        journal=journal,
+        load=profile,
+    )
+    journal.close()
+    assert again_server.n == 0 and all(r.cached for r in again)  # nothing called again
+    assert [r.load for r in again] == [r.load for r in first]  # stages and timings kept
+    assert (
+        summarize_load(profile, again).stopped_at_rate
+        == summarize_load(profile, first).stopped_at_rate
+        == 250
+    )
