@@ -55,6 +55,7 @@ from rai_harness.record import (
     write_samples,
 )
 from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.judge import JudgePlan, attach_judge, plan_judges, run_judge_stage
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.run.score import PlannedSuite, item_key, score_suites, summarize_provider
@@ -69,6 +70,8 @@ LAG_WARN_MS = 10.0
 #: Seconds a rail may wait beyond its call's ``timeout_s`` in a run: the call's own deadline
 #: always ends a stuck check first, and is recorded as a timeout error on the sample.
 _RAIL_DEADLINE_MARGIN_S = 60.0
+#: Judge calls (the samples format), apart from the audited providers' samples.jsonl.
+JUDGE_CALLS_FILE = "judge_calls.jsonl"
 #: Per-request seeds fit in 31 bits: every server that takes a ``seed`` accepts them.
 _SEED_MASK = (1 << 31) - 1
 
@@ -117,6 +120,7 @@ class RunPlan:
     providers: tuple[ProviderPlan, ...]
     datasets: tuple[DatasetInfo, ...]
     suites: tuple[PlannedSuite, ...] = ()
+    judges: tuple[JudgePlan, ...] = ()
     config_path: str | None = None
     config_sha256: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -261,6 +265,7 @@ def plan_run(
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
+    judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
@@ -269,6 +274,7 @@ def plan_run(
         providers=tuple(plans),
         datasets=tuple(datasets),
         suites=tuple(suites),
+        judges=judges,
         config_path=file,
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
@@ -302,7 +308,17 @@ def _plan_suites(
                 "the suite built no samples; check its dataset and limit", file=file, key_path=where
             )
         providers = tuple(sel.providers) if sel.providers else all_ids
-        planned.append(PlannedSuite(suite, data, providers))
+        planned.append(
+            attach_judge(
+                PlannedSuite(suite, data, providers),
+                judge=sel.judge,
+                repeats=sel.judge_repeats,
+                calibration=sel.judge_calibration,
+                base=base,
+                file=file,
+                where=where,
+            )
+        )
     return planned
 
 
@@ -617,18 +633,30 @@ async def execute_run(
                     f"{pp.provider_id}: {summary.failed} of {summary.calls} calls failed "
                     f"({summary.error_rate:.1%} > max_error_rate {settings.max_error_rate:.1%})"
                 )
+        # Judge stage: judges grade the outputs of the suites that name one (their own budget).
+        judged = await run_judge_stage(
+            plan, all_records, journal, seed_requests=_seed_requests, price_records=_apply_hourly
+        )
+        problems.extend(judged.problems)
         suite_runs: dict[str, SuiteRun] = {}
         status = "failed" if problems else "complete"
         if plan.suites:
             from rai_harness.classifiers.pool import default_pool
 
             all_records, suite_runs, score_problems = score_suites(
-                plan.suites, all_records, pool=default_pool(), seed=plan.config.seed
+                plan.suites,
+                all_records,
+                pool=default_pool(),
+                seed=plan.config.seed,
+                judgements=judged.judgements,
+                judged=judged.judged,
             )
             if score_problems:
                 problems.extend(score_problems)
                 status = "incomplete"
         write_samples(out / "samples.jsonl", all_records)
+        if judged.records:
+            write_samples(out / JUDGE_CALLS_FILE, judged.records)
         lag = monitor.summary()
         timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
         if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
@@ -651,6 +679,8 @@ async def execute_run(
             environment=environment_info(),
             datasets=list(plan.datasets),
             providers=summaries,
+            judges=judged.summaries,
+            judge_calls_file=JUDGE_CALLS_FILE if judged.records else None,
             timing_quality=timing_quality,
             suites=suite_runs,
             reproducibility=_reproducibility(plan),

@@ -19,6 +19,8 @@ from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.record import (
     CallRecord,
+    JudgeInfo,
+    MetricSpec,
     Comparison,
     CostSummary,
     Distribution,
@@ -29,7 +31,7 @@ from rai_harness.record import (
     SuiteRun,
     UsageSummary,
 )
-from rai_harness.stats import mcnemar, paired_bootstrap_diff
+from rai_harness.stats import Estimate, mcnemar, paired_bootstrap_diff
 from rai_harness.suites.base import ScoredOutput, SuiteOutput
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COMPARED_PROVIDERS",
+    "JudgedSuite",
     "PlannedSuite",
     "item_key",
     "score_suites",
@@ -57,6 +60,8 @@ class PlannedSuite:
     suite: Suite
     data: SuiteData
     providers: tuple[str, ...]
+    #: The suite's judge (a :class:`rai_harness.run.judge.SuiteJudge`), or None.
+    judge: Any = None
 
     @property
     def name(self) -> str:
@@ -66,6 +71,16 @@ class PlannedSuite:
     def sample_map(self) -> dict[str, SuiteSample]:
         """Item id -> sample."""
         return {s.id: s for s in self.data.samples}
+
+
+@dataclass(frozen=True)
+class JudgedSuite:
+    """What the judge stage adds to a suite's run: its judge, its metrics, per-provider constants."""
+
+    info: JudgeInfo
+    metrics: tuple[MetricSpec, ...]
+    #: Metrics with the same value for every provider (the judge's calibrated kappa).
+    constants: Mapping[str, Estimate]
 
 
 def item_key(suite: str, item: str) -> str:
@@ -158,6 +173,8 @@ def score_suites(
     *,
     pool: ClassifierPool,
     seed: int,
+    judgements: Mapping[tuple[str, str, str, int], Mapping[str, Any]] | None = None,
+    judged: Mapping[str, JudgedSuite] | None = None,
 ) -> tuple[list[CallRecord], dict[str, SuiteRun], list[str]]:
     """Score every suite's outputs and aggregate them per provider.
 
@@ -166,6 +183,9 @@ def score_suites(
         records: All call records of the run (plain-prompt records pass through unchanged).
         pool: Classifier pool (models load once and are shared with guards).
         seed: Run seed for bootstrap intervals.
+        judgements: From the judge stage: ``(suite, provider, item, repeat)`` -> the verdicts
+            added to that output's scores under ``"judge"``.
+        judged: Suite name -> its judge and judge metrics (judged suites only).
 
     Returns:
         ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
@@ -200,6 +220,10 @@ def score_suites(
             metrics=list(suite.metrics),
             datasets=list(ps.data.datasets),
         )
+        extra = (judged or {}).get(suite.name)
+        if extra is not None:
+            run.metrics.extend(extra.metrics)
+            run.judge = extra.info
         try:
             scores = suite.score(outputs, pool) if outputs else []
             if len(scores) != len(outputs):
@@ -212,7 +236,10 @@ def score_suites(
             runs[suite.name] = run
             continue
         for i, score in zip(ok_idx, scores, strict=True):
-            out[i] = replace(out[i], scores=score)
+            verdicts = (judgements or {}).get(
+                (suite.name, out[i].provider_id, str(out[i].metadata["item"]), out[i].repeat)
+            )
+            out[i] = replace(out[i], scores={**score, "judge": verdicts} if verdicts is not None else score)
         per_provider: dict[str, list[int]] = defaultdict(list)
         for i in indices:
             per_provider[out[i].provider_id].append(i)
@@ -240,7 +267,12 @@ def score_suites(
                 provider_id=pid,
                 calls=len(idx),
                 failed=sum(1 for i in idx if not out[i].ok),
-                metrics=agg.metrics,
+                metrics={
+                    # A judged metric the suite could not compute (no judge verdicts) is explicit.
+                    **{m.name: Estimate.empty("no judge verdicts") for m in (extra.metrics if extra else ())},
+                    **agg.metrics,
+                    **(extra.constants if extra is not None else {}),
+                },
                 breakdowns=agg.breakdowns,
                 items=agg.items,
                 counts=agg.counts,

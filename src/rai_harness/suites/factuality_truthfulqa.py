@@ -97,7 +97,7 @@ from rai_harness.suites.base import (
     SuiteParams,
     SuiteSample,
 )
-from rai_harness.suites.common import chat, ok_outputs
+from rai_harness.suites.common import chat, fill_template, ok_outputs
 from rai_harness.suites.data import load_rows, sample_rows
 
 __all__ = [
@@ -285,12 +285,6 @@ def load_truthfulqa(
             key_path="params.dataset",
         )
     return sample_rows(items, limit, seed), info
-
-
-def fill_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace ``{name}`` placeholders in one pass (other braces are left alone)."""
-    pattern = re.compile(r"\{(" + "|".join(re.escape(k) for k in values) + r")\}")
-    return pattern.sub(lambda m: values[m.group(1)], template)
 
 
 def _require_placeholders(template: str, names: Sequence[str]) -> None:
