@@ -155,7 +155,10 @@ def judged_config(
         "providers": [fake_provider("model", model_url, pricing={"input_per_1m": 1.0, "output_per_1m": 1.0})],
         "judges": [
             fake_provider(
-                "grader", judge_url, pricing={"input_per_1m": 1000.0, "output_per_1m": 1000.0}, **(judge or {})
+                "grader",
+                judge_url,
+                pricing={"input_per_1m": 1000.0, "output_per_1m": 1000.0},
+                **(judge or {}),
             )
         ],
         "suites": [
@@ -203,7 +206,9 @@ def test_scripted_judge_grades_beside_the_matcher(tmp_path, fake_server, api_key
     assert judge_counts["matcher_same_items"]["correct_rate"]["value"] == pytest.approx(1 / 3)
     assert m["judge_kappa"].value is None and "not calibrated" in (m["judge_kappa"].note or "")
     # Which judge, in the record; judged metrics declared as such.
-    assert suite.judge is not None and suite.judge.id == "grader" and suite.judge.rubrics == ["simpleqa_grader"]
+    assert (
+        suite.judge is not None and suite.judge.id == "grader" and suite.judge.rubrics == ["simpleqa_grader"]
+    )
     specs = {s.name: s for s in suite.metrics}
     assert specs["judge_correct_rate"].graded_by == "judge"
     assert specs["judge_correct_rate"].matcher_metric == "correct_rate"
@@ -297,9 +302,10 @@ def _judge_rows(journal: Path) -> int:
 def test_judge_calls_resume_after_sigkill(tmp_path, api_key):
     n = 40
     questions = [(f"q{i:02d}", f"Question number {i}: what is item {i}?", f"answer{i}") for i in range(n)]
-    with FakeOpenAIServer(FaultConfig(), subprocess=True) as gen_srv, FakeOpenAIServer(
-        FaultConfig(latency_s=0.1, reply="A"), subprocess=True
-    ) as judge_srv:
+    with (
+        FakeOpenAIServer(FaultConfig(), subprocess=True) as gen_srv,
+        FakeOpenAIServer(FaultConfig(latency_s=0.1, reply="A"), subprocess=True) as judge_srv,
+    ):
         cfg = judged_config(tmp_path, gen_srv.base_url, judge_srv.base_url, judge={"concurrency": 2})
         with (tmp_path / "qa.jsonl").open("w") as fh:  # overwrite the four default questions
             for qid, q, a in questions:

@@ -82,10 +82,14 @@ class SuiteSelection(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The suite's parameters.")
     providers: list[str] | None = Field(None, description="Run only on these provider ids (default: all).")
     judge: str | None = Field(
-        None, description="Id of a provider in `judges` that grades this suite's outputs (model-graded metrics)."
+        None,
+        description="Id of a provider in `judges` that grades this suite's outputs (model-graded metrics).",
     )
     judge_repeats: int = Field(
-        1, ge=1, le=20, description="Times the judge grades each output (flip rate, variance-aware intervals)."
+        1,
+        ge=1,
+        le=20,
+        description="Times the judge grades each output (flip rate, variance-aware intervals).",
     )
     judge_calibration: str | None = Field(
         None,

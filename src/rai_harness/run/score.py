@@ -19,12 +19,12 @@ from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.record import (
     CallRecord,
-    JudgeInfo,
-    MetricSpec,
     Comparison,
     CostSummary,
     Distribution,
     GuardHealth,
+    JudgeInfo,
+    MetricSpec,
     ProviderSummary,
     SuiteEfficiency,
     SuiteResult,

@@ -640,16 +640,25 @@ class ShortQASuite(Suite):
         p = self.params
         rubric = get_rubric("simpleqa_grader")
         jr = judged_rates(ok, rubric, n_resamples=p.n_resamples, seed=self.seed)
-        for label, name in (("CORRECT", "correct"), ("INCORRECT", "incorrect"), ("NOT_ATTEMPTED", "not_attempted")):
+        for label, name in (
+            ("CORRECT", "correct"),
+            ("INCORRECT", "incorrect"),
+            ("NOT_ATTEMPTED", "not_attempted"),
+        ):
             metrics[f"judge_{name}_rate"] = jr.rates[label]
         pairs = [
-            (str(label), o) for o in jr.judged for label in (judge_entry(o, rubric.name) or {}).get("labels", ())
+            (str(label), o)
+            for o in jr.judged
+            for label in (judge_entry(o, rubric.name) or {}).get("labels", ())
             if label is not None
         ]
         attempted = [(lab == "CORRECT", o.sample.id) for lab, o in pairs if lab != "NOT_ATTEMPTED"]
         metrics["judge_correct_given_attempted"] = (
             outputs_rate(
-                [f for f, _ in attempted], [i for _, i in attempted], n_resamples=p.n_resamples, seed=self.seed
+                [f for f, _ in attempted],
+                [i for _, i in attempted],
+                n_resamples=p.n_resamples,
+                seed=self.seed,
             )
             if attempted
             else Estimate.empty("no attempted answers")
@@ -668,7 +677,9 @@ class ShortQASuite(Suite):
             jr.judged,
             lambda o: float(
                 sum(1 for x in (judge_entry(o, rubric.name) or {}).get("labels", ()) if x == "CORRECT")
-                / max(1, sum(1 for x in (judge_entry(o, rubric.name) or {}).get("labels", ()) if x is not None))
+                / max(
+                    1, sum(1 for x in (judge_entry(o, rubric.name) or {}).get("labels", ()) if x is not None)
+                )
             ),
         )
         judged_ids = [o.sample.id for o in jr.judged]

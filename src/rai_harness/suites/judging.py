@@ -125,7 +125,9 @@ class Rubric:
         )
         self._patterns["cue"] = re.compile(rf"{cue}[\"'(\[]*{loose}", flags)
         self._patterns["first"] = re.compile(rf"\s*[\"'(\[]*{strict}", flags)
-        self._patterns["line"] = re.compile(rf"^[ \t]*[\"'(\[]*{loose}[\"')\].!]*[ \t]*$", flags | re.MULTILINE)
+        self._patterns["line"] = re.compile(
+            rf"^[ \t]*[\"'(\[]*{loose}[\"')\].!]*[ \t]*$", flags | re.MULTILINE
+        )
         self._patterns["any"] = re.compile(rf"{edge}({words})(?![A-Za-z0-9_])", flags)
 
     def label_of(self, form: str) -> str:
