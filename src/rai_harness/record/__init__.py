@@ -19,7 +19,14 @@ Modules:
 from __future__ import annotations
 
 from rai_harness.record.calls import CallError, CallRecord
-from rai_harness.record.io import file_sha256, read_run_record, read_samples, write_json_atomic, write_samples
+from rai_harness.record.io import (
+    file_sha256,
+    read_run_record,
+    read_samples,
+    write_json_atomic,
+    write_run,
+    write_samples,
+)
 from rai_harness.record.metrics import Breakdown, MetricSpec
 from rai_harness.record.schema import (
     SCHEMA_VERSION,
@@ -30,7 +37,9 @@ from rai_harness.record.schema import (
     GuardHealth,
     JudgeInfo,
     ProviderSummary,
+    Rescore,
     RunRecord,
+    RunStatus,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
@@ -50,7 +59,9 @@ __all__ = [
     "JudgeInfo",
     "MetricSpec",
     "ProviderSummary",
+    "Rescore",
     "RunRecord",
+    "RunStatus",
     "SuiteEfficiency",
     "SuiteResult",
     "SuiteRun",
@@ -59,5 +70,6 @@ __all__ = [
     "read_run_record",
     "read_samples",
     "write_json_atomic",
+    "write_run",
     "write_samples",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,9 @@ __all__ = [
     "GuardHealth",
     "JudgeInfo",
     "ProviderSummary",
+    "Rescore",
     "RunRecord",
+    "RunStatus",
     "SuiteEfficiency",
     "SuiteResult",
     "SuiteRun",
@@ -39,8 +41,12 @@ __all__ = [
 
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
 #: 3: adds ``reproducibility`` and ``providers[*].guard`` (rail failures, slow rails).
-#: 4: adds ``judges`` (judge providers' calls, latency, cost) and ``suites[*].judge``.
-SCHEMA_VERSION = 4
+#: 4: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
+#: 5: adds ``judges`` (judge providers' calls, latency, cost), ``judge_calls_file`` and ``suites[*].judge``.
+SCHEMA_VERSION = 5
+
+#: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
+RunStatus = Literal["complete", "failed", "incomplete"]
 
 
 class Distribution(BaseModel):
@@ -254,6 +260,25 @@ class SuiteRun(BaseModel):
     judge: JudgeInfo | None = Field(None, description="The judge of the model-graded metrics, if any.")
 
 
+class Rescore(BaseModel):
+    """Provenance of a record written by ``rai score``: the calls are the source run's, the scores are new."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_run_id: str
+    source_dir: str
+    source_sha256: str = Field(..., description="SHA-256 of the source run.json.")
+    scored_at: str
+    harness_version: str = Field(..., description="rai-harness version that re-scored.")
+    suites: dict[str, str] = Field(..., description="Re-scored suite -> the suite version that scored it.")
+    source_suites: dict[str, str] = Field(
+        default_factory=dict, description="Suite -> its version in the source record."
+    )
+    environment: dict[str, Any] = Field(
+        default_factory=dict, description="Where the re-scoring ran (``environment`` stays the generation's)."
+    )
+
+
 class RunRecord(BaseModel):
     """Everything needed to report on, gate on, or reproduce a run."""
 
@@ -262,7 +287,7 @@ class RunRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
     name: str
-    status: str = Field(
+    status: RunStatus = Field(
         ..., description="'complete', 'failed' (an error budget was exceeded) or 'incomplete'."
     )
     problems: list[str] = Field(default_factory=list)
@@ -288,3 +313,4 @@ class RunRecord(BaseModel):
     reproducibility: dict[str, Any] = Field(
         default_factory=dict, description="What was seeded, and what a rerun cannot reproduce (and why)."
     )
+    rescore: Rescore | None = Field(None, description="Set when ``rai score`` wrote this record.")

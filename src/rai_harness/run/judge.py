@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from rai_harness.run.execute import RunPlan
 
 __all__ = [
+    "JUDGE_CALLS_FILE",
     "JUDGE_KAPPA_METRIC",
     "JudgePlan",
     "JudgeStage",
@@ -67,6 +68,8 @@ __all__ = [
     "run_judge_stage",
 ]
 
+#: Judge calls (the samples format), apart from the audited providers' samples.jsonl.
+JUDGE_CALLS_FILE = "judge_calls.jsonl"
 #: Characters of a judge reply kept in the output's scores (the full reply is in judge_calls.jsonl).
 REPLY_KEEP_CHARS = 500
 

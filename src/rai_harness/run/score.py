@@ -13,9 +13,9 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rai_harness.classifiers.pool import ClassifierPool
+from rai_harness.classifiers.pool import ClassifierPool, default_pool
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.record import (
     CallRecord,
@@ -26,6 +26,7 @@ from rai_harness.record import (
     JudgeInfo,
     MetricSpec,
     ProviderSummary,
+    RunStatus,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
@@ -41,7 +42,10 @@ __all__ = [
     "MAX_COMPARED_PROVIDERS",
     "JudgedSuite",
     "PlannedSuite",
+    "ScoringOutcome",
+    "error_budget_problems",
     "item_key",
+    "run_status",
     "score_suites",
     "summarize_guard",
     "summarize_provider",
@@ -167,30 +171,46 @@ def _scorer_info(suite: Suite, pool: ClassifierPool) -> dict[str, Any]:
     return info
 
 
+class ScoringOutcome(NamedTuple):
+    """What the score and aggregate phases produce."""
+
+    #: Every call record, with per-sample ``scores`` filled in for the scored suites.
+    records: list[CallRecord]
+    #: Suite name -> its results across providers.
+    suites: dict[str, SuiteRun]
+    #: Suites (or suite/provider pairs) that could not be scored or aggregated.
+    problems: list[str]
+
+
 def score_suites(
     planned: Sequence[PlannedSuite],
     records: Sequence[CallRecord],
     *,
-    pool: ClassifierPool,
     seed: int,
+    pool: ClassifierPool | None = None,
     judgements: Mapping[tuple[str, str, str, int], Mapping[str, Any]] | None = None,
     judged: Mapping[str, JudgedSuite] | None = None,
-) -> tuple[list[CallRecord], dict[str, SuiteRun], list[str]]:
+) -> ScoringOutcome:
     """Score every suite's outputs and aggregate them per provider.
 
-    Args:
-        planned: The run's suites.
-        records: All call records of the run (plain-prompt records pass through unchanged).
-        pool: Classifier pool (models load once and are shared with guards).
-        seed: Run seed for bootstrap intervals.
-        judgements: From the judge stage: ``(suite, provider, item, repeat)`` -> the verdicts
-            added to that output's scores under ``"judge"``.
-        judged: Suite name -> its judge and judge metrics (judged suites only).
+    Used by a run (:func:`~rai_harness.run.execute.execute_run`) and by a re-score of a
+    finished one (:func:`~rai_harness.run.rescore.score_run`); with no suites it returns the
+    records unchanged.
 
-    Returns:
-        ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
-        suite that could not be scored.
+    Args:
+        planned: The suites to score.
+        records: All call records of the run (records of other suites and plain prompts pass
+            through unchanged).
+        seed: Run seed for bootstrap intervals.
+        pool: Classifier pool (default: the process-wide one, so models load once and are
+            shared with guards).
+        judgements: From the judge phase: ``(suite, provider, item, repeat)`` -> the verdicts
+            added to that output's scores under ``"judge"``. Without them (a re-score), an
+            output keeps the judge verdicts its record already carries.
+        judged: Suite name -> its judge and judge metrics (judged suites only).
     """
+    if pool is None:
+        pool = default_pool()
     out = list(records)
     by_suite: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(out):
@@ -236,9 +256,12 @@ def score_suites(
             runs[suite.name] = run
             continue
         for i, score in zip(ok_idx, scores, strict=True):
-            verdicts = (judgements or {}).get(
-                (suite.name, out[i].provider_id, str(out[i].metadata["item"]), out[i].repeat)
-            )
+            if judgements is not None:
+                verdicts = judgements.get(
+                    (suite.name, out[i].provider_id, str(out[i].metadata["item"]), out[i].repeat)
+                )
+            else:  # a re-score: keep the verdicts the judge gave in the run
+                verdicts = (out[i].scores or {}).get("judge")
             out[i] = replace(out[i], scores={**score, "judge": verdicts} if verdicts is not None else score)
         per_provider: dict[str, list[int]] = defaultdict(list)
         for i in indices:
@@ -282,7 +305,7 @@ def score_suites(
         run.comparisons = _comparisons(ps, run.results, seed, suite.params.n_resamples)
         run.scorers = _scorer_info(suite, pool)
         runs[suite.name] = run
-    return out, runs, problems
+    return ScoringOutcome(out, runs, problems)
 
 
 #: ``CallError.type`` of a call failed by a rail (``guardrails.provider.GUARD_ERROR``/``GUARD_TIMEOUT``).
@@ -380,3 +403,20 @@ def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: 
         per_1k_calls_usd=per_call * 1000 if per_call is not None else None,
         estimated=usage.estimated_calls > 0,
     )
+
+
+def error_budget_problems(providers: dict[str, ProviderSummary], max_error_rate: float) -> list[str]:
+    """One problem per provider whose share of failed calls exceeds ``runner.max_error_rate``."""
+    return [
+        f"{pid}: {s.failed} of {s.calls} calls failed ({s.error_rate:.1%} > max_error_rate {max_error_rate:.1%})"
+        for pid, s in providers.items()
+        if s.error_rate > max_error_rate
+    ]
+
+
+def run_status(budget_problems: Sequence[str], scoring_problems: Sequence[str]) -> RunStatus:
+    """``incomplete`` when a suite could not be scored (its metrics are missing), else
+    ``failed`` when an error budget was exceeded, else ``complete``."""
+    if scoring_problems:
+        return "incomplete"
+    return "failed" if budget_problems else "complete"
