@@ -333,3 +333,21 @@ def test_judge_calls_resume_after_sigkill(tmp_path, api_key):
     res = record.suites["factuality.short_qa"].results["model"]
     assert res.metrics["judge_correct_rate"].value == 1.0 and res.metrics["judge_correct_rate"].n == n
     assert record.judges["grader"].reused == done
+
+
+def test_rescore_keeps_the_judges_verdicts(tmp_path, fake_server, api_key):
+    from rai_harness.run.rescore import score_run
+
+    fake_server.configure(script={**VERDICTS, **ANSWERS})
+    cfg = judged_config(tmp_path, fake_server.base_url, fake_server.base_url)
+    first = run(cfg, tmp_path / "out")
+    before = fake_server.stats()["calls"]
+    again = score_run(tmp_path / "out", out_dir=tmp_path / "rescored")
+    assert fake_server.stats()["calls"] == before  # no judge is called again
+    old = first.suites["factuality.short_qa"]
+    new = again.suites["factuality.short_qa"]
+    assert new.judge == old.judge
+    assert [m.name for m in new.metrics] == [m.name for m in old.metrics]
+    for name in ("judge_correct_rate", "judge_kappa", "correct_rate"):
+        assert new.results["model"].metrics[name] == old.results["model"].metrics[name]
+    assert len(read_samples(tmp_path / "rescored" / "judge_calls.jsonl")) == 4
