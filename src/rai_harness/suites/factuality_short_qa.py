@@ -32,7 +32,14 @@ needs no model and is exactly reproducible, but misses paraphrases (*"the thigh 
 needs the alias), credits an answer that lists the reference among wrong candidates or
 negates it (*"not Canberra"*) through containment, and detects hedges by regular
 expression. Correct given attempted and the F-score follow from the same grades, so they
-inherit these limits. An LLM-judge grader is future work. SimpleQA reports no intervals;
+inherit these limits.
+
+**Judge** (optional): with ``judge:`` on the suite, every reply is also sent to a judge model
+with SimpleQA's own grader prompt (rubric ``simpleqa_grader``, :mod:`rai_harness.suites.judging`;
+aliases are listed after the gold target) and its A/B/C grades give the ``judge_*`` metrics
+beside the matcher's, with the matcher's score on the same replies and their agreement. The
+matcher stays the headline: it is exactly reproducible, and a judge is only as good as its
+measured agreement (``rai judge calibrate``). SimpleQA reports no intervals;
 we give Wilson intervals for the rates and expanded-percentile bootstrap intervals for the
 F-score, exact match and F1 (over questions; with repeats, whole questions are
 resampled).
@@ -684,14 +691,15 @@ class ShortQASuite(Suite):
         )
         judged_ids = [o.sample.id for o in jr.judged]
         same = {
-            "correct_rate": outputs_rate(
-                [bool(o.scores and o.scores["correct"]) for o in jr.judged],
+            f"{g}_rate": outputs_rate(
+                [bool(o.scores and o.scores["grade"] == g) for o in jr.judged],
                 judged_ids,
                 n_resamples=p.n_resamples,
                 seed=self.seed,
             )
             if jr.judged
             else Estimate.empty("no judged replies")
+            for g in _GRADES
         }
         return {**jr.counts, "matcher_same_items": {k: v.model_dump(mode="json") for k, v in same.items()}}
 
