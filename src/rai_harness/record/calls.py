@@ -60,6 +60,9 @@ class CallRecord:
     guard: dict[str, Any] | None = None
     #: Per-sample scores written by the score stage (``None`` before scoring or for plain prompts).
     scores: dict[str, Any] | None = None
+    #: When a load profile scheduled the call: its stage, due and actual start, finish (seconds
+    #: after the stage started), whether it was warm-up (see ``rai_harness.load``).
+    load: dict[str, Any] | None = None
     #: Where the call was made and timed: ``None`` in the run's own process (engine ``local``),
     #: else ``ray:<node id>`` of the Ray worker (an opaque cluster id, never a host name).
     host_id: str | None = None

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
+from rai_harness.load import requests_for
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
 from rai_harness.record import (
@@ -56,6 +57,7 @@ from rai_harness.record import (
     write_run,
 )
 from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.judge import JUDGE_CALLS_FILE, JudgePlan, attach_judge, plan_judges, run_judge_stage
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.run.score import (
@@ -148,6 +150,7 @@ class RunPlan:
     providers: tuple[ProviderPlan, ...]
     datasets: tuple[DatasetInfo, ...]
     suites: tuple[PlannedSuite, ...] = ()
+    judges: tuple[JudgePlan, ...] = ()
     config_path: str | None = None
     config_sha256: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -256,6 +259,14 @@ def plan_run(
         from rai_harness.run.ray_engine import check_ray
 
         check_ray(file=file)
+        if config.load is not None:
+            # A load profile schedules each call's start from one clock; the Ray engine's
+            # workers each run their own share, so the schedule would not hold.
+            raise ConfigError(
+                "a load profile runs in one process: use runner.engine local with `load`, or drop `load`",
+                file=file,
+                key_path="load",
+            )
     table = (
         PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
     )
@@ -295,8 +306,16 @@ def plan_run(
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
+        if config.load is not None:
+            try:
+                requests = requests_for(config.load, requests)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
+                ) from exc
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
+    judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
         config=config,
@@ -304,6 +323,7 @@ def plan_run(
         providers=tuple(plans),
         datasets=tuple(datasets),
         suites=tuple(suites),
+        judges=judges,
         config_path=file,
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
@@ -327,7 +347,17 @@ def _plan_suites(
             key = f"{where}.{exc.key_path}" if exc.key_path else where
             raise ConfigError(exc.detail, file=exc.file or file, key_path=key) from exc
         providers = tuple(sel.providers) if sel.providers else all_ids
-        planned.append(PlannedSuite(suite, data, providers))
+        planned.append(
+            attach_judge(
+                PlannedSuite(suite, data, providers),
+                judge=sel.judge,
+                repeats=sel.judge_repeats,
+                calibration=sel.judge_calibration,
+                base=base,
+                file=file,
+                where=where,
+            )
+        )
     return planned
 
 
@@ -616,13 +646,24 @@ async def execute_run(
         t0 = time.perf_counter()
         generated = await _generate(plan, journal, on_record=on_record, on_start=on_start, session=session)
         calls = summarize_calls(plan, generated)
-        pool = session.scoring_pool() if session is not None else None
-        scored = score_suites(plan.suites, calls.records, seed=plan.config.seed, pool=pool)
+        # Judge phase: judges grade the outputs of the suites that name one (their own budget).
+        judged = await run_judge_stage(
+            plan, calls.records, journal, seed_requests=_seed_requests, price_records=_apply_hourly
+        )
+        scored = score_suites(
+            plan.suites,
+            calls.records,
+            seed=plan.config.seed,
+            pool=session.scoring_pool() if session is not None else None,
+            judgements=judged.judgements,
+            judged=judged.judged,
+        )
+        budget_problems = [*calls.problems, *judged.problems]
         record = RunRecord(
             run_id=run_id,
             name=plan.config.name,
-            status=run_status(calls.problems, scored.problems),
-            problems=[*calls.problems, *scored.problems],
+            status=run_status(budget_problems, scored.problems),
+            problems=[*budget_problems, *scored.problems],
             started_at=journal.get_meta("first_started_at") or started_iso,
             finished_at=_now_iso(),
             duration_s=time.perf_counter() - t0,
@@ -633,11 +674,13 @@ async def execute_run(
             environment=environment_info(),
             datasets=list(plan.datasets),
             providers=calls.providers,
+            judges=judged.summaries,
+            judge_calls_file=JUDGE_CALLS_FILE if judged.records else None,
             timing_quality=_timing_quality(generated.loop_lag, generated.engine),
             suites=scored.suites,
             reproducibility=_reproducibility(plan),
         )
-        write_run(out, record, scored.records)
+        write_run(out, record, scored.records, judge_calls=judged.records)
         return record
     finally:
         if session is not None:
@@ -758,6 +801,7 @@ async def _generate_one(
         retry_failed=settings.retry_failed_on_resume,
         on_record=on_record,
         seed=plan.config.seed,
+        load=plan.config.load,
     )
 
 
@@ -769,7 +813,7 @@ def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
         priced = _apply_hourly(list(outcome), pp.price)
         records.extend(priced)
         summaries[pp.provider_id] = summarize_provider(
-            pp.config.kind, pp.config.model, priced, pp.price, info
+            pp.config.kind, pp.config.model, priced, pp.price, info, load=plan.config.load
         )
     return CallSummary(
         records, summaries, error_budget_problems(summaries, plan.config.runner.max_error_rate)

@@ -53,7 +53,7 @@ from rai_harness.providers.base import Provider, ProviderConfig, require_package
 from rai_harness.record import CallRecord
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.runner import LoopLagMonitor, RateLimiter, RetryPolicy, generate_calls, reuse_journaled
-from rai_harness.types import ChatRequest
+from rai_harness.types import ChatRequest, Generation
 
 if TYPE_CHECKING:
     from rai_harness.run.execute import RunPlan
@@ -241,6 +241,31 @@ class WorkerSpec:
     seed: int
 
 
+class _SharedLimits:
+    """A provider whose attempts share one actor-wide concurrency slot pool and rate limiter.
+
+    A Ray actor runs several chunks of a provider at once (each through its own
+    :func:`generate_calls`); wrapping the provider makes its share of the limits hold across
+    all of them. Every attempt (retries included) waits for the rate limiter, then holds a
+    slot while the request is on the wire; backoff waits hold no slot.
+    """
+
+    def __init__(self, inner: Provider, concurrency: int, limiter: RateLimiter) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(concurrency)
+        self._limiter = limiter
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        """One attempt, within the actor's share of the provider's limits."""
+        await self._limiter.acquire()
+        async with self._slots:
+            return await self._inner.generate(request)
+
+    def __getattr__(self, name: str) -> Any:
+        # load, describe, aclose and the rest belong to the wrapped provider.
+        return getattr(self._inner, name)
+
+
 class CallWorker:
     """A Ray actor that makes calls for its share of each provider's limits.
 
@@ -260,8 +285,6 @@ class CallWorker:
         self._secrets = [v for v in env.values() if v]
         self._providers: dict[str, Provider] = {}
         self._loaded: set[str] = set()
-        self._semaphores = {pid: asyncio.Semaphore(s.concurrency) for pid, s in specs.items()}
-        self._limiters = {pid: RateLimiter(s.rpm) for pid, s in specs.items()}
         self._lock = asyncio.Lock()
         self._monitor: LoopLagMonitor | None = None
         self._cpu0 = 0.0
@@ -273,7 +296,10 @@ class CallWorker:
             if provider is None:
                 from rai_harness.run.execute import _build
 
-                provider = self._providers[provider_id] = _build(self._specs[provider_id].config)
+                spec = self._specs[provider_id]
+                provider = self._providers[provider_id] = _SharedLimits(
+                    _build(spec.config), spec.concurrency, RateLimiter(spec.rpm)
+                )
             if load and provider_id not in self._loaded:
                 loader = getattr(provider, "load", None)
                 if callable(loader):
@@ -309,6 +335,8 @@ class CallWorker:
                 requests,
                 provider_id=provider_id,
                 provider_identity=spec.identity,
+                # The actor's share of the limits is enforced by the provider wrapper
+                # across every chunk in flight; each chunk may use all of it.
                 concurrency=spec.concurrency,
                 policy=spec.policy,
                 journal=None,  # the driver journals
@@ -317,8 +345,6 @@ class CallWorker:
                 retry_failed=spec.retry_failed,
                 on_record=finished.put_nowait,
                 seed=spec.seed,
-                semaphore=self._semaphores[provider_id],
-                limiter=self._limiters[provider_id],
             )
         )
         sent = 0
