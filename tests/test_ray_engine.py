@@ -135,6 +135,16 @@ def test_missing_ray_is_a_plan_time_error_with_the_install_command(tmp_path, api
     assert err.value.key_path == "runner.engine"
 
 
+def test_a_load_profile_with_the_ray_engine_is_a_plan_time_error(tmp_path, api_key):
+    config = _config(tmp_path, "http://127.0.0.1:9", 2, engine="ray")
+    data = yaml.safe_load(config.read_text())
+    data["load"] = {"profile": "constant", "rate": 5}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="load profile runs in one process") as err:
+        plan_run(load_run_config(config), config_path=config)
+    assert err.value.key_path == "load"
+
+
 def test_same_samples_on_local_and_ray_with_20_percent_faults(tmp_path, api_key, ray_cluster):
     faults = FaultConfig(
         fault_rate=0.2,
