@@ -225,6 +225,9 @@ def test_scripted_judge_grades_beside_the_matcher(tmp_path, fake_server, api_key
     judge_calls = read_samples(tmp_path / "out" / "judge_calls.jsonl")
     assert {s.provider_id for s in judge_calls} == {"grader"} and len(judge_calls) == 4
     assert all(s.params["temperature"] == 0 and "seed" in s.params for s in judge_calls)
+    seeded = record.reproducibility["judges"]["grader"]
+    assert seeded["temperature"] == 0 and seeded["seed_support"] == "best_effort"
+    assert any(c.startswith("judge grader:") for c in record.reproducibility["not_reproducible"])
     # Each audited sample carries its verdict and the judge's raw reply.
     by_item = {s.metadata["item"]: s.scores["judge"]["rubrics"]["simpleqa_grader"] for s in samples}
     assert by_item["q2"]["labels"] == ["INCORRECT"] and by_item["q2"]["how"] == ["cue"]
