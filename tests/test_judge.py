@@ -464,6 +464,7 @@ def test_report_shows_judge_agreement_and_matcher_beside_judged_metrics(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # four ~1,400-token grader prompts on a shared CPU
 def test_smollm2_as_judge_on_a_few_items(tmp_path, fake_server, api_key):
     import importlib.util
 
@@ -472,7 +473,7 @@ def test_smollm2_as_judge_on_a_few_items(tmp_path, fake_server, api_key):
     fake_server.configure(script=ANSWERS)
     cfg = judged_config(tmp_path, fake_server.base_url, fake_server.base_url)
     data = yaml.safe_load(cfg.read_text())
-    data["judges"] = [{"kind": "hf-local", "id": "smollm2-judge", "model": "smollm2", "num_threads": 1}]
+    data["judges"] = [{"kind": "hf-local", "id": "smollm2-judge", "model": "smollm2", "timeout_s": 3600}]
     data["suites"][0]["judge"] = "smollm2-judge"
     cfg.write_text(yaml.safe_dump(data))
     record = run(cfg, tmp_path / "out")
