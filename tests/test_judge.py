@@ -277,6 +277,9 @@ def test_judge_config_errors(tmp_path):
         parse_run_config({**base, "suites": [{"name": "factuality.short_qa", "judge": "nope"}]})
     with pytest.raises(ConfigError, match="already used"):
         parse_run_config({**base, "judges": [{"kind": "replay", "id": "p", "model": "m", "path": "x.jsonl"}]})
+    guarded = {"kind": "replay", "id": "j", "model": "m", "path": "x.jsonl", "guard": {"policy": "g.yaml"}}
+    with pytest.raises(ConfigError, match="not guarded"):
+        parse_run_config({**base, "judges": [guarded]})
     with pytest.raises(ConfigError, match="no `judge`"):
         parse_run_config({**base, "suites": [{"name": "factuality.short_qa", "judge_repeats": 3}]})
 

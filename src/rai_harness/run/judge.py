@@ -297,6 +297,8 @@ def judge_info(ps: PlannedSuite, plan: JudgePlan) -> JudgeInfo:
             "labels": agreement.get("labels"),
             "columns": agreement.get("columns"),
             "confusion": agreement.get("confusion"),
+            # A calibration of another model or endpoint says nothing about this judge.
+            "same_judge": (cal.get("judge") or {}).get("identity") == plan.config.cache_identity(),
         }
     return JudgeInfo(
         id=plan.judge_id,
