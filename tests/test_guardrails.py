@@ -37,6 +37,7 @@ class PhraseClassifier:
         self, phrases: Mapping[str, Mapping[str, float]], *, base: float = 0.05, name: str = "phrases"
     ):
         self.name = name
+        self.produces_spans = True
         self.phrases = {label: dict(p) for label, p in phrases.items()}
         self.labels = tuple(self.phrases)
         self.base = base
@@ -74,6 +75,7 @@ class ScoresOnlyClassifier(PhraseClassifier):
 class RaisingClassifier:
     name = "raiser"
     labels = ("toxic",)
+    produces_spans = False
 
     def predict(self, texts: Sequence[str]) -> list[LabelScores]:
         raise RuntimeError("model exploded")
@@ -86,6 +88,7 @@ class SleepingClassifier:
     """Sleeps, then scores every text 0.9 on ``toxic``."""
 
     labels = ("toxic",)
+    produces_spans = False
 
     def __init__(self, delay_s: float, name: str = "sleeper"):
         self.delay_s = delay_s

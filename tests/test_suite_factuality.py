@@ -178,6 +178,7 @@ class FakeNLI:
 
     name = "fake-nli"
     labels = ("CONTRADICTION", "NEUTRAL", "ENTAILMENT")
+    produces_spans = False
 
     class tokenizer:  # only what pair_separator looks at
         sep_token = "[SEP]"

@@ -132,6 +132,9 @@ class SequenceClassifier:
         info: Extra facts for :meth:`info` (model id, revision...).
     """
 
+    #: Document-level label scores only: ``redact`` rails cannot use it.
+    produces_spans = False
+
     def __init__(
         self,
         model: Any,

@@ -56,7 +56,8 @@ from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import Rail, Stage
 
 if TYPE_CHECKING:
-    from rai_harness.guardrails.policy import ClassifierSource, GuardPolicy
+    from rai_harness.guardrails.guard import ClassifierSource
+    from rai_harness.guardrails.policy import GuardPolicy
 
 __all__ = [
     "AuditReport",

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rai_harness.errors import MissingDependencyError
+from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.providers.httpio import ResponseLimits
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
@@ -212,8 +212,12 @@ class ProviderConfig(BaseModel):
         return {}
 
     def cache_identity(self) -> dict[str, Any]:
-        """What determines this provider's outputs (no secrets, no runner knobs)."""
-        identity = self.model_dump(
+        """What determines this provider's own outputs (no secrets, no runner knobs, no guard).
+
+        Kinds override it; the guard wrapped around any kind is added by
+        :meth:`call_identity`, which is what call keys use.
+        """
+        return self.model_dump(
             mode="json",
             exclude={
                 "id",
@@ -229,12 +233,24 @@ class ProviderConfig(BaseModel):
                 "client",
             },
         )
+
+    def call_identity(self, *, guard_sha256: str | None = None) -> dict[str, Any]:
+        """The identity in every call key: :meth:`cache_identity`, plus the guard when there is one.
+
+        The guard's policy counts by content (sha256), not by path (paths differ between
+        clones), for every provider kind.
+
+        Args:
+            guard_sha256: The policy's sha256 as resolved at plan time (the run reads the
+                policy once). Without it the policy file is read and hashed here.
+
+        Raises:
+            ConfigError: The policy file cannot be read: an identity must never fall back to
+                hashing the path, or a changed policy would reuse stale guarded outputs.
+        """
+        identity = self.cache_identity()
         if self.guard is not None:
-            # The policy's content, not its path, decides the outputs (paths differ between clones).
-            try:
-                digest = hashlib.sha256(Path(self.guard.policy).read_bytes()).hexdigest()
-            except OSError:
-                digest = self.guard.policy
+            digest = guard_sha256 if guard_sha256 is not None else _policy_sha256(self.guard.policy)
             identity["guard"] = {
                 "policy_sha256": digest,
                 "input": self.guard.input,
@@ -250,6 +266,17 @@ class ProviderConfig(BaseModel):
     def build(self) -> Provider:
         """Create the provider. Heavy imports happen here, not at module import."""
         raise NotImplementedError
+
+
+def _policy_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the guard policy to identify its calls: {exc.strerror or exc}; check the path",
+            file=path,
+            key_path="guard.policy",
+        ) from exc
 
 
 def require_package(module: str, package: str, *, extra: str | None = None, feature: str = "") -> None:

@@ -69,6 +69,7 @@ from rai_harness.run.score import (
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 if TYPE_CHECKING:
+    from rai_harness.guardrails.policy import GuardPolicy
     from rai_harness.suites.base import Suite, SuiteData
 
 __all__ = [
@@ -126,11 +127,27 @@ class BuiltSuite(NamedTuple):
 
 @dataclass(frozen=True)
 class ProviderPlan:
-    """One provider's part of a plan."""
+    """One provider's part of a plan.
+
+    Attributes:
+        config: The provider's settings (relative paths resolved).
+        price: Its resolved price, if any.
+        requests: Every call it makes, seeded.
+        guard_policy: Its guard policy, read and validated once at plan time (``None``
+            without a guard); the run builds the guard from this, never from the file again.
+    """
 
     config: ProviderConfig
     price: ResolvedPrice | None
     requests: tuple[ChatRequest, ...]
+    guard_policy: GuardPolicy | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity in its call keys (:meth:`ProviderConfig.call_identity`, with the
+        sha256 of the policy read at plan time: the file is not read again)."""
+        sha256 = self.guard_policy.sha256 if self.guard_policy is not None else None
+        return self.config.call_identity(guard_sha256=sha256)
 
     @property
     def provider_id(self) -> str:
@@ -273,24 +290,21 @@ def plan_run(
                 raise ConfigError(
                     exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
                 ) from exc
-        if cfg.guard is not None:
-            from rai_harness.guardrails import load_policy
-
-            try:
-                load_policy(cfg.guard.policy)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{exc.detail} (the guard policy of providers[{i}])",
-                    file=exc.file or file,
-                    key_path=exc.key_path or f"providers[{i}].guard.policy",
-                ) from exc
+        policy = _guard_policy(cfg, i, file)
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         params = cfg.params.to_params()
         requests = expand_requests(rows, params, repeats)
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
-        plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
+        plans.append(
+            ProviderPlan(
+                cfg,
+                price,
+                tuple(_seed_requests(requests, config.seed)),
+                guard_policy=policy,
+            )
+        )
     # Output folders are relative to the working directory, like every other CLI path.
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
@@ -303,6 +317,22 @@ def plan_run(
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
     )
+
+
+def _guard_policy(cfg: ProviderConfig, index: int, file: str | None) -> GuardPolicy | None:
+    """Read and validate a provider's guard policy: the one read of it in a run."""
+    if cfg.guard is None:
+        return None
+    from rai_harness.guardrails.policy import load_policy
+
+    try:
+        return load_policy(cfg.guard.policy)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.detail} (the guard policy of providers[{index}])",
+            file=exc.file or file,
+            key_path=exc.key_path or f"providers[{index}].guard.policy",
+        ) from exc
 
 
 def _plan_suites(
@@ -432,37 +462,29 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
     return out
 
 
-def _build(cfg: ProviderConfig) -> Provider:
+def _build(pp: ProviderPlan) -> Provider:
     """Build a provider, wrapped in its guard when the config names one.
 
-    The guard runs in evaluation mode: built from its policy with every rail's
-    ``timeout_ms`` raised above the call's ``timeout_s`` (the call's deadline, recorded as
-    a timeout error on the sample, ends a stuck check; a busy machine never turns a slow
-    check into the rail's ``on_error``), and a failed rail fails the call. Rails slower than
-    the policy's own timeouts are named in the verdicts. The guard belongs to this provider
-    and is closed with it.
+    The guard is built from the policy resolved at plan time (``pp.guard_policy``), in
+    evaluation mode: every rail's ``timeout_ms`` raised above the call's ``timeout_s`` (the
+    call's deadline, recorded as a timeout error on the sample, ends a stuck check; a busy
+    machine never turns a slow check into the rail's ``on_error``), and a failed rail fails
+    the call. Rails slower than the policy's own timeouts are named in the verdicts. The
+    guard belongs to this provider and is closed with it.
     """
+    cfg = pp.config
     if cfg.guard is None:
         return cfg.build()
-    from rai_harness.guardrails import Guard, GuardedProvider, load_policy
+    from rai_harness.guardrails import Guard, GuardedProvider
 
-    policy = load_policy(cfg.guard.policy)
+    policy = pp.guard_policy
+    assert policy is not None, "plan_run resolves the guard policy of every guarded provider"
     policy_timeouts = {
         f"{stage}:{rail.name}": rail.timeout_ms
         for stage in ("input", "output")
         for rail in getattr(policy, stage)
     }
-    lifted_ms = (cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0
-    policy = policy.model_copy(
-        update={
-            stage: [
-                rail.model_copy(update={"timeout_ms": max(rail.timeout_ms, lifted_ms)})
-                for rail in getattr(policy, stage)
-            ]
-            for stage in ("input", "output")
-        }
-    )
-    guard = Guard.from_policy(policy)
+    guard = Guard.from_policy(policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0))
     try:
         provider = cfg.build()
     except BaseException:
@@ -545,7 +567,7 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
 
 def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> int:
     """How many of a provider's calls are not yet usable from the journal."""
-    identity = pp.config.cache_identity()
+    identity = pp.identity
     pending = 0
     for request in pp.requests:
         stored = journal.get(call_key(identity, request))
@@ -655,7 +677,7 @@ async def _generate(
     monitor = LoopLagMonitor()
     try:
         for pp in plan.providers:
-            providers.append(_build(pp.config))
+            providers.append(_build(pp))
         await _load_pending(plan, providers, journal)
         # Start the clocks after loading so progress rates and loop lag describe the calls.
         if on_start:
@@ -702,7 +724,7 @@ async def _generate_one(
         provider,
         pp.requests,
         provider_id=pp.provider_id,
-        provider_identity=pp.config.cache_identity(),
+        provider_identity=pp.identity,
         concurrency=pp.config.concurrency,
         rpm=pp.config.rpm,
         policy=RetryPolicy(
