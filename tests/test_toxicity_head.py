@@ -249,7 +249,13 @@ def test_training_is_deterministic(tmp_path, embedder):
     outputs = []
     for run in ("a", "b"):
         report = train_toxicity_head(
-            tmp_path / "data", tmp_path / run, seed=7, embedder=embedder, aae_pairs=pairs, c_grid=(0.3, 3.0)
+            tmp_path / "data",
+            tmp_path / run,
+            seed=7,
+            embedder=embedder,
+            aae_pairs=pairs,
+            c_grid=(0.3, 3.0),
+            sources="davidson+toxigen",
         )
         outputs.append(report)
     a, b = ((tmp_path / run / "head.safetensors").read_bytes() for run in ("a", "b"))
@@ -269,6 +275,36 @@ def test_training_is_deterministic(tmp_path, embedder):
     assert "## Known biases" in card and "zorbians" in card
     # The tiny head already separates its own insults from its benign tweets.
     clf = MiniLMToxicityClassifier(tmp_path / "a", embedder=embedder)
+    toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
+    assert toxic["toxic"] > nice["toxic"]
+
+
+def test_training_with_fine_tuned_layers(tmp_path, embedder):
+    # The shipped recipe on tiny data: top layer fine-tuned, head refitted and calibrated, the
+    # layers saved beside the head and laid over the shared encoder when it is loaded.
+    from rai_harness.classifiers.toxicity_encoder import ENCODER_FILE
+    from rai_harness.training.finetune import FineTuneConfig
+
+    _write_tiny_data(tmp_path / "data")
+    report = train_toxicity_head(
+        tmp_path / "data",
+        tmp_path / "ft",
+        seed=3,
+        embedder=embedder,
+        aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+        c_grid=(1.0,),
+        sources="davidson+toxigen",
+        finetune=FineTuneConfig(layers=1, epochs=1, batch_size=8),
+    )
+    assert report.finetune["fine_tuned_layers"] == [5] and len(report.finetune["history"]) == 1
+    assert (tmp_path / "ft" / ENCODER_FILE).is_file()
+    head = ToxicityHead.load(tmp_path / "ft")
+    assert head.encoder is not None and head.meta["encoder_overlay"]["layers"] == [5]
+    card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
+    assert "### Fine-tuning the encoder" in card and "--finetune-layers 1" in card
+    clf = MiniLMToxicityClassifier(tmp_path / "ft", embedder=embedder)
+    assert clf.encoder_model is not embedder.model
+    assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
     assert toxic["toxic"] > nice["toxic"]
 
@@ -293,10 +329,10 @@ def test_evaluate_aae_pairs_statistics(tmp_path):
     assert r["wilcoxon_p"] < 0.001 and r["aae_higher_in_pairs"] == 20
     assert (
         r["at_0.5"]["fpr_aae"] == 0.0
-        and r["at_best_f1"]["fpr_aae"] == 1.0
-        and r["at_best_f1"]["fpr_sae"] == 0.0
+        and r["at_threshold"]["fpr_aae"] == 1.0
+        and r["at_threshold"]["fpr_sae"] == 0.0
     )
-    assert r["at_best_f1"]["mcnemar_exact_p"] < 0.001
+    assert r["at_threshold"]["mcnemar_exact_p"] < 0.001
 
 
 def test_aae_pairs_dataset():
@@ -359,7 +395,15 @@ def test_real_data_split_has_no_leaks():
         key = " ".join(r.text.casefold().split())
         assert keys.setdefault(key, r.split) == r.split
     sizes = summary["split_sizes"]
-    assert sizes["davidson"]["train"]["n"] > 15_000 and sizes["toxigen"]["test"]["n"] > 100
+    # Davidson is capped (DAVIDSON_CAP) when every source is loaded.
+    assert sizes["davidson"]["train"]["n"] > 5_000 and sizes["toxigen"]["test"]["n"] > 100
+    assert {"decodingtrust", "holistic_bias", "assistant_registers"} <= set(sizes)
+    # Keyed rows (templates, QA items, documents) never straddle two splits.
+    splits_of_key: dict[str, set[str]] = {}
+    for r in rows:
+        if r.key:
+            splits_of_key.setdefault(r.key, set()).add(r.split)
+    assert splits_of_key and all(len(s) == 1 for s in splits_of_key.values())
     # Stratified: the toxic share is about the same in every split.
     shares = [
         sizes["davidson"][s]["toxic"] / sizes["davidson"][s]["n"] for s in ("train", "validation", "test")

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rai_harness.errors import ConfigError, MissingSecretError
+from rai_harness.load.profiles import LoadProfile
 from rai_harness.pricing import PriceEntry
 from rai_harness.providers.base import ProviderConfig
 from rai_harness.validation import format_validation_error, read_yaml_file
@@ -122,6 +123,10 @@ class RunConfig(BaseModel):
     prompts: PromptSource | None = Field(None, description="Plain prompts to send (no scoring).")
     suites: list[SuiteSelection] = Field(default_factory=list, description="Eval suites to run and score.")
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    load: LoadProfile | None = Field(
+        None,
+        description="When calls start: concurrency (default), constant or poisson rate, or a sweep of rates.",
+    )
     pricing: list[PriceEntry] = Field(
         default_factory=list, description="Entries consulted before the shipped table."
     )
@@ -141,6 +146,12 @@ class RunConfig(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"suite {dupes[0]!r} is listed twice; list each suite once")
+        if self.load is not None and self.load.profile == "sweep" and self.suites:
+            raise ValueError(
+                "a `load` sweep is a load test over `prompts` (its stages cycle them and it stops at "
+                "saturation, so suite samples would be scored unevenly): run the suites in a separate "
+                "config, or use a `constant`/`poisson` profile"
+            )
         for sel in self.suites:
             for pid in sel.providers or []:
                 if pid not in seen:

@@ -28,6 +28,8 @@ __all__ = [
     "DatasetInfo",
     "Distribution",
     "GuardHealth",
+    "LoadStage",
+    "LoadSummary",
     "ProviderSummary",
     "Rescore",
     "RunRecord",
@@ -41,7 +43,9 @@ __all__ = [
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
 #: 3: adds ``reproducibility`` and ``providers[*].guard`` (rail failures, slow rails).
 #: 4: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
-SCHEMA_VERSION = 4
+#: 5: adds ``providers[*].load`` (load profile: warm-up, per-stage rates and percentiles) and
+#: the per-call ``load`` schedule in ``samples.jsonl``.
+SCHEMA_VERSION = 5
 
 #: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
 RunStatus = Literal["complete", "failed", "incomplete"]
@@ -138,6 +142,72 @@ class GuardHealth(BaseModel):
         return self.rail_errors + self.rail_timeouts
 
 
+class LoadStage(BaseModel):
+    """One stage of a load profile: a rate (or a fixed concurrency) and what it measured.
+
+    Throughputs are per second of the stage's own clock. ``achieved_rps`` is the rate of the
+    successful completions (1 / the least-squares gap between consecutive completions, so it
+    is not biased by the stage's ramp-up and drain, nor swung by one slow first or last call);
+    ``offered_rps`` is the same rate of the stage's scheduled arrivals (under Poisson arrivals
+    it differs a little from ``rate``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    arrivals: str = Field(..., description="'concurrency', 'constant' or 'poisson'.")
+    rate: float | None = Field(None, description="Target requests per second (None: fixed concurrency).")
+    concurrency: int = Field(..., description="Calls in flight at once (the cap, under a rate).")
+    calls: int
+    succeeded: int
+    failed: int
+    error_rate: float
+    duration_s: float | None = Field(None, description="First start to last finish, seconds.")
+    offered_rps: float | None = Field(None, description="Rate of the scheduled arrivals, requests/s.")
+    achieved_rps: float | None = Field(
+        None, description="Successful calls completed per second (least-squares rate of the completions)."
+    )
+    throughput_ratio: float | None = Field(None, description="achieved_rps / offered_rps.")
+    capped_starts: int = Field(0, description="Calls that waited for a free slot past their due time.")
+    start_lag_s: Distribution = Field(..., description="How late calls started versus their schedule.")
+    latency_s: Distribution
+    ttft_s: Distribution
+    output_tokens_per_s: Distribution
+    saturated: bool | None = Field(None, description="Whether the stop rule judged the stage saturated.")
+    stop_reason: str | None = Field(None, description="Why the stage counts as saturated.")
+
+
+class LoadSummary(BaseModel):
+    """How a provider's calls were scheduled (``load:`` of the run config) and what each stage measured.
+
+    Warm-up calls are counted in the provider's ``calls``, errors, usage and cost, and left out
+    of its ``latency_s``, ``ttft_s`` and ``output_tokens_per_s`` and of every stage.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(..., description="'concurrency', 'constant', 'poisson' or 'sweep'.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="The load section as configured.")
+    stop_rule: str | None = Field(None, description="A sweep's stop rule in words.")
+    planned_rates: list[float] = Field(default_factory=list, description="Rates planned, lowest first.")
+    warmup_calls: int = Field(0, description="Calls made as warm-up (excluded from timing statistics).")
+    warmup_excluded_from: list[str] = Field(default_factory=list)
+    stages: list[LoadStage] = Field(default_factory=list)
+    stopped_at_rate: float | None = Field(None, description="The saturated stage that ended a sweep.")
+    stop_reason: str | None = None
+    max_sustained_rate: float | None = Field(
+        None, description="Highest rate whose stage was not saturated (None when none was)."
+    )
+    unreached_rates: list[float] = Field(default_factory=list, description="Planned rates not run.")
+
+    def stage_at(self, rate: float) -> LoadStage | None:
+        """The measured stage at ``rate`` requests/s (relative tolerance 1e-6), if any."""
+        for stage in self.stages:
+            if stage.rate is not None and math.isclose(stage.rate, rate, rel_tol=1e-6):
+                return stage
+        return None
+
+
 class ProviderSummary(BaseModel):
     """Per-provider counts, latency, throughput and cost."""
 
@@ -161,6 +231,7 @@ class ProviderSummary(BaseModel):
     cost: CostSummary
     model_info: dict[str, Any] = Field(default_factory=dict)
     guard: GuardHealth | None = Field(None, description="Rail failures and slow rails of a guarded provider.")
+    load: LoadSummary | None = Field(None, description="Load profile and per-stage (per-rate) results.")
 
 
 class DatasetInfo(BaseModel):

@@ -135,6 +135,19 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
                 f"{md_escape(r.diff)} | {md_escape(r.p)} | {md_escape(r.verdict)} |"
             )
         out.append("")
+    if view.load_table is not None:
+        out += [
+            "### Load stages",
+            "",
+            "Per provider and load stage (warm-up excluded): offered and achieved request rates, "
+            "TTFT and latency percentiles, and the stop rule's judgement (the throughput-latency curve "
+            "is in the HTML report).",
+            "",
+        ]
+        out.append("| " + " | ".join(md_escape(h) for h in view.load_table.header) + " |")
+        out.append("| " + " | ".join("---:" if n else "---" for n in view.load_table.num_cols) + " |")
+        out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in view.load_table.rows]
+        out.append("")
     if view.limitations:
         # Guard/scorer overlap and blocked-answer effects first: they change how the table reads.
         ranked = sorted(

@@ -298,6 +298,8 @@ class ReportView:
     limitations: list[str] = field(default_factory=list)
     #: Where blocked answers drive a guard's effect (shown in the guard section too).
     blocked: list[BlockedShare] = field(default_factory=list)
+    #: Per-stage (per-rate) results of a load profile, one row per provider and stage.
+    load_table: Table | None = None
     redaction_note: str | None = None
     #: Interval methods used by this run's estimates, as ``"Wilson (54 estimates)"``.
     interval_methods: list[str] = field(default_factory=list)
@@ -1226,6 +1228,124 @@ def _latency_figures(
     return figures
 
 
+def _load_table(record: RunRecord, providers: Sequence[ProviderView]) -> Table | None:
+    """One row per provider and load stage (the numbers behind the throughput-latency curves)."""
+    rows = []
+    for p in providers:
+        load = record.providers[p.id].load
+        if load is None:
+            continue
+        for st in load.stages:
+            target = f"{st.rate:g} req/s" if st.rate is not None else f"concurrency {st.concurrency}"
+            state = "saturated" if st.saturated else ("ok" if st.saturated is False else "")
+            if st.saturated and st.stop_reason:
+                state += f": {st.stop_reason}"
+            rows.append(
+                [
+                    p.id,
+                    target,
+                    fmt_count(st.calls),
+                    f"{st.offered_rps:.3g}" if st.offered_rps is not None else "n/a",
+                    f"{st.achieved_rps:.3g}" if st.achieved_rps is not None else "n/a",
+                    f"{st.failed:,} ({fmt_pct(st.error_rate)})",
+                    fmt_seconds(st.ttft_s.p50, "not streamed"),
+                    fmt_seconds(st.ttft_s.p95, "not streamed"),
+                    fmt_seconds(st.latency_s.p50, "no calls"),
+                    fmt_seconds(st.latency_s.p95, "no calls"),
+                    fmt_seconds(st.start_lag_s.p95, "n/a"),
+                    fmt_count(st.capped_starts),
+                    state,
+                ]
+            )
+    if not rows:
+        return None
+    header = [
+        "provider",
+        "stage",
+        "calls",
+        "offered req/s",
+        "achieved req/s",
+        "failed",
+        "TTFT p50",
+        "TTFT p95",
+        "latency p50",
+        "latency p95",
+        "start lag p95",
+        "capped starts",
+        "stop rule",
+    ]
+    return Table(header, rows)
+
+
+def _load_caption(record: RunRecord, providers: Sequence[ProviderView]) -> str:
+    parts = []
+    for p in providers:
+        load = record.providers[p.id].load
+        if load is None:
+            continue
+        line = f"{p.id}: {load.profile}"
+        if load.max_sustained_rate is not None:
+            line += f", sustained up to {load.max_sustained_rate:g} req/s"
+        if load.stopped_at_rate is not None:
+            line += f", stopped at {load.stopped_at_rate:g} req/s ({load.stop_reason})"
+        if load.unreached_rates:
+            line += f", not run: {', '.join(f'{r:g}' for r in load.unreached_rates)} req/s"
+        if load.warmup_calls:
+            line += f", {load.warmup_calls} warm-up calls excluded"
+        parts.append(line)
+    rules = {record.providers[p.id].load.stop_rule for p in providers if record.providers[p.id].load}  # type: ignore[union-attr]
+    rules.discard(None)
+    text = "; ".join(parts) + "."
+    if rules:
+        text += " Stop rule: " + " / ".join(sorted(r for r in rules if r)) + "."
+    return text
+
+
+def _load_figures(record: RunRecord, providers: Sequence[ProviderView]) -> list[Figure]:
+    """Each provider's throughput-latency curve from its load stages (a sweep draws the knee)."""
+    loaded = [p for p in providers if (ld := record.providers[p.id].load) is not None and ld.planned_rates]
+    if not loaded:
+        return []
+    figures = []
+    for attr, label in (("latency_s", "Latency p95"), ("ttft_s", "TTFT p95")):
+        series = []
+        for p in loaded:
+            load = record.providers[p.id].load
+            assert load is not None
+            pts = [
+                charts.CurvePoint(st.achieved_rps, getattr(st, attr).p95, st.rate, bool(st.saturated))
+                for st in load.stages
+                if st.achieved_rps is not None and getattr(st, attr).p95 is not None
+            ]
+            if pts:
+                series.append(charts.CurveSeries(p.id, p.color, p.shape, pts))
+        if not series:
+            continue
+        title = f"Throughput vs {label.split()[0]} (p95) per load stage"
+        caption = (
+            "Each point is one load stage: achieved throughput (successful calls completed per second) "
+            f"against its {label}; hollow markers are stages the stop rule judged saturated. "
+            + _load_caption(record, providers)
+        )
+        figures.append(
+            Figure(
+                title=title,
+                svg=charts.curve_chart(
+                    series,
+                    title=title,
+                    x_label="achieved throughput (req/s)",
+                    y_label=label,
+                    x_fmt=lambda v: f"{v:g}",
+                    y_fmt=lambda v: fmt_seconds(v),
+                ),
+                caption=caption,
+                table=_load_table(record, loaded) if attr == "latency_s" else None,
+                wide=False,
+            )
+        )
+    return figures
+
+
 def _suite_efficiency(record: RunRecord, pids: Sequence[str]) -> Table | None:
     rows = []
     for suite in _ordered_suites(record):
@@ -1611,7 +1731,8 @@ def build_view(
         suites=suites,
         efficiency=_efficiency(record, providers),
         errors=_errors(record, stats, redact_many),
-        latency_figures=_latency_figures(record, stats, providers),
+        latency_figures=[*_load_figures(record, providers), *_latency_figures(record, stats, providers)],
+        load_table=_load_table(record, providers),
         suite_efficiency=_suite_efficiency(record, pids),
         cost_lines=_cost_lines(record),
         evidence=_evidence(record, stats, providers, redact_many) if max_examples > 0 else [],

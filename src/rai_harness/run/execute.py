@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
+from rai_harness.load import requests_for
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
 from rai_harness.record import (
@@ -297,6 +298,13 @@ def plan_run(
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
+        if config.load is not None:
+            try:
+                requests = requests_for(config.load, requests)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
+                ) from exc
         plans.append(
             ProviderPlan(
                 cfg,
@@ -740,6 +748,7 @@ async def _generate_one(
         retry_failed=settings.retry_failed_on_resume,
         on_record=on_record,
         seed=plan.config.seed,
+        load=plan.config.load,
     )
 
 
@@ -751,7 +760,7 @@ def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
         priced = _apply_hourly(list(outcome), pp.price)
         records.extend(priced)
         summaries[pp.provider_id] = summarize_provider(
-            pp.config.kind, pp.config.model, priced, pp.price, info
+            pp.config.kind, pp.config.model, priced, pp.price, info, load=plan.config.load
         )
     return CallSummary(
         records, summaries, error_budget_problems(summaries, plan.config.runner.max_error_rate)

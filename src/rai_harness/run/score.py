@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rai_harness.classifiers.pool import ClassifierPool, default_pool
+from rai_harness.load import LoadProfile, is_warmup, summarize_load
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.record import (
     CallRecord,
@@ -309,9 +310,16 @@ def summarize_provider(
     records: Sequence[CallRecord],
     price: ResolvedPrice | None,
     model_info: dict[str, Any],
+    *,
+    load: LoadProfile | None = None,
 ) -> ProviderSummary:
-    """Aggregate one provider's records (costs must already be filled in)."""
+    """Aggregate one provider's records (costs must already be filled in).
+
+    With a load profile, warm-up calls count in calls, errors, usage and cost, but not in
+    the timing distributions, and ``load`` holds the per-stage (per-rate) results.
+    """
     ok = [r for r in records if r.ok]
+    timed = [r for r in ok if not is_warmup(r)]
     failed = [r for r in records if not r.ok]
     errors = Counter(r.error.type if r.error else "unknown" for r in failed)
     finish = Counter(r.finish_reason or "unknown" for r in ok)
@@ -333,14 +341,15 @@ def summarize_provider(
         attempts=sum(r.attempts for r in records),
         finish_reasons=dict(finish),
         usage=usage,
-        latency_s=Distribution.of(r.latency_s for r in ok),
-        ttft_s=Distribution.of(r.ttft_s for r in ok),
-        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
+        latency_s=Distribution.of(r.latency_s for r in timed),
+        ttft_s=Distribution.of(r.ttft_s for r in timed),
+        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in timed),
         cost=_cost_summary(ok, price, usage),
         model_info=model_info,
         guard=summarize_guard(records, guarded_by)
         if isinstance(guarded_by := model_info.get("guarded_by"), Mapping)
         else None,
+        load=summarize_load(load, records) if load is not None else None,
     )
 
 
