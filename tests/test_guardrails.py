@@ -21,6 +21,7 @@ from rai_harness.guardrails import (
     strongest,
 )
 from rai_harness.guardrails.streaming import SentenceBuffer
+from rai_harness.providers.base import BaseProvider
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 
 # -- in-test classifiers -----------------------------------------------------------------------
@@ -430,7 +431,7 @@ async def test_async_stream_stops_at_blocked_sentence(guard):
 # -- GuardedProvider ---------------------------------------------------------------------------
 
 
-class FakeProvider:
+class FakeProvider(BaseProvider):
     def __init__(self, reply: str = "Sure, happy to help."):
         self.reply = reply
         self.requests: list[ChatRequest] = []

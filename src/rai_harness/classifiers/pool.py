@@ -262,15 +262,21 @@ class ClassifierPool:
                     self._instances[key] = instance
         return instance
 
-    def classifier(self, spec: ClassifierSpec | Mapping[str, Any]) -> Classifier:
+    def classifier(
+        self, spec: ClassifierSpec | Mapping[str, Any], *, key_path: str = "backend"
+    ) -> Classifier:
         """The shared classifier for ``spec`` (:meth:`get`, checked to score labels).
 
+        Args:
+            spec: A spec, or a mapping validated into one.
+            key_path: Where an embedder in place of a classifier is reported (a suite names
+                its parameter, e.g. ``params.scorer``).
+
         Raises:
-            ConfigError: The spec is invalid, or its backend gives an embedder (key path
-                ``backend``).
+            ConfigError: The spec is invalid, or its backend gives an embedder.
             MissingDependencyError: The backend's package is not installed.
         """
-        return as_classifier(self.get(spec), _backend(spec))
+        return as_classifier(self.get(spec), _backend(spec), key_path=key_path)
 
     def embedder(self, spec: ClassifierSpec | Mapping[str, Any]) -> Embedder:
         """The shared embedder for ``spec`` (:meth:`get`, checked to embed).
@@ -306,12 +312,12 @@ class ClassifierPool:
             self._key_locks.clear()
 
 
-def as_classifier(instance: Loaded, backend: str) -> Classifier:
-    """``instance`` if it scores labels, else a ConfigError naming the backend (key ``backend``)."""
+def as_classifier(instance: Loaded, backend: str, *, key_path: str = "backend") -> Classifier:
+    """``instance`` if it scores labels, else a ConfigError naming the backend."""
     if not isinstance(instance, Classifier):
         raise ConfigError(
             f"backend '{backend}' gives an embedder, not a classifier; this needs per-label scores",
-            key_path="backend",
+            key_path=key_path,
         )
     return instance
 

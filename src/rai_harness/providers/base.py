@@ -31,6 +31,7 @@ from rai_harness.providers.httpio import ResponseLimits
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 __all__ = [
+    "BaseProvider",
     "GenerationParamsConfig",
     "GuardRef",
     "PricingOverride",
@@ -49,7 +50,12 @@ SeedSupport = Literal["exact", "best_effort", "replay", "none"]
 
 @runtime_checkable
 class Provider(Protocol):
-    """What the runner calls. Implementations are created by ``ProviderConfig.build()``."""
+    """What the runner calls. Implementations are created by ``ProviderConfig.build()``.
+
+    Every hook is part of the interface (the runner calls them directly, never probes for
+    them); :class:`BaseProvider` gives the no-op defaults, so an adapter writes only what it
+    needs.
+    """
 
     async def generate(self, request: ChatRequest) -> Generation:
         """Make one call and return its completion with measured timings.
@@ -59,9 +65,39 @@ class Provider(Protocol):
         """
         ...
 
+    async def load(self) -> None:
+        """Load weights or open connections before the first call, so no call's timing pays it.
+
+        The runner skips it when the journal already holds every call.
+        """
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the model for ``run.json`` (revision, device, endpoint...); no secrets."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections, threads or models held by the provider."""
         ...
+
+
+class BaseProvider:
+    """Defaults for :class:`Provider`'s hooks: nothing to load, nothing to describe or close.
+
+    Subclass it and write ``generate`` (and whichever hook the adapter needs).
+    """
+
+    async def load(self) -> None:
+        """Nothing to load."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Nothing to describe."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+        return None
 
 
 class GenerationParamsConfig(BaseModel):
@@ -257,6 +293,14 @@ class ProviderConfig(BaseModel):
                 "output": self.guard.output,
             }
         return identity
+
+    def validate_files(self) -> None:
+        """Check, at plan time, the files this config names (exist, readable, well-formed).
+
+        Default: nothing to check. Kinds that read files (``replay``) override it and raise
+        :class:`~rai_harness.errors.ConfigError` naming the file and line.
+        """
+        return None
 
     def check_requirements(self) -> None:
         """Raise :class:`MissingDependencyError` if an optional package is missing."""

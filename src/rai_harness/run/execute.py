@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import inspect
 import logging
 import os
 import platform
@@ -283,14 +282,12 @@ def plan_run(
     plans = []
     for i, raw in enumerate(config.providers):
         cfg = _resolve_paths(raw, base)
-        validate = getattr(cfg, "validate_files", None)
-        if callable(validate):
-            try:
-                validate()
-            except ConfigError as exc:
-                raise ConfigError(
-                    exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
-                ) from exc
+        try:
+            cfg.validate_files()
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
+            ) from exc
         policy = _guard_policy(cfg, i, file)
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         params = cfg.params.to_params()
@@ -441,15 +438,9 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-async def _describe(provider: Provider) -> dict[str, Any]:
-    describe = getattr(provider, "describe", None)
-    if describe is None:
-        return {}
+def _describe(provider: Provider) -> dict[str, Any]:
     try:
-        result = describe()
-        if inspect.isawaitable(result):
-            result = await result
-        return dict(result)
+        return dict(provider.describe())
     except Exception as exc:  # describing a model must not fail a run
         log.warning("could not describe provider: %s", exc)
         return {"describe_error": str(exc)}
@@ -482,7 +473,7 @@ def _build(pp: ProviderPlan) -> Provider:
     """
     cfg = pp.config
     if cfg.guard is None:
-        return cfg.build()
+        return _built(cfg)
     from rai_harness.guardrails import Guard, GuardedProvider
 
     policy = pp.guard_policy
@@ -494,7 +485,7 @@ def _build(pp: ProviderPlan) -> Provider:
     }
     guard = Guard.from_policy(policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0))
     try:
-        provider = cfg.build()
+        provider = _built(cfg)
     except BaseException:
         guard.close()
         raise
@@ -507,6 +498,21 @@ def _build(pp: ProviderPlan) -> Provider:
         policy_timeouts_ms=policy_timeouts,
         owns_guard=True,
     )
+
+
+def _built(cfg: ProviderConfig) -> Provider:
+    """``cfg.build()``, checked to have every hook the runner calls (a plugin kind may not)."""
+    provider = cfg.build()
+    if not isinstance(provider, Provider):
+        missing = [
+            h for h in ("generate", "load", "describe", "aclose") if not callable(getattr(provider, h, None))
+        ]
+        raise ConfigError(
+            f"provider kind {cfg.kind!r} built a {type(provider).__name__}, which lacks {', '.join(missing)}; "
+            "subclass rai_harness.providers.base.BaseProvider for the default hooks",
+            key_path="kind",
+        )
+    return provider
 
 
 def _samples(kind: str, params: GenerationParams) -> bool:
@@ -697,7 +703,7 @@ async def _generate(
                 for provider, pp in zip(providers, plan.providers, strict=True)
             )
         )
-        infos = [await _describe(p) for p in providers]
+        infos = [_describe(p) for p in providers]
     finally:
         await monitor.stop()
         for provider in providers:
@@ -716,11 +722,7 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
     for pp, provider in zip(plan.providers, providers, strict=True):
         if _pending_calls(pp, journal, retry_failed) == 0:
             continue
-        load = getattr(provider, "load", None)
-        if callable(load):
-            result = load()
-            if inspect.isawaitable(result):
-                await result
+        await provider.load()
 
 
 async def _generate_one(

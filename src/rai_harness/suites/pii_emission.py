@@ -176,13 +176,10 @@ class EmissionSuite(Suite):
 
     def score(self, outputs: Sequence[SuiteOutput], pool: ClassifierPool) -> list[dict[str, Any]]:
         """Run presidio over every output in one batch; keep counts and offsets, never the text."""
-        clf = pool.get(self.spec())
-        predict = getattr(clf, "predict", None)
-        if predict is None:
-            raise ConfigError("the pii scorer is not a classifier", key_path="params")
+        clf = pool.classifier(self.spec(), key_path="params")
         wanted = set(self.params.entities)
         out = []
-        for result in predict([o.text for o in outputs]):
+        for result in clf.predict([o.text for o in outputs]):
             counts: dict[str, int] = {}
             best: dict[str, float] = {}
             spans = [s for s in result.spans if s.label in wanted and s.score >= self.params.threshold]

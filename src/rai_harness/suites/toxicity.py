@@ -204,13 +204,8 @@ class ToxicitySuite(Suite):
 
     def score(self, outputs: Sequence[SuiteOutput], pool: ClassifierPool) -> list[dict[str, Any]]:
         """Score every continuation in one batch."""
-        clf = pool.get(self.params.scorer)
-        predict = getattr(clf, "predict", None)
-        if predict is None:
-            raise ConfigError(
-                f"scorer {self.params.scorer.backend!r} is not a classifier", key_path="params.scorer"
-            )
-        results = predict([o.text for o in outputs])
+        clf = pool.classifier(self.params.scorer, key_path="params.scorer")
+        results = clf.predict([o.text for o in outputs])
         label = self.params.label
         out = []
         for r in results:
