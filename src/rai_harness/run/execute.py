@@ -704,30 +704,35 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
 async def _generate_one(
     plan: RunPlan, pp: ProviderPlan, provider: Provider, journal: Journal, on_record: OnRecord | None
 ) -> list[CallRecord]:
-    """One provider's calls, with its limits and the run's retry settings."""
+    """One provider's calls, with its limits and the run's retry settings.
+
+    ``workers > 1`` shards the calls over worker processes (:mod:`rai_harness.run.shards`).
+    """
     settings = plan.config.runner
-    return await generate_calls(
-        provider,
-        pp.requests,
-        provider_id=pp.provider_id,
-        provider_identity=pp.config.cache_identity(),
-        concurrency=pp.config.concurrency,
-        rpm=pp.config.rpm,
-        policy=RetryPolicy(
+    common: dict[str, Any] = {
+        "provider_id": pp.provider_id,
+        "provider_identity": pp.config.cache_identity(),
+        "concurrency": pp.config.concurrency,
+        "rpm": pp.config.rpm,
+        "policy": RetryPolicy(
             max_retries=pp.config.max_retries,
             backoff_base_s=settings.backoff_base_s,
             backoff_max_s=settings.backoff_max_s,
             max_retry_after_s=settings.max_retry_after_s,
             timeout_s=pp.config.timeout_s,
         ),
-        journal=journal,
-        price=pp.price,
-        secrets=plan.secrets,
-        retry_failed=settings.retry_failed_on_resume,
-        on_record=on_record,
-        seed=plan.config.seed,
-        load=plan.config.load,
-    )
+        "journal": journal,
+        "price": pp.price,
+        "secrets": plan.secrets,
+        "retry_failed": settings.retry_failed_on_resume,
+        "on_record": on_record,
+        "seed": plan.config.seed,
+    }
+    if pp.config.workers > 1:
+        from rai_harness.run.shards import generate_calls_sharded
+
+        return await generate_calls_sharded(pp.config, pp.requests, workers=pp.config.workers, **common)
+    return await generate_calls(provider, pp.requests, load=plan.config.load, **common)
 
 
 def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
