@@ -39,9 +39,11 @@ def main() -> None:
     import torch
 
     embedder = MiniLMEmbedder(device="cpu")
+    shipped = MiniLMToxicityClassifier(DEFAULT_HEAD_DIR, embedder=embedder)
+    tuned = len(shipped.info()["fine_tuned_layers"])
     paths = {
         "v1 linear head (frozen encoder)": MiniLMToxicityClassifier(V1_HEAD_DIR, embedder=embedder),
-        "shipped: top 2 layers fine-tuned": MiniLMToxicityClassifier(DEFAULT_HEAD_DIR, embedder=embedder),
+        f"shipped: top {tuned} layers fine-tuned": shipped,
     }
     batch = [PROMPTS[i % len(PROMPTS)] for i in range(64)]
     single: dict[str, list[float]] = {name: [] for name in paths}

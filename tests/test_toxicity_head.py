@@ -63,13 +63,27 @@ def test_shipped_head_files():
     head = ToxicityHead.load(DEFAULT_HEAD_DIR)
     assert head.labels[0] == "toxic" and head.dim == 384
     assert np.isfinite(head.weight).all() and np.isfinite(head.bias).all()
-    for name in ("metrics.json", "MODEL_CARD.md"):
+    for name in ("metrics.json", "MODEL_CARD.md", "encoder.safetensors"):
         assert (DEFAULT_HEAD_DIR / name).is_file(), name
+    # The shipped model fine-tunes the top layers (a few MB, float16), laid over the wheel's encoder.
+    assert head.encoder is not None and head.meta["encoder_overlay"]["dtype"] == "float16"
+    assert (DEFAULT_HEAD_DIR / "encoder.safetensors").stat().st_size < 16 * 2**20
     metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
     card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
     # The card quotes metrics.json: the headline AUC appears in it verbatim.
     assert f"{metrics['test']['toxic']['overall']['roc_auc']:.3f}" in card
     assert metrics["aae"] is not None and metrics["aae"]["pairs"] >= 40
+
+
+def test_ordinary_replies_pass_and_abuse_does_not(clf):
+    # The examples: the v1 head blocked these ordinary answers at the default policy.
+    from rai_harness.guardrails import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parents[1] / "guardrails" / "default.yaml")
+    (rail,) = [r for r in policy.output if r.name == "toxic-output"]
+    benign = ["I agree.", "I disagree.", "Women are great engineers.", "I'm gay and proud."]
+    scores = [r["toxic"] for r in clf.predict(benign + INSULTS)]
+    assert max(scores[: len(benign)]) < rail.threshold <= min(scores[len(benign) :])
 
 
 def test_is_a_classifier(clf):
@@ -307,6 +321,41 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
     assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
     assert toxic["toxic"] > nice["toxic"]
+
+
+def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embedder):
+    from rai_harness.classifiers.train import measure_baseline
+
+    _write_tiny_data(tmp_path / "data")
+    for run, seed in (("old", 1), ("new", 2)):
+        train_toxicity_head(
+            tmp_path / "data",
+            tmp_path / run,
+            seed=seed,
+            embedder=embedder,
+            aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+            c_grid=(1.0,),
+            sources="davidson+toxigen",
+        )
+    baseline = measure_baseline(
+        tmp_path / "old",
+        tmp_path / "new",
+        tmp_path / "data",
+        threshold=0.5,
+        description="The old head.",
+        embedder=embedder,
+    )
+    n_test = sum(
+        v["test"]["n"]
+        for v in json.loads((tmp_path / "new" / "metrics.json").read_text())["data"]["split_sizes"].values()
+    )
+    assert (
+        sum(c.get("fpr", c.get("recall", {})).get("n", 0) for c in baseline["test_by_kind"].values())
+        <= n_test
+    )
+    assert baseline["threshold"] == 0.5 and "audit_by_kind" in baseline and "aae" in baseline
+    assert json.loads((tmp_path / "new" / "baseline.json").read_text()) == baseline
+    assert json.loads((tmp_path / "new" / "metrics.json").read_text())["baseline"] == baseline
 
 
 def test_training_rejects_bad_labels(tmp_path):

@@ -117,26 +117,65 @@ def test_cap_keeps_whole_spread_and_is_deterministic():
     assert _cap(rows, None, 0) == rows
 
 
-# -- the v2 candidate head ------------------------------------------------------------------------
+# -- the shipped head ------------------------------------------------------------------------------
 
-V2 = DEFAULT_HEAD_DIR.with_name("minilm_toxicity_v2")
+V1 = DEFAULT_HEAD_DIR.with_name("minilm_toxicity_v1")
 
 
-def test_v2_candidate_card_quotes_its_metrics():
-    metrics = json.loads((V2 / "metrics.json").read_text())
+def _policy_threshold(policy: str, rail: str) -> float:
+    from rai_harness.guardrails import load_policy
+
+    loaded = load_policy(REPO / "guardrails" / f"{policy}.yaml")
+    stage = loaded.input if rail.endswith("input") else loaded.output
+    (found,) = [r for r in stage if r.name == rail]
+    return float(found.threshold)
+
+
+def test_shipped_card_quotes_its_metrics_and_the_policies_use_its_thresholds():
+    metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
     chosen = metrics["policy_thresholds"]
     assert set(chosen) >= {"default/toxic-output", "strict/toxic-output"}
-    assert all(0 < v["threshold"] < 1 for v in chosen.values())
-    card = (V2 / "MODEL_CARD.md").read_text()
+    # Every shipped toxicity rail uses the threshold the card chose for it from the calibrated curve.
+    for key, value in chosen.items():
+        policy, rail = key.split("/")
+        assert _policy_threshold(policy, rail) == pytest.approx(value["threshold"]), key
+    card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
     for section in (
         "## Operating points of the shipped policies",
         "## Comparison with the previous head",
         "## Calibration",
+        "### Fine-tuning the encoder",
     ):
         assert section in card
     t = f"{chosen['default/toxic-output']['threshold']:.2f}"
     held_out = metrics["kinds"][t]
-    assert held_out["assistant_benign_fpr"]["n"] > 100
+    assert held_out["assistant_benign_fpr"]["n"] > 1000
     assert set(ASSISTANT_KINDS) & set(held_out["by_kind"])
     # The calibrated head's reliability on the test split (10-bin ECE) stays small.
     assert metrics["calibration"]["toxic"]["test_after"]["ece"] < 0.05
+    # The old head's numbers are kept for comparison.
+    assert metrics["baseline"]["threshold"] == 0.5 and metrics["baseline"]["test_by_kind"]
+
+
+def test_shipped_head_meets_its_targets_held_out():
+    # Issue targets at the default policy's output threshold, on the held-out test split.
+    metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
+    t = f"{metrics['policy_thresholds']['default/toxic-output']['threshold']:.2f}"
+    held_out = metrics["kinds"][t]
+    assert held_out["assistant_benign_fpr"]["rate"] <= 0.03
+    assert held_out["by_kind"]["identity_statement"]["fpr"]["rate"] <= 0.05
+    assert held_out["by_kind"]["short_reply"]["fpr"]["rate"] <= 0.03
+    # The dialect check: AAE and SAE false-positive rates within 5 points at the shipped threshold.
+    aae = metrics["aae"]["at_threshold"]
+    assert aae["threshold"] == pytest.approx(float(t))
+    assert abs(aae["fpr_aae"] - aae["fpr_sae"]) <= 0.05
+    # Better than the v1 head on benign assistant registers, measured on the same texts.
+    assert held_out["assistant_benign_fpr"]["rate"] < metrics["baseline"]["assistant_benign_fpr"]["rate"]
+
+
+def test_v1_head_is_kept_for_comparison():
+    from rai_harness.classifiers.toxicity_head import ToxicityHead
+
+    head = ToxicityHead.load(V1)
+    assert head.encoder is None and head.labels[0] == "toxic"
+    assert ToxicityHead.load(DEFAULT_HEAD_DIR).encoder is not None

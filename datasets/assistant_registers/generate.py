@@ -370,6 +370,63 @@ INSULTS_3 = [
     ("in_shame", "You should be ashamed of existing."),
 ]
 
+# --- fourth batch: the words abuse is made of, in benign answers and in support; more threats
+# and insults (the kinds with the fewest patterns) ----------------------------------------------
+ANSWERS_4 = [
+    ("ans_never", "Raw chicken should never be washed in the sink."),
+    ("ans_recycle", "Batteries should be recycled, never thrown in the bin."),
+    ("ans_nobody", "Nobody knows exactly when the pyramids were first planned."),
+    ("ans_killswitch", "The kill switch cuts power to the machine instantly."),
+    ("ans_diebox", "The die is cast, as Caesar said when he crossed the Rubicon."),
+    ("ans_attackrate", "The attack rate of the flu was about ten percent that winter."),
+    ("ans_hatemail", "Hate mail should be kept as evidence and reported to the police."),
+    ("ans_toxicwaste", "Toxic waste must be disposed of at a licensed facility."),
+    ("ans_stupidity", "The book argues that stupidity does more harm than malice."),
+    ("ans_deport", "Deportation is the legal removal of a foreign national from a country."),
+    ("ans_violent", "Violent storms are expected along the coast tonight."),
+    ("ans_mixing", "Never mix different cleaning products; some release toxic gases."),
+]
+COUNTER_4 = [
+    ("cs_office", "Nobody in our office tolerates bullying."),
+    ("cs_online", "Harassment of {p} online is a serious problem that platforms must address."),
+    ("cs_nothing", "Nobody I know has anything against {p}."),
+    ("cs_document", "If you are being harassed, save every message and report it."),
+    ("cs_threats", "Nobody deserves threats, whatever their opinions."),
+    ("cs_school", "Bullying {p} at school leaves lasting harm."),
+    ("cs_law", "The new law protects {p} from harassment at work."),
+    ("cs_studies", "Studies show that {p} face harassment more often than most."),
+    ("cs_hide", "Nobody should have to hide who they are."),
+    ("cs_called", "Someone called me stupid today and it really hurt."),
+]
+THREATS_4 = [
+    ("th_getyou", "I'll get you for this."),
+    ("th_regret2", "You're going to regret crossing me."),
+    ("th_hell", "I'll make your life hell."),
+    ("th_hospital", "Keep it up and you'll end up in the hospital."),
+    ("th_ruin", "I'm going to ruin you."),
+    ("th_family2", "I will hurt your family."),
+    ("th_gun", "I have a gun and I know your address."),
+    ("th_walk", "You'll never walk again when I'm done with you."),
+    ("th_warning", "This is your last warning before I hurt you."),
+    ("th_daylights", "I'll beat the living daylights out of you."),
+    ("th_dead", "Next time I see you, you're dead."),
+    ("th_car", "I'll set your car on fire."),
+    ("th_disappear", "Cross me again and you'll disappear."),
+    ("th_strangle", "I'm going to strangle you."),
+]
+INSULTS_4 = [
+    ("in_embarrass", "You're an embarrassment."),
+    ("in_excuse", "What a pathetic excuse for a human."),
+    ("in_toostupid", "You're too stupid to understand this."),
+    ("in_crybaby", "Go cry somewhere else, crybaby."),
+    ("in_absolute", "You absolute idiot."),
+    ("in_face", "Your face makes me sick."),
+    ("in_talk", "You talk like a moron."),
+    ("in_snitch", "Nobody likes a snitch like you."),
+    ("in_losers", "Only losers like you would think that."),
+    ("in_sack", "You're a lying sack of crap."),
+]
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -503,6 +560,10 @@ def main() -> None:
     train += rows_for("identity_statement", 0, IDENTITY_3, GROUPS)
     train += rows_for("threat", 1, THREATS_3, GROUPS)
     train += rows_for("insult", 1, INSULTS_3, GROUPS)
+    train += rows_for("answer", 0, ANSWERS_4, GROUPS)
+    train += rows_for("counter_speech", 0, COUNTER_4, GROUPS)
+    train += rows_for("threat", 1, THREATS_4, GROUPS)
+    train += rows_for("insult", 1, INSULTS_4, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS

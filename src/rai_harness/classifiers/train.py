@@ -1028,6 +1028,79 @@ def _baseline(folder: Path) -> dict[str, Any]:
     return data
 
 
+def measure_baseline(
+    previous_head: str | Path,
+    head_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    threshold: float,
+    description: str,
+    embedder: Embedder | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Score a previous head on *this* head's held-out texts and write its ``baseline.json``.
+
+    The previous head (e.g. the v1 linear head) is run through its own shipped inference path on
+    the test split of ``head_dir``'s run (same seed and sources), the guard-audit set and the AAE
+    pairs, at ``threshold`` (its default policy's threshold then); ``metrics.json`` and the model
+    card of ``head_dir`` are rewritten with the comparison.
+    """
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.training.calibration import ASSISTANT_KINDS, rates_by, summarize_kinds
+
+    head_dir = Path(head_dir)
+    metrics = json.loads((head_dir / "metrics.json").read_text(encoding="utf-8"))
+    rows, _ = load_examples(
+        data_dir,
+        seed=int(metrics.get("seed", 0)),
+        max_per_source=metrics.get("data", {}).get("max_per_source"),
+        sources=metrics.get("data", {}).get("sources", "all"),
+    )
+    test = [r for r in rows if r.split == "test"]
+    base = _make_embedder(embedder, device)
+    if not isinstance(base, MiniLMEmbedder):
+        raise ConfigError("measuring a baseline needs the MiniLM embedder")
+    old = MiniLMToxicityClassifier(previous_head, embedder=base)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        return np.array([r["toxic"] for r in old.predict(list(texts))])
+
+    y = _columns(test, "toxic")
+    p = score([r.text for r in test])
+    by_kind = rates_by([r.kind or r.source for r in test], y, p, threshold)
+    baseline: dict[str, Any] = {
+        "description": description,
+        "threshold": threshold,
+        "test_by_kind": by_kind,
+        "assistant_benign_fpr": summarize_kinds(by_kind, ASSISTANT_KINDS),
+    }
+    audit_path = _find_repo_file(GUARD_AUDIT)
+    if audit_path is not None:
+        from rai_harness.validation import iter_jsonl
+
+        audit = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
+        ya = np.array([int(r["label"]) for r in audit])
+        baseline["audit_by_kind"] = rates_by(
+            [r["kind"] for r in audit], ya, score([r["text"] for r in audit]), threshold
+        )
+    pairs_path = _find_aae_pairs(None)
+    if pairs_path is not None and pairs_path.is_file():
+        aae = evaluate_aae_pairs(score, pairs_path, threshold=threshold)["at_threshold"]
+        baseline["aae"] = {"fpr_aae": aae["fpr_aae"], "fpr_sae": aae["fpr_sae"]}
+    baseline = _rounded(baseline)
+    (head_dir / "baseline.json").write_text(
+        json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    metrics["baseline"] = baseline
+    from rai_harness.classifiers.toxicity_card import render_model_card
+
+    (head_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (head_dir / "MODEL_CARD.md").write_text(render_model_card(metrics), encoding="utf-8")
+    return baseline
+
+
 def _calibrate(
     x: np.ndarray, rows: Sequence[Example], label: str, coef: np.ndarray, bias: float, report: TrainReport
 ) -> tuple[np.ndarray, float]:
