@@ -246,7 +246,12 @@ def _mount_subcommands() -> None:
 
     register_suites(app)
     # Report, gate and score commands: each module adds its commands to `app` in register(app).
-    for module in ("rai_harness.cli_report", "rai_harness.cli_gate", "rai_harness.cli_score"):
+    for module in (
+        "rai_harness.cli_report",
+        "rai_harness.cli_gate",
+        "rai_harness.cli_score",
+        "rai_harness.cli_judge",
+    ):
         importlib.import_module(module).register(app)
 
     app.add_typer(

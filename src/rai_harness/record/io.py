@@ -61,13 +61,22 @@ def write_samples(path: Path, records: Iterable[CallRecord]) -> int:
     return len(lines)
 
 
-def write_run(out_dir: str | Path, record: RunRecord, samples: Iterable[CallRecord]) -> None:
+def write_run(
+    out_dir: str | Path,
+    record: RunRecord,
+    samples: Iterable[CallRecord],
+    *,
+    judge_calls: Iterable[CallRecord] = (),
+) -> None:
     """Write a run folder's ``samples.jsonl`` and then its ``run.json`` (the one writer of both).
 
-    The record goes last, so a folder with a ``run.json`` always has the samples it describes.
+    Judge calls go to ``record.judge_calls_file`` when the record names one. The record goes
+    last, so a folder with a ``run.json`` always has the samples it describes.
     """
     folder = Path(out_dir)
     write_samples(folder / record.samples_file, samples)
+    if record.judge_calls_file:
+        write_samples(folder / record.judge_calls_file, judge_calls)
     write_json_atomic(folder / "run.json", record.model_dump_json(indent=2))
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "DatasetInfo",
     "Distribution",
     "GuardHealth",
+    "JudgeInfo",
     "LoadStage",
     "LoadSummary",
     "ProviderSummary",
@@ -45,7 +46,8 @@ __all__ = [
 #: 4: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
 #: 5: adds ``providers[*].load`` (load profile: warm-up, per-stage rates and percentiles) and
 #: the per-call ``load`` schedule in ``samples.jsonl``.
-SCHEMA_VERSION = 5
+#: 6: adds ``judges`` (judge providers' calls, latency, cost), ``judge_calls_file`` and ``suites[*].judge``.
+SCHEMA_VERSION = 6
 
 #: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
 RunStatus = Literal["complete", "failed", "incomplete"]
@@ -292,6 +294,23 @@ class Comparison(BaseModel):
     n: int
 
 
+class JudgeInfo(BaseModel):
+    """The judge that produced a suite's model-graded metrics, and how far it can be trusted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., description="The judge's id in the config's `judges`.")
+    kind: str
+    model: str
+    rubrics: list[str] = Field(default_factory=list, description="Judge prompts used (suites.judging).")
+    repeats: int = Field(1, description="Times each output was graded.")
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="From `rai judge calibrate` (file, data hash, accuracy, kappa, confusion matrix); "
+        "None when the judge was not calibrated.",
+    )
+
+
 class SuiteRun(BaseModel):
     """One suite across all providers of a run."""
 
@@ -309,6 +328,7 @@ class SuiteRun(BaseModel):
     results: dict[str, SuiteResult] = Field(default_factory=dict)
     comparisons: list[Comparison] = Field(default_factory=list)
     error: str | None = Field(None, description="Why scoring failed; metrics are then missing.")
+    judge: JudgeInfo | None = Field(None, description="The judge of the model-graded metrics, if any.")
 
 
 class Rescore(BaseModel):
@@ -352,9 +372,15 @@ class RunRecord(BaseModel):
     environment: dict[str, Any]
     datasets: list[DatasetInfo] = Field(default_factory=list)
     providers: dict[str, ProviderSummary]
+    judges: dict[str, ProviderSummary] = Field(
+        default_factory=dict,
+        description="Judge providers' calls, latency and cost: apart from the audited providers and "
+        "outside their error budgets.",
+    )
     timing_quality: dict[str, Any] = Field(default_factory=dict)
     suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
+    judge_calls_file: str | None = Field(None, description="The judge calls (JSONL, the samples format).")
     reproducibility: dict[str, Any] = Field(
         default_factory=dict, description="What was seeded, and what a rerun cannot reproduce (and why)."
     )

@@ -120,6 +120,25 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
         for row in group.rows:
             out.append(f"| {md_escape(row.label)} | " + " | ".join(_cell(c) for c in row.cells) + " |")
     out.append("")
+    judged = [(suite, row) for suite in view.suites for row in suite.metric_rows if row.judged]
+    if judged:
+        out += [
+            "### Model-graded metrics",
+            "",
+            "Graded by a judge model; each row names the judge and its measured agreement with human "
+            "labels, and each cell the string matcher's score on the same replies.",
+            "",
+        ]
+        out.append("| suite | metric | " + " | ".join(md_escape(p.id) for p in view.providers) + " |")
+        out.append("| --- | --- | " + " | ".join("---:" for _ in view.providers) + " |")
+        for suite, row in judged:
+            label = f"{row.label} ({row.sub})" if row.sub else row.label
+            out.append(
+                f"| {md_escape(suite.name)} | {md_escape(label)} | "
+                + " | ".join(_cell(c) for c in row.cells)
+                + " |"
+            )
+        out.append("")
     if view.guard_rows:
         out += [
             "### Guarded vs unguarded",

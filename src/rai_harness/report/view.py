@@ -116,6 +116,7 @@ class Row:
     cells: list[Cell]
     sub: str | None = None  # suite name / direction hint under the label
     hint: str | None = None  # tooltip: the metric's definition
+    judged: bool = False  # a model-graded metric (``sub`` names the judge and its agreement)
 
 
 @dataclass(frozen=True)
@@ -500,6 +501,51 @@ def _metric_cell(
         missing=missing,
         n=None if missing or est is None else interval_label(est, spec.unit),
     )
+
+
+def _judge_note(suite: SuiteRun) -> str:
+    """Who graded a model-graded metric and how far it agrees with people (or that nobody measured it)."""
+    judge = suite.judge
+    if judge is None:
+        return "model-graded"
+    cal = judge.calibration or {}
+    kappa = cal.get("kappa") if isinstance(cal.get("kappa"), Mapping) else None
+    if kappa is not None and isinstance(kappa.get("value"), (int, float)):
+        est = Estimate.model_validate(kappa)
+        interval = (
+            f" [{est.ci_low:.2f}, {est.ci_high:.2f}]"
+            if est.ci_low is not None and est.ci_high is not None
+            else ""
+        )
+        agreement = f"Cohen's kappa {est.value:.2f}{interval} vs human labels on {cal.get('n')} items"
+        if cal.get("same_judge") is False:
+            agreement += " (measured for a different judge configuration)"
+    else:
+        agreement = "agreement with human labels not measured (no judge_calibration)"
+    repeats = f"; {judge.repeats} grades per reply" if judge.repeats > 1 else ""
+    return f"judged by {judge.id} ({judge.kind}:{judge.model}); {agreement}{repeats}"
+
+
+def _judged_cell(suite: SuiteRun, spec: MetricSpec, pid: str, cell: Cell) -> Cell:
+    """A model-graded cell, with the matcher's score on the same replies under it."""
+    if spec.graded_by != "judge" or not spec.matcher_metric:
+        return cell
+    result = suite.results.get(pid)
+    if result is None:
+        return cell
+    judge_counts = result.counts.get("judge")
+    same = judge_counts.get("matcher_same_items", {}) if isinstance(judge_counts, Mapping) else {}
+    raw = same.get(spec.matcher_metric) if isinstance(same, Mapping) else None
+    matcher_spec = _spec_of(suite, spec.matcher_metric)
+    est: Estimate | None
+    if isinstance(raw, Mapping):
+        where, est = "on the same replies", Estimate.model_validate(raw)
+    else:
+        where, est = "on all replies", result.metrics.get(spec.matcher_metric)
+    if est is None or matcher_spec is None:
+        return cell
+    line = f"matcher {where}: {fmt_estimate(est, matcher_spec)}"
+    return dataclasses.replace(cell, n=f"{cell.n}; {line}" if cell.n else line)
 
 
 def _headline_specs(suite: SuiteRun) -> list[MetricSpec]:
@@ -1093,9 +1139,13 @@ def _suite_view(
     metric_rows = [
         Row(
             label=spec.display,
-            cells=[_metric_cell(record, suite, spec, pid, policy) for pid in pids],
-            sub=f"{spec.name} \u00b7 {_DIRECTION[spec.direction]}",
+            cells=[
+                _judged_cell(suite, spec, pid, _metric_cell(record, suite, spec, pid, policy)) for pid in pids
+            ],
+            sub=f"{spec.name} \u00b7 {_DIRECTION[spec.direction]}"
+            + (f" \u00b7 {_judge_note(suite)}" if spec.graded_by == "judge" else ""),
             hint=spec.definition,
+            judged=spec.graded_by == "judge",
         )
         for spec in suite.metrics
     ]
@@ -1414,6 +1464,12 @@ def _cost_lines(record: RunRecord) -> list[str]:
         lines.append(line + ".")
     else:
         lines.append("Total cost of the run: n/a (no provider is priced).")
+    for jid, js in record.judges.items():
+        cost = fmt_usd(js.cost.total_usd) if js.cost.total_usd is not None else "n/a (not priced)"
+        lines.append(
+            f"Judge {jid} ({js.kind}:{js.model}): {cost} over {js.calls:,} calls ({js.failed:,} failed, "
+            f"{js.reused:,} reused); not part of the audited providers' costs or error budgets."
+        )
     if judges:
         jc = [record.providers[j].cost.total_usd for j in judges]
         calls = sum(record.providers[j].calls for j in judges)

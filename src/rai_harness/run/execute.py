@@ -57,6 +57,14 @@ from rai_harness.record import (
     write_run,
 )
 from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.judge import (
+    JUDGE_CALLS_FILE,
+    JudgePlan,
+    attach_judge,
+    judge_reproducibility,
+    plan_judges,
+    run_judge_stage,
+)
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.run.score import (
@@ -148,6 +156,7 @@ class RunPlan:
     providers: tuple[ProviderPlan, ...]
     datasets: tuple[DatasetInfo, ...]
     suites: tuple[PlannedSuite, ...] = ()
+    judges: tuple[JudgePlan, ...] = ()
     config_path: str | None = None
     config_sha256: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -300,6 +309,7 @@ def plan_run(
                 ) from exc
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
+    judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
         config=config,
@@ -307,6 +317,7 @@ def plan_run(
         providers=tuple(plans),
         datasets=tuple(datasets),
         suites=tuple(suites),
+        judges=judges,
         config_path=file,
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
@@ -330,7 +341,17 @@ def _plan_suites(
             key = f"{where}.{exc.key_path}" if exc.key_path else where
             raise ConfigError(exc.detail, file=exc.file or file, key_path=key) from exc
         providers = tuple(sel.providers) if sel.providers else all_ids
-        planned.append(PlannedSuite(suite, data, providers))
+        planned.append(
+            attach_judge(
+                PlannedSuite(suite, data, providers),
+                judge=sel.judge,
+                repeats=sel.judge_repeats,
+                calibration=sel.judge_calibration,
+                base=base,
+                file=file,
+                where=where,
+            )
+        )
     return planned
 
 
@@ -538,6 +559,7 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
                 "verdicts do not depend on machine load"
             )
         providers[pp.provider_id] = entry
+    judges, judge_caveats = judge_reproducibility(plan.judges)
     return {
         "run_seed": plan.config.seed,
         "request_seeds": "per call: sha256(base seed, sample id, repeat index), 31 bits; base seed = the "
@@ -545,9 +567,11 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
         "also_seeded": ["suite sample selection", "bootstrap intervals", "retry backoff jitter"],
         "not_reproducible": [
             *caveats,
+            *judge_caveats,
             "timings (latency, TTFT, throughput) and costs derived from them vary with machine load",
         ],
         "providers": providers,
+        **({"judges": judges} if judges else {}),
     }
 
 
@@ -615,12 +639,23 @@ async def execute_run(
         t0 = time.perf_counter()
         generated = await _generate(plan, journal, on_record=on_record, on_start=on_start)
         calls = summarize_calls(plan, generated)
-        scored = score_suites(plan.suites, calls.records, seed=plan.config.seed)
+        # Judge phase: judges grade the outputs of the suites that name one (their own budget).
+        judged = await run_judge_stage(
+            plan, calls.records, journal, seed_requests=_seed_requests, price_records=_apply_hourly
+        )
+        scored = score_suites(
+            plan.suites,
+            calls.records,
+            seed=plan.config.seed,
+            judgements=judged.judgements,
+            judged=judged.judged,
+        )
+        budget_problems = [*calls.problems, *judged.problems]
         record = RunRecord(
             run_id=run_id,
             name=plan.config.name,
-            status=run_status(calls.problems, scored.problems),
-            problems=[*calls.problems, *scored.problems],
+            status=run_status(budget_problems, scored.problems),
+            problems=[*budget_problems, *scored.problems],
             started_at=journal.get_meta("first_started_at") or started_iso,
             finished_at=_now_iso(),
             duration_s=time.perf_counter() - t0,
@@ -631,11 +666,13 @@ async def execute_run(
             environment=environment_info(),
             datasets=list(plan.datasets),
             providers=calls.providers,
+            judges=judged.summaries,
+            judge_calls_file=JUDGE_CALLS_FILE if judged.records else None,
             timing_quality=_timing_quality(generated.loop_lag),
             suites=scored.suites,
             reproducibility=_reproducibility(plan),
         )
-        write_run(out, record, scored.records)
+        write_run(out, record, scored.records, judge_calls=judged.records)
         return record
     finally:
         journal.close()

@@ -36,7 +36,7 @@ from rai_harness.record import (
     write_run,
 )
 from rai_harness.run.execute import build_suite, environment_info
-from rai_harness.run.score import PlannedSuite, error_budget_problems, run_status, score_suites
+from rai_harness.run.score import JudgedSuite, PlannedSuite, error_budget_problems, run_status, score_suites
 
 __all__ = ["default_rescore_dir", "score_run"]
 
@@ -90,7 +90,7 @@ def score_run(
     samples = read_samples(source_dir / _samples_name(original, source_dir))
     base = _config_dir(original)
     planned = [_replan(original, name, base) for name in names]
-    scored = score_suites(planned, samples, seed=original.seed, pool=pool)
+    scored = score_suites(planned, samples, seed=original.seed, pool=pool, judged=_judged(original, names))
     kept_problems = [
         p for p in original.problems if p.startswith("suite ") and _problem_suite(p) not in names
     ]
@@ -110,8 +110,27 @@ def score_run(
     )
     # Validate the assembled record (model_copy does not) before it becomes a file.
     record = RunRecord.model_validate(record.model_dump())
-    write_run(target, record, scored.records)
+    judge_calls = (
+        read_samples(source_dir / Path(original.judge_calls_file).name) if original.judge_calls_file else []
+    )
+    write_run(target, record, scored.records, judge_calls=judge_calls)
     return record
+
+
+def _judged(original: RunRecord, names: Sequence[str]) -> dict[str, JudgedSuite]:
+    """The judge of each judged suite, as the run recorded it (its verdicts are in the samples)."""
+    out = {}
+    for name in names:
+        run = original.suites[name]
+        if run.judge is None:
+            continue
+        kappas = [r.metrics["judge_kappa"] for r in run.results.values() if "judge_kappa" in r.metrics]
+        out[name] = JudgedSuite(
+            info=run.judge,
+            metrics=tuple(m for m in run.metrics if m.graded_by == "judge"),
+            constants={"judge_kappa": kappas[0]} if kappas else {},
+        )
+    return out
 
 
 def _selected_suites(original: RunRecord, wanted: Sequence[str]) -> list[str]:

@@ -24,6 +24,8 @@ from rai_harness.record import (
     CostSummary,
     Distribution,
     GuardHealth,
+    JudgeInfo,
+    MetricSpec,
     ProviderSummary,
     RunStatus,
     SuiteEfficiency,
@@ -31,7 +33,7 @@ from rai_harness.record import (
     SuiteRun,
     UsageSummary,
 )
-from rai_harness.stats import mcnemar, paired_bootstrap_diff
+from rai_harness.stats import Estimate, mcnemar, paired_bootstrap_diff
 from rai_harness.suites.base import ScoredOutput, SuiteOutput
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COMPARED_PROVIDERS",
+    "JudgedSuite",
     "PlannedSuite",
     "ScoringOutcome",
     "error_budget_problems",
@@ -62,6 +65,8 @@ class PlannedSuite:
     suite: Suite
     data: SuiteData
     providers: tuple[str, ...]
+    #: The suite's judge (a :class:`rai_harness.run.judge.SuiteJudge`), or None.
+    judge: Any = None
 
     @property
     def name(self) -> str:
@@ -71,6 +76,16 @@ class PlannedSuite:
     def sample_map(self) -> dict[str, SuiteSample]:
         """Item id -> sample."""
         return {s.id: s for s in self.data.samples}
+
+
+@dataclass(frozen=True)
+class JudgedSuite:
+    """What the judge stage adds to a suite's run: its judge, its metrics, per-provider constants."""
+
+    info: JudgeInfo
+    metrics: tuple[MetricSpec, ...]
+    #: Metrics with the same value for every provider (the judge's calibrated kappa).
+    constants: Mapping[str, Estimate]
 
 
 def item_key(suite: str, item: str) -> str:
@@ -174,6 +189,8 @@ def score_suites(
     *,
     seed: int,
     pool: ClassifierPool | None = None,
+    judgements: Mapping[tuple[str, str, str, int], Mapping[str, Any]] | None = None,
+    judged: Mapping[str, JudgedSuite] | None = None,
 ) -> ScoringOutcome:
     """Score every suite's outputs and aggregate them per provider.
 
@@ -188,6 +205,10 @@ def score_suites(
         seed: Run seed for bootstrap intervals.
         pool: Classifier pool (default: the process-wide one, so models load once and are
             shared with guards).
+        judgements: From the judge phase: ``(suite, provider, item, repeat)`` -> the verdicts
+            added to that output's scores under ``"judge"``. Without them (a re-score), an
+            output keeps the judge verdicts its record already carries.
+        judged: Suite name -> its judge and judge metrics (judged suites only).
     """
     if pool is None:
         pool = default_pool()
@@ -220,6 +241,10 @@ def score_suites(
             metrics=list(suite.metrics),
             datasets=list(ps.data.datasets),
         )
+        extra = (judged or {}).get(suite.name)
+        if extra is not None:
+            run.metrics.extend(extra.metrics)
+            run.judge = extra.info
         try:
             scores = suite.score(outputs, pool) if outputs else []
             if len(scores) != len(outputs):
@@ -232,7 +257,13 @@ def score_suites(
             runs[suite.name] = run
             continue
         for i, score in zip(ok_idx, scores, strict=True):
-            out[i] = replace(out[i], scores=score)
+            if judgements is not None:
+                verdicts = judgements.get(
+                    (suite.name, out[i].provider_id, str(out[i].metadata["item"]), out[i].repeat)
+                )
+            else:  # a re-score: keep the verdicts the judge gave in the run
+                verdicts = (out[i].scores or {}).get("judge")
+            out[i] = replace(out[i], scores={**score, "judge": verdicts} if verdicts is not None else score)
         per_provider: dict[str, list[int]] = defaultdict(list)
         for i in indices:
             per_provider[out[i].provider_id].append(i)
@@ -260,7 +291,12 @@ def score_suites(
                 provider_id=pid,
                 calls=len(idx),
                 failed=sum(1 for i in idx if not out[i].ok),
-                metrics=agg.metrics,
+                metrics={
+                    # A judged metric the suite could not compute (no judge verdicts) is explicit.
+                    **{m.name: Estimate.empty("no judge verdicts") for m in (extra.metrics if extra else ())},
+                    **agg.metrics,
+                    **(extra.constants if extra is not None else {}),
+                },
                 breakdowns=agg.breakdowns,
                 items=agg.items,
                 counts=agg.counts,
