@@ -104,7 +104,7 @@ class Cell:
     status: str | None = None  # "pass" | "fail" | "error" | None
     title: str | None = None
     missing: bool = False
-    #: What the interval is over and how it was computed (``37/300; 95% Wilson``), shown under it.
+    #: What the interval is over and how it was computed (``37/300; 95% Clopper-Pearson (exact)``), shown under it.
     n: str | None = None
 
 
@@ -299,7 +299,7 @@ class ReportView:
     #: Where blocked answers drive a guard's effect (shown in the guard section too).
     blocked: list[BlockedShare] = field(default_factory=list)
     redaction_note: str | None = None
-    #: Interval methods used by this run's estimates, as ``"Wilson (54 estimates)"``.
+    #: Interval methods used by this run's estimates, as ``"Clopper-Pearson (exact) (54 estimates)"``.
     interval_methods: list[str] = field(default_factory=list)
     sections: list[tuple[str, str]] = field(default_factory=list)
 

@@ -33,7 +33,7 @@ needs the alias), credits an answer that lists the reference among wrong candida
 negates it (*"not Canberra"*) through containment, and detects hedges by regular
 expression. Correct given attempted and the F-score follow from the same grades, so they
 inherit these limits. An LLM-judge grader is future work. SimpleQA reports no intervals;
-we give Wilson intervals for the rates and expanded-percentile bootstrap intervals for the
+we give Clopper-Pearson (exact) intervals for the rates and expanded-percentile bootstrap intervals for the
 F-score, exact match and F1 (over questions; with repeats, whole questions are
 resampled).
 
@@ -337,7 +337,7 @@ class ShortQASuite(Suite):
             definition="Share of replies graded correct (exact match, token F1 >= 0.8, or the reference "
             "contained as whole words).",
             source=_PAPER,
-            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="f1",
             headline=True,
         ),
@@ -348,7 +348,7 @@ class ShortQASuite(Suite):
             unit="rate",
             definition="Share of replies that attempt an answer that is not correct.",
             source=_PAPER,
-            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="incorrect",
         ),
         MetricSpec(
@@ -360,7 +360,7 @@ class ShortQASuite(Suite):
             "(better than incorrect, worse than correct).",
             source=_PAPER,
             deviation="Abstentions detected by regular expressions (see answers.detect_hedge) instead of "
-            "an LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            "an LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="not_attempted",
         ),
         MetricSpec(
@@ -370,7 +370,7 @@ class ShortQASuite(Suite):
             unit="rate",
             definition="correct / (correct + incorrect).",
             source=_PAPER,
-            deviation="From the string-match grades; Wilson interval over attempted replies (a bootstrap over questions with repeats).",
+            deviation="From the string-match grades; Clopper-Pearson (exact) interval over attempted replies (a bootstrap over questions with repeats).",
             sample_key="correct",
         ),
         MetricSpec(
