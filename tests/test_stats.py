@@ -500,7 +500,9 @@ def test_clopper_pearson_never_covers_less_than_nominal(n):
     assert min(cover) >= 0.95 - 1e-9, min(cover)
     assert 0.95 < float(np.mean(cover)) < 0.99
     if n <= 10:
-        assert min(coverage.wilson_coverage(n, float(p)) for p in grid[(grid >= 0.05) & (grid <= 0.95)]) < 0.93
+        assert (
+            min(coverage.wilson_coverage(n, float(p)) for p in grid[(grid >= 0.05) & (grid <= 0.95)]) < 0.93
+        )
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 6), (3, 7), (8, 10), (10, 10), (1, 1), (0, 1), (37, 300)])

@@ -97,7 +97,6 @@ def fmt_value(value: float | None, unit: str, *, signed: bool = False, reason: s
 _METHODS = {
     "clopper-pearson": "Clopper-Pearson (exact)",
     "wilson": "Wilson",
-    "bootstrap-t": "studentized bootstrap (bootstrap-t)",
     "bootstrap": "bootstrap",
     "cluster-bootstrap": "cluster bootstrap",
     "expanded-bootstrap": "expanded percentile bootstrap",

@@ -100,7 +100,9 @@ def _methods(seen: set[str]) -> str:
     return "+".join(sorted(seen))
 
 
-def _exact_coverage(interval: Callable[[int, int, float], Estimate], n: int, p: float, confidence: float) -> float:
+def _exact_coverage(
+    interval: Callable[[int, int, float], Estimate], n: int, p: float, confidence: float
+) -> float:
     ks = np.arange(n + 1)
     ends = [interval(int(k), n, confidence) for k in ks]
     inside = np.array(

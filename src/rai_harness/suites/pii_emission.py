@@ -239,7 +239,10 @@ class EmissionSuite(Suite):
                 title="Emission rate by entity type",
                 metric="emission_rate",
                 by="entity",
-                rows={e: clopper_pearson(sum(1 for i in prompts if e in found[i]), len(prompts)) for e in p.entities},
+                rows={
+                    e: clopper_pearson(sum(1 for i in prompts if e in found[i]), len(prompts))
+                    for e in p.entities
+                },
             ),
             Breakdown(
                 name="emission_rate_by_category",
