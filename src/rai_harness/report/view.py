@@ -29,6 +29,7 @@ from rai_harness.record import Comparison, MetricSpec, ProviderSummary, RunRecor
 from rai_harness.report import charts
 from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.fmt import (
+    WIDER_BY_DESIGN,
     fmt_bound,
     fmt_count,
     fmt_diff,
@@ -1311,8 +1312,12 @@ def _interval_methods(record: RunRecord) -> list[str]:
     for suite in record.suites.values():
         for res in suite.results.values():
             ests = [*res.metrics.values(), *(e for b in res.breakdowns for e in b.rows.values())]
-            counts.update(method_name(e.method) for e in ests if e.ci_low is not None)
-    return [f"{m} ({n:,} estimate{'s' if n != 1 else ''})" for m, n in counts.most_common()]
+            counts.update(e.method for e in ests if e.ci_low is not None)
+    return [
+        f"{method_name(m)} ({n:,} estimate{'s' if n != 1 else ''}"
+        + (f"; {WIDER_BY_DESIGN[m]})" if m in WIDER_BY_DESIGN else ")")
+        for m, n in counts.most_common()
+    ]
 
 
 def _guard_health(pid: str, s: ProviderSummary) -> list[str] | None:
