@@ -12,7 +12,15 @@
    sent - request arrived at the server). p50/p99 at concurrency C for the SDK path (``client: sdk``)
    and the lean path (``client: httpx``), with client CPU per call. Targets: p50 <= 5 ms, p99 <= 25 ms.
 
+4. Sweep (``--sweep-only`` runs just this; section ``runner_sweep``): constant-rate stages at
+   rising rates against the stamping server, each rate once through the full runner under a load
+   profile (``rai_harness.load``: scheduler, journal, lean httpx path) and once through a bare
+   asyncio loop that starts raw httpx streams on the same schedule; per rate, achieved throughput,
+   TTFT percentiles and TTFT error of both side by side, and the runner's verdict under the
+   default stop rule. The sweep stops after the first rate the runner's stage is saturated.
+
 Run: .venv/bin/python benchmarks/runner_overhead.py [--calls 2000] [--concurrency 64] [--rounds 2]
+     .venv/bin/python benchmarks/runner_overhead.py --sweep-only [--sweep-rates 25,50,100,200,400]
 The fake server runs in a subprocess so its CPU is not charged to the client.
 """
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import statistics
 import sys
@@ -28,14 +37,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import openai
 from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
+from rai_harness.load import LoadProfile, StopRule, arrival_offsets, event_rate, stop_reason, summarize_load
 from rai_harness.pricing import PriceTable
 from rai_harness.providers.openai_compat import OpenAIConfig, make_http_client
+from rai_harness.record import LoadStage
 from rai_harness.run.journal import Journal
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
@@ -133,7 +145,12 @@ async def ttft_errors(
     """Per-call TTFT error (s) of the full runner against the stamping server, CPU s per call, lag."""
     srv.reset()
     cfg = OpenAIConfig(
-        kind="openai", model="m", base_url=srv.base_url, api_key_env=None, concurrency=concurrency, client=client
+        kind="openai",
+        model="m",
+        base_url=srv.base_url,
+        api_key_env=None,
+        concurrency=concurrency,
+        client=client,
     )
     provider = cfg.build()
     journal = Journal(workdir / f"journal-{time.monotonic_ns()}.sqlite")
@@ -167,6 +184,194 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+# -- sweep ---------------------------------------------------------------------------------------
+
+
+def _sweep_requests(tag: str, n: int) -> list[ChatRequest]:
+    """Distinct prompts (the server's stamps are matched to calls by prompt)."""
+    params = GenerationParams(max_tokens=16)
+    return [ChatRequest.from_prompt(f"{tag}{i}", f"{tag} call {i}", params=params) for i in range(n)]
+
+
+def _stamps(srv: FakeOpenAIServer) -> dict[str, float]:
+    """Prompt -> server-side TTFT (first chunk sent - request arrived), seconds."""
+    return {r["prompt"]: r["first_sent"] - r["t"] for r in srv.stats()["requests"] if "first_sent" in r}
+
+
+async def sweep_runner_stage(
+    srv: FakeOpenAIServer, rate: float, n: int, cap: int, workdir: Path
+) -> tuple[dict, list[float], float]:
+    """One constant-rate stage through the full runner: (stage summary, TTFT errors, CPU s/call)."""
+    srv.reset()
+    requests = _sweep_requests(f"runner r{rate:g}", n)
+    profile = LoadProfile(profile="constant", rate=rate, max_concurrency=cap)
+    cfg = OpenAIConfig(kind="openai", model="m", base_url=srv.base_url, api_key_env=None, concurrency=cap)
+    provider = cfg.build()
+    journal = Journal(workdir / f"sweep-{time.monotonic_ns()}.sqlite")
+    price = PriceTable.default().resolve("openai", "gpt-4o-mini")
+    cpu0 = time.process_time()
+    records = await generate_calls(
+        provider,
+        requests,
+        provider_id="bench",
+        provider_identity=cfg.cache_identity(),
+        concurrency=cap,
+        policy=RetryPolicy(timeout_s=60),
+        journal=journal,
+        price=price,
+        load=profile,
+    )
+    cpu = time.process_time() - cpu0
+    await provider.aclose()
+    journal.close()
+    stamps = _stamps(srv)
+    errors = [
+        r.ttft_s - stamps[req.messages[-1].content]
+        for req, r in zip(requests, records, strict=True)
+        if r.ok and r.ttft_s is not None and req.messages[-1].content in stamps
+    ]
+    (stage,) = summarize_load(profile, records).stages
+    return stage.model_dump(), errors, cpu / n
+
+
+async def sweep_bare_stage(srv: FakeOpenAIServer, rate: float, n: int, cap: int) -> dict:
+    """The same schedule from a bare loop: raw httpx streams, TTFT at the first content delta."""
+    srv.reset()
+    requests = _sweep_requests(f"bare r{rate:g}", n)
+    client = make_http_client(cap, 60.0)
+    url = srv.base_url.rstrip("/") + "/chat/completions"
+    offsets = arrival_offsets("constant", rate, n)
+    slots = asyncio.Semaphore(cap)
+    loop = asyncio.get_running_loop()
+    ttft: dict[int, float] = {}
+    finished: list[float] = []
+    failed = 0
+
+    async def one(i: int) -> None:
+        nonlocal failed
+        body = {
+            "model": "m",
+            "messages": requests[i].messages_as_dicts(),
+            "max_tokens": 16,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        t0 = time.perf_counter()
+        try:
+            async with client.stream("POST", url, json=body) as resp:
+                async for line in resp.aiter_lines():
+                    if i not in ttft and line.startswith("data: {"):
+                        choices = json.loads(line[6:]).get("choices") or [{}]
+                        if (choices[0].get("delta") or {}).get("content"):
+                            ttft[i] = time.perf_counter() - t0
+            finished.append(loop.time() - start)
+        except Exception:
+            failed += 1
+        finally:
+            slots.release()
+
+    tasks = []
+    cpu0 = time.process_time()
+    start = loop.time()
+    for i in range(n):
+        delay = start + offsets[i] - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        tasks.append(loop.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu0
+    await client.aclose()
+    stamps = _stamps(srv)
+    errors = [
+        t - stamps[requests[i].messages[-1].content]
+        for i, t in ttft.items()
+        if requests[i].messages[-1].content in stamps
+    ]
+    values = list(ttft.values())
+    return {
+        "achieved_rps": event_rate(finished),
+        "failed": failed,
+        "ttft_p50": float(np.percentile(values, 50)) if values else None,
+        "ttft_p95": float(np.percentile(values, 95)) if values else None,
+        "errors": errors,
+        "cpu_call": cpu / n,
+    }
+
+
+def run_sweep(rates: list[float], seconds: float, cap: int) -> str:
+    """The sweep section of RESULTS.md (see the module docstring, point 4)."""
+    rule = StopRule()
+    load_start = os.getloadavg()[0]
+    rows = []
+    stopped = None
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAIServer(FaultConfig(ttft_s=0.1, inter_token_s=0.01, stamp=True), subprocess=True) as srv,
+    ):
+        # Warm both paths (imports, connection pools, the server's first requests).
+        asyncio.run(sweep_runner_stage(srv, rates[0], 20, cap, Path(tmp)))
+        asyncio.run(sweep_bare_stage(srv, rates[0], 20, cap))
+        for rate in rates:
+            n = max(20, round(rate * seconds))
+            stage, errs, cpu = asyncio.run(sweep_runner_stage(srv, rate, n, cap, Path(tmp)))
+            bare = asyncio.run(sweep_bare_stage(srv, rate, n, cap))
+            reason = stop_reason(LoadStage.model_validate(stage), rule)
+            rows.append((rate, n, stage, errs, cpu, bare, reason, os.getloadavg()[0]))
+            if reason is not None:
+                stopped = (rate, reason)
+                break
+    load_end = os.getloadavg()[0]
+
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v * 1000:.1f}"
+
+    def rps(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    lines = [
+        f"Constant-rate stages of {seconds:g} s each (at least 20 calls) against the stamping fake server "
+        "(own process; first token after 100 ms, then 10 ms per token, 16 tokens); in-flight cap "
+        f"{cap}. Each rate runs the full runner under a load profile (`LoadProfile(profile='constant')`: "
+        "scheduler, retries, journal, cost, lean httpx path), then a bare asyncio loop starting raw "
+        "httpx streams on the same schedule. Achieved = successful completions per second "
+        "(least-squares rate); TTFT error = recorded TTFT - (first chunk sent - request arrived), per "
+        "call, from the server's stamps. Verdict: the default stop rule "
+        f"({rule.describe()}) on the runner's stage.",
+        "",
+        "| rate req/s | calls | achieved runner | achieved bare | ratio runner/bare | TTFT p50 runner / bare ms "
+        "| TTFT p95 runner / bare ms | TTFT error p50 / p99 runner ms | TTFT error p50 / p99 bare ms "
+        "| start lag p95 ms | client CPU ms/call runner / bare | load avg | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for rate, n, stage, errs, cpu, bare, reason, load in rows:
+        ach, bach = stage["achieved_rps"], bare["achieved_rps"]
+        ratio = f"{ach / bach:.2f}" if ach and bach else "n/a"
+        berrs = bare["errors"]
+        lines.append(
+            f"| {rate:g} | {n} | {rps(ach)} | {rps(bach)} | {ratio} | "
+            f"{ms(stage['ttft_s']['p50'])} / {ms(bare['ttft_p50'])} | {ms(stage['ttft_s']['p95'])} / {ms(bare['ttft_p95'])} | "
+            f"{ms(_pct(errs, 0.5) if errs else None)} / {ms(_pct(errs, 0.99) if errs else None)} | "
+            f"{ms(_pct(berrs, 0.5) if berrs else None)} / {ms(_pct(berrs, 0.99) if berrs else None)} | "
+            f"{ms(stage['start_lag_s']['p95'])} | {cpu * 1000:.2f} / {bare['cpu_call'] * 1000:.2f} | {load:.1f} | "
+            f"{'saturated: ' + reason if reason else 'ok'} |"
+        )
+    lines += [
+        "",
+        (
+            f"The sweep stopped at {stopped[0]:g} req/s ({stopped[1]})."
+            if stopped
+            else f"No rate up to {rates[-1]:g} req/s saturated the runner's stage."
+        ),
+        "",
+        f"Machine load (1-minute load average, all processes) at start / end: {load_start:.1f} / {load_end:.1f} "
+        f"on {os.cpu_count()} cores (per-rate values in the table). Where the load average exceeds the core "
+        "count, other processes take the client's CPU: the knee moves to lower rates and TTFT error grows; "
+        "compare the runner with the bare loop within a row.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=2000)
@@ -178,7 +383,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--error-calls", type=int, default=1280, help="calls per path in the TTFT-error table")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    ap.add_argument(
+        "--sweep-only", action="store_true", help="run only the rate sweep (section runner_sweep)"
+    )
+    ap.add_argument("--no-sweep", action="store_true", help="skip the rate sweep")
+    ap.add_argument("--sweep-rates", default="25,50,100,200,400,800", help="comma-separated req/s, rising")
+    ap.add_argument("--sweep-seconds", type=float, default=3.0, help="length of each sweep stage")
+    ap.add_argument("--sweep-cap", type=int, default=256, help="in-flight cap of each sweep stage")
     args = ap.parse_args()
+    if not args.no_sweep:
+        rates = [float(r) for r in args.sweep_rates.split(",") if r.strip()]
+        sweep = run_sweep(rates, args.sweep_seconds, args.sweep_cap)
+        print(sweep)
+        if not args.no_write:
+            write_section("runner_sweep", sweep)
+        if args.sweep_only:
+            return
 
     requests = make_requests(args.calls)
     lat = args.latency_ms / 1000
@@ -216,7 +436,9 @@ def main() -> None:
         error_rows = []
         for _round in range(args.rounds):
             for client in ("sdk", "httpx"):
-                errs, cpu_call, lag = asyncio.run(ttft_errors(srv, err_reqs, args.concurrency, Path(tmp), client))
+                errs, cpu_call, lag = asyncio.run(
+                    ttft_errors(srv, err_reqs, args.concurrency, Path(tmp), client)
+                )
                 error_rows.append((client, errs, cpu_call, lag))
 
     load_end = os.getloadavg()[0]

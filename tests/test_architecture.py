@@ -46,7 +46,9 @@ def _loaded_after_import(module: str) -> list[str]:
     return loaded
 
 
-@pytest.mark.parametrize("module", ["rai_harness", "rai_harness.gate", "rai_harness.report", "rai_harness.record"])
+@pytest.mark.parametrize(
+    "module", ["rai_harness", "rai_harness.gate", "rai_harness.report", "rai_harness.record"]
+)
 def test_light_entry_points_load_no_runner_provider_classifier_or_torch(module: str) -> None:
     loaded = _loaded_after_import(module)
     assert module in loaded  # the probe really imported it in a fresh interpreter

@@ -40,6 +40,7 @@ PUBLIC_API = [
     "read_samples",
     "render_report",
     "run_sync",
+    "score_run",
 ]
 
 SUBPACKAGES = [

@@ -63,13 +63,27 @@ def test_shipped_head_files():
     head = ToxicityHead.load(DEFAULT_HEAD_DIR)
     assert head.labels[0] == "toxic" and head.dim == 384
     assert np.isfinite(head.weight).all() and np.isfinite(head.bias).all()
-    for name in ("metrics.json", "MODEL_CARD.md"):
+    for name in ("metrics.json", "MODEL_CARD.md", "encoder.safetensors"):
         assert (DEFAULT_HEAD_DIR / name).is_file(), name
+    # The shipped model fine-tunes the top layers (a few MB, float16), laid over the wheel's encoder.
+    assert head.encoder is not None and head.meta["encoder_overlay"]["dtype"] == "float16"
+    assert (DEFAULT_HEAD_DIR / "encoder.safetensors").stat().st_size < 16 * 2**20
     metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
     card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
     # The card quotes metrics.json: the headline AUC appears in it verbatim.
     assert f"{metrics['test']['toxic']['overall']['roc_auc']:.3f}" in card
     assert metrics["aae"] is not None and metrics["aae"]["pairs"] >= 40
+
+
+def test_ordinary_replies_pass_and_abuse_does_not(clf):
+    # The examples: the v1 head blocked these ordinary answers at the default policy.
+    from rai_harness.guardrails import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parents[1] / "guardrails" / "default.yaml")
+    (rail,) = [r for r in policy.output if r.name == "toxic-output"]
+    benign = ["I agree.", "I disagree.", "Women are great engineers.", "I'm gay and proud."]
+    scores = [r["toxic"] for r in clf.predict(benign + INSULTS)]
+    assert max(scores[: len(benign)]) < rail.threshold <= min(scores[len(benign) :])
 
 
 def test_is_a_classifier(clf):
@@ -249,7 +263,13 @@ def test_training_is_deterministic(tmp_path, embedder):
     outputs = []
     for run in ("a", "b"):
         report = train_toxicity_head(
-            tmp_path / "data", tmp_path / run, seed=7, embedder=embedder, aae_pairs=pairs, c_grid=(0.3, 3.0)
+            tmp_path / "data",
+            tmp_path / run,
+            seed=7,
+            embedder=embedder,
+            aae_pairs=pairs,
+            c_grid=(0.3, 3.0),
+            sources="davidson+toxigen",
         )
         outputs.append(report)
     a, b = ((tmp_path / run / "head.safetensors").read_bytes() for run in ("a", "b"))
@@ -273,6 +293,71 @@ def test_training_is_deterministic(tmp_path, embedder):
     assert toxic["toxic"] > nice["toxic"]
 
 
+def test_training_with_fine_tuned_layers(tmp_path, embedder):
+    # The shipped recipe on tiny data: top layer fine-tuned, head refitted and calibrated, the
+    # layers saved beside the head and laid over the shared encoder when it is loaded.
+    from rai_harness.classifiers.toxicity_encoder import ENCODER_FILE
+    from rai_harness.training.finetune import FineTuneConfig
+
+    _write_tiny_data(tmp_path / "data")
+    report = train_toxicity_head(
+        tmp_path / "data",
+        tmp_path / "ft",
+        seed=3,
+        embedder=embedder,
+        aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+        c_grid=(1.0,),
+        sources="davidson+toxigen",
+        finetune=FineTuneConfig(layers=1, epochs=1, batch_size=8),
+    )
+    assert report.finetune["fine_tuned_layers"] == [5] and len(report.finetune["history"]) == 1
+    assert (tmp_path / "ft" / ENCODER_FILE).is_file()
+    head = ToxicityHead.load(tmp_path / "ft")
+    assert head.encoder is not None and head.meta["encoder_overlay"]["layers"] == [5]
+    card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
+    assert "### Fine-tuning the encoder" in card and "--finetune-layers 1" in card
+    clf = MiniLMToxicityClassifier(tmp_path / "ft", embedder=embedder)
+    assert clf.encoder_model is not embedder.model
+    assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
+    toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
+    assert toxic["toxic"] > nice["toxic"]
+
+
+def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embedder):
+    from rai_harness.classifiers.train import measure_baseline
+
+    _write_tiny_data(tmp_path / "data")
+    for run, seed in (("old", 1), ("new", 2)):
+        train_toxicity_head(
+            tmp_path / "data",
+            tmp_path / run,
+            seed=seed,
+            embedder=embedder,
+            aae_pairs=_write_tiny_pairs(tmp_path / "pairs.jsonl"),
+            c_grid=(1.0,),
+            sources="davidson+toxigen",
+        )
+    baseline = measure_baseline(
+        tmp_path / "old",
+        tmp_path / "new",
+        tmp_path / "data",
+        threshold=0.5,
+        description="The old head.",
+        embedder=embedder,
+    )
+    n_test = sum(
+        v["test"]["n"]
+        for v in json.loads((tmp_path / "new" / "metrics.json").read_text())["data"]["split_sizes"].values()
+    )
+    assert (
+        sum(c.get("fpr", c.get("recall", {})).get("n", 0) for c in baseline["test_by_kind"].values())
+        <= n_test
+    )
+    assert baseline["threshold"] == 0.5 and "audit_by_kind" in baseline and "aae" in baseline
+    assert json.loads((tmp_path / "new" / "baseline.json").read_text()) == baseline
+    assert json.loads((tmp_path / "new" / "metrics.json").read_text())["baseline"] == baseline
+
+
 def test_training_rejects_bad_labels(tmp_path):
     with pytest.raises(ConfigError, match="labels"):
         train_toxicity_head(tmp_path, tmp_path / "out", labels=("hate",))
@@ -293,10 +378,10 @@ def test_evaluate_aae_pairs_statistics(tmp_path):
     assert r["wilcoxon_p"] < 0.001 and r["aae_higher_in_pairs"] == 20
     assert (
         r["at_0.5"]["fpr_aae"] == 0.0
-        and r["at_best_f1"]["fpr_aae"] == 1.0
-        and r["at_best_f1"]["fpr_sae"] == 0.0
+        and r["at_threshold"]["fpr_aae"] == 1.0
+        and r["at_threshold"]["fpr_sae"] == 0.0
     )
-    assert r["at_best_f1"]["mcnemar_exact_p"] < 0.001
+    assert r["at_threshold"]["mcnemar_exact_p"] < 0.001
 
 
 def test_aae_pairs_dataset():
@@ -359,7 +444,15 @@ def test_real_data_split_has_no_leaks():
         key = " ".join(r.text.casefold().split())
         assert keys.setdefault(key, r.split) == r.split
     sizes = summary["split_sizes"]
-    assert sizes["davidson"]["train"]["n"] > 15_000 and sizes["toxigen"]["test"]["n"] > 100
+    # Davidson is capped (DAVIDSON_CAP) when every source is loaded.
+    assert sizes["davidson"]["train"]["n"] > 5_000 and sizes["toxigen"]["test"]["n"] > 100
+    assert {"decodingtrust", "holistic_bias", "assistant_registers"} <= set(sizes)
+    # Keyed rows (templates, QA items, documents) never straddle two splits.
+    splits_of_key: dict[str, set[str]] = {}
+    for r in rows:
+        if r.key:
+            splits_of_key.setdefault(r.key, set()).add(r.split)
+    assert splits_of_key and all(len(s) == 1 for s in splits_of_key.values())
     # Stratified: the toxic share is about the same in every split.
     shares = [
         sizes["davidson"][s]["toxic"] / sizes["davidson"][s]["n"] for s in ("train", "validation", "test")

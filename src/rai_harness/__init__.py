@@ -16,6 +16,10 @@ Run an audit, gate it and render its report::
 
 (:func:`rai_harness.gate.evaluate` is the pure form: an in-memory record and policy -> verdict.)
 
+Re-score a finished run with the current scorers (no model is called)::
+
+    rai.score_run("reports/quickstart", out_dir="reports/quickstart-rescored")
+
 Guard an application::
 
     with rai.Guard.from_policy("guardrails/default.yaml") as guard:
@@ -48,19 +52,20 @@ if typing.TYPE_CHECKING:
     from rai_harness.guardrails import Guard, GuardedProvider, GuardResult
     from rai_harness.record import RunRecord, read_run_record, read_samples
     from rai_harness.report import build_report, render_report
-    from rai_harness.run import RunPlan, execute_run, plan_run, run_sync
+    from rai_harness.run import RunPlan, execute_run, plan_run, run_sync, score_run
 
 __version__ = "0.1.0"
 
 #: Lazily loaded public names -> the module that defines them.
 _LAZY: dict[str, str] = {
-    # Plan and execute a run.
+    # Plan and execute a run; re-score one.
     "RunConfig": "rai_harness.config",
     "load_run_config": "rai_harness.config",
     "RunPlan": "rai_harness.run",
     "plan_run": "rai_harness.run",
     "execute_run": "rai_harness.run",
     "run_sync": "rai_harness.run",
+    "score_run": "rai_harness.run",
     # The run record.
     "RunRecord": "rai_harness.record",
     "read_run_record": "rai_harness.record",
@@ -106,6 +111,7 @@ __all__ = [
     "read_samples",
     "render_report",
     "run_sync",
+    "score_run",
 ]
 
 

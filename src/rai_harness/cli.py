@@ -244,8 +244,13 @@ def _mount_subcommands() -> None:
     from rai_harness.cli_suites import register as register_suites
 
     register_suites(app)
-    # Report and gate commands: each module adds its commands to `app` in register(app).
-    for module in ("rai_harness.cli_report", "rai_harness.cli_gate"):
+    # Report, gate and score commands: each module adds its commands to `app` in register(app).
+    for module in (
+        "rai_harness.cli_report",
+        "rai_harness.cli_gate",
+        "rai_harness.cli_score",
+        "rai_harness.cli_judge",
+    ):
         importlib.import_module(module).register(app)
 
     app.add_typer(

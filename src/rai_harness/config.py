@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rai_harness.errors import ConfigError, MissingSecretError
+from rai_harness.load.profiles import LoadProfile
 from rai_harness.pricing import PriceEntry
 from rai_harness.providers.base import ProviderConfig
 from rai_harness.validation import format_validation_error, read_yaml_file
@@ -81,6 +82,21 @@ class SuiteSelection(BaseModel):
     name: str = Field(..., description="Registered suite name (`rai suites` lists them).")
     params: dict[str, Any] = Field(default_factory=dict, description="The suite's parameters.")
     providers: list[str] | None = Field(None, description="Run only on these provider ids (default: all).")
+    judge: str | None = Field(
+        None,
+        description="Id of a provider in `judges` that grades this suite's outputs (model-graded metrics).",
+    )
+    judge_repeats: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Times the judge grades each output (flip rate, variance-aware intervals).",
+    )
+    judge_calibration: str | None = Field(
+        None,
+        description="calibration.json written by `rai judge calibrate` for this judge: its agreement is "
+        "shown beside the judged metrics and gated as `<suite>:judge_kappa`.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -119,9 +135,18 @@ class RunConfig(BaseModel):
     seed: int = 0
     output_dir: str | None = Field(None, description="Default: reports/<name>.")
     providers: list[ProviderConfig]
+    judges: list[ProviderConfig] = Field(
+        default_factory=list,
+        description="Providers that grade suites' outputs (`judge:` on a suite); never audited, their "
+        "calls, latency and cost are reported apart.",
+    )
     prompts: PromptSource | None = Field(None, description="Plain prompts to send (no scoring).")
     suites: list[SuiteSelection] = Field(default_factory=list, description="Eval suites to run and score.")
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    load: LoadProfile | None = Field(
+        None,
+        description="When calls start: concurrency (default), constant or poisson rate, or a sweep of rates.",
+    )
     pricing: list[PriceEntry] = Field(
         default_factory=list, description="Entries consulted before the shipped table."
     )
@@ -137,10 +162,24 @@ class RunConfig(BaseModel):
             seen.add(pid)
         if not self.providers:
             raise ValueError("at least one provider is needed")
+        judge_ids: set[str] = set()
+        for judge in self.judges:
+            jid = judge.provider_id
+            if jid in seen or jid in judge_ids:
+                raise ValueError(
+                    f"judge id {jid!r} is already used by a provider or another judge; give each a distinct `id`"
+                )
+            judge_ids.add(jid)
         names = [s.name for s in self.suites]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"suite {dupes[0]!r} is listed twice; list each suite once")
+        if self.load is not None and self.load.profile == "sweep" and self.suites:
+            raise ValueError(
+                "a `load` sweep is a load test over `prompts` (its stages cycle them and it stops at "
+                "saturation, so suite samples would be scored unevenly): run the suites in a separate "
+                "config, or use a `constant`/`poisson` profile"
+            )
         for sel in self.suites:
             for pid in sel.providers or []:
                 if pid not in seen:
@@ -148,12 +187,25 @@ class RunConfig(BaseModel):
                         f"suite {sel.name!r} names provider {pid!r}, which is not in `providers` "
                         f"(ids: {', '.join(sorted(seen))})"
                     )
+            if sel.judge is not None and sel.judge not in judge_ids:
+                raise ValueError(
+                    f"suite {sel.name!r} names judge {sel.judge!r}, which is not in `judges` "
+                    f"(judge ids: {', '.join(sorted(judge_ids)) or 'none'})"
+                )
+            if sel.judge is None and (sel.judge_repeats != 1 or sel.judge_calibration):
+                raise ValueError(f"suite {sel.name!r} sets judge_repeats/judge_calibration but no `judge`")
         return self
+
+    @property
+    def all_providers(self) -> list[ProviderConfig]:
+        """Audited providers and judges (for secrets and requirements)."""
+        return [*self.providers, *self.judges]
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data for the run record (env var *names* only, never values)."""
-        data = self.model_dump(mode="json", exclude={"providers"})
+        data = self.model_dump(mode="json", exclude={"providers", "judges"})
         data["providers"] = [p.model_dump(mode="json") for p in self.providers]
+        data["judges"] = [p.model_dump(mode="json") for p in self.judges]
         return data
 
     def provider(self, provider_id: str) -> ProviderConfig:
@@ -203,9 +255,13 @@ def parse_run_config(data: Any, *, file: str | None = None) -> RunConfig:
     providers = [
         parse_provider(p, file=file, key_path=f"providers[{i}]") for i, p in enumerate(raw_providers)
     ]
-    body = {k: v for k, v in data.items() if k != "providers"}
+    raw_judges = data.get("judges") or []
+    if not isinstance(raw_judges, list):
+        raise ConfigError("must be a list of provider mappings (the judges)", file=file, key_path="judges")
+    judges = [parse_provider(p, file=file, key_path=f"judges[{i}]") for i, p in enumerate(raw_judges)]
+    body = {k: v for k, v in data.items() if k not in ("providers", "judges")}
     try:
-        return RunConfig.model_validate({**body, "providers": providers})
+        return RunConfig.model_validate({**body, "providers": providers, "judges": judges})
     except ValidationError as exc:
         raise format_validation_error(exc, file, "", RunConfig) from exc
 
@@ -227,17 +283,18 @@ def check_secrets(
 ) -> None:
     """Raise :class:`MissingSecretError` for the first provider variable that is unset or empty."""
     env = os.environ if environ is None else environ
-    for i, provider in enumerate(config.providers):
-        for key, variable in provider.secret_env_vars().items():
-            if not env.get(variable):
-                raise MissingSecretError(variable, key_path=f"providers[{i}].{key}", file=file)
+    for section, items in (("providers", config.providers), ("judges", config.judges)):
+        for i, provider in enumerate(items):
+            for key, variable in provider.secret_env_vars().items():
+                if not env.get(variable):
+                    raise MissingSecretError(variable, key_path=f"{section}[{i}].{key}", file=file)
 
 
 def secret_values(config: RunConfig, environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of every secret variable the config names (to scrub them from outputs)."""
     env = os.environ if environ is None else environ
     values = []
-    for provider in config.providers:
+    for provider in config.all_providers:
         for variable in provider.secret_env_vars().values():
             value = env.get(variable)
             if value:

@@ -1,7 +1,8 @@
 """Reading user files and explaining what is wrong with them.
 
-The bottom floor of file handling: one YAML reader (run configs, guard and gate policies)
-and one translation of pydantic's errors into a :class:`~rai_harness.errors.ConfigError`
+The bottom floor of file handling: one YAML reader (run configs, guard and gate policies),
+one JSONL reader (prompt files, suite datasets, replay captures, ``samples.jsonl``) and one
+translation of pydantic's errors into a :class:`~rai_harness.errors.ConfigError`
 that names the file, the key path (``providers[1].timeout_s``) and the fix. It imports
 only :mod:`rai_harness.errors`, so the gate and the report can validate their files
 without loading the run configuration (and with it the providers).
@@ -10,16 +11,17 @@ without loading the run configuration (and with it the providers).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from rai_harness.errors import ConfigError
 
-__all__ = ["format_validation_error", "read_yaml_file"]
+__all__ = ["JsonlLine", "format_validation_error", "iter_jsonl", "read_yaml_file"]
 
 
 def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
@@ -107,3 +109,55 @@ def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
+
+
+class JsonlLine(NamedTuple):
+    """One object of a JSONL file and its 1-based line number (for error messages)."""
+
+    number: int
+    obj: dict[str, Any]
+
+
+def iter_jsonl(
+    path: str | Path, *, what: str = "JSONL file", missing_hint: str = "check the path"
+) -> Iterator[JsonlLine]:
+    """Stream the JSON objects of a JSONL file, one per non-blank line, with their line numbers.
+
+    Streams (never reads the whole file at once), so a large ``samples.jsonl`` costs one line
+    of memory beyond what the caller keeps.
+
+    Args:
+        path: The file.
+        what: How messages call the file ("prompt file", "replay file"...).
+        missing_hint: What to do when the file does not exist.
+
+    Raises:
+        ConfigError: Missing, unreadable or not UTF-8; or a line that is not valid JSON or not
+            a JSON object (naming the line and, for bad JSON, the column).
+    """
+    file = str(path)
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line.rstrip("\r\n"))  # so a column points into the line
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(
+                        f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
+                        file=file,
+                        key_path=f"line {number}",
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise ConfigError("each line must be a JSON object", file=file, key_path=f"line {number}")
+                yield JsonlLine(number, obj)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found; {missing_hint}", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} is not UTF-8 text ({exc.reason}, after line {number}); save it as UTF-8 JSONL", file=file
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what}: {exc.strerror or exc}", file=file) from None

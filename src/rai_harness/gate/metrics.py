@@ -12,25 +12,41 @@ Two kinds of metric:
   interval (Clopper-Pearson, over calls); the others are measured values without one.
   ``guard_rail_errors`` (rail errors plus timeouts) and ``guard_slow_rails`` (checks slower
   than the policy's ``timeout_ms``) count a guarded provider's rails.
+
+**At a rate.** Under a load profile (``load:`` of the run config) latency, TTFT, tokens/s,
+``error_rate`` and ``throughput_rps`` (successful calls completed per second) can also be read
+at one stage of the run, by its rate: :func:`lookup_stage_metric`. ``max_sustained_rate`` is
+the highest rate of a run's load stages that the stop rule did not judge saturated.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from rai_harness.record import Distribution, MetricSpec, ProviderSummary, RunRecord, SuiteResult, SuiteRun
+from rai_harness.record import (
+    Distribution,
+    LoadStage,
+    MetricSpec,
+    ProviderSummary,
+    RunRecord,
+    SuiteResult,
+    SuiteRun,
+)
 from rai_harness.stats import Estimate, clopper_pearson
 
 __all__ = [
     "EFFICIENCY_METRICS",
     "EfficiencyMetric",
     "MetricRef",
+    "StageMiss",
     "SuiteMetric",
     "abs_interval",
     "lookup_efficiency_metric",
+    "lookup_stage_metric",
     "lookup_suite_metric",
     "parse_metric",
     "suggest",
@@ -48,6 +64,8 @@ class EfficiencyMetric:
         direction: ``"lower"`` or ``"higher"`` is better.
         has_interval: Whether :attr:`read` returns a confidence interval.
         read: ProviderSummary -> the estimate, or a string saying why it is missing.
+        read_stage: LoadStage -> the same at one stage of a load profile (``None``: the
+            metric has no per-stage value, so a rule cannot give it ``at_rate``).
     """
 
     name: str
@@ -56,10 +74,14 @@ class EfficiencyMetric:
     direction: Literal["lower", "higher"]
     has_interval: bool
     read: Callable[[ProviderSummary], Estimate | str]
+    read_stage: Callable[[LoadStage], Estimate | str] | None = None
 
 
-def _from_distribution(attr: str, stat: str, what: str) -> Callable[[ProviderSummary], Estimate | str]:
-    def read(summary: ProviderSummary) -> Estimate | str:
+def _from_distribution(
+    attr: str, stat: str, what: str
+) -> Callable[[ProviderSummary | LoadStage], Estimate | str]:
+    # A provider summary and a load stage name their distributions alike.
+    def read(summary: ProviderSummary | LoadStage) -> Estimate | str:
         dist: Distribution = getattr(summary, attr)
         value = getattr(dist, stat)
         if value is None:
@@ -83,11 +105,28 @@ def _from_cost(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
     return read
 
 
-def _error_rate(summary: ProviderSummary) -> Estimate | str:
+def _error_rate(summary: ProviderSummary | LoadStage) -> Estimate | str:
     if summary.calls == 0:
         return "the provider made no calls"
     # A Clopper-Pearson (exact) interval over calls, so a rule can be as conservative as a suite metric's.
     return clopper_pearson(summary.failed, summary.calls)
+
+
+def _throughput(stage: LoadStage) -> Estimate | str:
+    if stage.achieved_rps is None:
+        return f"no throughput measured at this stage ({stage.succeeded} successful calls of {stage.calls})"
+    return Estimate(value=float(stage.achieved_rps), n=stage.succeeded, method="none")
+
+
+def _max_sustained_rate(summary: ProviderSummary) -> Estimate | str:
+    load = summary.load
+    if load is None or not load.planned_rates:
+        return "the run has no rate load profile: add `load: {profile: sweep, ...}` to the run config"
+    n = sum(s.calls for s in load.stages)
+    if load.max_sustained_rate is None:
+        # Measured, and not one stage kept up: that is a value (0), not a missing one.
+        return Estimate(value=0.0, n=n, method="none", note=f"every stage was saturated ({load.stop_reason})")
+    return Estimate(value=float(load.max_sustained_rate), n=n, method="none")
 
 
 def _from_guard(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
@@ -102,30 +141,37 @@ def _from_guard(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
 def _efficiency_table() -> dict[str, EfficiencyMetric]:
     table: dict[str, EfficiencyMetric] = {
         "error_rate": EfficiencyMetric(
-            "error_rate", "Error rate (failed calls / calls)", "", "lower", True, _error_rate
+            "error_rate", "Error rate (failed calls / calls)", "", "lower", True, _error_rate, _error_rate
         )
     }
     for prefix, attr, display in (("latency", "latency_s", "latency"), ("ttft", "ttft_s", "TTFT")):
         for stat in ("mean", "p50", "p90", "p95", "p99", "max"):
             name = f"{prefix}.{stat}_s"
-            table[name] = EfficiencyMetric(
-                name,
-                f"{display} {stat}",
-                "s",
-                "lower",
-                False,
-                _from_distribution(attr, stat, f"{display} {stat}"),
-            )
+            read = _from_distribution(attr, stat, f"{display} {stat}")
+            table[name] = EfficiencyMetric(name, f"{display} {stat}", "s", "lower", False, read, read)
     for stat in ("mean", "p50", "min"):
         name = f"tokens_per_s.{stat}"
+        read = _from_distribution("output_tokens_per_s", stat, f"output tokens/s {stat}")
         table[name] = EfficiencyMetric(
-            name,
-            f"output tokens/s {stat}",
-            "tokens/s",
-            "higher",
-            False,
-            _from_distribution("output_tokens_per_s", stat, f"output tokens/s {stat}"),
+            name, f"output tokens/s {stat}", "tokens/s", "higher", False, read, read
         )
+    table["throughput_rps"] = EfficiencyMetric(
+        "throughput_rps",
+        "successful calls completed per second",
+        "req/s",
+        "higher",
+        False,
+        lambda _s: "throughput_rps is measured per load stage: give the rule `at_rate`",
+        _throughput,
+    )
+    table["max_sustained_rate"] = EfficiencyMetric(
+        "max_sustained_rate",
+        "highest load-stage rate not judged saturated",
+        "req/s",
+        "higher",
+        False,
+        _max_sustained_rate,
+    )
     for attr, display in (
         ("total_usd", "cost of the run"),
         ("per_call_usd", "cost per call"),
@@ -296,3 +342,65 @@ def abs_interval(low: float, high: float) -> tuple[float, float]:
     far = max(abs(low), abs(high))
     near = 0.0 if low <= 0.0 <= high else min(abs(low), abs(high))
     return near, far
+
+
+@dataclass(frozen=True)
+class StageMiss:
+    """Why a metric has no value at a rate: ``fail`` when the run could not sustain the rate.
+
+    Attributes:
+        message: One sentence for the verdict.
+        fail: ``True``: a sweep stopped (saturated) below the rate, so the provider does not
+            meet any condition at it (a failed check); ``False``: the run never planned the
+            rate, so nothing can be decided (an error).
+    """
+
+    message: str
+    fail: bool
+
+
+def _rates(rates: Iterable[float | None]) -> str:
+    shown = [f"{r:g}" for r in rates if r is not None]
+    return ", ".join(shown) if shown else "none"
+
+
+def lookup_stage_metric(
+    record: RunRecord, ref: MetricRef, provider: str, rate: float
+) -> Estimate | StageMiss | str:
+    """Read an efficiency metric of ``provider`` at the load stage of ``rate`` requests/s.
+
+    Returns:
+        The estimate; a :class:`StageMiss` when the run has no stage at that rate; or a
+        sentence saying why the value is missing at a stage that exists.
+    """
+    eff = ref.efficiency
+    assert eff is not None and eff.read_stage is not None, "lookup_stage_metric needs a per-stage metric"
+    summary = record.providers.get(provider)
+    if summary is None:
+        return (
+            f"provider {provider!r} is not in this run{suggest(provider, record.providers)}; "
+            f"providers: {_listed(record.providers)}"
+        )
+    load = summary.load
+    if load is None or not load.planned_rates:
+        profile = f"a {load.profile!r} load profile" if load is not None else "no load profile"
+        return StageMiss(
+            f"the run has {profile}, so no stage at {rate:g} req/s: run it with `load:` "
+            f"`constant`/`poisson` at rate {rate:g}, or a `sweep` whose rates include {rate:g}",
+            fail=False,
+        )
+    stage = load.stage_at(rate)
+    if stage is not None:
+        return eff.read_stage(stage)
+    unreached = any(math.isclose(r, rate, rel_tol=1e-6) for r in load.unreached_rates)
+    if unreached and load.stopped_at_rate is not None:
+        return StageMiss(
+            f"the sweep stopped at {load.stopped_at_rate:g} req/s ({load.stop_reason}) before reaching "
+            f"{rate:g} req/s: the provider does not sustain that rate",
+            fail=True,
+        )
+    return StageMiss(
+        f"the run has no load stage at {rate:g} req/s; its rates: {_rates(s.rate for s in load.stages)} "
+        f"(planned: {_rates(load.planned_rates)}); put {rate:g} in the sweep's `rates`",
+        fail=False,
+    )

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from rai_harness.errors import ConfigError
-from rai_harness.gate.metrics import MetricRef, parse_metric
+from rai_harness.gate.metrics import EFFICIENCY_METRICS, MetricRef, parse_metric
 from rai_harness.validation import format_validation_error, read_yaml_file
 
 __all__ = [
@@ -71,6 +71,10 @@ class MetricRule(BaseModel):
         abs: Compare the magnitude (for signed scores such as bias scores).
         bound: Which number to compare; default: the conservative interval bound.
         providers: Provider ids to check; default: every provider of the run.
+        at_rate: Read the metric at the run's load stage of this many requests per second
+            (a ``constant``/``poisson`` profile or a ``sweep`` rate), e.g. "p95 TTFT <= 0.8 s
+            at 10 req/s". A sweep that stopped saturated below the rate fails the rule; a run
+            without that rate is an error.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -83,6 +87,7 @@ class MetricRule(BaseModel):
     abs: bool = False
     bound: Bound | None = None
     providers: ProviderIds | None = None
+    at_rate: FiniteFloat | None = Field(None, gt=0)
 
     @field_validator("metric")
     @classmethod
@@ -96,6 +101,12 @@ class MetricRule(BaseModel):
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"`min` ({self.min}) is above `max` ({self.max}): no value can pass")
         eff = parse_metric(self.metric).efficiency
+        if self.at_rate is not None and (eff is None or eff.read_stage is None):
+            staged = sorted(name for name, m in EFFICIENCY_METRICS.items() if m.read_stage is not None)
+            raise ValueError(
+                f"{self.metric} has no value per load stage, so `at_rate` does not apply; metrics "
+                f"with one: {', '.join(staged)}"
+            )
         if eff is not None and not eff.has_interval and self.bound not in (None, "value"):
             raise ValueError(
                 f"{self.metric} is a measured value without a confidence interval; "
@@ -181,6 +192,7 @@ class Check:
         abs: Compare magnitudes.
         providers: Provider ids, or ``None`` for every provider of the run.
         source: Key path of the check in the policy file (``rules[2]``, ``budgets.ttft_p95_s``).
+        at_rate: Read the metric at this load-stage rate (requests/s), or ``None``: the run.
     """
 
     id: str
@@ -192,6 +204,7 @@ class Check:
     abs: bool
     providers: tuple[str, ...] | None
     source: str
+    at_rate: float | None = None
 
     @property
     def op(self) -> Literal["<=", ">="]:
@@ -347,7 +360,8 @@ class GatePolicy(BaseModel):
                 rid = rule.id if len(sides) == 1 else unique(f"{rule.id} ({op})")
             else:
                 shown = f"|{metric.text}|" if rule.abs else metric.text
-                rid = unique(f"{shown} {op} {_fmt_limit(limit)}")
+                at = f" at {_fmt_limit(rule.at_rate)} req/s" if rule.at_rate is not None else ""
+                rid = unique(f"{shown} {op} {_fmt_limit(limit)}{at}")
             out.append(
                 Check(
                     id=rid,
@@ -359,6 +373,7 @@ class GatePolicy(BaseModel):
                     abs=rule.abs,
                     providers=tuple(rule.providers) if rule.providers else None,
                     source=source,
+                    at_rate=float(rule.at_rate) if rule.at_rate is not None else None,
                 )
             )
         return out

@@ -35,7 +35,6 @@ nothing sleeps. Missing token counts are estimated locally and marked as estimat
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from rai_harness.errors import ConfigError, ProviderError
 from rai_harness.providers.base import ProviderConfig, SeedSupport
 from rai_harness.providers.tokens import estimate_messages_tokens, estimate_tokens, estimator_name
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
+from rai_harness.validation import iter_jsonl
 
 __all__ = [
     "ReplayCapture",
@@ -266,36 +266,14 @@ def read_captures(path: str | Path) -> list[ReplayCapture]:
             number, the field and the fix).
     """
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            "replay file not found; check the provider's `path` (relative paths are resolved against the "
-            "config file's folder)",
-            file=name,
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"replay file is not UTF-8 text ({exc.reason}); save it as UTF-8 JSONL", file=name
-        ) from None
     captures: list[ReplayCapture] = []
     ids: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _fail(
-                name,
-                number,
-                None,
-                f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
-            ) from None
-        if not isinstance(obj, dict):
-            raise _fail(
-                name, number, None, "must be a JSON object with `prompt` (or `messages`) and `response`"
-            )
+    lines = iter_jsonl(
+        path,
+        what="replay file",
+        missing_hint="check the provider's `path` (relative paths are resolved against the config file's folder)",
+    )
+    for number, obj in lines:
         capture = _capture(obj, name, number)
         if capture.id in ids and "id" in obj:
             raise _fail(

@@ -19,7 +19,14 @@ Modules:
 from __future__ import annotations
 
 from rai_harness.record.calls import CallError, CallRecord
-from rai_harness.record.io import file_sha256, read_run_record, read_samples, write_json_atomic, write_samples
+from rai_harness.record.io import (
+    file_sha256,
+    read_run_record,
+    read_samples,
+    write_json_atomic,
+    write_run,
+    write_samples,
+)
 from rai_harness.record.metrics import Breakdown, MetricSpec
 from rai_harness.record.schema import (
     SCHEMA_VERSION,
@@ -28,8 +35,13 @@ from rai_harness.record.schema import (
     DatasetInfo,
     Distribution,
     GuardHealth,
+    JudgeInfo,
+    LoadStage,
+    LoadSummary,
     ProviderSummary,
+    Rescore,
     RunRecord,
+    RunStatus,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
@@ -46,9 +58,14 @@ __all__ = [
     "DatasetInfo",
     "Distribution",
     "GuardHealth",
+    "JudgeInfo",
+    "LoadStage",
+    "LoadSummary",
     "MetricSpec",
     "ProviderSummary",
+    "Rescore",
     "RunRecord",
+    "RunStatus",
     "SuiteEfficiency",
     "SuiteResult",
     "SuiteRun",
@@ -57,5 +74,6 @@ __all__ = [
     "read_run_record",
     "read_samples",
     "write_json_atomic",
+    "write_run",
     "write_samples",
 ]

@@ -60,6 +60,9 @@ class CallRecord:
     guard: dict[str, Any] | None = None
     #: Per-sample scores written by the score stage (``None`` before scoring or for plain prompts).
     scores: dict[str, Any] | None = None
+    #: When a load profile scheduled the call: its stage, due and actual start, finish (seconds
+    #: after the stage started), whether it was warm-up (see ``rai_harness.load``).
+    load: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

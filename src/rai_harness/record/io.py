@@ -19,9 +19,16 @@ from pydantic import ValidationError
 from rai_harness.errors import ConfigError
 from rai_harness.record.calls import CallRecord
 from rai_harness.record.schema import SCHEMA_VERSION, RunRecord
-from rai_harness.validation import format_validation_error
+from rai_harness.validation import format_validation_error, iter_jsonl
 
-__all__ = ["file_sha256", "read_run_record", "read_samples", "write_json_atomic", "write_samples"]
+__all__ = [
+    "file_sha256",
+    "read_run_record",
+    "read_samples",
+    "write_json_atomic",
+    "write_run",
+    "write_samples",
+]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -54,13 +61,43 @@ def write_samples(path: Path, records: Iterable[CallRecord]) -> int:
     return len(lines)
 
 
+def write_run(
+    out_dir: str | Path,
+    record: RunRecord,
+    samples: Iterable[CallRecord],
+    *,
+    judge_calls: Iterable[CallRecord] = (),
+) -> None:
+    """Write a run folder's ``samples.jsonl`` and then its ``run.json`` (the one writer of both).
+
+    Judge calls go to ``record.judge_calls_file`` when the record names one. The record goes
+    last, so a folder with a ``run.json`` always has the samples it describes.
+    """
+    folder = Path(out_dir)
+    write_samples(folder / record.samples_file, samples)
+    if record.judge_calls_file:
+        write_samples(folder / record.judge_calls_file, judge_calls)
+    write_json_atomic(folder / "run.json", record.model_dump_json(indent=2))
+
+
 def read_samples(path: str | Path) -> list[CallRecord]:
-    """Read ``samples.jsonl`` back into records."""
+    """Read ``samples.jsonl`` back into records.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a line is not a call record (naming
+            the line).
+    """
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(CallRecord.from_dict(json.loads(line)))
+    for line in iter_jsonl(path, what="samples file", missing_hint="pass the folder `rai run` wrote"):
+        try:
+            out.append(CallRecord.from_dict(line.obj))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"not a call record ({exc}); was the run interrupted? Rerun `rai run` on the same "
+                "config to rewrite it",
+                file=str(path),
+                key_path=f"line {line.number}",
+            ) from exc
     return out
 
 

@@ -29,6 +29,12 @@ class MetricSpec(BaseModel):
         None, description="Per-sample score that evidences this metric (report's worst examples)."
     )
     headline: bool = Field(False, description="Shown on the report's scorecard.")
+    graded_by: Literal["judge"] | None = Field(
+        None, description="'judge': a model-graded metric (the suite's judge, see SuiteRun.judge)."
+    )
+    matcher_metric: str | None = Field(
+        None, description="Of a model-graded metric: the matcher metric it should be read beside."
+    )
 
 
 class Breakdown(BaseModel):

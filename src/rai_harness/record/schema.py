@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +28,13 @@ __all__ = [
     "DatasetInfo",
     "Distribution",
     "GuardHealth",
+    "JudgeInfo",
+    "LoadStage",
+    "LoadSummary",
     "ProviderSummary",
+    "Rescore",
     "RunRecord",
+    "RunStatus",
     "SuiteEfficiency",
     "SuiteResult",
     "SuiteRun",
@@ -38,7 +43,14 @@ __all__ = [
 
 #: 1: calls only. 2: adds ``suites`` (scores, metrics with intervals) and per-sample ``scores``.
 #: 3: adds ``reproducibility`` and ``providers[*].guard`` (rail failures, slow rails).
-SCHEMA_VERSION = 3
+#: 4: adds ``rescore`` (provenance of a record written by ``rai score``); ``status`` is enumerated.
+#: 5: adds ``providers[*].load`` (load profile: warm-up, per-stage rates and percentiles) and
+#: the per-call ``load`` schedule in ``samples.jsonl``.
+#: 6: adds ``judges`` (judge providers' calls, latency, cost), ``judge_calls_file`` and ``suites[*].judge``.
+SCHEMA_VERSION = 6
+
+#: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
+RunStatus = Literal["complete", "failed", "incomplete"]
 
 
 class Distribution(BaseModel):
@@ -132,6 +144,72 @@ class GuardHealth(BaseModel):
         return self.rail_errors + self.rail_timeouts
 
 
+class LoadStage(BaseModel):
+    """One stage of a load profile: a rate (or a fixed concurrency) and what it measured.
+
+    Throughputs are per second of the stage's own clock. ``achieved_rps`` is the rate of the
+    successful completions (1 / the least-squares gap between consecutive completions, so it
+    is not biased by the stage's ramp-up and drain, nor swung by one slow first or last call);
+    ``offered_rps`` is the same rate of the stage's scheduled arrivals (under Poisson arrivals
+    it differs a little from ``rate``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    arrivals: str = Field(..., description="'concurrency', 'constant' or 'poisson'.")
+    rate: float | None = Field(None, description="Target requests per second (None: fixed concurrency).")
+    concurrency: int = Field(..., description="Calls in flight at once (the cap, under a rate).")
+    calls: int
+    succeeded: int
+    failed: int
+    error_rate: float
+    duration_s: float | None = Field(None, description="First start to last finish, seconds.")
+    offered_rps: float | None = Field(None, description="Rate of the scheduled arrivals, requests/s.")
+    achieved_rps: float | None = Field(
+        None, description="Successful calls completed per second (least-squares rate of the completions)."
+    )
+    throughput_ratio: float | None = Field(None, description="achieved_rps / offered_rps.")
+    capped_starts: int = Field(0, description="Calls that waited for a free slot past their due time.")
+    start_lag_s: Distribution = Field(..., description="How late calls started versus their schedule.")
+    latency_s: Distribution
+    ttft_s: Distribution
+    output_tokens_per_s: Distribution
+    saturated: bool | None = Field(None, description="Whether the stop rule judged the stage saturated.")
+    stop_reason: str | None = Field(None, description="Why the stage counts as saturated.")
+
+
+class LoadSummary(BaseModel):
+    """How a provider's calls were scheduled (``load:`` of the run config) and what each stage measured.
+
+    Warm-up calls are counted in the provider's ``calls``, errors, usage and cost, and left out
+    of its ``latency_s``, ``ttft_s`` and ``output_tokens_per_s`` and of every stage.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(..., description="'concurrency', 'constant', 'poisson' or 'sweep'.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="The load section as configured.")
+    stop_rule: str | None = Field(None, description="A sweep's stop rule in words.")
+    planned_rates: list[float] = Field(default_factory=list, description="Rates planned, lowest first.")
+    warmup_calls: int = Field(0, description="Calls made as warm-up (excluded from timing statistics).")
+    warmup_excluded_from: list[str] = Field(default_factory=list)
+    stages: list[LoadStage] = Field(default_factory=list)
+    stopped_at_rate: float | None = Field(None, description="The saturated stage that ended a sweep.")
+    stop_reason: str | None = None
+    max_sustained_rate: float | None = Field(
+        None, description="Highest rate whose stage was not saturated (None when none was)."
+    )
+    unreached_rates: list[float] = Field(default_factory=list, description="Planned rates not run.")
+
+    def stage_at(self, rate: float) -> LoadStage | None:
+        """The measured stage at ``rate`` requests/s (relative tolerance 1e-6), if any."""
+        for stage in self.stages:
+            if stage.rate is not None and math.isclose(stage.rate, rate, rel_tol=1e-6):
+                return stage
+        return None
+
+
 class ProviderSummary(BaseModel):
     """Per-provider counts, latency, throughput and cost."""
 
@@ -155,6 +233,7 @@ class ProviderSummary(BaseModel):
     cost: CostSummary
     model_info: dict[str, Any] = Field(default_factory=dict)
     guard: GuardHealth | None = Field(None, description="Rail failures and slow rails of a guarded provider.")
+    load: LoadSummary | None = Field(None, description="Load profile and per-stage (per-rate) results.")
 
 
 class DatasetInfo(BaseModel):
@@ -215,6 +294,23 @@ class Comparison(BaseModel):
     n: int
 
 
+class JudgeInfo(BaseModel):
+    """The judge that produced a suite's model-graded metrics, and how far it can be trusted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., description="The judge's id in the config's `judges`.")
+    kind: str
+    model: str
+    rubrics: list[str] = Field(default_factory=list, description="Judge prompts used (suites.judging).")
+    repeats: int = Field(1, description="Times each output was graded.")
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="From `rai judge calibrate` (file, data hash, accuracy, kappa, confusion matrix); "
+        "None when the judge was not calibrated.",
+    )
+
+
 class SuiteRun(BaseModel):
     """One suite across all providers of a run."""
 
@@ -232,6 +328,26 @@ class SuiteRun(BaseModel):
     results: dict[str, SuiteResult] = Field(default_factory=dict)
     comparisons: list[Comparison] = Field(default_factory=list)
     error: str | None = Field(None, description="Why scoring failed; metrics are then missing.")
+    judge: JudgeInfo | None = Field(None, description="The judge of the model-graded metrics, if any.")
+
+
+class Rescore(BaseModel):
+    """Provenance of a record written by ``rai score``: the calls are the source run's, the scores are new."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_run_id: str
+    source_dir: str
+    source_sha256: str = Field(..., description="SHA-256 of the source run.json.")
+    scored_at: str
+    harness_version: str = Field(..., description="rai-harness version that re-scored.")
+    suites: dict[str, str] = Field(..., description="Re-scored suite -> the suite version that scored it.")
+    source_suites: dict[str, str] = Field(
+        default_factory=dict, description="Suite -> its version in the source record."
+    )
+    environment: dict[str, Any] = Field(
+        default_factory=dict, description="Where the re-scoring ran (``environment`` stays the generation's)."
+    )
 
 
 class RunRecord(BaseModel):
@@ -242,7 +358,7 @@ class RunRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
     name: str
-    status: str = Field(
+    status: RunStatus = Field(
         ..., description="'complete', 'failed' (an error budget was exceeded) or 'incomplete'."
     )
     problems: list[str] = Field(default_factory=list)
@@ -256,9 +372,16 @@ class RunRecord(BaseModel):
     environment: dict[str, Any]
     datasets: list[DatasetInfo] = Field(default_factory=list)
     providers: dict[str, ProviderSummary]
+    judges: dict[str, ProviderSummary] = Field(
+        default_factory=dict,
+        description="Judge providers' calls, latency and cost: apart from the audited providers and "
+        "outside their error budgets.",
+    )
     timing_quality: dict[str, Any] = Field(default_factory=dict)
     suites: dict[str, SuiteRun] = Field(default_factory=dict)
     samples_file: str = "samples.jsonl"
+    judge_calls_file: str | None = Field(None, description="The judge calls (JSONL, the samples format).")
     reproducibility: dict[str, Any] = Field(
         default_factory=dict, description="What was seeded, and what a rerun cannot reproduce (and why)."
     )
+    rescore: Rescore | None = Field(None, description="Set when ``rai score`` wrote this record.")

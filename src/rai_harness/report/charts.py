@@ -27,9 +27,12 @@ __all__ = [
     "PALETTE",
     "SHAPES",
     "BarSeries",
+    "CurvePoint",
+    "CurveSeries",
     "HistogramSeries",
     "StackedRow",
     "TradeoffPoint",
+    "curve_chart",
     "grouped_bars",
     "histogram_panels",
     "nice_ticks",
@@ -601,4 +604,86 @@ def stacked_bars(rows: Sequence[StackedRow], *, title: str, width: float = 1100)
             svg.close("g")
             acc += share
         y += bar_h + gap
+    return svg.render()
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput-latency curves (load sweeps)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One load stage on a throughput-latency curve.
+
+    Attributes:
+        x: Achieved throughput (requests/s).
+        y: The latency percentile (seconds).
+        rate: The stage's target rate (requests/s), shown in the point's tooltip.
+        saturated: Whether the stop rule judged the stage saturated (hollow marker).
+    """
+
+    x: float
+    y: float
+    rate: float | None
+    saturated: bool = False
+
+
+@dataclass(frozen=True)
+class CurveSeries:
+    """One provider's curve: its stages in rate order."""
+
+    label: str
+    color: str
+    shape: str
+    points: Sequence[CurvePoint]
+
+
+def curve_chart(
+    series: Sequence[CurveSeries],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_fmt: Callable[[float], str],
+    y_fmt: Callable[[float], str],
+    width: float = 520,
+    height: float = 280,
+) -> Markup:
+    """Lines through each provider's load stages: achieved throughput (x) against a latency (y).
+
+    Filled markers are stages the stop rule accepted; hollow ones were saturated (the knee,
+    where throughput stops following the offered rate and latency climbs). Every point has a
+    tooltip with its rate and values; a legend names the providers (colour and shape).
+    """
+    svg = _Svg(width, height, title)
+    left, right, top, bottom = 60.0, 20.0, 40.0, 42.0
+    xs = [p.x for s in series for p in s.points]
+    ys = [p.y for s in series for p in s.points]
+    xt = nice_ticks(0.0, max(xs) * 1.08 if xs and max(xs) > 0 else 1.0, 5)
+    yt = nice_ticks(0.0, max(ys) * 1.08 if ys and max(ys) > 0 else 1.0, 4)
+    sx = _Linear(xt[0], xt[-1], left, width - right)
+    sy = _Linear(yt[0], yt[-1], height - bottom, top)
+    for t in yt:
+        svg.line(left, sy(t), width - right, sy(t), stroke=_GRID)
+        svg.text(left - 6, sy(t) + 4, y_fmt(t), text_anchor="end", fill=_MUTED, font_size=10)
+    for t in xt:
+        svg.line(sx(t), height - bottom, sx(t), height - bottom + 4)
+        svg.text(sx(t), height - bottom + 16, x_fmt(t), text_anchor="middle", fill=_MUTED, font_size=10)
+    svg.line(left, height - bottom, width - right, height - bottom)
+    svg.text((left + width - right) / 2, height - 6, x_label, text_anchor="middle")
+    svg.text(4, 12, f"{_truncate(y_label, 60)} (\u2193 better)", fill=_MUTED, font_size=10)
+    _legend(svg, left, 28, [(s.label, s.color) for s in series], width - right)
+    for s in series:
+        pts = sorted(s.points, key=lambda p: (p.rate or 0.0, p.x))
+        if len(pts) > 1:
+            path = " ".join(f"{_num(sx(p.x))},{_num(sy(p.y))}" for p in pts)
+            svg.tag("polyline", points=path, fill="none", stroke=s.color, stroke_width=1.6)
+        for p in pts:
+            svg.open("g")
+            rate = f"{p.rate:g} req/s target" if p.rate is not None else "fixed concurrency"
+            state = ", saturated" if p.saturated else ""
+            svg.tag("title", f"{s.label}: {rate}{state}; {x_fmt(p.x)} achieved, {y_label} {y_fmt(p.y)}")
+            _marker(svg, s.shape, sx(p.x), sy(p.y), 4.5, s.color, not p.saturated)
+            svg.close("g")
     return svg.render()

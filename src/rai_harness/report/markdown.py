@@ -120,6 +120,25 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
         for row in group.rows:
             out.append(f"| {md_escape(row.label)} | " + " | ".join(_cell(c) for c in row.cells) + " |")
     out.append("")
+    judged = [(suite, row) for suite in view.suites for row in suite.metric_rows if row.judged]
+    if judged:
+        out += [
+            "### Model-graded metrics",
+            "",
+            "Graded by a judge model; each row names the judge and its measured agreement with human "
+            "labels, and each cell the string matcher's score on the same replies.",
+            "",
+        ]
+        out.append("| suite | metric | " + " | ".join(md_escape(p.id) for p in view.providers) + " |")
+        out.append("| --- | --- | " + " | ".join("---:" for _ in view.providers) + " |")
+        for suite, row in judged:
+            label = f"{row.label} ({row.sub})" if row.sub else row.label
+            out.append(
+                f"| {md_escape(suite.name)} | {md_escape(label)} | "
+                + " | ".join(_cell(c) for c in row.cells)
+                + " |"
+            )
+        out.append("")
     if view.guard_rows:
         out += [
             "### Guarded vs unguarded",
@@ -134,6 +153,19 @@ def render_markdown(view: ReportView, *, html_path: str | None = None, html_link
                 f"| {md_escape(r.suite)} | {md_escape(r.metric)} | {md_escape(r.a)} | {md_escape(r.b)} | "
                 f"{md_escape(r.diff)} | {md_escape(r.p)} | {md_escape(r.verdict)} |"
             )
+        out.append("")
+    if view.load_table is not None:
+        out += [
+            "### Load stages",
+            "",
+            "Per provider and load stage (warm-up excluded): offered and achieved request rates, "
+            "TTFT and latency percentiles, and the stop rule's judgement (the throughput-latency curve "
+            "is in the HTML report).",
+            "",
+        ]
+        out.append("| " + " | ".join(md_escape(h) for h in view.load_table.header) + " |")
+        out.append("| " + " | ".join("---:" if n else "---" for n in view.load_table.num_cols) + " |")
+        out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in view.load_table.rows]
         out.append("")
     if view.limitations:
         # Guard/scorer overlap and blocked-answer effects first: they change how the table reads.

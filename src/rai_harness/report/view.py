@@ -117,6 +117,7 @@ class Row:
     cells: list[Cell]
     sub: str | None = None  # suite name / direction hint under the label
     hint: str | None = None  # tooltip: the metric's definition
+    judged: bool = False  # a model-graded metric (``sub`` names the judge and its agreement)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,8 @@ class ReportView:
     limitations: list[str] = field(default_factory=list)
     #: Where blocked answers drive a guard's effect (shown in the guard section too).
     blocked: list[BlockedShare] = field(default_factory=list)
+    #: Per-stage (per-rate) results of a load profile, one row per provider and stage.
+    load_table: Table | None = None
     redaction_note: str | None = None
     #: Interval methods used by this run's estimates, as ``"Clopper-Pearson (exact) (54 estimates)"``.
     interval_methods: list[str] = field(default_factory=list)
@@ -499,6 +502,49 @@ def _metric_cell(
         missing=missing,
         n=None if missing or est is None else interval_label(est, spec.unit),
     )
+
+
+def _judge_note(suite: SuiteRun) -> str:
+    """Who graded a model-graded metric and how far it agrees with people (or that nobody measured it)."""
+    judge = suite.judge
+    if judge is None:
+        return "model-graded"
+    cal = judge.calibration or {}
+    kappa = cal.get("kappa") if isinstance(cal.get("kappa"), Mapping) else None
+    if kappa is not None and isinstance(kappa.get("value"), (int, float)):
+        est = Estimate.model_validate(kappa)
+        interval = (
+            f" [{est.ci_low:.2f}, {est.ci_high:.2f}]"
+            if est.ci_low is not None and est.ci_high is not None
+            else ""
+        )
+        agreement = f"Cohen's kappa {est.value:.2f}{interval} vs human labels on {cal.get('n')} items"
+    else:
+        agreement = "agreement with human labels not measured (no judge_calibration)"
+    repeats = f"; {judge.repeats} grades per reply" if judge.repeats > 1 else ""
+    return f"judged by {judge.id} ({judge.kind}:{judge.model}); {agreement}{repeats}"
+
+
+def _judged_cell(suite: SuiteRun, spec: MetricSpec, pid: str, cell: Cell) -> Cell:
+    """A model-graded cell, with the matcher's score on the same replies under it."""
+    if spec.graded_by != "judge" or not spec.matcher_metric:
+        return cell
+    result = suite.results.get(pid)
+    if result is None:
+        return cell
+    judge_counts = result.counts.get("judge")
+    same = judge_counts.get("matcher_same_items", {}) if isinstance(judge_counts, Mapping) else {}
+    raw = same.get(spec.matcher_metric) if isinstance(same, Mapping) else None
+    matcher_spec = _spec_of(suite, spec.matcher_metric)
+    est: Estimate | None
+    if isinstance(raw, Mapping):
+        where, est = "on the same replies", Estimate.model_validate(raw)
+    else:
+        where, est = "on all replies", result.metrics.get(spec.matcher_metric)
+    if est is None or matcher_spec is None:
+        return cell
+    line = f"matcher {where}: {fmt_estimate(est, matcher_spec)}"
+    return dataclasses.replace(cell, n=f"{cell.n}; {line}" if cell.n else line)
 
 
 def _headline_specs(suite: SuiteRun) -> list[MetricSpec]:
@@ -1092,9 +1138,13 @@ def _suite_view(
     metric_rows = [
         Row(
             label=spec.display,
-            cells=[_metric_cell(record, suite, spec, pid, policy) for pid in pids],
-            sub=f"{spec.name} \u00b7 {_DIRECTION[spec.direction]}",
+            cells=[
+                _judged_cell(suite, spec, pid, _metric_cell(record, suite, spec, pid, policy)) for pid in pids
+            ],
+            sub=f"{spec.name} \u00b7 {_DIRECTION[spec.direction]}"
+            + (f" \u00b7 {_judge_note(suite)}" if spec.graded_by == "judge" else ""),
             hint=spec.definition,
+            judged=spec.graded_by == "judge",
         )
         for spec in suite.metrics
     ]
@@ -1227,6 +1277,124 @@ def _latency_figures(
     return figures
 
 
+def _load_table(record: RunRecord, providers: Sequence[ProviderView]) -> Table | None:
+    """One row per provider and load stage (the numbers behind the throughput-latency curves)."""
+    rows = []
+    for p in providers:
+        load = record.providers[p.id].load
+        if load is None:
+            continue
+        for st in load.stages:
+            target = f"{st.rate:g} req/s" if st.rate is not None else f"concurrency {st.concurrency}"
+            state = "saturated" if st.saturated else ("ok" if st.saturated is False else "")
+            if st.saturated and st.stop_reason:
+                state += f": {st.stop_reason}"
+            rows.append(
+                [
+                    p.id,
+                    target,
+                    fmt_count(st.calls),
+                    f"{st.offered_rps:.3g}" if st.offered_rps is not None else "n/a",
+                    f"{st.achieved_rps:.3g}" if st.achieved_rps is not None else "n/a",
+                    f"{st.failed:,} ({fmt_pct(st.error_rate)})",
+                    fmt_seconds(st.ttft_s.p50, "not streamed"),
+                    fmt_seconds(st.ttft_s.p95, "not streamed"),
+                    fmt_seconds(st.latency_s.p50, "no calls"),
+                    fmt_seconds(st.latency_s.p95, "no calls"),
+                    fmt_seconds(st.start_lag_s.p95, "n/a"),
+                    fmt_count(st.capped_starts),
+                    state,
+                ]
+            )
+    if not rows:
+        return None
+    header = [
+        "provider",
+        "stage",
+        "calls",
+        "offered req/s",
+        "achieved req/s",
+        "failed",
+        "TTFT p50",
+        "TTFT p95",
+        "latency p50",
+        "latency p95",
+        "start lag p95",
+        "capped starts",
+        "stop rule",
+    ]
+    return Table(header, rows)
+
+
+def _load_caption(record: RunRecord, providers: Sequence[ProviderView]) -> str:
+    parts = []
+    for p in providers:
+        load = record.providers[p.id].load
+        if load is None:
+            continue
+        line = f"{p.id}: {load.profile}"
+        if load.max_sustained_rate is not None:
+            line += f", sustained up to {load.max_sustained_rate:g} req/s"
+        if load.stopped_at_rate is not None:
+            line += f", stopped at {load.stopped_at_rate:g} req/s ({load.stop_reason})"
+        if load.unreached_rates:
+            line += f", not run: {', '.join(f'{r:g}' for r in load.unreached_rates)} req/s"
+        if load.warmup_calls:
+            line += f", {load.warmup_calls} warm-up calls excluded"
+        parts.append(line)
+    rules = {record.providers[p.id].load.stop_rule for p in providers if record.providers[p.id].load}  # type: ignore[union-attr]
+    rules.discard(None)
+    text = "; ".join(parts) + "."
+    if rules:
+        text += " Stop rule: " + " / ".join(sorted(r for r in rules if r)) + "."
+    return text
+
+
+def _load_figures(record: RunRecord, providers: Sequence[ProviderView]) -> list[Figure]:
+    """Each provider's throughput-latency curve from its load stages (a sweep draws the knee)."""
+    loaded = [p for p in providers if (ld := record.providers[p.id].load) is not None and ld.planned_rates]
+    if not loaded:
+        return []
+    figures = []
+    for attr, label in (("latency_s", "Latency p95"), ("ttft_s", "TTFT p95")):
+        series = []
+        for p in loaded:
+            load = record.providers[p.id].load
+            assert load is not None
+            pts = [
+                charts.CurvePoint(st.achieved_rps, getattr(st, attr).p95, st.rate, bool(st.saturated))
+                for st in load.stages
+                if st.achieved_rps is not None and getattr(st, attr).p95 is not None
+            ]
+            if pts:
+                series.append(charts.CurveSeries(p.id, p.color, p.shape, pts))
+        if not series:
+            continue
+        title = f"Throughput vs {label.split()[0]} (p95) per load stage"
+        caption = (
+            "Each point is one load stage: achieved throughput (successful calls completed per second) "
+            f"against its {label}; hollow markers are stages the stop rule judged saturated. "
+            + _load_caption(record, providers)
+        )
+        figures.append(
+            Figure(
+                title=title,
+                svg=charts.curve_chart(
+                    series,
+                    title=title,
+                    x_label="achieved throughput (req/s)",
+                    y_label=label,
+                    x_fmt=lambda v: f"{v:g}",
+                    y_fmt=lambda v: fmt_seconds(v),
+                ),
+                caption=caption,
+                table=_load_table(record, loaded) if attr == "latency_s" else None,
+                wide=False,
+            )
+        )
+    return figures
+
+
 def _suite_efficiency(record: RunRecord, pids: Sequence[str]) -> Table | None:
     rows = []
     for suite in _ordered_suites(record):
@@ -1295,6 +1463,12 @@ def _cost_lines(record: RunRecord) -> list[str]:
         lines.append(line + ".")
     else:
         lines.append("Total cost of the run: n/a (no provider is priced).")
+    for jid, js in record.judges.items():
+        cost = fmt_usd(js.cost.total_usd) if js.cost.total_usd is not None else "n/a (not priced)"
+        lines.append(
+            f"Judge {jid} ({js.kind}:{js.model}): {cost} over {js.calls:,} calls ({js.failed:,} failed, "
+            f"{js.reused:,} reused); not part of the audited providers' costs or error budgets."
+        )
     if judges:
         jc = [record.providers[j].cost.total_usd for j in judges]
         calls = sum(record.providers[j].calls for j in judges)
@@ -1616,7 +1790,8 @@ def build_view(
         suites=suites,
         efficiency=_efficiency(record, providers),
         errors=_errors(record, stats, redact_many),
-        latency_figures=_latency_figures(record, stats, providers),
+        latency_figures=[*_load_figures(record, providers), *_latency_figures(record, stats, providers)],
+        load_table=_load_table(record, providers),
         suite_efficiency=_suite_efficiency(record, pids),
         cost_lines=_cost_lines(record),
         evidence=_evidence(record, stats, providers, redact_many) if max_examples > 0 else [],

@@ -7,7 +7,10 @@ without calling a model again:
    (secrets set, optional packages installed, files readable, prices resolved) and
    freezes the requests.
 2. :func:`execute_run` generates with every provider concurrently, journaling each call
-   (``journal.sqlite``), then writes ``samples.jsonl`` and ``run.json``.
+   (``journal.sqlite``), summarizes the calls, scores and aggregates the suites, then writes
+   ``samples.jsonl`` and ``run.json``.
+3. :func:`~rai_harness.run.rescore.score_run` (``rai score``) repeats only the scoring and
+   aggregation of a finished run, from its ``run.json`` and ``samples.jsonl``.
 
 Reproducibility: every request carries its own seed, :func:`request_seed` of the provider's
 ``params.seed`` (or the run's ``seed``), the sample id and the repeat index, so a call's
@@ -38,10 +41,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
+from rai_harness.load import requests_for
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
 from rai_harness.providers.base import Provider, ProviderConfig
 from rai_harness.record import (
@@ -49,18 +53,39 @@ from rai_harness.record import (
     DatasetInfo,
     ProviderSummary,
     RunRecord,
-    SuiteRun,
     file_sha256,
-    write_json_atomic,
-    write_samples,
+    write_run,
 )
 from rai_harness.run.journal import Journal, call_key
+from rai_harness.run.judge import JUDGE_CALLS_FILE, JudgePlan, attach_judge, plan_judges, run_judge_stage
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
-from rai_harness.run.score import PlannedSuite, item_key, score_suites, summarize_provider
+from rai_harness.run.score import (
+    PlannedSuite,
+    error_budget_problems,
+    item_key,
+    run_status,
+    score_suites,
+    summarize_provider,
+)
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
-__all__ = ["ProviderPlan", "RunPlan", "execute_run", "plan_run", "request_seed", "run_sync"]
+if TYPE_CHECKING:
+    from rai_harness.suites.base import Suite, SuiteData
+
+__all__ = [
+    "BuiltSuite",
+    "CallSummary",
+    "Generated",
+    "ProviderPlan",
+    "RunPlan",
+    "build_suite",
+    "execute_run",
+    "plan_run",
+    "request_seed",
+    "run_sync",
+    "summarize_calls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +119,13 @@ def _seed_requests(requests: Sequence[ChatRequest], run_seed: int) -> list[ChatR
     return out
 
 
+class BuiltSuite(NamedTuple):
+    """A suite and the samples it built."""
+
+    suite: Suite
+    data: SuiteData
+
+
 @dataclass(frozen=True)
 class ProviderPlan:
     """One provider's part of a plan."""
@@ -117,6 +149,7 @@ class RunPlan:
     providers: tuple[ProviderPlan, ...]
     datasets: tuple[DatasetInfo, ...]
     suites: tuple[PlannedSuite, ...] = ()
+    judges: tuple[JudgePlan, ...] = ()
     config_path: str | None = None
     config_sha256: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -260,8 +293,16 @@ def plan_run(
         for ps in suites:
             if cfg.provider_id in ps.providers:
                 requests.extend(_suite_requests(ps, params))
+        if config.load is not None:
+            try:
+                requests = requests_for(config.load, requests)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
+                ) from exc
         plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
     # Output folders are relative to the working directory, like every other CLI path.
+    judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
     return RunPlan(
         config=config,
@@ -269,6 +310,7 @@ def plan_run(
         providers=tuple(plans),
         datasets=tuple(datasets),
         suites=tuple(suites),
+        judges=judges,
         config_path=file,
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
@@ -279,9 +321,6 @@ def _plan_suites(
     config: RunConfig, base: Path | None, file: str | None, limit: int | None
 ) -> list[PlannedSuite]:
     """Build every selected suite and its samples (plan time: no model is called)."""
-    from rai_harness.classifiers.pool import validate_spec
-    from rai_harness.suites import make_suite
-
     all_ids = tuple(p.provider_id for p in config.providers)
     planned: list[PlannedSuite] = []
     for i, sel in enumerate(config.suites):
@@ -290,20 +329,41 @@ def _plan_suites(
         if limit is not None:
             params["limit"] = min(limit, params.get("limit") or limit)
         try:
-            suite = make_suite(sel.name, params, seed=config.seed, base_dir=base)
-            data = suite.build()
-            for spec in suite.scorers().values():
-                validate_spec(spec)
+            suite, data = build_suite(sel.name, params, seed=config.seed, base_dir=base)
         except ConfigError as exc:
             key = f"{where}.{exc.key_path}" if exc.key_path else where
             raise ConfigError(exc.detail, file=exc.file or file, key_path=key) from exc
-        if not data.samples:
-            raise ConfigError(
-                "the suite built no samples; check its dataset and limit", file=file, key_path=where
-            )
         providers = tuple(sel.providers) if sel.providers else all_ids
-        planned.append(PlannedSuite(suite, data, providers))
+        planned.append(
+            attach_judge(
+                PlannedSuite(suite, data, providers),
+                judge=sel.judge,
+                repeats=sel.judge_repeats,
+                calibration=sel.judge_calibration,
+                base=base,
+                file=file,
+                where=where,
+            )
+        )
     return planned
+
+
+def build_suite(name: str, params: Mapping[str, Any], *, seed: int, base_dir: Path | None) -> BuiltSuite:
+    """Make a suite, build its samples and check its scorers can load (no model is called).
+
+    Raises:
+        ConfigError: Unknown suite, bad parameters or scorer, unreadable dataset, or no samples.
+    """
+    from rai_harness.classifiers.pool import validate_spec
+    from rai_harness.suites import make_suite
+
+    suite = make_suite(name, dict(params), seed=seed, base_dir=base_dir)
+    data = suite.build()
+    for spec in suite.scorers().values():
+        validate_spec(spec)
+    if not data.samples:
+        raise ConfigError("the suite built no samples; check its dataset and limit")
+    return BuiltSuite(suite, data)
 
 
 def _suite_requests(ps: PlannedSuite, params: GenerationParams) -> tuple[ChatRequest, ...]:
@@ -517,12 +577,28 @@ def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> in
 
 
 def _replace(record: CallRecord, **changes: Any) -> CallRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)
+    return dataclasses.replace(record, **changes)
 
 
 OnRecord = Callable[[CallRecord], None]
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What the generate phase hands on: each provider's records and model details, and the loop lag."""
+
+    outcomes: tuple[list[CallRecord], ...]
+    model_infos: tuple[dict[str, Any], ...]
+    loop_lag: dict[str, float | int]
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """Every call record (hourly costs filled in), per-provider summaries and error-budget problems."""
+
+    records: list[CallRecord]
+    providers: dict[str, ProviderSummary]
+    problems: list[str]
 
 
 async def execute_run(
@@ -532,6 +608,9 @@ async def execute_run(
     on_start: Callable[[RunPlan, int], None] | None = None,
 ) -> RunRecord:
     """Run a plan; write ``journal.sqlite``, ``samples.jsonl`` and ``run.json`` in ``plan.out_dir``.
+
+    Phases: generate (journaled, resumable) -> summarize calls -> score and aggregate the
+    suites (:func:`~rai_harness.run.score.score_suites`, shared with ``rai score``) -> record.
 
     Args:
         plan: From :func:`plan_run`.
@@ -545,102 +624,28 @@ async def execute_run(
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "journal.sqlite")
     try:
-        run_id = journal.get_meta("run_id")
-        if run_id is None:
-            run_id = uuid.uuid4().hex
-            journal.set_meta("run_id", run_id)
-            journal.set_meta("first_started_at", _now_iso())
+        run_id = _run_id(journal)
         started_iso = _now_iso()
         t0 = time.perf_counter()
-        settings = plan.config.runner
-        providers: list[Provider] = []
-        monitor = LoopLagMonitor()
-        try:
-            for pp in plan.providers:
-                providers.append(_build(pp.config))
-            for pp, provider in zip(plan.providers, providers, strict=True):
-                # Loading a local model takes seconds to minutes: skip it when the journal
-                # already holds every call (re-recording a finished run calls no model).
-                if _pending_calls(pp, journal, settings.retry_failed_on_resume) == 0:
-                    continue
-                load = getattr(provider, "load", None)
-                if callable(load):
-                    result = load()
-                    if inspect.isawaitable(result):
-                        await result
-            # Start the clocks after loading so progress rates and loop lag describe the calls.
-            if on_start:
-                on_start(plan, journal.count("ok"))
-            monitor.start()
-            outcomes = await asyncio.gather(
-                *(
-                    generate_calls(
-                        provider,
-                        pp.requests,
-                        provider_id=pp.provider_id,
-                        provider_identity=pp.config.cache_identity(),
-                        concurrency=pp.config.concurrency,
-                        rpm=pp.config.rpm,
-                        policy=RetryPolicy(
-                            max_retries=pp.config.max_retries,
-                            backoff_base_s=settings.backoff_base_s,
-                            backoff_max_s=settings.backoff_max_s,
-                            max_retry_after_s=settings.max_retry_after_s,
-                            timeout_s=pp.config.timeout_s,
-                        ),
-                        journal=journal,
-                        price=pp.price,
-                        secrets=plan.secrets,
-                        retry_failed=settings.retry_failed_on_resume,
-                        on_record=on_record,
-                        seed=plan.config.seed,
-                    )
-                    for provider, pp in zip(providers, plan.providers, strict=True)
-                )
-            )
-            infos = [await _describe(p) for p in providers]
-        finally:
-            await monitor.stop()
-            for provider in providers:
-                with contextlib.suppress(Exception):
-                    await provider.aclose()
-        all_records: list[CallRecord] = []
-        summaries: dict[str, ProviderSummary] = {}
-        problems: list[str] = []
-        for pp, records, info in zip(plan.providers, outcomes, infos, strict=True):
-            priced = _apply_hourly(list(records), pp.price)
-            all_records.extend(priced)
-            summary = summarize_provider(pp.config.kind, pp.config.model, priced, pp.price, info)
-            summaries[pp.provider_id] = summary
-            if summary.error_rate > settings.max_error_rate:
-                problems.append(
-                    f"{pp.provider_id}: {summary.failed} of {summary.calls} calls failed "
-                    f"({summary.error_rate:.1%} > max_error_rate {settings.max_error_rate:.1%})"
-                )
-        suite_runs: dict[str, SuiteRun] = {}
-        status = "failed" if problems else "complete"
-        if plan.suites:
-            from rai_harness.classifiers.pool import default_pool
-
-            all_records, suite_runs, score_problems = score_suites(
-                plan.suites, all_records, pool=default_pool(), seed=plan.config.seed
-            )
-            if score_problems:
-                problems.extend(score_problems)
-                status = "incomplete"
-        write_samples(out / "samples.jsonl", all_records)
-        lag = monitor.summary()
-        timing_quality: dict[str, Any] = {"event_loop_lag_ms": lag}
-        if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
-            timing_quality["warning"] = (
-                f"the event loop lagged {lag['p99_ms']:.1f} ms at p99: recorded TTFT and latency may be "
-                "late by up to that much (lower concurrency or move scoring out of the process)"
-            )
+        generated = await _generate(plan, journal, on_record=on_record, on_start=on_start)
+        calls = summarize_calls(plan, generated)
+        # Judge phase: judges grade the outputs of the suites that name one (their own budget).
+        judged = await run_judge_stage(
+            plan, calls.records, journal, seed_requests=_seed_requests, price_records=_apply_hourly
+        )
+        scored = score_suites(
+            plan.suites,
+            calls.records,
+            seed=plan.config.seed,
+            judgements=judged.judgements,
+            judged=judged.judged,
+        )
+        budget_problems = [*calls.problems, *judged.problems]
         record = RunRecord(
             run_id=run_id,
             name=plan.config.name,
-            status=status,
-            problems=problems,
+            status=run_status(budget_problems, scored.problems),
+            problems=[*budget_problems, *scored.problems],
             started_at=journal.get_meta("first_started_at") or started_iso,
             finished_at=_now_iso(),
             duration_s=time.perf_counter() - t0,
@@ -650,15 +655,132 @@ async def execute_run(
             config=plan.config.snapshot(),
             environment=environment_info(),
             datasets=list(plan.datasets),
-            providers=summaries,
-            timing_quality=timing_quality,
-            suites=suite_runs,
+            providers=calls.providers,
+            judges=judged.summaries,
+            judge_calls_file=JUDGE_CALLS_FILE if judged.records else None,
+            timing_quality=_timing_quality(generated.loop_lag),
+            suites=scored.suites,
             reproducibility=_reproducibility(plan),
         )
-        write_json_atomic(out / "run.json", record.model_dump_json(indent=2))
+        write_run(out, record, scored.records, judge_calls=judged.records)
         return record
     finally:
         journal.close()
+
+
+def _run_id(journal: Journal) -> str:
+    """The run's id, kept in the journal so a resumed run keeps its identity."""
+    run_id = journal.get_meta("run_id")
+    if run_id is None:
+        run_id = uuid.uuid4().hex
+        journal.set_meta("run_id", run_id)
+        journal.set_meta("first_started_at", _now_iso())
+    return run_id
+
+
+async def _generate(
+    plan: RunPlan,
+    journal: Journal,
+    *,
+    on_record: OnRecord | None,
+    on_start: Callable[[RunPlan, int], None] | None,
+) -> Generated:
+    """The generate phase: build and load the providers, call them all concurrently, close them."""
+    providers: list[Provider] = []
+    monitor = LoopLagMonitor()
+    try:
+        for pp in plan.providers:
+            providers.append(_build(pp.config))
+        await _load_pending(plan, providers, journal)
+        # Start the clocks after loading so progress rates and loop lag describe the calls.
+        if on_start:
+            on_start(plan, journal.count("ok"))
+        monitor.start()
+        outcomes = await asyncio.gather(
+            *(
+                _generate_one(plan, pp, provider, journal, on_record)
+                for provider, pp in zip(providers, plan.providers, strict=True)
+            )
+        )
+        infos = [await _describe(p) for p in providers]
+    finally:
+        await monitor.stop()
+        for provider in providers:
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    return Generated(tuple(outcomes), tuple(infos), monitor.summary())
+
+
+async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: Journal) -> None:
+    """Load the providers that still have calls to make.
+
+    Loading a local model takes seconds to minutes: skip it when the journal already holds
+    every call (re-recording a finished run calls no model).
+    """
+    retry_failed = plan.config.runner.retry_failed_on_resume
+    for pp, provider in zip(plan.providers, providers, strict=True):
+        if _pending_calls(pp, journal, retry_failed) == 0:
+            continue
+        load = getattr(provider, "load", None)
+        if callable(load):
+            result = load()
+            if inspect.isawaitable(result):
+                await result
+
+
+async def _generate_one(
+    plan: RunPlan, pp: ProviderPlan, provider: Provider, journal: Journal, on_record: OnRecord | None
+) -> list[CallRecord]:
+    """One provider's calls, with its limits and the run's retry settings."""
+    settings = plan.config.runner
+    return await generate_calls(
+        provider,
+        pp.requests,
+        provider_id=pp.provider_id,
+        provider_identity=pp.config.cache_identity(),
+        concurrency=pp.config.concurrency,
+        rpm=pp.config.rpm,
+        policy=RetryPolicy(
+            max_retries=pp.config.max_retries,
+            backoff_base_s=settings.backoff_base_s,
+            backoff_max_s=settings.backoff_max_s,
+            max_retry_after_s=settings.max_retry_after_s,
+            timeout_s=pp.config.timeout_s,
+        ),
+        journal=journal,
+        price=pp.price,
+        secrets=plan.secrets,
+        retry_failed=settings.retry_failed_on_resume,
+        on_record=on_record,
+        seed=plan.config.seed,
+        load=plan.config.load,
+    )
+
+
+def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
+    """Fill hourly costs, summarize each provider and check the error budget."""
+    records: list[CallRecord] = []
+    summaries: dict[str, ProviderSummary] = {}
+    for pp, outcome, info in zip(plan.providers, generated.outcomes, generated.model_infos, strict=True):
+        priced = _apply_hourly(list(outcome), pp.price)
+        records.extend(priced)
+        summaries[pp.provider_id] = summarize_provider(
+            pp.config.kind, pp.config.model, priced, pp.price, info, load=plan.config.load
+        )
+    return CallSummary(
+        records, summaries, error_budget_problems(summaries, plan.config.runner.max_error_rate)
+    )
+
+
+def _timing_quality(lag: dict[str, float | int]) -> dict[str, Any]:
+    """Event-loop lag during the calls, with a warning when it may have inflated the timings."""
+    quality: dict[str, Any] = {"event_loop_lag_ms": lag}
+    if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
+        quality["warning"] = (
+            f"the event loop lagged {lag['p99_ms']:.1f} ms at p99: recorded TTFT and latency may be "
+            "late by up to that much (lower concurrency or move scoring out of the process)"
+        )
+    return quality
 
 
 def run_sync(plan: RunPlan, **kwargs: Any) -> RunRecord:

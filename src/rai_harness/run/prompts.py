@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rai_harness.errors import ConfigError
 from rai_harness.types import ChatMessage, ChatRequest, GenerationParams, messages_from_dicts
+from rai_harness.validation import iter_jsonl
 
 __all__ = ["PromptRow", "expand_requests", "read_prompt_file"]
 
@@ -33,25 +33,10 @@ def read_prompt_file(path: str | Path, *, system: str | None = None) -> list[Pro
         ConfigError: naming the file, line and field, for the first bad line.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError("prompt file not found; check `prompts.path`", file=str(p)) from exc
     rows: list[PromptRow] = []
     seen: set[str] = set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"not valid JSON ({exc.msg}); each line must be one JSON object", file=str(p), key_path=where
-            ) from exc
-        if not isinstance(obj, dict):
-            raise ConfigError("each line must be a JSON object", file=str(p), key_path=where)
-        rows.append(_row(obj, number, p, system, seen))
+    for line in iter_jsonl(p, what="prompt file", missing_hint="check `prompts.path`"):
+        rows.append(_row(line.obj, line.number, p, system, seen))
     if not rows:
         raise ConfigError("the prompt file has no rows", file=str(p))
     return rows

@@ -8,8 +8,10 @@ Policy, in order, for each request:
 
 1. Reuse the journaled record when the call key is already there (successes always;
    failures only when ``retry_failed`` is false).
-2. Wait for a concurrency slot (``ProviderConfig.concurrency``) and, when ``rpm`` is
-   set, for the rate limiter (requests start at least ``60/rpm`` s apart).
+2. Wait for the call's turn: a concurrency slot (``ProviderConfig.concurrency``), or, under
+   a load profile (``load:`` of the run config, :mod:`rai_harness.load`), its scheduled start
+   time and a slot under the profile's in-flight cap; then, when ``rpm`` is set, for the rate
+   limiter (requests start at least ``60/rpm`` s apart).
 3. Attempt the call under ``asyncio.timeout(timeout_s)``. Retry on retryable errors
    (408/409/429/5xx, timeouts, dropped connections, malformed responses) up to
    ``max_retries`` times. The wait is the server's ``Retry-After``/``retry-after-ms``
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import statistics
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rai_harness.errors import ProviderError, ProviderTimeoutError
+from rai_harness.load import Dispatch, LoadProfile, run_stage, stop_reason, summarize_stage
 from rai_harness.pricing import ResolvedPrice, token_cost
 from rai_harness.providers.base import Provider
 from rai_harness.record.calls import CallError, CallRecord
@@ -301,15 +305,17 @@ async def generate_calls(
     retry_failed: bool = True,
     on_record: OnRecord | None = None,
     seed: int = 0,
+    load: LoadProfile | None = None,
 ) -> list[CallRecord]:
-    """Run ``requests`` against one provider; return one record per request, in order.
+    """Run ``requests`` against one provider; return one record per call made, in request order.
 
     Args:
         provider: The adapter (built from its config).
-        requests: The calls to make. Repeats of a prompt are separate requests.
+        requests: The calls to make, in schedule order (under a sweep:
+            :func:`rai_harness.load.requests_for`). Repeats of a prompt are separate requests.
         provider_id: Name used in records.
         provider_identity: ``ProviderConfig.cache_identity()`` (part of each call key).
-        concurrency: Calls in flight at once.
+        concurrency: Calls in flight at once (the ``concurrency`` profile's default).
         rpm: Optional requests-per-minute cap.
         policy: Retry and timeout settings.
         journal: Where to reuse and write records; ``None`` disables both.
@@ -317,11 +323,15 @@ async def generate_calls(
         secrets: Values to scrub from error messages.
         retry_failed: Whether a journaled failure is called again.
         on_record: Called with each final record (progress bars), cached ones included.
-        seed: Seeds the backoff jitter so a run's retry timing is reproducible.
+        seed: Seeds the backoff jitter (and, unless the profile sets its own, Poisson arrivals)
+            so a run's timing is reproducible.
+        load: When calls start (see :mod:`rai_harness.load`); ``None``: fixed ``concurrency``,
+            and records carry no schedule. With a profile every call made records its stage
+            and schedule in ``CallRecord.load``. A sweep stops after its first saturated stage:
+            the calls of later stages are not made, and have no record.
     """
     policy = policy or RetryPolicy()
     limiter = RateLimiter(rpm)
-    semaphore = asyncio.Semaphore(concurrency)
     rng = random.Random(seed)
     results: list[CallRecord | None] = [None] * len(requests)
 
@@ -329,42 +339,73 @@ async def generate_calls(
     # One query for the whole batch instead of one per request.
     journaled = journal.get_many(keys) if journal is not None else {}
 
-    async def one(index: int, request: ChatRequest) -> None:
-        key = keys[index]
-        if journal is not None:
-            stored = journaled.get(key)
-            if stored is not None and (stored.get("status") == "ok" or not retry_failed):
-                # The key ignores ids, so the stored call may have been made for another
-                # sample with identical messages: take the identity from this request.
-                record = CallRecord.from_dict(
-                    {
-                        **stored,
-                        "cached": True,
-                        "sample_id": request.sample_id,
-                        "metadata": dict(request.metadata),
-                    }
-                )
-                results[index] = record
-                if on_record:
-                    on_record(record)
-                return
-        async with semaphore:
-            record = await call_with_retries(
-                provider,
-                request,
-                key=key,
-                provider_id=provider_id,
-                policy=policy,
-                limiter=limiter,
-                price=price,
-                secrets=secrets,
-                rng=rng,
-            )
-        if journal is not None:
-            journal.put(key, provider_id, request.sample_id, request.repeat, record.status, record.to_dict())
+    def reuse(index: int) -> CallRecord | None:
+        """The journaled record of a call, when it can stand for calling again."""
+        stored = journaled.get(keys[index])
+        if stored is None or (stored.get("status") != "ok" and retry_failed):
+            return None
+        request = requests[index]
+        # The key ignores ids, so the stored call may have been made for another sample with
+        # identical messages: take the identity from this request.
+        return CallRecord.from_dict(
+            {**stored, "cached": True, "sample_id": request.sample_id, "metadata": dict(request.metadata)}
+        )
+
+    def finish(index: int, record: CallRecord) -> CallRecord:
         results[index] = record
         if on_record:
             on_record(record)
+        return record
 
-    await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    async def call(index: int, dispatch: Dispatch) -> CallRecord:
+        request = requests[index]
+        record = await call_with_retries(
+            provider,
+            request,
+            key=keys[index],
+            provider_id=provider_id,
+            policy=policy,
+            limiter=limiter,
+            price=price,
+            secrets=secrets,
+            rng=rng,
+        )
+        if load is not None:
+            record = dataclasses.replace(record, load=dispatch.info(dispatch.elapsed()))
+        if journal is not None:
+            journal.put(
+                keys[index], provider_id, request.sample_id, request.repeat, record.status, record.to_dict()
+            )
+        return finish(index, record)
+
+    profile = load or LoadProfile(profile="concurrency", concurrency=concurrency)
+    rule = profile.stop_rule
+    position = 0
+    for stage in profile.stage_plans(concurrency, seed=seed):
+        start = position
+        end = len(requests) if stage.requests is None else min(len(requests), position + stage.requests)
+        pending: list[int] = []
+        for index in range(start, end):
+            if results[index] is not None:
+                continue  # reused while a warm-up by duration was running
+            record = reuse(index) if journal is not None else None
+            if record is None:
+                pending.append(index)
+            else:
+                finish(index, record)
+        made = await run_stage(stage, pending, call)
+        # A warm-up by duration stops early: the calls it did not start go to the next stage.
+        position = pending[len(made)] if len(made) < len(pending) else end
+        if profile.profile == "sweep" and not stage.warmup:
+            mine = [
+                r
+                for r in results[start:position]
+                if r is not None and r.load is not None and r.load.get("stage") == stage.index
+            ]
+            reason = stop_reason(summarize_stage(mine), rule) if mine else None
+            if reason is not None:
+                log.info("%s: sweep stops after %s req/s: %s", provider_id, stage.rate, reason)
+                break
+        if position >= len(requests):
+            break
     return [r for r in results if r is not None]

@@ -13,9 +13,10 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rai_harness.classifiers.pool import ClassifierPool
+from rai_harness.classifiers.pool import ClassifierPool, default_pool
+from rai_harness.load import LoadProfile, is_warmup, summarize_load
 from rai_harness.pricing import ResolvedPrice, busy_seconds
 from rai_harness.record import (
     CallRecord,
@@ -23,13 +24,16 @@ from rai_harness.record import (
     CostSummary,
     Distribution,
     GuardHealth,
+    JudgeInfo,
+    MetricSpec,
     ProviderSummary,
+    RunStatus,
     SuiteEfficiency,
     SuiteResult,
     SuiteRun,
     UsageSummary,
 )
-from rai_harness.stats import mcnemar, paired_bootstrap_diff
+from rai_harness.stats import Estimate, mcnemar, paired_bootstrap_diff
 from rai_harness.suites.base import ScoredOutput, SuiteOutput
 
 if TYPE_CHECKING:
@@ -37,8 +41,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_COMPARED_PROVIDERS",
+    "JudgedSuite",
     "PlannedSuite",
+    "ScoringOutcome",
+    "error_budget_problems",
     "item_key",
+    "run_status",
     "score_suites",
     "summarize_guard",
     "summarize_provider",
@@ -57,6 +65,8 @@ class PlannedSuite:
     suite: Suite
     data: SuiteData
     providers: tuple[str, ...]
+    #: The suite's judge (a :class:`rai_harness.run.judge.SuiteJudge`), or None.
+    judge: Any = None
 
     @property
     def name(self) -> str:
@@ -66,6 +76,16 @@ class PlannedSuite:
     def sample_map(self) -> dict[str, SuiteSample]:
         """Item id -> sample."""
         return {s.id: s for s in self.data.samples}
+
+
+@dataclass(frozen=True)
+class JudgedSuite:
+    """What the judge stage adds to a suite's run: its judge, its metrics, per-provider constants."""
+
+    info: JudgeInfo
+    metrics: tuple[MetricSpec, ...]
+    #: Metrics with the same value for every provider (the judge's calibrated kappa).
+    constants: Mapping[str, Estimate]
 
 
 def item_key(suite: str, item: str) -> str:
@@ -152,25 +172,46 @@ def _scorer_info(suite: Suite, pool: ClassifierPool) -> dict[str, Any]:
     return info
 
 
+class ScoringOutcome(NamedTuple):
+    """What the score and aggregate phases produce."""
+
+    #: Every call record, with per-sample ``scores`` filled in for the scored suites.
+    records: list[CallRecord]
+    #: Suite name -> its results across providers.
+    suites: dict[str, SuiteRun]
+    #: Suites (or suite/provider pairs) that could not be scored or aggregated.
+    problems: list[str]
+
+
 def score_suites(
     planned: Sequence[PlannedSuite],
     records: Sequence[CallRecord],
     *,
-    pool: ClassifierPool,
     seed: int,
-) -> tuple[list[CallRecord], dict[str, SuiteRun], list[str]]:
+    pool: ClassifierPool | None = None,
+    judgements: Mapping[tuple[str, str, str, int], Mapping[str, Any]] | None = None,
+    judged: Mapping[str, JudgedSuite] | None = None,
+) -> ScoringOutcome:
     """Score every suite's outputs and aggregate them per provider.
 
-    Args:
-        planned: The run's suites.
-        records: All call records of the run (plain-prompt records pass through unchanged).
-        pool: Classifier pool (models load once and are shared with guards).
-        seed: Run seed for bootstrap intervals.
+    Used by a run (:func:`~rai_harness.run.execute.execute_run`) and by a re-score of a
+    finished one (:func:`~rai_harness.run.rescore.score_run`); with no suites it returns the
+    records unchanged.
 
-    Returns:
-        ``(records with scores filled in, suite name -> SuiteRun, problems)``; a problem is a
-        suite that could not be scored.
+    Args:
+        planned: The suites to score.
+        records: All call records of the run (records of other suites and plain prompts pass
+            through unchanged).
+        seed: Run seed for bootstrap intervals.
+        pool: Classifier pool (default: the process-wide one, so models load once and are
+            shared with guards).
+        judgements: From the judge phase: ``(suite, provider, item, repeat)`` -> the verdicts
+            added to that output's scores under ``"judge"``. Without them (a re-score), an
+            output keeps the judge verdicts its record already carries.
+        judged: Suite name -> its judge and judge metrics (judged suites only).
     """
+    if pool is None:
+        pool = default_pool()
     out = list(records)
     by_suite: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(out):
@@ -200,6 +241,10 @@ def score_suites(
             metrics=list(suite.metrics),
             datasets=list(ps.data.datasets),
         )
+        extra = (judged or {}).get(suite.name)
+        if extra is not None:
+            run.metrics.extend(extra.metrics)
+            run.judge = extra.info
         try:
             scores = suite.score(outputs, pool) if outputs else []
             if len(scores) != len(outputs):
@@ -212,7 +257,13 @@ def score_suites(
             runs[suite.name] = run
             continue
         for i, score in zip(ok_idx, scores, strict=True):
-            out[i] = replace(out[i], scores=score)
+            if judgements is not None:
+                verdicts = judgements.get(
+                    (suite.name, out[i].provider_id, str(out[i].metadata["item"]), out[i].repeat)
+                )
+            else:  # a re-score: keep the verdicts the judge gave in the run
+                verdicts = (out[i].scores or {}).get("judge")
+            out[i] = replace(out[i], scores={**score, "judge": verdicts} if verdicts is not None else score)
         per_provider: dict[str, list[int]] = defaultdict(list)
         for i in indices:
             per_provider[out[i].provider_id].append(i)
@@ -240,7 +291,12 @@ def score_suites(
                 provider_id=pid,
                 calls=len(idx),
                 failed=sum(1 for i in idx if not out[i].ok),
-                metrics=agg.metrics,
+                metrics={
+                    # A judged metric the suite could not compute (no judge verdicts) is explicit.
+                    **{m.name: Estimate.empty("no judge verdicts") for m in (extra.metrics if extra else ())},
+                    **agg.metrics,
+                    **(extra.constants if extra is not None else {}),
+                },
                 breakdowns=agg.breakdowns,
                 items=agg.items,
                 counts=agg.counts,
@@ -250,7 +306,7 @@ def score_suites(
         run.comparisons = _comparisons(ps, run.results, seed, suite.params.n_resamples)
         run.scorers = _scorer_info(suite, pool)
         runs[suite.name] = run
-    return out, runs, problems
+    return ScoringOutcome(out, runs, problems)
 
 
 #: ``CallError.type`` of a call failed by a rail (``guardrails.provider.GUARD_ERROR``/``GUARD_TIMEOUT``).
@@ -290,9 +346,16 @@ def summarize_provider(
     records: Sequence[CallRecord],
     price: ResolvedPrice | None,
     model_info: dict[str, Any],
+    *,
+    load: LoadProfile | None = None,
 ) -> ProviderSummary:
-    """Aggregate one provider's records (costs must already be filled in)."""
+    """Aggregate one provider's records (costs must already be filled in).
+
+    With a load profile, warm-up calls count in calls, errors, usage and cost, but not in
+    the timing distributions, and ``load`` holds the per-stage (per-rate) results.
+    """
     ok = [r for r in records if r.ok]
+    timed = [r for r in ok if not is_warmup(r)]
     failed = [r for r in records if not r.ok]
     errors = Counter(r.error.type if r.error else "unknown" for r in failed)
     finish = Counter(r.finish_reason or "unknown" for r in ok)
@@ -314,14 +377,15 @@ def summarize_provider(
         attempts=sum(r.attempts for r in records),
         finish_reasons=dict(finish),
         usage=usage,
-        latency_s=Distribution.of(r.latency_s for r in ok),
-        ttft_s=Distribution.of(r.ttft_s for r in ok),
-        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in ok),
+        latency_s=Distribution.of(r.latency_s for r in timed),
+        ttft_s=Distribution.of(r.ttft_s for r in timed),
+        output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in timed),
         cost=_cost_summary(ok, price, usage),
         model_info=model_info,
         guard=summarize_guard(records, guarded_by)
         if isinstance(guarded_by := model_info.get("guarded_by"), Mapping)
         else None,
+        load=summarize_load(load, records) if load is not None else None,
     )
 
 
@@ -348,3 +412,20 @@ def _cost_summary(ok: Sequence[CallRecord], price: ResolvedPrice | None, usage: 
         per_1k_calls_usd=per_call * 1000 if per_call is not None else None,
         estimated=usage.estimated_calls > 0,
     )
+
+
+def error_budget_problems(providers: dict[str, ProviderSummary], max_error_rate: float) -> list[str]:
+    """One problem per provider whose share of failed calls exceeds ``runner.max_error_rate``."""
+    return [
+        f"{pid}: {s.failed} of {s.calls} calls failed ({s.error_rate:.1%} > max_error_rate {max_error_rate:.1%})"
+        for pid, s in providers.items()
+        if s.error_rate > max_error_rate
+    ]
+
+
+def run_status(budget_problems: Sequence[str], scoring_problems: Sequence[str]) -> RunStatus:
+    """``incomplete`` when a suite could not be scored (its metrics are missing), else
+    ``failed`` when an error budget was exceeded, else ``complete``."""
+    if scoring_problems:
+        return "incomplete"
+    return "failed" if budget_problems else "complete"

@@ -5,6 +5,8 @@
 * Means, ratios, any statistic: :func:`bootstrap_mean` (vectorised) and :func:`bootstrap`
   (seeded expanded-percentile bootstrap, which keeps about nominal coverage from 8 units;
   resample whole clusters when items share a template).
+* Agreement of a judge with gold labels: :func:`agreement` (accuracy, Cohen's kappa,
+  confusion matrix, each with an interval).
 * Paired comparisons: :func:`paired_bootstrap_diff` (its p-value inverts its interval),
   :func:`mcnemar`, and :func:`max_pairwise_gap` (simultaneous Šidák t intervals) for
   counterfactual fairness across groups.
@@ -17,6 +19,7 @@ type-I error of each at n = 8, 10, 30 and 100: ``benchmarks/coverage.py`` and
 from __future__ import annotations
 
 from rai_harness.stats import coverage
+from rai_harness.stats.agreement import UNPARSED, Agreement, agreement, cohen_kappa
 from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean, expanded_alpha
 from rai_harness.stats.estimate import Estimate, EstimateMethod
 from rai_harness.stats.intervals import clopper_pearson, rate, wilson, z_value
@@ -31,15 +34,19 @@ from rai_harness.stats.paired import (
 )
 
 __all__ = [
+    "UNPARSED",
+    "Agreement",
     "Estimate",
     "EstimateMethod",
     "GapResult",
     "McNemarResult",
     "PairedResult",
+    "agreement",
     "bootstrap",
     "bootstrap_mean",
     "bootstrap_p_value",
     "clopper_pearson",
+    "cohen_kappa",
     "coverage",
     "expanded_alpha",
     "max_pairwise_gap",

@@ -1,13 +1,16 @@
 """The suite interface: what an eval suite builds, how it scores, what it reports.
 
 A suite is Python, registered by name and versioned (:mod:`rai_harness.suites`). YAML only
-selects and parameterises it. The run pipeline calls a suite three times:
+selects and parameterises it. The run pipeline calls a suite in up to four stages:
 
 1. :meth:`Suite.build` (plan time): the samples to send (messages + metadata) and the
    datasets read, identified by hash. Deterministic for a given seed.
-2. :meth:`Suite.score` (score stage): per-output scores for *all* providers' successful
+2. :meth:`Suite.judge_tasks` (judge stage, only when the run names a ``judge`` for the
+   suite): prompts for a judge model, whose parsed verdicts are added to each output's
+   scores under ``"judge"``.
+3. :meth:`Suite.score` (score stage): per-output scores for *all* providers' successful
    outputs at once, so classifiers batch across providers.
-3. :meth:`Suite.aggregate` (per provider): metric estimates with confidence intervals,
+4. :meth:`Suite.aggregate` (per provider): metric estimates with confidence intervals,
    per-group breakdowns, and per-item values that paired comparisons use.
 
 Failed calls never reach :meth:`Suite.score`; :meth:`Suite.aggregate` sees them with
@@ -21,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +33,9 @@ from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.record import Breakdown, DatasetInfo, MetricSpec
 from rai_harness.stats import Estimate
 from rai_harness.types import ChatMessage
+
+if TYPE_CHECKING:
+    from rai_harness.suites.judging import JudgeTask
 
 __all__ = [
     "Breakdown",
@@ -146,6 +152,10 @@ class Suite(ABC):
     description: ClassVar[str]
     Params: ClassVar[type[SuiteParams]] = SuiteParams
     metrics: ClassVar[tuple[MetricSpec, ...]]
+    #: Judge rubrics this suite can be graded with (empty: the suite takes no ``judge``).
+    judge_rubrics: ClassVar[tuple[str, ...]] = ()
+    #: Metrics added to :attr:`metrics` when the run gives the suite a judge.
+    judge_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 
     def __init__(self, params: SuiteParams, *, seed: int = 0, base_dir: Path | None = None) -> None:
         """Args:
@@ -173,9 +183,18 @@ class Suite(ABC):
     def aggregate(self, scored: Sequence[ScoredOutput]) -> SuiteAggregate:
         """Metrics with intervals for one provider's outputs (failed ones included, ``ok=False``)."""
 
+    def judge_tasks(self, output: SuiteOutput) -> list[JudgeTask]:
+        """The judge prompts for one output, one per rubric of :attr:`judge_rubrics`.
+
+        Called after generation when the run gives the suite a judge; the verdicts come back
+        in ``scores["judge"]`` (see :mod:`rai_harness.suites.judging`) before
+        :meth:`aggregate`. Return ``[]`` for an output that has nothing to judge.
+        """
+        return []
+
     def metric(self, name: str) -> MetricSpec:
         """The spec of one of this suite's metrics."""
-        for spec in self.metrics:
+        for spec in (*self.metrics, *self.judge_metrics):
             if spec.name == name:
                 return spec
         raise KeyError(name)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from rai_harness.suites.base import ScoredOutput
 from rai_harness.types import ChatMessage
 
-__all__ = ["Coverage", "by_item", "chat", "coverage", "group_by", "ok_outputs", "per_group"]
+__all__ = [
+    "Coverage",
+    "by_item",
+    "chat",
+    "coverage",
+    "fill_template",
+    "group_by",
+    "ok_outputs",
+    "per_group",
+]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -20,6 +30,12 @@ def chat(user: str, system: str | None = None) -> tuple[ChatMessage, ...]:
     """Messages for a single-turn prompt, with an optional system prompt."""
     head = (ChatMessage("system", system),) if system else ()
     return (*head, ChatMessage("user", user))
+
+
+def fill_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace ``{name}`` placeholders in one pass (other braces, and braces inside the values, are left alone)."""
+    pattern = re.compile(r"\{(" + "|".join(re.escape(k) for k in values) + r")\}")
+    return pattern.sub(lambda m: values[m.group(1)], template)
 
 
 def ok_outputs(scored: Iterable[ScoredOutput]) -> list[ScoredOutput]:

@@ -17,7 +17,6 @@ so the run record pins exactly which data produced its numbers.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.record import DatasetInfo, file_sha256
 from rai_harness.types import stable_hash
+from rai_harness.validation import iter_jsonl
 
 __all__ = ["load_rows", "project_datasets_dir", "require_fields", "sample_rows"]
 
@@ -41,25 +41,7 @@ def project_datasets_dir() -> Path:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"not valid JSON ({exc.msg}); each line must be one JSON object",
-                    file=str(path),
-                    key_path=f"line {number}",
-                ) from exc
-            if not isinstance(obj, dict):
-                raise ConfigError(
-                    "each line must be a JSON object", file=str(path), key_path=f"line {number}"
-                )
-            rows.append(obj)
-    return rows
+    return [line.obj for line in iter_jsonl(path, what="dataset file")]
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:

@@ -32,7 +32,14 @@ needs no model and is exactly reproducible, but misses paraphrases (*"the thigh 
 needs the alias), credits an answer that lists the reference among wrong candidates or
 negates it (*"not Canberra"*) through containment, and detects hedges by regular
 expression. Correct given attempted and the F-score follow from the same grades, so they
-inherit these limits. An LLM-judge grader is future work. SimpleQA reports no intervals;
+inherit these limits.
+
+**Judge** (optional): with ``judge:`` on the suite, every reply is also sent to a judge model
+with SimpleQA's own grader prompt (rubric ``simpleqa_grader``, :mod:`rai_harness.suites.judging`;
+aliases are listed after the gold target) and its A/B/C grades give the ``judge_*`` metrics
+beside the matcher's, with the matcher's score on the same replies and their agreement. The
+matcher stays the headline: it is exactly reproducible, and a judge is only as good as its
+measured agreement (``rai judge calibrate``). SimpleQA reports no intervals;
 we give Clopper-Pearson (exact) intervals for the rates and expanded-percentile bootstrap intervals for the
 F-score, exact match and F1 (over questions; with repeats, whole questions are
 resampled).
@@ -86,6 +93,7 @@ from rai_harness.suites.base import (
 )
 from rai_harness.suites.common import chat, ok_outputs
 from rai_harness.suites.data import load_rows, sample_rows
+from rai_harness.suites.judging import JudgeTask, any_judged, get_rubric, judge_entry, judged_rates
 
 __all__ = [
     "Grade",
@@ -405,7 +413,102 @@ class ShortQASuite(Suite):
         ),
     )
 
+    judge_rubrics = ("simpleqa_grader",)
+    judge_metrics = (
+        MetricSpec(
+            name="judge_correct_rate",
+            display="Correct (judge)",
+            direction="higher",
+            unit="rate",
+            definition="Share of judge grades that are CORRECT, with SimpleQA's grader prompt.",
+            source=_PAPER,
+            deviation="Graded by the run's judge model, not the paper's OpenAI grader; its agreement "
+            "with human labels is the judge's calibration. Replies the judge's output could not be "
+            "parsed for are left out and counted. Clopper-Pearson (exact) interval (a bootstrap over questions with "
+            "repeats or judge repeats).",
+            graded_by="judge",
+            matcher_metric="correct_rate",
+        ),
+        MetricSpec(
+            name="judge_incorrect_rate",
+            display="Incorrect (judge)",
+            direction="lower",
+            unit="rate",
+            definition="Share of judge grades that are INCORRECT.",
+            source=_PAPER,
+            deviation="Graded by the run's judge model; see judge_correct_rate.",
+            graded_by="judge",
+            matcher_metric="incorrect_rate",
+        ),
+        MetricSpec(
+            name="judge_not_attempted_rate",
+            display="Not attempted (judge)",
+            direction="lower",
+            unit="rate",
+            definition="Share of judge grades that are NOT_ATTEMPTED.",
+            source=_PAPER,
+            deviation="Graded by the run's judge model; see judge_correct_rate.",
+            graded_by="judge",
+            matcher_metric="not_attempted_rate",
+        ),
+        MetricSpec(
+            name="judge_correct_given_attempted",
+            display="Correct given attempted (judge)",
+            direction="higher",
+            unit="rate",
+            definition="CORRECT / (CORRECT + INCORRECT) over the judge's grades.",
+            source=_PAPER,
+            deviation="Graded by the run's judge model; see judge_correct_rate.",
+            graded_by="judge",
+            matcher_metric="correct_given_attempted",
+        ),
+        MetricSpec(
+            name="judge_f_score",
+            display="SimpleQA F-score (judge)",
+            direction="higher",
+            unit="score",
+            definition="SimpleQA's F-score from the judge's grades.",
+            source=_PAPER,
+            deviation="Graded by the run's judge model; expanded-percentile bootstrap over questions.",
+            graded_by="judge",
+            matcher_metric="f_score",
+        ),
+        MetricSpec(
+            name="judge_matcher_agreement",
+            display="Judge agrees with matcher",
+            direction="higher",
+            unit="rate",
+            definition="Share of judge grades equal to the string matcher's grade of the same reply.",
+            source=None,
+            deviation=None,
+            graded_by="judge",
+        ),
+        MetricSpec(
+            name="judge_flip_rate",
+            display="Judge flip rate",
+            direction="lower",
+            unit="rate",
+            definition="Share of replies graded more than once (judge_repeats) whose judge grades differ.",
+            source=None,
+            deviation=None,
+            graded_by="judge",
+        ),
+    )
+
     params: ShortQAParams
+
+    def judge_tasks(self, output: SuiteOutput) -> list[JudgeTask]:
+        """SimpleQA's grader prompt for one reply; aliases are listed after the gold target."""
+        meta = output.sample.metadata
+        answers = list(meta["answers"])
+        target = answers[0] + (f" (also accepted: {'; '.join(answers[1:])})" if len(answers) > 1 else "")
+        rubric = get_rubric("simpleqa_grader")
+        values = {
+            "question": str(meta["question"]),
+            "target": target,
+            "predicted_answer": strip_reasoning(output.text).strip(),
+        }
+        return [JudgeTask(rubric.name, rubric.render(values))]
 
     def build(self) -> SuiteData:
         """Read the questions and wrap each in the instruction; references go in the metadata."""
@@ -489,6 +592,10 @@ class ShortQASuite(Suite):
         metrics["exact_match"] = mean_over_outputs(em, ids, n_resamples=n_res, seed=seed)
         metrics["token_f1"] = mean_over_outputs(f1, ids, n_resamples=n_res, seed=seed)
         tally = Counter(grades)
+        judge_counts: dict[str, Any] = {}
+        judge_items: dict[str, dict[str, float]] = {}
+        if any_judged(ok):
+            judge_counts = self._judge_metrics(ok, metrics, judge_items)
         return SuiteAggregate(
             metrics=metrics,
             breakdowns=category_breakdown(
@@ -505,8 +612,10 @@ class ShortQASuite(Suite):
                     ok, lambda o: float(bool(o.scores and o.scores["exact_match"]))
                 ),
                 "token_f1": per_item_means(ok, lambda o: float(o.scores["f1"]) if o.scores else 0.0),
+                **judge_items,
             },
             counts={
+                **({"judge": judge_counts} if judge_counts else {}),
                 "questions": len({s.sample.id for s in scored}),
                 "answers_graded": len(ok),
                 **{g: tally.get(g, 0) for g in _GRADES},
@@ -530,6 +639,69 @@ class ShortQASuite(Suite):
                 "paraphrases without an alias count as incorrect."
             ],
         )
+
+    def _judge_metrics(
+        self, ok: Sequence[ScoredOutput], metrics: dict[str, Estimate], items: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
+        """Add the judge's metrics; return the judge's counts (with the matcher on the same replies)."""
+        p = self.params
+        rubric = get_rubric("simpleqa_grader")
+        jr = judged_rates(ok, rubric, n_resamples=p.n_resamples, seed=self.seed)
+        for label, name in (
+            ("CORRECT", "correct"),
+            ("INCORRECT", "incorrect"),
+            ("NOT_ATTEMPTED", "not_attempted"),
+        ):
+            metrics[f"judge_{name}_rate"] = jr.rates[label]
+        pairs = [
+            (str(label), o)
+            for o in jr.judged
+            for label in (judge_entry(o, rubric.name) or {}).get("labels", ())
+            if label is not None
+        ]
+        attempted = [(lab == "CORRECT", o.sample.id) for lab, o in pairs if lab != "NOT_ATTEMPTED"]
+        metrics["judge_correct_given_attempted"] = (
+            outputs_rate(
+                [f for f, _ in attempted],
+                [i for _, i in attempted],
+                n_resamples=p.n_resamples,
+                seed=self.seed,
+            )
+            if attempted
+            else Estimate.empty("no attempted answers")
+        )
+        metrics["judge_f_score"] = self._f_score(
+            [lab.lower() for lab, _ in pairs], [o.sample.id for _, o in pairs]
+        )
+        agree = [lab.lower() == str(o.scores["grade"]) for lab, o in pairs if o.scores]
+        metrics["judge_matcher_agreement"] = (
+            outputs_rate(agree, [o.sample.id for _, o in pairs], n_resamples=p.n_resamples, seed=self.seed)
+            if pairs
+            else Estimate.empty("no parsed judge grades")
+        )
+        metrics["judge_flip_rate"] = jr.flip_rate
+        items["judge_correct_rate"] = per_item_means(
+            jr.judged,
+            lambda o: float(
+                sum(1 for x in (judge_entry(o, rubric.name) or {}).get("labels", ()) if x == "CORRECT")
+                / max(
+                    1, sum(1 for x in (judge_entry(o, rubric.name) or {}).get("labels", ()) if x is not None)
+                )
+            ),
+        )
+        judged_ids = [o.sample.id for o in jr.judged]
+        same = {
+            f"{g}_rate": outputs_rate(
+                [bool(o.scores and o.scores["grade"] == g) for o in jr.judged],
+                judged_ids,
+                n_resamples=p.n_resamples,
+                seed=self.seed,
+            )
+            if jr.judged
+            else Estimate.empty("no judged replies")
+            for g in _GRADES
+        }
+        return {**jr.counts, "matcher_same_items": {k: v.model_dump(mode="json") for k, v in same.items()}}
 
     def _f_score(self, grades: Sequence[str], ids: Sequence[str]) -> Estimate:
         if not grades:

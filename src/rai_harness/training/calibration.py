@@ -1,0 +1,125 @@
+"""Calibration, operating points and per-kind rates for the toxicity head.
+
+* :func:`platt` fits ``sigmoid(a * logit + c)`` on validation logits (Platt 1999). For a
+  logistic-regression head the map folds into the head's own weight and bias, so the shipped
+  scores *are* the calibrated ones and the runtime path is unchanged.
+* :func:`reliability` bins calibrated scores and compares them with the observed toxic share
+  (expected calibration error, ECE).
+* :func:`threshold_for_fpr` reads an operating point off the calibrated curve: the smallest
+  threshold whose false-positive rate on a benign reference set is at most the target.
+* :func:`rates_by` gives the flag rate (false-positive rate for benign groups, recall for toxic
+  ones) per kind or source, with Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ASSISTANT_KINDS",
+    "POLICY_TARGETS",
+    "platt",
+    "rates_by",
+    "reliability",
+    "summarize_kinds",
+    "threshold_for_fpr",
+    "wilson",
+]
+
+#: Benign kinds that stand for what an assistant says or is asked: the reference set for
+#: the shipped thresholds' false-positive targets.
+ASSISTANT_KINDS = ("short_reply", "refusal", "identity_statement", "counter_speech", "answer", "question")
+#: Benign false-positive rate on validation assistant-register texts that each shipped
+#: rail's threshold is chosen for (``policy/rail``). The default's 1 % leaves margin below
+#: the 3 % target on unseen text; strict trades 3 % false positives for recall.
+POLICY_TARGETS: dict[str, float] = {
+    "default/toxic-input": 0.01,
+    "default/toxic-output": 0.01,
+    "strict/toxic-input": 0.01,
+    "strict/toxic-output": 0.03,
+}
+
+
+def platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, c)`` of the Platt map ``p = sigmoid(a * logit + c)`` fitted on ``(logits, y)``.
+
+    Unregularised (very large C) logistic regression on one feature: deterministic (lbfgs).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1e6, max_iter=1000, tol=1e-8)
+    model.fit(np.asarray(logits, dtype=np.float64).reshape(-1, 1), np.asarray(y, dtype=np.int64))
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Reliability table (equal-width bins) and expected calibration error of scores ``p``."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        n = int(m.sum())
+        if not n:
+            continue
+        mean_p, frac = float(p[m].mean()), float(y[m].mean())
+        ece += n / len(p) * abs(mean_p - frac)
+        table.append(
+            {"bin": [float(edges[b]), float(edges[b + 1])], "n": n, "mean_score": mean_p, "toxic_share": frac}
+        )
+    return {"ece": ece, "n": len(p), "bins": table}
+
+
+def threshold_for_fpr(benign_scores: np.ndarray, target: float) -> float:
+    """Smallest threshold (2 decimals, rounded up) flagging at most ``target`` of ``benign_scores``.
+
+    A rail flags ``score >= threshold``; rounding up keeps the YAML value readable and never
+    raises the false-positive rate above the target.
+    """
+    s = np.sort(np.asarray(benign_scores, dtype=np.float64))
+    if not len(s):
+        raise ValueError("no benign scores to choose a threshold from")
+    allowed = math.floor(target * len(s))
+    # Flagging at most `allowed` texts: the threshold must exceed the (allowed+1)-th highest score.
+    cut = s[len(s) - allowed - 1]
+    return min(0.99, math.floor(cut * 100) / 100 + 0.01)
+
+
+def wilson(k: int, n: int) -> list[float]:
+    """Wilson score 95 % interval for ``k`` of ``n``."""
+    from rai_harness.stats.intervals import wilson as wilson_estimate
+
+    est = wilson_estimate(k, n)
+    return [float(est.ci_low or 0.0), float(est.ci_high if est.ci_high is not None else 1.0)]
+
+
+def rates_by(
+    groups: Sequence[str], y: np.ndarray, p: np.ndarray, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Flag rate at ``threshold`` per (group, label): ``fpr`` for benign cells, ``recall`` for toxic."""
+    out: dict[str, dict[str, Any]] = {}
+    g = np.asarray(groups)
+    y, p = np.asarray(y), np.asarray(p)
+    for name in sorted(set(g.tolist())):
+        cell: dict[str, Any] = {}
+        for label, key in ((0, "fpr"), (1, "recall")):
+            m = (g == name) & (y == label)
+            n = int(m.sum())
+            if n:
+                k = int((p[m] >= threshold).sum())
+                cell[key] = {"rate": k / n, "k": k, "n": n, "ci95": wilson(k, n)}
+        out[name] = cell
+    return out
+
+
+def summarize_kinds(rates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str]) -> dict[str, Any] | None:
+    """Pooled false-positive rate over ``kinds`` (``None`` when none of them is present)."""
+    k = sum(rates[x]["fpr"]["k"] for x in kinds if x in rates and "fpr" in rates[x])
+    n = sum(rates[x]["fpr"]["n"] for x in kinds if x in rates and "fpr" in rates[x])
+    return {"rate": k / n, "k": k, "n": n, "ci95": wilson(k, n)} if n else None

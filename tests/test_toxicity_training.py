@@ -1,0 +1,181 @@
+"""Training-side pieces of ``minilm-toxicity``: calibration, operating points, sources, datasets.
+
+Everything here runs without ``../shared``; the checks of the shipped head that need its
+encoder live in ``test_toxicity_head.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
+from rai_harness.classifiers.train import Example, assign_splits, find_registers
+from rai_harness.training.calibration import (
+    ASSISTANT_KINDS,
+    platt,
+    rates_by,
+    reliability,
+    summarize_kinds,
+    threshold_for_fpr,
+)
+from rai_harness.training.sources import SourceRow, _assistant_registers, _cap
+
+REPO = Path(__file__).resolve().parents[1]
+REGISTERS = REPO / "datasets" / "assistant_registers" / "texts.jsonl"
+AUDIT = REPO / "datasets" / "guard_audit" / "audit.jsonl"
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def test_platt_recovers_a_known_map_and_improves_reliability():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, 20_000)
+    # True probability sigmoid(0.5 * logit - 1): the raw sigmoid(logit) is over-confident.
+    y = (rng.random(logits.size) < 1 / (1 + np.exp(-(0.5 * logits - 1)))).astype(int)
+    a, c = platt(logits, y)
+    assert a == pytest.approx(0.5, abs=0.05) and c == pytest.approx(-1.0, abs=0.1)
+    raw = reliability(1 / (1 + np.exp(-logits)), y)
+    cal = reliability(1 / (1 + np.exp(-(a * logits + c))), y)
+    assert cal["ece"] < 0.02 < raw["ece"]
+    assert sum(b["n"] for b in cal["bins"]) == cal["n"] == logits.size
+
+
+def test_threshold_for_fpr_never_exceeds_the_target():
+    rng = np.random.default_rng(1)
+    for target in (0.0, 0.01, 0.03, 0.1):
+        scores = rng.beta(1, 8, 997)
+        t = threshold_for_fpr(scores, target)
+        assert (scores >= t).mean() <= target + 1e-12
+        # ... and is the smallest 2-decimal threshold that does so (one step lower is over).
+        if t > 0.01:
+            assert (scores >= t - 0.01).mean() > target or t - 0.01 <= 0
+    with pytest.raises(ValueError):
+        threshold_for_fpr(np.array([]), 0.01)
+
+
+def test_rates_by_counts_false_positives_and_recall():
+    kinds = ["a", "a", "a", "b", "b"]
+    y = np.array([0, 0, 1, 1, 0])
+    p = np.array([0.9, 0.1, 0.8, 0.2, 0.0])
+    r = rates_by(kinds, y, p, 0.5)
+    assert r["a"]["fpr"]["k"] == 1 and r["a"]["fpr"]["n"] == 2 and r["a"]["recall"]["rate"] == 1.0
+    assert r["b"]["recall"]["rate"] == 0.0 and r["b"]["fpr"]["rate"] == 0.0
+    lo, hi = r["a"]["fpr"]["ci95"]
+    assert 0 < lo < 0.5 < hi < 1
+    pooled = summarize_kinds(r, ["a", "b"])
+    assert pooled is not None and pooled["k"] == 1 and pooled["n"] == 3
+    assert summarize_kinds(r, ["zzz"]) is None
+
+
+# -- datasets and splits -------------------------------------------------------------------------
+
+
+def test_registers_split_by_template():
+    rows = [
+        Example(r.text, {"toxic": r.toxic, "hate": r.hate}, "assistant_registers", kind=r.kind, key=r.key)
+        for r in _assistant_registers(REGISTERS)
+    ]
+    split = assign_splits(rows, seed=0)
+    by_key: dict[str, set[str]] = {}
+    for r in split:
+        by_key.setdefault(r.key, set()).add(r.split)
+    assert all(len(s) == 1 for s in by_key.values())
+    assert {r.split for r in split} == {"train", "validation", "test"}
+    # The split of a key does not depend on which other rows exist.
+    alone = assign_splits([rows[0]], seed=0)[0]
+    assert alone.split == next(r.split for r in split if r.key == rows[0].key)
+
+
+def test_registers_and_audit_files_are_well_formed_and_disjoint():
+    train, audit = _read(REGISTERS), _read(AUDIT)
+    for rows in (train, audit):
+        assert all(set(r) >= {"id", "text", "label", "kind", "template", "groups"} for r in rows)
+        assert {r["label"] for r in rows} == {0, 1}
+        assert len({r["id"] for r in rows}) == len(rows)
+    assert not {r["text"].casefold() for r in train} & {r["text"].casefold() for r in audit}
+    kinds = {r["kind"] for r in audit}
+    assert {"short_reply", "identity_statement", "counter_speech"} <= kinds
+    assert (REPO / "datasets" / "assistant_registers" / "CARD.md").is_file()
+    assert (REPO / "datasets" / "guard_audit" / "CARD.md").is_file()
+    assert find_registers() == REGISTERS
+
+
+def test_cap_keeps_whole_spread_and_is_deterministic():
+    rows = [SourceRow(f"t{k}-{i}", 0, 0, "x", f"k{k}") for k in range(20) for i in range(50)]
+    a, b = _cap(rows, 100, seed=0), _cap(list(reversed(rows)), 100, seed=0)
+    assert len(a) == 100 and sorted(a) == sorted(b)
+    assert len({r.key for r in a}) == 20  # every key contributes
+    assert _cap(rows, None, 0) == rows
+
+
+# -- the shipped head ------------------------------------------------------------------------------
+
+V1 = DEFAULT_HEAD_DIR.with_name("minilm_toxicity_v1")
+
+
+def _policy_threshold(policy: str, rail: str) -> float:
+    from rai_harness.guardrails import load_policy
+
+    loaded = load_policy(REPO / "guardrails" / f"{policy}.yaml")
+    stage = loaded.input if rail.endswith("input") else loaded.output
+    (found,) = [r for r in stage if r.name == rail]
+    return float(found.threshold)
+
+
+def test_shipped_card_quotes_its_metrics_and_the_policies_use_its_thresholds():
+    metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
+    chosen = metrics["policy_thresholds"]
+    assert set(chosen) >= {"default/toxic-output", "strict/toxic-output"}
+    # Every shipped toxicity rail uses the threshold the card chose for it from the calibrated curve.
+    for key, value in chosen.items():
+        policy, rail = key.split("/")
+        assert _policy_threshold(policy, rail) == pytest.approx(value["threshold"]), key
+    card = (DEFAULT_HEAD_DIR / "MODEL_CARD.md").read_text()
+    for section in (
+        "## Operating points of the shipped policies",
+        "## Comparison with the previous head",
+        "## Calibration",
+        "### Fine-tuning the encoder",
+    ):
+        assert section in card
+    t = f"{chosen['default/toxic-output']['threshold']:.2f}"
+    held_out = metrics["kinds"][t]
+    assert held_out["assistant_benign_fpr"]["n"] > 1000
+    assert set(ASSISTANT_KINDS) & set(held_out["by_kind"])
+    # The calibrated head's reliability on the test split (10-bin ECE) stays small.
+    assert metrics["calibration"]["toxic"]["test_after"]["ece"] < 0.05
+    # The old head's numbers are kept for comparison.
+    assert metrics["baseline"]["threshold"] == 0.5 and metrics["baseline"]["test_by_kind"]
+
+
+def test_shipped_head_meets_its_targets_held_out():
+    # Issue targets at the default policy's output threshold, on the held-out test split.
+    metrics = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text())
+    t = f"{metrics['policy_thresholds']['default/toxic-output']['threshold']:.2f}"
+    held_out = metrics["kinds"][t]
+    assert held_out["assistant_benign_fpr"]["rate"] <= 0.03
+    assert held_out["by_kind"]["identity_statement"]["fpr"]["rate"] <= 0.05
+    assert held_out["by_kind"]["short_reply"]["fpr"]["rate"] <= 0.03
+    # The dialect check: AAE and SAE false-positive rates within 5 points at the shipped threshold.
+    aae = metrics["aae"]["at_threshold"]
+    assert aae["threshold"] == pytest.approx(float(t))
+    assert abs(aae["fpr_aae"] - aae["fpr_sae"]) <= 0.05
+    # Better than the v1 head on benign assistant registers, measured on the same texts.
+    assert held_out["assistant_benign_fpr"]["rate"] < metrics["baseline"]["assistant_benign_fpr"]["rate"]
+
+
+def test_v1_head_is_kept_for_comparison():
+    from rai_harness.classifiers.toxicity_head import ToxicityHead
+
+    head = ToxicityHead.load(V1)
+    assert head.encoder is None and head.labels[0] == "toxic"
+    assert ToxicityHead.load(DEFAULT_HEAD_DIR).encoder is not None
