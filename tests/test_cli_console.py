@@ -21,6 +21,8 @@ from rai_harness.cli_gate import MAX_CONSOLE_LINES
 from rai_harness.record import read_run_record
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
+pytestmark = pytest.mark.slow  # one real `rai run` subprocess, shared by the module
+
 ROOT = Path(__file__).resolve().parents[1]
 # Longer than any column an 80-column table can give it: it must be folded, never cut.
 LONG_IDS = (
