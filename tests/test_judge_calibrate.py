@@ -185,7 +185,7 @@ def test_cli_calibrate_then_gate_on_judge_kappa(tmp_path, fake_server, monkeypat
     suite = record.suites["factuality.short_qa"]
     assert suite.judge is not None and suite.judge.calibration is not None
     assert suite.judge.calibration["kappa"]["value"] == pytest.approx(1.0)
-    assert suite.judge.calibration["n"] == 48
+    assert suite.judge.calibration["n"] == 48 and suite.judge.calibration["same_judge"] is True
     kappa = suite.results["model"].metrics["judge_kappa"]
     assert kappa.value == pytest.approx(1.0) and kappa.ci_low is not None
 

@@ -165,6 +165,8 @@ class RunConfig(BaseModel):
         judge_ids: set[str] = set()
         for judge in self.judges:
             jid = judge.provider_id
+            if judge.guard is not None:
+                raise ValueError(f"judge {jid!r} has a `guard`: judges grade outputs and are not guarded")
             if jid in seen or jid in judge_ids:
                 raise ValueError(
                     f"judge id {jid!r} is already used by a provider or another judge; give each a distinct `id`"

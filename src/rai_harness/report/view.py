@@ -519,6 +519,8 @@ def _judge_note(suite: SuiteRun) -> str:
             else ""
         )
         agreement = f"Cohen's kappa {est.value:.2f}{interval} vs human labels on {cal.get('n')} items"
+        if cal.get("same_judge") is False:
+            agreement += " (measured for a different judge configuration)"
     else:
         agreement = "agreement with human labels not measured (no judge_calibration)"
     repeats = f"; {judge.repeats} grades per reply" if judge.repeats > 1 else ""

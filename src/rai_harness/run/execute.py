@@ -57,7 +57,14 @@ from rai_harness.record import (
     write_run,
 )
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.judge import JUDGE_CALLS_FILE, JudgePlan, attach_judge, plan_judges, run_judge_stage
+from rai_harness.run.judge import (
+    JUDGE_CALLS_FILE,
+    JudgePlan,
+    attach_judge,
+    judge_reproducibility,
+    plan_judges,
+    run_judge_stage,
+)
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.run.score import (
@@ -552,6 +559,7 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
                 "verdicts do not depend on machine load"
             )
         providers[pp.provider_id] = entry
+    judges, judge_caveats = judge_reproducibility(plan.judges)
     return {
         "run_seed": plan.config.seed,
         "request_seeds": "per call: sha256(base seed, sample id, repeat index), 31 bits; base seed = the "
@@ -559,9 +567,11 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
         "also_seeded": ["suite sample selection", "bootstrap intervals", "retry backoff jitter"],
         "not_reproducible": [
             *caveats,
+            *judge_caveats,
             "timings (latency, TTFT, throughput) and costs derived from them vary with machine load",
         ],
         "providers": providers,
+        **({"judges": judges} if judges else {}),
     }
 
 
