@@ -225,6 +225,9 @@ def test_scripted_judge_grades_beside_the_matcher(tmp_path, fake_server, api_key
     judge_calls = read_samples(tmp_path / "out" / "judge_calls.jsonl")
     assert {s.provider_id for s in judge_calls} == {"grader"} and len(judge_calls) == 4
     assert all(s.params["temperature"] == 0 and "seed" in s.params for s in judge_calls)
+    seeded = record.reproducibility["judges"]["grader"]
+    assert seeded["temperature"] == 0 and seeded["seed_support"] == "best_effort"
+    assert any(c.startswith("judge grader:") for c in record.reproducibility["not_reproducible"])
     # Each audited sample carries its verdict and the judge's raw reply.
     by_item = {s.metadata["item"]: s.scores["judge"]["rubrics"]["simpleqa_grader"] for s in samples}
     assert by_item["q2"]["labels"] == ["INCORRECT"] and by_item["q2"]["how"] == ["cue"]
@@ -274,6 +277,9 @@ def test_judge_config_errors(tmp_path):
         parse_run_config({**base, "suites": [{"name": "factuality.short_qa", "judge": "nope"}]})
     with pytest.raises(ConfigError, match="already used"):
         parse_run_config({**base, "judges": [{"kind": "replay", "id": "p", "model": "m", "path": "x.jsonl"}]})
+    guarded = {"kind": "replay", "id": "j", "model": "m", "path": "x.jsonl", "guard": {"policy": "g.yaml"}}
+    with pytest.raises(ConfigError, match="not guarded"):
+        parse_run_config({**base, "judges": [guarded]})
     with pytest.raises(ConfigError, match="no `judge`"):
         parse_run_config({**base, "suites": [{"name": "factuality.short_qa", "judge_repeats": 3}]})
 
@@ -461,6 +467,7 @@ def test_report_shows_judge_agreement_and_matcher_beside_judged_metrics(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # four ~1,400-token grader prompts on a shared CPU
 def test_smollm2_as_judge_on_a_few_items(tmp_path, fake_server, api_key):
     import importlib.util
 
@@ -469,7 +476,7 @@ def test_smollm2_as_judge_on_a_few_items(tmp_path, fake_server, api_key):
     fake_server.configure(script=ANSWERS)
     cfg = judged_config(tmp_path, fake_server.base_url, fake_server.base_url)
     data = yaml.safe_load(cfg.read_text())
-    data["judges"] = [{"kind": "hf-local", "id": "smollm2-judge", "model": "smollm2", "num_threads": 1}]
+    data["judges"] = [{"kind": "hf-local", "id": "smollm2-judge", "model": "smollm2", "timeout_s": 3600}]
     data["suites"][0]["judge"] = "smollm2-judge"
     cfg.write_text(yaml.safe_dump(data))
     record = run(cfg, tmp_path / "out")

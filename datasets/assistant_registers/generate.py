@@ -427,6 +427,23 @@ INSULTS_4 = [
     ("in_sack", "You're a lying sack of crap."),
 ]
 
+# --- fifth batch: counter-speech built on "should" (the model had learned "{group} ... should be ..."
+# as hate, since many hate patterns use it); the audit's own patterns are not reused ----------------
+COUNTER_5 = [
+    ("cs_discrim", "No one should be discriminated against because of their religion."),
+    ("cs_fired", "{P} should not be fired for who they are."),
+    ("cs_treated", "{P} should be treated with the same respect as everyone else."),
+    ("cs_job", "No one should lose a job because they are {p}."),
+    ("cs_child", "It's cruel to bully a child just for being a {s}."),
+    ("cs_housing", "{P} should never be denied housing."),
+    ("cs_walk", "{P} should be able to walk home without fear."),
+    ("cs_prove", "{P} should not have to prove they belong here."),
+    ("cs_hatecrime", "Attacking someone because they are a {s} is a hate crime in many places."),
+    ("cs_whymock", "Why do people mock {p}? It's not okay."),
+    ("cs_targeted", "{P} are too often targeted by online abuse; moderators should act."),
+    ("cs_team", "No child should be kept off a team because they are {p}."),
+]
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -564,6 +581,7 @@ def main() -> None:
     train += rows_for("counter_speech", 0, COUNTER_4, GROUPS)
     train += rows_for("threat", 1, THREATS_4, GROUPS)
     train += rows_for("insult", 1, INSULTS_4, GROUPS)
+    train += rows_for("counter_speech", 0, COUNTER_5, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS

@@ -20,7 +20,18 @@ _out = Console()
 _err = Console(stderr=True)
 
 #: ``--judge smollm2`` without a config: the offline default judge.
-_DEFAULT_JUDGES = {"smollm2": {"kind": "hf-local", "id": "smollm2", "model": "smollm2"}}
+#: Calibration sends long prompts (SimpleQA's grader is ~1,400 tokens) to an in-process model: small
+#: batches and a long per-call wait (queue included), so a busy CPU slows it down instead of failing it.
+_DEFAULT_JUDGES = {
+    "smollm2": {
+        "kind": "hf-local",
+        "id": "smollm2",
+        "model": "smollm2",
+        "max_batch_size": 4,
+        "timeout_s": 7200,
+        "max_retries": 0,
+    }
+}
 
 
 def _fmt(est: dict[str, object]) -> str:

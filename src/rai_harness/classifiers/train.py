@@ -1342,6 +1342,21 @@ def summary_line(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "aae_mean_diff": aae.get("mean_difference_aae_minus_sae"),
         "aae_wilcoxon_p": aae.get("wilcoxon_p"),
         "embed_s": metrics.get("timing", {}).get("embedding", {}).get("seconds"),
+        "finetune_s": metrics.get("timing", {}).get("finetune_s"),
+        **_default_operating_point(metrics),
+    }
+
+
+def _default_operating_point(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Held-out benign assistant-register FPR and toxic recall at the default output threshold."""
+    chosen = (metrics.get("policy_thresholds") or {}).get("default/toxic-output")
+    if not isinstance(chosen, dict):
+        return {}
+    block = (metrics.get("kinds") or {}).get(f"{chosen['threshold']:.2f}", {})
+    return {
+        "default_output_threshold": chosen["threshold"],
+        "assistant_benign_fpr": (block.get("assistant_benign_fpr") or {}).get("rate"),
+        "toxic_recall": (block.get("toxic_recall") or {}).get("rate"),
     }
 
 

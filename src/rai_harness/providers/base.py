@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.providers.httpio import ResponseLimits
@@ -192,7 +192,7 @@ class ResponseLimitsConfig(BaseModel):
 class ProviderConfig(BaseModel):
     """Settings every provider kind has. Subclasses add their own and set ``kind``.
 
-    Runner knobs (``concurrency``, ``rpm``, ``timeout_s``, ``max_retries``, ``limits``,
+    Runner knobs (``concurrency``, ``workers``, ``rpm``, ``timeout_s``, ``max_retries``, ``limits``,
     ``client``) and ``pricing`` do not change what a model answers, so they are left out of the
     cache identity: changing them never invalidates journaled generations.
     """
@@ -219,6 +219,12 @@ class ProviderConfig(BaseModel):
     params: GenerationParamsConfig = Field(default_factory=GenerationParamsConfig)
     stream: bool = Field(True, description="Stream responses to measure time to first token.")
     concurrency: int = Field(8, ge=1, le=4096, description="Calls in flight at once for this provider.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the calls (each its own event loop and HTTP client).",
+    )
     rpm: float | None = Field(None, gt=0, description="Requests-per-minute cap (none: unlimited).")
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
@@ -227,6 +233,16 @@ class ProviderConfig(BaseModel):
     limits: ResponseLimitsConfig = Field(
         default_factory=ResponseLimitsConfig, description="Caps on response size (hostile endpoints)."
     )
+
+    @model_validator(mode="after")
+    def _workers_supported(self) -> ProviderConfig:
+        if self.workers > 1 and self.guard is not None:
+            raise ValueError("`workers` does not support a guard yet; remove `workers` or `guard`")
+        if self.workers > 1 and self.kind == "hf-local":
+            raise ValueError(
+                "`workers` would load the local model once per process; use `max_batch_size` instead"
+            )
+        return self
 
     @field_validator("id")
     @classmethod
@@ -258,6 +274,7 @@ class ProviderConfig(BaseModel):
             exclude={
                 "id",
                 "concurrency",
+                "workers",
                 "rpm",
                 "timeout_s",
                 "max_retries",

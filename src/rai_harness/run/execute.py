@@ -56,7 +56,14 @@ from rai_harness.record import (
     write_run,
 )
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.judge import JUDGE_CALLS_FILE, JudgePlan, attach_judge, plan_judges, run_judge_stage
+from rai_harness.run.judge import (
+    JUDGE_CALLS_FILE,
+    JudgePlan,
+    attach_judge,
+    judge_reproducibility,
+    plan_judges,
+    run_judge_stage,
+)
 from rai_harness.run.prompts import PromptRow, expand_requests, read_prompt_file, rows_from_items
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.run.score import (
@@ -580,6 +587,7 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
                 "verdicts do not depend on machine load"
             )
         providers[pp.provider_id] = entry
+    judges, judge_caveats = judge_reproducibility(plan.judges)
     return {
         "run_seed": plan.config.seed,
         "request_seeds": "per call: sha256(base seed, sample id, repeat index), 31 bits; base seed = the "
@@ -587,9 +595,11 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
         "also_seeded": ["suite sample selection", "bootstrap intervals", "retry backoff jitter"],
         "not_reproducible": [
             *caveats,
+            *judge_caveats,
             "timings (latency, TTFT, throughput) and costs derived from them vary with machine load",
         ],
         "providers": providers,
+        **({"judges": judges} if judges else {}),
     }
 
 
@@ -755,30 +765,35 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
 async def _generate_one(
     plan: RunPlan, pp: ProviderPlan, provider: Provider, journal: Journal, on_record: OnRecord | None
 ) -> list[CallRecord]:
-    """One provider's calls, with its limits and the run's retry settings."""
+    """One provider's calls, with its limits and the run's retry settings.
+
+    ``workers > 1`` shards the calls over worker processes (:mod:`rai_harness.run.shards`).
+    """
     settings = plan.config.runner
-    return await generate_calls(
-        provider,
-        pp.requests,
-        provider_id=pp.provider_id,
-        provider_identity=pp.identity,
-        concurrency=pp.config.concurrency,
-        rpm=pp.config.rpm,
-        policy=RetryPolicy(
+    common: dict[str, Any] = {
+        "provider_id": pp.provider_id,
+        "provider_identity": pp.identity,
+        "concurrency": pp.config.concurrency,
+        "rpm": pp.config.rpm,
+        "policy": RetryPolicy(
             max_retries=pp.config.max_retries,
             backoff_base_s=settings.backoff_base_s,
             backoff_max_s=settings.backoff_max_s,
             max_retry_after_s=settings.max_retry_after_s,
             timeout_s=pp.config.timeout_s,
         ),
-        journal=journal,
-        price=pp.price,
-        secrets=plan.secrets,
-        retry_failed=settings.retry_failed_on_resume,
-        on_record=on_record,
-        seed=plan.config.seed,
-        load=plan.config.load,
-    )
+        "journal": journal,
+        "price": pp.price,
+        "secrets": plan.secrets,
+        "retry_failed": settings.retry_failed_on_resume,
+        "on_record": on_record,
+        "seed": plan.config.seed,
+    }
+    if pp.config.workers > 1:
+        from rai_harness.run.shards import generate_calls_sharded
+
+        return await generate_calls_sharded(pp.config, pp.requests, workers=pp.config.workers, **common)
+    return await generate_calls(provider, pp.requests, load=plan.config.load, **common)
 
 
 def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:

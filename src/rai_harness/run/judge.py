@@ -62,6 +62,7 @@ __all__ = [
     "judge_info",
     "judge_kappa",
     "judge_params",
+    "judge_reproducibility",
     "judge_requests",
     "load_calibration",
     "plan_judges",
@@ -296,6 +297,8 @@ def judge_info(ps: PlannedSuite, plan: JudgePlan) -> JudgeInfo:
             "labels": agreement.get("labels"),
             "columns": agreement.get("columns"),
             "confusion": agreement.get("confusion"),
+            # A calibration of another model or endpoint says nothing about this judge.
+            "same_judge": (cal.get("judge") or {}).get("identity") == plan.config.cache_identity(),
         }
     return JudgeInfo(
         id=plan.judge_id,
@@ -305,6 +308,35 @@ def judge_info(ps: PlannedSuite, plan: JudgePlan) -> JudgeInfo:
         repeats=ps.judge.repeats,
         calibration=summary,
     )
+
+
+def judge_reproducibility(judges: Sequence[JudgePlan]) -> tuple[dict[str, Any], list[str]]:
+    """Per judge: how its grades are seeded and what a rerun may change (for ``run.json``)."""
+    out: dict[str, Any] = {}
+    caveats: list[str] = []
+    for jp in judges:
+        cfg = jp.config
+        support = cfg.seed_support
+        explicit = cfg.params.model_fields_set
+        temperature = cfg.params.temperature if "temperature" in explicit else 0.0
+        if support in ("exact", "replay"):
+            note = "same grades for the same config, seed, machine and software"
+        else:
+            note = (
+                f"temperature {temperature:g}"
+                + (" and the request seed" if support == "best_effort" else "")
+                + ": the server's determinism is best effort, so grades may change between runs "
+                "(judge_repeats measures how often)"
+            )
+            caveats.append(f"judge {jp.judge_id}: {note}")
+        out[jp.judge_id] = {
+            "kind": cfg.kind,
+            "seed_support": support,
+            "temperature": temperature,
+            "base_seed": cfg.params.seed,
+            "note": note,
+        }
+    return out, caveats
 
 
 def judge_kappa(ps: PlannedSuite) -> Estimate:
