@@ -191,7 +191,7 @@ async def test_run_stage_starts_calls_at_their_scheduled_times() -> None:
     lag = started - scheduled
     # Never early; late only by timer granularity and machine load (a loose bound: tests
     # must pass on a busy CI box; benchmarks/runner_overhead.py measures the real numbers).
-    assert lag.min() >= -1e-3 and np.median(lag) < 0.05
+    assert lag.min() >= -1e-3 and np.median(lag) < 0.25
     assert not any(d.capped for d in seen)
 
 
