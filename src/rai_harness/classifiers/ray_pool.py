@@ -100,6 +100,11 @@ class RayDataClassifier:
             self._labels = tuple(default_pool().get(self.spec).labels)  # type: ignore[union-attr]
         return self._labels
 
+    @property
+    def produces_spans(self) -> bool:
+        """Whether results carry spans: a property of the backend, read from a local instance."""
+        return bool(getattr(default_pool().get(self.spec), "produces_spans", False))
+
     def predict(self, texts: Sequence[str]) -> list[LabelScores]:
         """Score every text on the cluster; one result per input, in input order."""
         if len(texts) < self._min_texts:

@@ -49,14 +49,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError, MissingDependencyError, RunError
 from rai_harness.pricing import ResolvedPrice
-from rai_harness.providers.base import Provider, ProviderConfig, require_package
+from rai_harness.providers.base import Provider, require_package
 from rai_harness.record import CallRecord
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.runner import LoopLagMonitor, RateLimiter, RetryPolicy, generate_calls, reuse_journaled
 from rai_harness.types import ChatRequest, Generation
 
 if TYPE_CHECKING:
-    from rai_harness.run.execute import RunPlan
+    from rai_harness.run.execute import ProviderPlan, RunPlan
 
 __all__ = [
     "CallWorker",
@@ -231,7 +231,8 @@ class RaySession:
 class WorkerSpec:
     """One provider as one call actor runs it: its config and the actor's share of the limits."""
 
-    config: ProviderConfig
+    #: The provider's plan without its requests (its config and guard policy, resolved at plan time).
+    provider: ProviderPlan
     identity: dict[str, Any]
     concurrency: int
     rpm: float | None
@@ -298,7 +299,7 @@ class CallWorker:
 
                 spec = self._specs[provider_id]
                 provider = self._providers[provider_id] = _SharedLimits(
-                    _build(spec.config), spec.concurrency, RateLimiter(spec.rpm)
+                    _build(spec.provider), spec.concurrency, RateLimiter(spec.rpm)
                 )
             if load and provider_id not in self._loaded:
                 loader = getattr(provider, "load", None)
@@ -378,7 +379,7 @@ class CallWorker:
         """The provider's model details, as a local run records them."""
         from rai_harness.run.execute import _describe
 
-        return await _describe(await self._provider(provider_id, load=False))
+        return _describe(await self._provider(provider_id, load=False))
 
     async def finish(self) -> WorkerReport:
         """Close the providers; report this actor's event-loop lag and the CPU its calls took."""
@@ -492,7 +493,7 @@ def _specs_for(plan: RunPlan, shares: dict[str, list[int]], index: int) -> dict[
         cfg = pp.config
         rpm = cfg.rpm * share / cfg.concurrency if cfg.rpm else None
         specs[pp.provider_id] = WorkerSpec(
-            config=cfg,
+            provider=dataclasses.replace(pp, requests=()),  # the calls travel in chunks
             identity=cfg.cache_identity(),
             concurrency=share,
             rpm=rpm,
@@ -559,9 +560,9 @@ async def _describe_here(plan: RunPlan) -> list[dict[str, Any]]:
 
     infos = []
     for pp in plan.providers:
-        provider = _build(pp.config)
+        provider = _build(pp)
         try:
-            infos.append(await _describe(provider))
+            infos.append(_describe(provider))
         finally:
             with contextlib.suppress(Exception):
                 await provider.aclose()
