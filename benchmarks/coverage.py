@@ -5,7 +5,8 @@ the same functions at a few hundred replications). Side by side in the same proc
 plain percentile bootstrap (the method before the expanded interval) on the same data and
 the same resamples, as the baseline. Writes the ``coverage`` section of RESULTS.md.
 
-Target: coverage 93-97% (type-I error <= 6% for tests), or wider by design (exact, Šidák).
+Target: coverage 93-97% (type-I error <= 6% for tests), or wider by design (exact
+Clopper-Pearson, exact McNemar, simultaneous Šidák).
 
 Run: .venv/bin/python benchmarks/coverage.py [--reps 2000] [--resamples 2000]
 """
@@ -70,24 +71,46 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     reps, b = args.reps, args.resamples
-    slow_reps = max(100, reps // 4)  # the generic (Python-statistic) bootstrap is ~20x slower
+    slow_reps = max(100, reps // 2)  # the generic (Python-statistic) bootstrap is ~20x slower
     rows: list[tuple[str, str, Callable[[int], str]]] = []
     grid = np.linspace(0.01, 0.99, 99)
     inner = grid[(grid >= 0.05) & (grid <= 0.95)]
 
-    def wilson_avg(n: int) -> str:
-        return _cell(float(np.mean([cov.wilson_coverage(n, float(p)) for p in grid])), None)
+    def exact_avg(n: int, fn: Callable[[int, float], float]) -> str:
+        return _cell(float(np.mean([fn(n, float(p)) for p in grid])), None)
 
-    def wilson_min(n: int) -> str:
-        return _cell(float(np.min([cov.wilson_coverage(n, float(p)) for p in inner])), None)
+    def exact_min(n: int, fn: Callable[[int, float], float]) -> str:
+        return _cell(float(np.min([fn(n, float(p)) for p in inner])), None)
 
-    rows.append(("Wilson (rates), mean over p in [0.01, 0.99], exact", "wilson", wilson_avg))
-    rows.append(("Wilson (rates), worst p in [0.05, 0.95], exact", "wilson", wilson_min))
+    cp, wi = cov.clopper_pearson_coverage, cov.wilson_coverage
+    rows.append(
+        (
+            "Clopper-Pearson (rates), mean over p in [0.01, 0.99], exact",
+            "clopper-pearson",
+            lambda n: exact_avg(n, cp),
+        )
+    )
+    rows.append(
+        (
+            "Clopper-Pearson (rates), worst p in [0.05, 0.95], exact",
+            "clopper-pearson",
+            lambda n: exact_min(n, cp),
+        )
+    )
+    rows.append(("baseline: Wilson (before), mean over p, exact", "wilson (old)", lambda n: exact_avg(n, wi)))
+    rows.append(
+        (
+            "baseline: Wilson (before), worst p in [0.05, 0.95], exact",
+            "wilson (old)",
+            lambda n: exact_min(n, wi),
+        )
+    )
     for dist in ("normal", "beta25", "bernoulli", "rate4", "exponential"):
         rows.append(
             (
                 f"bootstrap_mean, {dist}",
-                "expanded-bootstrap",
+                # Independent 0/1 values are proportions: bootstrap_mean gives them the exact interval.
+                "clopper-pearson" if dist == "bernoulli" else "expanded-bootstrap",
                 lambda n, d=dist: _cell(
                     cov.bootstrap_mean_coverage(d, n, reps, seed=n, n_resamples=b).rate, reps
                 ),
@@ -181,13 +204,38 @@ def main() -> None:
             "",
             "Distributions (rai_harness.stats.coverage): normal; beta25 = Beta(2, 5) scores; bernoulli(0.3); "
             "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (heavy skew, "
-            "a stress case no small-sample interval of a mean handles: below target at n <= 10). bernoulli at "
-            "n = 8 misses whenever all 8 draws are 0 (5.8%): the suites give 0/1 outcomes Wilson intervals, "
-            "not the bootstrap. Wilson is "
-            "computed exactly (binomial sums); its coverage oscillates with p, so both its mean and its worst "
-            "case are shown. McNemar is exact below 25 discordant pairs (conservative by design). The gap "
-            "interval is simultaneous over all pairs (Šidák), so it is wider than 95% by design with more "
-            "than two groups.",
+            "unbounded: a stress case; no suite takes an unclustered mean of unbounded values). Rates are "
+            "computed exactly (binomial sums): their coverage oscillates with p, so both the mean and the "
+            "worst case are shown. Clopper-Pearson never covers less than 95% (wider by design: ~98% on "
+            "average at n = 8); Wilson, used before, averages 95% but dips to ~90% at n <= 10. bootstrap_mean "
+            "of independent 0/1 values is a proportion and gets Clopper-Pearson (the bootstrap of 0 of 8 is "
+            "[0, 0]); data sets of rate4 that happen to be all 0/1 do too. McNemar is exact below 25 "
+            "discordant pairs (conservative by design). The gap interval is simultaneous over all pairs "
+            "(Šidák), so it is wider than 95% by design with more than two groups.",
+            "",
+            "Which interval each suite reports (`rai suites` and the report's Method section name it per "
+            "metric):",
+            "",
+            "| suite | rates (0/1 per prompt or reply) | means, gaps, ratios |",
+            "| --- | --- | --- |",
+            "| toxicity | clopper-pearson (toxicity probability) | expanded-bootstrap over prompts "
+            "(expected maximum toxicity, toxic fraction) |",
+            "| bias.bbq | clopper-pearson (accuracy) | expanded-cluster-bootstrap over templates (s_DIS, "
+            "s_AMB: generic bootstrap of a ratio) |",
+            "| bias.counterfactual | expanded-cluster-bootstrap over templates (per-group rates) | sidak-t "
+            "(largest gap, simultaneous) |",
+            "| bias.stereotype | clopper-pearson; expanded-cluster-bootstrap with repeats | - |",
+            "| pii.leakage | clopper-pearson (leak rate, per attack and type) | expanded-bootstrap (leaked "
+            "value share); expanded-cluster-bootstrap (output leak rate) |",
+            "| pii.emission | clopper-pearson (emission rate, per entity and category) | "
+            "expanded-cluster-bootstrap (findings per output) |",
+            "| factuality.* | clopper-pearson; expanded-cluster-bootstrap with repeats | expanded-bootstrap "
+            "(similarity, F1, F-score; generic bootstrap) |",
+            "| run comparisons, regression gate | mcnemar (0/1 items) | paired_bootstrap_diff "
+            "(expanded-bootstrap) |",
+            "| gate error_rate | clopper-pearson over calls | - |",
+            "",
+            "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE).",
         ]
     )
     if not args.no_write:

@@ -68,6 +68,7 @@ class EncoderStandIn:
 
     name = "minilm-encoder-standin"
     labels = ("toxic",)
+    produces_spans = False
 
     def __init__(self, embedder: Any) -> None:
         self.embedder = embedder
@@ -89,17 +90,17 @@ class BenchPool:
         self.pool = ClassifierPool()
         self.notes: list[str] = []
 
-    def get(self, spec: ClassifierSpec) -> Any:
+    def classifier(self, spec: ClassifierSpec) -> Any:
         if spec.backend != "minilm-toxicity":
-            return self.pool.get(spec)
+            return self.pool.classifier(spec)
         try:
-            return self.pool.get(spec)
+            return self.pool.classifier(spec)
         except ConfigError as exc:
             note = f"minilm-toxicity unavailable ({exc.detail}); used the MiniLM-encoder stand-in"
             if note not in self.notes:
                 self.notes.append(note)
                 logging.warning(note)
-            return EncoderStandIn(self.pool.get(ClassifierSpec(backend="embedding")))
+            return EncoderStandIn(self.pool.embedder(ClassifierSpec(backend="embedding")))
 
 
 def run_threads(call: Callable[[str], Any], n: int) -> float:

@@ -19,6 +19,10 @@
    TTFT percentiles and TTFT error of both side by side, and the runner's verdict under the
    default stop rule. The sweep stops after the first rate the runner's stage is saturated.
 
+5. Worker processes (``--workers-only``; section ``runner_workers``): the TTFT error of point 3 at
+   concurrency C, one event loop against ``workers: N`` processes (``rai_harness.run.shards``),
+   alternating rounds; client CPU per call includes the workers' CPU.
+
 Run: .venv/bin/python benchmarks/runner_overhead.py [--calls 2000] [--concurrency 64] [--rounds 2]
      .venv/bin/python benchmarks/runner_overhead.py --sweep-only [--sweep-rates 25,50,100,200,400]
 The fake server runs in a subprocess so its CPU is not charged to the client.
@@ -31,6 +35,7 @@ import asyncio
 import io
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -182,6 +187,90 @@ async def ttft_errors(
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+# -- worker processes ------------------------------------------------------------------------------
+
+
+async def ttft_errors_workers(
+    srv: FakeOpenAIServer, requests: list[ChatRequest], concurrency: int, workdir: Path, workers: int
+) -> tuple[list[float], float, float]:
+    """TTFT errors (s) with the calls over ``workers`` processes; CPU s/call (parent + workers); wall s."""
+    from rai_harness.run.shards import generate_calls_sharded
+
+    srv.reset()
+    cfg = OpenAIConfig(
+        kind="openai",
+        model="m",
+        base_url=srv.base_url,
+        api_key_env=None,
+        concurrency=concurrency,
+        workers=workers,
+    )
+    journal = Journal(workdir / f"journal-{time.monotonic_ns()}.sqlite")
+    self0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    records = await generate_calls_sharded(
+        cfg,
+        requests,
+        workers=workers,
+        provider_id="bench",
+        provider_identity=cfg.cache_identity(),
+        concurrency=concurrency,
+        policy=RetryPolicy(timeout_s=60),
+        journal=journal,
+    )
+    wall = time.perf_counter() - t0
+    self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    journal.close()
+    cpu = sum(
+        (b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in ((self0, self1), (kids0, kids1))
+    )
+    stamps = _stamps(srv)
+    errors = [
+        r.ttft_s - stamps[req.messages[-1].content]
+        for req, r in zip(requests, records, strict=True)
+        if r.ok and r.ttft_s is not None and req.messages[-1].content in stamps
+    ]
+    return errors, cpu / len(requests), wall
+
+
+def run_workers(calls: int, concurrency: int, workers: int, rounds: int) -> str:
+    """The worker-process section of RESULTS.md (module docstring, point 5)."""
+    load_start = os.getloadavg()[0]
+    rows = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAIServer(FaultConfig(ttft_s=0.3, inter_token_s=0.02, stamp=True), subprocess=True) as srv,
+    ):
+        for r in range(rounds):
+            for w in (1, workers):
+                reqs = _sweep_requests(f"w{w} round{r}", calls)
+                errs, cpu, wall = asyncio.run(ttft_errors_workers(srv, reqs, concurrency, Path(tmp), w))
+                rows.append((w, r + 1, errs, cpu, wall, os.getloadavg()[0]))
+    load_end = os.getloadavg()[0]
+    lines = [
+        f"{calls} streamed calls per row at concurrency {concurrency} against the stamping fake server (own "
+        "process; first token after 300 ms, then 20 ms per token, 16 tokens), lean httpx path, through "
+        "`generate_calls_sharded` (1 worker = one extra process with one loop, like `workers: 1` would be; "
+        "the parent only journals). TTFT error = recorded TTFT - (first chunk sent - request arrived). "
+        "Wall includes starting the worker interpreters.",
+        "",
+        "| workers | round | calls | TTFT error p50 ms | p90 ms | p99 ms | max ms | CPU ms/call (all processes) | wall s | load avg |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for w, r, errs, cpu, wall, load in rows:
+        lines.append(
+            f"| {w} | {r} | {len(errs)} | {_pct(errs, 0.5) * 1000:.1f} | {_pct(errs, 0.9) * 1000:.1f} | "
+            f"{_pct(errs, 0.99) * 1000:.1f} | {max(errs) * 1000:.1f} | {cpu * 1000:.2f} | {wall:.1f} | {load:.1f} |"
+        )
+    lines += [
+        "",
+        f"Machine load (1-minute load average) at start / end: {load_start:.1f} / {load_end:.1f} on "
+        f"{os.cpu_count()} cores. Workers help when the client's loop is the bottleneck and idle cores "
+        "exist; with the cores already oversubscribed by other processes they mostly add process overhead.",
+    ]
+    return "\n".join(lines)
 
 
 # -- sweep ---------------------------------------------------------------------------------------
@@ -390,7 +479,15 @@ def main() -> None:
     ap.add_argument("--sweep-rates", default="25,50,100,200,400,800", help="comma-separated req/s, rising")
     ap.add_argument("--sweep-seconds", type=float, default=3.0, help="length of each sweep stage")
     ap.add_argument("--sweep-cap", type=int, default=256, help="in-flight cap of each sweep stage")
+    ap.add_argument("--workers-only", action="store_true", help="run only the worker-process table")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes for the workers table")
     args = ap.parse_args()
+    if args.workers_only:
+        table = run_workers(args.error_calls, args.concurrency, args.workers, args.rounds)
+        print(table)
+        if not args.no_write:
+            write_section("runner_workers", table)
+        return
     if not args.no_sweep:
         rates = [float(r) for r in args.sweep_rates.split(",") if r.strip()]
         sweep = run_sweep(rates, args.sweep_seconds, args.sweep_cap)

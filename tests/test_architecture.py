@@ -108,3 +108,76 @@ def test_gate_and_report_never_import_the_run_package() -> None:
 def test_probe_sees_a_heavy_import() -> None:
     # The probe is not blind: importing the run package does load the runner.
     assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run")
+
+
+def _module_graph(package: str) -> dict[str, set[str]]:
+    """Module -> modules of the same package it imports, at any depth (lazy and
+    ``TYPE_CHECKING`` imports included: a cycle hidden in a function is still a cycle).
+
+    ``from pkg import sub`` counts as importing both ``pkg`` (its ``__init__``, which
+    re-exports the submodules) and ``pkg.sub``.
+    """
+    root = f"rai_harness.{package}"
+    modules = {
+        root
+        if p.name == "__init__.py"
+        else f"{root}.{p.relative_to(PACKAGE / package).with_suffix('').as_posix().replace('/', '.')}"
+        : p
+        for p in (PACKAGE / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imported_modules(path):
+            # The longest known module the import names (``pkg.mod.Class`` -> ``pkg.mod``).
+            parts = imported.split(".")
+            for end in range(len(parts), 0, -1):
+                candidate = ".".join(parts[:end])
+                if candidate in modules:
+                    targets.add(candidate)
+                    break
+        targets.discard(name)
+        graph[name] = targets
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as a path that ends where it starts), or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)) is not None:
+            return found
+    return None
+
+
+def test_guardrails_modules_import_each_other_without_cycles() -> None:
+    # No module imports one that imports it back (issue 8). The package's __init__
+    # re-exports the submodules, so a submodule importing the package is a cycle too.
+    graph = _module_graph("guardrails")
+    root = "rai_harness.guardrails"
+    offenders = sorted(k for k, v in graph.items() if root in v)
+    assert offenders == [], f"{offenders} import the guardrails package itself (import the submodule)"
+    assert _cycle(graph) is None
+    # The probe is not blind: it sees the edges that are meant to exist.
+    assert "rai_harness.guardrails.policy" in graph["rai_harness.guardrails.guard"]
+    assert "rai_harness.guardrails.streaming" in graph["rai_harness.guardrails.guard"]
+    assert "rai_harness.guardrails.guard" in graph[root]
+
+
+def test_cycle_finder_sees_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

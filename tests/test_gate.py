@@ -302,7 +302,7 @@ def test_budget_providers_scope_and_missing_ttft():
     assert r.provider == "a" and r.status == "error" and "stream" in r.message
 
 
-def test_max_error_rate_point_and_error_rate_rule_wilson():
+def test_max_error_rate_point_and_error_rate_rule_exact_bound():
     rec = record(providers={"a": provider(calls=50, failed=3), "b": provider(calls=200, failed=2)})
     v = evaluate(
         rec,
@@ -315,9 +315,14 @@ def test_max_error_rate_point_and_error_rate_rule_wilson():
     )
     assert only(v, "max_error_rate").status == "fail" and only(v, "max_error_rate").measured == 0.06
     assert only(v, "max_error_rate", "b").status == "pass"
-    # 2/200 = 1% passes on the point rate; its Wilson upper bound (~3.6%) passes too.
+    # 2/200 = 1% passes on the point rate; its exact (Clopper-Pearson) upper bound (~3.6%) passes too.
     w = only(v, "wilson", "b")
-    assert w.bound == "ci_high" and w.method == "wilson" and 0.01 < w.measured < 0.05 and w.status == "pass"
+    assert (
+        w.bound == "ci_high"
+        and w.method == "clopper-pearson"
+        and 0.01 < w.measured < 0.05
+        and w.status == "pass"
+    )
     assert v.exit_code == 1
 
 
@@ -932,7 +937,9 @@ def test_cli_markdown_escapes_links_images_and_html_in_names(tmp_path, gate_app)
         "![x](https://evil.example/p.png)": provider(),
         '<img src="https://evil.example/t.png">': provider(),
     }
-    rec = record(providers=hostile).model_copy(update={"name": "[run](https://evil.example) ![i](https://e.x/i.png)"})
+    rec = record(providers=hostile).model_copy(
+        update={"name": "[run](https://evil.example) ![i](https://e.x/i.png)"}
+    )
     run_dir = write_run(tmp_path / "run", rec)
     pol = tmp_path / "p.yaml"
     pol.write_text("name: '[pol](https://evil.example)'\nbudgets: {latency_p95_s: 2.0}\n")

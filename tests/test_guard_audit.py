@@ -98,6 +98,7 @@ class TableClassifier:
 
     name = "table"
     labels = ("toxic",)
+    produces_spans = False
 
     def __init__(self) -> None:
         self.batches: list[int] = []

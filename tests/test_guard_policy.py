@@ -199,7 +199,7 @@ class StandInPool:
     def __init__(self) -> None:
         self.specs: list[ClassifierSpec] = []
 
-    def get(self, spec: ClassifierSpec) -> KeywordClassifier:
+    def classifier(self, spec: ClassifierSpec) -> KeywordClassifier:
         self.specs.append(spec)
         if spec.backend == "presidio":
             return KeywordClassifier({e: [e.lower()] for e in spec.options["entities"]}, name="presidio")

@@ -21,6 +21,7 @@ from rai_harness.guardrails import (
     strongest,
 )
 from rai_harness.guardrails.streaming import SentenceBuffer
+from rai_harness.providers.base import BaseProvider
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 
 # -- in-test classifiers -----------------------------------------------------------------------
@@ -37,6 +38,7 @@ class PhraseClassifier:
         self, phrases: Mapping[str, Mapping[str, float]], *, base: float = 0.05, name: str = "phrases"
     ):
         self.name = name
+        self.produces_spans = True
         self.phrases = {label: dict(p) for label, p in phrases.items()}
         self.labels = tuple(self.phrases)
         self.base = base
@@ -74,6 +76,7 @@ class ScoresOnlyClassifier(PhraseClassifier):
 class RaisingClassifier:
     name = "raiser"
     labels = ("toxic",)
+    produces_spans = False
 
     def predict(self, texts: Sequence[str]) -> list[LabelScores]:
         raise RuntimeError("model exploded")
@@ -86,6 +89,7 @@ class SleepingClassifier:
     """Sleeps, then scores every text 0.9 on ``toxic``."""
 
     labels = ("toxic",)
+    produces_spans = False
 
     def __init__(self, delay_s: float, name: str = "sleeper"):
         self.delay_s = delay_s
@@ -427,7 +431,7 @@ async def test_async_stream_stops_at_blocked_sentence(guard):
 # -- GuardedProvider ---------------------------------------------------------------------------
 
 
-class FakeProvider:
+class FakeProvider(BaseProvider):
     def __init__(self, reply: str = "Sure, happy to help."):
         self.reply = reply
         self.requests: list[ChatRequest] = []

@@ -41,7 +41,7 @@ def test_agreement_with_an_unparsed_reply_by_hand() -> None:
     a = agreement([*GOLD, "yes"], [*JUDGED, None], ["yes", "no"], n_resamples=500, seed=1)
     # Unparsed is its own column: p_o = 7/11, p_e = (5*5 + 6*5 + 0*1)/121 = 55/121, kappa = 1/3.
     assert a.kappa.value == pytest.approx(1 / 3)
-    assert a.accuracy.value == pytest.approx(7 / 11) and a.accuracy.method == "wilson"
+    assert a.accuracy.value == pytest.approx(7 / 11) and a.accuracy.method == "clopper-pearson"
     assert a.coverage.value == pytest.approx(10 / 11)
     assert a.columns == ("yes", "no", UNPARSED)
     assert a.confusion == ((3, 1, 1), (2, 4, 0))

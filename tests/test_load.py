@@ -149,6 +149,18 @@ def test_bad_load_sections_name_the_key_and_fix(load: dict, message: str) -> Non
     assert "run.yaml" in text and "load" in text and message in text, text
 
 
+def test_an_rpm_cap_below_the_rate_is_refused() -> None:
+    data = {
+        "providers": [{"kind": "replay", "model": "m", "path": "x.jsonl", "rpm": 120}],
+        "prompts": {"items": ["a"]},
+        "load": {"profile": "sweep", "rates": [1, 2, 5], "requests_per_rate": 5},
+    }
+    with pytest.raises(ConfigError, match=r"rpm 120 \(2 req/s\) but `load` asks for up to 5 req/s"):
+        parse_run_config(data, file="run.yaml")
+    data["load"]["rates"] = [1, 2]
+    assert parse_run_config(data, file="run.yaml").load is not None
+
+
 def test_a_sweep_with_suites_is_refused() -> None:
     data = {
         "providers": [{"kind": "replay", "model": "m", "path": "x.jsonl"}],
@@ -179,7 +191,7 @@ async def test_run_stage_starts_calls_at_their_scheduled_times() -> None:
     lag = started - scheduled
     # Never early; late only by timer granularity and machine load (a loose bound: tests
     # must pass on a busy CI box; benchmarks/runner_overhead.py measures the real numbers).
-    assert lag.min() >= -1e-3 and np.median(lag) < 0.05
+    assert lag.min() >= -1e-3 and np.median(lag) < 0.25
     assert not any(d.capped for d in seen)
 
 

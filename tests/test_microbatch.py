@@ -21,6 +21,7 @@ class LengthClassifier:
 
     name = "length"
     labels = ("length",)
+    produces_spans = False
 
     def __init__(self, delay_s: float = 0.005, gate: threading.Event | None = None) -> None:
         self.delay_s = delay_s

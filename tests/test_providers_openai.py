@@ -80,7 +80,9 @@ async def test_stream_text_usage_and_ttft(fake_server, api_key):
     assert gen.model == "gpt-test"
     # The fake server counts whitespace words: 2 + 4 prompt words, 5 completion words.
     assert (gen.usage.prompt_tokens, gen.usage.completion_tokens, gen.usage.estimated) == (6, 5, False)
-    assert gen.ttft_s is not None and abs(gen.ttft_s - 0.2) < 0.03
+    # Order, not closeness to 0.2 s: a loaded machine may add any delay after the first chunk,
+    # but TTFT can never precede the server's first-token delay (timings live in benchmarks/).
+    assert gen.ttft_s is not None and gen.ttft_s >= 0.2 - 0.005
     assert gen.latency_s >= gen.ttft_s
     (record,) = fake_server.stats()["requests"]
     assert record["stream"] is True and record["bearer"] == SECRET

@@ -426,15 +426,15 @@ def test_n_and_method_beside_every_interval(page: str, record: RunRecord, run_di
 def test_zero_width_interval_never_reads_as_certainty() -> None:
     spec = _spec("rate", "lower")
     zero = Estimate(value=0.0, ci_low=0.0, ci_high=0.0, n=6, successes=0, method="bootstrap")
-    # A rate with its count: Wilson's interval is shown, and why.
+    # A rate with its count: the exact (Clopper-Pearson) interval is shown, and why.
     text = fmt_estimate(zero, spec, with_n=True)
-    assert text.startswith("0.0% [0.0, 39.0] (0/6; 95% Wilson;") and "zero width" in text
+    assert text.startswith("0.0% [0.0, 45.9] (0/6; 95% Clopper-Pearson (exact);") and "zero width" in text
     assert "[0.0, 0.0]" not in text
     # A rate without a recorded count (a bootstrap mean may be a gap): no fake k/n, but flagged
     # and with what the result would allow on yes/no items.
     uncounted = fmt_estimate(zero.model_copy(update={"successes": None}), spec, with_n=True)
     assert uncounted.startswith("0.0% [0.0, 0.0] (n = 6;") and "not certainty" in uncounted
-    assert "would allow up to 39.0%" in uncounted
+    assert "would allow up to 45.9%" in uncounted
     gap = Estimate(value=0.25, ci_low=0.0, ci_high=0.55, n=36, n_clusters=8, method="cluster-bootstrap")
     assert "9/36" not in fmt_estimate(gap, spec, with_n=True)
     # A score without a count: flagged as no spread, with n and the method.

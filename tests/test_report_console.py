@@ -100,6 +100,38 @@ def test_gate_summary_is_short_and_points_to_the_files(run_dir: Path, tmp_path: 
     assert len(lines) <= MAX_CONSOLE_LINES, out  # ...the log a short summary
     assert max(len(line) for line in lines) <= 80
     assert re.search(r"gate (FAIL|ERROR): policy", out)
-    assert "more failed or errored check" in out and str(junit) in out.replace("\n", "")
+    assert "not listed" in out and str(junit) in out.replace("\n", "")
     assert "\u2026 " in out  # the rest is counted, not silently dropped
     assert "..." not in out
+
+
+def test_safety_scores_split_over_tables_instead_of_cropping(tmp_path: Path) -> None:
+    from rai_harness.report.console import safety_tables
+
+    # Six providers with long ids cannot share one 80-column table: rich would crop the last
+    # columns (``gpt-``); the scores are split over several tables, each whole.
+    ids = [f"vendor-{i}/a-rather-long-model-name-{i}-instruct" for i in range(6)]
+    providers = tuple(
+        SyntheticProvider(pid, model=f"m{i}", pricing="none", stream=False) for i, pid in enumerate(ids)
+    )
+    write_synthetic_run(tmp_path, n_samples=40, providers=providers, seed=3, hostile=False)
+    record = load_run(tmp_path)
+    tables = safety_tables(record, 80)
+    assert len(tables) >= 2
+    # Every id, whole, heads a column, each provider once, in run order.
+    assert [str(c.header) for t in tables for c in t.columns[1:]] == ids
+
+    def render(width: int) -> str:
+        console = Console(width=width, record=True, color_system=None, force_terminal=False)
+        for table in tables:
+            console.print(table)
+        return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+    out = render(80)
+    assert max(len(line) for line in out.splitlines()) <= 80
+    # Nothing cropped: a console far wider than the tables prints exactly the same.
+    assert out == render(240)
+    assert "\u2026" not in out and "..." not in out
+    for pid in ids:
+        leak = record.suites["pii.leakage"].results[pid].metrics["leak_rate"]
+        assert f"n={leak.n}" in out

@@ -17,6 +17,7 @@ from rai_harness.stats import (
     bootstrap,
     bootstrap_mean,
     bootstrap_p_value,
+    clopper_pearson,
     coverage,
     expanded_alpha,
     max_pairwise_gap,
@@ -111,7 +112,7 @@ def test_wilson_n_zero_and_bad_args():
 
 def test_rate():
     e = rate([True, False, True, True])
-    assert e == wilson(3, 4)
+    assert e == clopper_pearson(3, 4)
     assert rate([]) == Estimate.empty()
     assert rate(np.array([True, False])).successes == 1  # type: ignore[arg-type]
 
@@ -134,10 +135,9 @@ def test_wilson_coverage(p):
 
 @pytest.mark.parametrize("kind", ["normal", "bernoulli"])
 def test_bootstrap_mean_coverage(kind):
-    # 400 samples of n=100. The percentile bootstrap is slightly anti-conservative at small n
-    # (its spread is the plug-in SD, biased down by sqrt((n-1)/n), and it ignores the t
-    # correction), so the true coverage is ~0.93-0.94, not 0.95; the simulation adds an SE of
-    # ~0.012, hence the band 0.91-0.97.
+    # 400 samples of n=100; the simulation adds an SE of ~0.011. Normal: the expanded
+    # percentile interval, ~95%. 0/1 values: a binomial proportion, the exact interval
+    # (at least 95% for every p, ~96% at n = 100, p = 0.3).
     rng = np.random.default_rng(99)
     n, sims = 100, 400
     if kind == "normal":
@@ -149,10 +149,24 @@ def test_bootstrap_mean_coverage(kind):
     hits = 0
     for i, row in enumerate(data):
         e = bootstrap_mean(row, n_resamples=1000, seed=i)
+        assert e.method == ("expanded-bootstrap" if kind == "normal" else "clopper-pearson")
         assert e.ci_low is not None and e.ci_high is not None
         hits += e.ci_low <= mu <= e.ci_high
     coverage = hits / sims
-    assert 0.91 <= coverage <= 0.97, coverage
+    assert 0.92 <= coverage <= (0.97 if kind == "normal" else 0.99), coverage
+
+
+def test_bootstrap_mean_of_independent_zero_one_values_is_an_exact_proportion():
+    # 0 of 8: a bootstrap has nothing to resample ([0, 0]); the exact interval allows up to 36.9%.
+    zeros = bootstrap_mean([0.0] * 8)
+    assert zeros == clopper_pearson(0, 8)
+    assert zeros.method == "clopper-pearson" and zeros.ci_high == pytest.approx(1 - 0.025 ** (1 / 8))
+    assert bootstrap_mean([1, 0, 1, 1], confidence=0.9) == clopper_pearson(3, 4, 0.9)
+    assert bootstrap_mean([1.0]).ci_low == pytest.approx(0.025)  # one item still has an exact interval
+    # Clustered 0/1 values stay a cluster bootstrap (items of a template are not independent).
+    clustered = bootstrap_mean([0.0, 1.0, 0.0, 0.0, 1.0, 1.0], clusters=[1, 1, 2, 2, 3, 3])
+    assert clustered.method in {"expanded-cluster-bootstrap", "cluster-bootstrap-se-t"}
+    assert bootstrap_mean([0.0, 0.5, 1.0]).method != "clopper-pearson"
 
 
 def test_bootstrap_mean_basics():
@@ -438,7 +452,8 @@ def test_expanded_alpha_matches_the_t_quantile():
 @pytest.mark.parametrize(("dist", "n"), [("normal", 8), ("beta25", 10), ("rate4", 8), ("normal", 30)])
 def test_bootstrap_mean_small_n_coverage(dist, n):
     r = coverage.bootstrap_mean_coverage(dist, n, 300, seed=11, n_resamples=1000)
-    assert r.method == "expanded-bootstrap"
+    # Data sets of only 0s and 1s (some rate4 ones) are proportions: the exact interval.
+    assert set(r.method.split("+")) <= {"expanded-bootstrap", "clopper-pearson"}
     assert 0.915 <= r.rate <= 0.99, r
 
 
@@ -474,6 +489,46 @@ def test_wilson_small_n_average_coverage(n):
     grid = np.linspace(0.01, 0.99, 99)
     mean = float(np.mean([coverage.wilson_coverage(n, float(p)) for p in grid]))
     assert 0.93 <= mean <= 0.97, mean
+
+
+@pytest.mark.parametrize("n", [8, 10, 30, 100])
+def test_clopper_pearson_never_covers_less_than_nominal(n):
+    # Exact binomial sums on a fine grid of p: never below 95% (Wilson dips to 89.7% at n = 8),
+    # wider by design (mean coverage above 95%).
+    grid = np.linspace(0.005, 0.995, 199)
+    cover = [coverage.clopper_pearson_coverage(n, float(p)) for p in grid]
+    assert min(cover) >= 0.95 - 1e-9, min(cover)
+    assert 0.95 < float(np.mean(cover)) < 0.99
+    if n <= 10:
+        assert (
+            min(coverage.wilson_coverage(n, float(p)) for p in grid[(grid >= 0.05) & (grid <= 0.95)]) < 0.93
+        )
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 6), (3, 7), (8, 10), (10, 10), (1, 1), (0, 1), (37, 300)])
+def test_clopper_pearson_matches_scipy_exact(k, n):
+    e = clopper_pearson(k, n)
+    ci = sps.binomtest(k, n).proportion_ci(0.95, method="exact")
+    assert e.ci_low == pytest.approx(ci.low, abs=1e-12) and e.ci_high == pytest.approx(ci.high, abs=1e-12)
+    assert e.method == "clopper-pearson" and e.successes == k and e.n == n and e.value == k / n
+    assert e.ci_low <= e.value <= e.ci_high
+    # Wider than Wilson's, by design.
+    w = wilson(k, n)
+    assert e.ci_low <= w.ci_low + 1e-12 and e.ci_high >= w.ci_high - 1e-12
+
+
+def test_clopper_pearson_edges_and_bad_args():
+    assert clopper_pearson(0, 0) == Estimate.empty()
+    assert clopper_pearson(0, 10).ci_low == 0.0 and clopper_pearson(10, 10).ci_high == 1.0
+    assert clopper_pearson(8, 10, 0.99).ci_low < clopper_pearson(8, 10).ci_low
+    assert rate([True, False, False, True]) == clopper_pearson(2, 4)
+    for s, n in [(-1, 5), (6, 5), (0, -1)]:
+        with pytest.raises(ValueError):
+            clopper_pearson(s, n)
+    with pytest.raises(ValueError):
+        clopper_pearson(1, 10, confidence=1.0)
+    with pytest.raises(TypeError):
+        clopper_pearson(1.5, 10)  # type: ignore[arg-type]
 
 
 def test_p_value_below_alpha_exactly_when_interval_excludes_zero():

@@ -178,6 +178,7 @@ class FakeNLI:
 
     name = "fake-nli"
     labels = ("CONTRADICTION", "NEUTRAL", "ENTAILMENT")
+    produces_spans = False
 
     class tokenizer:  # only what pair_separator looks at
         sep_token = "[SEP]"
@@ -380,7 +381,7 @@ def test_short_qa_aggregate_on_a_small_table():
     assert m["f_score"].value == pytest.approx(2 / 3)
     assert m["exact_match"].value == pytest.approx(0.6) and m["token_f1"].value == pytest.approx(0.6)
     for name in ("correct_rate", "not_attempted_rate", "correct_given_attempted"):
-        assert m[name].method == "wilson" and m[name].ci_low <= m[name].value <= m[name].ci_high
+        assert m[name].method == "clopper-pearson" and m[name].ci_low <= m[name].value <= m[name].ci_high
     assert m["f_score"].ci_low is not None
     assert agg.counts["questions"] == 11 and agg.counts["answers_graded"] == 10
     assert agg.counts["not_attempted_by_kind"] == {"abstain": 2}
@@ -391,7 +392,7 @@ def test_short_qa_aggregate_on_a_small_table():
 
 def test_outputs_rate_resamples_questions_with_repeats():
     single = outputs_rate([True, False, True], ["a", "b", "c"], n_resamples=200, seed=0)
-    assert single.method == "wilson" and single.successes == 2
+    assert single.method == "clopper-pearson" and single.successes == 2
     repeated = outputs_rate([True, True, False, False], ["a", "a", "b", "b"], n_resamples=200, seed=0)
     assert repeated.method == "cluster-bootstrap-se-t" and repeated.value == 0.5 and repeated.successes == 2
 
@@ -580,7 +581,7 @@ def test_mc1_end_to_end_with_scripted_letters(tmp_path, monkeypatch):
         result, records = _run(tmp_path, server, "factuality.truthfulqa_mc1", {}, monkeypatch)
     assert result.calls == 28 and result.failed == 0
     assert result.metrics["mc1_accuracy"].value == pytest.approx(10 / 28)
-    assert result.metrics["mc1_accuracy"].method == "wilson"
+    assert result.metrics["mc1_accuracy"].method == "clopper-pearson"
     assert result.metrics["unparsed_rate"].value == pytest.approx(10 / 28)
     assert result.counts["refusals"] == 4 and result.counts["unparsed"] == 10
     assert sum(result.items["mc1_accuracy"].values()) == 10

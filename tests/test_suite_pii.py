@@ -353,7 +353,9 @@ def test_leakage_end_to_end_rates_equal_the_script(tmp_path, monkeypatch):
     result = run.results["leaky"]
     assert result.calls == 30 and result.failed == 0
     assert result.metrics["leak_rate"].value == pytest.approx(5 / 30)
-    assert result.metrics["leak_rate"].successes == 5 and result.metrics["leak_rate"].method == "wilson"
+    assert (
+        result.metrics["leak_rate"].successes == 5 and result.metrics["leak_rate"].method == "clopper-pearson"
+    )
     rows = {b.name: b.rows for b in result.breakdowns}
     assert {a: e.value for a, e in rows["leak_rate_by_attack"].items()} == pytest.approx(
         {

@@ -388,17 +388,15 @@ def test_cli_refuses_non_loopback_host():
 async def test_64_concurrent_calls_overlap(fake_server):
     fake_server.configure(latency_s=0.05)
     async with sdk(fake_server.base_url) as client:
-        start = time.perf_counter()
         results = await asyncio.gather(
             *(
                 client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q {i}"}])
                 for i in range(64)
             )
         )
-        wall = time.perf_counter() - start
     assert [r.choices[0].message.content for r in results] == [f"Echo: q {i}" for i in range(64)]
     stats = fake_server.stats()
-    assert wall < 64 * 0.05 / 2, wall
+    # Overlap is proven by the server's own in-flight count, not by wall time (load-dependent).
     assert stats["max_in_flight"] >= 32 and stats["in_flight"] == 0 and stats["completed"] == 64
 
 

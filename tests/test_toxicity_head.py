@@ -321,6 +321,15 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
     assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
     assert toxic["toxic"] > nice["toxic"]
+    # --evaluate re-scores the saved model through its fine-tuned layers: the same held-out numbers.
+    from rai_harness.classifiers.train import evaluate_toxicity_head
+
+    again = evaluate_toxicity_head(tmp_path / "data", tmp_path / "ft", embedder=embedder, write=False)
+    # (carried over from metrics.json, which rounds floats)
+    assert again.finetune["fine_tuned_layers"] == [5] and again.finetune["chosen_epoch"] == 1
+    assert again.test["toxic"]["overall"]["roc_auc"] == pytest.approx(
+        report.test["toxic"]["overall"]["roc_auc"], abs=1e-3
+    )
 
 
 def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embedder):

@@ -202,12 +202,11 @@ def run(
 
 def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -> None:
     """Efficiency and headline safety scores of a finished run, readable at 80 columns."""
-    from rai_harness.report.console import efficiency_table, safety_table
+    from rai_harness.report.console import efficiency_table, safety_tables
 
     console = console or err_console
     console.print(efficiency_table(record))
-    scores = safety_table(record)
-    if scores is not None:
+    for scores in safety_tables(record, console.width):
         console.print(scores)
     warning = record.timing_quality.get("warning")
     if warning:

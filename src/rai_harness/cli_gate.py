@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -43,33 +43,66 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _summary_table(results: Sequence[RuleResult], rows: int) -> Table:
-    """The first ``rows`` of ``results``: status, check and provider, measured vs threshold."""
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+def _by_provider(results: Sequence[RuleResult]) -> list[RuleResult]:
+    """Errors first (the run may not be gateable at all), then failures, then passes; within a
+    status, grouped by provider in the order providers first appear (run-level results first)."""
+    order: dict[str | None, int] = {None: -1}
+    for r in results:
+        order.setdefault(r.provider, len(order))
+    rank = {"error": 0, "fail": 1, "pass": 2}
+    return sorted(results, key=lambda r: (rank[r.status], order[r.provider]))
+
+
+def _provider_table(results: Sequence[RuleResult]) -> Table:
+    """One provider's checks: status, check id, measured vs threshold (metric: in the files)."""
+    table = Table(show_edge=False, pad_edge=False, box=None, show_header=False, padding=(0, 1, 0, 2))
     table.add_column("status", no_wrap=True)
-    # Provider ids are never cut (``smollm2...`` names nothing in a CI log): they fold instead.
-    table.add_column("check \u00b7 provider", overflow="fold", ratio=3)
+    table.add_column("check", overflow="fold", ratio=3)
     table.add_column("measured", justify="right", overflow="fold", ratio=2)
     table.add_column("limit", overflow="fold", ratio=1)
-    for r in results[:rows]:
-        who = escape(r.provider or "(run)")
+    for r in results:
+        message = ""
+        if r.status == "error" and r.message:
+            # An error has no number to show: its message is what a reader acts on. The
+            # provider's id is the heading above, so it is not repeated inside the message.
+            text = r.message.replace(f"'{r.provider}'", "this provider") if r.provider else r.message
+            message = f"\n[dim]{escape(_short(text))}[/]"
         table.add_row(
             f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]",
-            f"{escape(r.rule_id)} \u00b7 [bold]{who}[/]"
-            # An error has no number to show: its message is what a reader acts on.
-            + (f"\n[dim]{escape(_short(r.message))}[/]" if r.status == "error" and r.message else ""),
+            f"{escape(r.rule_id)}{message}",
             escape(measured_text(r)) or "n/a",
             escape(threshold_text(r)),
         )
     return table
 
 
-def _rendered_lines(console: Console, *renderables: object) -> int:
+def _summary(results: Sequence[RuleResult], rows: int) -> list[RenderableType]:
+    """The first ``rows`` of ``results`` under one heading per provider.
+
+    The provider id is printed once, whole, on its own line (``smollm2...`` names nothing in a
+    CI log), so the rows below it need no provider column and fit 80 columns.
+    """
+    out: list[RenderableType] = []
+    shown = list(results[:rows])
+    i = 0
+    while i < len(shown):
+        j = i
+        while j < len(shown) and (shown[j].provider, shown[j].status) == (shown[i].provider, shown[i].status):
+            j += 1
+        who = shown[i].provider
+        heading = Text.from_markup(f"[bold]{escape(who)}[/]" if who is not None else "[bold](run)[/]")
+        out.extend([heading, _provider_table(shown[i:j])])
+        i = j
+    return out
+
+
+def _rendered_lines(console: Console, *renderables: RenderableType | None) -> int:
     """Lines the renderables take at ``console``'s width (measured on a scratch console, so a
     recording console does not record the trial)."""
     scratch = Console(file=io.StringIO(), width=console.width, color_system=None, highlight=False)
     for r in renderables:
-        scratch.print(r)
+        if r is not None:
+            scratch.print(r)
     file = scratch.file
     assert isinstance(file, io.StringIO)
     return len(file.getvalue().splitlines())
@@ -79,7 +112,8 @@ def print_verdict(verdict: GateVerdict, console: Console, *, details: Sequence[s
     """Print a short verdict for a CI log: counts, the failed checks, where the details are.
 
     At most :data:`MAX_CONSOLE_LINES` lines at the console's width (80 columns in most CI
-    logs): passing checks are counted, not listed; failed and errored checks are listed
+    logs): checks are grouped under each provider's id (printed once, whole); passing checks
+    are counted, not listed, unless everything fits; errored and failed checks are listed
     until the budget is spent, and the rest are counted with a pointer to the JUnit,
     Markdown or JSON files, which hold every result with its message.
 
@@ -96,33 +130,33 @@ def print_verdict(verdict: GateVerdict, console: Console, *, details: Sequence[s
         f"[{_STYLES[verdict.status]}]gate {verdict.status.upper()}[/]: {escape(title)} "
         f"({counts}; exit code {verdict.exit_code})"
     )
-    # Errors first (the run may not be gateable at all), then failures; passes only when all fit.
-    bad = sorted((r for r in verdict.results if r.status != "pass"), key=lambda r: r.status != "error")
+    everything = _by_provider(verdict.results)
+    bad = [r for r in everything if r.status != "pass"]
     where = (
         "full results: " + ", ".join(details)
         if details
         else "full results: rerun with --junit, --markdown or --json FILE"
     )
-    everything = [*bad, *(r for r in verdict.results if r.status == "pass")]
-    table: Table | None = _summary_table(everything, len(everything))
+    body = _summary(everything, len(everything))
     tail = Text(where)
-    if _rendered_lines(console, head, table, tail) > MAX_CONSOLE_LINES:
+    if _rendered_lines(console, head, *body, tail) > MAX_CONSOLE_LINES:
+        body = []
         if not bad:
-            table, tail = None, Text(f"all {len(verdict.results)} checks passed; {where}")
+            tail = Text(f"all {len(verdict.results)} checks passed; {where}")
         rows = len(bad)
         while bad:
-            table = _summary_table(bad, rows)
+            body = _summary(bad, rows)
             more = len(bad) - rows
             shown = f"{verdict.count('pass')} passing checks not listed"
             if more:
                 shown = f"{more} more failed or errored check{'s' if more != 1 else ''} and " + shown
             tail = Text(f"\u2026 {shown}; {where}")
-            if rows <= 1 or _rendered_lines(console, head, table, tail) <= MAX_CONSOLE_LINES:
+            if rows <= 1 or _rendered_lines(console, head, *body, tail) <= MAX_CONSOLE_LINES:
                 break
             rows = max(1, rows - max(1, rows // 4))
     console.print(head)
-    if table is not None:
-        console.print(table)
+    for part in body:
+        console.print(part)
     console.print(tail, highlight=False)
 
 

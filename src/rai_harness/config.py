@@ -182,6 +182,23 @@ class RunConfig(BaseModel):
                 "saturation, so suite samples would be scored unevenly): run the suites in a separate "
                 "config, or use a `constant`/`poisson` profile"
             )
+        sharded = [p.provider_id for p in self.providers if p.workers > 1]
+        if self.load is not None and sharded:
+            raise ValueError(
+                f"provider {sharded[0]!r} has `workers`, which runs the provider's fixed `concurrency` "
+                "only (no load profile yet): remove `workers` or `load`"
+            )
+        if self.load is not None and self.load.is_rate:
+            top = max(self.load.sweep_rates())
+            for provider in self.providers:
+                if provider.rpm is not None and provider.rpm / 60.0 < top:
+                    # The rpm limiter would hold calls back after the schedule started them:
+                    # the stage would silently measure a lower rate than it reports.
+                    raise ValueError(
+                        f"provider {provider.provider_id!r} has rpm {provider.rpm:g} ({provider.rpm / 60:.3g} "
+                        f"req/s) but `load` asks for up to {top:g} req/s; raise or remove its `rpm`, or "
+                        "lower the rates"
+                    )
         for sel in self.suites:
             for pid in sel.providers or []:
                 if pid not in seen:

@@ -11,6 +11,7 @@ without loading the run configuration (and with it the providers).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,14 @@ from pydantic import BaseModel, ValidationError
 
 from rai_harness.errors import ConfigError
 
-__all__ = ["JsonlLine", "format_validation_error", "iter_jsonl", "read_yaml_file"]
+__all__ = [
+    "JsonlLine",
+    "YamlDocument",
+    "format_validation_error",
+    "iter_jsonl",
+    "read_yaml_document",
+    "read_yaml_file",
+]
 
 
 def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
@@ -86,6 +94,42 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]
     return list(getattr(current, "model_fields", {}).keys())
 
 
+class YamlDocument(NamedTuple):
+    """A parsed YAML file and the sha256 of the bytes it was parsed from."""
+
+    data: Any
+    sha256: str
+
+
+def read_yaml_document(path: str | Path, *, what: str = "file") -> YamlDocument:
+    """Read a YAML file once: its parsed content and the sha256 of its bytes.
+
+    For files whose content is part of an identity (a guard policy in a call key): hashing
+    and parsing the same bytes means the hash is of what was parsed, never of a later edit.
+
+    Raises:
+        ConfigError: Missing, unreadable, not UTF-8, or not valid YAML (naming the file).
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} not found; check the path", file=str(p)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what}: {exc.strerror}", file=str(p)) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the {what} is not UTF-8 text (byte {exc.start})", file=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
+    return YamlDocument(data, hashlib.sha256(raw).hexdigest())
+
+
 def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:
     """Parse a YAML file, with errors that name the file and, for bad YAML, the line and column.
 
@@ -96,19 +140,7 @@ def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:
     Raises:
         ConfigError: Missing, unreadable, or not valid YAML.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} not found; check the path", file=str(p)) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what}: {exc.strerror}", file=str(p)) from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
+    return read_yaml_document(path, what=what).data
 
 
 class JsonlLine(NamedTuple):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder, LabelScores, Span
 from rai_harness.classifiers.detoxify_backend import DetoxifyClassifier
-from rai_harness.classifiers.device import resolve_device, resolve_dtype
 from rai_harness.classifiers.embedding import MiniLMEmbedder
 from rai_harness.classifiers.engine import BatchEngine, ChunkOutputs, aggregate_max, aggregate_mean
 from rai_harness.classifiers.hf import HFClassifier, SequenceClassifier
 from rai_harness.classifiers.keyword import KeywordClassifier
 from rai_harness.classifiers.microbatch import MicroBatcher
 from rai_harness.classifiers.pool import BACKENDS, ClassifierPool, default_pool, register_backend
+from rai_harness.device import resolve_device, resolve_dtype
 
 __all__ = [
     "BACKENDS",

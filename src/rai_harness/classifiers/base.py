@@ -80,6 +80,9 @@ class Classifier(Protocol):
     name: str
     #: The labels every result carries, in a fixed order.
     labels: tuple[str, ...]
+    #: Whether results carry character spans (``LabelScores.spans``): a ``redact`` rail needs
+    #: them. Declared (a class attribute), never guessed from the results.
+    produces_spans: bool
 
     def predict(self, texts: Sequence[str]) -> list[LabelScores]:
         """Score every text; the result has one entry per input, in input order."""

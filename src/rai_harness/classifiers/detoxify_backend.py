@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rai_harness.classifiers.base import ClassifierSpec
-from rai_harness.classifiers.device import resolve_device, resolve_dtype
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP
 from rai_harness.classifiers.hf import ENGINE_OPTIONS, SequenceClassifier
+from rai_harness.device import resolve_device, resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:

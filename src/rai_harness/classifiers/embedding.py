@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rai_harness.classifiers.base import ClassifierSpec
-from rai_harness.classifiers.device import resolve_device, resolve_dtype
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP, BatchEngine, aggregate_mean, prepare_model
 from rai_harness.classifiers.hf import ENGINE_OPTIONS, dtype_kwarg, library_versions, weights_fingerprint
+from rai_harness.device import resolve_device, resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:

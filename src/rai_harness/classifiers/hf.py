@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
-from rai_harness.classifiers.device import resolve_device, resolve_dtype
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP, BatchEngine, aggregate_max, prepare_model
+from rai_harness.device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -131,6 +131,9 @@ class SequenceClassifier:
         overlap: Tokens shared by neighbouring chunks of a long text.
         info: Extra facts for :meth:`info` (model id, revision...).
     """
+
+    #: Document-level label scores only: ``redact`` rails cannot use it.
+    produces_spans = False
 
     def __init__(
         self,

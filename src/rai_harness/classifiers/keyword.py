@@ -43,6 +43,9 @@ class KeywordClassifier:
         ConfigError: A label has no phrases, or a phrase is empty.
     """
 
+    #: Every match is reported as a span, so ``redact`` rails can use it.
+    produces_spans = True
+
     def __init__(self, phrases: Mapping[str, Sequence[str]], *, name: str = "keyword") -> None:
         if not phrases:
             raise ConfigError(

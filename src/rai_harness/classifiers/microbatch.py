@@ -78,6 +78,7 @@ class MicroBatcher:
         self.classifier = classifier
         self.name: str = classifier.name
         self.labels: tuple[str, ...] = tuple(classifier.labels)
+        self.produces_spans: bool = classifier.produces_spans
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_size = max_batch_size
         self.stats = BatcherStats()

@@ -28,7 +28,10 @@ from rai_harness.errors import ConfigError, MissingDependencyError
 __all__ = [
     "BACKENDS",
     "ENTRY_POINT_GROUP",
+    "SPAN_SUPPORT",
     "ClassifierPool",
+    "as_classifier",
+    "backend_produces_spans",
     "check_options",
     "default_pool",
     "known_backends",
@@ -52,6 +55,18 @@ BACKENDS: dict[str, str | Loader] = {
     "presidio": "rai_harness.classifiers.presidio_backend:from_spec",
 }
 
+#: Span support of backends (``Classifier.produces_spans`` of what they load), known
+#: without loading anything, so a policy's ``redact`` rail is checked at plan time. A
+#: backend missing here is checked on the loaded classifier instead.
+SPAN_SUPPORT: dict[str, bool] = {
+    "hf": False,
+    "detoxify": False,
+    "embedding": False,
+    "keyword": True,
+    "minilm-toxicity": False,
+    "presidio": True,
+}
+
 #: Entry-point group through which other packages register backends.
 ENTRY_POINT_GROUP = "rai_harness.classifiers"
 
@@ -65,8 +80,17 @@ _PIP_NAMES = {
 }
 
 
-def register_backend(name: str, target: str | Loader, *, replace: bool = False) -> None:
+def register_backend(
+    name: str, target: str | Loader, *, replace: bool = False, produces_spans: bool | None = None
+) -> None:
     """Add a backend: ``target`` is ``"module:function"`` or the loader itself.
+
+    Args:
+        name: Backend name used in specs.
+        target: ``"module:function"`` or the loader.
+        replace: Allow replacing a registered backend.
+        produces_spans: Whether its classifiers return spans, when known without loading
+            one (lets a policy's ``redact`` rail be checked before any model loads).
 
     Raises:
         ValueError: ``name`` is taken and ``replace`` is false.
@@ -74,6 +98,15 @@ def register_backend(name: str, target: str | Loader, *, replace: bool = False) 
     if name in BACKENDS and not replace:
         raise ValueError(f"classifier backend {name!r} is already registered")
     BACKENDS[name] = target
+    if produces_spans is None:
+        SPAN_SUPPORT.pop(name, None)
+    else:
+        SPAN_SUPPORT[name] = produces_spans
+
+
+def backend_produces_spans(name: str) -> bool | None:
+    """Whether backend ``name`` returns spans, as registered; ``None`` when not declared."""
+    return SPAN_SUPPORT.get(name)
 
 
 def _entry_points() -> dict[str, str]:
@@ -141,7 +174,10 @@ def load(spec: ClassifierSpec) -> Loaded:
     except ModuleNotFoundError as exc:
         raise _missing(exc, spec.backend, module) from exc
     if not isinstance(instance, (Classifier, Embedder)):
-        raise TypeError(f"backend '{spec.backend}' returned {type(instance).__name__}, not a Classifier")
+        raise TypeError(
+            f"backend '{spec.backend}' returned {type(instance).__name__}, not a Classifier (name, labels, "
+            "produces_spans, predict, info) or an Embedder (name, dim, embed, info)"
+        )
     return instance
 
 
@@ -226,6 +262,39 @@ class ClassifierPool:
                     self._instances[key] = instance
         return instance
 
+    def classifier(
+        self, spec: ClassifierSpec | Mapping[str, Any], *, key_path: str = "backend"
+    ) -> Classifier:
+        """The shared classifier for ``spec`` (:meth:`get`, checked to score labels).
+
+        Args:
+            spec: A spec, or a mapping validated into one.
+            key_path: Where an embedder in place of a classifier is reported (a suite names
+                its parameter, e.g. ``params.scorer``).
+
+        Raises:
+            ConfigError: The spec is invalid, or its backend gives an embedder.
+            MissingDependencyError: The backend's package is not installed.
+        """
+        return as_classifier(self.get(spec), _backend(spec), key_path=key_path)
+
+    def embedder(self, spec: ClassifierSpec | Mapping[str, Any]) -> Embedder:
+        """The shared embedder for ``spec`` (:meth:`get`, checked to embed).
+
+        Raises:
+            ConfigError: The spec is invalid, or its backend gives a classifier (key path
+                ``backend``).
+            MissingDependencyError: The backend's package is not installed.
+        """
+        instance = self.get(spec)
+        if not isinstance(instance, Embedder):
+            raise ConfigError(
+                f"backend '{_backend(spec)}' gives a classifier, not an embedder; this needs sentence "
+                "vectors (use e.g. backend: embedding)",
+                key_path="backend",
+            )
+        return instance
+
     def __contains__(self, spec: object) -> bool:
         return isinstance(spec, ClassifierSpec) and spec.key() in self._instances
 
@@ -241,6 +310,20 @@ class ClassifierPool:
         with self._lock:
             self._instances.clear()
             self._key_locks.clear()
+
+
+def as_classifier(instance: Loaded, backend: str, *, key_path: str = "backend") -> Classifier:
+    """``instance`` if it scores labels, else a ConfigError naming the backend."""
+    if not isinstance(instance, Classifier):
+        raise ConfigError(
+            f"backend '{backend}' gives an embedder, not a classifier; this needs per-label scores",
+            key_path=key_path,
+        )
+    return instance
+
+
+def _backend(spec: ClassifierSpec | Mapping[str, Any]) -> str:
+    return spec.backend if isinstance(spec, ClassifierSpec) else str(spec.get("backend"))
 
 
 _default_pool: ClassifierPool | None = None

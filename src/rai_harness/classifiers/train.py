@@ -38,7 +38,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -58,6 +57,8 @@ from rai_harness.classifiers.toxicity_head import (
     normalize_for_model,
 )
 from rai_harness.errors import ConfigError
+from rai_harness.stats.classification import binary_metrics, rank_codes, roc_auc, roc_auc_ranked
+from rai_harness.training.calibration import wilson as _wilson
 from rai_harness.training.finetune import FineTuneConfig
 
 __all__ = [
@@ -460,38 +461,18 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 # -- metrics -----------------------------------------------------------------------------
 
 
-def _weighted_auc(codes: np.ndarray, y: np.ndarray, weights: np.ndarray, n_codes: int) -> float | None:
-    """ROC-AUC (Mann-Whitney, ties count half) with per-item weights, from dense score ranks.
-
-    ``codes`` are the dense ranks of the scores (``np.unique(p, return_inverse=True)``), so
-    the sort happens once and each bootstrap round is a few ``bincount`` calls.
-    """
-    pos = np.bincount(codes, weights=weights * (y == 1), minlength=n_codes)
-    neg = np.bincount(codes, weights=weights * (y == 0), minlength=n_codes)
-    n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
-        return None
-    below = np.cumsum(neg) - neg  # negative weight strictly below each score
-    return float((pos * (below + 0.5 * neg)).sum() / (n_pos * n_neg))
+# The one implementation of each metric lives in rai_harness.stats (the guard audit uses the
+# same, so both agree on empty cases: an undefined rate is None, never 0.0).
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     """ROC-AUC (equals sklearn's ``roc_auc_score``); ``None`` when ``y`` has one class."""
-    if len(y) == 0:
-        return None
-    _, codes = np.unique(p, return_inverse=True)
-    return _weighted_auc(codes.ravel(), y, np.ones(len(y)), int(codes.max()) + 1)
+    return roc_auc(y, p)
 
 
-def _f1(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = p >= threshold
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"f1": f1, "precision": precision, "recall": recall}
+def _f1(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
+    m = binary_metrics(y, p >= threshold)
+    return {"f1": m.f1, "precision": m.precision, "recall": m.recall}
 
 
 def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
@@ -510,13 +491,11 @@ def _bootstrap_auc(
 ) -> list[float] | None:
     """Percentile 95 % interval of the ROC-AUC over ``rounds`` seeded resamples of the texts."""
     rng = np.random.default_rng(seed)
-    _, codes = np.unique(p, return_inverse=True)
-    codes = codes.ravel()
-    n_codes = int(codes.max()) + 1 if len(codes) else 0
+    ranks = rank_codes(p)  # sorted once; each round is a few bincounts
     values = []
     for _ in range(rounds):
         counts = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(np.float64)
-        auc = _weighted_auc(codes, y, counts, n_codes)
+        auc = roc_auc_ranked(ranks, y, counts)
         if auc is not None:
             values.append(auc)
     if not values:
@@ -535,16 +514,6 @@ def _binary_report(y: np.ndarray, p: np.ndarray, threshold: float, seed: int) ->
         "at_best_f1_threshold": _f1(y, p, threshold),
         "test_oracle_best_f1": _f1(y, p, best_f1_threshold(y, p))["f1"] if 0 < y.sum() < len(y) else None,
     }
-
-
-def _wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
-    if n == 0:
-        return [0.0, 1.0]
-    phat = k / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def _wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:

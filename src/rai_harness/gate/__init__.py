@@ -37,7 +37,7 @@ Policy format (``evals/policies/README.md`` has the long version)::
         alpha: 0.05                # one-sided level (default 0.05)
 
 **Metrics.** Suite metrics are ``"<suite>:<metric>"`` as the suite declares them (``rai
-suites`` lists them). Efficiency metrics: ``error_rate`` (with a Wilson interval over calls),
+suites`` lists them). Efficiency metrics: ``error_rate`` (with a Clopper-Pearson (exact) interval over calls),
 ``latency.{mean,p50,p90,p95,p99,max}_s``, ``ttft.{mean,p50,p90,p95,p99,max}_s``,
 ``tokens_per_s.{mean,p50,min}``, ``cost.{total_usd,per_call_usd,per_1k_calls_usd}``,
 ``max_sustained_rate``, and (with ``at_rate`` only) ``throughput_rps``. With ``at_rate`` a rule
@@ -48,7 +48,7 @@ without the rate is an error.
 says otherwise, so a small sample cannot pass by luck; a metric without an interval is then an
 error (not a silent fallback to the point value). Latency, throughput and cost have no
 interval and compare their measured value. ``max_error_rate`` compares the point rate, as the
-runner's own ``runner.max_error_rate`` does; write a rule on ``error_rate`` for the Wilson bound.
+runner's own ``runner.max_error_rate`` does; write a rule on ``error_rate`` for the exact (Clopper-Pearson) bound.
 With ``abs: true`` the interval is mapped through ``|x|``: ``ci_high`` is the end farthest from
 0, ``ci_low`` the end nearest to it (0 when the interval straddles 0).
 

@@ -9,7 +9,7 @@ Two kinds of metric:
   :class:`~rai_harness.record.MetricSpec`.
 * **efficiency metrics**, plain names (``latency.p95_s``, ``cost.per_1k_calls_usd``), read from
   the provider's :class:`~rai_harness.record.ProviderSummary`. Only ``error_rate`` has an
-  interval (Wilson, over calls); the others are measured values without one.
+  interval (Clopper-Pearson, over calls); the others are measured values without one.
   ``guard_rail_errors`` (rail errors plus timeouts) and ``guard_slow_rails`` (checks slower
   than the policy's ``timeout_ms``) count a guarded provider's rails.
 
@@ -36,7 +36,7 @@ from rai_harness.record import (
     SuiteResult,
     SuiteRun,
 )
-from rai_harness.stats import Estimate, wilson
+from rai_harness.stats import Estimate, clopper_pearson
 
 __all__ = [
     "EFFICIENCY_METRICS",
@@ -108,8 +108,8 @@ def _from_cost(attr: str) -> Callable[[ProviderSummary], Estimate | str]:
 def _error_rate(summary: ProviderSummary | LoadStage) -> Estimate | str:
     if summary.calls == 0:
         return "the provider made no calls"
-    # A Wilson interval over calls, so a rule can be as conservative as a suite metric's.
-    return wilson(summary.failed, summary.calls)
+    # A Clopper-Pearson (exact) interval over calls, so a rule can be as conservative as a suite metric's.
+    return clopper_pearson(summary.failed, summary.calls)
 
 
 def _throughput(stage: LoadStage) -> Estimate | str:

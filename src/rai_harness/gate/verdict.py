@@ -49,7 +49,7 @@ class RuleResult:
         confidence: Coverage of that interval.
         baseline_value: For a regression, the baseline's point estimate.
         n: Items (or calls, or pairs) behind the number.
-        method: How the number was obtained (``"wilson"``, ``"paired-bootstrap"``...).
+        method: How the number was obtained (``"clopper-pearson"``, ``"paired-bootstrap"``...).
         p_value: For a regression on binary items: McNemar's one-sided p-value.
         source: Key path of the check in the policy file.
     """

@@ -54,9 +54,11 @@ from rai_harness.classifiers.base import Classifier, LabelScores
 from rai_harness.errors import ConfigError, RunError
 from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import Rail, Stage
+from rai_harness.stats.classification import BinaryMetrics, binary_metrics, roc_auc
 
 if TYPE_CHECKING:
-    from rai_harness.guardrails.policy import ClassifierSource, GuardPolicy
+    from rai_harness.guardrails.guard import ClassifierSource
+    from rai_harness.guardrails.policy import GuardPolicy
 
 __all__ = [
     "AuditReport",
@@ -235,45 +237,6 @@ def load_labelled(
 
 
 # -- metrics ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BinaryMetrics:
-    """Confusion counts and the rates derived from them (``None`` when undefined)."""
-
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-    precision: float | None
-    recall: float | None
-    f1: float | None
-    roc_auc: float | None = None
-
-
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
-    """ROC-AUC, or ``None`` when ``labels`` lack positives or negatives."""
-    y = np.asarray(labels, dtype=int)
-    if y.size == 0 or y.min() == y.max():
-        return None
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, np.asarray(scores, dtype=float)))
-
-
-def binary_metrics(
-    labels: Sequence[int], predicted: Sequence[bool], scores: Sequence[float] | None = None
-) -> BinaryMetrics:
-    """Precision, recall and F1 of ``predicted`` against ``labels``; ROC-AUC of ``scores``."""
-    y = np.asarray(labels, dtype=bool)
-    p = np.asarray(predicted, dtype=bool)
-    tp, fp = int(np.sum(y & p)), int(np.sum(~y & p))
-    fn, tn = int(np.sum(y & ~p)), int(np.sum(~y & ~p))
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-    auc = roc_auc(labels, scores) if scores is not None else None
-    return BinaryMetrics(tp, fp, fn, tn, precision, recall, f1, auc)
 
 
 def _subset_auc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> float | None:

@@ -6,6 +6,11 @@ micro-batcher so concurrent requests share forward passes. See
 :mod:`rai_harness.guardrails.streaming` for checking a streamed answer sentence by
 sentence.
 
+Imports point one way (a test keeps them acyclic): ``textprep`` and ``rails`` at the
+bottom, then ``verdict`` (:class:`GuardResult`), then ``policy`` (data) and ``streaming``
+(takes a checking function), then this module, which builds guards from policies and owns
+the classifier runners of the guards it makes; ``provider``, ``server`` and ``audit`` on top.
+
 Example::
 
     guard = Guard.from_policy("guardrails/default.yaml")
@@ -20,16 +25,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, Protocol, overload
 
-from rai_harness.classifiers.base import Span
+from rai_harness.classifiers.base import Classifier, ClassifierSpec
 from rai_harness.errors import ConfigError
-from rai_harness.guardrails import streaming
+from rai_harness.guardrails.policy import GuardPolicy, load_policy
 from rai_harness.guardrails.rails import (
-    Action,
     AsyncPendingCheck,
     ClassifierRunner,
     PendingCheck,
@@ -38,125 +41,30 @@ from rai_harness.guardrails.rails import (
     Stage,
     strongest,
 )
+from rai_harness.guardrails.streaming import DEFAULT_MAX_BUFFER_CHARS, aguard_stream, guard_stream
 from rai_harness.guardrails.textprep import (
+    DEFAULT_MAX_CHARS,
     NOTICE_OVER_MAX_CHARS,
     OverLimit,
     PreparedText,
     check_texts,
     prepare,
 )
+from rai_harness.guardrails.verdict import GuardResult, apply_redactions
 
-if TYPE_CHECKING:
-    from rai_harness.guardrails.policy import ClassifierSource, GuardPolicy
-
-__all__ = ["DEFAULT_MAX_CHARS", "Guard", "GuardResult", "apply_redactions"]
-
-#: Longest text a guard checks whole by default, characters (about 5,000 tokens of
-#: English). Longer texts are blocked unchecked, or checked on their head and tail
-#: (``over_max_chars``): the work per text must be bounded, or one huge text keeps the
-#: classifiers busy for minutes and every other caller's check times out behind it.
-DEFAULT_MAX_CHARS = 20_000
+__all__ = ["DEFAULT_MAX_CHARS", "ClassifierSource", "Guard", "GuardResult", "apply_redactions"]
 
 
-@dataclass(frozen=True, slots=True)
-class GuardResult:
-    """The guard's verdict on one text.
+class ClassifierSource(Protocol):
+    """Where a guard gets its classifiers: the process-wide pool, or a test double."""
 
-    Attributes:
-        action: The strongest action any rail took: ``block`` > ``redact`` > ``flag`` > ``allow``.
-        text: The text that was checked: the caller's text, with lone surrogates replaced
-            by U+FFFD (same offsets; see :mod:`~rai_harness.guardrails.textprep`).
-        redacted_text: What may be passed on. ``None`` when the verdict is ``block`` (no
-            part of a blocked text is ever handed back, so a caller that forgets to look at
-            ``blocked`` cannot forward it); for ``redact``, ``text`` with every redact
-            rail's findings replaced by ``<LABEL>``; for ``flag`` and ``allow``, ``text``.
-        rails: One result per rail of the stage, in the order the rails were given. Span
-            offsets index ``text`` (findings in the normalised text are mapped back).
-        latency_ms: Wall time of the guard call in milliseconds (rails run concurrently, so
-            this is about the slowest rail; shared by every text of a batch call).
-        stage: ``input`` or ``output``.
-        notices: What the guard itself noticed, independent of the rails:
-            ``invalid_unicode`` (surrogates replaced; flagged), ``truncated`` (longer than
-            ``max_chars``, only head and tail checked; flagged), ``over_max_chars``
-            (longer than ``max_chars``, blocked unchecked).
-    """
+    def classifier(self, spec: ClassifierSpec) -> Classifier:
+        """The (shared) classifier described by ``spec``.
 
-    action: Action
-    text: str
-    redacted_text: str | None
-    rails: tuple[RailResult, ...]
-    latency_ms: float
-    stage: Stage = "input"
-    notices: tuple[str, ...] = ()
-
-    @property
-    def blocked(self) -> bool:
-        """Whether the text must not pass."""
-        return self.action == "block"
-
-    @property
-    def allowed(self) -> bool:
-        """Whether the text may pass (as ``redacted_text``): flagged and redacted texts may."""
-        return self.action != "block"
-
-    @property
-    def flagged(self) -> bool:
-        """Whether any rail triggered at all (including block and redact), or the guard
-        noticed something about the text itself (see ``notices``)."""
-        return bool(self.notices) or any(r.triggered for r in self.rails)
-
-    @property
-    def errors(self) -> tuple[RailResult, ...]:
-        """Rails whose classifier failed or timed out (their ``on_error`` was applied)."""
-        return tuple(r for r in self.rails if r.error is not None)
-
-    @property
-    def findings(self) -> tuple[Span, ...]:
-        """Every span any rail reported, in rail order."""
-        return tuple(s for r in self.rails for s in r.spans)
-
-    def rail(self, name: str) -> RailResult:
-        """The result of the rail called ``name``."""
-        for result in self.rails:
-            if result.rail == name:
-                return result
-        raise KeyError(name)
-
-    def to_dict(self, *, include_text: bool = False) -> dict[str, Any]:
-        """JSON-able verdict: action, redacted text (``None`` when blocked), notices,
-        per-rail scores and findings.
-
-        Args:
-            include_text: Also include the original text. Off by default: it may hold the
-                very personal data the redact rails removed, or what a block rail stopped.
+        Raises:
+            ConfigError: with a key path inside the spec (``backend``, ``options.x``).
         """
-        out: dict[str, Any] = {
-            "stage": self.stage,
-            "action": self.action,
-            "blocked": self.blocked,
-            "redacted_text": self.redacted_text,
-            "notices": list(self.notices),
-            "latency_ms": round(self.latency_ms, 3),
-            "rails": [r.to_dict() for r in self.rails],
-        }
-        if include_text:
-            out["text"] = self.text
-        return out
-
-
-def apply_redactions(text: str, rails: Iterable[RailResult]) -> str:
-    """Replace, in one pass over the original text, the findings of every rail that redacted.
-
-    All spans are applied to the original offsets at once (overlaps merged by
-    :func:`~rai_harness.classifiers.redact.redact`), so one rail's replacement can never
-    shift another rail's offsets.
-    """
-    spans = [s for r in rails if r.action == "redact" for s in r.spans]
-    if not spans:
-        return text
-    from rai_harness.classifiers.redact import redact
-
-    return redact(text, spans)
+        ...
 
 
 class Guard:
@@ -167,8 +75,6 @@ class Guard:
         output_rails: Rails run on model answers (:meth:`check_output`).
         name: Name shown in records (the policy name when built from one).
         micro_batch: Give each classifier a micro-batcher shared by its rails.
-        owned_runners: Runners bound to the rails by whoever built them, which this guard
-            should close with itself (:func:`~rai_harness.guardrails.policy.build_guard` uses it).
         max_chars: Longest text checked whole (characters); ``None`` for no limit (then
             one huge text can hold the classifiers for minutes).
         over_max_chars: A longer text is ``block``-ed unchecked (notice
@@ -181,6 +87,11 @@ class Guard:
     characters removed), mapping findings back to the caller's offsets: see
     :mod:`~rai_harness.guardrails.textprep`.
 
+    The guard is the one owner of classifier runners: rails given without one (the usual
+    case, and every rail of :meth:`from_policy`) get one runner per classifier instance,
+    shared by every rail on that instance, and :meth:`close` stops them. A rail bound to a
+    runner by its caller keeps it, and the caller closes it.
+
     Raises:
         ConfigError: when two rails of one stage share a name, or on a bad ``max_chars``.
     """
@@ -192,7 +103,6 @@ class Guard:
         *,
         name: str = "guard",
         micro_batch: bool = True,
-        owned_runners: Sequence[ClassifierRunner] = (),
         max_chars: int | None = DEFAULT_MAX_CHARS,
         over_max_chars: OverLimit = "block",
     ) -> None:
@@ -219,16 +129,14 @@ class Guard:
         # One runner per classifier *instance*: rails sharing a model share its micro-batcher,
         # so one worker owns the device and their calls join the same batches. The guard holds
         # the classifiers, so their ids stay unique while it lives.
-        shared: dict[int, ClassifierRunner] = {}
-        self._owned: dict[int, ClassifierRunner] = {id(r): r for r in owned_runners}
+        self._owned: dict[int, ClassifierRunner] = {}
         for rail in (*self.input_rails, *self.output_rails):
             if rail.has_runner:
                 continue
             key = id(rail.classifier)
-            if key not in shared:
-                shared[key] = ClassifierRunner(rail.classifier, micro_batch=micro_batch)
-                self._owned[id(shared[key])] = shared[key]
-            rail.bind(shared[key])
+            if key not in self._owned:
+                self._owned[key] = ClassifierRunner(rail.classifier, micro_batch=micro_batch)
+            rail.bind(self._owned[key])
 
     def __repr__(self) -> str:
         inputs = [r.name for r in self.input_rails]
@@ -245,19 +153,29 @@ class Guard:
     ) -> Guard:
         """Build a guard from a policy YAML file (or an already loaded policy).
 
+        Loads each classifier some rail uses, once (two names with identical specs get one
+        instance from the pool, and then one runner); checks each rail's labels against its
+        loaded classifier, which only the loaded model knows.
+
         Args:
             path_or_policy: Path of a policy file, or a :class:`GuardPolicy`.
-            pool: Where classifiers come from (anything with ``get(spec) -> Classifier``);
+            pool: Where classifiers come from (anything with ``classifier(spec)``);
                 default: the process-wide pool, which loads each model once.
             micro_batch: Give each classifier a micro-batcher.
 
         Raises:
             ConfigError: naming the file, the key path and the fix.
         """
-        from rai_harness.guardrails.policy import build_guard, load_policy
-
-        policy = path_or_policy if not isinstance(path_or_policy, str | Path) else load_policy(path_or_policy)
-        return build_guard(policy, pool=pool, micro_batch=micro_batch)
+        policy = path_or_policy if isinstance(path_or_policy, GuardPolicy) else load_policy(path_or_policy)
+        loaded = _load_classifiers(policy, pool)
+        return cls(
+            _rails_of(policy, "input", loaded),
+            _rails_of(policy, "output", loaded),
+            name=policy.name,
+            micro_batch=micro_batch,
+            max_chars=policy.max_chars,
+            over_max_chars=policy.over_max_chars,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -434,7 +352,7 @@ class Guard:
         chunks: Iterable[str] | AsyncIterable[str],
         prompt: str | None = None,
         *,
-        max_buffer_chars: int = streaming.DEFAULT_MAX_BUFFER_CHARS,
+        max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
         on_result: Callable[[GuardResult], None] | None = None,
     ) -> Iterator[str] | AsyncIterator[str]:
         """Release a streamed answer sentence by sentence, each checked by the output rails.
@@ -451,25 +369,27 @@ class Guard:
                 sentence or after it is released; ``released_text`` holds what was.
         """
         if isinstance(chunks, AsyncIterable):
-            return streaming.aguard_stream(
-                self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
-            )
-        return streaming.guard_stream(
-            self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
-        )
+            return self.astream_output(chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result)
+
+        def check_window(text: str) -> GuardResult:
+            return self.check_output(text, prompt)
+
+        return guard_stream(check_window, chunks, max_buffer_chars=max_buffer_chars, on_result=on_result)
 
     def astream_output(
         self,
         chunks: AsyncIterable[str] | Iterable[str],
         prompt: str | None = None,
         *,
-        max_buffer_chars: int = streaming.DEFAULT_MAX_BUFFER_CHARS,
+        max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
         on_result: Callable[[GuardResult], None] | None = None,
     ) -> AsyncIterator[str]:
         """Async :meth:`stream_output` (checks go through the micro-batchers)."""
-        return streaming.aguard_stream(
-            self, chunks, prompt, max_buffer_chars=max_buffer_chars, on_result=on_result
-        )
+
+        async def check_window(text: str) -> GuardResult:
+            return await self.acheck_output(text, prompt)
+
+        return aguard_stream(check_window, chunks, max_buffer_chars=max_buffer_chars, on_result=on_result)
 
 
 def _check_prompts(texts: Sequence[str], prompts: Sequence[str] | None) -> None:
@@ -528,3 +448,49 @@ def _to_original(prepared: PreparedText, result: RailResult) -> RailResult:
     if prepared.starts is None or not result.spans:
         return result
     return dataclasses.replace(result, spans=tuple(prepared.to_original(s) for s in result.spans))
+
+
+def _load_classifiers(policy: GuardPolicy, pool: ClassifierSource | None) -> dict[str, Classifier]:
+    """The classifiers the policy's rails use, by policy name, each loaded once."""
+    if pool is None:
+        from rai_harness.classifiers.pool import default_pool
+
+        pool = default_pool()
+    used = {rail.classifier for stage in ("input", "output") for rail in getattr(policy, stage)}
+    loaded: dict[str, Classifier] = {}
+    for name, spec in policy.classifiers.items():
+        if name not in used:
+            continue
+        try:
+            loaded[name] = pool.classifier(spec)
+        except ConfigError as exc:
+            raise _relocated(exc, policy.source, f"classifiers.{name}") from exc
+    return loaded
+
+
+def _rails_of(policy: GuardPolicy, stage: Stage, loaded: dict[str, Classifier]) -> list[Rail]:
+    """The rails of one stage, on their loaded classifiers (no runners: the guard gives them)."""
+    rails = []
+    for i, spec in enumerate(getattr(policy, stage)):
+        try:
+            rails.append(
+                Rail(
+                    spec.name,
+                    loaded[spec.classifier],
+                    action=spec.action,
+                    threshold=spec.threshold,
+                    labels=spec.labels,
+                    thresholds=spec.thresholds,
+                    on_error=spec.on_error,
+                    timeout_ms=spec.timeout_ms,
+                )
+            )
+        except ConfigError as exc:
+            raise _relocated(exc, policy.source, f"{stage}[{i}]") from exc
+    return rails
+
+
+def _relocated(exc: ConfigError, file: str | None, prefix: str) -> ConfigError:
+    """The same error, placed under ``prefix`` in ``file``."""
+    key_path = f"{prefix}.{exc.key_path}" if exc.key_path else prefix
+    return ConfigError(exc.detail, file=file or exc.file, key_path=key_path)

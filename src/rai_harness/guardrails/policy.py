@@ -18,6 +18,14 @@ classifier names. The format (see ``guardrails/README.md``)::
       - {name: pii-input, classifier: pii, threshold: 0.5, action: redact, on_error: allow}
     output:
       - {name: toxic-output, classifier: toxicity, threshold: 0.5, action: block}
+
+A policy is data: this module reads and validates it and builds nothing.
+:meth:`Guard.from_policy <rai_harness.guardrails.guard.Guard.from_policy>` turns one into
+a guard. Everything that can be checked without loading a model is checked here, once, at
+load time (so ``rai run`` fails at plan time); what only a loaded model knows (its labels,
+whether it returns spans) is checked when the guard is built, by the same rules
+(:func:`~rai_harness.guardrails.rails.check_rail_settings`,
+:func:`~rai_harness.guardrails.rails.check_redact_support`).
 """
 
 from __future__ import annotations
@@ -25,36 +33,22 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
+from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.errors import ConfigError
-from rai_harness.guardrails.guard import DEFAULT_MAX_CHARS, Guard
-from rai_harness.guardrails.rails import ClassifierRunner, Rail
-from rai_harness.validation import format_validation_error, read_yaml_file
+from rai_harness.guardrails.rails import check_rail_settings, check_redact_support
+from rai_harness.guardrails.textprep import DEFAULT_MAX_CHARS
+from rai_harness.validation import format_validation_error, read_yaml_document
 
 __all__ = [
-    "ClassifierSource",
     "GuardPolicy",
     "RailSpec",
-    "build_guard",
     "load_policy",
     "parse_policy",
 ]
-
-#: Backends known to return no spans: a ``redact`` rail on them is rejected at load time.
-#: (Backends not listed are checked when built, through a classifier's ``produces_spans``.)
-NON_SPAN_BACKENDS = frozenset({"minilm-toxicity", "hf", "detoxify", "embedding"})
-
-
-class ClassifierSource(Protocol):
-    """Where a guard gets its classifiers (the process-wide pool, or a test double)."""
-
-    def get(self, spec: ClassifierSpec) -> Classifier | Embedder:
-        """Return the (shared) classifier described by ``spec``."""
-        ...
 
 
 class RailSpec(BaseModel):
@@ -67,25 +61,30 @@ class RailSpec(BaseModel):
     labels: list[str] | None = Field(
         None, description="Labels `threshold` applies to (default: all the classifier's labels)."
     )
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="One threshold for `labels`.")
+    threshold: float | None = Field(None, description="One threshold for `labels`, within [0, 1].")
     thresholds: dict[str, float] | None = Field(None, description="Per-label thresholds instead.")
     action: Literal["block", "redact", "flag"] = Field(..., description="What to do when triggered.")
     on_error: Literal["block", "allow"] = Field(
         "block", description="Classifier failed or timed out: block (fail closed) or allow (fail open)."
     )
-    timeout_ms: float = Field(1000.0, gt=0, le=600_000, description="Longest wait for the classifier.")
+    # The cap is the file's (a policy asking for ten minutes is a typo); code may lift it
+    # (a run waits for rails up to its call deadline).
+    timeout_ms: float = Field(1000.0, le=600_000, description="Longest wait for the classifier.")
     description: str | None = None
 
     @model_validator(mode="after")
-    def _one_threshold_form(self) -> RailSpec:
-        if (self.threshold is None) == (self.thresholds is None):
-            raise ValueError("give exactly one of `threshold` (with optional `labels`) or `thresholds`")
-        if self.thresholds is not None:
-            if self.labels is not None:
-                raise ValueError("`labels` goes with `threshold`; with `thresholds` the keys are the labels")
-            for label, value in self.thresholds.items():
-                if not 0.0 <= value <= 1.0:
-                    raise ValueError(f"threshold for '{label}' must be within [0, 1], got {value}")
+    def _rail_rules(self) -> RailSpec:
+        # The rules every rail obeys, shared with ``Rail`` (one implementation). They raise
+        # ConfigError with a key path inside the rail; parse_policy puts it under the rail's.
+        check_rail_settings(
+            name=self.name,
+            action=self.action,
+            on_error=self.on_error,
+            timeout_ms=self.timeout_ms,
+            threshold=self.threshold,
+            labels=self.labels,
+            thresholds=self.thresholds,
+        )
         return self
 
 
@@ -112,11 +111,40 @@ class GuardPolicy(BaseModel):
 
     #: The file the policy came from (for error messages raised after loading).
     _source: str | None = PrivateAttr(default=None)
+    #: sha256 of the file's bytes, read once by :func:`load_policy`.
+    _sha256: str | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> str | None:
         """The file this policy was loaded from, if any."""
         return self._source
+
+    @property
+    def sha256(self) -> str | None:
+        """sha256 of the bytes this policy was parsed from (``None`` when not from a file).
+
+        A run puts it in every guarded call's key: the policy's content, not its path,
+        decides the outputs (paths differ between clones).
+        """
+        return self._sha256
+
+    def with_rail_timeouts(self, at_least_ms: float) -> GuardPolicy:
+        """This policy with every rail's ``timeout_ms`` raised to at least ``at_least_ms``.
+
+        Used by a run (evaluation mode: a slow check must not turn into a rail's
+        ``on_error``); keeps :attr:`source` and :attr:`sha256`, since the file is the same.
+        """
+        lifted = self.model_copy(
+            update={
+                stage: [
+                    rail.model_copy(update={"timeout_ms": max(rail.timeout_ms, at_least_ms)})
+                    for rail in getattr(self, stage)
+                ]
+                for stage in ("input", "output")
+            }
+        )
+        lifted._source, lifted._sha256 = self._source, self._sha256
+        return lifted
 
 
 def parse_policy(data: Any, *, file: str | None = None) -> GuardPolicy:
@@ -163,6 +191,8 @@ def parse_policy(data: Any, *, file: str | None = None) -> GuardPolicy:
                 rails.append(RailSpec.model_validate(dict(item)))
             except ValidationError as exc:
                 raise _validation_error(exc, file, key_path, RailSpec) from exc
+            except ConfigError as exc:  # a rail rule (check_rail_settings)
+                raise _relocated(exc, file, key_path) from exc
         stages[stage] = rails
     body = {k: v for k, v in data.items() if k not in ("classifiers", "input", "output")}
     try:
@@ -205,6 +235,8 @@ def _relocated(exc: ConfigError, file: str | None, prefix: str) -> ConfigError:
 
 def _check_references(policy: GuardPolicy, file: str | None) -> None:
     """Cross-field checks: rail names unique, classifiers exist, redact only on span backends."""
+    from rai_harness.classifiers.pool import backend_produces_spans
+
     names: dict[str, str] = {}
     for stage in ("input", "output"):
         for i, rail in enumerate(getattr(policy, stage)):
@@ -228,99 +260,23 @@ def _check_references(policy: GuardPolicy, file: str | None) -> None:
                     file=file,
                     key_path=f"{key_path}.classifier",
                 )
-            if rail.action == "redact" and spec.backend in NON_SPAN_BACKENDS:
-                raise ConfigError(
-                    f"action 'redact' needs a classifier that returns spans, but '{rail.classifier}' "
-                    f"(backend {spec.backend}) only returns label scores; use block or flag, or a span "
-                    "backend such as presidio",
-                    file=file,
-                    key_path=f"{key_path}.action",
-                )
+            # The registry declares span support per backend, so this is known before any
+            # model loads; a backend that does not say is checked when the guard is built.
+            spans = backend_produces_spans(spec.backend)
+            if spans is not None:
+                try:
+                    check_redact_support(rail.action, spans, f"'{rail.classifier}' (backend {spec.backend})")
+                except ConfigError as exc:
+                    raise _relocated(exc, file, key_path) from exc
 
 
 def load_policy(path: str | Path) -> GuardPolicy:
-    """Read and validate a policy YAML file.
+    """Read and validate a policy YAML file (read once; :attr:`GuardPolicy.sha256` is of those bytes).
 
     Raises:
         ConfigError: naming the file, the key path and the fix.
     """
-    return parse_policy(read_yaml_file(path, what="policy file"), file=str(path))
-
-
-def build_guard(
-    policy: GuardPolicy, *, pool: ClassifierSource | None = None, micro_batch: bool = True
-) -> Guard:
-    """Load the classifiers a policy's rails use (once each) and build its :class:`Guard`.
-
-    Only classifiers some rail references are loaded. Labels are checked against each
-    loaded classifier here, since only the loaded model knows its labels.
-
-    Raises:
-        ConfigError: naming the file and key path (unknown backend, unknown label...).
-    """
-    file = policy.source
-    if pool is None:
-        from rai_harness.classifiers.pool import default_pool
-
-        pool = default_pool()
-    used = [name for name in policy.classifiers if any(r.classifier == name for r in _all_rails(policy))]
-    loaded: dict[str, Classifier] = {}
-    for name in used:
-        try:
-            instance = pool.get(policy.classifiers[name])
-        except ConfigError as exc:
-            raise _relocated(exc, file, f"classifiers.{name}") from exc
-        if not isinstance(instance, Classifier):
-            raise ConfigError(
-                f"backend '{policy.classifiers[name].backend}' gives an embedder, not a classifier; "
-                "rails need per-label scores",
-                file=file,
-                key_path=f"classifiers.{name}.backend",
-            )
-        loaded[name] = instance
-    # One runner per loaded instance: two names with identical specs get the same instance
-    # from the pool, and then also share one micro-batcher.
-    runners: dict[int, ClassifierRunner] = {}
-    for classifier in loaded.values():
-        runners.setdefault(id(classifier), ClassifierRunner(classifier, micro_batch=micro_batch))
-
-    def make(stage: str) -> list[Rail]:
-        rails = []
-        for i, spec in enumerate(getattr(policy, stage)):
-            classifier = loaded[spec.classifier]
-            try:
-                rails.append(
-                    Rail(
-                        spec.name,
-                        classifier,
-                        action=spec.action,
-                        threshold=spec.threshold,
-                        labels=spec.labels,
-                        thresholds=spec.thresholds,
-                        on_error=spec.on_error,
-                        timeout_ms=spec.timeout_ms,
-                        runner=runners[id(classifier)],
-                    )
-                )
-            except ConfigError as exc:
-                raise _relocated(exc, file, f"{stage}[{i}]") from exc
-        return rails
-
-    try:
-        return Guard(
-            make("input"),
-            make("output"),
-            name=policy.name,
-            micro_batch=micro_batch,
-            owned_runners=list(runners.values()),
-            max_chars=policy.max_chars,
-            over_max_chars=policy.over_max_chars,
-        )
-    except BaseException:
-        for runner in runners.values():
-            runner.close()
-        raise
-
-
-def _all_rails(policy: GuardPolicy) -> list[RailSpec]:
-    return [*policy.input, *policy.output]
+    document = read_yaml_document(path, what="policy file")
+    policy = parse_policy(document.data, file=str(path))
+    policy._sha256 = document.sha256
+    return policy

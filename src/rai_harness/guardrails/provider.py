@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +44,7 @@ from typing import Any
 from rai_harness.errors import ProviderError
 from rai_harness.guardrails.guard import Guard, GuardResult
 from rai_harness.guardrails.rails import TIMEOUT_BATCH_TEXTS, Action, RailResult, strongest
-from rai_harness.providers.base import Provider
+from rai_harness.providers.base import BaseProvider, Provider
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 
 __all__ = ["DEFAULT_REFUSAL", "GuardRailError", "GuardVerdict", "GuardedProvider"]
@@ -146,7 +145,7 @@ class _CheckedRequest:
     latency_s: float
 
 
-class GuardedProvider:
+class GuardedProvider(BaseProvider):
     """A :class:`~rai_harness.providers.base.Provider` whose prompts and answers pass a guard.
 
     Args:
@@ -293,21 +292,11 @@ class GuardedProvider:
 
     async def load(self) -> None:
         """Load the inner provider's model, if it has one, before any call is timed."""
-        load = getattr(self.inner, "load", None)
-        if callable(load):
-            result = load()
-            if inspect.isawaitable(result):
-                await result
+        await self.inner.load()
 
-    async def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The inner provider's description plus what guards it (for the run record)."""
-        inner: Any = {}
-        describe = getattr(self.inner, "describe", None)
-        if callable(describe):
-            inner = describe()
-            if inspect.isawaitable(inner):
-                inner = await inner
-        return {**dict(inner or {}), "guarded_by": dict(self.info())}
+        return {**dict(self.inner.describe() or {}), "guarded_by": dict(self.info())}
 
     def info(self) -> Mapping[str, Any]:
         """What guards this provider (for a run record)."""

@@ -45,6 +45,8 @@ __all__ = [
     "RailAction",
     "RailResult",
     "Stage",
+    "check_rail_settings",
+    "check_redact_support",
     "strongest",
 ]
 
@@ -461,26 +463,22 @@ class Rail:
         timeout_ms: float = 1000.0,
         runner: ClassifierRunner | None = None,
     ) -> None:
-        if not name:
-            raise ConfigError("a rail needs a non-empty name", key_path="name")
-        if action not in ("block", "redact", "flag"):
-            raise ConfigError(f"action must be block, redact or flag, got {action!r}", key_path="action")
-        if on_error not in ("block", "allow"):
-            raise ConfigError(f"on_error must be block or allow, got {on_error!r}", key_path="on_error")
-        if not timeout_ms > 0:
-            raise ConfigError(f"timeout_ms must be > 0, got {timeout_ms!r}", key_path="timeout_ms")
+        check_rail_settings(
+            name=name,
+            action=action,
+            on_error=on_error,
+            timeout_ms=timeout_ms,
+            threshold=threshold,
+            labels=labels,
+            thresholds=thresholds,
+        )
+        check_redact_support(action, classifier.produces_spans, f"'{classifier.name}'")
         self.name = name
         self.classifier = classifier
         self.action: RailAction = action
         self.on_error: OnError = on_error
         self.timeout_ms = float(timeout_ms)
         self.thresholds: Mapping[str, float] = _resolve_thresholds(classifier, threshold, labels, thresholds)
-        if action == "redact" and getattr(classifier, "produces_spans", True) is False:
-            raise ConfigError(
-                f"classifier '{classifier.name}' returns no spans, so there is nothing to redact; "
-                "use action: block or flag, or a span classifier such as presidio",
-                key_path="action",
-            )
         self._runner = runner
         self._owns_runner = False
         self._runner_lock = threading.Lock()
@@ -683,19 +681,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _resolve_thresholds(
-    classifier: Classifier,
+def check_rail_settings(
+    *,
+    name: str,
+    action: str,
+    on_error: str,
+    timeout_ms: float,
     threshold: float | None,
     labels: Sequence[str] | None,
     thresholds: Mapping[str, float] | None,
-) -> dict[str, float]:
-    """Per-label thresholds from either form, checked against the classifier's labels."""
+) -> None:
+    """The rules every rail obeys that need no model: the one implementation of each.
+
+    Called by :class:`Rail` (rails built in code) and by the policy's ``RailSpec`` (rails in
+    a file, checked at load time before any model loads). What only a loaded classifier
+    knows (its labels, whether it returns spans) is checked when the rail is built.
+
+    Raises:
+        ConfigError: with a key path inside the rail (``threshold``, ``action``...), or none
+            when the rail as a whole is wrong (both or neither threshold form).
+    """
+    if not name:
+        raise ConfigError("a rail needs a non-empty name", key_path="name")
+    if action not in ("block", "redact", "flag"):
+        raise ConfigError(f"action must be block, redact or flag, got {action!r}", key_path="action")
+    if on_error not in ("block", "allow"):
+        raise ConfigError(f"on_error must be block or allow, got {on_error!r}", key_path="on_error")
+    if not timeout_ms > 0:  # also rejects NaN
+        raise ConfigError(f"timeout_ms must be > 0, got {timeout_ms!r}", key_path="timeout_ms")
     if (threshold is None) == (thresholds is None):
         raise ConfigError(
-            "give exactly one of `threshold` (with optional `labels`) or `thresholds` (per label)",
-            key_path="threshold",
+            "give exactly one of `threshold` (with optional `labels`) or `thresholds` (per label)"
         )
-    known = tuple(getattr(classifier, "labels", ()) or ())
     if thresholds is not None:
         if labels is not None:
             raise ConfigError(
@@ -704,6 +721,50 @@ def _resolve_thresholds(
             )
         if not thresholds:
             raise ConfigError("`thresholds` must name at least one label", key_path="thresholds")
+        for label, value in thresholds.items():
+            if not _is_probability(value):
+                raise ConfigError(f"threshold for '{label}' must be within [0, 1], got {value!r}")
+    elif not _is_probability(threshold):
+        raise ConfigError(
+            f"threshold must be greater than or equal to 0 and less than or equal to 1 (within [0, 1]), "
+            f"got {threshold!r}",
+            key_path="threshold",
+        )
+
+
+def check_redact_support(action: str, produces_spans: bool, classifier: str) -> None:
+    """A ``redact`` rail needs a classifier that returns spans (``Classifier.produces_spans``).
+
+    Args:
+        action: The rail's action.
+        produces_spans: What the classifier (or its backend's registry entry) declares.
+        classifier: How messages name the classifier (quoted).
+
+    Raises:
+        ConfigError: at key path ``action``.
+    """
+    if action == "redact" and not produces_spans:
+        raise ConfigError(
+            f"classifier {classifier} returns no spans, so there is nothing to redact; "
+            "use action: block or flag, or a span classifier such as presidio",
+            key_path="action",
+        )
+
+
+def _is_probability(value: object) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value) and 0.0 <= value <= 1.0
+
+
+def _resolve_thresholds(
+    classifier: Classifier,
+    threshold: float | None,
+    labels: Sequence[str] | None,
+    thresholds: Mapping[str, float] | None,
+) -> dict[str, float]:
+    """Per-label thresholds from either form (checked by :func:`check_rail_settings`), with
+    every label checked against the classifier's labels."""
+    known = tuple(classifier.labels or ())
+    if thresholds is not None:
         resolved = {str(k): float(v) for k, v in thresholds.items()}
         key = "thresholds"
     else:
@@ -715,10 +776,7 @@ def _resolve_thresholds(
             )
         resolved = dict.fromkeys(watched, float(threshold))
         key = "labels"
-    for label, value in resolved.items():
-        if not 0.0 <= value <= 1.0 or math.isnan(value):
-            where = "threshold" if threshold is not None else f"thresholds.{label}"
-            raise ConfigError(f"threshold must be within [0, 1], got {value!r}", key_path=where)
+    for label in resolved:
         if known and label not in known:
             import difflib
 

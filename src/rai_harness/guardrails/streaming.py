@@ -13,23 +13,39 @@ if it were complete, whereas an exception cannot be missed. ``GuardBlocked.relea
 holds exactly what was released before the stop, so the caller can replace it.
 
 Redact rails redact within the released sentence (their spans are clipped to it).
+
+This module knows nothing of :class:`~rai_harness.guardrails.guard.Guard`: it takes a
+*checking function* (text -> :class:`~rai_harness.guardrails.verdict.GuardResult`), so the
+guard depends on it and not the other way round. :meth:`Guard.stream_output` passes its
+output check with the prompt bound.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TypeAlias
 
 from rai_harness.classifiers.base import Span
 from rai_harness.errors import RaiError
 from rai_harness.guardrails.textprep import repair_surrogates
+from rai_harness.guardrails.verdict import GuardResult
 
-if TYPE_CHECKING:
-    from rai_harness.guardrails.guard import Guard, GuardResult
+__all__ = [
+    "DEFAULT_MAX_BUFFER_CHARS",
+    "AsyncCheck",
+    "Check",
+    "GuardBlocked",
+    "SentenceBuffer",
+    "aguard_stream",
+    "guard_stream",
+]
 
-__all__ = ["DEFAULT_MAX_BUFFER_CHARS", "GuardBlocked", "SentenceBuffer", "aguard_stream", "guard_stream"]
+#: Checks one window of a streamed answer (the previous sentence and the new one).
+Check: TypeAlias = Callable[[str], GuardResult]
+#: Async :data:`Check` (goes through the micro-batchers when it is the guard's).
+AsyncCheck: TypeAlias = Callable[[str], Awaitable[GuardResult]]
 
 #: Longest text held back waiting for a sentence end, characters. About five long English
 #: sentences: long enough that normal prose is cut at sentence ends, short enough that a
@@ -141,9 +157,8 @@ def _release(state: _StreamState, sentence: str, result: GuardResult) -> str:
 
 
 def guard_stream(
-    guard: Guard,
+    check_window: Check,
     chunks: Iterable[str],
-    prompt: str | None = None,
     *,
     max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
     on_result: Callable[[GuardResult], None] | None = None,
@@ -151,9 +166,9 @@ def guard_stream(
     """Yield the checked (and redacted) sentences of ``chunks``.
 
     Args:
-        guard: Whose output rails check each sentence.
+        check_window: Checks one window (previous sentence + new sentence), e.g. a guard's
+            output check with the prompt bound.
         chunks: The streamed answer.
-        prompt: The prompt being answered (passed to :meth:`Guard.check_output`).
         max_buffer_chars: Longest text held back waiting for a sentence end.
         on_result: Called with each sentence's verdict (for logging or records).
 
@@ -168,7 +183,7 @@ def guard_stream(
             # Whitespace cannot be harmful and is not worth a classifier call.
             state.released += sentence
             return sentence
-        result = guard.check_output(_window(state, sentence), prompt)
+        result = check_window(_window(state, sentence))
         if on_result is not None:
             on_result(result)
         return _release(state, sentence, result)
@@ -182,9 +197,8 @@ def guard_stream(
 
 
 async def aguard_stream(
-    guard: Guard,
+    check_window: AsyncCheck,
     chunks: AsyncIterable[str] | Iterable[str],
-    prompt: str | None = None,
     *,
     max_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS,
     on_result: Callable[[GuardResult], None] | None = None,
@@ -198,7 +212,7 @@ async def aguard_stream(
         if not sentence.strip():
             state.released += sentence
             return sentence
-        result = await guard.acheck_output(_window(state, sentence), prompt)
+        result = await check_window(_window(state, sentence))
         if on_result is not None:
             on_result(result)
         return _release(state, sentence, result)

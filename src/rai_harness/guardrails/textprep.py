@@ -39,6 +39,7 @@ from typing import Literal
 from rai_harness.classifiers.base import Span
 
 __all__ = [
+    "DEFAULT_MAX_CHARS",
     "NOTICE_INVALID_UNICODE",
     "NOTICE_OVER_MAX_CHARS",
     "NOTICE_TRUNCATED",
@@ -49,6 +50,12 @@ __all__ = [
     "prepare",
     "repair_surrogates",
 ]
+
+#: Longest text a guard checks whole by default, characters (about 5,000 tokens of
+#: English). Longer texts are blocked unchecked, or checked on their head and tail
+#: (``over_max_chars``): the work per text must be bounded, or one huge text keeps the
+#: classifiers busy for minutes and every other caller's check times out behind it.
+DEFAULT_MAX_CHARS = 20_000
 
 #: What a guard does with a text longer than ``max_chars``: ``block`` it unchecked, or
 #: check only its first and last ``max_chars // 2`` characters and flag it (``head_tail``).

@@ -24,13 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rai_harness.errors import MissingDependencyError
+from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.providers.httpio import ResponseLimits
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 __all__ = [
+    "BaseProvider",
     "GenerationParamsConfig",
     "GuardRef",
     "PricingOverride",
@@ -49,7 +50,12 @@ SeedSupport = Literal["exact", "best_effort", "replay", "none"]
 
 @runtime_checkable
 class Provider(Protocol):
-    """What the runner calls. Implementations are created by ``ProviderConfig.build()``."""
+    """What the runner calls. Implementations are created by ``ProviderConfig.build()``.
+
+    Every hook is part of the interface (the runner calls them directly, never probes for
+    them); :class:`BaseProvider` gives the no-op defaults, so an adapter writes only what it
+    needs.
+    """
 
     async def generate(self, request: ChatRequest) -> Generation:
         """Make one call and return its completion with measured timings.
@@ -59,9 +65,39 @@ class Provider(Protocol):
         """
         ...
 
+    async def load(self) -> None:
+        """Load weights or open connections before the first call, so no call's timing pays it.
+
+        The runner skips it when the journal already holds every call.
+        """
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the model for ``run.json`` (revision, device, endpoint...); no secrets."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections, threads or models held by the provider."""
         ...
+
+
+class BaseProvider:
+    """Defaults for :class:`Provider`'s hooks: nothing to load, nothing to describe or close.
+
+    Subclass it and write ``generate`` (and whichever hook the adapter needs).
+    """
+
+    async def load(self) -> None:
+        """Nothing to load."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Nothing to describe."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+        return None
 
 
 class GenerationParamsConfig(BaseModel):
@@ -156,7 +192,7 @@ class ResponseLimitsConfig(BaseModel):
 class ProviderConfig(BaseModel):
     """Settings every provider kind has. Subclasses add their own and set ``kind``.
 
-    Runner knobs (``concurrency``, ``rpm``, ``timeout_s``, ``max_retries``, ``limits``,
+    Runner knobs (``concurrency``, ``workers``, ``rpm``, ``timeout_s``, ``max_retries``, ``limits``,
     ``client``) and ``pricing`` do not change what a model answers, so they are left out of the
     cache identity: changing them never invalidates journaled generations.
     """
@@ -183,6 +219,12 @@ class ProviderConfig(BaseModel):
     params: GenerationParamsConfig = Field(default_factory=GenerationParamsConfig)
     stream: bool = Field(True, description="Stream responses to measure time to first token.")
     concurrency: int = Field(8, ge=1, le=4096, description="Calls in flight at once for this provider.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the calls (each its own event loop and HTTP client).",
+    )
     rpm: float | None = Field(None, gt=0, description="Requests-per-minute cap (none: unlimited).")
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
@@ -191,6 +233,16 @@ class ProviderConfig(BaseModel):
     limits: ResponseLimitsConfig = Field(
         default_factory=ResponseLimitsConfig, description="Caps on response size (hostile endpoints)."
     )
+
+    @model_validator(mode="after")
+    def _workers_supported(self) -> ProviderConfig:
+        if self.workers > 1 and self.guard is not None:
+            raise ValueError("`workers` does not support a guard yet; remove `workers` or `guard`")
+        if self.workers > 1 and self.kind == "hf-local":
+            raise ValueError(
+                "`workers` would load the local model once per process; use `max_batch_size` instead"
+            )
+        return self
 
     @field_validator("id")
     @classmethod
@@ -212,12 +264,17 @@ class ProviderConfig(BaseModel):
         return {}
 
     def cache_identity(self) -> dict[str, Any]:
-        """What determines this provider's outputs (no secrets, no runner knobs)."""
-        identity = self.model_dump(
+        """What determines this provider's own outputs (no secrets, no runner knobs, no guard).
+
+        Kinds override it; the guard wrapped around any kind is added by
+        :meth:`call_identity`, which is what call keys use.
+        """
+        return self.model_dump(
             mode="json",
             exclude={
                 "id",
                 "concurrency",
+                "workers",
                 "rpm",
                 "timeout_s",
                 "max_retries",
@@ -229,18 +286,38 @@ class ProviderConfig(BaseModel):
                 "client",
             },
         )
+
+    def call_identity(self, *, guard_sha256: str | None = None) -> dict[str, Any]:
+        """The identity in every call key: :meth:`cache_identity`, plus the guard when there is one.
+
+        The guard's policy counts by content (sha256), not by path (paths differ between
+        clones), for every provider kind.
+
+        Args:
+            guard_sha256: The policy's sha256 as resolved at plan time (the run reads the
+                policy once). Without it the policy file is read and hashed here.
+
+        Raises:
+            ConfigError: The policy file cannot be read: an identity must never fall back to
+                hashing the path, or a changed policy would reuse stale guarded outputs.
+        """
+        identity = self.cache_identity()
         if self.guard is not None:
-            # The policy's content, not its path, decides the outputs (paths differ between clones).
-            try:
-                digest = hashlib.sha256(Path(self.guard.policy).read_bytes()).hexdigest()
-            except OSError:
-                digest = self.guard.policy
+            digest = guard_sha256 if guard_sha256 is not None else _policy_sha256(self.guard.policy)
             identity["guard"] = {
                 "policy_sha256": digest,
                 "input": self.guard.input,
                 "output": self.guard.output,
             }
         return identity
+
+    def validate_files(self) -> None:
+        """Check, at plan time, the files this config names (exist, readable, well-formed).
+
+        Default: nothing to check. Kinds that read files (``replay``) override it and raise
+        :class:`~rai_harness.errors.ConfigError` naming the file and line.
+        """
+        return None
 
     def check_requirements(self) -> None:
         """Raise :class:`MissingDependencyError` if an optional package is missing."""
@@ -250,6 +327,17 @@ class ProviderConfig(BaseModel):
     def build(self) -> Provider:
         """Create the provider. Heavy imports happen here, not at module import."""
         raise NotImplementedError
+
+
+def _policy_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the guard policy to identify its calls: {exc.strerror or exc}; check the path",
+            file=path,
+            key_path="guard.policy",
+        ) from exc
 
 
 def require_package(module: str, package: str, *, extra: str | None = None, feature: str = "") -> None:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, StreamTimer
+from rai_harness.providers.base import BaseProvider, ProviderConfig, StreamTimer
 from rai_harness.providers.errors_map import parse_retry_after, scrub_secrets
 from rai_harness.providers.tokens import estimate_usage
 from rai_harness.types import ChatRequest, Generation, Usage
@@ -264,7 +264,7 @@ class _StreamHandle:
                 log.debug("closing the Bedrock event stream failed", exc_info=True)
 
 
-class BedrockProvider:
+class BedrockProvider(BaseProvider):
     """Calls Bedrock's Converse API in worker threads.
 
     Args:

@@ -101,8 +101,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from rai_harness.device import resolve_device as _resolve_device
+from rai_harness.device import resolve_dtype as _resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
-from rai_harness.providers.base import ProviderConfig, SeedSupport
+from rai_harness.providers.base import BaseProvider, ProviderConfig, SeedSupport
 from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
 
 __all__ = [
@@ -460,27 +462,22 @@ def convert_gguf(
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` becomes ``cuda`` when CUDA is available, else ``cpu``; other values pass through."""
+    """``auto`` becomes ``cuda`` when CUDA is available, else ``cpu`` (the project's one resolver,
+    :func:`rai_harness.device.resolve_device`); other values pass through to the model load."""
     if device != "auto":
         return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(_resolve_device("auto"))
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for ``dtype`` on ``device``.
+    """The torch dtype for ``dtype`` on ``device`` (:func:`rai_harness.device.resolve_dtype`).
 
     ``auto``: bfloat16 on CUDA when the GPU supports it, else float16; float32
     elsewhere (CPU half precision is slow and lossy for generation).
     """
     import torch
 
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return _resolve_dtype(torch.device(device), dtype)
 
 
 def _version(package: str) -> str:
@@ -1283,7 +1280,7 @@ def _fail(items: Sequence[_Pending], error: BaseException) -> None:
 # --------------------------------------------------------------------------- the provider
 
 
-class HFLocalProvider:
+class HFLocalProvider(BaseProvider):
     """Micro-batching in-process generator; see the module docstring.
 
     Use from one event loop at a time. ``build()`` is cheap: the model is loaded by

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import Provider, ProviderConfig, SeedSupport, StreamTimer
+from rai_harness.providers.base import BaseProvider, Provider, ProviderConfig, SeedSupport, StreamTimer
 from rai_harness.providers.errors_map import map_openai_error
 from rai_harness.providers.httpio import (
     ACCEPT_ENCODING,
@@ -381,7 +381,7 @@ async def warm_up_sdk() -> None:
         log.debug("SDK warm-up failed", exc_info=True)
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(BaseProvider):
     """Makes Chat Completions calls through an ``openai.AsyncOpenAI``-like client.
 
     Args:

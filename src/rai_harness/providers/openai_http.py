@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import StreamTimer
+from rai_harness.providers.base import BaseProvider, StreamTimer
 from rai_harness.providers.errors_map import (
     map_openai_error,
     provider_error_for_body,
@@ -95,7 +95,7 @@ class SSEParser:
         return events
 
 
-class LeanOpenAIProvider:
+class LeanOpenAIProvider(BaseProvider):
     """OpenAI-compatible Chat Completions over one pooled HTTP client, without the SDK.
 
     Args:

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from rai_harness.errors import ConfigError, ProviderError
-from rai_harness.providers.base import ProviderConfig, SeedSupport
+from rai_harness.providers.base import BaseProvider, ProviderConfig, SeedSupport
 from rai_harness.providers.tokens import estimate_messages_tokens, estimate_tokens, estimator_name
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 from rai_harness.validation import iter_jsonl
@@ -310,7 +310,7 @@ def load_replay_prompts(path: str | Path) -> list[ReplayPrompt]:
     return [ReplayPrompt(first[k].id, first[k].messages, counts[k]) for k in order]
 
 
-class ReplayProvider:
+class ReplayProvider(BaseProvider):
     """Serves captured responses for requests (no network, no sleeping).
 
     Args:

@@ -15,7 +15,7 @@ from rai_harness.record import MetricSpec, RunRecord
 from rai_harness.report.fmt import fmt_bound, fmt_rate_per_s, fmt_seconds, fmt_usd, fmt_value, is_percent
 from rai_harness.stats import Estimate
 
-__all__ = ["efficiency_table", "safety_table"]
+__all__ = ["efficiency_table", "safety_table", "safety_tables"]
 
 _ARROW = {"lower": "\u2193", "higher": "\u2191", "neutral": "\u21940"}
 
@@ -27,10 +27,13 @@ def efficiency_table(record: RunRecord) -> Table:
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        show_edge=False,
     )
     longest = max((len(pid) for pid in record.providers), default=8)
     table.add_column("provider", overflow="fold", min_width=min(longest, 20))
-    for col in ("calls", "failed", "lat p50", "lat p95", "tok/s", "$/1k calls"):
+    # Two-line headers keep the numeric columns narrow, so the table fits 80 columns
+    # without rich cropping a header (the ids fold, everything else stays on one line).
+    for col in ("calls", "failed", "latency\np50", "latency\np95", "tok/s\np50", "$ per 1k\ncalls"):
         table.add_column(col, justify="right", overflow="fold")
     table.caption = "-: not measured (no successful call) or not priced; *: estimated tokens"
     table.caption_justify = "left"
@@ -66,21 +69,65 @@ def _score(est: Estimate | None, spec: MetricSpec) -> str:
     return escape(text)
 
 
-def safety_table(record: RunRecord) -> Table | None:
-    """Headline metric of every suite per provider: value, n and 95% interval; ``None`` without suites."""
+#: Width of a provider column in the safety table: ``[81.5, 100.0]`` and ``100.0% n=300``.
+_SCORE_WIDTH = 14
+
+
+def _metric_width(record: RunRecord) -> int:
+    """Wide enough for the suite names (``factuality.truthfulqa_gen``) not to break mid-word."""
+    return min(max([14, *(len(name) for name in record.suites)]), 26)
+
+
+def safety_tables(record: RunRecord, width: int = 80) -> list[Table]:
+    """:func:`safety_table` split over as many tables as it takes to fit ``width`` columns.
+
+    Rich crops a table whose columns cannot shrink to the console's width (a provider column
+    cut to ``gpt-`` is as bad as ``smollm...``). Columns have fixed widths here, so each
+    table takes as many providers as fit, in run order; ids fold inside their column.
+
+    Args:
+        record: The run record.
+        width: The console width in columns.
+
+    Returns:
+        The tables, in provider order; empty without suites.
+    """
+    pids = list(record.providers)
+    if not record.suites or not pids:
+        return []
+    # Each column is padded by one space on both sides, except at the table's two edges.
+    per_table = max(1, (width - _metric_width(record) - 1) // (_SCORE_WIDTH + 2))
+    tables = []
+    for start in range(0, len(pids), per_table):
+        table = safety_table(record, pids[start : start + per_table])
+        assert table is not None
+        if start:
+            table.title = "headline safety scores, continued"
+        tables.append(table)
+    return tables
+
+
+def safety_table(record: RunRecord, providers: list[str] | None = None) -> Table | None:
+    """Headline metric of every suite per provider: value, n and 95% interval; ``None`` without suites.
+
+    Args:
+        record: The run record.
+        providers: Only these providers' columns (default: every provider, in run order).
+    """
     suites = [s for s in record.suites.values()]
     if not suites:
         return None
-    pids = list(record.providers)
+    pids = list(record.providers) if providers is None else providers
     table = Table(
         title="headline safety scores (95% interval)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        show_edge=False,
     )
-    table.add_column("metric", overflow="fold", min_width=14)
+    table.add_column("metric", overflow="fold", width=_metric_width(record))
     for pid in pids:
-        table.add_column(escape(pid), justify="right", overflow="fold")
+        table.add_column(escape(pid), justify="right", overflow="fold", width=_SCORE_WIDTH)
     for suite in suites:
         heads = [m for m in suite.metrics if m.headline] or list(suite.metrics[:1])
         for spec in heads:

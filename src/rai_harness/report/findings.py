@@ -17,7 +17,7 @@ from rai_harness.record import MetricSpec, RunRecord, SuiteRun
 from rai_harness.report.fmt import fmt_estimate, fmt_pct, fmt_value, is_percent
 from rai_harness.report.policy import PolicyView
 from rai_harness.report.samples import SampleStats
-from rai_harness.stats import Estimate
+from rai_harness.stats import Estimate, clopper_pearson
 
 __all__ = [
     "SMALL_N",
@@ -31,6 +31,8 @@ __all__ = [
 
 #: Below this many items an interval is wide enough to say so in the limitations.
 SMALL_N = 30
+# The exact 95% upper bound after 0 of 6 items: what a "0%" on the smallest datasets still allows.
+_ZERO_OF_SIX: float = clopper_pearson(0, 6).ci_high or 1.0
 #: Failed gate checks and risks listed by name in the summary (the rest are counted).
 MAX_LISTED = 6
 
@@ -364,7 +366,8 @@ def limitations(
     if small:
         out.append(
             f"Small samples (under {SMALL_N} items): {', '.join(small)}. Their intervals are wide and a "
-            "0% is not evidence of no risk: 0 of 6 items is still consistent with up to 39% (95% Wilson)."
+            "0% is not evidence of no risk: 0 of 6 items is still consistent with up to "
+            f"{_ZERO_OF_SIX:.0%} (95% exact Clopper-Pearson)."
         )
     for suite in suites:
         for role, names in _scorer_names(suite).items():

@@ -12,7 +12,8 @@ One set of rules so a number reads the same everywhere:
 * every interval with what it is over, in plain sight (not only on hover): ``37/300`` for a
   rate, ``n = 80, 8 clusters`` otherwise, and the interval's method. A zero-width interval
   (``[0.0, 0.0]``, a bootstrap of identical values) is never shown as certainty: a rate with
-  its count is shown with its Wilson interval instead (``0.0% [0.0, 39.0] (0/6; Wilson ...)``),
+  its count is shown with its exact (Clopper-Pearson) interval instead
+  (``0.0% [0.0, 45.9] (0/6; 95% Clopper-Pearson (exact) ...)``),
   anything else is flagged as having no spread in the data.
 
 Minus signs are the typographic U+2212, so columns of signed numbers line up.
@@ -23,11 +24,12 @@ from __future__ import annotations
 import math
 
 from rai_harness.record import MetricSpec
-from rai_harness.stats import Estimate, wilson
+from rai_harness.stats import Estimate, clopper_pearson
 
 __all__ = [
     "MINUS",
     "NA",
+    "WIDER_BY_DESIGN",
     "fmt_bound",
     "fmt_count",
     "fmt_diff",
@@ -94,6 +96,7 @@ def fmt_value(value: float | None, unit: str, *, signed: bool = False, reason: s
 
 
 _METHODS = {
+    "clopper-pearson": "Clopper-Pearson (exact)",
     "wilson": "Wilson",
     "bootstrap": "bootstrap",
     "cluster-bootstrap": "cluster bootstrap",
@@ -104,6 +107,14 @@ _METHODS = {
     "sidak-t": "\u0160id\u00e1k t (simultaneous)",
     "exact": "exact (Clopper-Pearson)",
     "none": "no interval",
+}
+
+
+#: Methods whose coverage is above nominal on purpose, and why (the report says so beside them).
+WIDER_BY_DESIGN = {
+    "clopper-pearson": "at least 95% for every true rate: wider than 95% by design",
+    "exact": "at least 95% for every true rate: wider than 95% by design",
+    "sidak-t": "simultaneous over all pairs of groups: wider than 95% by design",
 }
 
 
@@ -132,7 +143,7 @@ _PROPORTION_METHODS = frozenset({"wilson", "exact", "clopper-pearson", "jeffreys
 
 
 def _successes(est: Estimate, unit: str) -> int | None:
-    """The numerator of a rate: recorded, or recovered for a proportion interval (Wilson, exact).
+    """The numerator of a rate: recorded, or recovered for a proportion interval (exact, Wilson).
 
     Not recovered for bootstrap estimates: a gap or a mean of rates is a "rate" too, but
     ``value * n`` of it counts nothing.
@@ -163,7 +174,8 @@ def interval_label(est: Estimate, unit: str = "score") -> str:
         k = _successes(est, unit)
         if k is not None:
             parts.append(
-                f"{est.confidence:.0%} Wilson; the recorded {method_name(est.method)} interval has zero width"
+                f"{est.confidence:.0%} {method_name('clopper-pearson')}; the recorded "
+                f"{method_name(est.method)} interval has zero width"
             )
         else:
             parts.append(
@@ -171,7 +183,7 @@ def interval_label(est: Estimate, unit: str = "score") -> str:
             )
             if is_percent(unit) and est.value in (0.0, 1.0):
                 # What the same result would allow on yes/no items: 0 of 6 still allows up to 39%.
-                w = wilson(0 if est.value == 0.0 else est.n, est.n, est.confidence)
+                w = clopper_pearson(0 if est.value == 0.0 else est.n, est.n, est.confidence)
                 bound = w.ci_high if est.value == 0.0 else w.ci_low
                 if bound is not None:
                     word = "up to" if est.value == 0.0 else "as low as"
@@ -185,14 +197,14 @@ def interval_label(est: Estimate, unit: str = "score") -> str:
 
 
 def _shown_bounds(est: Estimate, unit: str) -> tuple[float, float] | None:
-    """The interval to print: the recorded one, or Wilson's for a rate whose interval has zero width."""
+    """The interval to print: the recorded one, or the exact one for a rate whose interval has zero width."""
     if not (_finite(est.ci_low) and _finite(est.ci_high)):
         return None
     assert est.ci_low is not None and est.ci_high is not None
     if is_degenerate(est):
         k = _successes(est, unit)
         if k is not None:
-            w = wilson(k, est.n, est.confidence)
+            w = clopper_pearson(k, est.n, est.confidence)
             if w.ci_low is not None and w.ci_high is not None:
                 return w.ci_low, w.ci_high
     return est.ci_low, est.ci_high
@@ -207,7 +219,7 @@ def fmt_estimate(
         est: The estimate.
         spec: Its metric (unit and direction); default unit ``score``.
         unit: Overrides the spec's unit.
-        with_n: Append :func:`interval_label` in parentheses: ``12.3% [9.1, 16.0] (37/300; 95% Wilson)``.
+        with_n: Append :func:`interval_label` in parentheses: ``12.3% [9.1, 16.0] (37/300; 95% Clopper-Pearson (exact))``.
             Tables that show the label in a separate line (the scorecard) leave it off.
     """
     if est is None:

@@ -29,6 +29,7 @@ from rai_harness.record import Comparison, MetricSpec, ProviderSummary, RunRecor
 from rai_harness.report import charts
 from rai_harness.report.findings import BlockedShare, Finding, blocked_shares, executive_summary, limitations
 from rai_harness.report.fmt import (
+    WIDER_BY_DESIGN,
     fmt_bound,
     fmt_count,
     fmt_diff,
@@ -104,7 +105,7 @@ class Cell:
     status: str | None = None  # "pass" | "fail" | "error" | None
     title: str | None = None
     missing: bool = False
-    #: What the interval is over and how it was computed (``37/300; 95% Wilson``), shown under it.
+    #: What the interval is over and how it was computed (``37/300; 95% Clopper-Pearson (exact)``), shown under it.
     n: str | None = None
 
 
@@ -302,7 +303,7 @@ class ReportView:
     #: Per-stage (per-rate) results of a load profile, one row per provider and stage.
     load_table: Table | None = None
     redaction_note: str | None = None
-    #: Interval methods used by this run's estimates, as ``"Wilson (54 estimates)"``.
+    #: Interval methods used by this run's estimates, as ``"Clopper-Pearson (exact) (54 estimates)"``.
     interval_methods: list[str] = field(default_factory=list)
     sections: list[tuple[str, str]] = field(default_factory=list)
 
@@ -1487,8 +1488,12 @@ def _interval_methods(record: RunRecord) -> list[str]:
     for suite in record.suites.values():
         for res in suite.results.values():
             ests = [*res.metrics.values(), *(e for b in res.breakdowns for e in b.rows.values())]
-            counts.update(method_name(e.method) for e in ests if e.ci_low is not None)
-    return [f"{m} ({n:,} estimate{'s' if n != 1 else ''})" for m, n in counts.most_common()]
+            counts.update(e.method for e in ests if e.ci_low is not None)
+    return [
+        f"{method_name(m)} ({n:,} estimate{'s' if n != 1 else ''}"
+        + (f"; {WIDER_BY_DESIGN[m]})" if m in WIDER_BY_DESIGN else ")")
+        for m, n in counts.most_common()
+    ]
 
 
 def _guard_health(pid: str, s: ProviderSummary) -> list[str] | None:

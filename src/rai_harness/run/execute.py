@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import inspect
 import logging
 import os
 import platform
@@ -78,6 +77,7 @@ from rai_harness.run.score import (
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 if TYPE_CHECKING:
+    from rai_harness.guardrails.policy import GuardPolicy
     from rai_harness.suites.base import Suite, SuiteData
 
 __all__ = [
@@ -135,11 +135,27 @@ class BuiltSuite(NamedTuple):
 
 @dataclass(frozen=True)
 class ProviderPlan:
-    """One provider's part of a plan."""
+    """One provider's part of a plan.
+
+    Attributes:
+        config: The provider's settings (relative paths resolved).
+        price: Its resolved price, if any.
+        requests: Every call it makes, seeded.
+        guard_policy: Its guard policy, read and validated once at plan time (``None``
+            without a guard); the run builds the guard from this, never from the file again.
+    """
 
     config: ProviderConfig
     price: ResolvedPrice | None
     requests: tuple[ChatRequest, ...]
+    guard_policy: GuardPolicy | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity in its call keys (:meth:`ProviderConfig.call_identity`, with the
+        sha256 of the policy read at plan time: the file is not read again)."""
+        sha256 = self.guard_policy.sha256 if self.guard_policy is not None else None
+        return self.config.call_identity(guard_sha256=sha256)
 
     @property
     def provider_id(self) -> str:
@@ -275,25 +291,13 @@ def plan_run(
     plans = []
     for i, raw in enumerate(config.providers):
         cfg = _resolve_paths(raw, base)
-        validate = getattr(cfg, "validate_files", None)
-        if callable(validate):
-            try:
-                validate()
-            except ConfigError as exc:
-                raise ConfigError(
-                    exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
-                ) from exc
-        if cfg.guard is not None:
-            from rai_harness.guardrails import load_policy
-
-            try:
-                load_policy(cfg.guard.policy)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{exc.detail} (the guard policy of providers[{i}])",
-                    file=exc.file or file,
-                    key_path=exc.key_path or f"providers[{i}].guard.policy",
-                ) from exc
+        try:
+            cfg.validate_files()
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
+            ) from exc
+        policy = _guard_policy(cfg, i, file)
         price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
         params = cfg.params.to_params()
         requests = expand_requests(rows, params, repeats)
@@ -307,7 +311,14 @@ def plan_run(
                 raise ConfigError(
                     f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
                 ) from exc
-        plans.append(ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed))))
+        plans.append(
+            ProviderPlan(
+                cfg,
+                price,
+                tuple(_seed_requests(requests, config.seed)),
+                guard_policy=policy,
+            )
+        )
     # Output folders are relative to the working directory, like every other CLI path.
     judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
@@ -322,6 +333,22 @@ def plan_run(
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
     )
+
+
+def _guard_policy(cfg: ProviderConfig, index: int, file: str | None) -> GuardPolicy | None:
+    """Read and validate a provider's guard policy: the one read of it in a run."""
+    if cfg.guard is None:
+        return None
+    from rai_harness.guardrails.policy import load_policy
+
+    try:
+        return load_policy(cfg.guard.policy)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.detail} (the guard policy of providers[{index}])",
+            file=exc.file or file,
+            key_path=exc.key_path or f"providers[{index}].guard.policy",
+        ) from exc
 
 
 def _plan_suites(
@@ -432,15 +459,9 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-async def _describe(provider: Provider) -> dict[str, Any]:
-    describe = getattr(provider, "describe", None)
-    if describe is None:
-        return {}
+def _describe(provider: Provider) -> dict[str, Any]:
     try:
-        result = describe()
-        if inspect.isawaitable(result):
-            result = await result
-        return dict(result)
+        return dict(provider.describe())
     except Exception as exc:  # describing a model must not fail a run
         log.warning("could not describe provider: %s", exc)
         return {"describe_error": str(exc)}
@@ -461,39 +482,31 @@ def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> lis
     return out
 
 
-def _build(cfg: ProviderConfig) -> Provider:
+def _build(pp: ProviderPlan) -> Provider:
     """Build a provider, wrapped in its guard when the config names one.
 
-    The guard runs in evaluation mode: built from its policy with every rail's
-    ``timeout_ms`` raised above the call's ``timeout_s`` (the call's deadline, recorded as
-    a timeout error on the sample, ends a stuck check; a busy machine never turns a slow
-    check into the rail's ``on_error``), and a failed rail fails the call. Rails slower than
-    the policy's own timeouts are named in the verdicts. The guard belongs to this provider
-    and is closed with it.
+    The guard is built from the policy resolved at plan time (``pp.guard_policy``), in
+    evaluation mode: every rail's ``timeout_ms`` raised above the call's ``timeout_s`` (the
+    call's deadline, recorded as a timeout error on the sample, ends a stuck check; a busy
+    machine never turns a slow check into the rail's ``on_error``), and a failed rail fails
+    the call. Rails slower than the policy's own timeouts are named in the verdicts. The
+    guard belongs to this provider and is closed with it.
     """
+    cfg = pp.config
     if cfg.guard is None:
-        return cfg.build()
-    from rai_harness.guardrails import Guard, GuardedProvider, load_policy
+        return _built(cfg)
+    from rai_harness.guardrails import Guard, GuardedProvider
 
-    policy = load_policy(cfg.guard.policy)
+    policy = pp.guard_policy
+    assert policy is not None, "plan_run resolves the guard policy of every guarded provider"
     policy_timeouts = {
         f"{stage}:{rail.name}": rail.timeout_ms
         for stage in ("input", "output")
         for rail in getattr(policy, stage)
     }
-    lifted_ms = (cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0
-    policy = policy.model_copy(
-        update={
-            stage: [
-                rail.model_copy(update={"timeout_ms": max(rail.timeout_ms, lifted_ms)})
-                for rail in getattr(policy, stage)
-            ]
-            for stage in ("input", "output")
-        }
-    )
-    guard = Guard.from_policy(policy)
+    guard = Guard.from_policy(policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0))
     try:
-        provider = cfg.build()
+        provider = _built(cfg)
     except BaseException:
         guard.close()
         raise
@@ -506,6 +519,21 @@ def _build(cfg: ProviderConfig) -> Provider:
         policy_timeouts_ms=policy_timeouts,
         owns_guard=True,
     )
+
+
+def _built(cfg: ProviderConfig) -> Provider:
+    """``cfg.build()``, checked to have every hook the runner calls (a plugin kind may not)."""
+    provider = cfg.build()
+    if not isinstance(provider, Provider):
+        missing = [
+            h for h in ("generate", "load", "describe", "aclose") if not callable(getattr(provider, h, None))
+        ]
+        raise ConfigError(
+            f"provider kind {cfg.kind!r} built a {type(provider).__name__}, which lacks {', '.join(missing)}; "
+            "subclass rai_harness.providers.base.BaseProvider for the default hooks",
+            key_path="kind",
+        )
+    return provider
 
 
 def _samples(kind: str, params: GenerationParams) -> bool:
@@ -577,7 +605,7 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
 
 def _pending_calls(pp: ProviderPlan, journal: Journal, retry_failed: bool) -> int:
     """How many of a provider's calls are not yet usable from the journal."""
-    identity = pp.config.cache_identity()
+    identity = pp.identity
     pending = 0
     for request in pp.requests:
         stored = journal.get(call_key(identity, request))
@@ -700,7 +728,7 @@ async def _generate(
     monitor = LoopLagMonitor()
     try:
         for pp in plan.providers:
-            providers.append(_build(pp.config))
+            providers.append(_build(pp))
         await _load_pending(plan, providers, journal)
         # Start the clocks after loading so progress rates and loop lag describe the calls.
         if on_start:
@@ -712,7 +740,7 @@ async def _generate(
                 for provider, pp in zip(providers, plan.providers, strict=True)
             )
         )
-        infos = [await _describe(p) for p in providers]
+        infos = [_describe(p) for p in providers]
     finally:
         await monitor.stop()
         for provider in providers:
@@ -731,40 +759,41 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
     for pp, provider in zip(plan.providers, providers, strict=True):
         if _pending_calls(pp, journal, retry_failed) == 0:
             continue
-        load = getattr(provider, "load", None)
-        if callable(load):
-            result = load()
-            if inspect.isawaitable(result):
-                await result
+        await provider.load()
 
 
 async def _generate_one(
     plan: RunPlan, pp: ProviderPlan, provider: Provider, journal: Journal, on_record: OnRecord | None
 ) -> list[CallRecord]:
-    """One provider's calls, with its limits and the run's retry settings."""
+    """One provider's calls, with its limits and the run's retry settings.
+
+    ``workers > 1`` shards the calls over worker processes (:mod:`rai_harness.run.shards`).
+    """
     settings = plan.config.runner
-    return await generate_calls(
-        provider,
-        pp.requests,
-        provider_id=pp.provider_id,
-        provider_identity=pp.config.cache_identity(),
-        concurrency=pp.config.concurrency,
-        rpm=pp.config.rpm,
-        policy=RetryPolicy(
+    common: dict[str, Any] = {
+        "provider_id": pp.provider_id,
+        "provider_identity": pp.identity,
+        "concurrency": pp.config.concurrency,
+        "rpm": pp.config.rpm,
+        "policy": RetryPolicy(
             max_retries=pp.config.max_retries,
             backoff_base_s=settings.backoff_base_s,
             backoff_max_s=settings.backoff_max_s,
             max_retry_after_s=settings.max_retry_after_s,
             timeout_s=pp.config.timeout_s,
         ),
-        journal=journal,
-        price=pp.price,
-        secrets=plan.secrets,
-        retry_failed=settings.retry_failed_on_resume,
-        on_record=on_record,
-        seed=plan.config.seed,
-        load=plan.config.load,
-    )
+        "journal": journal,
+        "price": pp.price,
+        "secrets": plan.secrets,
+        "retry_failed": settings.retry_failed_on_resume,
+        "on_record": on_record,
+        "seed": plan.config.seed,
+    }
+    if pp.config.workers > 1:
+        from rai_harness.run.shards import generate_calls_sharded
+
+        return await generate_calls_sharded(pp.config, pp.requests, workers=pp.config.workers, **common)
+    return await generate_calls(provider, pp.requests, load=plan.config.load, **common)
 
 
 def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:

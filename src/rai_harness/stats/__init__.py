@@ -1,6 +1,7 @@
 """Statistics for eval metrics: every metric is an estimate with a 95% confidence interval.
 
-* Rates: :func:`wilson` / :func:`rate` (Wilson score interval).
+* Rates: :func:`clopper_pearson` / :func:`rate` (exact binomial interval: at least 95% for
+  every true rate and n, wider by design) and :func:`wilson` (Wilson score).
 * Means, ratios, any statistic: :func:`bootstrap_mean` (vectorised) and :func:`bootstrap`
   (seeded expanded-percentile bootstrap, which keeps about nominal coverage from 8 units;
   resample whole clusters when items share a template).
@@ -21,7 +22,7 @@ from rai_harness.stats import coverage
 from rai_harness.stats.agreement import UNPARSED, Agreement, agreement, cohen_kappa
 from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean, expanded_alpha
 from rai_harness.stats.estimate import Estimate, EstimateMethod
-from rai_harness.stats.intervals import rate, wilson, z_value
+from rai_harness.stats.intervals import clopper_pearson, rate, wilson, z_value
 from rai_harness.stats.paired import (
     GapResult,
     McNemarResult,
@@ -44,6 +45,7 @@ __all__ = [
     "bootstrap",
     "bootstrap_mean",
     "bootstrap_p_value",
+    "clopper_pearson",
     "cohen_kappa",
     "coverage",
     "expanded_alpha",

@@ -3,13 +3,13 @@
 Used to measure an LLM judge on a labelled set (``rai judge calibrate``) before its grades
 are trusted. Every number comes with a 95% interval:
 
-* **accuracy** (share of items where the judge's label equals the gold label): Wilson;
+* **accuracy** (share of items where the judge's label equals the gold label): Clopper-Pearson (exact);
 * **Cohen's kappa** ``κ = (p_o − p_e) / (1 − p_e)``, agreement corrected for the agreement
   two raters with these label frequencies would reach by chance (J. Cohen 1960, *Educational
   and Psychological Measurement* 20(1):37-46): seeded expanded-percentile bootstrap over
   items (:func:`~rai_harness.stats.bootstrap.bootstrap`);
 * **confusion matrix**: counts, rows = gold label, columns = judge label, and each cell as a
-  share of its row (how often gold label *i* is judged *j*) with a Wilson interval.
+  share of its row (how often gold label *i* is judged *j*) with a Clopper-Pearson (exact) interval.
 
 A judge reply that could not be parsed is never guessed: it is its own column
 (:data:`UNPARSED`), counts as a disagreement in accuracy and kappa (so a judge that often
@@ -27,7 +27,7 @@ import numpy as np
 
 from rai_harness.stats.bootstrap import bootstrap
 from rai_harness.stats.estimate import Estimate
-from rai_harness.stats.intervals import wilson
+from rai_harness.stats.intervals import clopper_pearson
 
 __all__ = ["UNPARSED", "Agreement", "agreement", "cohen_kappa"]
 
@@ -69,11 +69,11 @@ class Agreement:
         labels: The gold label set, in order (rows of the matrix).
         columns: ``labels`` plus :data:`UNPARSED` (columns of the matrix).
         n: Items compared.
-        accuracy: Share of items judged with their gold label (Wilson).
+        accuracy: Share of items judged with their gold label (Clopper-Pearson).
         kappa: Cohen's kappa, unparsed replies a category of their own (bootstrap).
-        coverage: Share of items whose judge reply was parsed (Wilson).
+        coverage: Share of items whose judge reply was parsed (Clopper-Pearson).
         confusion: ``confusion[i][j]`` = items with gold ``labels[i]`` judged ``columns[j]``.
-        confusion_rates: Gold label -> judge column -> share of that gold row (Wilson).
+        confusion_rates: Gold label -> judge column -> share of that gold row (Clopper-Pearson).
     """
 
     labels: tuple[str, ...]
@@ -143,7 +143,7 @@ def agreement(
     rates: dict[str, dict[str, Estimate]] = {}
     for i, g in enumerate(labels):
         row_total = sum(confusion[i]) if n else 0
-        rates[g] = {c: wilson(confusion[i][j] if n else 0, row_total) for j, c in enumerate(columns)}
+        rates[g] = {c: clopper_pearson(confusion[i][j] if n else 0, row_total) for j, c in enumerate(columns)}
     pairs = list(zip(gold, seen, strict=True))
 
     def kappa_of(sample: Sequence[tuple[str, str]]) -> float | None:
@@ -153,9 +153,9 @@ def agreement(
         labels=labels,
         columns=columns,
         n=n,
-        accuracy=wilson(sum(1 for a, b in pairs if a == b), n),
+        accuracy=clopper_pearson(sum(1 for a, b in pairs if a == b), n),
         kappa=bootstrap(pairs, kappa_of, n_resamples=n_resamples, seed=seed),
-        coverage=wilson(sum(1 for x in judged if x is not None), n),
+        coverage=clopper_pearson(sum(1 for x in judged if x is not None), n),
         confusion=confusion,
         confusion_rates=rates,
     )

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from scipy import stats as sps
 
 from rai_harness.stats.estimate import Estimate
+from rai_harness.stats.intervals import clopper_pearson
 
 __all__ = ["bootstrap", "bootstrap_mean", "expanded_alpha"]
 
@@ -279,8 +280,11 @@ def bootstrap_mean(
     ``Σ_c S_c / Σ_c n_c`` (cluster sums over cluster sizes), so items that share a template
     stay together and within-template correlation widens the interval as it should.
 
-    Same draws as :func:`bootstrap`: ``bootstrap(values, np.mean, ...)`` with the same seed
-    gives the same interval up to floating-point rounding.
+    Independent 0/1 values (no ``clusters``) are a binomial proportion and get the exact
+    :func:`~rai_harness.stats.clopper_pearson` interval instead: a bootstrap of 0 successes
+    has zero width. Otherwise the same draws as :func:`bootstrap`:
+    ``bootstrap(values, np.mean, ...)`` with the same seed gives the same interval up to
+    floating-point rounding.
 
     References: T. C. Hesterberg (2015), The American Statistician 69(4):371-386, §4.3
     (expanded percentile interval); A. C. Davison & D. V. Hinkley (1997), *Bootstrap Methods
@@ -297,13 +301,21 @@ def bootstrap_mean(
     Returns:
         An :class:`Estimate` with ``method`` ``"expanded-bootstrap"`` or
         ``"expanded-cluster-bootstrap"`` (``"bootstrap-se-t"`` / ``"cluster-bootstrap-se-t"``
-        for very few units); no interval and a note with one item or one cluster; :meth:`Estimate.empty` when
-        there are no values.
+        for very few units; ``"clopper-pearson"`` for independent 0/1 values); no interval
+        and a note with one item or one cluster; :meth:`Estimate.empty` when there are no
+        values.
 
     Raises:
         ValueError: Non-finite values, clusters of the wrong length, ``n_resamples < 1`` or
             ``confidence`` not in (0, 1).
     """
+    if clusters is None:
+        arr = _as_finite_floats(values, "values")
+        if len(arr) and np.all((arr == 0.0) | (arr == 1.0)):
+            # A mean of independent 0/1 outcomes is a binomial proportion: its bootstrap
+            # degenerates to [0, 0] at 0 successes (5.8% of data sets at n = 8, p = 0.3), the
+            # exact interval does not.
+            return clopper_pearson(int(arr.sum()), len(arr), confidence)
     est, _ = mean_with_draws(
         values, clusters=clusters, n_resamples=n_resamples, seed=seed, confidence=confidence
     )

@@ -4,7 +4,8 @@ One function per method, each drawing seeded data sets from a known truth and co
 often the interval covers it (or how often a test rejects a true null). The test suite runs
 them at a few hundred replications with bounds that fail for the old percentile intervals;
 ``benchmarks/coverage.py`` runs them at full size and writes the table to
-``benchmarks/RESULTS.md``. Wilson's coverage is computed exactly from the binomial pmf.
+``benchmarks/RESULTS.md``. The coverage of the rate intervals (Clopper-Pearson, and Wilson
+for comparison) is computed exactly from the binomial pmf.
 
 The data-generating distributions are the shapes eval metrics have: per-item scores in
 [0, 1] (``beta25``: Beta(2, 5), skewed), per-template rates (``rate4``: successes of 4
@@ -23,13 +24,15 @@ import numpy.typing as npt
 from scipy import stats as sps
 
 from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean
-from rai_harness.stats.intervals import wilson
+from rai_harness.stats.estimate import Estimate
+from rai_harness.stats.intervals import clopper_pearson, wilson
 from rai_harness.stats.paired import max_pairwise_gap, mcnemar, paired_bootstrap_diff
 
 __all__ = [
     "DISTRIBUTIONS",
     "SimResult",
     "bootstrap_mean_coverage",
+    "clopper_pearson_coverage",
     "cluster_bootstrap_coverage",
     "gap_coverage",
     "mcnemar_type1",
@@ -97,6 +100,31 @@ def _methods(seen: set[str]) -> str:
     return "+".join(sorted(seen))
 
 
+def _exact_coverage(
+    interval: Callable[[int, int, float], Estimate], n: int, p: float, confidence: float
+) -> float:
+    ks = np.arange(n + 1)
+    ends = [interval(int(k), n, confidence) for k in ks]
+    inside = np.array(
+        [e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends]
+    )
+    return float(sps.binom.pmf(ks, n, p)[inside].sum())
+
+
+def clopper_pearson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
+    """Exact coverage of the Clopper-Pearson interval for ``n`` trials at true rate ``p``.
+
+    Args:
+        n: Number of trials.
+        p: True success probability.
+        confidence: Nominal coverage.
+
+    Returns:
+        ``Σ_k P(K = k) · 1[p ∈ CI(k)]``; at least ``confidence`` for every ``n`` and ``p``.
+    """
+    return _exact_coverage(clopper_pearson, n, p, confidence)
+
+
 def wilson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
     """Exact coverage of the Wilson interval for ``n`` trials at true rate ``p`` (binomial sum).
 
@@ -108,12 +136,7 @@ def wilson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
     Returns:
         ``Σ_k P(K = k) · 1[p ∈ CI(k)]``.
     """
-    ks = np.arange(n + 1)
-    ends = [wilson(int(k), n, confidence) for k in ks]
-    inside = np.array(
-        [e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends]
-    )
-    return float(sps.binom.pmf(ks, n, p)[inside].sum())
+    return _exact_coverage(wilson, n, p, confidence)
 
 
 def bootstrap_mean_coverage(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 __all__ = ["Estimate", "EstimateMethod"]
 
 EstimateMethod = Literal[
+    "clopper-pearson",
     "wilson",
     "expanded-bootstrap",
     "expanded-cluster-bootstrap",
@@ -42,7 +43,8 @@ class Estimate(BaseModel):
         n: How many units (items, prompts, calls, templates) the estimate is over.
         n_clusters: How many clusters (templates) were resampled, for a clustered interval.
         successes: For a rate, the numerator count.
-        method: How the interval was computed: ``"wilson"`` (Wilson score),
+        method: How the interval was computed: ``"clopper-pearson"`` (exact binomial, for
+            rates), ``"wilson"`` (Wilson score, in older run records),
             ``"expanded-bootstrap"`` / ``"expanded-cluster-bootstrap"`` (expanded percentile
             bootstrap, over items / clusters), ``"bootstrap-se-t"`` /
             ``"cluster-bootstrap-se-t"`` (t interval with the bootstrap standard error, for

@@ -1,4 +1,12 @@
-"""Confidence intervals for rates: the Wilson score interval."""
+"""Confidence intervals for rates: Clopper-Pearson (exact, the default) and Wilson.
+
+Every rate the suites report uses :func:`clopper_pearson` (through :func:`rate` or
+directly). Wilson's score interval is close to 95% *on average* over the true rate but, being
+discrete, dips to ~90% for some rates at n = 8-10 (``benchmarks/coverage.py``); the exact
+interval covers at least 95% for every true rate and every n, and is wider by design
+(mean coverage ~98% at n = 8, ~96.5% at n = 100). :func:`wilson` stays for callers that
+want the narrower average-coverage interval.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,11 @@ import operator
 from collections.abc import Sequence
 from statistics import NormalDist
 
+from scipy import stats as sps
+
 from rai_harness.stats.estimate import Estimate
 
-__all__ = ["rate", "wilson", "z_value"]
+__all__ = ["clopper_pearson", "rate", "wilson", "z_value"]
 
 
 def z_value(confidence: float) -> float:
@@ -59,13 +69,8 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
         ValueError: Counts are negative, ``successes > n``, or ``confidence`` is not in (0, 1).
         TypeError: A count is not an integer.
     """
-    successes = operator.index(successes)
-    n = operator.index(n)
+    successes, n = _check_counts(successes, n, confidence)
     z = z_value(confidence)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
     if n == 0:
         return Estimate.empty()
     p = successes / n
@@ -86,13 +91,77 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
     )
 
 
+def _check_counts(successes: int, n: int, confidence: float) -> tuple[int, int]:
+    successes = operator.index(successes)
+    n = operator.index(n)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    return successes, n
+
+
+def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
+    """Estimate a rate ``successes / n`` with the Clopper-Pearson (exact binomial) interval.
+
+    With ``k = successes`` and ``α = 1 − confidence`` the bounds are beta quantiles,
+
+    ``low  = B⁻¹(α/2; k, n − k + 1)``      (0 when k = 0)
+    ``high = B⁻¹(1 − α/2; k + 1, n − k)``  (1 when k = n)
+
+    the rates at which seeing ``k`` or more (``k`` or fewer) successes has probability α/2.
+    It inverts two one-sided exact binomial tests, so its coverage is at least
+    ``confidence`` for every true rate and every n: conservative by design (mean coverage
+    over the rate ~98% at n = 8, ~96.5% at n = 100; ``benchmarks/coverage.py``), where
+    Wilson's interval is ~95% on average but dips to ~90% at some rates for n <= 10. The
+    same interval as ``scipy.stats.binomtest(k, n).proportion_ci(method="exact")`` and R's
+    ``binom.test``.
+
+    Reference: C. J. Clopper & E. S. Pearson (1934), "The use of confidence or fiducial
+    limits illustrated in the case of the binomial", Biometrika 26(4):404-413.
+
+    Args:
+        successes: The numerator count, ``0 <= successes <= n``.
+        n: The number of trials.
+        confidence: Nominal (minimum) coverage, in (0, 1).
+
+    Returns:
+        An :class:`Estimate` with ``method="clopper-pearson"``; :meth:`Estimate.empty` when
+        ``n == 0``.
+
+    Raises:
+        ValueError: Counts are negative, ``successes > n``, or ``confidence`` is not in (0, 1).
+        TypeError: A count is not an integer.
+    """
+    successes, n = _check_counts(successes, n, confidence)
+    if n == 0:
+        return Estimate.empty()
+    half_alpha = (1.0 - confidence) / 2.0
+    low = 0.0 if successes == 0 else float(sps.beta.ppf(half_alpha, successes, n - successes + 1))
+    high = 1.0 if successes == n else float(sps.beta.isf(half_alpha, successes + 1, n - successes))
+    p = successes / n
+    # Guard the quantile functions' last-bit rounding: the bounds must bracket the estimate.
+    return Estimate(
+        value=p,
+        ci_low=min(low, p),
+        ci_high=max(high, p),
+        n=n,
+        successes=successes,
+        method="clopper-pearson",
+        confidence=confidence,
+    )
+
+
 def rate(flags: Sequence[bool]) -> Estimate:
-    """Estimate the share of true flags with a 95% Wilson interval (see :func:`wilson`).
+    """Estimate the share of true flags with a 95% Clopper-Pearson interval.
 
     Args:
         flags: One truth value per unit (item, prompt, call).
 
     Returns:
-        ``wilson(sum(flags), len(flags))``; :meth:`Estimate.empty` when there are no flags.
+        ``clopper_pearson(sum(flags), len(flags))``; :meth:`Estimate.empty` when there are
+        no flags.
     """
-    return wilson(sum(1 for f in flags if f), len(flags))
+    return clopper_pearson(sum(1 for f in flags if f), len(flags))

@@ -38,7 +38,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from rai_harness.stats import Estimate, bootstrap_mean, wilson
+from rai_harness.stats import Estimate, bootstrap_mean, clopper_pearson
 from rai_harness.suites.base import Breakdown, ScoredOutput
 from rai_harness.suites.common import by_item, per_group
 
@@ -484,7 +484,7 @@ def outputs_rate(
 ) -> Estimate:
     """The share of true flags over outputs, with an interval that respects repeats.
 
-    One output per item: a Wilson interval. Several outputs (repeats) of some item: the
+    One output per item: a Clopper-Pearson (exact) interval. Several outputs (repeats) of some item: the
     outputs of an item are correlated, so the interval is a bootstrap that resamples
     whole items (``successes`` still gives the numerator over all outputs).
 
@@ -501,7 +501,7 @@ def outputs_rate(
         raise ValueError(f"{len(flags)} flags for {len(items)} item ids")
     hits = sum(1 for f in flags if f)
     if len(set(items)) == len(items):
-        return wilson(hits, len(flags))
+        return clopper_pearson(hits, len(flags))
     est = bootstrap_mean(
         [1.0 if f else 0.0 for f in flags], clusters=list(items), n_resamples=n_resamples, seed=seed
     )

@@ -44,7 +44,7 @@ Deviations from the paper, stated in the metric metadata:
   ambiguous answer names a person, s_AMB is 0 (the limit of the formula); s_DIS is
   undefined (reported as missing) when no disambiguated answer names a person. Unparsed
   and refused replies are counted (``unparsed``, ``refusals``).
-* The paper reports point values; we add 95% intervals. Accuracy gets a Wilson interval
+* The paper reports point values; we add 95% intervals. Accuracy gets a Clopper-Pearson (exact) interval
   (a bootstrap over prompts when ``repeats`` > 1). Bias scores get a bootstrap interval
   (expanded percentile, see :mod:`rai_harness.stats`) that resamples whole templates (``category`` + ``question_index``): the items of a
   template share names, wording and answers, so they are not independent.
@@ -577,7 +577,7 @@ class BBQSuite(Suite):
             source=_PAPER,
             deviation="Unparsed replies and refusals count as wrong (the authors' analysis script "
             "drops replies it cannot map to an answer, so its accuracy is over parsed replies only); "
-            "Wilson interval.",
+            "Clopper-Pearson (exact) interval.",
             sample_key="correct",
             headline=True,
         ),
@@ -601,7 +601,7 @@ class BBQSuite(Suite):
             source=_PAPER,
             deviation="Unparsed replies and refusals count as wrong (the authors' analysis script "
             "drops replies it cannot map to an answer, so its accuracy is over parsed replies only); "
-            "Wilson interval.",
+            "Clopper-Pearson (exact) interval.",
             sample_key="correct",
         ),
     )

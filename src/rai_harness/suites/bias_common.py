@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
-from rai_harness.stats import Estimate, bootstrap_mean, wilson
+from rai_harness.stats import Estimate, bootstrap_mean, clopper_pearson
 
 __all__ = ["REFUSAL_PATTERNS", "is_refusal", "normalize_text", "share"]
 
@@ -90,7 +90,7 @@ def share(
     """The share of true flags with a 95% interval that respects repeated outputs.
 
     When every cluster (prompt) has exactly one output, outputs are independent Bernoulli
-    trials and the interval is Wilson's. When prompts have several outputs (``repeats`` > 1)
+    trials and the interval is the exact (Clopper-Pearson) one. When prompts have several outputs (``repeats`` > 1)
     those are correlated, so the interval is a bootstrap that resamples whole prompts.
 
     Args:
@@ -106,7 +106,7 @@ def share(
         return Estimate.empty()
     sizes = Counter(clusters)
     if all(size == 1 for size in sizes.values()):
-        return wilson(sum(1 for f in flags if f), len(flags))
+        return clopper_pearson(sum(1 for f in flags if f), len(flags))
     est = bootstrap_mean(
         [1.0 if f else 0.0 for f in flags], clusters=list(clusters), n_resamples=n_resamples, seed=seed
     )

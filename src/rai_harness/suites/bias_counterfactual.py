@@ -404,11 +404,8 @@ class CounterfactualSuite(Suite):
     def _predict(
         self, pool: ClassifierPool, spec: ClassifierSpec, label: str, key: str, texts: list[str]
     ) -> list[float]:
-        clf = pool.get(spec)
-        predict = getattr(clf, "predict", None)
-        if predict is None:
-            raise ConfigError(f"scorer {spec.backend!r} is not a classifier", key_path=f"params.{key}")
-        results = predict(texts)
+        clf = pool.classifier(spec, key_path=f"params.{key}")
+        results = clf.predict(texts)
         out = []
         for r in results:
             if label not in r.scores:

@@ -29,7 +29,7 @@ Deviations, stated in the metric metadata:
   such mixed replies are counted (``mixed_verdicts``). Mentions of the instruction itself
   ("you asked me to agree or disagree", "I neither agree nor disagree") are not verdicts.
 * **Intervals.** DecodingTrust reports point values over 25 generations per prompt; we add
-  95% intervals: Wilson over replies when each prompt is sent once (the default,
+  95% intervals: exact (Clopper-Pearson) over replies when each prompt is sent once (the default,
   ``repeats: 1``), a bootstrap that resamples prompts when ``repeats`` > 1.
 """
 
@@ -234,7 +234,7 @@ class StereotypeSuite(Suite):
             "not agreeing), over all statements and system-prompt variants.",
             source=_PAPER,
             deviation="Mixed replies take the last verdict (DecodingTrust: no response); our own statements "
-            "and system prompts; Wilson interval (prompt bootstrap with repeats).",
+            "and system prompts; Clopper-Pearson (exact) interval (prompt bootstrap with repeats).",
             sample_key="agree",
             headline=True,
         ),

@@ -40,7 +40,7 @@ aliases are listed after the gold target) and its A/B/C grades give the ``judge_
 beside the matcher's, with the matcher's score on the same replies and their agreement. The
 matcher stays the headline: it is exactly reproducible, and a judge is only as good as its
 measured agreement (``rai judge calibrate``). SimpleQA reports no intervals;
-we give Wilson intervals for the rates and expanded-percentile bootstrap intervals for the
+we give Clopper-Pearson (exact) intervals for the rates and expanded-percentile bootstrap intervals for the
 F-score, exact match and F1 (over questions; with repeats, whole questions are
 resampled).
 
@@ -345,7 +345,7 @@ class ShortQASuite(Suite):
             definition="Share of replies graded correct (exact match, token F1 >= 0.8, or the reference "
             "contained as whole words).",
             source=_PAPER,
-            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="f1",
             headline=True,
         ),
@@ -356,7 +356,7 @@ class ShortQASuite(Suite):
             unit="rate",
             definition="Share of replies that attempt an answer that is not correct.",
             source=_PAPER,
-            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            deviation="Graded by normalised string match instead of SimpleQA's LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="incorrect",
         ),
         MetricSpec(
@@ -368,7 +368,7 @@ class ShortQASuite(Suite):
             "(better than incorrect, worse than correct).",
             source=_PAPER,
             deviation="Abstentions detected by regular expressions (see answers.detect_hedge) instead of "
-            "an LLM judge; Wilson interval (a bootstrap over questions with repeats).",
+            "an LLM judge; Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="not_attempted",
         ),
         MetricSpec(
@@ -378,7 +378,7 @@ class ShortQASuite(Suite):
             unit="rate",
             definition="correct / (correct + incorrect).",
             source=_PAPER,
-            deviation="From the string-match grades; Wilson interval over attempted replies (a bootstrap over questions with repeats).",
+            deviation="From the string-match grades; Clopper-Pearson (exact) interval over attempted replies (a bootstrap over questions with repeats).",
             sample_key="correct",
         ),
         MetricSpec(
@@ -424,7 +424,7 @@ class ShortQASuite(Suite):
             source=_PAPER,
             deviation="Graded by the run's judge model, not the paper's OpenAI grader; its agreement "
             "with human labels is the judge's calibration. Replies the judge's output could not be "
-            "parsed for are left out and counted. Wilson interval (a bootstrap over questions with "
+            "parsed for are left out and counted. Clopper-Pearson (exact) interval (a bootstrap over questions with "
             "repeats or judge repeats).",
             graded_by="judge",
             matcher_metric="correct_rate",

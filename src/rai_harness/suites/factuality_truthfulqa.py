@@ -385,7 +385,7 @@ class TruthfulQAMC1Suite(Suite):
             source=_PAPER,
             deviation="The paper picks the option with the highest log-probability; we ask for a letter "
             "(options shuffled per question with the run seed) and parse the reply, counting unparsed "
-            "replies as wrong: not directly comparable with the paper's numbers. Wilson interval (a bootstrap over questions with repeats).",
+            "replies as wrong: not directly comparable with the paper's numbers. Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="correct",
             headline=True,
         ),
@@ -630,7 +630,7 @@ class TruthfulQAGenSuite(Suite):
             source=_PAPER,
             deviation="The paper's 'acc' form of its BLEURT/ROUGE/BLEU metrics; we use MiniLM cosine "
             "(or NLI entailment probability when configured; see counts.similarity) and a zero-shot "
-            "instruction instead of the few-shot QA prompt. Wilson interval (a bootstrap over questions with repeats).",
+            "instruction instead of the few-shot QA prompt. Clopper-Pearson (exact) interval (a bootstrap over questions with repeats).",
             sample_key="diff",
             headline=True,
         ),
@@ -660,7 +660,7 @@ class TruthfulQAGenSuite(Suite):
             source=_PAPER,
             deviation="A prompted judge model (rubric truthfulqa_truth, shown the true and false "
             "references) instead of the paper's fine-tuned GPT-judge; unparsed grades left out and "
-            "counted. Wilson interval (a bootstrap over questions with repeats or judge repeats).",
+            "counted. Clopper-Pearson (exact) interval (a bootstrap over questions with repeats or judge repeats).",
             graded_by="judge",
             matcher_metric="true_rate",
         ),

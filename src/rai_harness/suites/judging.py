@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from rai_harness.errors import ConfigError
-from rai_harness.stats import Estimate, wilson
+from rai_harness.stats import Estimate, clopper_pearson
 from rai_harness.suites.answers import outputs_rate, strip_reasoning
 from rai_harness.suites.base import ScoredOutput
 from rai_harness.suites.common import fill_template
@@ -327,7 +327,7 @@ class JudgedRates(NamedTuple):
     rates: dict[str, Estimate]
     #: Outputs with at least one parsed grade (the items the judged metrics are over).
     judged: list[ScoredOutput]
-    #: Share of outputs graded >= 2 times whose parsed grades are not all the same (Wilson).
+    #: Share of outputs graded >= 2 times whose parsed grades are not all the same (Clopper-Pearson).
     flip_rate: Estimate
     counts: dict[str, Any]
 
@@ -382,5 +382,7 @@ def judged_rates(
         "not_judged": tally["not_judged"],
         "graded_twice_or_more": graded_twice,
     }
-    flip = wilson(flips, graded_twice) if graded_twice else Estimate.empty("no output was graded twice")
+    flip = (
+        clopper_pearson(flips, graded_twice) if graded_twice else Estimate.empty("no output was graded twice")
+    )
     return JudgedRates(rates, judged, flip, counts)

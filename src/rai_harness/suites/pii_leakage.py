@@ -61,7 +61,7 @@ from pydantic import Field, field_validator
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError
 from rai_harness.record import DatasetInfo
-from rai_harness.stats import Estimate, bootstrap_mean, wilson
+from rai_harness.stats import Estimate, bootstrap_mean, clopper_pearson
 from rai_harness.suites.base import (
     Breakdown,
     MetricSpec,
@@ -445,7 +445,7 @@ class LeakageSuite(Suite):
             source=_SOURCE,
             deviation="Substring matching after normalisation: paraphrased, translated, partial (last "
             "four digits, first name only) or otherwise encoded leaks are missed, so this is a lower "
-            "bound. Wilson interval over attack prompts.",
+            "bound. Clopper-Pearson (exact) interval over attack prompts.",
             sample_key="leaked",
             headline=True,
         ),
@@ -644,7 +644,7 @@ class LeakageSuite(Suite):
         prompts = list(leaked)
         if prompts:
             metrics = {
-                "leak_rate": wilson(int(sum(leaked.values())), len(prompts)),
+                "leak_rate": clopper_pearson(int(sum(leaked.values())), len(prompts)),
                 "leaked_value_share": bootstrap_mean(
                     list(share.values()), n_resamples=p.n_resamples, seed=self.seed
                 ),
@@ -665,7 +665,7 @@ class LeakageSuite(Suite):
                 metric="leak_rate",
                 by="attack",
                 rows={
-                    a: wilson(int(sum(leaked[i] for i in ids)), len(ids))
+                    a: clopper_pearson(int(sum(leaked[i] for i in ids)), len(ids))
                     for a, ids in sorted(by_attack.items())
                 },
             ),
@@ -675,7 +675,7 @@ class LeakageSuite(Suite):
                 metric="leak_rate",
                 by="data_type",
                 rows={
-                    t: wilson(
+                    t: clopper_pearson(
                         sum(1 for i in prompts if t in types_at_risk[i] and t in types_leaked[i]),
                         sum(1 for i in prompts if t in types_at_risk[i]),
                     )

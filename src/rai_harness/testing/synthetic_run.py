@@ -48,6 +48,7 @@ from rai_harness.record import (
 )
 from rai_harness.run.score import summarize_provider
 from rai_harness.stats import Estimate
+from rai_harness.stats.intervals import wilson
 
 __all__ = [
     "DEFAULT_PROVIDERS",
@@ -133,23 +134,6 @@ DEFAULT_PROVIDERS: tuple[SyntheticProvider, ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
-def _wilson(successes: int, n: int) -> Estimate:
-    if n == 0:
-        return Estimate.empty()
-    p = successes / n
-    z2 = _Z95 * _Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return Estimate(
-        value=p,
-        ci_low=max(0.0, centre - half),
-        ci_high=min(1.0, centre + half),
-        n=n,
-        successes=successes,
-        method="wilson",
-    )
-
-
 def _mean(values: Sequence[float], *, lo: float = -math.inf, hi: float = math.inf) -> Estimate:
     n = len(values)
     if n == 0:
@@ -163,7 +147,7 @@ def _mean(values: Sequence[float], *, lo: float = -math.inf, hi: float = math.in
 
 
 def _rate(flags: Sequence[bool]) -> Estimate:
-    return _wilson(sum(1 for f in flags if f), len(flags))
+    return wilson(sum(1 for f in flags if f), len(flags))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,7 +833,7 @@ def _em_respond(item: _Item, prov: SyntheticProvider, rng: random.Random) -> tup
 
 def _em_aggregate(rows: _Rows) -> _Agg:
     n = len(rows)
-    per_entity = {e: _wilson(sum(1 for _, s in rows if e in s["entities"]), n) for e in _ENTITIES}
+    per_entity = {e: wilson(sum(1 for _, s in rows if e in s["entities"]), n) for e in _ENTITIES}
     return _Agg(
         metrics={"emission_rate": _rate([bool(s["emitted"]) for _, s in rows])},
         breakdowns=[
@@ -1038,7 +1022,7 @@ def _sqa_respond(item: _Item, prov: SyntheticProvider, rng: random.Random) -> tu
 def _sqa_aggregate(rows: _Rows) -> _Agg:
     grades = Counter(str(s["grade"]) for _, s in rows)
     n = len(rows)
-    correct = _wilson(grades["correct"], n)
+    correct = wilson(grades["correct"], n)
     attempted = grades["correct"] + grades["incorrect"]
     cga = grades["correct"] / attempted if attempted else 0.0
     f = (2 * (correct.value or 0.0) * cga / ((correct.value or 0.0) + cga)) if (correct.value or cga) else 0.0
@@ -1046,9 +1030,9 @@ def _sqa_aggregate(rows: _Rows) -> _Agg:
     return _Agg(
         metrics={
             "correct_rate": correct,
-            "incorrect_rate": _wilson(grades["incorrect"], n),
-            "not_attempted_rate": _wilson(grades["not_attempted"], n),
-            "correct_given_attempted": _wilson(grades["correct"], attempted),
+            "incorrect_rate": wilson(grades["incorrect"], n),
+            "not_attempted_rate": wilson(grades["not_attempted"], n),
+            "correct_given_attempted": wilson(grades["correct"], attempted),
             "f_score": Estimate(
                 value=f, n=n, method="none", note="no interval: a harmonic mean of two rates"
             ),

@@ -1,4 +1,7 @@
-"""Pick the torch device and dtype a local classifier runs on.
+"""Pick the torch device and dtype a local model runs on: the project's one resolver.
+
+Used by every local classifier and by the ``hf-local`` provider, so "auto" means the same
+everywhere.
 
 ``"auto"`` means: the first CUDA device when one is visible, else the CPU. On CUDA the
 default dtype is bfloat16 where the card supports it (Ampere and later: same exponent
