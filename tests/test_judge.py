@@ -76,6 +76,8 @@ def test_chatty_replies(reply: str, label: str) -> None:
         ("I would need to check the sources.", "unparseable"),
         ('{"grade": ', "unparseable"),  # malformed JSON, cut off
         ("B: CORRECT", "ambiguous"),  # letter and word disagree
+        ("B: NOT_ATTEMPTED", "ambiguous"),  # SmolLM2-135M's favourite
+        ("A: CORRECT\nB: INCORRECT", "ambiguous"),  # recites the options instead of choosing
         ("Either CORRECT or INCORRECT, hard to say.", "ambiguous"),
         ("the answer seems correct to me", "unparseable"),  # lower-case prose is not a grade
     ],

@@ -36,7 +36,7 @@ from rai_harness.pricing import PriceTable
 from rai_harness.providers.base import ProviderConfig
 from rai_harness.record import CallRecord, DatasetInfo, write_json_atomic, write_samples
 from rai_harness.run.execute import _apply_hourly, _seed_requests
-from rai_harness.run.journal import Journal
+from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.judge import judge_params
 from rai_harness.run.runner import RetryPolicy, generate_calls
 from rai_harness.run.score import summarize_provider
@@ -196,7 +196,10 @@ async def calibrate_judge(
     provider = judge.build()
     try:
         load = getattr(provider, "load", None)
-        if callable(load):
+        identity = judge.cache_identity()
+        # A finished calibration re-parsed (e.g. after a parser change) loads no model.
+        pending = any(journal.get(call_key(identity, r)) is None for r in requests)
+        if callable(load) and pending:
             loaded = load()
             if inspect.isawaitable(loaded):
                 await loaded
@@ -204,7 +207,7 @@ async def calibrate_judge(
             provider,
             requests,
             provider_id=judge.provider_id,
-            provider_identity=judge.cache_identity(),
+            provider_identity=identity,
             concurrency=judge.concurrency,
             rpm=judge.rpm,
             policy=RetryPolicy(max_retries=judge.max_retries, timeout_s=judge.timeout_s),

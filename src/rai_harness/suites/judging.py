@@ -13,7 +13,8 @@ invalid JSON and the tool picks a default). In order:
 2. The whole reply is one label form, in any case (``"B"``, ``"incorrect"``, ``"No."``,
    ``"A: CORRECT"``) -> that label.
 3. Explicit cues (``Grade: B``, ``the answer is "yes"``, ``Final verdict - NOT_ATTEMPTED``),
-   then the reply's first word and lines that hold only a label form, then (rubrics whose
+   then the reply's first word and lines that hold only a label (a reply that recites the
+   options, ``A: CORRECT`` then ``B: INCORRECT``, names two), then (rubrics whose
    forms are distinctive upper-case words only) those words anywhere. The first tier that
    names labels decides: exactly one distinct label -> parsed; two or more ->
    ``status="ambiguous"`` (no label).
@@ -186,11 +187,17 @@ def parse_verdict(rubric: Rubric, text: str | None) -> Verdict:
         if len(found) == 1:
             return Verdict(found.pop(), "parsed", "whole")
         return Verdict(None, "ambiguous", "whole reply names two labels")
+    # A line that is a whole label ("A: CORRECT") counts with both its forms, so a reply that
+    # recites the options ("A: CORRECT\nB: INCORRECT") names two labels and is ambiguous.
+    pair_lines = [
+        g for line in reply.splitlines() if (w := p["whole"].fullmatch(line)) for g in w.groups() if g
+    ]
     tiers: list[tuple[str, list[str]]] = [
         ("cue", [m.group(1) for m in p["cue"].finditer(reply)]),
         (
             "first/line",
             [m.group(1) for m in p["line"].finditer(reply)]
+            + pair_lines
             + ([m.group(1)] if (m := p["first"].match(reply)) else []),
         ),
     ]
