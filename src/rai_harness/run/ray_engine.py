@@ -577,6 +577,9 @@ def _start_workers(plan: RunPlan, shares: dict[str, list[int]]) -> tuple[list[An
     env = _secret_env(plan)
     worker_cls = ray.remote(CallWorker)
     slots = [i for i in range(plan.config.runner.ray_workers) if any(s[i] for s in shares.values())]
+    # A CPU each when the cluster has enough (so SPREAD really places them on different nodes),
+    # else an even fraction: more workers than CPUs must still all start.
+    cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1.0)) / max(1, len(slots)))
     actors = [
         worker_cls.options(
             name=f"calls-{token}-{i}",
@@ -584,6 +587,7 @@ def _start_workers(plan: RunPlan, shares: dict[str, list[int]]) -> tuple[list[An
             max_restarts=_MAX_RESTARTS,
             max_task_retries=0,  # the driver re-queues a dead actor's calls itself
             scheduling_strategy="SPREAD",
+            num_cpus=cpus,
             max_concurrency=1000,  # async actor: chunks of several providers run together
         ).remote(_specs_for(plan, shares, i), env)
         for i in slots
