@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, ProviderError
 from rai_harness.pricing import ResolvedPrice
 from rai_harness.providers.base import ProviderConfig
-from rai_harness.record.calls import CallError, CallRecord
+from rai_harness.record.calls import CallRecord
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.runner import OnRecord, RetryPolicy, generate_calls
+from rai_harness.run.runner import OnRecord, RetryPolicy, _failure_record, generate_calls
 from rai_harness.types import ChatRequest
 
 __all__ = ["MAX_RESTARTS", "check_shardable", "generate_calls_sharded"]
@@ -105,35 +105,14 @@ def _worker_main(
 def _lost_record(
     key: str, provider_id: str, request: ChatRequest, deaths: int, exitcode: int | None
 ) -> CallRecord:
-    now = time.time()
-    return CallRecord(
-        key=key,
-        provider_id=provider_id,
-        sample_id=request.sample_id,
-        repeat=request.repeat,
-        messages=request.messages_as_dicts(),
-        params=request.params.to_dict(),
-        status="error",
-        output=None,
-        prompt_tokens=None,
-        completion_tokens=None,
-        tokens_estimated=False,
-        ttft_s=None,
-        latency_s=None,
-        output_tokens_per_s=None,
-        finish_reason=None,
-        model=None,
-        attempts=0,
-        retry_wait_s=0.0,
-        started_at=now,
-        finished_at=now,
-        cost_usd=None,
-        error=CallError(
-            type="worker_lost",
-            message=f"the worker process of this call died {deaths} times (last exit code {exitcode})",
-            retryable=True,
-        ),
-        metadata=dict(request.metadata),
+    """The failed record of a call whose worker died too often: retryable, so a resume makes it again."""
+    err = ProviderError(
+        f"the worker process of this call died {deaths} times (last exit code {exitcode})",
+        retryable=True,
+        error_type="worker_lost",
+    )
+    return _failure_record(
+        key, provider_id, request, err, attempts=0, waited=0.0, started=time.time(), secrets=()
     )
 
 
