@@ -99,3 +99,14 @@ def test_unsupported_worker_setups_are_refused(provider: dict, load: dict | None
         data["load"] = load
     with pytest.raises(ConfigError, match=fragment):
         parse_run_config(data, file="run.yaml")
+
+
+def test_a_lost_workers_call_is_a_retryable_error_record() -> None:
+    from rai_harness.run.shards import _lost_record
+
+    request = ChatRequest.from_prompt("s1", "hello")
+    record = _lost_record("k1", "p1", request, deaths=3, exitcode=-9)
+    assert (record.key, record.provider_id, record.sample_id, record.status) == ("k1", "p1", "s1", "error")
+    assert record.output is None and record.attempts == 0 and record.cost_usd is None
+    assert record.error is not None and record.error.type == "worker_lost" and record.error.retryable is True
+    assert "died 3 times" in record.error.message and "-9" in record.error.message
