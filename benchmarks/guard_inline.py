@@ -278,13 +278,13 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     load_before = os.getloadavg()[0]
     pool = BenchPool()
-    toxicity = pool.get(ClassifierSpec(backend="minilm-toxicity"))
+    toxicity = pool.classifier(ClassifierSpec(backend="minilm-toxicity"))
 
     rates = bench_batching(toxicity, args.rounds)
     policy = load_policy(ROOT / "guardrails" / "default.yaml")
     with Guard.from_policy(policy, pool=pool) as guard:
         latency = bench_latency(guard, args.latency_calls)
-        pii = pool.get(policy.classifiers["pii"])
+        pii = pool.classifier(policy.classifiers["pii"])
         versus = bench_stage_vs_forward(guard, toxicity, pii, args.latency_calls)
 
     ratio_ceiling, ratio_threads, ratio_async = (
