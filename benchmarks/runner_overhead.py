@@ -52,7 +52,7 @@ from _results import write_section
 from rai_harness.load import LoadProfile, StopRule, arrival_offsets, event_rate, stop_reason, summarize_load
 from rai_harness.pricing import PriceTable
 from rai_harness.providers.openai_compat import OpenAIConfig, make_http_client
-from rai_harness.record import LoadStage
+from rai_harness.record import CallRecord, LoadStage
 from rai_harness.run.journal import Journal
 from rai_harness.run.runner import LoopLagMonitor, RetryPolicy, generate_calls
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
@@ -175,13 +175,19 @@ async def ttft_errors(
     cpu = time.process_time() - cpu0
     await provider.aclose()
     journal.close()
-    server = {r["prompt"]: r for r in srv.stats()["requests"] if "first_sent" in r}
-    errors = []
-    for req, rec in zip(requests, records, strict=True):  # records come back in request order
-        stamped = server.get(req.messages[-1].content)
-        if rec.ok and rec.ttft_s is not None and stamped is not None:
-            errors.append(rec.ttft_s - (stamped["first_sent"] - stamped["t"]))
-    return errors, cpu / len(requests), monitor.summary()
+    return _ttft_errors(srv, requests, records), cpu / len(requests), monitor.summary()
+
+
+def _ttft_errors(
+    srv: FakeOpenAIServer, requests: list[ChatRequest], records: list[CallRecord]
+) -> list[float]:
+    """Recorded TTFT minus the server's true TTFT (first chunk sent - request arrived), per successful call."""
+    stamps = _stamps(srv)
+    return [  # records come back in request order
+        r.ttft_s - stamps[req.messages[-1].content]
+        for req, r in zip(requests, records, strict=True)
+        if r.ok and r.ttft_s is not None and req.messages[-1].content in stamps
+    ]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -226,13 +232,7 @@ async def ttft_errors_workers(
     cpu = sum(
         (b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in ((self0, self1), (kids0, kids1))
     )
-    stamps = _stamps(srv)
-    errors = [
-        r.ttft_s - stamps[req.messages[-1].content]
-        for req, r in zip(requests, records, strict=True)
-        if r.ok and r.ttft_s is not None and req.messages[-1].content in stamps
-    ]
-    return errors, cpu / len(requests), wall
+    return _ttft_errors(srv, requests, records), cpu / len(requests), wall
 
 
 def run_workers(calls: int, concurrency: int, workers: int, rounds: int) -> str:
