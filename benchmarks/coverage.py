@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rai_harness.stats import coverage as cov
-from rai_harness.stats.bootstrap import resampled_means
+from rai_harness.stats.bootstrap import mean_with_draws, resampled_means
 from rai_harness.stats.paired import bootstrap_p_value
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,6 +41,18 @@ def _percentile_baseline(dist: str, n: int, reps: int, seed: int, b: int) -> flo
         means = resampled_means(x, None, n, b, np.random.default_rng(seed + i))
         low, high = np.quantile(means, [0.025, 0.975])
         hits += low <= mu <= high
+    return hits / reps
+
+
+def _expanded_baseline(dist: str, n: int, reps: int, seed: int, b: int) -> float:
+    """Coverage of the expanded percentile interval (bootstrap_mean's method for every mean before
+    the studentized interval of unbounded values) on the data and seeds bootstrap_mean_coverage uses."""
+    draw, mu = cov.DISTRIBUTIONS[dist]
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for i in range(reps):
+        est, _ = mean_with_draws(draw(rng, n), clusters=None, n_resamples=b, seed=seed + i, confidence=0.95)
+        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= mu <= est.ci_high
     return hits / reps
 
 
@@ -105,15 +117,33 @@ def main() -> None:
             lambda n: exact_min(n, wi),
         )
     )
-    for dist in ("normal", "beta25", "bernoulli", "rate4", "exponential"):
+    # What bootstrap_mean picks: independent 0/1 values are proportions (exact interval);
+    # values within [0, 1] the expanded percentile; unbounded values the studentized bootstrap
+    # (an unbounded data set whose values all happen to fall within [0, 1] gets the former).
+    mean_methods = {
+        "normal": "studentized-bootstrap",
+        "beta25": "expanded-bootstrap",
+        "bernoulli": "clopper-pearson",
+        "rate4": "expanded-bootstrap",
+        "exponential": "studentized-bootstrap",
+        "lognormal": "studentized-bootstrap",
+    }
+    for dist, method in mean_methods.items():
         rows.append(
             (
                 f"bootstrap_mean, {dist}",
-                # Independent 0/1 values are proportions: bootstrap_mean gives them the exact interval.
-                "clopper-pearson" if dist == "bernoulli" else "expanded-bootstrap",
+                method,
                 lambda n, d=dist: _cell(
                     cov.bootstrap_mean_coverage(d, n, reps, seed=n, n_resamples=b).rate, reps
                 ),
+            )
+        )
+    for dist in ("normal", "exponential", "lognormal"):
+        rows.append(
+            (
+                f"baseline: expanded percentile (before), {dist}",
+                "expanded-bootstrap (old)",
+                lambda n, d=dist: _cell(_expanded_baseline(d, n, reps, n, b), reps),
             )
         )
     for dist in ("normal", "beta25"):
@@ -203,8 +233,18 @@ def main() -> None:
             *lines,
             "",
             "Distributions (rai_harness.stats.coverage): normal; beta25 = Beta(2, 5) scores; bernoulli(0.3); "
-            "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (heavy skew, "
-            "unbounded: a stress case; no suite takes an unclustered mean of unbounded values). Rates are "
+            "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (skewness 2) and "
+            "lognormal (σ = 1, skewness 6.2): unbounded, right-skewed quantities such as counts, latencies and "
+            "costs (no suite takes an unclustered mean of unbounded values today; every per-item score is "
+            "in [0, 1]). bootstrap_mean gives independent values outside [0, 1] the studentized bootstrap "
+            "(bootstrap-t): the expanded percentile interval, used for every mean before, covers 91% on "
+            "exponential data at n <= 10 (baseline rows); the studentized one is about 10% wider than a t "
+            "interval on normal data at n = 8 and 5% at n = 10. The log-normal stress case stays below 93% "
+            "at n <= 30 with every interval measured (expanded percentile, BCa, t, studentized); the "
+            "studentized bootstrap is the closest, and reaching 93% there (studentized at the expanded "
+            "level) would cost 1.7x the t width and 98.7% coverage on normal data at n = 8. A milder log-normal "
+            "(σ = 0.5, skewness 1.75) gets 93.9% / 94.6% / 93.6% at n = 8 / 10 / 30 from the studentized "
+            "interval (2000 data sets, a side run). Rates are "
             "computed exactly (binomial sums): their coverage oscillates with p, so both the mean and the "
             "worst case are shown. Clopper-Pearson never covers less than 95% (wider by design: ~98% on "
             "average at n = 8); Wilson, used before, averages 95% but dips to ~90% at n <= 10. bootstrap_mean "
@@ -235,7 +275,10 @@ def main() -> None:
             "(expanded-bootstrap) |",
             "| gate error_rate | clopper-pearson over calls | - |",
             "",
-            "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE).",
+            "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE). A mean of "
+            "independent values outside [0, 1] (a count or a cost per item) gets studentized-bootstrap; one "
+            "over clusters (pii.emission's findings per output) stays expanded-cluster-bootstrap, whose "
+            "coverage on skewed counts is not measured here.",
         ]
     )
     if not args.no_write:

@@ -104,6 +104,7 @@ _METHODS = {
     "expanded-cluster-bootstrap": "expanded cluster bootstrap",
     "bootstrap-se-t": "bootstrap-SE t",
     "cluster-bootstrap-se-t": "cluster bootstrap-SE t",
+    "studentized-bootstrap": "studentized bootstrap (bootstrap-t)",
     "sidak-t": "\u0160id\u00e1k t (simultaneous)",
     "exact": "exact (Clopper-Pearson)",
     "none": "no interval",

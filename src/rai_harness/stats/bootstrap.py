@@ -16,6 +16,23 @@ bounds of the statistic) and has about nominal coverage from u = 8 up (``benchma
 measures it). ``Estimate.method`` is ``"expanded-bootstrap"`` or
 ``"expanded-cluster-bootstrap"``.
 
+**Unbounded means.** The expanded percentile interval keeps the bootstrap distribution's
+shape, and for a right-skewed, unbounded quantity (counts, latencies, costs) that shape is
+itself too short on the long side: it covers 91% at n = 8-10 and 92.7% at n = 30 on
+exponential data. :func:`bootstrap_mean` of independent values that are not all within
+[0, 1] therefore uses the **studentized bootstrap** (bootstrap-t; Efron & Tibshirani 1993,
+§12.5; Davison & Hinkley 1997, §5.2.1): the pivot ``t*_b = (x̄*_b − x̄) / (s*_b/√n)`` is
+resampled along with the mean, and the interval is
+``[x̄ − t*_(B+1−j) · s/√n, x̄ − t*_(j) · s/√n]`` (``j`` at the nominal α: studentizing
+already carries the small-sample widening). It is second-order accurate and covers 94-96%
+on exponential data from n = 8 (``benchmarks/coverage.py``; ``method``
+``"studentized-bootstrap"``). Values within [0, 1] (scores, shares, rates: every suite's
+per-item means) keep the expanded percentile interval, which covers 93-97% there, never
+leaves [0, 1], and is stable on tied values, where a studentized resample of one repeated
+value has ``s* = 0`` and an infinite pivot (at n = 8 with 4-trial rates, one data set in
+seven would get an infinite end). When that happens to unbounded values too (heavily tied
+counts), the expanded percentile interval is used and the note says so.
+
 With very few units (u ≤ 4 at B = 2000) ``α'/2`` is below the resolution ``1/(B + 1)`` of the
 resamples; the interval is then the **t interval with the bootstrap standard error**,
 ``θ̂ ± sqrt(u/(u − 1)) · t_{u−1}(1 − α/2) · sd(θ̂*)``, which can reach beyond the resampled
@@ -28,7 +45,8 @@ Interval ends are order statistics ``θ*_(j)`` and ``θ*_(B+1−j)`` with
 
 References: T. C. Hesterberg (2015), "What teachers should know about the bootstrap",
 The American Statistician 69(4):371-386, §4.3 (expanded percentile interval); A. C. Davison
-& D. V. Hinkley (1997), *Bootstrap Methods and their Application*, §3.8, §5.2.
+& D. V. Hinkley (1997), *Bootstrap Methods and their Application*, §3.8, §5.2; B. Efron &
+R. J. Tibshirani (1993), *An Introduction to the Bootstrap*, §12.5 (bootstrap-t).
 """
 
 from __future__ import annotations
@@ -44,7 +62,7 @@ from scipy import stats as sps
 from rai_harness.stats.estimate import Estimate
 from rai_harness.stats.intervals import clopper_pearson
 
-__all__ = ["bootstrap", "bootstrap_mean", "expanded_alpha"]
+__all__ = ["bootstrap", "bootstrap_mean", "expanded_alpha", "studentized_mean"]
 
 T = TypeVar("T")
 
@@ -261,6 +279,59 @@ def mean_with_draws(
     return est, means
 
 
+def studentized_mean(
+    values: npt.NDArray[np.float64], n_resamples: int, seed: int, confidence: float
+) -> Estimate | None:
+    """The studentized bootstrap (bootstrap-t) interval of the mean of independent values.
+
+    Draws the same resamples as :func:`bootstrap_mean` (``default_rng(seed)``, ``n`` indices
+    per row) and studentizes each: ``t*_b = (x̄*_b − x̄) / (s*_b/√n)`` with the unbiased
+    standard deviation ``s*_b`` of the resample. The interval is
+    ``[x̄ − t*_(B+1−j) · s/√n, x̄ − t*_(j) · s/√n]`` with ``j = ⌈(B + 1) α/2⌉ − 1``.
+
+    Args:
+        values: At least 2 finite values.
+        n_resamples: Number of resamples B.
+        seed: Seed for ``numpy.random.default_rng``.
+        confidence: Nominal coverage.
+
+    Returns:
+        The estimate (``method="studentized-bootstrap"``), or ``None`` when the interval is not
+        defined: B too small for the level, or an infinite end (resamples of one repeated
+        value, ``s* = 0``, in the tails).
+    """
+    n = len(values)
+    b = n_resamples
+    j = _order_index(1.0 - confidence, b)
+    if n < 2 or j < 1:
+        return None
+    mean = float(values.mean())
+    se = float(values.std(ddof=1)) / math.sqrt(n)
+    pivots = np.empty(b, dtype=np.float64)
+    done = 0
+    for block in _draws(np.random.default_rng(seed), n, b):
+        drawn = values[block]
+        diff = drawn.mean(axis=1) - mean
+        spread = drawn.std(axis=1, ddof=1) / math.sqrt(n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # A resample of one repeated value has no spread: its pivot is ±inf (0 when it
+            # equals the mean, as every resample of constant data does).
+            pivots[done : done + len(block)] = np.where(diff == 0.0, 0.0, diff / spread)
+        done += len(block)
+    ordered = np.sort(pivots)
+    t_low, t_high = float(ordered[j - 1]), float(ordered[b - j])
+    if not (math.isfinite(t_low) and math.isfinite(t_high)):
+        return None
+    return Estimate(
+        value=mean,
+        ci_low=mean - t_high * se,
+        ci_high=mean - t_low * se,
+        n=n,
+        method="studentized-bootstrap",
+        confidence=confidence,
+    )
+
+
 def bootstrap_mean(
     values: Sequence[float] | npt.NDArray[np.float64],
     *,
@@ -282,7 +353,10 @@ def bootstrap_mean(
 
     Independent 0/1 values (no ``clusters``) are a binomial proportion and get the exact
     :func:`~rai_harness.stats.clopper_pearson` interval instead: a bootstrap of 0 successes
-    has zero width. Otherwise the same draws as :func:`bootstrap`:
+    has zero width. Independent values not all within [0, 1] (an unbounded quantity: counts,
+    latencies, costs) get the studentized bootstrap (:func:`studentized_mean`; see the module
+    docstring: the percentile shape under-covers a skewed mean there). Otherwise the same
+    draws as :func:`bootstrap`:
     ``bootstrap(values, np.mean, ...)`` with the same seed gives the same interval up to
     floating-point rounding.
 
@@ -301,7 +375,8 @@ def bootstrap_mean(
     Returns:
         An :class:`Estimate` with ``method`` ``"expanded-bootstrap"`` or
         ``"expanded-cluster-bootstrap"`` (``"bootstrap-se-t"`` / ``"cluster-bootstrap-se-t"``
-        for very few units; ``"clopper-pearson"`` for independent 0/1 values); no interval
+        for very few units; ``"clopper-pearson"`` for independent 0/1 values;
+        ``"studentized-bootstrap"`` for independent values outside [0, 1]); no interval
         and a note with one item or one cluster; :meth:`Estimate.empty` when there are no
         values.
 
@@ -316,6 +391,16 @@ def bootstrap_mean(
             # degenerates to [0, 0] at 0 successes (5.8% of data sets at n = 8, p = 0.3), the
             # exact interval does not.
             return clopper_pearson(int(arr.sum()), len(arr), confidence)
+        if len(arr) >= 2 and not np.all((arr >= 0.0) & (arr <= 1.0)):
+            _check_args(n_resamples, confidence)
+            studentized = studentized_mean(arr, n_resamples, seed, confidence)
+            if studentized is not None:
+                return studentized
+            est, _ = mean_with_draws(
+                arr, clusters=None, n_resamples=n_resamples, seed=seed, confidence=confidence
+            )
+            fallback = "studentized interval unbounded (resamples of one repeated value): percentile"
+            return est.model_copy(update={"note": "; ".join(x for x in (fallback, est.note) if x)})
     est, _ = mean_with_draws(
         values, clusters=clusters, n_resamples=n_resamples, seed=seed, confidence=confidence
     )

@@ -10,8 +10,9 @@ for comparison) is computed exactly from the binomial pmf.
 The data-generating distributions are the shapes eval metrics have: per-item scores in
 [0, 1] (``beta25``: Beta(2, 5), skewed), per-template rates (``rate4``: successes of 4
 trials at a Beta(1, 3) probability, discrete), 0/1 outcomes (``bernoulli``), ``normal``,
-and a heavy skew stress case (``exponential``) that no small-sample interval of a mean
-handles well.
+and unbounded right-skewed quantities (counts, latencies, costs): ``exponential``
+(skewness 2) and a heavy stress case, ``lognormal`` (log-normal with σ = 1, skewness 6.2),
+that no small-sample interval of a mean handles fully.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def _exponential(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
     return rng.exponential(1.0, n)
 
 
+def _lognormal(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.lognormal(0.0, 1.0, n)
+
+
 #: name -> (draw n values, true mean)
 DISTRIBUTIONS: dict[str, tuple[Draw, float]] = {
     "normal": (_normal, 0.5),
@@ -71,6 +76,7 @@ DISTRIBUTIONS: dict[str, tuple[Draw, float]] = {
     "bernoulli": (_bernoulli, 0.3),
     "rate4": (_rate4, 0.25),
     "exponential": (_exponential, 1.0),
+    "lognormal": (_lognormal, float(np.exp(0.5))),
 }
 
 
