@@ -20,8 +20,10 @@ from rai_harness.load import (
     StagePlan,
     StopRule,
     arrival_offsets,
+    check_shared_clock,
     requests_for,
     run_stage,
+    share_stage,
     summarize_load,
     summarize_stage,
 )
@@ -169,6 +171,75 @@ def test_a_sweep_with_suites_is_refused() -> None:
     }
     with pytest.raises(ConfigError, match="separate config"):
         parse_run_config(data, file="run.yaml")
+
+
+# -- a stage shared by worker processes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_shared_poisson_schedule_is_the_single_schedule(parts: int) -> None:
+    rate, n = 50.0, 3001
+    stage = StagePlan(0, "poisson", rate, 256, None, seed=11)
+    shares = share_stage(stage, n, parts, start=123.0)
+    assert len(shares) == parts and all(s.start == 123.0 for s in shares)
+    # Every position once; each part's share in schedule order; counts as even as can be.
+    positions = sorted(p for s in shares for p in s.positions)
+    assert positions == list(range(n))
+    assert {len(s.positions) for s in shares} <= {n // parts, n // parts + 1}
+    for s in shares:
+        assert list(s.positions) == sorted(s.positions) and s.offsets is not None
+        assert np.all(np.diff(s.offsets) >= 0)
+        assert s.slots == -(-256 // parts)  # the in-flight cap, split
+    # Combined, the arrivals are exactly the one-process schedule.
+    combined = np.empty(n)
+    for s in shares:
+        combined[list(s.positions)] = s.offsets
+    np.testing.assert_array_equal(combined, arrival_offsets("poisson", rate, n, 11))
+    # ... hence a Poisson process at the rate: counts in 1 s windows have variance ~ mean
+    # (index of dispersion ~1; a constant schedule has ~0, a bursty one >> 1).
+    counts = np.bincount(combined.astype(int))[:-1]
+    assert counts.mean() == pytest.approx(rate, rel=0.05)
+    assert 0.6 < counts.var(ddof=1) / counts.mean() < 1.6
+    # Each part alone runs at rate / parts.
+    for s in shares:
+        assert (len(s.offsets) - 1) / (s.offsets[-1] - s.offsets[0]) == pytest.approx(rate / parts, rel=0.1)
+
+
+def test_shared_constant_and_closed_loop_stages() -> None:
+    constant = share_stage(StagePlan(0, "constant", 10.0, 5, None), 7, 3)
+    assert [s.positions for s in constant] == [(0, 3, 6), (1, 4), (2, 5)]
+    assert constant[1].offsets == (0.1, 0.4) and {s.slots for s in constant} == {2}
+    closed = share_stage(StagePlan(0, "concurrency", None, 8, None), 5, 2)
+    assert [s.offsets for s in closed] == [None, None] and {s.slots for s in closed} == {4}
+    assert len(share_stage(StagePlan(0, "constant", 10.0, 8, None), 2, 4)) == 2  # no empty parts
+    with pytest.raises(ValueError):
+        share_stage(StagePlan(0, "constant", 10.0, 8, None), 2, 0)
+
+
+def test_shared_clock_check() -> None:
+    check_shared_clock(10.0, 10.5, 11.0)
+    for other in (9.0, 12.0):
+        with pytest.raises(RuntimeError, match="not shared between processes"):
+            check_shared_clock(10.0, other, 11.0)
+
+
+async def test_a_share_runs_its_positions_from_the_common_start() -> None:
+    stage = StagePlan(0, "constant", 100.0, 64, None)
+    (first, second) = share_stage(stage, 6, 2, start=time.monotonic() + 0.05)
+    seen = []
+
+    async def call(item: int, d) -> int:
+        seen.append(d)
+        return item
+
+    out = await run_stage(stage, ["b", "d", "f"], call, second)
+    assert out == ["b", "d", "f"]
+    assert [d.position for d in seen] == [1, 3, 5]
+    assert [d.scheduled_s for d in seen] == pytest.approx([0.01, 0.03, 0.05])
+    # Due times count from the shared start (50 ms ahead): never early.
+    assert all(d.started_s >= d.scheduled_s - 1e-3 for d in seen)
+    with pytest.raises(ValueError, match="positions"):
+        await run_stage(stage, ["x"], call, first)
 
 
 # -- the dispatcher -------------------------------------------------------------------------------

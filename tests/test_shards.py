@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
-from rai_harness.config import parse_run_config
+from rai_harness.config import load_run_config, parse_run_config
 from rai_harness.errors import ConfigError
+from rai_harness.load import LoadProfile, arrival_offsets, event_rate, summarize_load
 from rai_harness.providers.openai_compat import OpenAIConfig
-from rai_harness.record import CallRecord
+from rai_harness.record import CallRecord, read_run_record, read_samples
+from rai_harness.run import plan_run, run_sync
 from rai_harness.run.journal import Journal
 from rai_harness.run.runner import RetryPolicy
 from rai_harness.run.shards import generate_calls_sharded
+from rai_harness.run.sizing import size_workers
 from rai_harness.types import ChatRequest, GenerationParams
 
 
@@ -86,8 +93,9 @@ async def test_kill_9_of_a_worker_loses_only_its_in_flight_calls(fake_server, tm
     ("provider", "load", "fragment"),
     [
         ({"workers": 2, "guard": {"policy": "g.yaml"}}, None, "does not support a guard"),
-        ({"workers": 2}, {"profile": "constant", "rate": 5}, "no load profile yet"),
+        ({"workers": "auto", "guard": {"policy": "g.yaml"}}, None, "does not support a guard"),
         ({"workers": 0}, None, "greater than or equal to 1"),
+        ({"workers": "many"}, None, "auto"),
     ],
 )
 def test_unsupported_worker_setups_are_refused(provider: dict, load: dict | None, fragment: str) -> None:
@@ -110,3 +118,110 @@ def test_a_lost_workers_call_is_a_retryable_error_record() -> None:
     assert record.output is None and record.attempts == 0 and record.cost_usd is None
     assert record.error is not None and record.error.type == "worker_lost" and record.error.retryable is True
     assert "died 3 times" in record.error.message and "-9" in record.error.message
+
+
+async def test_workers_follow_a_poisson_profile_on_one_shared_clock(fake_server, tmp_path: Path) -> None:
+    # Two worker processes share one Poisson schedule: the parent deals the arrivals out and
+    # gives both one start instant on time.monotonic(). Checked by order and counts only.
+    fake_server.configure(ttft_s=0.01)
+    cfg = config(fake_server.base_url, concurrency=8)
+    profile = LoadProfile(profile="poisson", rate=40, warmup={"requests": 4}, seed=3)
+    journal = Journal(tmp_path / "j.sqlite")
+    pids: list[int] = []
+    records = await generate_calls_sharded(
+        cfg,
+        reqs(40),
+        workers=2,
+        provider_id="p",
+        provider_identity=cfg.cache_identity(),
+        concurrency=8,
+        policy=RetryPolicy(timeout_s=20),
+        journal=journal,
+        load=profile,
+        on_workers=lambda current: pids.extend(p for p in current if p not in pids),
+    )
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert [r.sample_id for r in records] == [f"s{i}" for i in range(40)] and all(r.ok for r in records)
+    assert journal.count("ok") == 40  # the parent journaled every record
+    journal.close()
+    warm = [r for r in records if r.load["warmup"]]
+    measured = [r for r in records if not r.load["warmup"]]
+    assert [r.sample_id for r in warm] == ["s0", "s1", "s2", "s3"] and {r.load["stage"] for r in warm} == {-1}
+    # The combined arrivals of the measured stage are the profile's own schedule, position by
+    # position (each worker took every second one).
+    plans = profile.stage_plans(8, seed=0)
+    expected = arrival_offsets("poisson", 40, 36, plans[1].seed)
+    np.testing.assert_allclose([r.load["scheduled_s"] for r in measured], expected)
+    # One clock: no call of either worker started before it was due (a worker on another clock
+    # would start calls early or seconds late), and each finished after it started.
+    for r in records:
+        assert r.load["started_s"] >= r.load["scheduled_s"] - 1e-3, r.load
+        assert r.load["finished_s"] >= r.load["started_s"]
+    # The stage's statistics are computed from both workers' records together; warm-up excluded.
+    summary = summarize_load(profile, records)
+    assert summary.warmup_calls == 4
+    (stage,) = summary.stages
+    assert stage.calls == 36 and stage.offered_rps is not None
+    assert stage.offered_rps == pytest.approx(event_rate(expected))
+
+
+def test_size_workers_from_rate_and_cpu_per_call() -> None:
+    # 200 calls/s x 4 ms = 0.8 CPU; at most half busy per loop -> 2 workers.
+    n, reason = size_workers(200, 0.004, cpu_cap=16, calls=1000)
+    assert n == 2 and "0.8 CPU" in reason and "-> 2" in reason
+    assert size_workers(10, 0.004, cpu_cap=16, calls=1000)[0] == 1  # 0.04 CPU: one loop
+    assert size_workers(1000, 0.008, cpu_cap=16, calls=1000)[0] == 16  # 8 CPU -> 16
+    capped, why = size_workers(1000, 0.008, cpu_cap=4, calls=1000)
+    assert capped == 4 and "capped at 4 (CPUs)" in why
+    few, why = size_workers(1000, 0.008, cpu_cap=16, calls=3)
+    assert few == 3 and "calls to make" in why
+    assert size_workers(100, 0.01, cpu_cap=8, calls=100, target_busy=1.0)[0] == 1  # exactly 1 CPU
+    assert size_workers(5, 0.0, cpu_cap=8, calls=100)[0] == 1
+    for bad in ({"demanded_rps": 0.0}, {"demanded_rps": math.inf}, {"cpu_s_per_call": -1.0}):
+        args = {"demanded_rps": 10.0, "cpu_s_per_call": 0.001, **bad}
+        with pytest.raises(ValueError):
+            size_workers(args["demanded_rps"], args["cpu_s_per_call"], cpu_cap=2, calls=10)
+
+
+def test_workers_auto_sizes_from_a_calibration_and_records_why(fake_server, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(24))
+    )
+    cfg = {
+        "name": "auto",
+        "seed": 2,
+        "providers": [
+            {
+                "kind": "openai",
+                "id": "fake",
+                "model": "m",
+                "base_url": fake_server.base_url,
+                "api_key_env": None,
+                "workers": "auto",
+            }
+        ],
+        "prompts": {"path": str(prompts)},
+        # A rate no single loop can keep on time: the sizing asks for every CPU there is.
+        "load": {"profile": "constant", "rate": 2000, "warmup": {"requests": 2}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    record = run_sync(plan_run(load_run_config(path), config_path=path, out_dir=tmp_path / "out"))
+    sizing = read_run_record(tmp_path / "out").timing_quality["worker_processes"]["fake"]
+    assert sizing == record.timing_quality["worker_processes"]["fake"]
+    assert sizing["source"] == "auto" and sizing["calibration_calls"] == 8
+    assert sizing["demanded_rps"] == 2000 and "peak rate" in sizing["demand"]
+    assert sizing["cpu_ms_per_call"] > 0 and sizing["cpu_cap"] >= 1
+    # The recorded choice is the sizing rule applied to the recorded measurement.
+    expected, reason = size_workers(
+        2000, sizing["cpu_ms_per_call"] / 1000, cpu_cap=sizing["cpu_cap"], calls=24
+    )
+    assert sizing["workers"] == expected and sizing["reason"] == reason
+    # 8 calibration calls, then the run's 24, each once; every call recorded with its schedule.
+    assert len(fake_server.stats()["requests"]) == 8 + 24
+    samples = read_samples(tmp_path / "out" / "samples.jsonl")
+    assert len(samples) == 24 and all(s.load is not None for s in samples)
+    assert sum(1 for s in samples if s.load["warmup"]) == 2
+    summary = record.providers["fake"]
+    assert summary.calls == 24 and summary.latency_s.n == 22

@@ -204,12 +204,6 @@ class RunConfig(BaseModel):
                 "saturation, so suite samples would be scored unevenly): run the suites in a separate "
                 "config, or use a `constant`/`poisson` profile"
             )
-        sharded = [p.provider_id for p in self.providers if p.workers > 1]
-        if self.load is not None and sharded:
-            raise ValueError(
-                f"provider {sharded[0]!r} has `workers`, which runs the provider's fixed `concurrency` "
-                "only (no load profile yet): remove `workers` or `load`"
-            )
         if self.load is not None and self.load.is_rate:
             top = max(self.load.sweep_rates())
             for provider in self.providers:

@@ -52,6 +52,7 @@ __all__ = [
     "Warmup",
     "arrival_offsets",
     "requests_for",
+    "stage_offsets",
     "stage_seed",
 ]
 
@@ -166,6 +167,13 @@ def arrival_offsets(arrivals: Arrivals, rate: float, n: int, seed: int = 0) -> n
         return np.arange(n, dtype=float) / rate
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=n - 1)
     return np.concatenate(([0.0], np.cumsum(gaps)))
+
+
+def stage_offsets(stage: StagePlan, n: int) -> np.ndarray | None:
+    """Due times of a stage's first ``n`` calls (:func:`arrival_offsets`); ``None`` under fixed concurrency."""
+    if stage.rate is None or stage.arrivals == "concurrency":
+        return None
+    return arrival_offsets(stage.arrivals, stage.rate, n, stage.seed)
 
 
 class LoadProfile(BaseModel):

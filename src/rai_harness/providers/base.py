@@ -219,11 +219,10 @@ class ProviderConfig(BaseModel):
     params: GenerationParamsConfig = Field(default_factory=GenerationParamsConfig)
     stream: bool = Field(True, description="Stream responses to measure time to first token.")
     concurrency: int = Field(8, ge=1, le=4096, description="Calls in flight at once for this provider.")
-    workers: int = Field(
+    workers: int | Literal["auto"] = Field(
         1,
-        ge=1,
-        le=64,
-        description="Worker processes sharing the calls (each its own event loop and HTTP client).",
+        description="Worker processes sharing the calls (each its own event loop and HTTP client); "
+        "`auto`: sized from the demanded rate and the CPU per call measured by a few calibration calls.",
     )
     rpm: float | None = Field(None, gt=0, description="Requests-per-minute cap (none: unlimited).")
     timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
@@ -234,11 +233,23 @@ class ProviderConfig(BaseModel):
         default_factory=ResponseLimitsConfig, description="Caps on response size (hostile endpoints)."
     )
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_value(cls, value: Any) -> Any:
+        # One message for both forms (a union's default error lists each branch's failure).
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f"`workers` must be greater than or equal to 1 and at most 64 (got {value}), or `auto`"
+            )
+        raise ValueError("`workers` is a number of processes (1-64) or `auto`")
+
     @model_validator(mode="after")
     def _workers_supported(self) -> ProviderConfig:
-        if self.workers > 1 and self.guard is not None:
+        if self.workers != 1 and self.guard is not None:
             raise ValueError("`workers` does not support a guard yet; remove `workers` or `guard`")
-        if self.workers > 1 and self.kind == "hf-local":
+        if self.workers != 1 and self.kind == "hf-local":
             raise ValueError(
                 "`workers` would load the local model once per process; use `max_batch_size` instead"
             )

@@ -778,13 +778,16 @@ async def _generate(
         for pp in plan.providers:
             providers.append(_build(pp))
         await _load_pending(plan, providers, journal)
+        # Before the clocks start and before any other call runs: the calibration of
+        # `workers: auto` measures this process's CPU per call, alone.
+        workers = await _size_workers(plan, providers, journal)
         # Start the clocks after loading so progress rates and loop lag describe the calls.
         if on_start:
             on_start(plan, journal.count("ok"))
         monitor.start()
         outcomes = await asyncio.gather(
             *(
-                _generate_one(plan, pp, provider, journal, on_record)
+                _generate_one(plan, pp, provider, journal, on_record, workers.get(pp.provider_id, {}))
                 for provider, pp in zip(providers, plan.providers, strict=True)
             )
         )
@@ -794,7 +797,47 @@ async def _generate(
         for provider in providers:
             with contextlib.suppress(Exception):
                 await provider.aclose()
-    return Generated(tuple(outcomes), tuple(infos), monitor.summary())
+    local: dict[str, Any] = {"engine": "local"}
+    if workers:
+        local["worker_processes"] = workers
+    return Generated(tuple(outcomes), tuple(infos), monitor.summary(), local)
+
+
+async def _size_workers(
+    plan: RunPlan, providers: Sequence[Provider], journal: Journal
+) -> dict[str, dict[str, Any]]:
+    """Worker processes per sharded provider, and why (``run.json`` ``timing_quality.worker_processes``).
+
+    A number in the config is taken as is; ``auto`` is sized by
+    :func:`~rai_harness.run.sizing.auto_workers` (a few calibration calls) when calls remain.
+    """
+    from rai_harness.run.sizing import auto_workers
+
+    out: dict[str, dict[str, Any]] = {}
+    retry_failed = plan.config.runner.retry_failed_on_resume
+    for pp, provider in zip(plan.providers, providers, strict=True):
+        chosen = pp.config.workers
+        if chosen == 1:
+            continue
+        if chosen != "auto":
+            out[pp.provider_id] = {"workers": chosen, "source": "config"}
+            continue
+        calls = _pending_calls(pp, journal, retry_failed)
+        if calls == 0:
+            out[pp.provider_id] = {"workers": 1, "source": "auto", "reason": "no calls to make"}
+            continue
+        sizing = await auto_workers(
+            provider,
+            pp.requests,
+            calls=calls,
+            concurrency=pp.config.concurrency,
+            load=plan.config.load,
+            policy=_retry_policy(plan, pp),
+            rpm=pp.config.rpm,
+        )
+        log.info("%s: workers auto -> %d (%s)", pp.provider_id, sizing.workers, sizing.reason)
+        out[pp.provider_id] = {**sizing.to_dict(), "source": "auto"}
+    return out
 
 
 async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: Journal) -> None:
@@ -810,12 +853,29 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
         await provider.load()
 
 
+def _retry_policy(plan: RunPlan, pp: ProviderPlan) -> RetryPolicy:
+    settings = plan.config.runner
+    return RetryPolicy(
+        max_retries=pp.config.max_retries,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+        max_retry_after_s=settings.max_retry_after_s,
+        timeout_s=pp.config.timeout_s,
+    )
+
+
 async def _generate_one(
-    plan: RunPlan, pp: ProviderPlan, provider: Provider, journal: Journal, on_record: OnRecord | None
+    plan: RunPlan,
+    pp: ProviderPlan,
+    provider: Provider,
+    journal: Journal,
+    on_record: OnRecord | None,
+    sizing: Mapping[str, Any],
 ) -> list[CallRecord]:
     """One provider's calls, with its limits and the run's retry settings.
 
-    ``workers > 1`` shards the calls over worker processes (:mod:`rai_harness.run.shards`).
+    More than one worker process (``sizing["workers"]``, from :func:`_size_workers`) shards
+    the calls over them (:mod:`rai_harness.run.shards`), under the run's load profile too.
     """
     settings = plan.config.runner
     common: dict[str, Any] = {
@@ -823,25 +883,21 @@ async def _generate_one(
         "provider_identity": pp.identity,
         "concurrency": pp.config.concurrency,
         "rpm": pp.config.rpm,
-        "policy": RetryPolicy(
-            max_retries=pp.config.max_retries,
-            backoff_base_s=settings.backoff_base_s,
-            backoff_max_s=settings.backoff_max_s,
-            max_retry_after_s=settings.max_retry_after_s,
-            timeout_s=pp.config.timeout_s,
-        ),
+        "policy": _retry_policy(plan, pp),
         "journal": journal,
         "price": pp.price,
         "secrets": plan.secrets,
         "retry_failed": settings.retry_failed_on_resume,
         "on_record": on_record,
         "seed": plan.config.seed,
+        "load": plan.config.load,
     }
-    if pp.config.workers > 1:
+    workers = int(sizing.get("workers", 1))
+    if workers > 1:
         from rai_harness.run.shards import generate_calls_sharded
 
-        return await generate_calls_sharded(pp.config, pp.requests, workers=pp.config.workers, **common)
-    return await generate_calls(provider, pp.requests, load=plan.config.load, **common)
+        return await generate_calls_sharded(pp.config, pp.requests, workers=workers, **common)
+    return await generate_calls(provider, pp.requests, **common)
 
 
 def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rai_harness.errors import ProviderError, ProviderTimeoutError
-from rai_harness.load import Dispatch, LoadProfile, run_stage, stop_reason, summarize_stage
+from rai_harness.load import Dispatch, LoadProfile, StagePlan, run_stage, stop_reason, summarize_stage
 from rai_harness.pricing import ResolvedPrice, token_cost
 from rai_harness.providers.base import Provider
 from rai_harness.record.calls import CallError, CallRecord
@@ -54,7 +54,9 @@ __all__ = [
     "backoff_delay",
     "generate_calls",
     "reuse_journaled",
+    "run_profile",
     "scrub",
+    "with_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,11 @@ async def call_with_retries(
         await sleep(delay)
 
 
+def with_schedule(record: CallRecord, dispatch: Dispatch) -> CallRecord:
+    """``record`` with its load schedule (``CallRecord.load``), taken as the call finishes."""
+    return dataclasses.replace(record, load=dispatch.info(dispatch.elapsed()))
+
+
 def reuse_journaled(
     stored: Mapping[str, Any] | None, request: ChatRequest, retry_failed: bool
 ) -> CallRecord | None:
@@ -380,31 +387,80 @@ async def generate_calls(
             rng=rng,
         )
         if load is not None:
-            record = dataclasses.replace(record, load=dispatch.info(dispatch.elapsed()))
+            record = with_schedule(record, dispatch)
         if journal is not None:
             journal.put(
                 keys[index], provider_id, request.sample_id, request.repeat, record.status, record.to_dict()
             )
         return finish(index, record)
 
-    profile = load or LoadProfile(profile="concurrency", concurrency=concurrency)
+    async def run(stage: StagePlan, pending: list[int]) -> list[int]:
+        made = await run_stage(stage, pending, call)
+        return pending[len(made) :]
+
+    await run_profile(
+        load or LoadProfile(profile="concurrency", concurrency=concurrency),
+        results,
+        concurrency=concurrency,
+        seed=seed,
+        provider_id=provider_id,
+        reuse=reuse,
+        finish=finish,
+        run=run,
+    )
+    return [r for r in results if r is not None]
+
+
+#: Runs one stage's calls (indices into the requests) and returns the indices it did not
+#: start (a warm-up by duration that ran out); one process's event loop or worker shards.
+StageCalls = Callable[[StagePlan, list[int]], Awaitable[list[int]]]
+
+
+async def run_profile(
+    profile: LoadProfile,
+    results: list[CallRecord | None],
+    *,
+    concurrency: int,
+    seed: int,
+    provider_id: str,
+    reuse: Callable[[int], CallRecord | None],
+    finish: Callable[[int, CallRecord], object],
+    run: StageCalls,
+) -> None:
+    """Walk a load profile's stages over the calls: journal reuse, stage by stage, the sweep's stop rule.
+
+    The one stage loop of the single-loop runner (:func:`generate_calls`) and of worker shards
+    (:func:`rai_harness.run.shards.generate_calls_sharded`): they differ only in ``run``.
+
+    Args:
+        profile: The load profile.
+        results: One slot per call, in schedule order; filled by ``finish`` (and by ``run``'s
+            calls, which must call ``finish`` with each record).
+        concurrency: The provider's concurrency (the ``concurrency`` profile's default).
+        seed: The run's seed (Poisson arrivals when the profile sets none).
+        provider_id: For the log line of the sweep's stop.
+        reuse: The journaled record of a call that can stand for calling again, or ``None``.
+        finish: Stores a final record in ``results`` (and reports it).
+        run: Makes a stage's pending calls; returns the indices it did not start.
+    """
     rule = profile.stop_rule
     position = 0
+    total = len(results)
     for stage in profile.stage_plans(concurrency, seed=seed):
         start = position
-        end = len(requests) if stage.requests is None else min(len(requests), position + stage.requests)
+        end = total if stage.requests is None else min(total, position + stage.requests)
         pending: list[int] = []
         for index in range(start, end):
             if results[index] is not None:
                 continue  # reused while a warm-up by duration was running
-            record = reuse(index) if journal is not None else None
+            record = reuse(index)
             if record is None:
                 pending.append(index)
             else:
                 finish(index, record)
-        made = await run_stage(stage, pending, call)
+        unstarted = await run(stage, pending)
         # A warm-up by duration stops early: the calls it did not start go to the next stage.
-        position = pending[len(made)] if len(made) < len(pending) else end
+        position = min(unstarted) if unstarted else end
         if profile.profile == "sweep" and not stage.warmup:
             mine = [
                 r
@@ -415,6 +471,5 @@ async def generate_calls(
             if reason is not None:
                 log.info("%s: sweep stops after %s req/s: %s", provider_id, stage.rate, reason)
                 break
-        if position >= len(requests):
+        if position >= total:
             break
-    return [r for r in results if r is not None]

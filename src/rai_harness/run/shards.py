@@ -3,44 +3,66 @@
 On a small machine one asyncio loop saturates near a few hundred calls per second (the
 HTTP client and JSON parsing cost a millisecond or more of CPU per call), and once it does
 every timing taken on it is late. :func:`generate_calls_sharded` splits a provider's calls
-over ``workers`` processes; each builds its own provider (own event loop, own HTTP client)
-and runs :func:`~rai_harness.run.runner.generate_calls` over its shard with
-``concurrency / workers`` calls in flight. Records come back to the parent over a queue and
-the parent is the one journal writer (SQLite stays single-writer; the journal is never
-opened by a worker).
+over ``workers`` processes; each builds its own provider (own event loop, own HTTP client).
+Records come back to the parent over a queue and the parent is the one journal writer
+(SQLite stays single-writer; the journal is never opened by a worker).
+
+Load profiles: the parent walks the profile's stages with the single-loop runner's own stage
+loop (:func:`~rai_harness.run.runner.run_profile`: journal reuse, warm-up, the sweep's stop
+rule on the combined records). For each stage it computes the one arrival schedule (seeded,
+as in one process) and deals it out round-robin (:func:`~rai_harness.load.share_stage`):
+worker ``k`` gets positions ``k, k + W, ...`` with their due times. Every worker first loads
+its share and answers; then the parent sends one start instant on ``time.monotonic()``, a
+clock shared by all processes (system-wide; the parent checks each worker's reading against
+its own before relying on it), so the workers' calls together arrive exactly on the
+profile's schedule, and every record's ``scheduled_s``, ``started_s`` and ``finished_s`` count
+from that one instant. The in-flight cap (the profile's, or the provider's ``concurrency``)
+is split as ``ceil(cap / W)`` per worker.
 
 Failure model: a worker that dies (``kill -9``, out of memory) loses only the calls it had in
-flight. The parent notices its exit, and starts a replacement over that shard's calls that
-have not come back (the lost in-flight calls are made again, nothing else repeats); after
-``MAX_RESTARTS`` deaths of one shard, its remaining calls are recorded as failed
+flight. The parent notices its exit, and starts a replacement over that worker's calls of the
+current stage that have not come back, on the same start instant (the lost in-flight calls
+are made again, late, and their start lag says so; nothing else repeats); after
+``MAX_RESTARTS`` deaths of one worker, its remaining calls are recorded as failed
 (``worker_lost``, retryable, so a resumed run makes them again). A kill of the parent loses
 the calls in flight in every worker, as with one process: everything journaled is reused.
 
-Scope: fixed concurrency (no rate profile yet: a schedule would have to be split across
-processes on a shared clock), providers without a guard, and not ``hf-local`` (each worker
-would load its own copy of the model).
+Scope: providers without a guard, and not ``hf-local`` (each worker would load its own copy
+of the model).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing as mp
 import queue as queue_mod
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rai_harness.errors import ConfigError, ProviderError
+from rai_harness.load import LoadProfile, StagePlan, StageShare, check_shared_clock, run_stage, share_stage
 from rai_harness.pricing import ResolvedPrice
 from rai_harness.providers.base import ProviderConfig
 from rai_harness.record.calls import CallRecord
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.runner import OnRecord, RetryPolicy, _failure_record, generate_calls
+from rai_harness.run.runner import (
+    OnRecord,
+    RateLimiter,
+    RetryPolicy,
+    _failure_record,
+    call_with_retries,
+    reuse_journaled,
+    run_profile,
+    with_schedule,
+)
 from rai_harness.types import ChatRequest
 
-__all__ = ["MAX_RESTARTS", "check_shardable", "generate_calls_sharded"]
+__all__ = ["MAX_RESTARTS", "START_MARGIN_S", "check_shardable", "generate_calls_sharded"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +70,14 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 #: Seconds the parent waits on the queue before checking whether workers are alive.
 _POLL_S = 0.1
+#: Seconds from the parent's start message to a stage's start: every worker has loaded its
+#: share by then (it said so), so this covers only reading one small message per worker.
+START_MARGIN_S = 0.05
+#: Seconds a worker gets to close its client after the last stage before it is killed.
+_CLOSE_S = 5.0
+
+#: One call as a worker receives it: (index in the provider's calls, call key, request).
+_Item = tuple[int, str, ChatRequest]
 
 
 def check_shardable(config: ProviderConfig) -> None:
@@ -63,43 +93,59 @@ def check_shardable(config: ProviderConfig) -> None:
         )
 
 
-def _worker_main(
-    config: ProviderConfig,
-    shard: list[tuple[int, ChatRequest]],
-    options: dict[str, Any],
-    out: Any,
-) -> None:
-    """A worker process: its own loop and provider; each final record goes to ``out``."""
-    by_key: dict[str, list[int]] = {}
-    for index, request in shard:
-        by_key.setdefault(call_key(options["provider_identity"], request), []).append(index)
+def _worker_main(k: int, config: ProviderConfig, options: dict[str, Any], inbox: Any, out: Any) -> None:
+    """A worker process: its own loop and provider; runs the stages the parent sends."""
+    asyncio.run(_worker_loop(k, config, options, inbox, out))
 
-    def send(record: CallRecord) -> None:
-        indices = by_key.get(record.key)
-        if indices:
-            out.put((indices.pop(0), record.to_dict()))
 
-    async def main() -> None:
-        provider = config.build()
-        try:
-            await generate_calls(
-                provider,
-                [r for _, r in shard],
-                provider_id=options["provider_id"],
-                provider_identity=options["provider_identity"],
-                concurrency=options["concurrency"],
-                rpm=options["rpm"],
-                policy=options["policy"],
-                price=options["price"],
-                secrets=options["secrets"],
-                on_record=send,
-                seed=options["seed"],
-            )
-        finally:
-            with contextlib.suppress(Exception):
-                await provider.aclose()
+async def _worker_loop(k: int, config: ProviderConfig, options: dict[str, Any], inbox: Any, out: Any) -> None:
+    """Messages in: ``(stage, share, items)`` then ``start``, per stage; ``None`` ends.
 
-    asyncio.run(main())
+    Messages out: ``("armed", k, monotonic)`` once a stage's share is loaded, ``("record",
+    k, index, record)`` per finished call, ``("done", k, unstarted indices)`` per stage.
+    """
+    loop = asyncio.get_running_loop()
+    provider = config.build()
+    limiter = RateLimiter(options["rpm"])
+    # Each worker its own jitter stream: the same seed everywhere would retry in lock-step.
+    rng = random.Random(f"{options['seed']}/worker-{k}")
+    policy: RetryPolicy = options["policy"]
+
+    def receive() -> Any:
+        return inbox.get()
+
+    try:
+        await provider.load()
+        while True:
+            command = await loop.run_in_executor(None, receive)
+            if command is None:
+                return
+            stage, share, items = command
+            out.put(("armed", k, time.monotonic()))
+            start = await loop.run_in_executor(None, receive)
+
+            async def call(item: _Item, dispatch: Any) -> None:
+                index, key, request = item
+                record = await call_with_retries(
+                    provider,
+                    request,
+                    key=key,
+                    provider_id=options["provider_id"],
+                    policy=policy,
+                    limiter=limiter,
+                    price=options["price"],
+                    secrets=options["secrets"],
+                    rng=rng,
+                )
+                if options["stamp"]:
+                    record = with_schedule(record, dispatch)
+                out.put(("record", k, index, record.to_dict()))
+
+            made = await run_stage(stage, items, call, dataclasses.replace(share, start=start))
+            out.put(("done", k, [index for index, _, _ in items[len(made) :]]))
+    finally:
+        with contextlib.suppress(Exception):
+            await provider.aclose()
 
 
 def _lost_record(
@@ -114,6 +160,185 @@ def _lost_record(
     return _failure_record(
         key, provider_id, request, err, attempts=0, waited=0.0, started=time.time(), secrets=()
     )
+
+
+class _Workers:
+    """The parent's side: worker processes, their queues, and the records coming back."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        requests: Sequence[ChatRequest],
+        keys: Sequence[str],
+        results: list[CallRecord | None],
+        *,
+        workers: int,
+        provider_id: str,
+        options: dict[str, Any],
+        accept: Callable[[int, Mapping[str, Any]], None],
+        on_workers: Callable[[list[int]], None] | None,
+    ) -> None:
+        self.config = config
+        self.requests = requests
+        self.keys = keys
+        self.results = results
+        self.provider_id = provider_id
+        self.options = options
+        self.accept = accept
+        self.on_workers = on_workers
+        # spawn: a fresh interpreter per worker (no inherited event loop, threads or SQLite handles).
+        self.ctx = mp.get_context("spawn")
+        self.out = self.ctx.Queue()
+        self.procs: list[Any] = [None] * workers
+        self.inboxes: list[Any] = [None] * workers
+        self.deaths = [0] * workers
+        # The current stage: each worker's share and calls, when its command was sent, who has
+        # loaded it, which calls it did not start, and the start instant once sent.
+        self.stage: StagePlan | None = None
+        self.shares: dict[int, tuple[StageShare, list[_Item]]] = {}
+        self.sent_at: dict[int, float] = {}
+        self.armed: set[int] = set()
+        self.unstarted: set[int] = set()
+        self.start_at: float | None = None
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _spawn(self, k: int) -> None:
+        self.inboxes[k] = self.ctx.Queue()
+        proc = self.ctx.Process(
+            target=_worker_main,
+            args=(k, self.config, self.options, self.inboxes[k], self.out),
+            daemon=True,
+            name=f"rai-shard-{self.provider_id}-{k}",
+        )
+        proc.start()
+        self.procs[k] = proc
+        if self.on_workers:
+            self.on_workers([p.pid for p in self.procs if p is not None and p.is_alive()])
+
+    def _send(self, k: int, share: StageShare, items: list[_Item]) -> None:
+        assert self.stage is not None
+        self.shares[k] = (share, items)
+        self.sent_at[k] = time.monotonic()
+        self.inboxes[k].put((self.stage, share, items))
+        if self.start_at is not None:  # a replacement joins a stage that has started
+            self.inboxes[k].put(self.start_at)
+
+    def close(self) -> None:
+        """Ask every worker to finish, then kill those that do not."""
+        for k, proc in enumerate(self.procs):
+            if proc is not None and proc.is_alive():
+                with contextlib.suppress(Exception):
+                    self.inboxes[k].put(None)
+        deadline = time.monotonic() + _CLOSE_S
+        for proc in self.procs:
+            if proc is None:
+                continue
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self.out.close()
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind, k = message[0], message[1]
+        if kind == "record":
+            self.accept(message[2], message[3])
+        elif kind == "armed":
+            check_shared_clock(self.sent_at.get(k, float("inf")), message[2], time.monotonic())
+            self.armed.add(k)
+        elif kind == "done":
+            self.unstarted.update(message[2])
+
+    def _drain(self, block: bool) -> bool:
+        try:
+            message = self.out.get(timeout=_POLL_S) if block else self.out.get_nowait()
+        except queue_mod.Empty:
+            return False
+        self._handle(message)
+        return True
+
+    def _left(self, k: int) -> list[_Item]:
+        share_items = self.shares.get(k)
+        if share_items is None:
+            return []
+        return [it for it in share_items[1] if self.results[it[0]] is None and it[0] not in self.unstarted]
+
+    def _reap(self) -> None:
+        """Replace each dead worker that had calls of this stage left (or give them up)."""
+        for k, proc in enumerate(self.procs):
+            if proc is None or proc.is_alive():
+                continue
+            proc.join()
+            while self._drain(False):  # records it sent before it ended
+                pass
+            self.procs[k] = None
+            left = self._left(k)
+            if not left:
+                continue  # it ended idle: the next stage starts a new one
+            self.deaths[k] += 1
+            self.armed.discard(k)
+            log.warning(
+                "%s: worker %d ended (exit code %s) with %d calls not done",
+                self.provider_id,
+                k,
+                proc.exitcode,
+                len(left),
+            )
+            if self.deaths[k] <= MAX_RESTARTS:
+                share, items = self.shares[k]
+                keep = [j for j, it in enumerate(items) if it in left]
+                sub = StageShare(
+                    tuple(share.positions[j] for j in keep),
+                    None if share.offsets is None else tuple(share.offsets[j] for j in keep),
+                    share.slots,
+                )
+                self._spawn(k)
+                self._send(k, sub, [items[j] for j in keep])
+            else:
+                self.shares.pop(k, None)
+                for index, key, request in left:
+                    lost = _lost_record(key, self.provider_id, request, self.deaths[k], proc.exitcode)
+                    self.accept(index, lost.to_dict())
+
+    async def _pump(self) -> None:
+        # The queue is read off the loop (a blocking get), so the parent's loop stays free.
+        await asyncio.get_running_loop().run_in_executor(None, self._drain, True)
+        self._reap()
+
+    # -- one stage ----------------------------------------------------------------------------
+
+    async def run(self, stage: StagePlan, pending: list[int]) -> list[int]:
+        """Make a stage's pending calls over the workers; return the indices not started."""
+        if not pending:
+            return []
+        usable = [k for k in range(len(self.procs)) if self.deaths[k] <= MAX_RESTARTS]
+        if not usable:  # every worker died too often: the calls are recorded as lost
+            for index in pending:
+                lost = _lost_record(
+                    self.keys[index], self.provider_id, self.requests[index], MAX_RESTARTS + 1, None
+                )
+                self.accept(index, lost.to_dict())
+            return []
+        self.stage, self.shares, self.armed, self.unstarted, self.start_at = stage, {}, set(), set(), None
+        for k, share in zip(usable, share_stage(stage, len(pending), len(usable)), strict=False):
+            if self.procs[k] is None or not self.procs[k].is_alive():
+                self._spawn(k)
+            items = [(pending[p], self.keys[pending[p]], self.requests[pending[p]]) for p in share.positions]
+            self._send(k, share, items)
+        # Start only once every worker holds its share, so none starts late by its own set-up.
+        while any(k not in self.armed and self.procs[k] is not None for k in self.shares):
+            await self._pump()
+        self.start_at = time.monotonic() + START_MARGIN_S
+        for k in self.shares:
+            if self.procs[k] is not None:
+                self.inboxes[k].put(self.start_at)
+        while any(self.results[i] is None and i not in self.unstarted for i in pending):
+            await self._pump()
+        self.stage, self.start_at = None, None
+        return sorted(self.unstarted)
 
 
 async def generate_calls_sharded(
@@ -132,15 +357,17 @@ async def generate_calls_sharded(
     retry_failed: bool = True,
     on_record: OnRecord | None = None,
     seed: int = 0,
+    load: LoadProfile | None = None,
     on_workers: Callable[[list[int]], None] | None = None,
 ) -> list[CallRecord]:
     """Like :func:`~rai_harness.run.runner.generate_calls`, over ``workers`` processes.
 
     Args:
         config: The provider's config (each worker builds its own provider from it).
-        requests: The calls to make.
-        workers: Worker processes (each with ``ceil(concurrency / workers)`` calls in flight
-            and, when ``rpm`` is set, ``rpm / workers``).
+        requests: The calls to make, in schedule order (under a sweep:
+            :func:`rai_harness.load.requests_for`).
+        workers: Worker processes (at most one per call to make; each keeps ``ceil(cap /
+            workers)`` calls in flight and, when ``rpm`` is set, ``rpm / workers``).
         provider_id: Name used in records.
         provider_identity: ``ProviderConfig.cache_identity()`` (part of each call key).
         concurrency: Calls in flight at once, over all workers.
@@ -151,123 +378,69 @@ async def generate_calls_sharded(
         secrets: Values to scrub from error messages.
         retry_failed: Whether a journaled failure is called again.
         on_record: Called in this process with each final record, cached ones included.
-        seed: Seeds the backoff jitter.
+        seed: Seeds the backoff jitter (each worker its own stream) and, unless the profile
+            sets its own, Poisson arrivals.
+        load: When calls start (see the module docstring); ``None``: fixed ``concurrency``,
+            and records carry no schedule.
         on_workers: Called with the worker process ids whenever they change (monitoring, tests).
 
     Returns:
         One record per request, in request order.
     """
     check_shardable(config)
-    policy = policy or RetryPolicy()
     keys = [call_key(provider_identity, r) for r in requests]
     results: list[CallRecord | None] = [None] * len(requests)
     journaled = journal.get_many(keys) if journal is not None else {}
-    pending: list[int] = []
-    for i, request in enumerate(requests):
-        stored = journaled.get(keys[i])
-        if stored is not None and (stored.get("status") == "ok" or not retry_failed):
-            record = CallRecord.from_dict(
-                {**stored, "cached": True, "sample_id": request.sample_id, "metadata": dict(request.metadata)}
-            )
-            results[i] = record
-            if on_record:
-                on_record(record)
-        else:
-            pending.append(i)
-    workers = max(1, min(workers, len(pending)))
-    if not pending:
-        return [r for r in results if r is not None]
 
-    options = {
-        "provider_id": provider_id,
-        "provider_identity": dict(provider_identity),
-        "concurrency": max(1, -(-concurrency // workers)),
-        "rpm": rpm / workers if rpm else None,
-        "policy": policy,
-        "price": price,
-        "secrets": list(secrets),
-        "seed": seed,
-    }
-    # spawn: a fresh interpreter per worker (no inherited event loop, threads or SQLite handles).
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    shards: list[list[int]] = [pending[k::workers] for k in range(workers)]
-    deaths = [0] * workers
-    procs: list[Any] = [None] * workers
+    def reuse(index: int) -> CallRecord | None:
+        return reuse_journaled(journaled.get(keys[index]), requests[index], retry_failed)
 
-    def start(k: int) -> None:
-        remaining = [i for i in shards[k] if results[i] is None]
-        shards[k] = remaining
-        proc = ctx.Process(
-            target=_worker_main,
-            args=(config, [(i, requests[i]) for i in remaining], options, out),
-            daemon=True,
-            name=f"rai-shard-{provider_id}-{k}",
-        )
-        proc.start()
-        procs[k] = proc
-        if on_workers:
-            on_workers([p.pid for p in procs if p is not None and p.is_alive()])
+    def finish(index: int, record: CallRecord) -> None:
+        results[index] = record
+        if on_record:
+            on_record(record)
 
     def accept(index: int, data: Mapping[str, Any]) -> None:
         if results[index] is not None:
             return  # a replacement repeated a call whose record had already arrived
         record = CallRecord.from_dict(data)
         if journal is not None:
-            journal.put(keys[index], provider_id, record.sample_id, record.repeat, record.status, data)
-        results[index] = record
-        if on_record:
-            on_record(record)
+            journal.put(keys[index], provider_id, record.sample_id, record.repeat, record.status, dict(data))
+        finish(index, record)
 
-    def drain(block: bool) -> bool:
-        try:
-            index, data = out.get(timeout=_POLL_S) if block else out.get_nowait()
-        except queue_mod.Empty:
-            return False
-        accept(index, data)
-        return True
-
-    loop = asyncio.get_running_loop()
-    for k in range(workers):
-        start(k)
+    to_make = sum(1 for i in range(len(requests)) if reuse(i) is None)
+    workers = max(1, min(workers, to_make))
+    options = {
+        "provider_id": provider_id,
+        "rpm": rpm / workers if rpm else None,
+        "policy": policy or RetryPolicy(),
+        "price": price,
+        "secrets": list(secrets),
+        "seed": seed,
+        "stamp": load is not None,  # records carry their schedule only under a profile
+    }
+    pool = _Workers(
+        config,
+        requests,
+        keys,
+        results,
+        workers=workers,
+        provider_id=provider_id,
+        options=options,
+        accept=accept,
+        on_workers=on_workers,
+    )
     try:
-        while True:
-            # The queue is read off the loop (a blocking get), so the parent's loop stays free.
-            await loop.run_in_executor(None, drain, True)
-            for k, proc in enumerate(procs):
-                if proc is None or proc.is_alive():
-                    continue
-                proc.join()
-                while drain(False):  # records it sent before it ended
-                    pass
-                left = [i for i in shards[k] if results[i] is None]
-                procs[k] = None
-                if not left:
-                    continue
-                deaths[k] += 1
-                log.warning(
-                    "%s: worker %d ended (exit code %s) with %d calls not done",
-                    provider_id,
-                    k,
-                    proc.exitcode,
-                    len(left),
-                )
-                if deaths[k] <= MAX_RESTARTS:
-                    start(k)
-                else:
-                    for i in left:
-                        accept(
-                            i,
-                            _lost_record(
-                                keys[i], provider_id, requests[i], deaths[k], proc.exitcode
-                            ).to_dict(),
-                        )
-            if all(r is not None for r in results):
-                break
+        await run_profile(
+            load or LoadProfile(profile="concurrency", concurrency=concurrency),
+            results,
+            concurrency=concurrency,
+            seed=seed,
+            provider_id=provider_id,
+            reuse=reuse,
+            finish=finish,
+            run=pool.run,
+        )
     finally:
-        for proc in procs:
-            if proc is not None and proc.is_alive():
-                proc.kill()
-                proc.join()
-        out.close()
+        pool.close()
     return [r for r in results if r is not None]
