@@ -21,7 +21,9 @@
 
 5. Worker processes (``--workers-only``; section ``runner_workers``): the TTFT error of point 3 at
    concurrency C, one event loop against ``workers: N`` processes (``rai_harness.run.shards``),
-   alternating rounds; client CPU per call includes the workers' CPU.
+   alternating rounds; client CPU per call includes the workers' CPU. Then the same at a constant
+   rate (``--workers-rate``, default 200 calls/s): the runner on this process's loop against N
+   worker processes sharing the profile's schedule on one clock.
 
 Run: .venv/bin/python benchmarks/runner_overhead.py [--calls 2000] [--concurrency 64] [--rounds 2]
      .venv/bin/python benchmarks/runner_overhead.py --sweep-only [--sweep-rates 25,50,100,200,400]
@@ -199,9 +201,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def ttft_errors_workers(
-    srv: FakeOpenAIServer, requests: list[ChatRequest], concurrency: int, workdir: Path, workers: int
-) -> tuple[list[float], float, float]:
-    """TTFT errors (s) with the calls over ``workers`` processes; CPU s/call (parent + workers); wall s."""
+    srv: FakeOpenAIServer,
+    requests: list[ChatRequest],
+    concurrency: int,
+    workdir: Path,
+    workers: int,
+    load: LoadProfile | None = None,
+) -> tuple[list[float], float, float, list[CallRecord]]:
+    """TTFT errors (s) with the calls over ``workers`` processes; CPU s/call (parent + workers); wall s; records."""
     from rai_harness.run.shards import generate_calls_sharded
 
     srv.reset()
@@ -225,6 +232,7 @@ async def ttft_errors_workers(
         concurrency=concurrency,
         policy=RetryPolicy(timeout_s=60),
         journal=journal,
+        load=load,
     )
     wall = time.perf_counter() - t0
     self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -232,10 +240,14 @@ async def ttft_errors_workers(
     cpu = sum(
         (b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in ((self0, self1), (kids0, kids1))
     )
-    return _ttft_errors(srv, requests, records), cpu / len(requests), wall
+    return _ttft_errors(srv, requests, records), cpu / len(requests), wall, records
 
 
-def run_workers(calls: int, concurrency: int, workers: int, rounds: int) -> str:
+def _start_lag_p95_ms(stage: LoadStage) -> float:
+    return (stage.start_lag_s.p95 or 0.0) * 1000
+
+
+def run_workers(calls: int, concurrency: int, workers: int, rounds: int, rate: float) -> str:
     """The worker-process section of RESULTS.md (module docstring, point 5)."""
     load_start = os.getloadavg()[0]
     rows = []
@@ -246,8 +258,9 @@ def run_workers(calls: int, concurrency: int, workers: int, rounds: int) -> str:
         for r in range(rounds):
             for w in (1, workers):
                 reqs = _sweep_requests(f"w{w} round{r}", calls)
-                errs, cpu, wall = asyncio.run(ttft_errors_workers(srv, reqs, concurrency, Path(tmp), w))
+                errs, cpu, wall, _ = asyncio.run(ttft_errors_workers(srv, reqs, concurrency, Path(tmp), w))
                 rows.append((w, r + 1, errs, cpu, wall, os.getloadavg()[0]))
+        rate_rows = run_workers_at_rate(srv, Path(tmp), calls, workers, rounds, rate)
     load_end = os.getloadavg()[0]
     lines = [
         f"{calls} streamed calls per row at concurrency {concurrency} against the stamping fake server (own "
@@ -266,11 +279,84 @@ def run_workers(calls: int, concurrency: int, workers: int, rounds: int) -> str:
         )
     lines += [
         "",
+        f"At a constant rate of {rate:g} calls/s (`LoadProfile(profile='constant', rate={rate:g})`, "
+        f"in-flight cap 256, same server, {calls} measured calls after a warm-up of about one second "
+        "at the rate, left out as the run record leaves it out): the runner on this process's loop, then "
+        f"{workers} worker processes sharing the profile's one schedule (dealt out round-robin, one start "
+        "instant on `time.monotonic()`). Achieved = successful completions per second (least-squares "
+        "rate); start lag = how late calls started against their schedule; CPU per measured call "
+        "includes the warm-up's and, for workers, starting their interpreters.",
+        "",
+        "| path | round | calls | achieved req/s | TTFT error p50 ms | p90 ms | p99 ms | start lag p95 ms | CPU ms/call (all processes) | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rate_rows,
+        "",
         f"Machine load (1-minute load average) at start / end: {load_start:.1f} / {load_end:.1f} on "
         f"{os.cpu_count()} cores. Workers help when the client's loop is the bottleneck and idle cores "
         "exist; with the cores already oversubscribed by other processes they mostly add process overhead.",
     ]
     return "\n".join(lines)
+
+
+async def rate_stage(
+    srv: FakeOpenAIServer, rate: float, n: int, warmup: int, workdir: Path, workers: int
+) -> tuple[LoadStage, list[float], float]:
+    """``warmup`` + ``n`` calls at a constant rate, on this loop (``workers`` 1) or over worker processes.
+
+    Returns the measured stage, the TTFT errors (s) of its calls (warm-up left out, as the run
+    record leaves it out) and the CPU s per measured call of every process (parent and workers).
+    """
+    srv.reset()
+    cap = 256
+    profile = LoadProfile(profile="constant", rate=rate, max_concurrency=cap, warmup={"requests": warmup})
+    requests = _sweep_requests(f"rate{rate:g} w{workers} {time.monotonic_ns()} ", warmup + n)
+    cfg = OpenAIConfig(kind="openai", model="m", base_url=srv.base_url, api_key_env=None, concurrency=cap)
+    journal = Journal(workdir / f"rate-{time.monotonic_ns()}.sqlite")
+    common = {
+        "provider_id": "bench",
+        "provider_identity": cfg.cache_identity(),
+        "concurrency": cap,
+        "policy": RetryPolicy(timeout_s=60),
+        "journal": journal,
+        "load": profile,
+    }
+    self0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if workers == 1:
+        provider = cfg.build()
+        records = await generate_calls(provider, requests, **common)
+        await provider.aclose()
+    else:
+        from rai_harness.run.shards import generate_calls_sharded
+
+        records = await generate_calls_sharded(cfg, requests, workers=workers, **common)
+    self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    journal.close()
+    cpu = sum(
+        (b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in ((self0, self1), (kids0, kids1))
+    )
+    (stage,) = summarize_load(profile, records).stages
+    measured = [(q, r) for q, r in zip(requests, records, strict=True) if not (r.load or {}).get("warmup")]
+    errors = _ttft_errors(srv, [q for q, _ in measured], [r for _, r in measured])
+    return stage, errors, cpu / n
+
+
+def run_workers_at_rate(
+    srv: FakeOpenAIServer, workdir: Path, calls: int, workers: int, rounds: int, rate: float
+) -> list[str]:
+    """Table rows: one loop vs ``workers`` processes under a constant-rate profile, alternating."""
+    warmup = max(20, round(rate))  # about one second at the rate: connections and imports warm
+    rows = []
+    for r in range(rounds):
+        for w in (1, workers):
+            stage, errs, cpu = asyncio.run(rate_stage(srv, rate, calls, warmup, workdir, w))
+            path = "one loop" if w == 1 else f"{w} workers"
+            rows.append((path, r + 1, stage, errs, cpu, os.getloadavg()[0]))
+    return [
+        f"| {path} | {r} | {len(errs)} | {stage.achieved_rps or 0:.1f} | {_pct(errs, 0.5) * 1000:.1f} | "
+        f"{_pct(errs, 0.9) * 1000:.1f} | {_pct(errs, 0.99) * 1000:.1f} | {_start_lag_p95_ms(stage):.1f} | "
+        f"{cpu * 1000:.2f} | {load:.1f} |"
+        for path, r, stage, errs, cpu, load in rows
+    ]
 
 
 # -- sweep ---------------------------------------------------------------------------------------
@@ -481,9 +567,10 @@ def main() -> None:
     ap.add_argument("--sweep-cap", type=int, default=256, help="in-flight cap of each sweep stage")
     ap.add_argument("--workers-only", action="store_true", help="run only the worker-process table")
     ap.add_argument("--workers", type=int, default=2, help="worker processes for the workers table")
+    ap.add_argument("--workers-rate", type=float, default=200.0, help="calls/s of the workers-at-a-rate rows")
     args = ap.parse_args()
     if args.workers_only:
-        table = run_workers(args.error_calls, args.concurrency, args.workers, args.rounds)
+        table = run_workers(args.error_calls, args.concurrency, args.workers, args.rounds, args.workers_rate)
         print(table)
         if not args.no_write:
             write_section("runner_workers", table)
