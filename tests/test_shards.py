@@ -6,6 +6,10 @@ import json
 import math
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from rai_harness.run.journal import Journal
 from rai_harness.run.runner import RetryPolicy
 from rai_harness.run.shards import generate_calls_sharded
 from rai_harness.run.sizing import size_workers
+from rai_harness.testing import FakeOpenAIServer, FaultConfig
 from rai_harness.types import ChatRequest, GenerationParams
 
 
@@ -225,3 +230,94 @@ def test_workers_auto_sizes_from_a_calibration_and_records_why(fake_server, tmp_
     assert sum(1 for s in samples if s.load["warmup"]) == 2
     summary = record.providers["fake"]
     assert summary.calls == 24 and summary.latency_s.n == 22
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Worker processes (multiprocessing spawn children) of ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap an orphan)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _journal_ok(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM calls WHERE status='ok'").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_kill_9_of_the_parent_ends_its_workers_and_a_resume_makes_only_missing_calls(tmp_path: Path) -> None:
+    n = 120
+    with FakeOpenAIServer(FaultConfig(ttft_s=0.05), subprocess=True) as srv:
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text(
+            "".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(n))
+        )
+        cfg = {
+            "name": "parent-kill",
+            "providers": [
+                {
+                    "kind": "openai",
+                    "id": "fake",
+                    "model": "m",
+                    "base_url": srv.base_url,
+                    "api_key_env": None,
+                    "workers": 2,
+                }
+            ],
+            "prompts": {"path": str(prompts)},
+            "load": {"profile": "constant", "rate": 30},
+        }
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "rai_harness", "run", str(path), "--out", str(out), "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while _journal_ok(out / "journal.sqlite") < n // 3:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "run made no progress"
+            time.sleep(0.05)
+        workers = _spawned_children(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        # The orphaned workers notice and end (they check on their parent twice a second);
+        # the generous deadline is for a loaded machine, not a timing claim.
+        deadline = time.monotonic() + 60
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "orphaned workers kept running"
+            time.sleep(0.1)
+        done = _journal_ok(out / "journal.sqlite")
+        assert n // 3 <= done < n
+        before = srv.stats()["calls"]
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert srv.stats()["calls"] - before == n - done  # only the missing calls, in-flight ones included
+    samples = read_samples(out / "samples.jsonl")
+    assert len(samples) == n and sum(s.cached for s in samples) == done
+    assert all(s.load is not None for s in samples if not s.cached)

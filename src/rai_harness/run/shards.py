@@ -25,7 +25,9 @@ current stage that have not come back, on the same start instant (the lost in-fl
 are made again, late, and their start lag says so; nothing else repeats); after
 ``MAX_RESTARTS`` deaths of one worker, its remaining calls are recorded as failed
 (``worker_lost``, retryable, so a resumed run makes them again). A kill of the parent loses
-the calls in flight in every worker, as with one process: everything journaled is reused.
+the calls in flight in every worker, as with one process: everything journaled is reused. The
+orphaned workers check on their parent twice a second and exit (calls nobody journals would
+only be made again, and paid for twice).
 
 Scope: providers without a guard, and not ``hf-local`` (each worker would load its own copy
 of the model).
@@ -38,6 +40,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing as mp
+import os
 import queue as queue_mod
 import random
 import time
@@ -75,6 +78,8 @@ _POLL_S = 0.1
 START_MARGIN_S = 0.05
 #: Seconds a worker gets to close its client after the last stage before it is killed.
 _CLOSE_S = 5.0
+#: Seconds between a worker's checks that its parent is still alive.
+_PARENT_CHECK_S = 0.5
 
 #: One call as a worker receives it: (index in the provider's calls, call key, request).
 _Item = tuple[int, str, ChatRequest]
@@ -95,16 +100,33 @@ def check_shardable(config: ProviderConfig) -> None:
 
 def _worker_main(k: int, config: ProviderConfig, options: dict[str, Any], inbox: Any, out: Any) -> None:
     """A worker process: its own loop and provider; runs the stages the parent sends."""
+    # Never block exit on records no parent will read (the parent was killed): see _watch_parent.
+    out.cancel_join_thread()
     asyncio.run(_worker_loop(k, config, options, inbox, out))
+
+
+async def _watch_parent() -> None:
+    """End this worker as soon as its parent is gone (``kill -9``): its calls would be wasted.
+
+    Nobody would journal their records, and a resumed run makes them again; an orphan that
+    went on calling a paid API would only spend money.
+    """
+    parent = mp.parent_process()
+    while parent is not None:
+        await asyncio.sleep(_PARENT_CHECK_S)
+        if not parent.is_alive():
+            log.warning("worker %d: the parent process is gone; exiting", os.getpid())
+            os._exit(0)
 
 
 async def _worker_loop(k: int, config: ProviderConfig, options: dict[str, Any], inbox: Any, out: Any) -> None:
     """Messages in: ``(stage, share, items)`` then ``start``, per stage; ``None`` ends.
 
-    Messages out: ``("armed", k, monotonic)`` once a stage's share is loaded, ``("record",
+    Messages out: ``("armed", k, pid, monotonic)`` once a stage's share is loaded, ``("record",
     k, index, record)`` per finished call, ``("done", k, unstarted indices)`` per stage.
     """
     loop = asyncio.get_running_loop()
+    watchdog = loop.create_task(_watch_parent())
     provider = config.build()
     limiter = RateLimiter(options["rpm"])
     # Each worker its own jitter stream: the same seed everywhere would retry in lock-step.
@@ -121,7 +143,7 @@ async def _worker_loop(k: int, config: ProviderConfig, options: dict[str, Any], 
             if command is None:
                 return
             stage, share, items = command
-            out.put(("armed", k, time.monotonic()))
+            out.put(("armed", k, os.getpid(), time.monotonic()))
             start = await loop.run_in_executor(None, receive)
 
             async def call(item: _Item, dispatch: Any) -> None:
@@ -144,6 +166,7 @@ async def _worker_loop(k: int, config: ProviderConfig, options: dict[str, Any], 
             made = await run_stage(stage, items, call, dataclasses.replace(share, start=start))
             out.put(("done", k, [index for index, _, _ in items[len(made) :]]))
     finally:
+        watchdog.cancel()
         with contextlib.suppress(Exception):
             await provider.aclose()
 
@@ -247,7 +270,10 @@ class _Workers:
         if kind == "record":
             self.accept(message[2], message[3])
         elif kind == "armed":
-            check_shared_clock(self.sent_at.get(k, float("inf")), message[2], time.monotonic())
+            proc = self.procs[k]
+            if proc is None or proc.pid != message[2]:
+                return  # from a process that has since died and been replaced
+            check_shared_clock(self.sent_at[k], message[3], time.monotonic())
             self.armed.add(k)
         elif kind == "done":
             self.unstarted.update(message[2])
