@@ -74,6 +74,7 @@ from rai_harness.run.score import (
     score_suites,
     summarize_provider,
 )
+from rai_harness.run.sizing import auto_workers
 from rai_harness.types import ChatRequest, GenerationParams, stable_hash
 
 if TYPE_CHECKING:
@@ -811,8 +812,6 @@ async def _size_workers(
     A number in the config is taken as is; ``auto`` is sized by
     :func:`~rai_harness.run.sizing.auto_workers` (a few calibration calls) when calls remain.
     """
-    from rai_harness.run.sizing import auto_workers
-
     out: dict[str, dict[str, Any]] = {}
     retry_failed = plan.config.runner.retry_failed_on_resume
     for pp, provider in zip(plan.providers, providers, strict=True):
