@@ -78,6 +78,8 @@ _POLL_S = 0.1
 START_MARGIN_S = 0.05
 #: Seconds a worker gets to close its client after the last stage before it is killed.
 _CLOSE_S = 5.0
+#: Most queue messages handled per wake-up of the parent's loop.
+_BATCH = 1000
 #: Seconds between a worker's checks that its parent is still alive.
 _PARENT_CHECK_S = 0.5
 
@@ -222,6 +224,7 @@ class _Workers:
         self.sent_at: dict[int, float] = {}
         self.armed: set[int] = set()
         self.unstarted: set[int] = set()
+        self.outstanding: set[int] = set()  # the stage's calls neither recorded nor unstarted
         self.start_at: float | None = None
 
     # -- processes ----------------------------------------------------------------------------
@@ -265,10 +268,14 @@ class _Workers:
 
     # -- messages -----------------------------------------------------------------------------
 
+    def _record(self, index: int, data: Mapping[str, Any]) -> None:
+        self.accept(index, data)
+        self.outstanding.discard(index)
+
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind, k = message[0], message[1]
         if kind == "record":
-            self.accept(message[2], message[3])
+            self._record(message[2], message[3])
         elif kind == "armed":
             proc = self.procs[k]
             if proc is None or proc.pid != message[2]:
@@ -277,14 +284,18 @@ class _Workers:
             self.armed.add(k)
         elif kind == "done":
             self.unstarted.update(message[2])
+            self.outstanding.difference_update(message[2])
 
-    def _drain(self, block: bool) -> bool:
+    def _fetch(self, block: bool) -> list[tuple[Any, ...]]:
+        """Messages waiting on the queue (waiting up to ``_POLL_S`` for the first when ``block``)."""
+        messages: list[tuple[Any, ...]] = []
         try:
-            message = self.out.get(timeout=_POLL_S) if block else self.out.get_nowait()
+            messages.append(self.out.get(timeout=_POLL_S) if block else self.out.get_nowait())
+            while len(messages) < _BATCH:
+                messages.append(self.out.get_nowait())
         except queue_mod.Empty:
-            return False
-        self._handle(message)
-        return True
+            pass
+        return messages
 
     def _left(self, k: int) -> list[_Item]:
         share_items = self.shares.get(k)
@@ -298,8 +309,9 @@ class _Workers:
             if proc is None or proc.is_alive():
                 continue
             proc.join()
-            while self._drain(False):  # records it sent before it ended
-                pass
+            while batch := self._fetch(False):  # records it sent before it ended
+                for message in batch:
+                    self._handle(message)
             self.procs[k] = None
             left = self._left(k)
             if not left:
@@ -315,7 +327,8 @@ class _Workers:
             )
             if self.deaths[k] <= MAX_RESTARTS:
                 share, items = self.shares[k]
-                keep = [j for j, it in enumerate(items) if it in left]
+                left_indices = {index for index, _, _ in left}
+                keep = [j for j, it in enumerate(items) if it[0] in left_indices]
                 sub = StageShare(
                     tuple(share.positions[j] for j in keep),
                     None if share.offsets is None else tuple(share.offsets[j] for j in keep),
@@ -327,11 +340,13 @@ class _Workers:
                 self.shares.pop(k, None)
                 for index, key, request in left:
                     lost = _lost_record(key, self.provider_id, request, self.deaths[k], proc.exitcode)
-                    self.accept(index, lost.to_dict())
+                    self._record(index, lost.to_dict())
 
     async def _pump(self) -> None:
-        # The queue is read off the loop (a blocking get), so the parent's loop stays free.
-        await asyncio.get_running_loop().run_in_executor(None, self._drain, True)
+        # The queue is read off the loop (a blocking get), so the parent's loop stays free;
+        # the messages are handled on the loop's thread (journal writes, on_record callbacks).
+        for message in await asyncio.get_running_loop().run_in_executor(None, self._fetch, True):
+            self._handle(message)
         self._reap()
 
     # -- one stage ----------------------------------------------------------------------------
@@ -349,8 +364,11 @@ class _Workers:
                 self.accept(index, lost.to_dict())
             return []
         self.stage, self.shares, self.armed, self.unstarted, self.start_at = stage, {}, set(), set(), None
+        self.outstanding = set(pending)
         for k, share in zip(usable, share_stage(stage, len(pending), len(usable)), strict=False):
             if self.procs[k] is None or not self.procs[k].is_alive():
+                if self.procs[k] is not None:
+                    self.procs[k].join()  # ended idle since the last stage
                 self._spawn(k)
             items = [(pending[p], self.keys[pending[p]], self.requests[pending[p]]) for p in share.positions]
             self._send(k, share, items)
@@ -361,7 +379,7 @@ class _Workers:
         for k in self.shares:
             if self.procs[k] is not None:
                 self.inboxes[k].put(self.start_at)
-        while any(self.results[i] is None and i not in self.unstarted for i in pending):
+        while self.outstanding:
             await self._pump()
         self.stage, self.start_at = None, None
         return sorted(self.unstarted)
