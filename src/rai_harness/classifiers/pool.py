@@ -1,7 +1,8 @@
 """Load each classifier once per process and share it between evals and guards.
 
 LLM Guard loads one copy of a model per scanner; here every :class:`ClassifierSpec` with
-the same content maps to one loaded instance (:meth:`ClassifierPool.get`), so an eval
+the same content maps to one loaded instance (:meth:`ClassifierPool.classifier`,
+:meth:`ClassifierPool.embedder`), so an eval
 suite and an inline guard that name the same model share its weights and its device.
 
 Backends are found through a lazy registry (lm-eval's ``api/registry.py``): ``BACKENDS``
@@ -235,8 +236,11 @@ class ClassifierPool:
         self._key_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, spec: ClassifierSpec | Mapping[str, Any]) -> Loaded:
+    def _get(self, spec: ClassifierSpec | Mapping[str, Any]) -> Loaded:
         """The shared instance for ``spec``, loading it on first use.
+
+        Private: it returns a union, so callers use the typed accessors (:meth:`classifier`,
+        :meth:`embedder`, :meth:`embeds`, :meth:`info_of`) instead of probing the instance.
 
         Args:
             spec: A spec, or a mapping validated into one.
@@ -265,7 +269,7 @@ class ClassifierPool:
     def classifier(
         self, spec: ClassifierSpec | Mapping[str, Any], *, key_path: str = "backend"
     ) -> Classifier:
-        """The shared classifier for ``spec`` (:meth:`get`, checked to score labels).
+        """The shared classifier for ``spec``, loaded on first use and checked to score labels.
 
         Args:
             spec: A spec, or a mapping validated into one.
@@ -276,17 +280,17 @@ class ClassifierPool:
             ConfigError: The spec is invalid, or its backend gives an embedder.
             MissingDependencyError: The backend's package is not installed.
         """
-        return as_classifier(self.get(spec), _backend(spec), key_path=key_path)
+        return as_classifier(self._get(spec), _backend(spec), key_path=key_path)
 
     def embedder(self, spec: ClassifierSpec | Mapping[str, Any]) -> Embedder:
-        """The shared embedder for ``spec`` (:meth:`get`, checked to embed).
+        """The shared embedder for ``spec``, loaded on first use and checked to embed.
 
         Raises:
             ConfigError: The spec is invalid, or its backend gives a classifier (key path
                 ``backend``).
             MissingDependencyError: The backend's package is not installed.
         """
-        instance = self.get(spec)
+        instance = self._get(spec)
         if not isinstance(instance, Embedder):
             raise ConfigError(
                 f"backend '{_backend(spec)}' gives a classifier, not an embedder; this needs sentence "
@@ -294,6 +298,22 @@ class ClassifierPool:
                 key_path="backend",
             )
         return instance
+
+    def embeds(self, spec: ClassifierSpec | Mapping[str, Any]) -> bool:
+        """Whether ``spec`` gives an embedder rather than a classifier (loads it on first use).
+
+        For a caller that takes either (TruthfulQA's similarity scorer): it then asks for the
+        one it got with :meth:`embedder` or :meth:`classifier`.
+
+        Raises:
+            ConfigError: The spec is invalid.
+            MissingDependencyError: The backend's package is not installed.
+        """
+        return isinstance(self._get(spec), Embedder)
+
+    def info_of(self, spec: ClassifierSpec | Mapping[str, Any]) -> dict[str, Any]:
+        """``info()`` of the shared instance for ``spec`` (loads it on first use)."""
+        return dict(self._get(spec).info())
 
     def __contains__(self, spec: object) -> bool:
         return isinstance(spec, ClassifierSpec) and spec.key() in self._instances
