@@ -219,3 +219,27 @@ def test_probe_finder_sees_a_probe(tmp_path: Path) -> None:
         'load = getattr(provider, "load", None)\nok = hasattr(pool, "embed")\n', encoding="utf-8"
     )
     assert len(_probes(sample, tmp_path)) == 2
+
+
+def test_registry_is_a_bottom_floor_module() -> None:
+    # One registry type for suites, backends and provider kinds: it must import none of them.
+    imported = _imported_modules(PACKAGE / "registry.py")
+    assert {m for m in imported if m.startswith("rai_harness.")} == {
+        "rai_harness.errors",
+        "rai_harness.errors.ConfigError",
+    }
+
+
+def test_no_other_module_builds_its_own_registry() -> None:
+    # The three former registries each carried a dict of "module:attr" targets, an entry-point
+    # reader and a "did you mean" lookup; only registry.py may read entry points now.
+    readers = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if any(
+            m.startswith("importlib.metadata.entry_points") or m == "importlib.metadata.entry_points"
+            for m in _imported_modules(path)
+        )
+        or "entry_points(" in path.read_text(encoding="utf-8")
+    )
+    assert readers == ["registry.py"]

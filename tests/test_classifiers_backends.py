@@ -323,16 +323,17 @@ def test_missing_packages_and_modules_give_install_hints(monkeypatch):
     def needs_presidio(spec: ClassifierSpec) -> Classifier:
         raise ModuleNotFoundError("No module named 'presidio_analyzer'", name="presidio_analyzer")
 
-    monkeypatch.setitem(pool_module.BACKENDS, "needs-presidio", needs_presidio)
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
+    pool_module.BACKENDS.register("needs-presidio", needs_presidio)
     with pytest.raises(MissingDependencyError, match="pip install presidio-analyzer"):
         load(ClassifierSpec(backend="needs-presidio"))
-    monkeypatch.setitem(pool_module.BACKENDS, "ghost", "rai_harness.classifiers.ghost_module:from_spec")
+    pool_module.BACKENDS.register("ghost", "rai_harness.classifiers.ghost_module:from_spec")
     with pytest.raises(ConfigError, match="not in this installation"):
         load(ClassifierSpec(backend="ghost"))
 
 
 def test_register_backend_and_check_options(monkeypatch):
-    monkeypatch.setattr(pool_module, "BACKENDS", dict(pool_module.BACKENDS))
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
     register_backend("const", lambda spec: KeywordClassifier({"y": ["y"]}))
     with pytest.raises(ValueError, match="already registered"):
         register_backend("const", lambda spec: KeywordClassifier({"y": ["y"]}))

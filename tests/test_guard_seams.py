@@ -121,7 +121,7 @@ def test_streaming_takes_a_checking_function() -> None:
 
 def test_span_support_is_declared_and_checked_once_per_source(tmp_path: Path, monkeypatch) -> None:
     assert KeywordClassifier.produces_spans is True
-    monkeypatch.setattr(pool_module, "BACKENDS", dict(pool_module.BACKENDS))
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
     monkeypatch.setattr(pool_module, "SPAN_SUPPORT", dict(pool_module.SPAN_SUPPORT))
 
     class LabelsOnly(KeywordClassifier):
