@@ -243,14 +243,14 @@ def score_modes(
     metrics with bootstrap intervals. Returns the number of texts and, per mode, wall seconds,
     texts/s and the largest score difference from the local run.
     """
-    from rai_harness.classifiers.base import ClassifierSpec
     from rai_harness.classifiers.pool import ClassifierPool
     from rai_harness.classifiers.ray_pool import RayDataPool
     from rai_harness.run.score import score_suites
 
     plan, records = scoring_inputs(folder, n_texts, scorer)
     local_pool = ClassifierPool()
-    local_pool.get(ClassifierSpec.model_validate(scorer)).predict(["warm up"] * 64)  # load outside the timing
+    # Load and warm up outside the timing.
+    local_pool.classifier(scorer).predict(["warm up"] * 64)
     modes: dict[str, Any] = {
         "local": lambda: local_pool,
         "ray-data, 1 actor": lambda: RayDataPool(actors=1),
