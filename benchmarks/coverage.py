@@ -118,8 +118,8 @@ def main() -> None:
         )
     )
     # What bootstrap_mean picks: independent 0/1 values are proportions (exact interval);
-    # values within [0, 1] the expanded percentile; unbounded values the studentized bootstrap
-    # (an unbounded data set whose values all happen to fall within [0, 1] gets the former).
+    # values within [-1, 1] the expanded percentile; unbounded values the studentized bootstrap
+    # (an unbounded data set whose values all happen to fall within [-1, 1] gets the former).
     mean_methods = {
         "normal": "studentized-bootstrap",
         "beta25": "expanded-bootstrap",
@@ -236,7 +236,8 @@ def main() -> None:
             "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (skewness 2) and "
             "lognormal (σ = 1, skewness 6.2): unbounded, right-skewed quantities such as counts, latencies and "
             "costs (no suite takes an unclustered mean of unbounded values today; every per-item score is "
-            "in [0, 1]). bootstrap_mean gives independent values outside [0, 1] the studentized bootstrap "
+            "in [0, 1], every per-item difference in [-1, 1]). bootstrap_mean gives independent values outside "
+            "[-1, 1] the studentized bootstrap "
             "(bootstrap-t): the expanded percentile interval, used for every mean before, covers 91% on "
             "exponential data at n <= 10 (baseline rows); the studentized one is about 10% wider than a t "
             "interval on normal data at n = 8 and 5% at n = 10. The log-normal stress case stays below 93% "
@@ -276,7 +277,7 @@ def main() -> None:
             "| gate error_rate | clopper-pearson over calls | - |",
             "",
             "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE). A mean of "
-            "independent values outside [0, 1] (a count or a cost per item) gets studentized-bootstrap; one "
+            "independent values outside [-1, 1] (a count or a cost per item) gets studentized-bootstrap; one "
             "over clusters (pii.emission's findings per output) stays expanded-cluster-bootstrap, whose "
             "coverage on skewed counts is not measured here.",
         ]

@@ -190,7 +190,7 @@ def test_bootstrap_mean_basics():
 
 def test_bootstrap_mean_of_unbounded_values_is_studentized():
     rng = np.random.default_rng(3)
-    x = rng.exponential(1.0, 10) + 1.0  # all outside [0, 1]
+    x = rng.exponential(1.0, 10) + 1.0  # all outside [-1, 1]
     e = bootstrap_mean(x, seed=4)
     assert e.method == "studentized-bootstrap" and e.note is None and e.n == 10
     assert e.value == pytest.approx(x.mean())
@@ -205,8 +205,11 @@ def test_bootstrap_mean_of_unbounded_values_is_studentized():
     )
     # Right skew: the interval reaches further above the mean than below it.
     assert e.ci_high - e.value > e.value - e.ci_low
-    # Values within [0, 1] keep the expanded percentile interval (bounded, stable on ties).
+    # Values within [-1, 1] (scores, differences of scores) keep the expanded percentile interval
+    # (bounded, stable on ties).
     assert bootstrap_mean(x / x.max(), seed=4).method == "expanded-bootstrap"
+    assert bootstrap_mean(x / x.max() - 0.5, seed=4).method == "expanded-bootstrap"
+    assert bootstrap_mean(x / x.max() * 1.5, seed=4).method == "studentized-bootstrap"
     # Heavily tied counts: resamples of one repeated value make the pivot infinite, so the
     # percentile interval stands in, and the note says why.
     counts = bootstrap_mean([0, 0, 0, 0, 0, 0, 3, 0], seed=1)
@@ -223,7 +226,7 @@ def test_bootstrap_mean_of_unbounded_values_is_studentized():
 
 @pytest.mark.parametrize("clustered", [False, True])
 def test_bootstrap_mean_agrees_with_generic_bootstrap(clustered):
-    # Values within [0, 1]: unclustered, the percentile interval both ways (unbounded values
+    # Values within [-1, 1]: unclustered, the percentile interval both ways (unbounded values
     # get the studentized one from bootstrap_mean).
     rng = np.random.default_rng(5)
     values = rng.beta(1.0, 4.0, size=300).tolist()

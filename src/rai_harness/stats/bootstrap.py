@@ -20,15 +20,16 @@ measures it). ``Estimate.method`` is ``"expanded-bootstrap"`` or
 shape, and for a right-skewed, unbounded quantity (counts, latencies, costs) that shape is
 itself too short on the long side: it covers 91% at n = 8-10 and 92.7% at n = 30 on
 exponential data. :func:`bootstrap_mean` of independent values that are not all within
-[0, 1] therefore uses the **studentized bootstrap** (bootstrap-t; Efron & Tibshirani 1993,
+[−1, 1] therefore uses the **studentized bootstrap** (bootstrap-t; Efron & Tibshirani 1993,
 §12.5; Davison & Hinkley 1997, §5.2.1): the pivot ``t*_b = (x̄*_b − x̄) / (s*_b/√n)`` is
 resampled along with the mean, and the interval is
 ``[x̄ − t*_(B+1−j) · s/√n, x̄ − t*_(j) · s/√n]`` (``j`` at the nominal α: studentizing
 already carries the small-sample widening). It is second-order accurate and covers 94-96%
 on exponential data from n = 8 (``benchmarks/coverage.py``; ``method``
-``"studentized-bootstrap"``). Values within [0, 1] (scores, shares, rates: every suite's
+``"studentized-bootstrap"``). Values within [−1, 1] (scores, shares and rates in [0, 1],
+and differences of two such scores, e.g. TruthfulQA's similarity difference: every suite's
 per-item means) keep the expanded percentile interval, which covers 93-97% there, never
-leaves [0, 1], and is stable on tied values, where a studentized resample of one repeated
+leaves the range of the data, and is stable on tied values, where a studentized resample of one repeated
 value has ``s* = 0`` and an infinite pivot (at n = 8 with 4-trial rates, one data set in
 seven would get an infinite end). When that happens to unbounded values too (heavily tied
 counts), the expanded percentile interval is used and the note says so.
@@ -353,7 +354,7 @@ def bootstrap_mean(
 
     Independent 0/1 values (no ``clusters``) are a binomial proportion and get the exact
     :func:`~rai_harness.stats.clopper_pearson` interval instead: a bootstrap of 0 successes
-    has zero width. Independent values not all within [0, 1] (an unbounded quantity: counts,
+    has zero width. Independent values not all within [−1, 1] (an unbounded quantity: counts,
     latencies, costs) get the studentized bootstrap (:func:`studentized_mean`; see the module
     docstring: the percentile shape under-covers a skewed mean there). Otherwise the same
     draws as :func:`bootstrap`:
@@ -376,7 +377,7 @@ def bootstrap_mean(
         An :class:`Estimate` with ``method`` ``"expanded-bootstrap"`` or
         ``"expanded-cluster-bootstrap"`` (``"bootstrap-se-t"`` / ``"cluster-bootstrap-se-t"``
         for very few units; ``"clopper-pearson"`` for independent 0/1 values;
-        ``"studentized-bootstrap"`` for independent values outside [0, 1]); no interval
+        ``"studentized-bootstrap"`` for independent values outside [−1, 1]); no interval
         and a note with one item or one cluster; :meth:`Estimate.empty` when there are no
         values.
 
@@ -391,7 +392,7 @@ def bootstrap_mean(
             # degenerates to [0, 0] at 0 successes (5.8% of data sets at n = 8, p = 0.3), the
             # exact interval does not.
             return clopper_pearson(int(arr.sum()), len(arr), confidence)
-        if len(arr) >= 2 and not np.all((arr >= 0.0) & (arr <= 1.0)):
+        if len(arr) >= 2 and not np.all(np.abs(arr) <= 1.0):
             _check_args(n_resamples, confidence)
             studentized = studentized_mean(arr, n_resamples, seed, confidence)
             if studentized is not None:
