@@ -338,6 +338,45 @@ def test_deadline_gives_504_never_unchecked_text(tmp_path):
     assert response.status_code == 504
 
 
+def test_a_trickled_body_gets_504_and_frees_its_slot(tmp_path, upstream):
+    """The deadline covers reading the body: a slow sender cannot hold a slot for ever."""
+    with _proxy(
+        _policy(tmp_path, pii=False),
+        upstream_url=upstream.base_url,
+        upstream_key=UPSTREAM_KEY,
+        max_concurrency=1,
+        request_timeout_s=0.5,
+    ) as proxy:
+        with socket.create_connection((proxy.host, proxy.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": "
+            )
+            reply = sock.recv(65536).decode("latin-1")  # the rest of the body never comes
+        assert reply.startswith("HTTP/1.1 504"), reply[:200]
+        after = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "nice"}]},
+            timeout=30,
+        )
+    assert after.status_code == 200
+
+
+def test_tune_gc_for_serving_freezes_the_heap_and_raises_the_young_threshold():
+    import gc
+
+    from rai_harness.guardrails.server import SERVING_GC_THRESHOLD, tune_gc_for_serving
+
+    before = gc.get_threshold()
+    try:
+        tune_gc_for_serving()
+        assert gc.get_threshold() == (SERVING_GC_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
 def test_upstream_auth_failure_is_502_without_the_key(tmp_path, upstream):
     with _proxy(
         _policy(tmp_path, pii=False), upstream_url=upstream.base_url, upstream_key="sk-wrong-0123456789"
