@@ -376,9 +376,22 @@ class _Segment(NamedTuple):
     """One checked text of a request: where it sits and what it says."""
 
     message: int
-    part: int | None  # index into a content-parts list; None when content is a string
+    part: int | None  # index into a content-parts list; None otherwise
     role: str
     text: str
+    path: tuple[str | int, ...] = ("content",)  # keys from the message down to the text
+
+    @property
+    def field(self) -> str:
+        """The path as one string, e.g. ``content``, ``content[1].text``, ``tool_calls[0].function.arguments``."""
+        out = ""
+        for key in self.path:
+            out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+        return out
+
+
+#: Content-part types whose text the rails check (the key holding it).
+_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 
 
 def _verdict(result: GuardResult) -> dict[str, Any]:
@@ -400,8 +413,20 @@ def _blocking_rails(results: Sequence[GuardResult]) -> list[str]:
     return names
 
 
+def _bad_message(where: str, problem: str) -> _HTTPError:
+    return _HTTPError(400, f"{where} {problem}", "invalid_request_error", "unchecked_content")
+
+
 def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
-    """Every text of every message: string contents and ``type: text`` content parts."""
+    """Every text of every message, for the input rails.
+
+    Checked: string contents, ``text`` and ``refusal`` content parts, and the arguments of
+    assistant tool calls (``tool_calls[].function.arguments``, legacy ``function_call``):
+    a tool call's arguments go back into the model's context as much as any text does.
+    Anything else the rails cannot read (an image, audio or file part, a part or tool call
+    of an unexpected shape) is refused with a 400 naming it rather than sent on unchecked:
+    the guard fails closed.
+    """
     out: list[_Segment] = []
     for i, message in enumerate(messages):
         role = str(message.get("role", ""))
@@ -411,13 +436,54 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                 out.append(_Segment(i, None, role, content))
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                if (
-                    isinstance(part, Mapping)
-                    and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)
-                ):
-                    out.append(_Segment(i, j, role, part["text"]))
+                kind = part.get("type") if isinstance(part, Mapping) else None
+                key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+                where = f"messages[{i}].content[{j}]"
+                if key is None:
+                    raise _bad_message(
+                        where,
+                        f"is a {kind!r} part, which the guard's text rails cannot check; the proxy "
+                        "refuses it rather than pass it unchecked (send text parts only)"
+                        if isinstance(kind, str)
+                        else "must be an object with a string `type`",
+                    )
+                text = part.get(key)
+                if not isinstance(text, str):
+                    raise _bad_message(where, f"needs a string `{key}`")
+                if text:
+                    out.append(_Segment(i, j, role, text, ("content", j, key)))
+        out.extend(_tool_call_segments(i, role, message))
     return out
+
+
+def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_Segment]:
+    """The arguments of a message's tool calls (and of a legacy ``function_call``)."""
+    out: list[_Segment] = []
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise _bad_message(f"messages[{i}].tool_calls", "must be a list")
+        for j, call in enumerate(calls):
+            function = call.get("function") if isinstance(call, Mapping) else None
+            arguments = function.get("arguments") if isinstance(function, Mapping) else None
+            if not isinstance(arguments, str):
+                raise _bad_message(f"messages[{i}].tool_calls[{j}]", "needs `function.arguments` as a string")
+            if arguments:
+                out.append(_Segment(i, None, role, arguments, ("tool_calls", j, "function", "arguments")))
+    legacy = message.get("function_call")
+    if legacy is not None:
+        arguments = legacy.get("arguments") if isinstance(legacy, Mapping) else None
+        if not isinstance(arguments, str):
+            raise _bad_message(f"messages[{i}].function_call", "needs `arguments` as a string")
+        if arguments:
+            out.append(_Segment(i, None, role, arguments, ("function_call", "arguments")))
+    return out
+
+
+def _set_path(holder: Any, path: Sequence[str | int], value: Any) -> None:
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
 
 
 def _redacted_messages(
@@ -430,11 +496,52 @@ def _redacted_messages(
             continue
         if out[segment.message] is messages[segment.message]:
             out[segment.message] = copy.deepcopy(messages[segment.message])
-        if segment.part is None:
-            out[segment.message]["content"] = result.redacted_text
-        else:
-            out[segment.message]["content"][segment.part]["text"] = result.redacted_text
+        _set_path(out[segment.message], segment.path, result.redacted_text)
     return out
+
+
+#: Key of a streamed legacy ``function_call`` among the tool calls a relay holds back.
+_LEGACY_CALL = -1
+
+
+def _gather_tool_calls(delta: Mapping[str, Any], calls: dict[int, dict[str, Any]]) -> None:
+    """Join a stream delta's tool-call pieces into ``calls`` (by index; strings concatenated).
+
+    Raises:
+        _UpstreamStreamError: a piece of a shape the guard cannot read (fail closed).
+    """
+    pieces: list[tuple[int, Any]] = []
+    if "tool_calls" in delta:
+        if not isinstance(delta["tool_calls"], list):
+            raise _UpstreamStreamError("the upstream sent tool calls the guard cannot read")
+        for piece in delta["tool_calls"]:
+            index = piece.get("index") if isinstance(piece, Mapping) else None
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+            pieces.append((index, piece))
+    if "function_call" in delta:
+        pieces.append((_LEGACY_CALL, {"function": delta["function_call"]}))
+    for index, piece in pieces:
+        call = calls.setdefault(index, {"index": index, "function": {"arguments": ""}})
+        for key in ("id", "type"):
+            if isinstance(piece.get(key), str):
+                call[key] = piece[key]
+        function = piece.get("function")
+        if function is None:
+            continue
+        if not isinstance(function, Mapping):
+            raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+        for key in ("name", "arguments"):
+            value = function.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+            call["function"][key] = call["function"].get(key, "") + value
+    if _LEGACY_CALL in calls:
+        calls[_LEGACY_CALL].pop("index", None)
+        calls[_LEGACY_CALL].pop("id", None)
+        calls[_LEGACY_CALL].pop("type", None)
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:
@@ -720,7 +827,9 @@ class GuardService:
         for i, (segment, result) in enumerate(zip(segments, results, strict=True)):
             item: dict[str, Any] = {"index": i}
             if "messages" in body:
-                item.update(message=segment.message, part=segment.part, role=segment.role)
+                item.update(
+                    message=segment.message, part=segment.part, field=segment.field, role=segment.role
+                )
             item.update(_verdict(result))
             item["redacted_text"] = result.redacted_text
             items.append(item)
@@ -820,7 +929,7 @@ class GuardService:
         input_verdict = {
             "action": input_action,
             "texts": [
-                {"message": s.message, "part": s.part, "role": s.role, **_verdict(r)}
+                {"message": s.message, "part": s.part, "field": s.field, "role": s.role, **_verdict(r)}
                 for s, r in zip(segments, inputs, strict=True)
             ],
         }
@@ -908,25 +1017,44 @@ class GuardService:
     async def _checked_completion(
         self, completion: dict[str, Any], choices: list[Any], input_verdict: dict[str, Any]
     ) -> Response:
-        checked: list[tuple[dict[str, Any], str]] = []
+        # Every text of every answer: the content and the arguments of any tool calls (an
+        # agent runs those, so they are output as much as the content is).
+        checked: list[tuple[dict[str, Any], _Segment]] = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
-                checked.append((choice, message["content"]))
-        outputs = await self.check_texts([text for _, text in checked], "output")
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                checked.append((choice, _Segment(0, None, "assistant", content)))
+            try:
+                calls = _tool_call_segments(0, "assistant", message)
+            except _HTTPError:
+                self.metrics.child(self.metrics.errors, "upstream").inc()
+                raise _HTTPError(
+                    502, "the upstream's answer has a tool call the guard cannot read", "upstream_error"
+                ) from None
+            checked.extend((choice, segment) for segment in calls)
+        outputs = await self.check_texts([segment.text for _, segment in checked], "output")
         verdicts = []
-        for (choice, text), result in zip(checked, outputs, strict=True):
-            message = choice["message"]
+        blocked: dict[int, dict[str, Any]] = {}
+        for (choice, segment), result in zip(checked, outputs, strict=True):
             if result.blocked:
-                message["content"] = None
-                message["refusal"] = REFUSAL
-                choice["finish_reason"] = "content_filter"
-            elif result.redacted_text != text:
-                message["content"] = result.redacted_text
+                blocked[id(choice)] = choice
+            elif result.redacted_text != segment.text:
+                _set_path(choice["message"], segment.path, result.redacted_text)
             if result.action in ("block", "redact"):
                 # Token log-probs spell out the original text: drop them with it.
                 choice["logprobs"] = None
-            verdicts.append({"index": choice.get("index"), **_verdict(result)})
+            verdicts.append({"index": choice.get("index"), "field": segment.field, **_verdict(result)})
+        for choice in blocked.values():
+            # One blocked text withholds the whole answer: content and every tool call.
+            message = choice["message"]
+            message["content"] = None
+            message["refusal"] = REFUSAL
+            message.pop("tool_calls", None)
+            message.pop("function_call", None)
+            choice["finish_reason"] = "content_filter"
         output_action = strongest(r.action for r in outputs)
         action = strongest((input_verdict["action"], output_action))
         completion[GUARD_FIELD] = {
@@ -990,7 +1118,10 @@ class GuardService:
     ) -> AsyncIterator[bytes]:
         """Re-emit the upstream stream with its text released window by window, as checked."""
         template: dict[str, Any] = {"object": "chat.completion.chunk"}
-        pending: list[bytes] = []  # upstream chunks without text (role, tool calls), in order
+        pending: list[bytes] = []  # upstream chunks without text (role), in order
+        # Streamed tool calls (and a legacy function_call, key -1) by index, their pieces
+        # joined: held back to the end, checked whole, then sent as one chunk each.
+        calls: dict[int, dict[str, Any]] = {}
         tail: dict[str, Any] = {"finish_reason": None, "usage": None, "done": False}
         output_actions: list[str] = []
         windows = 0
@@ -1027,7 +1158,8 @@ class GuardService:
                 choice = choices[0] if isinstance(choices[0], dict) else {}
                 delta = choice.get("delta") or {}
                 content = delta.get("content")
-                rest = {k: v for k, v in delta.items() if k != "content"}
+                rest = {k: v for k, v in delta.items() if k not in ("content", "tool_calls", "function_call")}
+                _gather_tool_calls(delta, calls)
                 if rest:
                     pending.append(chunk({**rest, "content": ""} if "role" in rest else rest))
                 if choice.get("finish_reason"):
@@ -1052,6 +1184,13 @@ class GuardService:
                 "output": output,
             }
 
+        def blocked_ending(result: GuardResult) -> list[bytes]:
+            # Keep the role chunk (clients expect it first), then the content_filter end.
+            events = [event for event in pending if b'"role"' in event]
+            events.append(chunk({}, "content_filter", **{GUARD_FIELD: summary("block", result)}))
+            events.append(_DONE)
+            return events
+
         guard = self._guard()
         try:
             async for piece in guard.astream_output(
@@ -1066,17 +1205,22 @@ class GuardService:
             for event in pending:
                 yield event
             pending.clear()
+            if calls:
+                checked_calls, blocked_call = await self._checked_tool_calls(calls, on_result)
+                if blocked_call is not None:
+                    for event in blocked_ending(blocked_call):
+                        yield event
+                    return
+                for delta in checked_calls:
+                    yield chunk(delta)
             extra = {GUARD_FIELD: summary(strongest(output_actions), None)}
             yield chunk({}, tail["finish_reason"] or "stop", **extra)
             if tail["usage"] is not None:
                 yield _sse(tail["usage"])
             yield _DONE
         except GuardBlocked as blocked:
-            for event in pending:
-                if b'"role"' in event:  # keep the role chunk: clients expect it first
-                    yield event
-            yield chunk({}, "content_filter", **{GUARD_FIELD: summary("block", blocked.result)})
-            yield _DONE
+            for event in blocked_ending(blocked.result):
+                yield event
         # ValueError: aiohttp's "line too long" (a line over its 128 KiB read limit).
         except (_UpstreamStreamError, aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
             kind = "deadline" if isinstance(exc, asyncio.TimeoutError) else "upstream"
@@ -1092,6 +1236,26 @@ class GuardService:
             # An error event (the OpenAI SDK raises APIError on it), never a clean end: a cut
             # answer must not look complete. Nothing unchecked was sent.
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
+
+    async def _checked_tool_calls(
+        self, calls: dict[int, dict[str, Any]], on_result: Callable[[GuardResult], None]
+    ) -> tuple[list[dict[str, Any]], GuardResult | None]:
+        """The held tool calls as checked deltas (arguments redacted), or the blocking verdict."""
+        order = sorted(calls)
+        results = await self._guard().acheck_outputs([calls[i]["function"]["arguments"] for i in order])
+        for result in results:
+            on_result(result)
+        deltas: list[dict[str, Any]] = []
+        for index, result in zip(order, results, strict=True):
+            if result.blocked:
+                return [], result
+            call = calls[index]
+            call["function"]["arguments"] = result.redacted_text
+            if index == _LEGACY_CALL:
+                deltas.append({"function_call": call["function"]})
+            else:
+                deltas.append({"tool_calls": [call]})
+        return deltas, None
 
     @staticmethod
     async def _sse_data(upstream: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
