@@ -158,9 +158,8 @@ def tune_gc_for_serving() -> None:
       then looks at up to ~10^4 objects: about a millisecond, the worst pause it adds.
 
     Measured at 64 concurrent clients with the keyword policy on this project's 2-core
-    machine: the collector took ~9% of the proxy's CPU (freeze alone: ~5%, both: ~2%), and
-    the proxy's CPU per request fell by about 30% with both (see benchmarks/RESULTS.md,
-    guard_serve).
+    machine: the collector took 8-17% of the proxy's CPU with the defaults and ~2% with
+    both changes, and the proxy's CPU per request fell by about 30% (freeze alone: ~6%).
     """
     gc.collect()
     gc.freeze()
@@ -307,11 +306,10 @@ class ServeMetrics:
     def child(self, metric: _Metric, *labels: str) -> _Metric:
         """``metric.labels(*labels)``, looked up once per label set.
 
-        prometheus-client's ``labels()`` takes a lock and validates the labels on every call;
-        a proxied request counts a dozen series, which made metrics about a tenth of the
-        proxy's CPU per request. Every label value here comes from the policy (rail names)
-        or a fixed set (stages, actions, endpoints, status codes), so the cache is as bounded
-        as the registry itself.
+        prometheus-client's ``labels()`` takes a lock and validates the labels on every call,
+        and a proxied request counts a dozen series. Every label value here comes from the
+        policy (rail names) or a fixed set (stages, actions, endpoints, status codes), so the
+        cache is as bounded as the registry itself.
         """
         key = (id(metric), labels)
         found = self._children.get(key)
