@@ -805,3 +805,10 @@ def test_streamed_tool_calls_are_held_checked_whole_and_sent(tools):
             assert calls == {0: {"name": "send_mail", "arguments": '{"body": "you are kind"}'}}
         else:
             assert calls == {}
+
+
+def test_other_methods_and_paths_still_go_through_the_router(proxy):
+    # The POST endpoints skip Starlette's middleware and router; everything else must not.
+    assert httpx.get(proxy.url + "/v1/chat/completions").status_code == 405
+    assert httpx.post(proxy.url + "/v1/chat/completions/", json={}).status_code in (307, 404)
+    assert httpx.post(proxy.url + "/v1/nothing", json={}).status_code == 404

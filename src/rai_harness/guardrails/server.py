@@ -1299,6 +1299,32 @@ class _GuardedStream(StreamingResponse if _IMPORT_ERROR is None else object):  #
                     logger.warning("stream close callback failed: %s", type(exc).__name__)
 
 
+class _GuardApp(Starlette if _IMPORT_ERROR is None else object):  # type: ignore[misc]
+    """Starlette, with the two POST endpoints dispatched before its middleware and router.
+
+    Every proxied request otherwise walks five ASGI layers (error and exception middleware,
+    router, route, request-response wrapper) that add nothing here: ``GuardService.handle``
+    already turns every exception into an OpenAI-shaped error. Other paths and methods,
+    and lifespan events, go through Starlette as usual.
+    """
+
+    def __init__(
+        self, *args: Any, fast: Mapping[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = dict(fast)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._fast.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     guard: Guard | Callable[[], Guard],
     config: ServeConfig | None = None,
@@ -1360,7 +1386,7 @@ def create_app(
         finally:
             await service.stop()
 
-    app = Starlette(
+    app = _GuardApp(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/guardrail/checks", checks, methods=["POST"]),
@@ -1368,6 +1394,7 @@ def create_app(
             Route("/metrics", metrics_route, methods=["GET"]),
         ],
         lifespan=lifespan,
+        fast={"/v1/chat/completions": chat, "/v1/guardrail/checks": checks},
     )
     app.state.service = service
     return app
