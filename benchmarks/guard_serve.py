@@ -251,6 +251,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20, help="requests per client per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure everything this many times in a row; tables show medians over all of them "
+        "(a shared machine's load drifts over minutes), verdicts list each repeat's added p50",
+    )
     parser.add_argument("--policy", type=Path, default=None, help="policy file (default: keyword rails)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
@@ -270,12 +277,22 @@ def main() -> None:
             Guard.from_policy(policy) as guard,
             proxy_process(policy, upstream.base_url) as (url, pid),
         ):
-            for clients in (1, 64):
-                per_client = args.requests * (4 if clients == 1 else 1)
-                med = measure(clients, per_client, args.rounds, guard, upstream, url, pid)
-                loads.append(os.getloadavg()[0])
-                rows.append((clients, per_client, med))
-                print(f"{clients} client(s): {med}", flush=True)
+            repeats: dict[int, list[dict[str, Row]]] = {1: [], 64: []}
+            for _ in range(args.repeat):
+                for clients, runs in repeats.items():
+                    per_client = args.requests * (4 if clients == 1 else 1)
+                    runs.append(measure(clients, per_client, args.rounds, guard, upstream, url, pid))
+                    loads.append(os.getloadavg()[0])
+                    print(f"{clients} client(s): {runs[-1]}", flush=True)
+            for clients, runs in repeats.items():
+                med = {
+                    path: Row(
+                        *(statistics.median(run[path][i] for run in runs) for i in range(len(Row._fields)))
+                    )
+                    for path in PATHS
+                }
+                each = [run["proxy"].p50_ms - run["in-process"].p50_ms for run in runs]
+                rows.append((clients, args.requests * (4 if clients == 1 else 1), med, each))
 
     lines = [
         f"Per request: input rails, upstream call to the fake OpenAI server (own process), output rails. "
@@ -284,14 +301,15 @@ def main() -> None:
         f"and an aiohttp client in the benchmark process, with Python's default garbage collector and "
         f"with the proxy's serving tuning (`tune_gc_for_serving`: frozen heap, young collections every "
         f"10k allocations), so neither side gets a head start the other could take too; clients are "
-        f"aiohttp too. {args.rounds} rounds rotating the paths; medians. CPU: per request, summed over "
+        f"aiohttp too. {args.rounds} rounds rotating the paths, medians; "
+        f"{args.repeat} repeat(s) of the whole measurement, medians of those. CPU: per request, summed over "
         f"the client, upstream and proxy processes.",
         "",
         "| clients | requests | path | p50 ms | p99 ms | requests/s | CPU ms/request |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
-    for clients, per_client, med in rows:
+    for clients, per_client, med, each in rows:
         n = clients * per_client
         for path in PATHS:
             row = med[path]
@@ -302,8 +320,9 @@ def main() -> None:
         proxy, base, tuned = med["proxy"], med["in-process"], med["in-process, serving GC"]
         added50 = proxy.p50_ms - base.p50_ms
         extra_cpu = proxy.cpu_ms - tuned.cpu_ms
+        spread = f" (each repeat: {', '.join(f'{x:+.1f}' for x in each)} ms)" if len(each) > 1 else ""
         verdicts.append(
-            f"{clients} client(s): added latency p50 **{added50:+.2f} ms** over in-process (target "
+            f"{clients} client(s): added latency p50 **{added50:+.2f} ms**{spread} over in-process (target "
             f"<= 3 ms: {'PASS' if added50 <= 3.0 else 'FAIL'}), p99 {proxy.p99_ms - base.p99_ms:+.2f} ms; "
             f"over in-process with the same GC tuning p50 {proxy.p50_ms - tuned.p50_ms:+.2f} ms, p99 "
             f"{proxy.p99_ms - tuned.p99_ms:+.2f} ms; throughput {proxy.rps / base.rps:.2f}x of in-process "
@@ -319,9 +338,9 @@ def main() -> None:
         )
     lines += ["", *verdicts]
     lines.append(
-        f"\nLoad average (1 min) of the machine: {' -> '.join(f'{x:.1f}' for x in loads)} (before, after "
-        f"1 client, after 64 clients; the machine is shared: above ~{cores} the numbers include waiting "
-        f"for a core)."
+        f"\nLoad average (1 min) of the machine: {' -> '.join(f'{x:.1f}' for x in loads)} (before, then "
+        f"after each 1-client and 64-client measurement; the machine is shared: above ~{cores} the "
+        f"numbers include waiting for a core)."
     )
     lines.append(
         f"\nThe {cores} cores are shared by the client, the proxy and the upstream (and other jobs). "
