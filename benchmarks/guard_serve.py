@@ -221,14 +221,18 @@ class Row(NamedTuple):
     proxy_cpu_ms: float  # the proxy process's share
 
 
+Round = dict[str, Row]  # one round: every path measured back to back
+
+
 def measure(
     clients: int, per_client: int, rounds: int, guard: Guard, upstream: FakeOpenAIServer, url: str, pid: int
-) -> dict[str, Row]:
-    """Every path ``rounds`` times, rotating which goes first; medians per path."""
-    samples: dict[str, list[Row]] = {path: [] for path in PATHS}
+) -> list[Round]:
+    """Every path ``rounds`` times, rotating which goes first."""
+    out: list[Round] = []
     warm_up = min(clients, 4) * 2  # the requests each run sends before timing
     for round_ in range(rounds):
         order = PATHS[round_ % 3 :] + PATHS[: round_ % 3]
+        measured: Round = {}
         for path in order:
             with serving_gc(path == "in-process, serving GC"):
                 # Inside the tuning: its one full collection is set-up, not per-request work.
@@ -240,11 +244,23 @@ def measure(
                 after = (self_cpu_s(), cpu_s(upstream.pid), cpu_s(pid))
             n = len(lat) + warm_up
             spent = [(a - b) / n * 1000.0 for a, b in zip(after, before, strict=True)]
-            samples[path].append(Row(pct(lat, 50), pct(lat, 99), len(lat) / wall, sum(spent), spent[2]))
+            measured[path] = Row(pct(lat, 50), pct(lat, 99), len(lat) / wall, sum(spent), spent[2])
+        out.append(measured)
+    return out
+
+
+def medians(rounds: list[Round]) -> dict[str, Row]:
+    """Per path, the median of every field over ``rounds``."""
     return {
-        path: Row(*(statistics.median(row[i] for row in rows) for i in range(len(Row._fields))))
-        for path, rows in samples.items()
+        path: Row(*(statistics.median(r[path][i] for r in rounds) for i in range(len(Row._fields))))
+        for path in PATHS
     }
+
+
+def added(rounds: list[Round], field: str, baseline: str = "in-process") -> float:
+    """Median over rounds of proxy minus ``baseline`` in ``field``, paired within each round:
+    the paths of one round ran seconds apart, under the same load."""
+    return statistics.median(getattr(r["proxy"], field) - getattr(r[baseline], field) for r in rounds)
 
 
 def main() -> None:
@@ -277,22 +293,17 @@ def main() -> None:
             Guard.from_policy(policy) as guard,
             proxy_process(policy, upstream.base_url) as (url, pid),
         ):
-            repeats: dict[int, list[dict[str, Row]]] = {1: [], 64: []}
+            repeats: dict[int, list[list[Round]]] = {1: [], 64: []}
             for _ in range(args.repeat):
                 for clients, runs in repeats.items():
                     per_client = args.requests * (4 if clients == 1 else 1)
                     runs.append(measure(clients, per_client, args.rounds, guard, upstream, url, pid))
                     loads.append(os.getloadavg()[0])
-                    print(f"{clients} client(s): {runs[-1]}", flush=True)
+                    print(f"{clients} client(s): {medians(runs[-1])}", flush=True)
             for clients, runs in repeats.items():
-                med = {
-                    path: Row(
-                        *(statistics.median(run[path][i] for run in runs) for i in range(len(Row._fields)))
-                    )
-                    for path in PATHS
-                }
-                each = [run["proxy"].p50_ms - run["in-process"].p50_ms for run in runs]
-                rows.append((clients, args.requests * (4 if clients == 1 else 1), med, each))
+                pooled = [r for run in runs for r in run]
+                each = [added(run, "p50_ms") for run in runs]
+                rows.append((clients, args.requests * (4 if clients == 1 else 1), pooled, each))
 
     lines = [
         f"Per request: input rails, upstream call to the fake OpenAI server (own process), output rails. "
@@ -302,14 +313,17 @@ def main() -> None:
         f"with the proxy's serving tuning (`tune_gc_for_serving`: frozen heap, young collections every "
         f"10k allocations), so neither side gets a head start the other could take too; clients are "
         f"aiohttp too. {args.rounds} rounds rotating the paths, medians; "
-        f"{args.repeat} repeat(s) of the whole measurement, medians of those. CPU: per request, summed over "
+        f"{args.repeat} repeat(s) of the whole measurement; table: medians over all rounds; added latency: "
+        f"median over rounds of proxy minus in-process within each round (paired: same load). "
+        f"CPU: per request, summed over "
         f"the client, upstream and proxy processes.",
         "",
         "| clients | requests | path | p50 ms | p99 ms | requests/s | CPU ms/request |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
-    for clients, per_client, med, each in rows:
+    for clients, per_client, pooled, each in rows:
+        med = medians(pooled)
         n = clients * per_client
         for path in PATHS:
             row = med[path]
@@ -317,15 +331,16 @@ def main() -> None:
                 f"| {clients} | {n} | {path} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.rps:.0f} "
                 f"| {row.cpu_ms:.2f} |"
             )
-        proxy, base, tuned = med["proxy"], med["in-process"], med["in-process, serving GC"]
-        added50 = proxy.p50_ms - base.p50_ms
+        tuned_path = "in-process, serving GC"
+        proxy, base, tuned = med["proxy"], med["in-process"], med[tuned_path]
+        added50 = added(pooled, "p50_ms")
         extra_cpu = proxy.cpu_ms - tuned.cpu_ms
         spread = f" (each repeat: {', '.join(f'{x:+.1f}' for x in each)} ms)" if len(each) > 1 else ""
         verdicts.append(
             f"{clients} client(s): added latency p50 **{added50:+.2f} ms**{spread} over in-process (target "
-            f"<= 3 ms: {'PASS' if added50 <= 3.0 else 'FAIL'}), p99 {proxy.p99_ms - base.p99_ms:+.2f} ms; "
-            f"over in-process with the same GC tuning p50 {proxy.p50_ms - tuned.p50_ms:+.2f} ms, p99 "
-            f"{proxy.p99_ms - tuned.p99_ms:+.2f} ms; throughput {proxy.rps / base.rps:.2f}x of in-process "
+            f"<= 3 ms: {'PASS' if added50 <= 3.0 else 'FAIL'}), p99 {added(pooled, 'p99_ms'):+.2f} ms; "
+            f"over in-process with the same GC tuning p50 {added(pooled, 'p50_ms', tuned_path):+.2f} ms, p99 "
+            f"{added(pooled, 'p99_ms', tuned_path):+.2f} ms; throughput {proxy.rps / base.rps:.2f}x of in-process "
             f"({proxy.rps / tuned.rps:.2f}x of tuned). The proxy process used {proxy.proxy_cpu_ms:.2f} ms "
             f"of CPU per request; the proxy path as a whole {extra_cpu:+.2f} ms more than the tuned "
             f"in-process path"
