@@ -363,7 +363,9 @@ def main() -> None:
         "64 clients the CPU is saturated and latency is clients / throughput (Little's law): the added "
         "p50 there is queueing behind the proxy path's extra CPU per request (a second HTTP server and "
         "client, JSON each way), not a fixed hop cost. The 1-client row is the unloaded cost of the "
-        "HTTP layer."
+        "HTTP layer. When other jobs load the machine, the proxy path loses further: its bottleneck "
+        "(the single-threaded proxy) is one runnable process among many and gets its share of a core, "
+        "while the in-process path's work sits in fewer processes."
     )
     body = "\n".join(lines)
     print(body)
