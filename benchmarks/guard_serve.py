@@ -10,7 +10,9 @@ process): input rails on the prompt, the upstream call, output rails on the answ
 * *proxy*: the benchmark process POSTs ``/v1/chat/completions`` to ``rai guard serve``
   running in its own process (uvicorn, one worker), which does the above.
 
-C concurrent clients (64, and 1 for the unloaded cost) each send requests back to back.
+C concurrent clients (64, and 1 for the unloaded cost) each send requests back to back
+(closed loop), and 64 clients once more paced at a fixed total rate (``--paced-rate``,
+below either path's capacity): the HTTP layer's cost when the CPU is not saturated.
 Reported: latency p50/p99 per path, the added latency (proxy minus in-process; target
 <= 3 ms at p50), requests/s and CPU per request summed over the client, upstream and
 proxy processes. Rounds rotate the paths; medians over rounds.
@@ -121,24 +123,32 @@ def proxy_process(policy: Path, upstream: str) -> Iterator[tuple[str, int]]:
 
 
 async def drive(
-    clients: int, per_client: int, call: Callable[[], Awaitable[None]]
+    clients: int, per_client: int, call: Callable[[], Awaitable[None]], rate: float | None = None
 ) -> tuple[list[float], float]:
-    """Run ``clients`` loops of ``per_client`` calls; return latencies (s) and wall time."""
-    latencies: list[float] = []
+    """Run ``clients`` loops of ``per_client`` calls; return latencies (s) and wall time.
 
-    async def loop() -> None:
-        for _ in range(per_client):
+    Closed loop by default (each client sends its next call when the last one answers); with
+    ``rate`` (calls/s in all), each client sends on a fixed schedule, the clients staggered
+    evenly, so the offered load stays at ``rate`` whatever the latency.
+    """
+    latencies: list[float] = []
+    period = clients / rate if rate else 0.0  # seconds between one client's calls
+    begin = time.perf_counter()
+
+    async def loop(i: int) -> None:
+        for k in range(per_client):
+            if period:
+                await asyncio.sleep(max(begin + (k + i / clients) * period - time.perf_counter(), 0.0))
             started = time.perf_counter()
             await call()
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return latencies, time.perf_counter() - started
+    await asyncio.gather(*(loop(i) for i in range(clients)))
+    return latencies, time.perf_counter() - begin
 
 
 async def run_inprocess(
-    guard: Guard, upstream: str, clients: int, per_client: int
+    guard: Guard, upstream: str, clients: int, per_client: int, rate: float | None = None
 ) -> tuple[list[float], float]:
     body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
     headers = {"Content-Type": "application/json"}
@@ -153,10 +163,12 @@ async def run_inprocess(
             assert not (await guard.acheck_outputs([text]))[0].blocked
 
         await drive(min(clients, 4), 2, call)  # warm connections and batchers
-        return await drive(clients, per_client, call)
+        return await drive(clients, per_client, call, rate)
 
 
-async def run_proxy(url: str, clients: int, per_client: int) -> tuple[list[float], float]:
+async def run_proxy(
+    url: str, clients: int, per_client: int, rate: float | None = None
+) -> tuple[list[float], float]:
     body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": PROMPT}]})
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as client:
@@ -167,7 +179,7 @@ async def run_proxy(url: str, clients: int, per_client: int) -> tuple[list[float
                 assert json.loads(await reply.read())["choices"][0]["finish_reason"] == "stop"
 
         await drive(min(clients, 4), 2, call)
-        return await drive(clients, per_client, call)
+        return await drive(clients, per_client, call, rate)
 
 
 def cpu_s(pid: int | None) -> float:
@@ -224,10 +236,28 @@ class Row(NamedTuple):
 Round = dict[str, Row]  # one round: every path measured back to back
 
 
+class Setting(NamedTuple):
+    """How the clients send: how many, and closed loop (``rate`` None) or paced."""
+
+    clients: int
+    rate: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.clients}" if self.rate is None else f"{self.clients} paced, {self.rate:g}/s"
+
+
 def measure(
-    clients: int, per_client: int, rounds: int, guard: Guard, upstream: FakeOpenAIServer, url: str, pid: int
+    setting: Setting,
+    per_client: int,
+    rounds: int,
+    guard: Guard,
+    upstream: FakeOpenAIServer,
+    url: str,
+    pid: int,
 ) -> list[Round]:
     """Every path ``rounds`` times, rotating which goes first."""
+    clients, rate = setting
     out: list[Round] = []
     warm_up = min(clients, 4) * 2  # the requests each run sends before timing
     for round_ in range(rounds):
@@ -238,9 +268,11 @@ def measure(
                 # Inside the tuning: its one full collection is set-up, not per-request work.
                 before = (self_cpu_s(), cpu_s(upstream.pid), cpu_s(pid))
                 if path == "proxy":
-                    lat, wall = asyncio.run(run_proxy(url, clients, per_client))
+                    lat, wall = asyncio.run(run_proxy(url, clients, per_client, rate))
                 else:
-                    lat, wall = asyncio.run(run_inprocess(guard, upstream.base_url, clients, per_client))
+                    lat, wall = asyncio.run(
+                        run_inprocess(guard, upstream.base_url, clients, per_client, rate)
+                    )
                 after = (self_cpu_s(), cpu_s(upstream.pid), cpu_s(pid))
             n = len(lat) + warm_up
             spent = [(a - b) / n * 1000.0 for a, b in zip(after, before, strict=True)]
@@ -274,6 +306,12 @@ def main() -> None:
         help="measure everything this many times in a row; tables show medians over all of them "
         "(a shared machine's load drifts over minutes), verdicts list each repeat's added p50",
     )
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=200.0,
+        help="requests/s of the paced 64-client setting (below what either path can serve)",
+    )
     parser.add_argument("--policy", type=Path, default=None, help="policy file (default: keyword rails)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
@@ -293,17 +331,18 @@ def main() -> None:
             Guard.from_policy(policy) as guard,
             proxy_process(policy, upstream.base_url) as (url, pid),
         ):
-            repeats: dict[int, list[list[Round]]] = {1: [], 64: []}
+            settings = (Setting(1), Setting(64), Setting(64, args.paced_rate))
+            repeats: dict[Setting, list[list[Round]]] = {setting: [] for setting in settings}
             for _ in range(args.repeat):
-                for clients, runs in repeats.items():
-                    per_client = args.requests * (4 if clients == 1 else 1)
-                    runs.append(measure(clients, per_client, args.rounds, guard, upstream, url, pid))
+                for setting, runs in repeats.items():
+                    per_client = args.requests * (4 if setting.clients == 1 else 1)
+                    runs.append(measure(setting, per_client, args.rounds, guard, upstream, url, pid))
                     loads.append(os.getloadavg()[0])
-                    print(f"{clients} client(s): {medians(runs[-1])}", flush=True)
-            for clients, runs in repeats.items():
+                    print(f"{setting.label} client(s): {medians(runs[-1])}", flush=True)
+            for setting, runs in repeats.items():
                 pooled = [r for run in runs for r in run]
                 each = [added(run, "p50_ms") for run in runs]
-                rows.append((clients, args.requests * (4 if clients == 1 else 1), pooled, each))
+                rows.append((setting, args.requests * (4 if setting.clients == 1 else 1), pooled, each))
 
     lines = [
         f"Per request: input rails, upstream call to the fake OpenAI server (own process), output rails. "
@@ -322,13 +361,14 @@ def main() -> None:
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
-    for clients, per_client, pooled, each in rows:
+    for setting, per_client, pooled, each in rows:
+        clients = setting.clients
         med = medians(pooled)
         n = clients * per_client
         for path in PATHS:
             row = med[path]
             lines.append(
-                f"| {clients} | {n} | {path} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.rps:.0f} "
+                f"| {setting.label} | {n} | {path} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.rps:.0f} "
                 f"| {row.cpu_ms:.2f} |"
             )
         tuned_path = "in-process, serving GC"
@@ -337,7 +377,7 @@ def main() -> None:
         extra_cpu = proxy.cpu_ms - tuned.cpu_ms
         spread = f" (each repeat: {', '.join(f'{x:+.1f}' for x in each)} ms)" if len(each) > 1 else ""
         verdicts.append(
-            f"{clients} client(s): added latency p50 **{added50:+.2f} ms**{spread} over in-process (target "
+            f"{setting.label} client(s): added latency p50 **{added50:+.2f} ms**{spread} over in-process (target "
             f"<= 3 ms: {'PASS' if added50 <= 3.0 else 'FAIL'}), p99 {added(pooled, 'p99_ms'):+.2f} ms; "
             f"over in-process with the same GC tuning p50 {added(pooled, 'p50_ms', tuned_path):+.2f} ms, p99 "
             f"{added(pooled, 'p99_ms', tuned_path):+.2f} ms; throughput {proxy.rps / base.rps:.2f}x of in-process "
@@ -347,23 +387,25 @@ def main() -> None:
             + (
                 f", which with {clients} clients sharing {cores} cores is "
                 f"~{clients * extra_cpu / cores:.1f} ms of queueing per request once the CPU is saturated."
-                if clients > 1
+                if clients > 1 and setting.rate is None
                 else "."
             )
         )
     lines += ["", *verdicts]
     lines.append(
         f"\nLoad average (1 min) of the machine: {' -> '.join(f'{x:.1f}' for x in loads)} (before, then "
-        f"after each 1-client and 64-client measurement; the machine is shared: above ~{cores} the "
+        f"after each setting's measurement; the machine is shared: above ~{cores} the "
         f"numbers include waiting for a core)."
     )
     lines.append(
         f"\nThe {cores} cores are shared by the client, the proxy and the upstream (and other jobs). "
-        "Each run is closed-loop: every client sends its next request when the last one answers, so at "
+        "The 1- and 64-client rows are closed-loop: every client sends its next request when the last one answers, so at "
         "64 clients the CPU is saturated and latency is clients / throughput (Little's law): the added "
         "p50 there is queueing behind the proxy path's extra CPU per request (a second HTTP server and "
         "client, JSON each way), not a fixed hop cost. The 1-client row is the unloaded cost of the "
-        "HTTP layer. When other jobs load the machine, the proxy path loses further: its bottleneck "
+        "HTTP layer. The paced row sends the same 64 concurrent clients at a fixed total rate below "
+        "either path's capacity: the cost of the HTTP layer when the CPU is not saturated. "
+        "When other jobs load the machine, the proxy path loses further: its bottleneck "
         "(the single-threaded proxy) is one runnable process among many and gets its share of a core, "
         "while the in-process path's work sits in fewer processes."
     )
