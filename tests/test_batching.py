@@ -150,7 +150,10 @@ def test_cancelled_items_are_dropped_and_failed_ones_leave_or_are_ignored() -> N
 async def test_cancelling_an_awaiting_task_drops_its_queued_item() -> None:
     rec = Recorder()
     engine = _blocked(rec, max_wait_ms=0)
-    task = asyncio.ensure_future(asyncio.wrap_future(engine.submit("cancel me")))
+    async def call(item: str) -> str:
+        return await asyncio.wrap_future(engine.submit(item))
+
+    task = asyncio.create_task(call("cancel me"))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
