@@ -11,6 +11,11 @@ the ``embedding`` backend. The weights (``heads/minilm_toxicity/``: ``head.safet
 the package, so the classifier works with no network and no GPU. A version-1 head (a linear head
 on the frozen encoder, such as ``heads/minilm_toxicity_v1``) loads too.
 
+The encoder runs on ONNX Runtime when ``onnxruntime`` is installed (CPU, fp32; option
+``runtime``), from a graph exported from this very model and checked against it at load
+(:mod:`rai_harness.classifiers.onnx_encoder`): the same scores to ~1e-6, about half the
+latency for one short text. Otherwise, and on CUDA, torch runs it.
+
 Long texts are never truncated. A text that fits one window (128 tokens) is scored whole,
 as the training texts were; a longer one is scored as overlapping token windows (through
 the batching engine, over the same MiniLM weights) *and* sentence by sentence, and gets
