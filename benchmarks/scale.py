@@ -141,7 +141,7 @@ def score_modes(texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
     from rai_harness.classifiers.ray_pool import RayDataPool
 
     spec = ClassifierSpec(backend="minilm-toxicity")
-    local_clf = ClassifierPool().get(spec)
+    local_clf = ClassifierPool().classifier(spec)
     local_clf.predict(texts[:64])  # load and warm up outside the timing
     walls: dict[str, list[float]] = {"local": [], "ray-data, 1 actor": [], "ray-data, 2 actors": []}
     reference: list[Any] = []
@@ -152,7 +152,9 @@ def score_modes(texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
         walls["local"].append(time.perf_counter() - t0)
         for name, actors in (("ray-data, 1 actor", 1), ("ray-data, 2 actors", 2)):
             t0 = time.perf_counter()
-            remote = RayDataPool(actors=actors).get(spec).predict(texts)  # includes actor start-up and load
+            remote = (
+                RayDataPool(actors=actors).classifier(spec).predict(texts)
+            )  # includes actor start-up and load
             walls[name].append(time.perf_counter() - t0)
             max_diff = max(
                 max_diff,

@@ -121,8 +121,7 @@ def _module_graph(package: str) -> dict[str, set[str]]:
     modules = {
         root
         if p.name == "__init__.py"
-        else f"{root}.{p.relative_to(PACKAGE / package).with_suffix('').as_posix().replace('/', '.')}"
-        : p
+        else f"{root}.{p.relative_to(PACKAGE / package).with_suffix('').as_posix().replace('/', '.')}": p
         for p in (PACKAGE / package).rglob("*.py")
     }
     graph: dict[str, set[str]] = {}
@@ -181,3 +180,66 @@ def test_guardrails_modules_import_each_other_without_cycles() -> None:
 def test_cycle_finder_sees_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: Hooks declared on the typed seams (``Provider``; the pool's typed accessors): callers call
+#: them, never probe for them with ``getattr``/``hasattr`` (issue 8, "typed seams").
+_DECLARED_HOOKS = frozenset({"load", "describe", "aclose", "generate", "embed", "predict", "produces_spans"})
+
+
+def _probes(path: Path, root: Path = PACKAGE) -> list[str]:
+    """``getattr(x, "hook")`` / ``hasattr(x, "hook")`` calls in ``path`` naming a declared hook."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in _DECLARED_HOOKS
+        ):
+            found.append(
+                f"{path.relative_to(root)}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})"
+            )
+    return found
+
+
+def test_no_module_probes_for_a_declared_hook() -> None:
+    # build_provider (providers/base.py) checks a plugin's object once, by a loop variable;
+    # everything after it calls the hooks directly.
+    offenders = [probe for path in sorted(PACKAGE.rglob("*.py")) for probe in _probes(path)]
+    assert offenders == []
+
+
+def test_probe_finder_sees_a_probe(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'load = getattr(provider, "load", None)\nok = hasattr(pool, "embed")\n', encoding="utf-8"
+    )
+    assert len(_probes(sample, tmp_path)) == 2
+
+
+def test_registry_is_a_bottom_floor_module() -> None:
+    # One registry type for suites, backends and provider kinds: it must import none of them.
+    imported = _imported_modules(PACKAGE / "registry.py")
+    assert {m for m in imported if m.startswith("rai_harness.")} == {
+        "rai_harness.errors",
+        "rai_harness.errors.ConfigError",
+    }
+
+
+def test_no_other_module_builds_its_own_registry() -> None:
+    # The three former registries each carried a dict of "module:attr" targets, an entry-point
+    # reader and a "did you mean" lookup; only registry.py may read entry points now.
+    readers = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if any(
+            m.startswith("importlib.metadata.entry_points") or m == "importlib.metadata.entry_points"
+            for m in _imported_modules(path)
+        )
+        or "entry_points(" in path.read_text(encoding="utf-8")
+    )
+    assert readers == ["registry.py"]

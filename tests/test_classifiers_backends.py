@@ -107,7 +107,7 @@ def test_hf_from_spec_through_the_pool(models):
     spec = ClassifierSpec(
         backend="hf", model=str(models["multi"]), device="cpu", options={"max_tokens_per_batch": 2048}
     )
-    clf = pool.get(spec)
+    clf = pool.classifier(spec)
     assert isinstance(clf, HFClassifier) and clf.engine.max_tokens_per_batch == 2048
     with pytest.raises(ConfigError, match="did you mean 'max_batch_size'"):
         load(ClassifierSpec(backend="hf", model=str(models["multi"]), options={"max_batch_sise": 8}))
@@ -265,9 +265,9 @@ class CountingLoader:
 
 def test_pool_returns_the_same_instance_for_equal_specs():
     pool = ClassifierPool()
-    a = pool.get(ClassifierSpec(backend="keyword", options={"insult": ["idiot"]}))
-    b = pool.get({"backend": "keyword", "options": {"insult": ["idiot"]}})
-    c = pool.get(ClassifierSpec(backend="keyword", options={"insult": ["moron"]}))
+    a = pool.classifier(ClassifierSpec(backend="keyword", options={"insult": ["idiot"]}))
+    b = pool.classifier({"backend": "keyword", "options": {"insult": ["idiot"]}})
+    c = pool.classifier(ClassifierSpec(backend="keyword", options={"insult": ["moron"]}))
     assert a is b and a is not c and len(pool) == 2
     assert ClassifierSpec(backend="keyword", options={"insult": ["idiot"]}) in pool
     assert len(pool.info()) == 2
@@ -284,7 +284,7 @@ def test_pool_loads_once_under_eight_concurrent_threads():
 
     def worker() -> None:
         barrier.wait()
-        got.append(pool.get(spec))
+        got.append(pool.classifier(spec))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
@@ -300,7 +300,7 @@ def test_pool_loads_different_specs_in_parallel():
     pool = ClassifierPool(loader)
     start = time.perf_counter()
     threads = [
-        threading.Thread(target=pool.get, args=(ClassifierSpec(backend="keyword", model=str(i)),))
+        threading.Thread(target=pool.classifier, args=(ClassifierSpec(backend="keyword", model=str(i)),))
         for i in range(4)
     ]
     for t in threads:
@@ -316,23 +316,24 @@ def test_unknown_backend_suggests_the_closest():
         validate_spec(ClassifierSpec(backend="detoxfy"))
     assert err.value.key_path == "backend"
     with pytest.raises(ConfigError, match="unknown classifier backend"):
-        default_pool().get(ClassifierSpec(backend="nope-nothing-like-it"))
+        default_pool().classifier(ClassifierSpec(backend="nope-nothing-like-it"))
 
 
 def test_missing_packages_and_modules_give_install_hints(monkeypatch):
     def needs_presidio(spec: ClassifierSpec) -> Classifier:
         raise ModuleNotFoundError("No module named 'presidio_analyzer'", name="presidio_analyzer")
 
-    monkeypatch.setitem(pool_module.BACKENDS, "needs-presidio", needs_presidio)
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
+    pool_module.BACKENDS.register("needs-presidio", needs_presidio)
     with pytest.raises(MissingDependencyError, match="pip install presidio-analyzer"):
         load(ClassifierSpec(backend="needs-presidio"))
-    monkeypatch.setitem(pool_module.BACKENDS, "ghost", "rai_harness.classifiers.ghost_module:from_spec")
+    pool_module.BACKENDS.register("ghost", "rai_harness.classifiers.ghost_module:from_spec")
     with pytest.raises(ConfigError, match="not in this installation"):
         load(ClassifierSpec(backend="ghost"))
 
 
 def test_register_backend_and_check_options(monkeypatch):
-    monkeypatch.setattr(pool_module, "BACKENDS", dict(pool_module.BACKENDS))
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
     register_backend("const", lambda spec: KeywordClassifier({"y": ["y"]}))
     with pytest.raises(ValueError, match="already registered"):
         register_backend("const", lambda spec: KeywordClassifier({"y": ["y"]}))
@@ -354,7 +355,7 @@ def test_register_backend_and_check_options(monkeypatch):
 def test_default_pool_is_process_wide():
     assert default_pool() is default_pool()
     assert isinstance(
-        default_pool().get(ClassifierSpec(backend="keyword", options={"z": ["z"]})), KeywordClassifier
+        default_pool().classifier(ClassifierSpec(backend="keyword", options={"z": ["z"]})), KeywordClassifier
     )
 
 

@@ -171,7 +171,7 @@ def test_offset_map_covers_every_detection_character() -> None:
 def pii_guard() -> Guard:
     from rai_harness.classifiers.pool import default_pool
 
-    pii = default_pool().get(
+    pii = default_pool().classifier(
         ClassifierSpec(
             backend="presidio", options={"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"]}
         )

@@ -121,7 +121,7 @@ def test_streaming_takes_a_checking_function() -> None:
 
 def test_span_support_is_declared_and_checked_once_per_source(tmp_path: Path, monkeypatch) -> None:
     assert KeywordClassifier.produces_spans is True
-    monkeypatch.setattr(pool_module, "BACKENDS", dict(pool_module.BACKENDS))
+    monkeypatch.setattr(pool_module, "BACKENDS", pool_module.BACKENDS.copy())
     monkeypatch.setattr(pool_module, "SPAN_SUPPORT", dict(pool_module.SPAN_SUPPORT))
 
     class LabelsOnly(KeywordClassifier):
@@ -164,7 +164,9 @@ def test_rail_rules_are_shared_by_files_and_code() -> None:
 def test_typed_pool_accessors() -> None:
     pool = ClassifierPool()
     spec = ClassifierSpec(backend="keyword", options={"insult": ["idiot"]})
-    assert pool.classifier(spec) is pool.get(spec)
+    assert pool.classifier(spec) is pool.classifier(spec.model_dump()) and len(pool) == 1
+    assert not pool.embeds(spec) and pool.info_of(spec)["name"] == pool.classifier(spec).name
+    assert not hasattr(pool, "get")  # the union accessor is gone: callers ask for the type they use
 
     class Vectors:
         name, dim = "vec", 2
@@ -184,6 +186,9 @@ def test_typed_pool_accessors() -> None:
     assert info.value.key_path == "backend"
     with pytest.raises(ConfigError, match="classifier, not an embedder"):
         fake.embedder(ClassifierSpec(backend="keyword"))
+    assert fake.embeds(ClassifierSpec(backend="embedding")) and not fake.embeds(
+        ClassifierSpec(backend="keyword")
+    )
 
 
 def test_a_policy_naming_an_embedder_is_refused_where_it_is_named(tmp_path: Path) -> None:

@@ -305,8 +305,8 @@ def test_transformer_scores_on_ray_data_match_local_within_float_tolerance(ray_c
         ("you are an idiot " if i % 3 == 0 else "have a lovely day ") * (1 + i % 5) + str(i)
         for i in range(48)
     ]
-    local = ClassifierPool().get(spec).predict(texts)
-    remote = RayDataPool(actors=1, block=10).get(spec).predict(texts)
+    local = ClassifierPool().classifier(spec).predict(texts)
+    remote = RayDataPool(actors=1, block=10).classifier(spec).predict(texts)
     assert len(remote) == len(texts)
     for a, b in zip(local, remote, strict=True):
         assert a.scores.keys() == b.scores.keys()

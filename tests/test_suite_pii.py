@@ -409,7 +409,7 @@ def presidio_pool():
     from rai_harness.classifiers.pool import default_pool
 
     pool = default_pool()
-    pool.get(ClassifierSpec(backend="presidio"))
+    pool.classifier(ClassifierSpec(backend="presidio"))
     return pool
 
 

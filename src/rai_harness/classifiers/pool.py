@@ -1,12 +1,13 @@
 """Load each classifier once per process and share it between evals and guards.
 
 LLM Guard loads one copy of a model per scanner; here every :class:`ClassifierSpec` with
-the same content maps to one loaded instance (:meth:`ClassifierPool.get`), so an eval
+the same content maps to one loaded instance (:meth:`ClassifierPool.classifier`,
+:meth:`ClassifierPool.embedder`), so an eval
 suite and an inline guard that name the same model share its weights and its device.
 
-Backends are found through a lazy registry (lm-eval's ``api/registry.py``): ``BACKENDS``
-maps a backend name to ``"module:function"``, and the module is imported only when a spec
-names it, so ``import rai_harness`` never pulls in torch or presidio. Third-party packages
+Backends are found through a lazy registry (:class:`~rai_harness.registry.Registry`, the one
+registry type): ``BACKENDS`` maps a backend name to ``"module:function"``, and the module is
+imported only when a spec names it, so ``import rai_harness`` never pulls in torch or presidio. Third-party packages
 add backends through the ``rai_harness.classifiers`` entry-point group, or at run time
 with :func:`register_backend`. Every loader has the signature
 ``from_spec(spec: ClassifierSpec) -> Classifier | Embedder``.
@@ -15,8 +16,6 @@ with :func:`register_backend`. Every loader has the signature
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.metadata
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from typing import Any, TypeAlias
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
 from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.registry import Registry
 
 __all__ = [
     "BACKENDS",
@@ -45,15 +45,26 @@ logger = logging.getLogger(__name__)
 Loaded: TypeAlias = Classifier | Embedder
 Loader: TypeAlias = Callable[[ClassifierSpec], Loaded]
 
-#: Built-in backends: name -> ``"module:function"`` (imported on first use).
-BACKENDS: dict[str, str | Loader] = {
-    "hf": "rai_harness.classifiers.hf:from_spec",
-    "detoxify": "rai_harness.classifiers.detoxify_backend:from_spec",
-    "embedding": "rai_harness.classifiers.embedding:from_spec",
-    "keyword": "rai_harness.classifiers.keyword:from_spec",
-    "minilm-toxicity": "rai_harness.classifiers.toxicity_head:from_spec",
-    "presidio": "rai_harness.classifiers.presidio_backend:from_spec",
-}
+#: Entry-point group through which other packages register backends.
+ENTRY_POINT_GROUP = "rai_harness.classifiers"
+
+#: Backend name -> ``"module:function"`` loader (imported on first use), plus plugins.
+BACKENDS: Registry[Loader] = Registry(
+    "classifier backend",
+    {
+        "hf": "rai_harness.classifiers.hf:from_spec",
+        "detoxify": "rai_harness.classifiers.detoxify_backend:from_spec",
+        "embedding": "rai_harness.classifiers.embedding:from_spec",
+        "keyword": "rai_harness.classifiers.keyword:from_spec",
+        "minilm-toxicity": "rai_harness.classifiers.toxicity_head:from_spec",
+        "presidio": "rai_harness.classifiers.presidio_backend:from_spec",
+    },
+    entry_point_group=ENTRY_POINT_GROUP,
+    default_attr="from_spec",
+    key_path="backend",
+    check=callable,
+    expected="a loader function",
+)
 
 #: Span support of backends (``Classifier.produces_spans`` of what they load), known
 #: without loading anything, so a policy's ``redact`` rail is checked at plan time. A
@@ -66,9 +77,6 @@ SPAN_SUPPORT: dict[str, bool] = {
     "minilm-toxicity": False,
     "presidio": True,
 }
-
-#: Entry-point group through which other packages register backends.
-ENTRY_POINT_GROUP = "rai_harness.classifiers"
 
 #: Import name -> pip distribution, for install hints.
 _PIP_NAMES = {
@@ -95,9 +103,7 @@ def register_backend(
     Raises:
         ValueError: ``name`` is taken and ``replace`` is false.
     """
-    if name in BACKENDS and not replace:
-        raise ValueError(f"classifier backend {name!r} is already registered")
-    BACKENDS[name] = target
+    BACKENDS.register(name, target, replace=replace)
     if produces_spans is None:
         SPAN_SUPPORT.pop(name, None)
     else:
@@ -109,29 +115,9 @@ def backend_produces_spans(name: str) -> bool | None:
     return SPAN_SUPPORT.get(name)
 
 
-def _entry_points() -> dict[str, str]:
-    try:
-        return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    except Exception:  # pragma: no cover - broken metadata of some other package
-        logger.warning("could not read the %s entry points", ENTRY_POINT_GROUP, exc_info=True)
-        return {}
-
-
 def known_backends() -> list[str]:
     """Names of every backend: built-in, registered and installed through entry points."""
-    return sorted({*BACKENDS, *_entry_points()})
-
-
-def _target(name: str) -> str | Loader:
-    target = BACKENDS.get(name) or _entry_points().get(name)
-    if target is None:
-        known = known_backends()
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"unknown classifier backend '{name}'{hint} (known: {', '.join(known)})", key_path="backend"
-        )
-    return target
+    return BACKENDS.names()
 
 
 def validate_spec(spec: ClassifierSpec) -> None:
@@ -140,7 +126,7 @@ def validate_spec(spec: ClassifierSpec) -> None:
     Raises:
         ConfigError: Unknown backend (with a "did you mean").
     """
-    _target(spec.backend)
+    BACKENDS.target(spec.backend)
 
 
 def _missing(exc: ModuleNotFoundError, backend: str, module: str) -> ConfigError:
@@ -162,15 +148,10 @@ def load(spec: ClassifierSpec) -> Loaded:
         ConfigError: Unknown backend or a bad option.
         MissingDependencyError: The backend needs a package that is not installed.
     """
-    target = _target(spec.backend)
-    module = ""
+    target = BACKENDS.target(spec.backend)
+    module = target.partition(":")[0] if isinstance(target, str) else ""
     try:
-        if isinstance(target, str):
-            module, _, attr = target.partition(":")
-            loader: Loader = getattr(importlib.import_module(module), attr or "from_spec")
-        else:
-            loader = target
-        instance = loader(spec)
+        instance = BACKENDS.get(spec.backend)(spec)
     except ModuleNotFoundError as exc:
         raise _missing(exc, spec.backend, module) from exc
     if not isinstance(instance, (Classifier, Embedder)):
@@ -235,8 +216,11 @@ class ClassifierPool:
         self._key_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, spec: ClassifierSpec | Mapping[str, Any]) -> Loaded:
+    def _get(self, spec: ClassifierSpec | Mapping[str, Any]) -> Loaded:
         """The shared instance for ``spec``, loading it on first use.
+
+        Private: it returns a union, so callers use the typed accessors (:meth:`classifier`,
+        :meth:`embedder`, :meth:`embeds`, :meth:`info_of`) instead of probing the instance.
 
         Args:
             spec: A spec, or a mapping validated into one.
@@ -265,7 +249,7 @@ class ClassifierPool:
     def classifier(
         self, spec: ClassifierSpec | Mapping[str, Any], *, key_path: str = "backend"
     ) -> Classifier:
-        """The shared classifier for ``spec`` (:meth:`get`, checked to score labels).
+        """The shared classifier for ``spec``, loaded on first use and checked to score labels.
 
         Args:
             spec: A spec, or a mapping validated into one.
@@ -276,17 +260,17 @@ class ClassifierPool:
             ConfigError: The spec is invalid, or its backend gives an embedder.
             MissingDependencyError: The backend's package is not installed.
         """
-        return as_classifier(self.get(spec), _backend(spec), key_path=key_path)
+        return as_classifier(self._get(spec), _backend(spec), key_path=key_path)
 
     def embedder(self, spec: ClassifierSpec | Mapping[str, Any]) -> Embedder:
-        """The shared embedder for ``spec`` (:meth:`get`, checked to embed).
+        """The shared embedder for ``spec``, loaded on first use and checked to embed.
 
         Raises:
             ConfigError: The spec is invalid, or its backend gives a classifier (key path
                 ``backend``).
             MissingDependencyError: The backend's package is not installed.
         """
-        instance = self.get(spec)
+        instance = self._get(spec)
         if not isinstance(instance, Embedder):
             raise ConfigError(
                 f"backend '{_backend(spec)}' gives a classifier, not an embedder; this needs sentence "
@@ -294,6 +278,22 @@ class ClassifierPool:
                 key_path="backend",
             )
         return instance
+
+    def embeds(self, spec: ClassifierSpec | Mapping[str, Any]) -> bool:
+        """Whether ``spec`` gives an embedder rather than a classifier (loads it on first use).
+
+        For a caller that takes either (TruthfulQA's similarity scorer): it then asks for the
+        one it got with :meth:`embedder` or :meth:`classifier`.
+
+        Raises:
+            ConfigError: The spec is invalid.
+            MissingDependencyError: The backend's package is not installed.
+        """
+        return isinstance(self._get(spec), Embedder)
+
+    def info_of(self, spec: ClassifierSpec | Mapping[str, Any]) -> dict[str, Any]:
+        """``info()`` of the shared instance for ``spec`` (loads it on first use)."""
+        return dict(self._get(spec).info())
 
     def __contains__(self, spec: object) -> bool:
         return isinstance(spec, ClassifierSpec) and spec.key() in self._instances

@@ -30,7 +30,7 @@ import numpy as np
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.pool import ClassifierPool, Loaded, default_pool
 
-__all__ = ["RayDataClassifier", "RayDataPool"]
+__all__ = ["RayDataClassifier", "RayDataEmbedder", "RayDataPool"]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +42,20 @@ class _BatchScorer:
     """A Ray Data actor: loads the classifier once, then scores every block it is given."""
 
     def __init__(self, spec_json: str, method: str) -> None:
-        self._model = default_pool().get(ClassifierSpec.model_validate_json(spec_json))
-        self._method = method
-        self._info = json.dumps(self._model.info(), default=str)
+        spec = ClassifierSpec.model_validate_json(spec_json)
+        # One typed instance per method: an "embed" actor loads an embedder, a "predict" one a classifier.
+        self._embedder = default_pool().embedder(spec) if method == "embed" else None
+        self._classifier = None if method == "embed" else default_pool().classifier(spec)
+        self._info = json.dumps(default_pool().info_of(spec), default=str)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]
-        if self._method == "embed":
-            vectors = self._model.embed(texts)  # type: ignore[union-attr]
+        if self._embedder is not None:
+            vectors = self._embedder.embed(texts)
             blobs = [pickle.dumps(np.asarray(v)) for v in vectors]
         else:
-            results = self._model.predict(texts)  # type: ignore[union-attr]
+            assert self._classifier is not None
+            results = self._classifier.predict(texts)
             if len(results) != len(texts):
                 raise RuntimeError(f"the classifier returned {len(results)} results for {len(texts)} texts")
             blobs = [pickle.dumps(r) for r in results]
@@ -63,15 +66,14 @@ class _BatchScorer:
         }
 
 
-class RayDataClassifier:
-    """A classifier (or embedder) whose batch calls run on Ray Data actors.
+class _RayDataProxy:
+    """What both proxies share: the spec, the actor settings and the Ray Data round trip.
 
     Args:
-        spec: The classifier to load in each actor.
+        spec: The model to load in each actor.
         actors: Ray Data actors (each loads the model once).
         block: Texts per block handed to an actor.
-        num_gpus: GPUs per actor (0 on a CPU cluster).
-        min_texts: Below this many texts, score with the classifier loaded in this process.
+        min_texts: Below this many texts, run the model loaded in this process.
         connect: Called before Ray is used (joins or starts the cluster).
     """
 
@@ -91,38 +93,9 @@ class RayDataClassifier:
         self._min_texts = min_texts
         self._connect = connect
         self._info: dict[str, Any] = {}
-        self._labels: tuple[str, ...] | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The classifier's labels (from the first scored text, else from a local load)."""
-        if self._labels is None:
-            self._labels = tuple(default_pool().get(self.spec).labels)  # type: ignore[union-attr]
-        return self._labels
-
-    @property
-    def produces_spans(self) -> bool:
-        """Whether results carry spans: a property of the backend, read from a local instance."""
-        return bool(getattr(default_pool().get(self.spec), "produces_spans", False))
-
-    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
-        """Score every text on the cluster; one result per input, in input order."""
-        if len(texts) < self._min_texts:
-            return list(default_pool().get(self.spec).predict(texts))  # type: ignore[union-attr]
-        results: list[LabelScores] = self._run(texts, "predict")
-        if results and self._labels is None:
-            self._labels = tuple(results[0].scores)
-        return results
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed every text on the cluster: shape (len(texts), dim)."""
-        if len(texts) < self._min_texts:
-            return default_pool().get(self.spec).embed(texts)  # type: ignore[union-attr]
-        rows = self._run(texts, "embed")
-        return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     def info(self) -> dict[str, Any]:
-        """The actors' classifier ``info()``, with how it ran."""
+        """The actors' ``info()``, with how it ran."""
         return {**self._info, "engine": "ray-data", "actors": self._actors}
 
     def _run(self, texts: Sequence[str], method: str) -> list[Any]:
@@ -160,6 +133,51 @@ class RayDataClassifier:
         return out
 
 
+class RayDataClassifier(_RayDataProxy):
+    """A classifier whose ``predict`` runs on Ray Data actors (see :class:`_RayDataProxy`)."""
+
+    def __init__(self, spec: ClassifierSpec, **kwargs: Any) -> None:
+        super().__init__(spec, **kwargs)
+        self._labels: tuple[str, ...] | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classifier's labels (from the first scored text, else from a local load)."""
+        if self._labels is None:
+            self._labels = tuple(default_pool().classifier(self.spec).labels)
+        return self._labels
+
+    @property
+    def produces_spans(self) -> bool:
+        """Whether results carry spans: a property of the backend, read from a local instance."""
+        return default_pool().classifier(self.spec).produces_spans
+
+    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
+        """Score every text on the cluster; one result per input, in input order."""
+        if len(texts) < self._min_texts:
+            return list(default_pool().classifier(self.spec).predict(texts))
+        results: list[LabelScores] = self._run(texts, "predict")
+        if results and self._labels is None:
+            self._labels = tuple(results[0].scores)
+        return results
+
+
+class RayDataEmbedder(_RayDataProxy):
+    """An embedder whose ``embed`` runs on Ray Data actors (see :class:`_RayDataProxy`)."""
+
+    @property
+    def dim(self) -> int:
+        """Vector size, read from a local instance."""
+        return default_pool().embedder(self.spec).dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed every text on the cluster: shape (len(texts), dim)."""
+        if len(texts) < self._min_texts:
+            return default_pool().embedder(self.spec).embed(texts)
+        rows = self._run(texts, "embed")
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
 class RayDataPool(ClassifierPool):
     """A classifier pool whose classifiers score on Ray Data (see the module docstring).
 
@@ -185,6 +203,10 @@ class RayDataPool(ClassifierPool):
         self._connect = connect
 
     def _proxy(self, spec: ClassifierSpec) -> Loaded:
-        return RayDataClassifier(  # type: ignore[return-value]
+        # The proxy's kind is the model's: a local instance says which (the driver needs its
+        # labels or dim anyway), so the typed accessors check a classifier as a classifier.
+        kind = RayDataEmbedder if default_pool().embeds(spec) else RayDataClassifier
+        # (mypy reads the protocols' ``labels``/``dim`` attributes as writable; the proxies' are properties.)
+        return kind(  # type: ignore[return-value]
             spec, actors=self._n, block=self._block, min_texts=self._min_texts, connect=self._connect
         )

@@ -563,7 +563,7 @@ def from_spec(spec: ClassifierSpec) -> MiniLMToxicityClassifier:
 
     options = check_options(spec, _OPTIONS)
     head_dir = Path(spec.model) if spec.model else DEFAULT_HEAD_DIR
-    embedder = default_pool().get(
+    embedder = default_pool().embedder(
         ClassifierSpec(
             backend="embedding",
             model=options.get("embedding_model"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,8 +41,12 @@ __all__ = [
     "ResponseLimitsConfig",
     "SeedSupport",
     "StreamTimer",
+    "build_provider",
+    "describe_provider",
     "require_package",
 ]
+
+log = logging.getLogger(__name__)
 
 
 #: How far a provider kind honours a per-request seed (see ``ProviderConfig.seed_support``).
@@ -98,6 +103,19 @@ class BaseProvider:
     async def aclose(self) -> None:
         """Nothing to release."""
         return None
+
+
+def describe_provider(provider: Provider) -> dict[str, Any]:
+    """``provider.describe()`` for ``run.json``; a failure is recorded, never raised.
+
+    Describing a model must not fail a run whose calls all succeeded, so the error becomes
+    a ``describe_error`` entry instead.
+    """
+    try:
+        return dict(provider.describe())
+    except Exception as exc:
+        log.warning("could not describe provider: %s", exc)
+        return {"describe_error": str(exc)}
 
 
 class GenerationParamsConfig(BaseModel):
@@ -327,6 +345,28 @@ class ProviderConfig(BaseModel):
     def build(self) -> Provider:
         """Create the provider. Heavy imports happen here, not at module import."""
         raise NotImplementedError
+
+
+def build_provider(cfg: ProviderConfig) -> Provider:
+    """``cfg.build()``, checked to have every hook the runner calls (a plugin kind may not).
+
+    Every caller builds through here, so the hooks are called directly afterwards, never
+    probed for with ``getattr``.
+
+    Raises:
+        ConfigError: The built object lacks a hook of :class:`Provider`.
+    """
+    provider = cfg.build()
+    if not isinstance(provider, Provider):
+        missing = [
+            h for h in ("generate", "load", "describe", "aclose") if not callable(getattr(provider, h, None))
+        ]
+        raise ConfigError(
+            f"provider kind {cfg.kind!r} built a {type(provider).__name__}, which lacks {', '.join(missing)}; "
+            "subclass rai_harness.providers.base.BaseProvider for the default hooks",
+            key_path="kind",
+        )
+    return provider
 
 
 def _policy_sha256(path: str) -> str:

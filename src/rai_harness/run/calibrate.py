@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import inspect
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from typing import Any
 from rai_harness import __version__
 from rai_harness.errors import ConfigError
 from rai_harness.pricing import PriceTable
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, build_provider
 from rai_harness.record import CallRecord, DatasetInfo, write_json_atomic, write_samples
 from rai_harness.run.execute import _apply_hourly, _seed_requests
 from rai_harness.run.journal import Journal, call_key
@@ -193,16 +192,12 @@ async def calibrate_judge(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "journal.sqlite")
-    provider = judge.build()
+    provider = build_provider(judge)
     try:
-        load = getattr(provider, "load", None)
         identity = judge.cache_identity()
         # A finished calibration re-parsed (e.g. after a parser change) loads no model.
-        pending = any(journal.get(call_key(identity, r)) is None for r in requests)
-        if callable(load) and pending:
-            loaded = load()
-            if inspect.isawaitable(loaded):
-                await loaded
+        if any(journal.get(call_key(identity, r)) is None for r in requests):
+            await provider.load()
         records = await generate_calls(
             provider,
             requests,

@@ -46,7 +46,7 @@ from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
 from rai_harness.load import requests_for
 from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
-from rai_harness.providers.base import Provider, ProviderConfig
+from rai_harness.providers.base import Provider, ProviderConfig, build_provider, describe_provider
 from rai_harness.record import (
     CallRecord,
     DatasetInfo,
@@ -472,14 +472,6 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def _describe(provider: Provider) -> dict[str, Any]:
-    try:
-        return dict(provider.describe())
-    except Exception as exc:  # describing a model must not fail a run
-        log.warning("could not describe provider: %s", exc)
-        return {"describe_error": str(exc)}
-
-
 def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> list[CallRecord]:
     """Fill per-call cost for hourly-priced providers (needs all calls' times)."""
     if price is None or not price.hourly or price.usd_per_hour is None:
@@ -507,7 +499,7 @@ def _build(pp: ProviderPlan) -> Provider:
     """
     cfg = pp.config
     if cfg.guard is None:
-        return _built(cfg)
+        return build_provider(cfg)
     from rai_harness.guardrails import Guard, GuardedProvider
 
     policy = pp.guard_policy
@@ -519,7 +511,7 @@ def _build(pp: ProviderPlan) -> Provider:
     }
     guard = Guard.from_policy(policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0))
     try:
-        provider = _built(cfg)
+        provider = build_provider(cfg)
     except BaseException:
         guard.close()
         raise
@@ -532,21 +524,6 @@ def _build(pp: ProviderPlan) -> Provider:
         policy_timeouts_ms=policy_timeouts,
         owns_guard=True,
     )
-
-
-def _built(cfg: ProviderConfig) -> Provider:
-    """``cfg.build()``, checked to have every hook the runner calls (a plugin kind may not)."""
-    provider = cfg.build()
-    if not isinstance(provider, Provider):
-        missing = [
-            h for h in ("generate", "load", "describe", "aclose") if not callable(getattr(provider, h, None))
-        ]
-        raise ConfigError(
-            f"provider kind {cfg.kind!r} built a {type(provider).__name__}, which lacks {', '.join(missing)}; "
-            "subclass rai_harness.providers.base.BaseProvider for the default hooks",
-            key_path="kind",
-        )
-    return provider
 
 
 def _samples(kind: str, params: GenerationParams) -> bool:
@@ -788,7 +765,7 @@ async def _generate(
                 for provider, pp in zip(providers, plan.providers, strict=True)
             )
         )
-        infos = [_describe(p) for p in providers]
+        infos = [describe_provider(p) for p in providers]
     finally:
         await monitor.stop()
         for provider in providers:

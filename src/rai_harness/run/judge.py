@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from rai_harness.errors import ConfigError
 from rai_harness.pricing import PriceTable, ResolvedPrice
-from rai_harness.providers.base import ProviderConfig
+from rai_harness.providers.base import ProviderConfig, build_provider, describe_provider
 from rai_harness.record import CallRecord, JudgeInfo, MetricSpec, ProviderSummary
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.runner import RetryPolicy, generate_calls
@@ -388,15 +387,12 @@ async def run_judge_stage(
     for judge_id, requests in wanted.items():
         jp = judges[judge_id]
         seeded = seed_requests(requests, plan.config.seed)
-        provider = jp.config.build()
+        provider = build_provider(jp.config)
         try:
-            load = getattr(provider, "load", None)
             identity = jp.config.cache_identity()
-            pending = any(journal.get(call_key(identity, r)) is None for r in seeded)
-            if callable(load) and pending:
-                result = load()
-                if inspect.isawaitable(result):
-                    await result
+            # A judge whose verdicts are all journaled loads no model.
+            if any(journal.get(call_key(identity, r)) is None for r in seeded):
+                await provider.load()
             got = await generate_calls(
                 provider,
                 seeded,
@@ -417,14 +413,7 @@ async def run_judge_stage(
                 retry_failed=settings.retry_failed_on_resume,
                 seed=plan.config.seed,
             )
-            info: dict[str, Any] = {}
-            describe = getattr(provider, "describe", None)
-            if callable(describe):
-                try:
-                    described = describe()
-                    info = dict(await described if inspect.isawaitable(described) else described)
-                except Exception as exc:  # describing a model must not fail a run
-                    info = {"describe_error": str(exc)}
+            info = describe_provider(provider)
         finally:
             with contextlib.suppress(Exception):
                 await provider.aclose()

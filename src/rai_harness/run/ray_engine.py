@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import ipaddress
 import logging
 import os
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError, MissingDependencyError, RunError
 from rai_harness.pricing import ResolvedPrice
-from rai_harness.providers.base import Provider, require_package
+from rai_harness.providers.base import BaseProvider, Provider, describe_provider, require_package
 from rai_harness.record import CallRecord
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.runner import LoopLagMonitor, RateLimiter, RetryPolicy, generate_calls, reuse_journaled
@@ -242,7 +241,7 @@ class WorkerSpec:
     seed: int
 
 
-class _SharedLimits:
+class _SharedLimits(BaseProvider):
     """A provider whose attempts share one actor-wide concurrency slot pool and rate limiter.
 
     A Ray actor runs several chunks of a provider at once (each through its own
@@ -262,9 +261,17 @@ class _SharedLimits:
         async with self._slots:
             return await self._inner.generate(request)
 
-    def __getattr__(self, name: str) -> Any:
-        # load, describe, aclose and the rest belong to the wrapped provider.
-        return getattr(self._inner, name)
+    async def load(self) -> None:
+        """Load the wrapped provider."""
+        await self._inner.load()
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped provider's description."""
+        return self._inner.describe()
+
+    async def aclose(self) -> None:
+        """Close the wrapped provider."""
+        await self._inner.aclose()
 
 
 class CallWorker:
@@ -302,11 +309,7 @@ class CallWorker:
                     _build(spec.provider), spec.concurrency, RateLimiter(spec.rpm)
                 )
             if load and provider_id not in self._loaded:
-                loader = getattr(provider, "load", None)
-                if callable(loader):
-                    result = loader()
-                    if inspect.isawaitable(result):
-                        await result
+                await provider.load()
                 self._loaded.add(provider_id)
             return provider
 
@@ -377,9 +380,7 @@ class CallWorker:
 
     async def describe(self, provider_id: str) -> dict[str, Any]:
         """The provider's model details, as a local run records them."""
-        from rai_harness.run.execute import _describe
-
-        return _describe(await self._provider(provider_id, load=False))
+        return describe_provider(await self._provider(provider_id, load=False))
 
     async def finish(self) -> WorkerReport:
         """Close the providers; report this actor's event-loop lag and the CPU its calls took."""
@@ -556,13 +557,13 @@ def _plan_work(plan: RunPlan, journal: Journal) -> tuple[list[_Work], list[CallR
 
 async def _describe_here(plan: RunPlan) -> list[dict[str, Any]]:
     """Model details from providers built in this process (nothing to call, so no workers)."""
-    from rai_harness.run.execute import _build, _describe
+    from rai_harness.run.execute import _build
 
     infos = []
     for pp in plan.providers:
         provider = _build(pp)
         try:
-            infos.append(_describe(provider))
+            infos.append(describe_provider(provider))
         finally:
             with contextlib.suppress(Exception):
                 await provider.aclose()

@@ -165,7 +165,7 @@ def _scorer_info(suite: Suite, pool: ClassifierPool) -> dict[str, Any]:
         entry: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
         if spec in pool:
             try:
-                entry["info"] = pool.get(spec).info()
+                entry["info"] = pool.info_of(spec)
             except Exception as exc:  # describing must not fail the run
                 entry["info_error"] = str(exc)
         info[role] = entry

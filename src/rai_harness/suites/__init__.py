@@ -23,46 +23,39 @@ factuality.short_qa        factuality   SimpleQA-style correct / incorrect / not
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.metadata
-import logging
 from typing import Any
 
-from rai_harness.errors import ConfigError
+from rai_harness.registry import Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "SUITES", "get_suite_class", "known_suites", "make_suite", "register_suite"]
-
-log = logging.getLogger(__name__)
-
-#: Built-in suites: name -> ``"module:Class"`` (imported on first use).
-SUITES: dict[str, str | type[Any]] = {
-    "toxicity": "rai_harness.suites.toxicity:ToxicitySuite",
-    "bias.bbq": "rai_harness.suites.bias_bbq:BBQSuite",
-    "bias.counterfactual": "rai_harness.suites.bias_counterfactual:CounterfactualSuite",
-    "bias.stereotype": "rai_harness.suites.bias_stereotype:StereotypeSuite",
-    "pii.leakage": "rai_harness.suites.pii_leakage:LeakageSuite",
-    "pii.emission": "rai_harness.suites.pii_emission:EmissionSuite",
-    "factuality.truthfulqa_mc1": "rai_harness.suites.factuality_truthfulqa:TruthfulQAMC1Suite",
-    "factuality.truthfulqa_gen": "rai_harness.suites.factuality_truthfulqa:TruthfulQAGenSuite",
-    "factuality.short_qa": "rai_harness.suites.factuality_short_qa:ShortQASuite",
-}
 
 #: Entry-point group through which other packages register suites.
 ENTRY_POINT_GROUP = "rai_harness.suites"
 
-
-def _entry_points() -> dict[str, str]:
-    try:
-        return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    except Exception:  # pragma: no cover - broken metadata of some other package
-        log.warning("could not read the %s entry points", ENTRY_POINT_GROUP, exc_info=True)
-        return {}
+#: Suite name -> ``"module:Class"`` (imported on first use), plus plugins.
+SUITES: Registry[type[Any]] = Registry(
+    "suite",
+    {
+        "toxicity": "rai_harness.suites.toxicity:ToxicitySuite",
+        "bias.bbq": "rai_harness.suites.bias_bbq:BBQSuite",
+        "bias.counterfactual": "rai_harness.suites.bias_counterfactual:CounterfactualSuite",
+        "bias.stereotype": "rai_harness.suites.bias_stereotype:StereotypeSuite",
+        "pii.leakage": "rai_harness.suites.pii_leakage:LeakageSuite",
+        "pii.emission": "rai_harness.suites.pii_emission:EmissionSuite",
+        "factuality.truthfulqa_mc1": "rai_harness.suites.factuality_truthfulqa:TruthfulQAMC1Suite",
+        "factuality.truthfulqa_gen": "rai_harness.suites.factuality_truthfulqa:TruthfulQAGenSuite",
+        "factuality.short_qa": "rai_harness.suites.factuality_short_qa:ShortQASuite",
+    },
+    entry_point_group=ENTRY_POINT_GROUP,
+    key_path="name",
+    check=lambda obj: isinstance(obj, type),
+    expected="a class",
+)
 
 
 def known_suites() -> list[str]:
     """Every suite name: built-in, registered and from entry points."""
-    return sorted({*SUITES, *_entry_points()})
+    return SUITES.names()
 
 
 def register_suite(name: str, target: str | type[Any], *, replace: bool = False) -> None:
@@ -71,9 +64,7 @@ def register_suite(name: str, target: str | type[Any], *, replace: bool = False)
     Raises:
         ValueError: ``name`` is taken and ``replace`` is false.
     """
-    if name in SUITES and not replace:
-        raise ValueError(f"suite {name!r} is already registered")
-    SUITES[name] = target
+    SUITES.register(name, target, replace=replace)
 
 
 def get_suite_class(name: str) -> type[Any]:
@@ -82,17 +73,7 @@ def get_suite_class(name: str) -> type[Any]:
     Raises:
         ConfigError: Unknown name (with a "did you mean").
     """
-    target = SUITES.get(name) or _entry_points().get(name)
-    if target is None:
-        known = known_suites()
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown suite '{name}'{hint} (known: {', '.join(known)})", key_path="name")
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        cls: type[Any] = getattr(importlib.import_module(module), attr)
-        return cls
-    return target
+    return SUITES.get(name)
 
 
 def make_suite(

@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from rai_harness.classifiers.base import ClassifierSpec
+from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError
 from rai_harness.record import DatasetInfo
@@ -768,7 +768,7 @@ class TruthfulQAGenSuite(Suite):
         """The similarity scorer (embedder or NLI classifier)."""
         return {"similarity": self.params.scorer}
 
-    def _cosine(self, embedder: Any, answers: list[str], refs: list[list[str]]) -> list[list[float]]:
+    def _cosine(self, embedder: Embedder, answers: list[str], refs: list[list[str]]) -> list[list[float]]:
         texts = list(dict.fromkeys([*answers, *(r for rs in refs for r in rs)]))
         index = {t: i for i, t in enumerate(texts)}
         vectors = np.asarray(embedder.embed(texts), dtype=np.float64)
@@ -777,7 +777,9 @@ class TruthfulQAGenSuite(Suite):
             for a, rs in zip(answers, refs, strict=True)
         ]
 
-    def _entailment(self, classifier: Any, premises: list[str], refs: list[list[str]]) -> list[list[float]]:
+    def _entailment(
+        self, classifier: Classifier, premises: list[str], refs: list[list[str]]
+    ) -> list[list[float]]:
         label = _label(tuple(classifier.labels), self.params.entailment_label)
         sep = pair_separator(classifier)
         pairs = [premise + sep + r for premise, rs in zip(premises, refs, strict=True) for r in rs]
@@ -793,7 +795,7 @@ class TruthfulQAGenSuite(Suite):
     def score(self, outputs: Sequence[SuiteOutput], pool: ClassifierPool) -> list[dict[str, Any]]:
         """Similarity of every answer to every reference, in one batch; then the paper's diff."""
         p = self.params
-        scorer = pool.get(p.scorer)
+        embeds = pool.embeds(p.scorer)
         all_answers = [strip_reasoning(o.text).strip() for o in outputs]
         # The paper's metrics skip missing answers: an empty answer is not compared with anything.
         keep = [i for i, a in enumerate(all_answers) if a]
@@ -802,21 +804,17 @@ class TruthfulQAGenSuite(Suite):
         refs = [
             [*o.sample.metadata["correct_answers"], *o.sample.metadata["incorrect_answers"]] for o in kept
         ]
-        if hasattr(scorer, "embed"):
+        if embeds:
             method = "cosine"
-            sims = self._cosine(scorer, answers, refs) if kept else []
-        elif hasattr(scorer, "predict"):
+            sims = self._cosine(pool.embedder(p.scorer), answers, refs) if kept else []
+        else:
             method = "nli-entailment"
+            scorer = pool.classifier(p.scorer, key_path="params.scorer")
             premises = [
                 f"{o.sample.metadata['question']} {a}" if p.premise_with_question else a
                 for o, a in zip(kept, answers, strict=True)
             ]
             sims = self._entailment(scorer, premises, refs) if kept else []
-        else:
-            raise ConfigError(
-                f"scorer {p.scorer.backend!r} is neither an embedder nor a classifier",
-                key_path="params.scorer",
-            )
         out: list[dict[str, Any]] = [
             {
                 "method": method,
