@@ -5,7 +5,10 @@
    *Micro-batched*: every caller goes through one :class:`MicroBatcher` (2 ms window, up to
    64 texts), which merges concurrent calls into shared forward passes. Measured with
    threads (``predict``) and with asyncio tasks through the guard (``acheck_input``).
-   Reported: texts/s and the ratio (target >= 4x).
+   Reported: texts/s and the ratio (target >= 4x), with the toxicity encoder on ONNX
+   Runtime (when installed) and on torch: the unbatched path gains most from ONNX Runtime
+   (per-operator overhead dominates one short text, arithmetic dominates a batch, and the
+   two runtimes do the same arithmetic), so its ratio is lower.
 2. **Added latency of the default policy** (``guardrails/default.yaml``) for one short
    prompt, one caller at a time on CPU: p50/p99 of ``check_input`` and ``check_output``.
 3. **Input stage next to a bare forward pass.** In the same process, interleaved call by
@@ -318,9 +321,14 @@ def main() -> None:
             "torch; `pip install 'rai-harness[onnx]'` for the fast path"
         )
 
-    rates = bench_batching(toxicity, args.rounds)
     policy = load_policy(ROOT / "guardrails" / "default.yaml")
     torch_pool = BenchPool(runtime="torch", share=pool)
+    # Both encoder runtimes, so a ratio is read next to the absolute rates it is made of: a
+    # faster unbatched path lowers the ratio without making the micro-batched one slower.
+    by_runtime = {"ONNX Runtime": toxicity} if on_ort else {}
+    by_runtime["torch"] = torch_pool.classifier(ClassifierSpec(backend="minilm-toxicity"))
+    all_rates = {name: bench_batching(clf, args.rounds) for name, clf in by_runtime.items()}
+    rates = all_rates["ONNX Runtime" if on_ort else "torch"]
     with (
         Guard.from_policy(policy, pool=pool) as guard,
         Guard.from_policy(policy, pool=torch_pool) as torch_guard,
@@ -332,11 +340,7 @@ def main() -> None:
         runtimes = {"onnxruntime": toxicity, "torch": toxicity_torch} if on_ort else {"torch": toxicity}
         versus = bench_stage_vs_forward(guards, runtimes, pii, args.latency_calls)
 
-    ratio_ceiling, ratio_threads, ratio_async = (
-        rates["ratio_ceiling"],
-        rates["ratio_threads"],
-        rates["ratio_async"],
-    )
+    ratio_threads, ratio_async = rates["ratio_threads"], rates["ratio_async"]
     used = "bundled `minilm-toxicity`" if not pool.notes else "MiniLM-encoder stand-in (see note)"
     encoder = (
         f"encoder on ONNX Runtime {ort_info.get('version')} ({ort_info.get('threads')} intra-op threads, "
@@ -355,19 +359,25 @@ def main() -> None:
         f"({args.rounds} interleaved rounds; texts/s from the median round, ratio = median of the "
         "per-round ratios).",
         "",
-        "| callers | unbatched texts/s | micro-batched texts/s | ratio |",
-        "|---|---:|---:|---:|",
-        f"| none: {CALLERS} x `predict([t])` in a row vs one `predict` of {CALLERS} (ceiling) "
-        f"| {rates['sequential_single']:.0f} | {rates['sequential_batch']:.0f} | {ratio_ceiling:.1f}x |",
-        f"| {CALLERS} threads, `predict([t])` vs `MicroBatcher.predict_one` | {rates['threads_unbatched']:.0f} "
-        f"| {rates['threads_batched']:.0f} | **{ratio_threads:.1f}x** |",
-        f"| {CALLERS} asyncio tasks, `Guard.acheck_input` (micro_batch off/on) "
-        f"| {rates['async_guard_unbatched']:.0f} | {rates['async_guard_batched']:.0f} | **{ratio_async:.1f}x** |",
+        "| encoder | callers | unbatched texts/s | micro-batched texts/s | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, r in all_rates.items():
+        lines += [
+            f"| {name} | none: {CALLERS} x `predict([t])` in a row vs one `predict` of {CALLERS} (ceiling) "
+            f"| {r['sequential_single']:.0f} | {r['sequential_batch']:.0f} | {r['ratio_ceiling']:.1f}x |",
+            f"| {name} | {CALLERS} threads, `predict([t])` vs `MicroBatcher.predict_one` "
+            f"| {r['threads_unbatched']:.0f} | {r['threads_batched']:.0f} | **{r['ratio_threads']:.1f}x** |",
+            f"| {name} | {CALLERS} asyncio tasks, `Guard.acheck_input` (micro_batch off/on) "
+            f"| {r['async_guard_unbatched']:.0f} | {r['async_guard_batched']:.0f} | **{r['ratio_async']:.1f}x** |",
+        ]
+    lines += [
         "",
         f"Mean micro-batch in the threaded runs: {rates['threads_mean_batch']:.1f} texts "
         "(callers arriving after a batch has started wait for the next one).",
         "",
-        f"Target >= 4x: {'met' if min(ratio_threads, ratio_async) >= 4 else 'NOT met'}.",
+        f"Target >= 4x with the default encoder runtime: "
+        f"{'met' if min(ratio_threads, ratio_async) >= 4 else 'NOT met'}.",
         "",
         f"**Added latency of `guardrails/default.yaml`**, one caller, one short prompt, "
         f"{args.latency_calls} sequential calls per stage (rails of a stage run concurrently; "
