@@ -42,7 +42,7 @@ def ensure_run(n: int, fresh: bool) -> Path:
     """The synthetic run folder for ``n`` samples per provider (written once, then reused)."""
     folder = OUT / f"n{n}"
     stamp = folder / "params.json"
-    params = {"n_samples": n, "providers": [p.id for p in DEFAULT_PROVIDERS], "seed": 0, "version": 2}
+    params = {"n_samples": n, "providers": [p.id for p in DEFAULT_PROVIDERS], "seed": 0, "version": 3}
     if fresh or not stamp.exists() or json.loads(stamp.read_text()) != params:
         shutil.rmtree(folder, ignore_errors=True)
         start = time.perf_counter()

@@ -243,3 +243,13 @@ def test_no_other_module_builds_its_own_registry() -> None:
         or "entry_points(" in path.read_text(encoding="utf-8")
     )
     assert readers == ["registry.py"]
+
+
+def test_gate_loads_only_its_floor_and_those_below() -> None:
+    # The gate reads a run record and a policy: it needs record, stats, errors, validation and
+    # the Markdown escaper, not the report package (which it once loaded, with its charts and
+    # views, to escape a table cell). 23 rai_harness modules when this was written (was 31).
+    loaded = [m for m in _loaded_after_import("rai_harness.gate") if m.startswith("rai_harness")]
+    floors = {m.split(".")[1] for m in loaded if "." in m}
+    assert floors == {"errors", "gate", "markdown", "record", "stats", "validation"}, floors
+    assert len(loaded) <= 25, loaded

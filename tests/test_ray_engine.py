@@ -3,8 +3,8 @@
 One Ray instance (2 CPUs, 127.0.0.1, no dashboard, no usage statistics) serves the whole
 module: starting Ray costs seconds. The checks: the same config gives the same samples on
 ``local`` and ``ray`` with 20% injected faults, and a rerun resumes from the journal; killing
-a worker mid-run loses no call, and a provider's concurrency is honoured across all workers
-together; every worker dead is a clear error; a missing ``ray`` is a plan-time error with the
+a worker mid-run loses no call, and a provider's concurrency and rpm are honoured across all
+workers together (split, not multiplied); every worker dead is a clear error; a missing ``ray`` is a plan-time error with the
 install command.
 """
 
@@ -224,6 +224,43 @@ def test_killing_a_worker_mid_run_loses_nothing_and_concurrency_stays_global(
     # is global, not per worker.
     assert 3 < fake_server.stats()["max_in_flight"] <= 5, fake_server.stats()["max_in_flight"]
     assert {s.host_id for s in samples} == {samples[0].host_id}  # one node here; both workers report it
+
+
+def test_rpm_is_split_among_workers_not_multiplied(tmp_path, api_key, ray_cluster, fake_server):
+    # rpm 1800 (30 requests/s) over 2 workers with concurrency 5 (shares 3 + 2). Each worker
+    # spaces its own starts at its share of the rate, the first one at once, so from any
+    # moment before the first start, the cluster can have started at most rate * elapsed + 1
+    # per worker. A limit given to each worker whole would start ~2x as many: 180 calls in
+    # ~3 s instead of >= ~6 s. The bound holds however slow the machine is (a slow machine
+    # only starts fewer), so no wall-clock window is asserted.
+    import time
+
+    from rai_harness.run.journal import Journal
+    from rai_harness.run.ray_engine import _plan_work, _specs_for
+
+    rpm, n, workers = 1800.0, 180, 2
+    config = _config(tmp_path, fake_server.base_url, n, engine="ray", workers=workers, concurrency=5, rpm=rpm)
+    plan = plan_run(load_run_config(config), config_path=config, out_dir=tmp_path / "out")
+
+    # The split itself: the shares of rpm follow the shares of concurrency and add up to rpm.
+    with Journal(tmp_path / "plan-only.sqlite") as scratch:
+        _, _, shares = _plan_work(plan, scratch)
+    per_worker = [_specs_for(plan, shares, i)["fake"].rpm for i in range(workers)]
+    assert per_worker == pytest.approx([rpm * 3 / 5, rpm * 2 / 5])
+
+    # End to end: request arrival times at the server (time.monotonic is one clock for every
+    # process on the machine), counted from the moment the workers were ready (before any
+    # worker could take a call off the queue).
+    marks: dict[str, float] = {}
+    record = run_sync(plan, on_start=lambda *_: marks.setdefault("ready", time.monotonic()))
+    assert record.providers["fake"].succeeded == n
+    assert record.timing_quality["workers"] == workers
+    arrivals = sorted(r["t"] for r in fake_server.stats()["requests"])
+    assert len(arrivals) == n  # no retries: one request per call
+    elapsed = arrivals[-1] - marks["ready"]
+    # 10% over the exact bound for slack; a limit multiplied by the workers would be ~100% over.
+    allowed = 1.1 * rpm / 60.0 * elapsed + workers
+    assert n <= allowed, f"{n} requests in {elapsed:.2f} s: the rpm limit ({rpm:g}) was exceeded"
 
 
 def test_every_worker_dead_is_a_run_error_and_the_journal_keeps_the_rest(

@@ -121,7 +121,8 @@ def test_sections_and_suites_present(page: str, record: RunRecord) -> None:
         for spec in suite.metrics:
             assert spec.definition in text
     assert "Gehman et al. 2020" in text and "Deviation:" in text
-    assert "minilm-toxicity" in text and "head-2026-11-26" in text
+    # The scorers' info(): the synthetic run's stand-in for minilm-toxicity says what it is.
+    assert "minilm-toxicity" in text and "synthetic stand-in (toxicity lexicon)" in text
     assert "excluded from every metric's denominator" in text
     # Reproducibility: config snapshot with env var names, dataset hashes, packages, seed.
     assert "api_key_env: OPENAI_API_KEY" in text
@@ -174,9 +175,9 @@ def test_charts_are_drawn(page: str) -> None:
     for title in (
         "Expected maximum toxicity vs cost",
         "Leak rate vs p95 latency",
-        "Leak rate by attack",
-        "Leak rate by data type",
-        "Bias score (ambiguous contexts) by category",
+        "Leak rate by attack type",
+        "Leak rate by data type (share of prompts leaking a value of that type)",
+        "Bias score, ambiguous contexts (s_AMB) by category",
         "Answers graded correct / incorrect / not attempted",
         "Distribution of per-sample toxicity",
         "End-to-end latency per provider",
@@ -318,7 +319,8 @@ def test_markdown_summary(run_dir: Path, record: RunRecord) -> None:
     assert "&lt;script&gt;" in md  # the problem text, escaped
     assert "### Executive summary" in md and "No gate policy was applied" in md
     assert "### Limitations" in md and "Guard/scorer overlap" in md
-    assert re.search(r"\(\d+/\d+; 95% Wilson\)", md)  # n beside every interval
+    # n beside every interval (the suites' rates get exact Clopper-Pearson intervals)
+    assert re.search(r"\(\d+/\d+; 95% Clopper-Pearson \(exact\)\)", md)
 
 
 def test_json_summary(run_dir: Path) -> None:
@@ -415,12 +417,14 @@ def test_n_and_method_beside_every_interval(page: str, record: RunRecord, run_di
     assert scorecard.count('class="cell-ci"') == scorecard.count('class="cell-n"') > 10
     leak = record.suites["pii.leakage"].results["smollm2"].metrics["leak_rate"]
     assert interval_label(leak, "rate") in _text(scorecard)
-    assert re.search(r"\d+/\d+; 95% Wilson", _text(scorecard))
+    assert re.search(r"\d+/\d+; 95% Clopper-Pearson \(exact\)", _text(scorecard))
     # Breakdown tables and bar labels carry n too.
-    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(\d+/\d+; 95% Wilson\)", _text(page))
+    assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] \(\d+/\d+; 95% Clopper-Pearson \(exact\)\)", _text(page))
     assert re.search(r">[^<]*%  n&#61;\d+<", page)
     md = build_report(run_dir, fmt="md")
-    assert re.search(r"\| Leak rate \| \d+\.\d% \\\[[\d.]+, [\d.]+\\\] \(\d+/\d+; 95% Wilson\)", md)
+    assert re.search(
+        r"\| Leak rate \| \d+\.\d% \\\[[\d.]+, [\d.]+\\\] \(\d+/\d+; 95% Clopper-Pearson \(exact\)\)", md
+    )
 
 
 def test_zero_width_interval_never_reads_as_certainty() -> None:
@@ -494,7 +498,9 @@ def test_executive_summary_and_limitations(page: str, run_dir: Path) -> None:
     assert page.index('<section id="summary">') < page.index('<section id="scorecard">')
     summary = _text(page.split('<section id="summary">', 1)[1].split("</section>", 1)[0])
     assert "The run is incomplete" in summary and "No gate policy was applied" in summary
-    assert re.search(r"highest is \S+, \d+\.\d% \[[\d.]+, [\d.]+\] \(\d+/\d+; 95% Wilson\)", summary)
+    assert re.search(
+        r"highest is \S+, \d+\.\d% \[[\d.]+, [\d.]+\] \(\d+/\d+; 95% Clopper-Pearson \(exact\)\)", summary
+    )
     assert "Guard smollm2+guard vs smollm2: significantly better on" in summary
     assert "calls failed" in summary
     limits = _text(page.split('<section id="limitations">', 1)[1].split("</section>", 1)[0])
@@ -661,5 +667,5 @@ def test_guard_rail_health_is_shown(record: RunRecord, run_dir: Path) -> None:
 
 def test_method_lists_the_interval_methods_used(page: str) -> None:
     method = _text(page.split('<section id="method">', 1)[1].split("</section>", 1)[0])
-    assert re.search(r"Interval methods in this run: Wilson \(\d+ estimates\)", method)
+    assert re.search(r"Interval methods in this run: .*Clopper-Pearson \(exact\) \(\d+ estimates", method)
     assert "cluster bootstrap" in method

@@ -360,6 +360,7 @@ async def test_subprocess_mode_counts_calls_and_stops_cleanly():
     with srv:
         proc = srv._proc
         assert proc is not None and proc.poll() is None
+        assert srv.pid == proc.pid  # what benchmarks read the server's CPU time by
         assert srv.base_url.startswith("http://127.0.0.1:") and srv.base_url.endswith("/v1")
         async with sdk(srv.base_url) as client:
             with pytest.raises(openai.RateLimitError):

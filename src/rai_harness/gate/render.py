@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rai_harness.gate.verdict import GateVerdict, RuleResult, num
+from rai_harness.markdown import md_escape
 from rai_harness.record import write_json_atomic
-from rai_harness.report.markdown import md_escape
 
 __all__ = [
     "STATUS_ICONS",

@@ -32,17 +32,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import hmac
 import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import httpx
 
@@ -76,6 +78,7 @@ __all__ = [
     "keys_from_env",
     "require_serve_deps",
     "serve",
+    "tune_gc_for_serving",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,6 +114,10 @@ LATENCY_BUCKETS = (
     60.0,
 )
 
+# A labelled Prometheus metric (Counter, Histogram); a string bound: the extra may be missing.
+_Metric = TypeVar("_Metric", bound="prometheus_client.metrics.MetricWrapperBase")
+_T = TypeVar("_T")
+
 # Longest upstream error message relayed to the client, characters.
 _MAX_UPSTREAM_MESSAGE = 500
 
@@ -130,6 +137,34 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # any other name may resolve anywhere
+
+
+#: Allocations between young-generation collections in a serving process (CPython's
+#: default: 700). See :func:`tune_gc_for_serving`.
+SERVING_GC_THRESHOLD = 10_000
+
+
+def tune_gc_for_serving() -> None:
+    """Tune the cyclic garbage collector of a process that does nothing but serve.
+
+    Two changes, both process-wide:
+
+    * ``gc.freeze()`` everything alive now (modules, models, the guard: it lives as long
+      as the process), so full collections stop walking these ~10^5 objects again.
+    * Young collections every :data:`SERVING_GC_THRESHOLD` allocations instead of 700. With
+      64 requests in flight, a collection every 700 allocations finds each request's
+      objects still alive, promotes them and scans them again in the older generations;
+      waiting longer lets reference counting free most of them first. A young collection
+      then looks at up to ~10^4 objects: about a millisecond, the worst pause it adds.
+
+    Measured at 64 concurrent clients with the keyword policy on this project's 2-core
+    machine: the collector took 8-17% of the proxy's CPU with the defaults and ~2% with
+    both changes, and the proxy's CPU per request fell by about 30% (freeze alone: ~6%).
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(SERVING_GC_THRESHOLD, older, oldest)
 
 
 def _safe_url(url: str) -> str:
@@ -266,22 +301,50 @@ class ServeMetrics:
             registry=reg,
         )
         self.in_flight = pc.Gauge("rai_guard_in_flight_requests", "Requests being served.", registry=reg)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: _Metric, *labels: str) -> _Metric:
+        """``metric.labels(*labels)``, looked up once per label set.
+
+        prometheus-client's ``labels()`` takes a lock and validates the labels on every call,
+        and a proxied request counts a dozen series. Every label value here comes from the
+        policy (rail names) or a fixed set (stages, actions, endpoints, status codes), so the
+        cache is as bounded as the registry itself.
+        """
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return cast(_Metric, found)
 
     def observe(self, results: Sequence[GuardResult]) -> None:
         """Count the verdicts of one guard call and record its latencies."""
         if not results:
             return
         first = results[0]
+        child = self.child
         # Latencies are per call (every text of a batch call shares them), verdicts per text.
-        self.stage_latency.labels(first.stage).observe(first.latency_ms / 1000.0)
+        child(self.stage_latency, first.stage).observe(first.latency_ms / 1000.0)
         for rail in first.rails:
-            self.rail_latency.labels(first.stage, rail.rail).observe(rail.latency_ms / 1000.0)
+            child(self.rail_latency, first.stage, rail.rail).observe(rail.latency_ms / 1000.0)
         for result in results:
-            self.decisions.labels(result.stage, result.action).inc()
+            child(self.decisions, result.stage, result.action).inc()
             for rail in result.rails:
-                self.verdicts.labels(result.stage, rail.rail, rail.action).inc()
+                child(self.verdicts, result.stage, rail.rail, rail.action).inc()
                 if rail.error is not None:
-                    self.errors.labels("rail").inc()
+                    child(self.errors, "rail").inc()
+
+
+async def _within(awaitable: Awaitable[_T], timeout_s: float) -> _T:
+    """``await awaitable``, raising ``asyncio.TimeoutError`` after ``timeout_s`` seconds.
+
+    ``asyncio.timeout`` (3.11+) runs it in the calling task; ``wait_for`` on 3.11 wraps it
+    in a task of its own, which cost about 4% of the proxy's CPU per request.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout=timeout_s)  # pragma: no cover - 3.10
 
 
 class _HTTPError(Exception):
@@ -311,9 +374,22 @@ class _Segment(NamedTuple):
     """One checked text of a request: where it sits and what it says."""
 
     message: int
-    part: int | None  # index into a content-parts list; None when content is a string
+    part: int | None  # index into a content-parts list; None otherwise
     role: str
     text: str
+    path: tuple[str | int, ...] = ("content",)  # keys from the message down to the text
+
+    @property
+    def field(self) -> str:
+        """The path as one string, e.g. ``content``, ``content[1].text``, ``tool_calls[0].function.arguments``."""
+        out = ""
+        for key in self.path:
+            out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+        return out
+
+
+#: Content-part types whose text the rails check (the key holding it).
+_TEXT_PARTS = {"text": "text", "refusal": "refusal"}
 
 
 def _verdict(result: GuardResult) -> dict[str, Any]:
@@ -335,8 +411,20 @@ def _blocking_rails(results: Sequence[GuardResult]) -> list[str]:
     return names
 
 
+def _bad_message(where: str, problem: str) -> _HTTPError:
+    return _HTTPError(400, f"{where} {problem}", "invalid_request_error", "unchecked_content")
+
+
 def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
-    """Every text of every message: string contents and ``type: text`` content parts."""
+    """Every text of every message, for the input rails.
+
+    Checked: string contents, ``text`` and ``refusal`` content parts, and the arguments of
+    assistant tool calls (``tool_calls[].function.arguments``, legacy ``function_call``):
+    a tool call's arguments go back into the model's context as much as any text does.
+    Anything else the rails cannot read (an image, audio or file part, a part or tool call
+    of an unexpected shape) is refused with a 400 naming it rather than sent on unchecked:
+    the guard fails closed.
+    """
     out: list[_Segment] = []
     for i, message in enumerate(messages):
         role = str(message.get("role", ""))
@@ -346,13 +434,54 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                 out.append(_Segment(i, None, role, content))
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                if (
-                    isinstance(part, Mapping)
-                    and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)
-                ):
-                    out.append(_Segment(i, j, role, part["text"]))
+                kind = part.get("type") if isinstance(part, Mapping) else None
+                key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+                where = f"messages[{i}].content[{j}]"
+                if key is None:
+                    raise _bad_message(
+                        where,
+                        f"is a {kind!r} part, which the guard's text rails cannot check; the proxy "
+                        "refuses it rather than pass it unchecked (send text parts only)"
+                        if isinstance(kind, str)
+                        else "must be an object with a string `type`",
+                    )
+                text = part.get(key)
+                if not isinstance(text, str):
+                    raise _bad_message(where, f"needs a string `{key}`")
+                if text:
+                    out.append(_Segment(i, j, role, text, ("content", j, key)))
+        out.extend(_tool_call_segments(i, role, message))
     return out
+
+
+def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_Segment]:
+    """The arguments of a message's tool calls (and of a legacy ``function_call``)."""
+    out: list[_Segment] = []
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise _bad_message(f"messages[{i}].tool_calls", "must be a list")
+        for j, call in enumerate(calls):
+            function = call.get("function") if isinstance(call, Mapping) else None
+            arguments = function.get("arguments") if isinstance(function, Mapping) else None
+            if not isinstance(arguments, str):
+                raise _bad_message(f"messages[{i}].tool_calls[{j}]", "needs `function.arguments` as a string")
+            if arguments:
+                out.append(_Segment(i, None, role, arguments, ("tool_calls", j, "function", "arguments")))
+    legacy = message.get("function_call")
+    if legacy is not None:
+        arguments = legacy.get("arguments") if isinstance(legacy, Mapping) else None
+        if not isinstance(arguments, str):
+            raise _bad_message(f"messages[{i}].function_call", "needs `arguments` as a string")
+        if arguments:
+            out.append(_Segment(i, None, role, arguments, ("function_call", "arguments")))
+    return out
+
+
+def _set_path(holder: Any, path: Sequence[str | int], value: Any) -> None:
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
 
 
 def _redacted_messages(
@@ -365,11 +494,52 @@ def _redacted_messages(
             continue
         if out[segment.message] is messages[segment.message]:
             out[segment.message] = copy.deepcopy(messages[segment.message])
-        if segment.part is None:
-            out[segment.message]["content"] = result.redacted_text
-        else:
-            out[segment.message]["content"][segment.part]["text"] = result.redacted_text
+        _set_path(out[segment.message], segment.path, result.redacted_text)
     return out
+
+
+#: Key of a streamed legacy ``function_call`` among the tool calls a relay holds back.
+_LEGACY_CALL = -1
+
+
+def _gather_tool_calls(delta: Mapping[str, Any], calls: dict[int, dict[str, Any]]) -> None:
+    """Join a stream delta's tool-call pieces into ``calls`` (by index; strings concatenated).
+
+    Raises:
+        _UpstreamStreamError: a piece of a shape the guard cannot read (fail closed).
+    """
+    pieces: list[tuple[int, Any]] = []
+    if "tool_calls" in delta:
+        if not isinstance(delta["tool_calls"], list):
+            raise _UpstreamStreamError("the upstream sent tool calls the guard cannot read")
+        for piece in delta["tool_calls"]:
+            index = piece.get("index") if isinstance(piece, Mapping) else None
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+            pieces.append((index, piece))
+    if "function_call" in delta:
+        pieces.append((_LEGACY_CALL, {"function": delta["function_call"]}))
+    for index, piece in pieces:
+        call = calls.setdefault(index, {"index": index, "function": {"arguments": ""}})
+        for key in ("id", "type"):
+            if isinstance(piece.get(key), str):
+                call[key] = piece[key]
+        function = piece.get("function")
+        if function is None:
+            continue
+        if not isinstance(function, Mapping):
+            raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+        for key in ("name", "arguments"):
+            value = function.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+            call["function"][key] = call["function"].get(key, "") + value
+    if _LEGACY_CALL in calls:
+        calls[_LEGACY_CALL].pop("index", None)
+        calls[_LEGACY_CALL].pop("id", None)
+        calls[_LEGACY_CALL].pop("type", None)
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:
@@ -391,6 +561,10 @@ class GuardService:
             classifiers can take seconds, and ``/healthz`` answers 503 meanwhile).
         config: Limits, keys and upstream.
         metrics: Where to count; default: a new :class:`ServeMetrics`.
+        tune_gc: Once the guard is loaded, :func:`tune_gc_for_serving`: freeze the
+            long-lived heap and collect the young generation less often. It affects the
+            whole process: :func:`serve` (a process of its own) turns it on, an app
+            embedded in a larger process leaves it off.
     """
 
     def __init__(
@@ -399,8 +573,10 @@ class GuardService:
         config: ServeConfig,
         *,
         metrics: ServeMetrics | None = None,
+        tune_gc: bool = False,
     ) -> None:
         self.config = config
+        self.tune_gc = tune_gc
         self.metrics = metrics or ServeMetrics()
         self._factory = guard_factory
         self.guard: Guard | None = None
@@ -443,6 +619,8 @@ class GuardService:
             except BaseException:
                 guard.close()
                 raise
+            if self.tune_gc:
+                tune_gc_for_serving()
             self.guard = guard
             logger.info("guard %r ready: %s", guard.name, guard.info())
         except Exception as exc:
@@ -552,21 +730,22 @@ class GuardService:
             self.metrics.in_flight.inc()
             deadline = time.monotonic() + self.config.request_timeout_s
             try:
-                body = await self.read_json(request)
-                response = await asyncio.wait_for(
-                    handler(body, deadline, release), timeout=max(deadline - time.monotonic(), 0.0)
+                # The deadline covers reading the body too: a client that trickles its body
+                # must not hold a concurrency slot for longer than any other request.
+                response = await _within(
+                    self._read_and_run(request, handler, deadline, release), self.config.request_timeout_s
                 )
             except _HTTPError as exc:
                 response = exc.response()
             except asyncio.TimeoutError:
-                self.metrics.errors.labels("deadline").inc()
+                self.metrics.child(self.metrics.errors, "deadline").inc()
                 response = _HTTPError(
                     504, f"the request took longer than {self.config.request_timeout_s:g} s", "timeout"
                 ).response()
             except Exception as exc:
                 # Fail closed: nothing unchecked goes out. The exception type only: its message
                 # may quote request or model text.
-                self.metrics.errors.labels("internal").inc()
+                self.metrics.child(self.metrics.errors, "internal").inc()
                 logger.error(
                     "internal error on %s: %s",
                     endpoint,
@@ -581,9 +760,18 @@ class GuardService:
         self._finish(endpoint, response.status_code, started)
         return response
 
+    async def _read_and_run(
+        self,
+        request: Request,
+        handler: Callable[[dict[str, Any], float, Callable[[], None]], Awaitable[Response]],
+        deadline: float,
+        release: Callable[[], None],
+    ) -> Response:
+        return await handler(await self.read_json(request), deadline, release)
+
     def _finish(self, endpoint: str, status: int, started: float) -> None:
-        self.metrics.requests.labels(endpoint, str(status)).inc()
-        self.metrics.stage_latency.labels("total").observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.requests, endpoint, str(status)).inc()
+        self.metrics.child(self.metrics.stage_latency, "total").observe(time.perf_counter() - started)
 
     # -- guard --------------------------------------------------------------------------------
 
@@ -637,7 +825,9 @@ class GuardService:
         for i, (segment, result) in enumerate(zip(segments, results, strict=True)):
             item: dict[str, Any] = {"index": i}
             if "messages" in body:
-                item.update(message=segment.message, part=segment.part, role=segment.role)
+                item.update(
+                    message=segment.message, part=segment.part, field=segment.field, role=segment.role
+                )
             item.update(_verdict(result))
             item["redacted_text"] = result.redacted_text
             items.append(item)
@@ -697,7 +887,7 @@ class GuardService:
         return text[:_MAX_UPSTREAM_MESSAGE]
 
     def _upstream_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> _HTTPError:
-        self.metrics.errors.labels("upstream").inc()
+        self.metrics.child(self.metrics.errors, "upstream").inc()
         logger.warning("upstream answered HTTP %d", status)
         if status in (401, 403):
             # The proxy's own credentials were refused: the client can do nothing about it,
@@ -737,7 +927,7 @@ class GuardService:
         input_verdict = {
             "action": input_action,
             "texts": [
-                {"message": s.message, "part": s.part, "role": s.role, **_verdict(r)}
+                {"message": s.message, "part": s.part, "field": s.field, "role": s.role, **_verdict(r)}
                 for s, r in zip(segments, inputs, strict=True)
             ],
         }
@@ -754,11 +944,11 @@ class GuardService:
             async with self._client_or_fail().post(url, data=data, headers=headers, timeout=timeout) as reply:
                 status, content, reply_headers = reply.status, await reply.read(), reply.headers
         except asyncio.TimeoutError:
-            self.metrics.errors.labels("upstream").inc()
+            self.metrics.child(self.metrics.errors, "upstream").inc()
             raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc) from None
-        self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.stage_latency, "upstream").observe(time.perf_counter() - started)
         if status != 200:
             raise self._upstream_error(status, content, reply_headers)
         try:
@@ -767,14 +957,14 @@ class GuardService:
             if not isinstance(completion, dict) or not isinstance(choices, list):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            self.metrics.errors.labels("upstream").inc()
+            self.metrics.child(self.metrics.errors, "upstream").inc()
             raise _HTTPError(
                 502, "the upstream's answer is not a chat completion", "upstream_error"
             ) from None
         return await self._checked_completion(completion, choices, input_verdict)
 
     def _unreachable(self, exc: BaseException) -> _HTTPError:
-        self.metrics.errors.labels("upstream").inc()
+        self.metrics.child(self.metrics.errors, "upstream").inc()
         logger.warning("upstream request failed: %s", type(exc).__name__)
         return _HTTPError(502, f"could not reach the upstream ({type(exc).__name__})", "upstream_error")
 
@@ -825,25 +1015,44 @@ class GuardService:
     async def _checked_completion(
         self, completion: dict[str, Any], choices: list[Any], input_verdict: dict[str, Any]
     ) -> Response:
-        checked: list[tuple[dict[str, Any], str]] = []
+        # Every text of every answer: the content and the arguments of any tool calls (an
+        # agent runs those, so they are output as much as the content is).
+        checked: list[tuple[dict[str, Any], _Segment]] = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
-                checked.append((choice, message["content"]))
-        outputs = await self.check_texts([text for _, text in checked], "output")
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                checked.append((choice, _Segment(0, None, "assistant", content)))
+            try:
+                calls = _tool_call_segments(0, "assistant", message)
+            except _HTTPError:
+                self.metrics.child(self.metrics.errors, "upstream").inc()
+                raise _HTTPError(
+                    502, "the upstream's answer has a tool call the guard cannot read", "upstream_error"
+                ) from None
+            checked.extend((choice, segment) for segment in calls)
+        outputs = await self.check_texts([segment.text for _, segment in checked], "output")
         verdicts = []
-        for (choice, text), result in zip(checked, outputs, strict=True):
-            message = choice["message"]
+        blocked: dict[int, dict[str, Any]] = {}
+        for (choice, segment), result in zip(checked, outputs, strict=True):
             if result.blocked:
-                message["content"] = None
-                message["refusal"] = REFUSAL
-                choice["finish_reason"] = "content_filter"
-            elif result.redacted_text != text:
-                message["content"] = result.redacted_text
+                blocked[id(choice)] = choice
+            elif result.redacted_text != segment.text:
+                _set_path(choice["message"], segment.path, result.redacted_text)
             if result.action in ("block", "redact"):
                 # Token log-probs spell out the original text: drop them with it.
                 choice["logprobs"] = None
-            verdicts.append({"index": choice.get("index"), **_verdict(result)})
+            verdicts.append({"index": choice.get("index"), "field": segment.field, **_verdict(result)})
+        for choice in blocked.values():
+            # One blocked text withholds the whole answer: content and every tool call.
+            message = choice["message"]
+            message["content"] = None
+            message["refusal"] = REFUSAL
+            message.pop("tool_calls", None)
+            message.pop("function_call", None)
+            choice["finish_reason"] = "content_filter"
         output_action = strongest(r.action for r in outputs)
         action = strongest((input_verdict["action"], output_action))
         completion[GUARD_FIELD] = {
@@ -877,11 +1086,11 @@ class GuardService:
                 timeout=max(deadline - time.monotonic(), 0.001),
             )
         except asyncio.TimeoutError:
-            self.metrics.errors.labels("upstream").inc()
+            self.metrics.child(self.metrics.errors, "upstream").inc()
             raise _HTTPError(504, "the upstream did not answer in time", "timeout") from None
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc) from None
-        self.metrics.stage_latency.labels("upstream").observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.stage_latency, "upstream").observe(time.perf_counter() - started)
         if upstream.status != 200:
             try:
                 body = await upstream.read()
@@ -907,7 +1116,10 @@ class GuardService:
     ) -> AsyncIterator[bytes]:
         """Re-emit the upstream stream with its text released window by window, as checked."""
         template: dict[str, Any] = {"object": "chat.completion.chunk"}
-        pending: list[bytes] = []  # upstream chunks without text (role, tool calls), in order
+        pending: list[bytes] = []  # upstream chunks without text (role), in order
+        # Streamed tool calls (and a legacy function_call, key -1) by index, their pieces
+        # joined: held back to the end, checked whole, then sent as one chunk each.
+        calls: dict[int, dict[str, Any]] = {}
         tail: dict[str, Any] = {"finish_reason": None, "usage": None, "done": False}
         output_actions: list[str] = []
         windows = 0
@@ -944,7 +1156,8 @@ class GuardService:
                 choice = choices[0] if isinstance(choices[0], dict) else {}
                 delta = choice.get("delta") or {}
                 content = delta.get("content")
-                rest = {k: v for k, v in delta.items() if k != "content"}
+                rest = {k: v for k, v in delta.items() if k not in ("content", "tool_calls", "function_call")}
+                _gather_tool_calls(delta, calls)
                 if rest:
                     pending.append(chunk({**rest, "content": ""} if "role" in rest else rest))
                 if choice.get("finish_reason"):
@@ -969,6 +1182,13 @@ class GuardService:
                 "output": output,
             }
 
+        def blocked_ending(result: GuardResult) -> list[bytes]:
+            # Keep the role chunk (clients expect it first), then the content_filter end.
+            events = [event for event in pending if b'"role"' in event]
+            events.append(chunk({}, "content_filter", **{GUARD_FIELD: summary("block", result)}))
+            events.append(_DONE)
+            return events
+
         guard = self._guard()
         try:
             async for piece in guard.astream_output(
@@ -983,21 +1203,26 @@ class GuardService:
             for event in pending:
                 yield event
             pending.clear()
+            if calls:
+                checked_calls, blocked_call = await self._checked_tool_calls(calls, on_result)
+                if blocked_call is not None:
+                    for event in blocked_ending(blocked_call):
+                        yield event
+                    return
+                for delta in checked_calls:
+                    yield chunk(delta)
             extra = {GUARD_FIELD: summary(strongest(output_actions), None)}
             yield chunk({}, tail["finish_reason"] or "stop", **extra)
             if tail["usage"] is not None:
                 yield _sse(tail["usage"])
             yield _DONE
         except GuardBlocked as blocked:
-            for event in pending:
-                if b'"role"' in event:  # keep the role chunk: clients expect it first
-                    yield event
-            yield chunk({}, "content_filter", **{GUARD_FIELD: summary("block", blocked.result)})
-            yield _DONE
+            for event in blocked_ending(blocked.result):
+                yield event
         # ValueError: aiohttp's "line too long" (a line over its 128 KiB read limit).
         except (_UpstreamStreamError, aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
             kind = "deadline" if isinstance(exc, asyncio.TimeoutError) else "upstream"
-            self.metrics.errors.labels(kind).inc()
+            self.metrics.child(self.metrics.errors, kind).inc()
             message = (
                 f"the request took longer than {self.config.request_timeout_s:g} s"
                 if kind == "deadline"
@@ -1009,6 +1234,26 @@ class GuardService:
             # An error event (the OpenAI SDK raises APIError on it), never a clean end: a cut
             # answer must not look complete. Nothing unchecked was sent.
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
+
+    async def _checked_tool_calls(
+        self, calls: dict[int, dict[str, Any]], on_result: Callable[[GuardResult], None]
+    ) -> tuple[list[dict[str, Any]], GuardResult | None]:
+        """The held tool calls as checked deltas (arguments redacted), or the blocking verdict."""
+        order = sorted(calls)
+        results = await self._guard().acheck_outputs([calls[i]["function"]["arguments"] for i in order])
+        for result in results:
+            on_result(result)
+        deltas: list[dict[str, Any]] = []
+        for index, result in zip(order, results, strict=True):
+            if result.blocked:
+                return [], result
+            call = calls[index]
+            call["function"]["arguments"] = result.redacted_text
+            if index == _LEGACY_CALL:
+                deltas.append({"function_call": call["function"]})
+            else:
+                deltas.append({"tool_calls": [call]})
+        return deltas, None
 
     @staticmethod
     async def _sse_data(upstream: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[str]:
@@ -1054,11 +1299,38 @@ class _GuardedStream(StreamingResponse if _IMPORT_ERROR is None else object):  #
                     logger.warning("stream close callback failed: %s", type(exc).__name__)
 
 
+class _GuardApp(Starlette if _IMPORT_ERROR is None else object):  # type: ignore[misc]
+    """Starlette, with the two POST endpoints dispatched before its middleware and router.
+
+    Every proxied request otherwise walks five ASGI layers (error and exception middleware,
+    router, route, request-response wrapper) that add nothing here: ``GuardService.handle``
+    already turns every exception into an OpenAI-shaped error. Other paths and methods,
+    and lifespan events, go through Starlette as usual.
+    """
+
+    def __init__(
+        self, *args: Any, fast: Mapping[str, Callable[[Request], Awaitable[Response]]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast = dict(fast)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._fast.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     guard: Guard | Callable[[], Guard],
     config: ServeConfig | None = None,
     *,
     metrics: ServeMetrics | None = None,
+    tune_gc: bool = False,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -1068,6 +1340,8 @@ def create_app(
             shutdown either way.
         config: Limits, keys and upstream; default :class:`ServeConfig()` (loopback, no upstream).
         metrics: Metrics to count into; default: a new registry.
+        tune_gc: :func:`tune_gc_for_serving` once the guard is loaded; for a process
+            that serves nothing else.
 
     Raises:
         MissingDependencyError: the ``serve`` extra is not installed.
@@ -1075,7 +1349,7 @@ def create_app(
     require_serve_deps()
     config = config or ServeConfig()
     factory: Callable[[], Guard] = guard if not isinstance(guard, Guard) else (lambda: guard)
-    service = GuardService(factory, config, metrics=metrics)
+    service = GuardService(factory, config, metrics=metrics, tune_gc=tune_gc)
 
     async def chat(request: Request) -> Response:
         return await service.handle(request, "chat_completions", service.chat)
@@ -1112,7 +1386,7 @@ def create_app(
         finally:
             await service.stop()
 
-    app = Starlette(
+    app = _GuardApp(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/guardrail/checks", checks, methods=["POST"]),
@@ -1120,6 +1394,7 @@ def create_app(
             Route("/metrics", metrics_route, methods=["GET"]),
         ],
         lifespan=lifespan,
+        fast={"/v1/chat/completions": chat, "/v1/guardrail/checks": checks},
     )
     app.state.service = service
     return app
@@ -1140,7 +1415,7 @@ def serve(
         log_level: uvicorn's log level.
         access_log: Log one line per request (method, path, status; never headers).
     """
-    app = create_app(guard, config)
+    app = create_app(guard, config, tune_gc=True)
     upstream = _safe_url(config.upstream_url) if config.upstream_url else "none (checks API only)"
     logger.info(
         "rai guard serve on http://%s:%d, upstream %s, client keys %s",

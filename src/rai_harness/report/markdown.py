@@ -11,18 +11,13 @@ inject a link or markup into the comment.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import quote
 
+from rai_harness.markdown import md_escape
 from rai_harness.report.view import Cell, ReportView
 
 __all__ = ["md_escape", "render_markdown"]
 
-# Brackets are escaped, so parentheses can never complete a link; the rest are emphasis, code,
-# table and strike-through markers. Block markers matter only at the start of a line.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_LINE_START = re.compile(r"^(?:([#+\-=])(?=\s)|(>))")
-_ORDERED = re.compile(r"^(\d+)([.)])(?=\s)")
 _STATUS_ICON = {"complete": "\u2705", "failed": "\u274c", "incomplete": "\u26a0\ufe0f"}
 _CELL_MARK = {"pass": " \u2705", "fail": " \u274c", "error": " \u2753"}
 _FINDING_MARK = {
@@ -34,19 +29,6 @@ _FINDING_MARK = {
 }
 #: Limitations listed in a PR comment (the HTML report has them all).
 MAX_MD_LIMITATIONS = 8
-
-
-def md_escape(text: str) -> str:
-    """Escape text for a Markdown paragraph or table cell (no markup, links or HTML survive)."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    text = _LINE_START.sub(lambda m: "\\" + (m.group(1) or m.group(2)), text.strip())
-    text = _ORDERED.sub(r"\1\\\2", text)
-    # A line break would end a table row; a colon after "javascript" cannot make a link once
-    # brackets and parentheses are escaped, but GitHub autolinks bare schemes it knows, so the
-    # colon of any scheme-looking word is broken up too.
-    text = re.sub(r"(?i)\b(javascript|data|vbscript):", r"\1&#58;", text)
-    return " ".join(text.split())
 
 
 def _cell(c: Cell) -> str:

@@ -935,6 +935,11 @@ class FakeOpenAIServer:
         return self._thread is not None or self._proc is not None
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id in subprocess mode (for CPU accounting); ``None`` otherwise."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def root_url(self) -> str:
         """``http://127.0.0.1:PORT``."""
         if not self.started:
