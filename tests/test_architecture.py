@@ -29,6 +29,8 @@ HEAVY = (
     "rai_harness.classifiers",
     "rai_harness.guardrails",
     "rai_harness.suites",
+    # The stats floor needs scipy's special functions, not its 800-module distributions package.
+    "scipy.stats",
 )
 
 

@@ -174,7 +174,9 @@ def test_same_samples_on_local_and_ray_with_20_percent_faults(tmp_path, api_key,
     local, ray_samples = outs["local"][1], outs["ray"][1]
     assert len(ray_samples) == n
     assert [key(s) for s in ray_samples] == [key(s) for s in local]
-    assert sum(s.attempts for s in ray_samples) == sum(s.attempts for s in local) > n  # faults were retried
+    # Faults were retried on both engines. The attempt totals are not compared: on a loaded machine a
+    # call without a fault can still pass its 1 s timeout and be retried once more on one side only.
+    assert sum(s.attempts for s in ray_samples) > n and sum(s.attempts for s in local) > n
     # Timed in the workers, and each record says where.
     assert all(s.host_id is None for s in local)
     assert all(s.host_id and s.host_id.startswith("ray:") for s in ray_samples)

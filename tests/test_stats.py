@@ -547,3 +547,15 @@ def test_p_value_below_alpha_exactly_when_interval_excludes_zero():
         assert (r.p_value < 1 - confidence) == excludes, (i, n, r)
         checked += excludes
     assert 40 < checked < 360  # both outcomes exercised
+
+
+def test_mcnemar_exact_p_matches_scipy_binomtest():
+    # The exact McNemar test is a two-sided binomial test at 1/2, computed from scipy.special.
+    from rai_harness.stats import mcnemar
+
+    for m in range(1, 25):
+        for b01 in range(m + 1):
+            b10 = m - b01
+            got = mcnemar([False] * b01 + [True] * b10, [True] * b01 + [False] * b10)
+            assert got.method == "exact" and (got.b01, got.b10) == (b01, b10)
+            assert abs(got.p_value - min(1.0, sps.binomtest(b01, m, 0.5).pvalue)) < 1e-12

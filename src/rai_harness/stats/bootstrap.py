@@ -39,7 +39,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+from scipy import special
 
 from rai_harness.stats.estimate import Estimate
 from rai_harness.stats.intervals import clopper_pearson
@@ -101,7 +101,7 @@ def expanded_alpha(confidence: float, units: int) -> float:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     alpha = 1.0 - confidence
     factor = math.sqrt(units / (units - 1.0))
-    return float(2.0 * sps.norm.sf(factor * sps.t.ppf(1.0 - alpha / 2.0, units - 1)))
+    return float(2.0 * special.ndtr(-factor * special.stdtrit(units - 1, 1.0 - alpha / 2.0)))
 
 
 def _order_index(alpha_prime: float, b: int) -> int:
@@ -111,7 +111,9 @@ def _order_index(alpha_prime: float, b: int) -> int:
 
 def _t_factor(confidence: float, units: int) -> float:
     """``sqrt(u/(u − 1)) · t_{u−1}(1 − α/2)``: half-width of the t interval in bootstrap SEs."""
-    return math.sqrt(units / (units - 1.0)) * float(sps.t.ppf(1.0 - (1.0 - confidence) / 2.0, units - 1))
+    return math.sqrt(units / (units - 1.0)) * float(
+        special.stdtrit(units - 1, 1.0 - (1.0 - confidence) / 2.0)
+    )
 
 
 def interval_from_draws(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+from scipy import special
 
 from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean
 from rai_harness.stats.estimate import Estimate
@@ -108,7 +108,15 @@ def _exact_coverage(
     inside = np.array(
         [e.ci_low is not None and e.ci_high is not None and e.ci_low <= p <= e.ci_high for e in ends]
     )
-    return float(sps.binom.pmf(ks, n, p)[inside].sum())
+    # Binomial pmf in log space (no overflow of C(n, k) at large n; xlogy/xlog1py give p = 0, 1 exactly).
+    log_pmf = (
+        special.gammaln(n + 1)
+        - special.gammaln(ks + 1)
+        - special.gammaln(n - ks + 1)
+        + special.xlogy(ks, p)
+        + special.xlog1py(n - ks, -p)
+    )
+    return float(np.exp(log_pmf)[inside].sum())
 
 
 def clopper_pearson_coverage(n: int, p: float, confidence: float = 0.95) -> float:

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Sequence
 from statistics import NormalDist
 
-from scipy import stats as sps
+from scipy import special
 
 from rai_harness.stats.estimate import Estimate
 
@@ -139,8 +139,8 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Estimat
     if n == 0:
         return Estimate.empty()
     half_alpha = (1.0 - confidence) / 2.0
-    low = 0.0 if successes == 0 else float(sps.beta.ppf(half_alpha, successes, n - successes + 1))
-    high = 1.0 if successes == n else float(sps.beta.isf(half_alpha, successes + 1, n - successes))
+    low = 0.0 if successes == 0 else float(special.betaincinv(successes, n - successes + 1, half_alpha))
+    high = 1.0 if successes == n else float(special.betainccinv(successes + 1, n - successes, half_alpha))
     p = successes / n
     # Guard the quantile functions' last-bit rounding: the bounds must bracket the estimate.
     return Estimate(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+from scipy import special
 
 from rai_harness.stats.bootstrap import _as_finite_floats, mean_with_draws
 from rai_harness.stats.estimate import Estimate
@@ -134,7 +134,7 @@ def bootstrap_p_value(
         if sd == 0.0:
             return 1.0 if value == 0.0 else 2.0 / (b + 1)
         stat = abs(value) / (float(np.sqrt(units / (units - 1.0))) * sd)
-        return float(min(1.0, 2.0 * sps.t.sf(stat, units - 1)))
+        return float(min(1.0, 2.0 * special.stdtr(units - 1, -stat)))
     low = (1 + int(np.count_nonzero(resampled <= 0.0))) / (b + 1)
     high = (1 + int(np.count_nonzero(resampled >= 0.0))) / (b + 1)
     q = min(low, high)
@@ -143,7 +143,7 @@ def bootstrap_p_value(
     if q >= 0.5:
         return 1.0
     factor = float(np.sqrt(units / (units - 1.0)))
-    return float(min(1.0, 2.0 * sps.t.sf(sps.norm.isf(q) / factor, units - 1)))
+    return float(min(1.0, 2.0 * special.stdtr(units - 1, special.ndtri(q) / factor)))
 
 
 def paired_bootstrap_diff(
@@ -210,7 +210,7 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
     (a true, b false), ``m = b01 + b10``. Under the null each discordant pair is equally
     likely either way, ``b01 ~ Binomial(m, 1/2)``.
 
-    * ``m < 25``: exact two-sided binomial test on ``b01`` (``scipy.stats.binomtest``);
+    * ``m < 25``: exact two-sided binomial test on ``b01`` (what ``scipy.stats.binomtest`` gives);
       ``statistic = min(b01, b10)``, ``method = "exact"``.
     * ``m ≥ 25``: chi-square with continuity correction,
       ``χ² = (|b01 − b10| − 1)² / m`` on 1 degree of freedom, ``method = "chi-square"``.
@@ -237,7 +237,8 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
     if m == 0:
         return McNemarResult(b01=0, b10=0, statistic=0.0, p_value=1.0, method="exact", n=len(a))
     if m < _EXACT_BELOW:
-        p = sps.binomtest(b01, m, 0.5, alternative="two-sided").pvalue
+        # Exact two-sided binomial test at p = 1/2: symmetric, so twice the smaller tail.
+        p = 2.0 * special.bdtr(min(b01, b10), m, 0.5)
         return McNemarResult(
             b01=b01,
             b10=b10,
@@ -247,7 +248,7 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
             n=len(a),
         )
     chi2 = (abs(b01 - b10) - 1) ** 2 / m
-    p = sps.chi2.sf(chi2, df=1)
+    p = special.chdtrc(1, chi2)
     return McNemarResult(
         b01=b01, b10=b10, statistic=float(chi2), p_value=float(p), method="chi-square", n=len(a)
     )
@@ -347,7 +348,7 @@ def max_pairwise_gap(
         diffs = (table[:, None, :] - table[None, :, :])[upper_idx]  # K pairs x T templates
         k = len(diffs)
         alpha_k = 1.0 - confidence ** (1.0 / k)
-        t_crit = float(sps.t.ppf(1.0 - alpha_k / 2.0, n_templates - 1))
+        t_crit = float(special.stdtrit(n_templates - 1, 1.0 - alpha_k / 2.0))
         half = t_crit * diffs.std(axis=1, ddof=1) / np.sqrt(n_templates)
         abs_mean = np.abs(diffs.mean(axis=1))
         low = max(0.0, float(np.max(abs_mean - half)))
