@@ -141,3 +141,16 @@ def test_snapshot_has_env_names_only(tmp_path):
     snap = cfg.snapshot()
     assert snap["providers"][0]["api_key_env"] == "MY_KEY_VAR"
     assert snap["providers"][0]["base_url"] == "http://127.0.0.1:9/v1"  # subclass fields kept
+
+
+def test_cli_prints_the_whole_message_brackets_included(tmp_path):
+    # rich reads "[and 1 more problem ...]" as a markup tag and drops it unless escaped.
+    from typer.testing import CliRunner
+
+    from rai_harness.cli import app
+
+    provider = dict(GOOD["providers"][0], temprature=0.3, concurrency="many")
+    res = CliRunner().invoke(app, ["run", str(write(tmp_path, {**GOOD, "providers": [provider]}))])
+    assert res.exit_code == 2
+    assert "providers[0].concurrency" in res.output
+    assert "[and 1 more problem in this section]" in res.output

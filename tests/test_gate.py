@@ -951,3 +951,15 @@ def test_cli_markdown_escapes_links_images_and_html_in_names(tmp_path, gate_app)
     assert "](" not in md.replace("\\](", "")
     assert "<img" not in md and "[x](" not in md and "![x]" not in md and "[run](" not in md
     assert "&lt;img" in md and "\\[x\\]" in md and "\\[run\\]" in md and "\\[pol\\]" in md
+
+
+def test_cli_shows_a_policy_error_whole_with_its_fix(tmp_path, gate_app):
+    # The policy error stops every check; cut at 160 characters it lost the allowed keys.
+    run_ok = write_run(tmp_path / "ok", record())
+    bad_policy = tmp_path / "bad.yaml"
+    bad_policy.write_text("budgets: {latency_p96_s: 2}\n")
+    res = CliRunner().invoke(gate_app, ["gate", str(run_ok), "-p", str(bad_policy)])
+    assert res.exit_code == 2
+    shown = " ".join(res.output.split())
+    assert "budgets.latency_p96_s: unknown key 'latency_p96_s' (did you mean 'latency_p99_s'?)" in shown
+    assert "ttft_p99_s" in shown and "\u2026" not in shown  # the last allowed key, nothing cut

@@ -516,6 +516,31 @@ def test_executive_summary_and_limitations(page: str, run_dir: Path) -> None:
     assert re.search(r"Gate policy \S+: (PASS|FAIL|ERROR): \d+ of \d+ checks passed", with_policy)
 
 
+def test_executive_summary_says_when_every_provider_ties() -> None:
+    """Two providers with the same value: no "highest is a ... Best: a" for one of them."""
+    from types import SimpleNamespace
+
+    from rai_harness.report.findings import executive_summary
+
+    spec = MetricSpec(name="leak_rate", display="Leak rate", direction="lower", definition="d", headline=True)
+
+    def summary(a: float, b: float) -> str:
+        results = {
+            pid: SimpleNamespace(metrics={"leak_rate": Estimate(value=v, ci_low=0.0, ci_high=0.46, n=6)})
+            for pid, v in (("model-a", a), ("model-b", b))
+        }
+        suite = SimpleNamespace(name="pii.leakage", error=None, metrics=[spec], results=results)
+        record = SimpleNamespace(status="complete", problems=[], providers={})
+        findings = executive_summary(record, [suite], [], None, [], [])  # type: ignore[arg-type]
+        return " ".join(f.text for f in findings if f.text.startswith("Leak rate"))
+
+    tied = summary(0.0, 0.0)
+    assert "all 2 providers have the same value; model-a: 0.0%" in tied
+    assert "highest" not in tied and "Best" not in tied
+    apart = summary(0.0, 0.5)
+    assert "highest is model-b, 50.0%" in apart and "Best: model-a, 0.0%" in apart
+
+
 def test_blocked_share_splits_the_change_exactly() -> None:
     from types import SimpleNamespace
 

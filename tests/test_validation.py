@@ -1,11 +1,13 @@
-"""The one JSONL reader: every bad file or line becomes a ConfigError naming the file and line."""
+"""The one JSONL reader and the one pydantic-error translation: every bad file, line or key
+becomes a ConfigError naming the file, the line or key path, and the fix."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rai_harness.errors import ConfigError
-from rai_harness.validation import JsonlLine, iter_jsonl
+from rai_harness.validation import JsonlLine, format_validation_error, iter_jsonl
 
 
 def test_objects_with_line_numbers_blank_lines_skipped(tmp_path):
@@ -48,3 +50,47 @@ def test_streams_lazily(tmp_path):
     assert next(lines).obj == {"i": 0}  # the bad second line is not read yet
     with pytest.raises(ConfigError, match="line 2"):
         next(lines)
+
+
+class _Guard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str
+    strict: bool = False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    guard: _Guard
+    rate: float = 0.0
+
+    @field_validator("rate")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("rate must be >= 0; use 0 for no limit")
+        return value
+
+
+def _error(data: dict) -> ConfigError:
+    try:
+        _Section.model_validate(data)
+    except ValidationError as exc:
+        return format_validation_error(exc, "cfg.yaml", "providers[1]", _Section)
+    raise AssertionError("validation passed")
+
+
+def test_a_misspelt_required_key_is_reported_as_the_typo_not_as_missing():
+    # pydantic lists "policy missing" before "polcy not allowed"; only the latter names the fix.
+    err = _error({"guard": {"polcy": "x.yaml"}})
+    assert err.key_path == "providers[1].guard.polcy"
+    assert "unknown key 'polcy' (did you mean 'policy'?)" in str(err)
+    # A key that is only missing is still reported as missing.
+    err = _error({"guard": {"strict": True}})
+    assert err.key_path == "providers[1].guard.policy" and "required but missing" in str(err)
+
+
+def test_a_validator_message_is_shown_without_pydantics_prefix():
+    err = _error({"guard": {"policy": "p.yaml"}, "rate": -1})
+    assert err.key_path == "providers[1].rate"
+    assert "rate must be >= 0; use 0 for no limit (got -1)" in str(err)
+    assert "Value error" not in str(err)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -63,7 +64,9 @@ def _root(
 
 
 def _fail(exc: RaiError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # Escaped: a message is plain text, and rich would drop a bracketed part such as
+    # "[and 1 more problem in this section]" as an unknown markup tag.
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -202,7 +205,7 @@ def run(
         try:
             err_console.print(f"report: {render_report(plan.out_dir, policy=gate)}")
         except RaiError as exc:
-            err_console.print(f"[yellow]report not written:[/] {exc}", highlight=False)
+            err_console.print(f"[yellow]report not written:[/] {escape(str(exc))}", highlight=False)
     if policy is not None:
         from rai_harness.cli_gate import run_gate_cli
 
@@ -214,7 +217,7 @@ def run(
         )
     if record.status != "complete":
         for problem in record.problems:
-            err_console.print(f"[bold red]run failed:[/] {problem}", highlight=False)
+            err_console.print(f"[bold red]run failed:[/] {escape(str(problem))}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -255,7 +258,7 @@ def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -
         console.print(scores)
     warning = record.timing_quality.get("warning")
     if warning:
-        console.print(f"[yellow]timing:[/] {warning}", highlight=False, markup=True)
+        console.print(f"[yellow]timing:[/] {escape(str(warning))}", highlight=False, markup=True)
     console.print(
         f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}", highlight=False, markup=False
     )

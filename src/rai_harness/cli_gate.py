@@ -38,7 +38,11 @@ _MARKS = {"pass": "\u2713 pass", "fail": "\u2717 FAIL", "error": "? ERROR"}
 MAX_CONSOLE_LINES = 40
 
 
-def _short(text: str, limit: int = 160) -> str:
+#: Characters of an error's message shown under a provider's check, and under a run-level one.
+_ERROR_CHARS, _RUN_ERROR_CHARS = 160, 1000
+
+
+def _short(text: str, limit: int = _ERROR_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -66,7 +70,11 @@ def _provider_table(results: Sequence[RuleResult]) -> Table:
             # An error has no number to show: its message is what a reader acts on. The
             # provider's id is the heading above, so it is not repeated inside the message.
             text = r.message.replace(f"'{r.provider}'", "this provider") if r.provider else r.message
-            message = f"\n[dim]{escape(_short(text))}[/]"
+            # A run-level error (invalid policy, unreadable run or baseline) stops every check,
+            # and its message ends with the fix ("did you mean 'max'?", the allowed keys): cut
+            # at 160 characters it lost that. There are few of them, so they get more room.
+            limit = _RUN_ERROR_CHARS if r.provider is None else _ERROR_CHARS
+            message = f"\n[dim]{escape(_short(text, limit))}[/]"
         table.add_row(
             f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]",
             f"{escape(r.rule_id)}{message}",

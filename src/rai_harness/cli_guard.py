@@ -184,7 +184,7 @@ def check(
                 if item.error is not None:
                     bad_lines += 1
                     Console(stderr=True).print(
-                        f"[bold red]error:[/] {item.error}", highlight=False, soft_wrap=True
+                        f"[bold red]error:[/] {escape(item.error)}", highlight=False, soft_wrap=True
                     )
             good = [item for item in chunk if item.error is None]
             texts = [item.text for item in good]
@@ -213,7 +213,7 @@ def check(
                 typer.echo(_json_line(verdict))
     except RaiError as exc:
         code = EXIT_ERROR
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     finally:
         clean = guard.close(timeout=_EXIT_WAIT_S) if guard is not None else True
     if code == EXIT_OK and bad_lines:

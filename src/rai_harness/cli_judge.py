@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rai_harness.errors import RaiError
@@ -91,10 +92,13 @@ def calibrate(
         folder = out or Path("reports") / "calibration" / f"{safe}-{data.stem}"
         result = calibrate_sync(cfg, data, out_dir=folder, limit=limit, seed=seed)  # type: ignore[arg-type]
     except RaiError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     a = result.agreement.to_dict()
-    _out.print(f"judge [bold]{judge}[/] on {data} ({result.rubric}, {a['n']} items)", highlight=False)
+    _out.print(
+        f"judge [bold]{escape(judge)}[/] on {escape(str(data))} ({result.rubric}, {a['n']} items)",
+        highlight=False,
+    )
     summary = Table(show_header=False)
     for name in ("accuracy", "kappa", "coverage"):
         summary.add_row(name, _fmt(a[name]))  # type: ignore[arg-type]

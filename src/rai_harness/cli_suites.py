@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["describe_suites", "register"]
@@ -61,18 +62,31 @@ def register(app: typer.Typer) -> None:
             console.print_json(json.dumps(described))
             return
         for s in described:
-            console.print(f"[bold]{s['name']}[/] v{s['version']} ({s['concern']}): {s['title']}")
-            console.print(f"  {s['description']}", highlight=False)
+            # Suite text is plain text: escaped, so a bracket in it is never taken for markup.
+            console.print(
+                f"[bold]{escape(s['name'])}[/] v{s['version']} ({s['concern']}): {escape(s['title'])}"
+            )
+            console.print(f"  {escape(s['description'])}", highlight=False)
             metrics = Table("metric", "better", "definition", show_edge=False, title_justify="left")
+            every = [*s["metrics"], *s["judge_metrics"]]
             for m in s["metrics"]:
-                metrics.add_row(m["name"], m["direction"], m["definition"])
+                metrics.add_row(m["name"], m["direction"], escape(m["definition"]))
             for m in s["judge_metrics"]:
-                metrics.add_row(m["name"], m["direction"], f"(with `judge:`) {m['definition']}")
+                metrics.add_row(m["name"], m["direction"], escape(f"(with `judge:`) {m['definition']}"))
             console.print(metrics)
+            # Where each metric comes from and how it departs from the paper: an auditor reads
+            # this before trusting a number (the report's Method section says the same).
+            for source in dict.fromkeys(m["source"] for m in every if m.get("source")):
+                console.print(escape(f"  source: {source}"), highlight=False)
+            deviations = [m for m in every if m.get("deviation")]
+            if deviations:
+                console.print("  deviations from the paper:", highlight=False)
+            for m in deviations:
+                console.print(escape(f"  - {m['name']}: {m['deviation']}"), highlight=False)
             if s["judge_rubrics"]:
-                console.print(f"  judge rubrics: {', '.join(s['judge_rubrics'])}", highlight=False)
+                console.print(f"  judge rubrics: {escape(', '.join(s['judge_rubrics']))}", highlight=False)
             params = Table("parameter", "type", "default", "description", show_edge=False)
             for p in s["params"]:
-                params.add_row(p["name"], p["type"], p["default"], p["description"])
+                params.add_row(p["name"], p["type"], escape(p["default"]), escape(p["description"]))
             console.print(params)
             console.print()

@@ -53,7 +53,8 @@ def format_validation_error(
         prefix: Key path of the validated section within the file (``providers[2]``).
         model: The pydantic model validated (for "allowed keys" hints).
     """
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = _most_helpful(errors)
     loc = err["loc"]
     key_path = _loc_to_path(loc, prefix)
     if err["type"] == "extra_forbidden":
@@ -69,11 +70,35 @@ def format_validation_error(
         shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        message = f"{err['msg']} (got {shown})"
-    extra = len(exc.errors()) - 1
+        message = f"{_message(err)} (got {shown})"
+    extra = len(errors) - 1
     if extra:
         message += f" [and {extra} more problem{'s' if extra > 1 else ''} in this section]"
     return ConfigError(message, file=file, key_path=key_path or None)
+
+
+def _most_helpful(errors: Sequence[Any]) -> Any:
+    """The error to explain: pydantic's first, unless a misspelt key caused it.
+
+    A typo in a required key (``polcy:`` for ``policy:``) gives two errors in that order:
+    ``policy`` missing, ``polcy`` not allowed. Only the second names the typo and can suggest
+    the fix, so it wins over a missing key in the same section.
+    """
+    first = errors[0]
+    if first["type"] == "missing":
+        parent = tuple(first["loc"][:-1])
+        for err in errors[1:]:
+            if err["type"] == "extra_forbidden" and tuple(err["loc"][:-1]) == parent:
+                return err
+    return first
+
+
+def _message(err: Any) -> str:
+    """Pydantic's message, without the "Value error, " it puts before a validator's own text."""
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if err["type"] in ("value_error", "assertion_error") and ctx_error is not None:
+        return str(ctx_error)
+    return str(err["msg"])
 
 
 def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:

@@ -108,6 +108,7 @@ from rai_harness.device import resolve_dtype as _resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
 from rai_harness.providers.base import BaseProvider, ProviderConfig, SeedSupport
 from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
+from rai_harness.types import cache_root as _cache_root
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
@@ -267,12 +268,7 @@ class HFLocalConfig(ProviderConfig):
 
 def default_cache_dir() -> Path:
     """``$RAI_HARNESS_CACHE/models``, else ``$XDG_CACHE_HOME/rai-harness/models`` (``~/.cache``)."""
-    root = os.environ.get("RAI_HARNESS_CACHE")
-    if root:
-        return Path(root).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "rai-harness" / "models"
+    return _cache_root() / "models"
 
 
 def find_embedded_gguf(filename: str = EMBEDDED_GGUF_FILE) -> Path:

@@ -267,11 +267,21 @@ def executive_summary(
             if not scored:
                 continue
             pid, est = max(scored, key=lambda t: _badness(t[1], spec))
+            best_pid, best = min(scored, key=lambda t: _badness(t[1], spec))
             word = {"lower": "highest", "higher": "lowest", "neutral": "farthest from 0"}[spec.direction]
-            text = f"{spec.display} ({suite.name}): {word} is {pid}, {fmt_estimate(est, spec, with_n=True)}."
-            if len(scored) > 1:
-                best_pid, best = min(scored, key=lambda t: _badness(t[1], spec))
-                text += f" Best: {best_pid}, {fmt_estimate(best, spec)}."
+            if len(scored) > 1 and _badness(best, spec) == _badness(est, spec):
+                # Naming one provider "highest" and the same one "Best" says there is a
+                # difference where there is none.
+                text = (
+                    f"{spec.display} ({suite.name}): all {len(scored)} providers have the same "
+                    f"value; {pid}: {fmt_estimate(est, spec, with_n=True)}."
+                )
+            else:
+                text = (
+                    f"{spec.display} ({suite.name}): {word} is {pid}, {fmt_estimate(est, spec, with_n=True)}."
+                )
+                if len(scored) > 1:
+                    text += f" Best: {best_pid}, {fmt_estimate(best, spec)}."
             # Rank risks by how bad the worst provider is on a 0-1 scale where that makes sense.
             rank = _badness(est, spec) + (1.0 if spec.direction == "higher" else 0.0)
             risks.append((rank if is_percent(spec.unit) else rank / 2, Finding("risk", text)))
