@@ -255,3 +255,62 @@ def test_gate_loads_only_its_floor_and_those_below() -> None:
     floors = {m.split(".")[1] for m in loaded if "." in m}
     assert floors == {"errors", "gate", "markdown", "record", "stats", "validation"}, floors
     assert len(loaded) <= 25, loaded
+
+
+def _timed_wake_wait(call: ast.Call) -> bool:
+    """``cond.wait(t)`` / ``event.wait(t)``, or ``asyncio.wait_for(event.wait(), t)``: a wait
+    for a wake-up signal that gives up after a timeout (``asyncio.wait(...)`` is not one)."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return False
+    receiver_is_asyncio = isinstance(func.value, ast.Name) and func.value.id == "asyncio"
+    if func.attr == "wait" and not receiver_is_asyncio:
+        return bool(call.args or call.keywords)
+    if func.attr == "wait_for" and call.args:
+        inner = call.args[0]
+        return (
+            isinstance(inner, ast.Call)
+            and isinstance(inner.func, ast.Attribute)
+            and inner.func.attr == "wait"
+            and len(call.args) + len(call.keywords) >= 2
+        )
+    return False
+
+
+def _batch_window_loops(path: Path, root: Path = PACKAGE) -> list[str]:
+    """``while`` loops that wait, with a timeout, to be woken by a new arrival: a gathering window."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.relative_to(root).as_posix()}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.While)
+        and any(isinstance(sub, ast.Call) and _timed_wake_wait(sub) for sub in ast.walk(node))
+    ]
+
+
+def test_one_micro_batching_engine() -> None:
+    # The guard's MicroBatcher and hf-local's generation queue both go through batching.py;
+    # a second hand-rolled batcher would show up as another gathering-window loop.
+    modules = {
+        loop.split(":")[0] for path in sorted(PACKAGE.rglob("*.py")) for loop in _batch_window_loops(path)
+    }
+    assert modules == {"batching.py"}
+
+
+def test_batch_window_finder_sees_both_former_batchers(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "async def gather(wakeup, deadline, loop):\n"
+        "    while True:\n"
+        "        await asyncio.wait_for(wakeup.wait(), deadline - loop.time())\n"
+        "def take(cond, remaining):\n"
+        "    while remaining > 0:\n"
+        "        cond.wait(remaining)\n"
+        "def fine(cond, tasks, reader):\n"
+        "    while tasks:\n"
+        "        cond.wait()\n"
+        "        asyncio.wait(tasks, timeout=1)\n"
+        "        asyncio.wait_for(reader.readline(), 1)\n",
+        encoding="utf-8",
+    )
+    assert _batch_window_loops(sample, tmp_path) == ["sample.py:2", "sample.py:5"]

@@ -163,7 +163,7 @@ def test_close_finishes_queued_work_then_refuses_new_calls():
     closer.join(timeout=10)
     assert not closer.is_alive() and batcher.closed
     assert [f.result(timeout=1)[0]["length"] for f in futures] == [i / 1000 for i in range(6)]
-    assert not batcher._worker.is_alive()
+    assert not batcher.running
     with pytest.raises(RuntimeError, match="closed"):
         batcher.predict(["late"])
     batcher.close()  # idempotent

@@ -287,8 +287,9 @@ def test_training_is_deterministic(tmp_path, embedder):
     assert metrics["seed"] == 7 and "toxigen_groups" in metrics
     card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
     assert "## Known biases" in card and "zorbians" in card
-    # The tiny head already separates its own insults from its benign tweets.
-    clf = MiniLMToxicityClassifier(tmp_path / "a", embedder=embedder)
+    # The tiny head already separates its own insults from its benign tweets (torch: throwaway
+    # weights need no ONNX graph).
+    clf = MiniLMToxicityClassifier(tmp_path / "a", embedder=embedder, runtime="torch")
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
     assert toxic["toxic"] > nice["toxic"]
 
@@ -316,7 +317,7 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
     assert head.encoder is not None and head.meta["encoder_overlay"]["layers"] == [5]
     card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
     assert "### Fine-tuning the encoder" in card and "--finetune-layers 1" in card
-    clf = MiniLMToxicityClassifier(tmp_path / "ft", embedder=embedder)
+    clf = MiniLMToxicityClassifier(tmp_path / "ft", embedder=embedder, runtime="torch")
     assert clf.encoder_model is not embedder.model
     assert clf.encoder_model.encoder.layer[0] is embedder.model.encoder.layer[0]
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "Usage",
+    "cache_root",
     "stable_hash",
 ]
 
@@ -193,6 +196,19 @@ def stable_hash(payload: Any) -> str:
     """SHA-256 of a JSON-able payload with sorted keys (stable across runs and machines)."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cache_root() -> Path:
+    """The project's one cache folder: ``$RAI_HARNESS_CACHE``, else ``$XDG_CACHE_HOME/rai-harness``.
+
+    (``~/.cache/rai-harness`` when neither is set.) Converted models, embeddings and
+    exported ONNX graphs each live in a sub-folder of it.
+    """
+    root = os.environ.get("RAI_HARNESS_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rai-harness"
 
 
 def messages_from_dicts(items: Sequence[Mapping[str, Any]]) -> tuple[ChatMessage, ...]:

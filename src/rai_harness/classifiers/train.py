@@ -89,6 +89,11 @@ BOOTSTRAP_ROUNDS = 1000
 AAE_PAIRS = Path("datasets") / "aae_pairs" / "pairs.jsonl"
 #: The held-out guard-audit set (short replies, identity statements, counter-speech, toxic answers).
 GUARD_AUDIT = Path("datasets") / "guard_audit" / "audit.jsonl"
+#: What runs the encoder while training and evaluating: torch, always, so ``metrics.json`` does
+#: not depend on whether onnxruntime is installed and no ONNX graph is exported for every
+#: candidate head. The shipped ONNX Runtime path gives the same verdicts
+#: (``benchmarks/onnx_agreement.py``, ``tests/test_onnx_encoder.py``).
+_EVAL_RUNTIME = "torch"
 
 _SOURCE_INFO = {
     "davidson": {
@@ -386,9 +391,10 @@ class EmbeddingCache:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/rai-harness/embeddings`` (``~/.cache/...`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rai-harness" / "embeddings"
+    """``$RAI_HARNESS_CACHE/embeddings``, else ``$XDG_CACHE_HOME/rai-harness/embeddings`` (``~/.cache``)."""
+    from rai_harness.types import cache_root
+
+    return cache_root() / "embeddings"
 
 
 def embed_texts(
@@ -977,7 +983,7 @@ def _embed_fine_tuned(
 
     if not isinstance(embedder, MiniLMEmbedder):
         raise ConfigError("a head with fine-tuned layers needs the MiniLM embedder")
-    classifier = MiniLMToxicityClassifier(head, embedder=embedder)
+    classifier = MiniLMToxicityClassifier(head, embedder=embedder, runtime=_EVAL_RUNTIME)
     t0 = time.perf_counter()
     x = aggregate_mean(classifier.engine.run(list(texts))) if texts else np.zeros((0, head.dim), np.float32)
     seconds = time.perf_counter() - t0
@@ -1029,7 +1035,7 @@ def measure_baseline(
     base = _make_embedder(embedder, device)
     if not isinstance(base, MiniLMEmbedder):
         raise ConfigError("measuring a baseline needs the MiniLM embedder")
-    old = MiniLMToxicityClassifier(previous_head, embedder=base)
+    old = MiniLMToxicityClassifier(previous_head, embedder=base, runtime=_EVAL_RUNTIME)
 
     def score(texts: Sequence[str]) -> np.ndarray:
         return np.array([r["toxic"] for r in old.predict(list(texts))])
@@ -1199,7 +1205,7 @@ def _evaluate_inference_path(
     from rai_harness.classifiers.embedding import MiniLMEmbedder
 
     if isinstance(embedder, MiniLMEmbedder):
-        classifier = MiniLMToxicityClassifier(head, embedder=embedder)
+        classifier = MiniLMToxicityClassifier(head, embedder=embedder, runtime=_EVAL_RUNTIME)
         test_texts = [r.text for r in rows if r.split == "test"]
         lengths = [len(ids) for ids in classifier.engine.tokenize(test_texts)]
         report.data["test_texts_over_one_window"] = sum(n > classifier.engine.window for n in lengths)

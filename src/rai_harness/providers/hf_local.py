@@ -20,11 +20,12 @@ GGUF conversion cache
 
 Micro-batching
     The runner calls :meth:`HFLocalProvider.generate` concurrently (``concurrency``
-    calls in flight, by default ``max_batch_size``). Calls are queued; one asyncio
-    worker takes the oldest, waits at most ``batch_wait_ms`` for up to
-    ``max_batch_size`` calls with the same generation settings (stop strings excepted:
-    they are applied per call after decoding), and runs one ``model.generate`` for them
-    on a single dedicated thread that owns the model and the device. Prompts are left
+    calls in flight, by default ``max_batch_size``). Calls go through the project's one
+    micro-batching engine (:class:`~rai_harness.batching.MicroBatchEngine`), keyed by
+    their generation settings (stop strings excepted: they are applied per call after
+    decoding): the oldest call waits at most ``batch_wait_ms`` for up to
+    ``max_batch_size`` calls with the same settings, and one ``model.generate`` runs
+    them on a single dedicated thread that owns the model and the device. Prompts are left
     padded. A cancelled call (runner timeout) is skipped if it has not started, or
     its result dropped if its batch is running; the other calls are unaffected.
 
@@ -101,11 +102,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from rai_harness.batching import MicroBatchEngine
 from rai_harness.device import resolve_device as _resolve_device
 from rai_harness.device import resolve_dtype as _resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError, ProviderError, RaiError
 from rai_harness.providers.base import BaseProvider, ProviderConfig, SeedSupport
 from rai_harness.types import ChatRequest, Generation, GenerationParams, Usage, stable_hash
+from rai_harness.types import cache_root as _cache_root
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
@@ -265,12 +268,7 @@ class HFLocalConfig(ProviderConfig):
 
 def default_cache_dir() -> Path:
     """``$RAI_HARNESS_CACHE/models``, else ``$XDG_CACHE_HOME/rai-harness/models`` (``~/.cache``)."""
-    root = os.environ.get("RAI_HARNESS_CACHE")
-    if root:
-        return Path(root).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "rai-harness" / "models"
+    return _cache_root() / "models"
 
 
 def find_embedded_gguf(filename: str = EMBEDDED_GGUF_FILE) -> Path:
@@ -849,11 +847,9 @@ class _RowResult:
     end_at: float  # perf_counter of this sequence's last decoding step
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     request: ChatRequest
-    key: str
-    future: asyncio.Future[Generation]
     submitted: float  # perf_counter when generate() was called
     provider: HFLocalProvider  # the provider the call came through
 
@@ -912,6 +908,7 @@ def _attach(config: HFLocalConfig, gguf_loader: GGUFLoader | None) -> tuple[_Sha
         token = shared.next_token
         shared.next_token += 1
         shared.users[token] = config
+        shared.retune()
         return shared, token
 
 
@@ -920,6 +917,7 @@ def _release(shared: _SharedModel, token: int) -> bool:
     with _SHARED_LOCK:
         shared.users.pop(token, None)
         if shared.users:
+            shared.retune()
             return False
         if _SHARED.get(shared.key) is shared:
             del _SHARED[shared.key]
@@ -951,12 +949,18 @@ class _SharedModel:
             max_workers=1, thread_name_prefix="rai-hf-local", initializer=_name_model_thread
         )
         self.load_future: concurrent.futures.Future[_Loaded] | None = None
+        self._load_lock = threading.Lock()  # the event loop and the batching thread both start the load
         self.loaded: _Loaded | None = None
-        self.pending: deque[_Pending] = deque()
-        self.inflight: list[_Pending] = []
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.wakeup: asyncio.Event | None = None
-        self.worker_task: asyncio.Task[None] | None = None
+        # Calls wait for a batch here; the engine's worker thread hands each batch to the
+        # model thread. The first call does not go alone at once: the runner submits a
+        # burst, and the window lets it form one batch.
+        self.batcher: MicroBatchEngine[_Pending, Generation] = MicroBatchEngine(
+            self._run_batch,
+            max_wait_ms=config.batch_wait_ms,
+            max_batch_size=config.max_batch_size,
+            lone_goes_at_once=False,
+            name=f"hf-local batcher for {config.model}",
+        )
         self.closed = False
         self.stats = _Stats()
 
@@ -976,13 +980,22 @@ class _SharedModel:
         waits = [c.batch_wait_ms for c in list(self.users.values())]
         return max(waits, default=self.config.batch_wait_ms) / 1000.0
 
+    def retune(self) -> None:
+        """Give the batcher the limit and window of the providers now sharing the model."""
+        self.batcher.configure(max_wait_ms=self.batch_window_s() * 1000.0, max_batch_size=self.batch_limit())
+
     # ------------------------------------------------------------------ loading
 
+    def start_load(self) -> concurrent.futures.Future[_Loaded]:
+        """The load on the model thread, started by the first caller (any thread)."""
+        with self._load_lock:
+            if self.load_future is None:
+                self.load_future = self.executor.submit(self._load_sync)
+            return self.load_future
+
     async def load(self) -> None:
-        if self.load_future is None:
-            self.load_future = self.executor.submit(self._load_sync)
         # shield: a caller's timeout must not cancel a load that other calls await.
-        await asyncio.shield(asyncio.wrap_future(self.load_future))
+        await asyncio.shield(asyncio.wrap_future(self.start_load()))
 
     def _resolve_source(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """Where ``from_pretrained`` reads from: ``(path_or_id, load kwargs, info for describe)``."""
@@ -1114,141 +1127,63 @@ class _SharedModel:
             gc.collect()
             torch.cuda.empty_cache()
 
-    # ------------------------------------------------------------------ worker (event loop side)
+    # ------------------------------------------------------------------ batches (batching thread)
 
-    def submit(self, item: _Pending) -> None:
-        self._ensure_worker()
-        assert self.wakeup is not None  # set by _ensure_worker
-        self.pending.append(item)
-        self.wakeup.set()
+    def _run_batch(self, batch: list[_Pending]) -> list[Generation | BaseException]:
+        """The engine's batch function: one ``model.generate`` on the model thread for ``batch``.
 
-    def _ensure_worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:
-            # A new event loop (a second asyncio.run): calls queued on the old one are dead.
-            self.pending.clear()
-            self.inflight = []
-            self.loop = loop
-            self.wakeup = asyncio.Event()
-            self.worker_task = None
-        if self.worker_task is None or self.worker_task.done():
-            self.worker_task = loop.create_task(self._worker(), name="rai-hf-local-batcher")
-
-    def _matching(self, key: str) -> int:
-        return sum(1 for p in self.pending if p.key == key and not p.future.done())
-
-    async def _worker(self) -> None:
-        assert self.wakeup is not None
-        wakeup = self.wakeup
-        loop = asyncio.get_running_loop()
-        while True:
-            while self.pending and self.pending[0].future.done():
-                self.pending.popleft()  # cancelled while queued
-            if not self.pending:
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            key = self.pending[0].key
-            limit = self.batch_limit()
-            # Gathering window: opens when the oldest call is taken; calls queued during
-            # the previous batch are already here, so a busy queue never waits.
-            deadline = loop.time() + self.batch_window_s()
-            while self._matching(key) < limit:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                wakeup.clear()
-                try:
-                    await asyncio.wait_for(wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch: list[_Pending] = []
-            rest: deque[_Pending] = deque()
-            for item in self.pending:
-                if item.future.done():
-                    continue
-                if item.key == key and len(batch) < limit:
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            self.pending = rest
-            if batch:
-                await self._run_batch(batch)
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        self.inflight = batch
+        Every call of a batch has the same generation settings (the engine's key), so the
+        first call's settings serve them all; failures come back per call, as errors.
+        """
         stats = self.stats
         stats.batches += 1
         stats.max_batch = max(stats.max_batch, len(batch))
         stats.batch_sizes = [*stats.batch_sizes[-999:], len(batch)]
         try:
-            try:
-                await self.load()
-            except Exception as exc:
-                _fail(batch, _as_provider_error(exc))
-                return
-            loop = asyncio.get_running_loop()
-            params = batch[0].request.params
-            try:
-                rows = await loop.run_in_executor(
-                    self.executor, batch[0].provider._generate_sync, [p.request for p in batch], params
+            self.start_load().result()
+        except Exception as exc:
+            return [_as_provider_error(exc)] * len(batch)
+        params = batch[0].request.params
+        try:
+            rows = self.executor.submit(
+                batch[0].provider._generate_sync, [p.request for p in batch], params
+            ).result()
+        except Exception as exc:
+            log.warning("hf-local: a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+            return [_as_provider_error(exc)] * len(batch)
+        name = self.loaded.name if self.loaded is not None else self.config.model
+        out: list[Generation | BaseException] = []
+        for item, row in zip(batch, rows, strict=True):
+            if isinstance(row, BaseException):
+                out.append(_as_provider_error(row))
+                continue
+            text, stopped = _apply_stop(row.text, item.request.params.stop)
+            out.append(
+                Generation(
+                    text=text,
+                    usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
+                    latency_s=row.end_at - item.submitted,
+                    ttft_s=row.first_at - item.submitted,
+                    finish_reason="stop" if (row.hit_eos or stopped) else "length",
+                    model=name,
+                    streamed=False,
                 )
-            except Exception as exc:
-                log.warning("hf-local: a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
-                _fail(batch, _as_provider_error(exc))
-                return
-            name = self.loaded.name if self.loaded is not None else self.config.model
-            for item, row in zip(batch, rows, strict=True):
-                if item.future.done():
-                    continue  # the caller gave up (timeout) or its provider closed; result dropped
-                if isinstance(row, BaseException):
-                    item.future.set_exception(_as_provider_error(row))
-                    continue
-                text, stopped = _apply_stop(row.text, item.request.params.stop)
-                item.future.set_result(
-                    Generation(
-                        text=text,
-                        usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
-                        latency_s=row.end_at - item.submitted,
-                        ttft_s=row.first_at - item.submitted,
-                        finish_reason="stop" if (row.hit_eos or stopped) else "length",
-                        model=name,
-                        streamed=False,
-                    )
-                )
-                stats.requests += 1
-        finally:
-            self.inflight = []
+            )
+            stats.requests += 1
+        return out
 
     # ------------------------------------------------------------------ closing
 
     def drop_calls_of(self, provider: HFLocalProvider) -> None:
         """Fail the queued and running calls of one provider (it is closing; others go on)."""
-        if self.loop is asyncio.get_running_loop():
-            error = ProviderError(
-                "the hf-local provider was closed", retryable=False, error_type="local_error"
-            )
-            _fail([p for p in (*self.pending, *self.inflight) if p.provider is provider], error)
-        self.pending = deque(p for p in self.pending if p.provider is not provider)
+        self.batcher.fail(lambda p: p.provider is provider, _closed_error())
 
     async def aclose(self) -> None:
-        """Stop the worker, fail calls still queued, and free the model (and GPU memory)."""
+        """Fail calls still queued or running, stop the batcher, and free the model (and GPU memory)."""
         if self.closed:
             return
         self.closed = True
-        task = self.worker_task
-        same_loop = self.loop is asyncio.get_running_loop()
-        if task is not None and not task.done() and same_loop:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if same_loop:  # futures of another (finished) event loop cannot be resolved from here
-            _fail(
-                [*self.pending, *self.inflight],
-                ProviderError("the hf-local provider was closed", retryable=False, error_type="local_error"),
-            )
-        self.pending.clear()
-        self.inflight = []
+        self.batcher.close(0, error=_closed_error())
         unload = self.executor.submit(self._unload_sync)
         self.executor.shutdown(wait=False)
         try:
@@ -1262,19 +1197,14 @@ class _SharedModel:
         if self.closed:
             return
         self.closed = True
-        loop, task = self.loop, self.worker_task
-        if task is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(task.cancel)
+        self.batcher.close(0, error=_closed_error())
         with contextlib.suppress(RuntimeError):  # interpreter shutting down
             self.executor.submit(self._unload_sync)
         self.executor.shutdown(wait=False)
 
 
-def _fail(items: Sequence[_Pending], error: BaseException) -> None:
-    for item in items:
-        if not item.future.done():
-            item.future.set_exception(error)
+def _closed_error() -> ProviderError:
+    return ProviderError("the hf-local provider was closed", retryable=False, error_type="local_error")
 
 
 # --------------------------------------------------------------------------- the provider
@@ -1398,10 +1328,14 @@ class HFLocalProvider(BaseProvider):
             ProviderError: ``local_error`` (not retryable) when loading or generation failed.
         """
         self._check_open()
-        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
-        self._shared.submit(_Pending(request, _batch_key(request.params), future, time.perf_counter(), self))
-        # Cancelling the caller cancels the future; the worker then skips or drops it.
-        return await future
+        try:
+            future = self._shared.batcher.submit(
+                _Pending(request, time.perf_counter(), self), key=_batch_key(request.params)
+            )
+        except RuntimeError as exc:  # closed by another provider sharing the model, meanwhile
+            raise _closed_error() from exc
+        # Cancelling the caller cancels the future; the engine then skips or drops it.
+        return await asyncio.wrap_future(future)
 
     async def aclose(self) -> None:
         """Fail this provider's calls still queued; the last provider of a model also frees it."""

@@ -1,0 +1,169 @@
+"""The ONNX Runtime path of ``minilm-toxicity``: same scores as torch, cached, refused when wrong.
+
+Texts are mild and written for these tests. The tests that run ONNX Runtime skip without
+``onnxruntime``; the runtime choice itself (``auto``/``torch``/``onnx``) is tested either way.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rai_harness.classifiers import onnx_encoder
+from rai_harness.classifiers.base import ClassifierSpec
+from rai_harness.classifiers.toxicity_head import MiniLMToxicityClassifier, from_spec
+from rai_harness.errors import ConfigError, MissingDependencyError
+
+torch = pytest.importorskip("torch")
+
+needs_ort = pytest.mark.skipif(not onnx_encoder.ort_available(), reason="onnxruntime is not installed")
+
+TEXTS = [
+    "I agree.",
+    "you are a worthless idiot",
+    "",
+    "the train leaves at noon 🚆",
+    "Thanks, that helps a lot! Could you also show me how to sort the list in reverse order?",
+    "maria\u200b@example.org \ud800 زمان 東京",
+    # Longer than one window: scored as windows and sentences, many batches of mixed lengths.
+    " ".join(f"Sentence {i} of a calm and ordinary report about the weather." for i in range(60))
+    + " You are a stupid idiot.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+
+    return MiniLMEmbedder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def pair(embedder, cache):
+    """The shipped head on ONNX Runtime and on torch, sharing one embedder."""
+    if not onnx_encoder.ort_available():
+        pytest.skip("onnxruntime is not installed")
+    on_ort = MiniLMToxicityClassifier(embedder=embedder, runtime="onnx", onnx_cache_dir=cache)
+    on_torch = MiniLMToxicityClassifier(embedder=embedder, runtime="torch")
+    return on_ort, on_torch
+
+
+@needs_ort
+def test_onnx_and_torch_give_the_same_scores_and_verdicts(pair):
+    on_ort, on_torch = pair
+    assert on_ort.ort_encoder is not None and on_torch.ort_encoder is None
+    assert on_ort.info()["runtime"]["runtime"] == "onnxruntime"
+    assert on_torch.info()["runtime"] == {"runtime": "torch"}
+    got, want = on_ort.predict(TEXTS), on_torch.predict(TEXTS)
+    assert [g.chunks for g in got] == [w.chunks for w in want]
+    assert got[-1].chunks > 1  # the long text really went through windows and sentences
+    for g, w in zip(got, want, strict=True):
+        for label in on_ort.labels:
+            assert g.scores[label] == pytest.approx(w.scores[label], abs=1e-5)
+    # Verdicts at the shipped thresholds (guardrails/*.yaml) are the same.
+    for t in (0.32, 0.72):
+        assert [g.scores["toxic"] >= t for g in got] == [w.scores["toxic"] >= t for w in want]
+    # One text alone and inside a batch: the same score (padding is masked on ORT too).
+    alone = on_ort.predict(TEXTS[4:5])[0].scores["toxic"]
+    assert alone == pytest.approx(got[4].scores["toxic"], abs=1e-5)
+
+
+@needs_ort
+def test_graph_is_cached_per_weights(embedder, cache, pair, monkeypatch):
+    on_ort, _ = pair
+    graphs = sorted(cache.glob("encoder-*.onnx"))
+    assert len(graphs) == 1 and on_ort.info()["runtime"]["graph"] == str(graphs[0])
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the cached graph should have been used")
+
+    monkeypatch.setattr(onnx_encoder, "export_encoder", no_export)
+    again = MiniLMToxicityClassifier(embedder=embedder, runtime="onnx", onnx_cache_dir=cache)
+    assert again.ort_encoder is not None and again.info()["runtime"]["graph"] == str(graphs[0])
+    # Other weights, other key: a retrained head never runs a stale graph.
+    before = onnx_encoder.encoder_fingerprint(on_ort.encoder_model, "mean")
+    with torch.no_grad():
+        bias = on_ort.encoder_model.encoder.layer[5].output.dense.bias
+        saved = bias.clone()
+        bias.add_(1e-3)
+        try:
+            assert onnx_encoder.encoder_fingerprint(on_ort.encoder_model, "mean") != before
+        finally:
+            bias.copy_(saved)
+    assert onnx_encoder.encoder_fingerprint(on_ort.encoder_model, "mean") == before
+    assert onnx_encoder.encoder_fingerprint(on_ort.encoder_model, "cls") != before
+
+
+@needs_ort
+def test_unwritable_cache_keeps_the_graph_in_memory(embedder, pair, tmp_path):
+    _, on_torch = pair
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    clf = MiniLMToxicityClassifier(embedder=embedder, runtime="onnx", onnx_cache_dir=blocker / "onnx")
+    assert clf.info()["runtime"]["graph"] == "memory"
+    assert clf.predict(TEXTS[:2])[1].scores["toxic"] == pytest.approx(
+        on_torch.predict(TEXTS[:2])[1].scores["toxic"], abs=1e-5
+    )
+
+
+@needs_ort
+def test_a_graph_that_does_not_reproduce_the_model_is_refused(embedder, pair, monkeypatch, caplog):
+    on_ort, _ = pair
+    # Export the graph of *other* weights (the layer-5 output bias changed) and offer it as this model's.
+    with torch.no_grad():
+        bias = on_ort.encoder_model.encoder.layer[5].output.dense.bias
+        saved = bias.clone()
+        # Not a constant: the layer norm after this bias would cancel a constant shift.
+        bias.add_(torch.linspace(-0.5, 0.5, bias.numel()))
+        try:
+            wrong = onnx_encoder.export_encoder(on_ort.encoder_model, "mean", embedder.tokenizer)
+        finally:
+            bias.copy_(saved)
+    monkeypatch.setattr(onnx_encoder, "_cached_graph", lambda *args: wrong)
+    with pytest.raises(ConfigError, match="differs from the torch encoder"):
+        MiniLMToxicityClassifier(embedder=embedder, runtime="onnx")
+    auto = MiniLMToxicityClassifier(embedder=embedder, runtime="auto")
+    assert auto.ort_encoder is None and auto.info()["runtime"] == {"runtime": "torch"}
+    assert "using torch" in caplog.text
+
+
+def test_old_graphs_are_pruned(tmp_path):
+    keep = tmp_path / "encoder-new.onnx"
+    keep.write_bytes(b"x")
+    olds = [tmp_path / f"encoder-old{i}.onnx" for i in range(onnx_encoder.KEEP_GRAPHS + 2)]
+    for i, old in enumerate(olds):
+        old.write_bytes(b"x")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))  # a higher i: used more recently
+    onnx_encoder._prune(tmp_path, keep=keep)
+    survivors = [p.name for p in olds[-(onnx_encoder.KEEP_GRAPHS - 1) :]]
+    assert sorted(p.name for p in tmp_path.glob("encoder-*.onnx")) == sorted(["encoder-new.onnx", *survivors])
+
+
+def test_runtime_choice(embedder, monkeypatch):
+    with pytest.raises(ConfigError, match="runtime must be one of"):
+        MiniLMToxicityClassifier(embedder=embedder, runtime="tensorrt")
+    # Without onnxruntime: auto quietly stays on torch, onnx says how to install it.
+    monkeypatch.setattr(onnx_encoder, "ort_available", lambda: False)
+    assert MiniLMToxicityClassifier(embedder=embedder).ort_encoder is None
+    with pytest.raises(MissingDependencyError, match=r"rai-harness\[onnx\]"):
+        MiniLMToxicityClassifier(embedder=embedder, runtime="onnx")
+
+
+def test_runtime_options_reach_the_classifier(monkeypatch):
+    seen = {}
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr("rai_harness.classifiers.toxicity_head.MiniLMToxicityClassifier", Recorder)
+    from_spec(ClassifierSpec(backend="minilm-toxicity", options={"runtime": "torch", "onnx_threads": 1}))
+    assert seen["runtime"] == "torch" and seen["onnx_threads"] == 1
+    with pytest.raises(ConfigError, match="unknown option"):
+        from_spec(ClassifierSpec(backend="minilm-toxicity", options={"runtimes": "torch"}))
