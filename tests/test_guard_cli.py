@@ -123,3 +123,16 @@ def test_audit_errors_exit_2(policy, tmp_path):
     assert result.exit_code == 2 and "line 1.label" in result.stderr
     result = runner.invoke(guard_app, ["audit", "-p", str(policy), "-d", str(data), "--label-field", "y"])
     assert result.exit_code == 2 and "missing field 'y'" in result.stderr
+
+
+def test_audit_table_fits_80_columns(policy, tmp_path):
+    # A CI log is 80 columns wide: rail names, headers and thresholds must be shown whole.
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\nyou idiot,1\nhello there,0\nwhat a moron,1\nnice day,0\n")
+    result = runner.invoke(guard_app, ["audit", "-p", str(policy), "-d", str(data)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "\u2026" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    for word in ("insult-in", "contacts-in", "precision", "recall", "ROC-AUC", "single p95 ms"):
+        assert word in result.stdout
+    assert "contacts-in: triggers at EMAIL >= 0.5, PHONE >= 0.5" in result.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -287,6 +288,24 @@ def providers(
         out_console.print()
 
 
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Give every command of ``typer_app`` (and its groups) its docstring as flowing paragraphs.
+
+    Typer's rich help keeps a docstring's single line breaks, so text wrapped at the source's
+    width came out broken mid-sentence at a terminal's ("only missing or" / "failed calls").
+    Paragraphs (blank-line separated) stay; double backticks become the single ones of the
+    rest of the help.
+    """
+    for info in typer_app.registered_commands:
+        doc = info.help or (inspect.getdoc(info.callback) if info.callback else None)
+        if doc:
+            paragraphs = (" ".join(p.split()) for p in doc.split("\n\n"))
+            info.help = "\n\n".join(paragraphs).replace("``", "`")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
 def _mount_subcommands() -> None:
     from rai_harness.cli_guard import guard_app
     from rai_harness.cli_suites import register as register_suites
@@ -312,6 +331,7 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+_reflow_help(app)
 
 
 def main() -> None:

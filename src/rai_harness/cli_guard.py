@@ -357,33 +357,39 @@ def _print_report(report: Any) -> None:
         f"{report.policy}: {report.stage} rails on {report.data_path} "
         f"(n={report.n}, positives={report.positives})"
     )
-    table = Table(title=title)
-    for column in ("rail", "action", "thresholds", "precision", "recall", "F1", "ROC-AUC"):
-        table.add_column(column)
-    for column in ("batched ms/text", "single p50 ms", "single p95 ms"):
-        table.add_column(column, justify="right")
+    # Two narrow tables and a line per rail's thresholds, not one of ten columns: at a CI
+    # log's 80 columns the wide table cut every header and most rail names to "toxi…".
+    quality = Table(title=title)
+    quality.add_column("rail", overflow="fold")
+    quality.add_column("action")
+    for column in ("precision", "recall", "F1", "ROC-AUC"):
+        quality.add_column(column, justify="right", no_wrap=True)
+    latency = Table(title="latency per text")
+    latency.add_column("rail", overflow="fold")
+    for column in ("batched ms", "single p50 ms", "single p95 ms"):
+        latency.add_column(column, justify="right", no_wrap=True)
     for rail in report.rails:
-        thresholds = ", ".join(f"{k}≥{v:g}" for k, v in rail.thresholds.items())
         m, lat = rail.metrics, rail.latency
-        table.add_row(
-            rail.rail,
-            rail.action,
-            thresholds,
-            _num(m.precision),
-            _num(m.recall),
-            _num(m.f1),
-            _num(m.roc_auc),
+        quality.add_row(
+            escape(rail.rail), rail.action, _num(m.precision), _num(m.recall), _num(m.f1), _num(m.roc_auc)
+        )
+        latency.add_row(
+            escape(rail.rail),
             _num(lat.batched_ms_per_text, ".2f"),
             _num(lat.single_p50_ms, ".2f"),
             _num(lat.single_p95_ms, ".2f"),
         )
     g = report.guard
-    table.add_row("(any rail)", "", "", _num(g.precision), _num(g.recall), _num(g.f1), "", "", "", "")
-    console.print(table)
+    quality.add_row("(any rail)", "", _num(g.precision), _num(g.recall), _num(g.f1), "")
+    console.print(quality)
+    for rail in report.rails:
+        thresholds = ", ".join(f"{k} >= {v:g}" for k, v in rail.thresholds.items())
+        console.print(f"  {rail.rail}: triggers at {thresholds}", highlight=False, markup=False)
+    console.print(latency)
     if report.rails:
         lat = report.rails[0].latency
         console.print(
-            f"batched ms/text: batches of {lat.batch_size}, total time / n; single: one text per call "
+            f"batched: batches of {lat.batch_size}, total time / n; single: one text per call "
             f"on {lat.single_n} evenly spaced texts (no micro-batching).",
             highlight=False,
         )
