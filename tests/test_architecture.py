@@ -314,3 +314,24 @@ def test_batch_window_finder_sees_both_former_batchers(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert _batch_window_loops(sample, tmp_path) == ["sample.py:2", "sample.py:5"]
+
+
+#: The hf-local package's modules, bottom floor first (see its ``__init__`` docstring).
+_HF_LOCAL_FLOORS = ("gguf", "config", "governor", "model", "generation", "shared", "provider")
+
+
+def test_hf_local_modules_import_only_the_floors_below() -> None:
+    # Module-level imports only: the config builds its provider through a function-level
+    # import, and shared.py names the provider under TYPE_CHECKING (neither runs at import).
+    folder = PACKAGE / "providers" / "hf_local"
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted([*_HF_LOCAL_FLOORS, "__init__"])
+    prefix = "rai_harness.providers.hf_local."
+    upward = []
+    for floor, name in enumerate(_HF_LOCAL_FLOORS):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
+                target = node.module.removeprefix(prefix)
+                if _HF_LOCAL_FLOORS.index(target) >= floor:
+                    upward.append(f"{name} imports {target}")
+    assert upward == []
