@@ -59,7 +59,7 @@ def text_sets(data_dir: Path) -> tuple[dict[str, list[str]], list[str]]:
     notes: list[str] = []
     if (data_dir / "davidson_hate_offensive").is_dir():
         from rai_harness.classifiers.toxicity_head import ToxicityHead
-        from rai_harness.classifiers.train import load_examples
+        from rai_harness.training.pipeline import load_examples
 
         seed = int(ToxicityHead.load().meta.get("seed", 0))
         rows, _ = load_examples(data_dir, seed=seed)

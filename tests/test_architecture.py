@@ -102,6 +102,13 @@ def test_suites_never_import_the_run_package() -> None:
     assert _offenders("suites", ("rai_harness.run",)) == []
 
 
+def test_runtime_packages_never_import_the_training_package() -> None:
+    # Training (corpora, fine-tuning, the model card) is offline work: the classifiers, the guard
+    # and the run load trained weights, never the code that made them.
+    for package in ("classifiers", "guardrails", "run", "suites", "providers"):
+        assert _offenders(package, ("rai_harness.training",)) == [], package
+
+
 def test_gate_and_report_never_import_the_run_package() -> None:
     assert _offenders("gate", ("rai_harness.run",)) == []
     assert _offenders("report", ("rai_harness.run",)) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rai_harness.classifiers import train
+from rai_harness.training import pipeline as train
 from rai_harness.guardrails import audit
 from rai_harness.stats.classification import binary_metrics, rank_codes, roc_auc, roc_auc_ranked
 

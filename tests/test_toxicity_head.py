@@ -20,7 +20,7 @@ from rai_harness.classifiers.toxicity_head import (
     ToxicityHead,
     normalize_for_model,
 )
-from rai_harness.classifiers.train import (
+from rai_harness.training.pipeline import (
     Example,
     TrainReport,
     assign_splits,
@@ -323,7 +323,7 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
     toxic, nice = clf.predict(["shut up you stupid idiot", "loved the garden today, thanks!"])
     assert toxic["toxic"] > nice["toxic"]
     # --evaluate re-scores the saved model through its fine-tuned layers: the same held-out numbers.
-    from rai_harness.classifiers.train import evaluate_toxicity_head
+    from rai_harness.training.pipeline import evaluate_toxicity_head
 
     again = evaluate_toxicity_head(tmp_path / "data", tmp_path / "ft", embedder=embedder, write=False)
     # (carried over from metrics.json, which rounds floats)
@@ -334,7 +334,7 @@ def test_training_with_fine_tuned_layers(tmp_path, embedder):
 
 
 def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embedder):
-    from rai_harness.classifiers.train import measure_baseline
+    from rai_harness.training.pipeline import measure_baseline
 
     _write_tiny_data(tmp_path / "data")
     for run, seed in (("old", 1), ("new", 2)):
@@ -407,7 +407,7 @@ def test_aae_pairs_dataset():
 def test_cli_train_app(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from rai_harness.classifiers import train
+    from rai_harness.training import pipeline as train
     from rai_harness.cli_train import train_app
 
     seen = {}

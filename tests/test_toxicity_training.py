@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
-from rai_harness.classifiers.train import Example, assign_splits, find_registers
+from rai_harness.training.pipeline import Example, assign_splits, find_registers
 from rai_harness.training.calibration import (
     ASSISTANT_KINDS,
     platt,

@@ -97,7 +97,7 @@ def toxicity_head(
     on two cores); the fine-tuned layers are written as ``encoder.safetensors`` beside the head.
     """
     from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
-    from rai_harness.classifiers.train import (
+    from rai_harness.training.pipeline import (
         default_cache_dir,
         evaluate_toxicity_head,
         summary_line,

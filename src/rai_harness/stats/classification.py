@@ -1,7 +1,7 @@
 """Binary classification metrics: confusion counts, precision, recall, F1 and ROC-AUC.
 
 The one implementation, used by the guard audit (:mod:`rai_harness.guardrails.audit`) and
-by the toxicity head's training report (:mod:`rai_harness.classifiers.train`), so both say
+by the toxicity head's training report (:mod:`rai_harness.training.pipeline`), so both say
 the same thing about the same predictions, edge cases included:
 
 * a rate whose denominator is zero is ``None`` (undefined), never ``0.0``: precision when

@@ -1,6 +1,6 @@
 """Loaders for the toxicity training sources beyond Davidson and ToxiGen.
 
-Each loader returns ``(text, toxic, hate, kind, split_key)`` tuples; :mod:`rai_harness.classifiers.train`
+Each loader returns ``(text, toxic, hate, kind, split_key)`` tuples; :mod:`rai_harness.training.pipeline`
 turns them into examples. ``kind`` is the register the text stands for (what the model card
 reports false-positive rates by); ``split_key`` groups texts that must land in the same split
 (one HolisticBias or assistant-register template, one QA item, one RTP document).

@@ -2,7 +2,7 @@
 
 Every number in the card is read from the metrics dict that the train command writes next
 to the head, so the card cannot drift from what was measured: re-running
-``rai train toxicity-head`` (or ``python -m rai_harness.classifiers.train --evaluate``)
+``rai train toxicity-head`` (or ``python -m rai_harness.training.pipeline --evaluate``)
 rewrites both. Sentences that interpret a number (is the AAE gap significant?) are chosen
 from the numbers too.
 """
@@ -663,7 +663,7 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
             if tuned
             else f" --finetune-layers 0 --sources {(m.get('data') or {}).get('sources', 'all')}"
         ),
-        "python -m rai_harness.classifiers.train --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
+        "python -m rai_harness.training.pipeline --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
         "```",
         "",
         "## References",

@@ -28,7 +28,7 @@
    (every number in the card comes from ``metrics.json``).
 
 Run it as ``rai train toxicity-head --data-dir ../shared/data --out <folder> --seed 0`` or
-``python -m rai_harness.classifiers.train``; ``--evaluate`` re-scores a saved head and
+``python -m rai_harness.training.pipeline``; ``--evaluate`` re-scores a saved head and
 rewrites its metrics and card without refitting.
 """
 
@@ -1067,7 +1067,7 @@ def measure_baseline(
         json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     metrics["baseline"] = baseline
-    from rai_harness.classifiers.toxicity_card import render_model_card
+    from rai_harness.training.card import render_model_card
 
     (head_dir / "metrics.json").write_text(
         json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -1222,7 +1222,7 @@ def _write_outputs(out: Path, report: TrainReport, write_card: bool) -> None:
         json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     if write_card:
-        from rai_harness.classifiers.toxicity_card import render_model_card
+        from rai_harness.training.card import render_model_card
 
         (out / "MODEL_CARD.md").write_text(render_model_card(report.to_dict()), encoding="utf-8")
     logger.info("wrote %s", out)
@@ -1294,7 +1294,7 @@ def evaluate_toxicity_head(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m rai_harness.classifiers.train [--evaluate] --data-dir ... --out ...``."""
+    """``python -m rai_harness.training.pipeline [--evaluate] --data-dir ... --out ...``."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Train or evaluate the minilm-toxicity head.")
