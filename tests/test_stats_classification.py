@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rai_harness.training import pipeline as train
 from rai_harness.guardrails import audit
 from rai_harness.stats.classification import binary_metrics, rank_codes, roc_auc, roc_auc_ranked
+from rai_harness.training import pipeline as train
 
 
 def test_roc_auc_equals_sklearn_with_ties_and_weights() -> None:

@@ -20,6 +20,7 @@ from rai_harness.classifiers.toxicity_head import (
     ToxicityHead,
     normalize_for_model,
 )
+from rai_harness.errors import ConfigError
 from rai_harness.training.pipeline import (
     Example,
     TrainReport,
@@ -28,7 +29,6 @@ from rai_harness.training.pipeline import (
     load_examples,
     train_toxicity_head,
 )
-from rai_harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -407,8 +407,8 @@ def test_aae_pairs_dataset():
 def test_cli_train_app(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from rai_harness.training import pipeline as train
     from rai_harness.cli_train import train_app
+    from rai_harness.training import pipeline as train
 
     seen = {}
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR
-from rai_harness.training.pipeline import Example, assign_splits, find_registers
 from rai_harness.training.calibration import (
     ASSISTANT_KINDS,
     platt,
@@ -22,6 +21,7 @@ from rai_harness.training.calibration import (
     summarize_kinds,
     threshold_for_fpr,
 )
+from rai_harness.training.pipeline import Example, assign_splits, find_registers
 from rai_harness.training.sources import SourceRow, _assistant_registers, _cap
 
 REPO = Path(__file__).resolve().parents[1]
