@@ -150,6 +150,7 @@ def test_cancelled_items_are_dropped_and_failed_ones_leave_or_are_ignored() -> N
 async def test_cancelling_an_awaiting_task_drops_its_queued_item() -> None:
     rec = Recorder()
     engine = _blocked(rec, max_wait_ms=0)
+
     async def call(item: str) -> str:
         return await asyncio.wrap_future(engine.submit(item))
 
