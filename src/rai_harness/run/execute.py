@@ -265,32 +265,11 @@ def plan_run(
     """
     file = str(config_path) if config_path else None
     base = Path(config_path).resolve().parent if config_path else None
-    if provider_ids:
-        known = {p.provider_id for p in config.providers}
-        for pid in provider_ids:
-            if pid not in known:
-                raise ConfigError(
-                    f"--provider {pid!r} is not in the config; its providers are: {', '.join(sorted(known))}",
-                    file=file,
-                )
-        config = config.model_copy(
-            update={"providers": [p for p in config.providers if p.provider_id in provider_ids]}
-        )
+    config = _select_providers(config, provider_ids, file)
     check_secrets(config, file=file, environ=environ)
     for p in config.providers:
         p.check_requirements()
-    if config.runner.engine == "ray":
-        from rai_harness.run.ray_engine import check_ray
-
-        check_ray(file=file)
-        if config.load is not None:
-            # A load profile schedules each call's start from one clock; the Ray engine's
-            # workers each run their own share, so the schedule would not hold.
-            raise ConfigError(
-                "a load profile runs in one process: use runner.engine local with `load`, or drop `load`",
-                file=file,
-                key_path="load",
-            )
+    _check_engine(config, file)
     table = (
         PriceTable.from_file(_abs(config.price_table, base)) if config.price_table else PriceTable.default()
     )
@@ -298,41 +277,13 @@ def plan_run(
     rows, datasets = _load_rows(config, base, file)
     if limit is not None:
         rows = rows[:limit]
-    repeats = config.prompts.repeats if config.prompts else 1
     suites = _plan_suites(config, base, file, limit)
     for ps in suites:
         datasets.extend(d for d in ps.data.datasets if d not in datasets)
-    plans = []
-    for i, raw in enumerate(config.providers):
-        cfg = _resolve_paths(raw, base)
-        try:
-            cfg.validate_files()
-        except ConfigError as exc:
-            raise ConfigError(
-                exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{i}]"
-            ) from exc
-        policy = _guard_policy(cfg, i, file)
-        price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
-        params = cfg.params.to_params()
-        requests = expand_requests(rows, params, repeats)
-        for ps in suites:
-            if cfg.provider_id in ps.providers:
-                requests.extend(_suite_requests(ps, params))
-        if config.load is not None:
-            try:
-                requests = requests_for(config.load, requests)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load"
-                ) from exc
-        plans.append(
-            ProviderPlan(
-                cfg,
-                price,
-                tuple(_seed_requests(requests, config.seed)),
-                guard_policy=policy,
-            )
-        )
+    plans = [
+        _plan_provider(config, i, raw, rows=rows, suites=suites, table=table, base=base, file=file)
+        for i, raw in enumerate(config.providers)
+    ]
     # Output folders are relative to the working directory, like every other CLI path.
     judges = plan_judges(config.judges, table, lambda c: _resolve_paths(c, base))
     out = Path(out_dir or config.output_dir or Path("reports") / config.name)
@@ -347,6 +298,74 @@ def plan_run(
         config_sha256=file_sha256(config_path) if config_path else None,
         secrets=tuple(secret_values(config, environ)),
     )
+
+
+def _select_providers(config: RunConfig, provider_ids: Sequence[str], file: str | None) -> RunConfig:
+    """The config narrowed to ``--provider`` ids (all providers when none are given)."""
+    if not provider_ids:
+        return config
+    known = {p.provider_id for p in config.providers}
+    for pid in provider_ids:
+        if pid not in known:
+            raise ConfigError(
+                f"--provider {pid!r} is not in the config; its providers are: {', '.join(sorted(known))}",
+                file=file,
+            )
+    return config.model_copy(
+        update={"providers": [p for p in config.providers if p.provider_id in provider_ids]}
+    )
+
+
+def _check_engine(config: RunConfig, file: str | None) -> None:
+    """Refuse, at plan time, an engine that is not installed or cannot run this config."""
+    if config.runner.engine != "ray":
+        return
+    from rai_harness.run.ray_engine import check_ray
+
+    check_ray(file=file)
+    if config.load is not None:
+        # A load profile schedules each call's start from one clock; the Ray engine's
+        # workers each run their own share, so the schedule would not hold.
+        raise ConfigError(
+            "a load profile runs in one process: use runner.engine local with `load`, or drop `load`",
+            file=file,
+            key_path="load",
+        )
+
+
+def _plan_provider(
+    config: RunConfig,
+    index: int,
+    raw: ProviderConfig,
+    *,
+    rows: list[PromptRow],
+    suites: Sequence[PlannedSuite],
+    table: PriceTable,
+    base: Path | None,
+    file: str | None,
+) -> ProviderPlan:
+    """One provider's frozen plan: files checked, guard policy resolved, price, seeded requests."""
+    cfg = _resolve_paths(raw, base)
+    try:
+        cfg.validate_files()
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.detail, file=exc.file or file, key_path=exc.key_path or f"providers[{index}]"
+        ) from exc
+    policy = _guard_policy(cfg, index, file)
+    price = table.resolve(cfg.kind, cfg.model, cfg.pricing)
+    params = cfg.params.to_params()
+    repeats = config.prompts.repeats if config.prompts else 1
+    requests = expand_requests(rows, params, repeats)
+    for ps in suites:
+        if cfg.provider_id in ps.providers:
+            requests.extend(_suite_requests(ps, params))
+    if config.load is not None:
+        try:
+            requests = requests_for(config.load, requests)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (provider {cfg.provider_id!r})", file=file, key_path="load") from exc
+    return ProviderPlan(cfg, price, tuple(_seed_requests(requests, config.seed)), guard_policy=policy)
 
 
 def _guard_policy(cfg: ProviderConfig, index: int, file: str | None) -> GuardPolicy | None:
