@@ -170,6 +170,19 @@ def minilm():
     return MiniLMEmbedder(device="cpu")
 
 
+def test_loading_a_local_model_draws_no_progress_bar_and_restores_the_switch(capfd):
+    # A guard built in an application (or `rai guard check`) must not print transformers'
+    # "Loading weights" bar on stderr; an application that turned the bars on keeps them on.
+    from transformers.utils import logging as hf_logging
+
+    from rai_harness.classifiers.embedding import MiniLMEmbedder
+
+    hf_logging.enable_progress_bar()
+    MiniLMEmbedder(device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def test_minilm_matches_sentence_transformers(minilm):
     from sentence_transformers import SentenceTransformer
 

@@ -12,7 +12,9 @@ run there are small.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rai_harness.errors import ConfigError
@@ -20,7 +22,7 @@ from rai_harness.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["quiet_progress_bars", "resolve_device", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,3 +103,22 @@ def resolve_dtype(device: torch.device, dtype: str | torch.dtype = "auto") -> to
     if device.type == "cpu" and resolved is not torch.float32:
         logger.warning("running %s on the CPU: usually slower than float32 and less accurate", resolved)
     return resolved
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide ``transformers``' tqdm bars (weights loading, GGUF conversion) while a local model loads.
+
+    Every local model (classifiers, embedders, ``hf-local``) loads through this, so a guard built
+    in an application, ``rai guard check`` or a run's progress display is not interleaved with a
+    "Loading weights" bar on stderr. The switch is process-wide, so it is restored only if it was on.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()

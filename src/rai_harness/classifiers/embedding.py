@@ -26,7 +26,7 @@ import numpy as np
 from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP, BatchEngine, aggregate_mean, prepare_model
 from rai_harness.classifiers.hf import ENGINE_OPTIONS, dtype_kwarg, library_versions, weights_fingerprint
-from rai_harness.device import resolve_device, resolve_dtype
+from rai_harness.device import quiet_progress_bars, resolve_device, resolve_dtype
 from rai_harness.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -136,12 +136,10 @@ class MiniLMEmbedder:
         self.name = name or ("minilm" if bundled else f"embedding:{model}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, dtype)
-        self.model = prepare_model(
-            AutoModel.from_pretrained(source, revision=revision, **dtype_kwarg(self.dtype)),
-            self.device,
-            self.dtype,
-        )
-        self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        with quiet_progress_bars():
+            loaded = AutoModel.from_pretrained(source, revision=revision, **dtype_kwarg(self.dtype))
+            self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        self.model = prepare_model(loaded, self.device, self.dtype)
         st_config = _read_json(source, "sentence_bert_config.json", revision) or {}
         self.pooling = self._pooling_mode(_read_json(source, "1_Pooling/config.json", revision))
         self.dim = int(self.model.config.hidden_size)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP, BatchEngine, aggregate_max, prepare_model
-from rai_harness.device import resolve_device, resolve_dtype
+from rai_harness.device import quiet_progress_bars, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -262,12 +262,13 @@ class HFClassifier(SequenceClassifier):
 
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(resolved_device, dtype)
-        hf_model = AutoModelForSequenceClassification.from_pretrained(
-            model, revision=revision, trust_remote_code=trust_remote_code, **dtype_kwarg(resolved_dtype)
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            model, revision=revision, trust_remote_code=trust_remote_code
-        )
+        with quiet_progress_bars():
+            hf_model = AutoModelForSequenceClassification.from_pretrained(
+                model, revision=revision, trust_remote_code=trust_remote_code, **dtype_kwarg(resolved_dtype)
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                model, revision=revision, trust_remote_code=trust_remote_code
+            )
         config = hf_model.config
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             # Decoder-style classifiers (GPT-2...) have no pad token; they find the last real

@@ -155,24 +155,6 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-@contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide ``transformers``' tqdm bars (weights loading, GGUF conversion) while loading.
-
-    They would cut through the CLI's own progress display; the load is logged instead.
-    The switch is process-wide, so it is restored only if it was on.
-    """
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _load_gguf_with_transformers(gguf_path: Path) -> tuple[Any, Any]:
     """Load a GGUF with ``transformers`` (dequantised to fp32): ``(model, tokenizer)``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

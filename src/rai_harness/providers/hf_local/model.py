@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rai_harness.device import quiet_progress_bars
 from rai_harness.device import resolve_device as _resolve_device
 from rai_harness.device import resolve_dtype as _resolve_dtype
 from rai_harness.providers.hf_local.config import HFLocalConfig
@@ -18,7 +19,6 @@ from rai_harness.providers.hf_local.gguf import (
     _EMBEDDED_PACKAGE,
     EMBEDDED_GGUF_FILE,
     GGUFLoader,
-    _quiet_progress_bars,
     _version,
     _version_tuple,
     convert_gguf,
@@ -131,7 +131,7 @@ def _load_locked(cfg: HFLocalConfig, gguf_loader: GGUFLoader | None) -> _Loaded:
     dtype = resolve_dtype(cfg.dtype, device)
     # transformers < 4.56 names the argument torch_dtype.
     dtype_arg = "dtype" if _version_tuple(_version("transformers")) >= (4, 56) else "torch_dtype"
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         path, kwargs, info = _resolve_source(cfg, gguf_loader)
         kwargs["trust_remote_code"] = cfg.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
