@@ -827,7 +827,7 @@ async def _size_workers(
             calls=calls,
             concurrency=pp.config.concurrency,
             load=plan.config.load,
-            policy=_retry_policy(plan, pp),
+            policy=RetryPolicy.for_provider(plan.config.runner, pp.config),
             rpm=pp.config.rpm,
         )
         log.info("%s: workers auto -> %d (%s)", pp.provider_id, sizing.workers, sizing.reason)
@@ -846,17 +846,6 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
         if _pending_calls(pp, journal, retry_failed) == 0:
             continue
         await provider.load()
-
-
-def _retry_policy(plan: RunPlan, pp: ProviderPlan) -> RetryPolicy:
-    settings = plan.config.runner
-    return RetryPolicy(
-        max_retries=pp.config.max_retries,
-        backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
-        max_retry_after_s=settings.max_retry_after_s,
-        timeout_s=pp.config.timeout_s,
-    )
 
 
 async def _generate_one(
@@ -878,7 +867,7 @@ async def _generate_one(
         "provider_identity": pp.identity,
         "concurrency": pp.config.concurrency,
         "rpm": pp.config.rpm,
-        "policy": _retry_policy(plan, pp),
+        "policy": RetryPolicy.for_provider(plan.config.runner, pp.config),
         "journal": journal,
         "price": pp.price,
         "secrets": plan.secrets,

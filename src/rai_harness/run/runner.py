@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rai_harness.errors import ProviderError, ProviderTimeoutError
 from rai_harness.load import Dispatch, LoadProfile, StagePlan, run_stage, stop_reason, summarize_stage
@@ -46,6 +46,10 @@ from rai_harness.providers.base import Provider
 from rai_harness.record.calls import CallError, CallRecord
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.types import ChatRequest, Generation
+
+if TYPE_CHECKING:
+    from rai_harness.config import RunnerSettings
+    from rai_harness.providers.base import ProviderConfig
 
 __all__ = [
     "LoopLagMonitor",
@@ -71,6 +75,17 @@ class RetryPolicy:
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 120.0
     timeout_s: float = 120.0
+
+    @classmethod
+    def for_provider(cls, settings: RunnerSettings, provider: ProviderConfig) -> RetryPolicy:
+        """The run's backoff settings with the provider's (or judge's) own retry count and timeout."""
+        return cls(
+            max_retries=provider.max_retries,
+            backoff_base_s=settings.backoff_base_s,
+            backoff_max_s=settings.backoff_max_s,
+            max_retry_after_s=settings.max_retry_after_s,
+            timeout_s=provider.timeout_s,
+        )
 
 
 def backoff_delay(
