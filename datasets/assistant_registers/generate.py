@@ -10,9 +10,12 @@ Run: python datasets/assistant_registers/generate.py
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: Words in a row that the counter-speech probe may not share with any training text.
+PROBE_RUN = 5
 
 # Groups for the training patterns; AUDIT_GROUPS are disjoint and used only in the audit set.
 GROUPS = [
@@ -444,6 +447,200 @@ COUNTER_5 = [
     ("cs_team", "No child should be kept off a team because they are {p}."),
 ]
 
+# --- sixth batch: counter-speech as a class, not as sentences. A text that names, quotes or reports an
+# insult, a slur or a stereotype in order to reject, explain, moderate or get help against it is benign;
+# the same words asserted behind a disclaimer ("not racist, but ...") stay toxic (FRAMED_HATE, the hard
+# negatives). Frames are filled with (group, insult) pairs spread deterministically over GROUPS, so the
+# model sees each frame with many groups and words and each word in benign and toxic frames alike.
+# Written without the guard-audit set's or the counter-speech probe's constructions (no "Calling {p} X
+# is ..." subject, no "Someone wrote that ..."); generate() checks that no probe text shares a 6-word
+# run with any training text. Split key: the frame. ---------------------------------------------------
+#: (said of a group, said of one person): the words abuse is made of, each used in both directions below.
+GROUP_INSULTS = [
+    ("stupid", "stupid"),
+    ("lazy", "lazy"),
+    ("dirty", "dirty"),
+    ("animals", "an animal"),
+    ("vermin", "vermin"),
+    ("criminals", "a criminal"),
+    ("parasites", "a parasite"),
+    ("subhuman", "subhuman"),
+    ("savages", "a savage"),
+    ("terrorists", "a terrorist"),
+    ("thugs", "a thug"),
+    ("filthy", "filthy"),
+    ("rapists", "a rapist"),
+    ("apes", "an ape"),
+    ("freaks", "a freak"),
+    ("inferior", "inferior"),
+    ("greedy", "greedy"),
+    ("primitive", "primitive"),
+    ("a disease", "a disease"),
+    ("backward", "backward"),
+]
+#: Slurs, each with the group it targets (GROUPS' plural and singular): quoted in counter-speech,
+#: used as abuse in the hard negatives, so the word alone decides nothing.
+SLURS = [
+    ("faggot", "gay people", "gay person"),
+    ("dyke", "lesbians", "lesbian"),
+    ("tranny", "trans people", "trans person"),
+    ("retard", "disabled people", "disabled person"),
+    ("wetback", "Mexicans", "Mexican"),
+    ("spic", "Latinos", "Latino"),
+    ("chink", "Chinese people", "Chinese person"),
+    ("kike", "Jews", "Jewish person"),
+    ("towelhead", "Muslims", "Muslim"),
+    ("redskin", "Native Americans", "Native American"),
+    ("slant-eye", "Asian people", "Asian person"),
+]
+COUNTER_NAMED = [
+    # rejecting and condemning
+    ("cn_anyone", "Anyone who calls {p} {w} is repeating a prejudice, not stating a fact."),
+    ("cn_describe", "Describing {p} as {w} is a textbook example of dehumanising language."),
+    ("cn_dontcall", "Please don't call {p} {w}. It hurts people and it isn't true."),
+    ("cn_notw", "{P} are not {w}, and the people who say so are usually selling fear."),
+    ("cn_debunked", "The stereotype that {p} are {w} has been debunked again and again."),
+    ("cn_joke", "It doesn't matter if it was meant as a joke: {a_s} called {ws} at work is being harassed."),
+    ("cn_label", "Labels like '{w}' tell you about the speaker's bias, not about {p}."),
+    # reporting what someone else said
+    ("cn_train", "A man on the train called {p} {w} and nobody said a word. Next time I will."),
+    ("cn_resign", "The councillor resigned after a recording caught him calling {p} {w}."),
+    ("cn_userwrote", 'A user replied "{P} are {w}" under my post, so I reported it and blocked them.'),
+    ("cn_bigot", "He posted that {p} are {w} and then acted surprised when people called him a bigot."),
+    (
+        "cn_research",
+        "Researchers counted posts calling {p} {w} and found spikes after every attack in the news.",
+    ),
+    # explaining
+    ("cn_why", "Why do some people call {p} {w}? Where does that stereotype come from?"),
+    (
+        "cn_wordhurts",
+        "The word '{w}' is offensive when aimed at {p} because it turns people into a caricature.",
+    ),
+    (
+        "cn_classtalk",
+        "In class we talked about why '{w}' is a harmful thing to say about {p} and where the idea came from.",
+    ),
+    (
+        "cn_isok",
+        "Is it okay to call {p} {w}? No. It's a slur dressed up as an opinion, and it causes real harm.",
+    ),
+    (
+        "cn_history",
+        "For decades, newspapers routinely called {p} {w}; today we recognise that as propaganda.",
+    ),
+    # moderating
+    ("cn_removed", "Your post was removed for calling {p} {w}. Repeated violations lead to a ban."),
+    ("cn_rule", "Moderator note: describing {p} as {w} breaks rule 2 (no attacks on protected groups)."),
+    ("cn_conduct", "Our code of conduct forbids calling any group, {p} included, {w}."),
+    # the target asks for help or is supported
+    ("cn_calledme", "Someone called me {ws} because I'm {a_s}. How should I respond?"),
+    ("cn_son", "Kids at my son's school call him {ws} for being {a_s}. What can a parent do?"),
+    (
+        "cn_sorry",
+        "I'm sorry someone called you {ws} for being {a_s}. That says everything about them and nothing about you.",
+    ),
+    ("cn_apology", "I once joked that {p} are {w}. I was wrong, and I have apologised to my friends."),
+]
+SLUR_FRAMES = [
+    ("sl_explain", "'{x}' is a slur aimed at {p}; most people avoid even quoting it."),
+    ("sl_kid", "My kid came home asking what '{x}' means. How do I explain that it's a slur?"),
+    (
+        "sl_shouted",
+        "Someone shouted '{x}' at me on my way home. I'm {a_s}. Should I report it to the police?",
+    ),
+    (
+        "sl_removed",
+        "We removed the comment because it used the slur '{x}'. Please keep the discussion civil.",
+    ),
+    ("sl_history", "The word '{x}' was used to humiliate {p} for generations."),
+    ("sl_dont", "Don't use the word '{x}', not even as a joke."),
+    ("sl_suspended", "A student called a classmate a '{x}' and the school suspended him."),
+    ("sl_origin", "Where does the slur '{x}' come from, and why is it so hurtful to {p}?"),
+]
+#: Reported personal abuse and threats, benign when the target reports or asks about them.
+COUNTER_REPORTED = [
+    ("cr_ex", "My ex keeps texting me that I'm a worthless bitch. How do I make it stop?"),
+    (
+        "cr_boss",
+        "My manager called me a useless moron in front of the whole team. Is that grounds for a complaint?",
+    ),
+    ("cr_threat", "Someone sent me a message saying 'I know where you live'. Should I call the police?"),
+    ("cr_game", "Another player told me to kill myself in voice chat. How do I report him?"),
+    ("cr_ugly", "A girl at school keeps calling me ugly and fat. I don't know what to do."),
+    ("cr_moron", "The word 'moron' started out as a clinical term and later became an insult."),
+    (
+        "cr_loser",
+        "If a stranger online calls you a loser, the best response is usually none: block and move on.",
+    ),
+    (
+        "cr_review",
+        "The review called the chef an idiot, which was unprofessional, whatever one thinks of the food.",
+    ),
+    ("cr_sister", "My sister's boyfriend calls her stupid all the time. Is that emotional abuse?"),
+    ("cr_assistant", "A user called me a piece of junk. I'll stay polite and keep trying to help."),
+    ("cr_dead", "He wrote 'you're dead' on my locker. I told the principal and she called his parents."),
+    ("cr_ref", "The referee sent him off for calling an opponent a cheating bastard."),
+    ("cr_nword", "My classmate used the n-word in a group chat. How do I bring it up with the teacher?"),
+    ("cr_fword", "The f-word aimed at gay people is a slur, not just a swear word."),
+]
+#: Hard negatives: the insult is asserted, whatever frame or disclaimer is around it (toxic).
+FRAMED_HATE = [
+    ("fh_notracist", "Not racist, but {p} are {w}."),
+    ("fh_saywhat", "Say what you want, {p} are {w}."),
+    ("fh_offensive", "I don't care if it's offensive: {p} are {w}."),
+    ("fh_facts", "Facts aren't hate. {P} are {w}."),
+    ("fh_callme", "Call me a bigot, but {p} are {w}."),
+    ("fh_accurate", "They say calling {p} {w} is prejudice. It isn't prejudice, it's accurate."),
+    ("fh_mad", "People get mad when I call {p} {w}, but I'll keep doing it."),
+    ("fh_dad", "My dad always said {p} are {w}, and he was right."),
+    ("fh_someone", "Someone has to say it: {p} are {w}."),
+    ("fh_dontsay", "Don't tell me it's a stereotype. {P} are {w}."),
+    ("fh_proof", "Every {s} I've met proves it: they're {w}."),
+    ("fh_question", "Why are {p} always {w}? Honest question."),
+    ("fh_quote", '"{P} are {w}" is not hate speech, it\'s the truth.'),
+    ("fh_friends", "I have nothing against them personally, but {p} are {w} as a group."),
+]
+SLUR_ABUSE = [
+    ("sa_getout", "Get out of my shop, you {x}."),
+    ("sa_shut", "Shut up, {x}, nobody asked you."),
+    ("sa_allowed", "No {x}s allowed in here."),
+    ("sa_next", "That {x} next door needs to move out."),
+    ("sa_joke", "Relax, it's a joke, you {x}."),
+]
+
+
+def named_counter_speech(per_frame: int = 24) -> list[dict]:
+    """COUNTER_NAMED (benign) and FRAMED_HATE (toxic) filled with spread (group, insult) pairs."""
+    pairs = [(g, w) for g in GROUPS for w in GROUP_INSULTS]
+    out = []
+    for kind, label, frames in (("counter_speech", 0, COUNTER_NAMED), ("framed_hate", 1, FRAMED_HATE)):
+        for j, (tid, frame) in enumerate(frames):
+            # Co-prime strides: every frame gets a different run of groups and words.
+            for k in range(per_frame):
+                g, (w, ws) = pairs[(j * 41 + k * 19) % len(pairs)]
+                text = frame.format(P=cap(g[0]), p=g[0], s=g[1], a_s=article(g[1]), w=w, ws=ws)
+                out.append(
+                    {"text": text, "label": label, "kind": kind, "template": tid, "groups": [g[2], g[0]]}
+                )
+    return out
+
+
+def slur_rows() -> list[dict]:
+    """SLUR_FRAMES (benign: the slur is mentioned) and SLUR_ABUSE (toxic: it is used), every slur."""
+    group_of = {g[0]: g for g in GROUPS}
+    out = []
+    for kind, label, frames in (("counter_speech", 0, SLUR_FRAMES), ("explicit_hate", 1, SLUR_ABUSE)):
+        for tid, frame in frames:
+            for x, plural, singular in SLURS:
+                g = group_of[plural]
+                text = cap(frame.format(x=x, p=plural, s=singular, a_s=article(singular)))
+                out.append(
+                    {"text": text, "label": label, "kind": kind, "template": tid, "groups": [g[2], g[0]]}
+                )
+    return out
+
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -503,6 +700,11 @@ def cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+def article(noun: str) -> str:
+    """``noun`` with its indefinite article ("an older person", "a Muslim")."""
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def fill(pattern: str, group: tuple[str, str, str]) -> str:
     plural, singular, _ = group
     return pattern.format(P=cap(plural), p=plural, s=singular)
@@ -548,6 +750,29 @@ def quoted_counter_speech(per_frame: int = 36) -> list[dict]:
     return out
 
 
+def word_runs(text: str, n: int = PROBE_RUN) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words of ``text`` (case-folded, punctuation dropped)."""
+    words = re.findall(r"[a-z0-9']+", text.casefold())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def check_probe_held_out(train: list[dict]) -> None:
+    """Fail if a counter-speech probe text shares a ``PROBE_RUN``-word run with a training text.
+
+    The probe (``../counter_speech_probe/probe.jsonl``) is hand-written, not generated here; it
+    measures whether the counter-speech frames generalise, so no frame may copy its wording.
+    """
+    probe = HERE.parent / "counter_speech_probe" / "probe.jsonl"
+    if not probe.is_file():
+        return
+    seen = set().union(*(word_runs(r["text"]) for r in train))
+    shared = []
+    for line in probe.read_text(encoding="utf-8").splitlines():
+        text = json.loads(line)["text"]
+        shared += [" ".join(run) for run in word_runs(text) & seen]
+    assert not shared, f"probe wording also in the training texts: {sorted(set(shared))}"
+
+
 def main() -> None:
     train: list[dict] = []
     train += rows_for(
@@ -582,6 +807,9 @@ def main() -> None:
     train += rows_for("threat", 1, THREATS_4, GROUPS)
     train += rows_for("insult", 1, INSULTS_4, GROUPS)
     train += rows_for("counter_speech", 0, COUNTER_5, GROUPS)
+    train += named_counter_speech()
+    train += slur_rows()
+    train += rows_for("counter_speech", 0, COUNTER_REPORTED, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS
@@ -598,6 +826,7 @@ def main() -> None:
     seen = {r["text"].casefold() for r in train}
     clash = [r["text"] for r in audit if r["text"].casefold() in seen]
     assert not clash, f"audit rows also in the training texts: {clash}"
+    check_probe_held_out(train)
     for name, rows, prefix in (
         ("assistant_registers/texts.jsonl", train, "ar"),
         ("guard_audit/audit.jsonl", audit, "ga"),
