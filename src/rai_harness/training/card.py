@@ -705,6 +705,11 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         "python -m rai_harness.training.pipeline --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
         "```",
         "",
+        "The compared heads are re-measured on a new run's held-out texts with "
+        "`rai_harness.training.pipeline.measure_baseline(<head dir>, <this folder>, <data dir>, threshold=..., "
+        "description=..., role='baseline' | 'previous')` (writes `baseline.json` / `previous.json`, rewrites the "
+        "metrics and this card).",
+        "",
         "## References",
         "",
         "- Davidson, Warmsley, Macy, Weber. *Automated Hate Speech Detection and the Problem of Offensive Language.* ICWSM 2017.",
