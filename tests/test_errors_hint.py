@@ -6,7 +6,14 @@ import pytest
 
 from rai_harness.errors import close_names, closest, did_you_mean
 
-METRICS = ["latency_p50_s", "latency_p95_s", "ttft_p95_s", "cost_usd", "expected_max_toxicity", "toxic_fraction"]
+METRICS = [
+    "latency_p50_s",
+    "latency_p95_s",
+    "ttft_p95_s",
+    "cost_usd",
+    "expected_max_toxicity",
+    "toxic_fraction",
+]
 
 
 @pytest.mark.parametrize(
