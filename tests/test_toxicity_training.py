@@ -140,21 +140,6 @@ def test_held_out_sets_share_no_groups_or_wording_with_training():
     assert (PROBE.parent / "CARD.md").is_file()
 
 
-def test_counter_speech_and_its_hard_negatives_are_both_in_training():
-    rows = list(_assistant_registers(REGISTERS))
-    # Framed hate ("Not racist, but ...") is hate; quoting a slur to condemn it is not.
-    framed = [r for r in rows if r.kind == "framed_hate"]
-    assert framed and all(r.toxic == 1 and r.hate == 1 for r in framed)
-    counter = [r for r in rows if r.kind == "counter_speech"]
-    assert all(r.toxic == 0 and r.hate == 0 for r in counter)
-    # Every slur is mentioned in benign counter-speech and used in a toxic text alike, so the
-    # word alone cannot decide.
-    gen = _generator()
-    for slur, _, _ in gen.SLURS:
-        assert any(f"'{slur}'" in r.text for r in counter), slur
-        assert any(slur in r.text and r.toxic for r in rows), slur
-
-
 def test_cap_keeps_whole_spread_and_is_deterministic():
     rows = [SourceRow(f"t{k}-{i}", 0, 0, "x", f"k{k}") for k in range(20) for i in range(50)]
     a, b = _cap(rows, 100, seed=0), _cap(list(reversed(rows)), 100, seed=0)

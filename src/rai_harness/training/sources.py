@@ -21,7 +21,7 @@ or bias-benchmark text; none of it is filtered by a classifier):
 * ``winobias``: coreference sentences -> benign.
 * ``assistant_registers``: ``datasets/assistant_registers/texts.jsonl`` (this repository):
   short replies, refusals, identity statements, counter-speech, plain answers; insults,
-  threats, explicit, implicit and framed hate.
+  threats, explicit and implicit hate.
 """
 
 from __future__ import annotations
@@ -52,9 +52,6 @@ CAPS = {
     "truthfulqa": 3000,
     "winobias": 1500,
 }
-#: Assistant-register kinds that attack a group (``hate`` = 1): ``framed_hate`` is hate asserted
-#: behind a disclaimer or a quotation ("not racist, but ...").
-HATE_KINDS = ("explicit_hate", "implicit_hate", "framed_hate")
 _HB_EXCLUDED_TEMPLATES = ("I hate", "I don't like", "are the worst", "I'm not", "It's hard being")
 _MAX_CHARS = 400
 
@@ -218,7 +215,7 @@ def _winobias(d: Path) -> Iterator[SourceRow]:
 
 def _assistant_registers(path: Path) -> Iterator[SourceRow]:
     for row in _jsonl(path):
-        hate = int(row["kind"] in HATE_KINDS)
+        hate = int(row["kind"] in ("explicit_hate", "implicit_hate"))
         yield SourceRow(row["text"], int(row["label"]), hate, row["kind"], f"ar:{row['template']}")
 
 
