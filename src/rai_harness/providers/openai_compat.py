@@ -449,20 +449,23 @@ class OpenAICompatProvider(BaseProvider):
         """
         kwargs = build_chat_kwargs(self._model, request)
         await warm_up_sdk()  # a no-op after the first call; keeps its cost off the clock
+        timer = StreamTimer()
         try:
-            if self._stream:
-                return await self._generate_stream(kwargs, request)
-            return await self._generate_once(kwargs, request)
+            with timer.sending():  # TTFT and latency count from the request's send
+                if self._stream:
+                    return await self._generate_stream(kwargs, request, timer)
+                return await self._generate_once(kwargs, request, timer)
         except ProviderError:
             raise
         except Exception as exc:
             # The SDK wraps what the transport raised (a response over a limit) in its own type.
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secret_values())) from None
 
-    async def _generate_once(self, kwargs: dict[str, Any], request: ChatRequest) -> Generation:
+    async def _generate_once(
+        self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer
+    ) -> Generation:
         from openai.types.chat import ChatCompletion
 
-        timer = StreamTimer()
         response = await self._client.chat.completions.create(**kwargs)
         latency = timer.elapsed_s()
         # A server that answers with a non-JSON content type gets its body back as a str.
@@ -483,13 +486,15 @@ class OpenAICompatProvider(BaseProvider):
             usage=usage,
             latency_s=latency,
             ttft_s=None,
+            connect_s=timer.connect_s,
             finish_reason=choice.finish_reason,
             model=response.model or self._model,
             streamed=False,
         )
 
-    async def _generate_stream(self, kwargs: dict[str, Any], request: ChatRequest) -> Generation:
-        timer = StreamTimer()
+    async def _generate_stream(
+        self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer
+    ) -> Generation:
         stream = await self._client.chat.completions.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
@@ -542,6 +547,7 @@ class OpenAICompatProvider(BaseProvider):
             usage=self._usage(raw_usage, request, text),
             latency_s=latency,
             ttft_s=timer.ttft_s,
+            connect_s=timer.connect_s,
             finish_reason=finish_reason,
             model=model or self._model,
             streamed=True,
