@@ -174,7 +174,9 @@ async def test_workers_follow_a_poisson_profile_on_one_shared_clock(fake_server,
     assert stage.offered_rps == pytest.approx(event_rate(expected))
 
 
-async def test_a_sweep_over_two_workers_stops_at_the_first_saturated_rate(fake_server, tmp_path: Path) -> None:
+async def test_a_sweep_over_two_workers_stops_at_the_first_saturated_rate(
+    fake_server, tmp_path: Path
+) -> None:
     # Capacity: an in-flight cap of 4 (2 per worker) over 50 ms calls -> at most ~80 req/s, so
     # the 400 req/s stage saturates and the 800 req/s one is never started. The low rates are
     # far below it, and the stop rule is loose (50% of the offered rate) for a busy machine.

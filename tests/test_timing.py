@@ -57,7 +57,9 @@ def _client(inner: SlowConnect) -> Any:
 
 def _providers(inner: SlowConnect) -> dict[str, Any]:
     return {
-        "httpx": LeanOpenAIProvider(base_url="http://127.0.0.1:9/v1", api_key=None, model="m", http_client=_client(inner)),
+        "httpx": LeanOpenAIProvider(
+            base_url="http://127.0.0.1:9/v1", api_key=None, model="m", http_client=_client(inner)
+        ),
         "sdk": OpenAICompatProvider(
             openai.AsyncOpenAI(
                 api_key="k", base_url="http://127.0.0.1:9/v1", max_retries=0, http_client=_client(inner)
@@ -86,7 +88,9 @@ async def test_ttft_and_latency_count_from_the_send_and_the_wait_is_connect_s(pa
 
 
 async def test_the_runner_records_connect_s_beside_ttft(fake_server, tmp_path) -> None:
-    cfg = OpenAIConfig(kind="openai", model="m", base_url=fake_server.base_url, api_key_env=None, concurrency=4)
+    cfg = OpenAIConfig(
+        kind="openai", model="m", base_url=fake_server.base_url, api_key_env=None, concurrency=4
+    )
     provider = cfg.build()
     requests = [ChatRequest.from_prompt(f"s{i}", f"prompt {i}") for i in range(8)]
     journal = Journal(tmp_path / "j.sqlite")

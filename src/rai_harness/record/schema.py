@@ -230,9 +230,12 @@ class ProviderSummary(BaseModel):
     finish_reasons: dict[str, int] = Field(default_factory=dict)
     usage: UsageSummary
     latency_s: Distribution = Field(
-        ..., description="Request sent to last byte, seconds (from the call's start where the send is not seen)."
+        ...,
+        description="Request sent to last byte, seconds (from the call's start where the send is not seen).",
     )
-    ttft_s: Distribution = Field(..., description="Request sent to first content token, seconds (streamed calls).")
+    ttft_s: Distribution = Field(
+        ..., description="Request sent to first content token, seconds (streamed calls)."
+    )
     connect_s: Distribution | None = Field(
         None,
         description="Call start to request sent, seconds: taking or opening a pooled connection "
