@@ -128,7 +128,7 @@ class LeanOpenAIProvider(BaseProvider):
         http_client: Any = None,
     ) -> None:
         self._limits = limits or ResponseLimits()
-        self._client = http_client or make_http_client(concurrency, timeout_s, limits=self._limits)
+        self._client = http_client or make_http_client(concurrency, timeout_s, limits=self._limits, sdk=False)
         self._base_url = base_url.rstrip("/")
         self._url = self._base_url + "/chat/completions"
         self._model = model

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rai_harness.errors import ProviderError, ProviderTimeoutError
-from rai_harness.load import Dispatch, LoadProfile, StagePlan, run_stage, stop_reason, summarize_stage
+from rai_harness.load import Dispatch, LoadProfile, StagePlan, run_stage
 from rai_harness.pricing import ResolvedPrice, token_cost
 from rai_harness.providers.base import Provider
 from rai_harness.record.calls import CallError, CallRecord
@@ -512,6 +512,10 @@ async def run_profile(
         # A warm-up by duration stops early: the calls it did not start go to the next stage.
         position = min(unstarted) if unstarted else end
         if profile.profile == "sweep" and not stage.warmup:
+            # Imported here: the summaries pull the run record's schema and scipy, which a worker
+            # process (rai_harness.run.shards imports this module) never needs.
+            from rai_harness.load.summary import stop_reason, summarize_stage
+
             mine = [
                 r
                 for r in results[start:position]
