@@ -120,15 +120,15 @@ def test_a_timer_without_a_marked_send_counts_from_its_start() -> None:
 
 
 def test_frozen_heap_nests_and_unfreezes_only_at_the_outermost_exit() -> None:
-    base = gc.get_freeze_count()
-    assert base == 0  # nothing else in the test process freezes the heap
+    base = gc.get_freeze_count()  # 0 unless a block is open elsewhere in the process
     with frozen_heap():
-        outer = gc.get_freeze_count()
-        assert outer > 0
+        assert gc.get_freeze_count() > 0
         with frozen_heap():
-            assert gc.get_freeze_count() >= outer
-        assert gc.get_freeze_count() >= outer  # the inner exit leaves the outer block's freeze
-    assert gc.get_freeze_count() == 0
+            assert gc.get_freeze_count() > 0
+        # The inner exit leaves the outer block's freeze (the count itself may shrink a little:
+        # frozen objects freed by reference counting leave the permanent generation).
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == base
 
 
 async def test_generate_calls_keeps_the_heap_frozen_while_calls_run() -> None:
@@ -141,6 +141,7 @@ async def test_generate_calls_keeps_the_heap_frozen_while_calls_run() -> None:
             return Generation(text="ok", usage=Usage(1, 1), latency_s=0.0)
 
     requests = [ChatRequest.from_prompt(f"s{i}", f"p{i}") for i in range(5)]
+    base = gc.get_freeze_count()
     records = await generate_calls(Probe(), requests, provider_id="p", provider_identity={}, concurrency=2)
     assert len(records) == 5 and len(seen) == 5 and all(count > 0 for count in seen)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == base
