@@ -44,7 +44,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import httpx
 
@@ -201,6 +201,9 @@ class ServeConfig:
             error event), never with unchecked text.
         stream_buffer_chars: Longest text the streaming guard holds back waiting for a
             sentence end (see :mod:`rai_harness.guardrails.streaming`).
+        check_tool_definitions: Run the input rails on the descriptions in ``tools`` and
+            ``functions`` too (see ``_tool_definition_segments``); off only for applications
+            whose every tool definition is their own.
     """
 
     upstream_url: str | None = None
@@ -214,6 +217,7 @@ class ServeConfig:
     retry_after_s: int = 1
     request_timeout_s: float = 60.0
     stream_buffer_chars: int = DEFAULT_MAX_BUFFER_CHARS
+    check_tool_definitions: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -466,23 +470,28 @@ class _HTTPError(Exception):
 class _Segment(NamedTuple):
     """One checked text of a request: where it sits and what it says."""
 
-    message: int
+    message: int  # index into ``messages``; TOOL_DEFINITION for a tool definition's text
     part: int | None  # index into a content-parts list; None otherwise
     role: str
     text: str
-    path: tuple[str | int, ...] = ("content",)  # keys from the message down to the text
+    # Keys from the message (a tool definition: from the request body) down to the text.
+    path: tuple[str | int, ...] = ("content",)
 
     @property
     def field(self) -> str:
         """The path as one string, e.g. ``content``, ``content[1].text``, ``tool_calls[0].function.arguments``."""
-        out = ""
-        for key in self.path:
-            out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
-        return out
+        return _field_of(self.path)
 
 
 #: Content-part types whose text the rails check (the key holding it).
 _TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+
+#: ``_Segment.message`` of a text from a tool definition (not from a message).
+TOOL_DEFINITION = -1
+
+#: Deepest nesting of a tool's parameter schema searched for descriptions. Real schemas are a
+#: few levels deep; a deeper one is refused (400) rather than passed on partly unchecked.
+_MAX_SCHEMA_DEPTH = 32
 
 
 def _verdict(result: GuardResult) -> dict[str, Any]:
@@ -571,6 +580,85 @@ def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_
     return out
 
 
+def _tool_definition_segments(body: Mapping[str, Any]) -> list[_Segment]:
+    """The descriptions in the tools offered to the model (``tools``, legacy ``functions``).
+
+    A tool's description, and every ``description`` in its parameter schema, goes into the
+    model's context as instructions, and often does not come from the application's own
+    authors (MCP servers, plugin catalogues): a poisoned description is a prompt injection
+    the user never sees. So they go through the input rails like any message. Names, types
+    and enums are identifiers, not prose, and are left alone (redacting them would break the
+    schema). A definition of a shape the guard cannot read is refused (400), as elsewhere.
+    """
+    out: list[_Segment] = []
+    for key in ("tools", "functions"):
+        definitions = body.get(key)
+        if definitions is None:
+            continue
+        if not isinstance(definitions, list):
+            raise _bad_message(key, "must be a list")
+        for j, item in enumerate(definitions):
+            where: tuple[str | int, ...] = (key, j)
+            if key == "tools":
+                kind = item.get("type") if isinstance(item, Mapping) else None
+                if not isinstance(kind, str) or not isinstance(item.get(kind), Mapping):
+                    raise _bad_message(
+                        f"{key}[{j}]", "must be an object with a `type` and an object under that key"
+                    )
+                item, where = item[kind], (key, j, kind)
+            elif not isinstance(item, Mapping):
+                raise _bad_message(f"{key}[{j}]", "must be an object")
+            out.extend(_schema_descriptions(item, where))
+    return out
+
+
+def _schema_descriptions(root: Mapping[str, Any], path: tuple[str | int, ...]) -> list[_Segment]:
+    """Every string under a ``description`` key in ``root``, depth-first, without recursion."""
+    out: list[_Segment] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(root, path)]
+    while stack:
+        node, where = stack.pop()
+        if len(where) - len(path) > _MAX_SCHEMA_DEPTH:
+            raise _bad_message(_field_of(path), f"nests deeper than {_MAX_SCHEMA_DEPTH} levels")
+        children: list[tuple[Any, tuple[str | int, ...]]] = []
+        if isinstance(node, Mapping):
+            for name, value in node.items():
+                if name == "description" and isinstance(value, str):
+                    if value:
+                        out.append(_Segment(TOOL_DEFINITION, None, "", value, (*where, name)))
+                elif isinstance(value, Mapping | list):
+                    children.append((value, (*where, name)))
+        elif isinstance(node, list):
+            children.extend(
+                (value, (*where, i)) for i, value in enumerate(node) if isinstance(value, Mapping | list)
+            )
+        stack.extend(reversed(children))  # keep document order
+    return out
+
+
+def _field_of(path: Sequence[str | int]) -> str:
+    """A path as one string, e.g. ``content[1].text`` or ``tools[0].function.description``."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+    return out
+
+
+def _redacted_tools(
+    body: Mapping[str, Any], segments: Sequence[_Segment], results: Sequence[GuardResult]
+) -> dict[str, Any]:
+    """The top-level tool fields (``tools``, ``functions``) that had a text redacted, as copies."""
+    out: dict[str, Any] = {}
+    for segment, result in zip(segments, results, strict=True):
+        if segment.message != TOOL_DEFINITION or result.redacted_text == segment.text:
+            continue
+        key = cast(str, segment.path[0])
+        if key not in out:
+            out[key] = copy.deepcopy(body[key])
+        _set_path(out[key], segment.path[1:], result.redacted_text)
+    return out
+
+
 def _set_path(holder: Any, path: Sequence[str | int], value: Any) -> None:
     for key in path[:-1]:
         holder = holder[key]
@@ -583,7 +671,7 @@ def _redacted_messages(
     """``messages`` with each redacted text replaced; unchanged messages are the same objects."""
     out = list(messages)
     for segment, result in zip(segments, results, strict=True):
-        if result.redacted_text == segment.text:
+        if segment.message == TOOL_DEFINITION or result.redacted_text == segment.text:
             continue
         if out[segment.message] is messages[segment.message]:
             out[segment.message] = copy.deepcopy(messages[segment.message])
@@ -1053,12 +1141,21 @@ class GuardService:
                 400, "streaming with n > 1 is not supported by the guard proxy", "invalid_request_error"
             )
         segments = _segments(messages)
+        if self.config.check_tool_definitions:
+            segments += _tool_definition_segments(body)
         inputs = await self.check_texts([s.text for s in segments], "input")
         input_action = strongest(r.action for r in inputs)
         input_verdict = {
             "action": input_action,
             "texts": [
-                {"message": s.message, "part": s.part, "field": s.field, "role": s.role, **_verdict(r)}
+                # A tool definition's text: message and role null, field from the body (tools[0]...).
+                {
+                    "message": None if s.message == TOOL_DEFINITION else s.message,
+                    "part": s.part,
+                    "field": s.field,
+                    "role": None if s.message == TOOL_DEFINITION else s.role,
+                    **_verdict(r),
+                }
                 for s, r in zip(segments, inputs, strict=True)
             ],
         }
@@ -1066,6 +1163,7 @@ class GuardService:
             return self._blocked_prompt(body, input_verdict, _blocking_rails(inputs))
         upstream_body = dict(body)  # every non-message field passes through untouched
         upstream_body["messages"] = _redacted_messages(messages, segments, inputs)
+        upstream_body.update(_redacted_tools(body, segments, inputs))
         data = orjson.dumps(upstream_body)
         if stream:
             return await self._stream(client, data, deadline, input_verdict, release)
