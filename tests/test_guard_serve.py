@@ -882,3 +882,32 @@ def test_tool_definitions_can_be_left_unchecked(tmp_path):
 def test_an_upstream_key_that_could_inject_headers_is_refused():
     with pytest.raises(ConfigError, match="control characters"):
         ServeConfig(upstream_url="http://127.0.0.1:1/v1", upstream_key="sk-1\r\nX-Evil: 1")
+
+
+def test_metrics_collector_exposes_cumulative_histograms_and_counters():
+    import prometheus_client
+
+    from rai_harness.guardrails.server import ServeMetrics
+
+    metrics = ServeMetrics()
+    for seconds in (0.003, 0.003, 100.0):  # 100 s: past the last bucket (60 s), +Inf only
+        metrics.observe_stage("total", seconds)
+    metrics.count_request("chat_completions", 200)
+    metrics.count_error("upstream")
+    metrics.count_error("upstream")
+    metrics.in_flight = 3
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    bucket = "rai_guard_stage_latency_seconds_bucket"
+    assert _metric(values, bucket, stage="total", le="0.0025") == 0
+    assert _metric(values, bucket, stage="total", le="0.005") == 2
+    assert _metric(values, bucket, stage="total", le="60.0") == 2
+    assert _metric(values, bucket, stage="total", le="+Inf") == 3
+    assert _metric(values, "rai_guard_stage_latency_seconds_count", stage="total") == 3
+    assert _metric(values, "rai_guard_stage_latency_seconds_sum", stage="total") == pytest.approx(100.006)
+    assert _metric(values, "rai_guard_requests_total", endpoint="chat_completions", status="200") == 1
+    assert _metric(values, "rai_guard_errors_total", kind="upstream") == 2
+    assert _metric(values, "rai_guard_in_flight_requests") == 3

@@ -142,12 +142,6 @@ class _Connection(asyncio.Protocol):
             return
         self._fail(UpstreamError("the upstream closed the connection before answering in full"))
 
-    def pause_writing(self) -> None:  # requests are small; nothing to hold back
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # -- httptools callbacks --------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -209,8 +203,8 @@ class _Connection(asyncio.Protocol):
 class UpstreamStream:
     """A streamed upstream answer: status and headers now, the body line by line.
 
-    Close it (``aclose``) when done: a fully read stream returns its connection to the
-    pool, one abandoned half-way closes it.
+    Close it (:meth:`close`) when done: a stream received in full returns its connection to
+    the pool, one abandoned half-way closes it.
     """
 
     def __init__(self, client: UpstreamClient, conn: _Connection) -> None:
@@ -246,13 +240,14 @@ class UpstreamStream:
         return b"".join(chunks)
 
     def close(self) -> None:
-        """Give the connection back (answer fully read) or close it."""
+        """Give the connection back (its answer fully received) or close it."""
         if self._released:
             return
         self._released = True
-        reader = self._conn.reader
-        finished = self._conn.complete and reader is not None and reader.at_eof()
-        self._client._release(self._conn, reuse=finished)
+        # Received in full (a relay stops reading at [DONE], before the final blank line):
+        # the framing is intact, so the connection can serve the next request; what is left
+        # in this reader is dropped with it.
+        self._client._release(self._conn, reuse=self._conn.complete and self._conn.reusable)
 
 
 class UpstreamClient:
