@@ -215,3 +215,25 @@ def test_header_values_with_line_breaks_are_refused():
         UpstreamClient("http://127.0.0.1:1", headers={"Authorization": "Bearer x\r\nX-Evil: 1"})
     with pytest.raises(ValueError, match="http"):
         UpstreamClient("ftp://example.com")
+
+
+async def test_a_stream_closed_after_done_with_a_long_unread_tail_leaves_a_usable_connection(monkeypatch):
+    """The reader paused the socket (its buffer over 2x the line limit); reuse resumes it."""
+    monkeypatch.setattr(upstream_module, "MAX_LINE_BYTES", 1024)
+    tail = b"data: [DONE]\n\n" + b": padding\n" * 500
+    answers = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(tail), tail),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]
+    )
+    server = _Server(lambda _: next(answers))
+    async with server as url:
+        client = UpstreamClient(url)
+        stream = await client.post_stream("/x", b"{}")
+        assert await stream.readline() == b"data: [DONE]\n"
+        await asyncio.sleep(0.05)  # let the rest of the answer arrive
+        stream.close()
+        reply = await asyncio.wait_for(client.post("/x", b"{}"), 10)
+        assert reply.body == b"ok"
+        await client.close()

@@ -392,6 +392,10 @@ class UpstreamClient:
         if reuse and not conn.closed and not self._closed and len(self._idle) < self._max_idle:
             conn.idle_since = time.monotonic()
             conn._reset()
+            transport = conn.transport
+            if transport is not None and not transport.is_reading():
+                # A stream's reader paused the socket and was dropped with its unread tail.
+                transport.resume_reading()
             self._idle.append(conn)
         else:
             conn.close()
