@@ -172,6 +172,9 @@ class BatchingBench:
         self.texts = [PROMPTS[i % len(PROMPTS)] for i in range(CALLERS)]
         self.walls: dict[str, list[float]] = {}
         self.single_ms: list[float] = []
+        #: Process CPU seconds of the sequential modes (all threads): the work per text, which
+        #: other processes on a loaded machine inflate far less than wall time.
+        self.cpu: dict[str, list[float]] = {}
         self.batched_texts = self.batched_calls = 0
         self._stack = contextlib.ExitStack()
         self.batcher = self._stack.enter_context(MicroBatcher(classifier, max_wait_ms=2.0, max_batch_size=64))
@@ -190,16 +193,18 @@ class BatchingBench:
         self.walls.setdefault(mode, []).append(wall)
 
     def _one_by_one(self) -> float:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for text in self.texts:
             call = time.perf_counter()
             self.classifier.predict([text])
             self.single_ms.append((time.perf_counter() - call) * 1000.0)
+        self.cpu.setdefault("single", []).append(time.process_time() - cpu)
         return time.perf_counter() - started
 
     def _one_batch(self) -> float:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         self.classifier.predict(self.texts)
+        self.cpu.setdefault("batch", []).append(time.process_time() - cpu)
         return time.perf_counter() - started
 
     def round(self) -> None:
@@ -228,6 +233,9 @@ class BatchingBench:
             )
         out["threads_mean_batch"] = self.batched_texts / max(self.batched_calls, 1)
         out["single_p50_ms"] = percentile(self.single_ms, 50)
+        for mode, seconds in self.cpu.items():
+            out[f"cpu_ms_per_text_{mode}"] = statistics.median(seconds) * 1000.0 / CALLERS
+        out["ratio_cpu"] = out["cpu_ms_per_text_single"] / out["cpu_ms_per_text_batch"]
         return out
 
 
@@ -404,15 +412,20 @@ def main() -> None:
         "",
         "| encoder runtime | unbatched texts/s (64 threads) | micro-batched texts/s (64 threads) | ratio "
         "| ratio, 64 asyncio tasks through `Guard` | ceiling: one `predict` of 64 vs 64 in a row "
-        "| p50 of one `predict([t])`, ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| p50 of one `predict([t])`, ms | CPU ms per text: alone / in the batch of 64 (ratio) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in all_rates.items():
         lines.append(
             f"| {name} | {r['threads_unbatched']:.0f} | {r['threads_batched']:.0f} | **{r['ratio_threads']:.1f}x** "
-            f"| {r['ratio_async']:.1f}x | {r['ratio_ceiling']:.1f}x | {r['single_p50_ms']:.1f} |"
+            f"| {r['ratio_async']:.1f}x | {r['ratio_ceiling']:.1f}x | {r['single_p50_ms']:.1f} "
+            f"| {r['cpu_ms_per_text_single']:.2f} / {r['cpu_ms_per_text_batch']:.2f} ({r['ratio_cpu']:.1f}x) |"
         )
     lines += [
+        "",
+        "The last column is process CPU time (all threads) of the sequential modes: the work per text, "
+        "which a loaded machine inflates far less than wall time (with 64 runnable threads the unbatched "
+        "mode also takes a larger share of a shared CPU than the one batching worker does).",
         "",
         "Each mode in detail:",
         "",
