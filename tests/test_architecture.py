@@ -115,8 +115,17 @@ def test_gate_and_report_never_import_the_run_package() -> None:
 
 
 def test_probe_sees_a_heavy_import() -> None:
-    # The probe is not blind: importing the run package does load the runner.
-    assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run")
+    # The probe is not blind: importing the pipeline does load the runner.
+    assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run.execute")
+
+
+def test_a_worker_process_imports_neither_the_pipeline_nor_scipy_nor_the_sdk() -> None:
+    # A worker (rai_harness.run.shards) starts a fresh interpreter per process: what it imports is
+    # start-up time of every sharded run, and objects every GC pass walks.
+    loaded = _loaded_after_import("rai_harness.run.shards, rai_harness.providers.openai_http")
+    assert "rai_harness.run.runner" in loaded
+    heavy = ("scipy", "openai", "rai_harness.run.execute", "rai_harness.config", "rai_harness.record.schema")
+    assert [m for m in heavy if m in loaded] == []
 
 
 def _module_graph(package: str) -> dict[str, set[str]]:
