@@ -105,6 +105,7 @@ _METHODS = {
     "bootstrap-se-t": "bootstrap-SE t",
     "cluster-bootstrap-se-t": "cluster bootstrap-SE t",
     "studentized-bootstrap": "studentized bootstrap (bootstrap-t)",
+    "studentized-cluster-bootstrap": "studentized cluster bootstrap (bootstrap-t)",
     "sidak-t": "\u0160id\u00e1k t (simultaneous)",
     "exact": "exact (Clopper-Pearson)",
     "none": "no interval",
@@ -116,6 +117,8 @@ WIDER_BY_DESIGN = {
     "clopper-pearson": "at least 95% for every true rate: wider than 95% by design",
     "exact": "at least 95% for every true rate: wider than 95% by design",
     "sidak-t": "simultaneous over all pairs of groups: wider than 95% by design",
+    "studentized-bootstrap": "long-tail end at the small-sample level: up to ~99% on sparse counts at n <= 10, by design",
+    "studentized-cluster-bootstrap": "long-tail end at the small-sample level: up to ~99% on sparse counts at n <= 10, by design",
 }
 
 

@@ -119,7 +119,9 @@ class EmissionSuite(Suite):
             direction="lower",
             unit="count",
             definition="Mean number of counted presidio findings per output.",
-            deviation=_DEVIATION + " Interval by a bootstrap that resamples prompts.",
+            deviation=_DEVIATION
+            + " Interval: studentized bootstrap that resamples prompts (counts are skewed), at"
+            " least as wide as the quasi-Poisson interval.",
             sample_key="n_findings",
         ),
     )
@@ -220,8 +222,10 @@ class EmissionSuite(Suite):
         if prompts:
             metrics = {
                 "emission_rate": clopper_pearson(int(sum(emitted.values())), len(prompts)),
+                # A count (unbounded, skewed, mostly zeros): the studentized interval even
+                # when every output happens to have 0 or 1 findings.
                 "findings_per_output": bootstrap_mean(
-                    flat, clusters=clusters, n_resamples=p.n_resamples, seed=self.seed
+                    flat, clusters=clusters, n_resamples=p.n_resamples, seed=self.seed, unbounded=True
                 ),
             }
         else:
