@@ -112,13 +112,18 @@ _METHODS = {
 }
 
 
+_LONG_TAIL = (
+    "long-tail end at the small-sample level and a count floor: above 95% by design at n <= 10 "
+    "(up to ~99% on sparse counts)"
+)
+
 #: Methods whose coverage is above nominal on purpose, and why (the report says so beside them).
 WIDER_BY_DESIGN = {
     "clopper-pearson": "at least 95% for every true rate: wider than 95% by design",
     "exact": "at least 95% for every true rate: wider than 95% by design",
     "sidak-t": "simultaneous over all pairs of groups: wider than 95% by design",
-    "studentized-bootstrap": "long-tail end at the small-sample level: up to ~99% on sparse counts at n <= 10, by design",
-    "studentized-cluster-bootstrap": "long-tail end at the small-sample level: up to ~99% on sparse counts at n <= 10, by design",
+    "studentized-bootstrap": _LONG_TAIL,
+    "studentized-cluster-bootstrap": _LONG_TAIL,
 }
 
 

@@ -19,7 +19,7 @@ skewness 6.2); counts with many zeros, as PII findings per output are: ``poisson
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,11 +120,13 @@ class SimResult:
         reps: Number of simulated data sets.
         method: The ``Estimate.method`` (or test name) the intervals reported.
         se: Monte Carlo standard error of ``rate``, ``sqrt(rate (1 − rate) / reps)``.
+        width: Mean interval width over the data sets that got an interval (NaN for tests).
     """
 
     rate: float
     reps: int
     method: str
+    width: float = float("nan")
 
     @property
     def se(self) -> float:
@@ -207,12 +209,25 @@ def bootstrap_mean_coverage(
     """
     draw, mu = DISTRIBUTIONS[dist]
     rng = np.random.default_rng(seed)
-    hits, seen = 0, set()
-    for i in range(reps):
-        est = bootstrap_mean(draw(rng, n), n_resamples=n_resamples, seed=seed + i, unbounded=unbounded)
+    return _mean_coverage(
+        (
+            bootstrap_mean(draw(rng, n), n_resamples=n_resamples, seed=seed + i, unbounded=unbounded)
+            for i in range(reps)
+        ),
+        mu,
+        reps,
+    )
+
+
+def _mean_coverage(estimates: Iterable[Estimate], truth: float, reps: int) -> SimResult:
+    """Coverage, methods and mean width of ``reps`` estimates of ``truth``."""
+    hits, widths, seen = 0, [], set()
+    for est in estimates:
         seen.add(est.method)
-        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= mu <= est.ci_high
-    return SimResult(hits / reps, reps, _methods(seen))
+        if est.ci_low is not None and est.ci_high is not None:
+            hits += est.ci_low <= truth <= est.ci_high
+            widths.append(est.ci_high - est.ci_low)
+    return SimResult(hits / reps, reps, _methods(seen), float(np.mean(widths)) if widths else float("nan"))
 
 
 def cluster_bootstrap_coverage(
@@ -283,19 +298,15 @@ def cluster_count_coverage(
         The coverage.
     """
     rng = np.random.default_rng(seed)
-    hits, seen = 0, set()
-    for i in range(reps):
-        values, clusters = draw_cluster_counts(rng, k, size)
-        est = bootstrap_mean(
-            values, clusters=clusters, n_resamples=n_resamples, seed=seed + i, unbounded=True
-        )
-        seen.add(est.method)
-        hits += (
-            est.ci_low is not None
-            and est.ci_high is not None
-            and est.ci_low <= CLUSTER_COUNT_MEAN <= est.ci_high
-        )
-    return SimResult(hits / reps, reps, _methods(seen))
+
+    def estimates() -> Iterator[Estimate]:
+        for i in range(reps):
+            values, clusters = draw_cluster_counts(rng, k, size)
+            yield bootstrap_mean(
+                values, clusters=clusters, n_resamples=n_resamples, seed=seed + i, unbounded=True
+            )
+
+    return _mean_coverage(estimates(), CLUSTER_COUNT_MEAN, reps)
 
 
 def _ratio(rows: npt.NDArray[np.float64]) -> float | None:

@@ -9,8 +9,9 @@ output; a finding counts when its score is >= ``threshold``. Metrics:
 * **emission rate**: the share of prompts with at least one output (of k) holding at
   least one finding of a configured entity type (Clopper-Pearson (exact) interval over prompts);
 * the same per entity type and per prompt category (breakdowns);
-* **findings per output**: the mean number of counted findings per output (bootstrap
-  over prompts).
+* **findings per output**: the mean number of counted findings per output (studentized
+  bootstrap over prompts, at least as wide as the quasi-Poisson interval: a skewed count
+  with many zeros, see :mod:`rai_harness.stats.bootstrap`).
 
 Presidio cannot tell real personal data from invented data: a made-up
 ``jane.doe@example.com`` in a sample e-mail counts like a real address, and PERSON
