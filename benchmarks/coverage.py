@@ -371,8 +371,9 @@ def main() -> None:
             "shape. Values within [-1, 1] (every other suite mean) keep the expanded percentile interval "
             "(rows above), so bounded rates and scores are not widened. The paired test still inverts the "
             "expanded percentile interval of the differences, also for counts: under a true null the "
-            "differences are symmetric, and its type-I error on negbin and log-normal differences is in the "
-            "first table (about 5-6.5%, up to ~7.5% for log-normal at n = 30 in a side run).",
+            "differences are symmetric, and its type-I error on differences of counts (negbin) is 4.8-6.5% "
+            "(first table); on heavy-tailed log-normal differences it reaches 7.6% at n = 30 (slightly "
+            "liberal: not yet fixed; no suite compares means of that shape).",
             "",
             "**Clustered counts** (pii.emission's findings per output, resampled by prompt): k prompts of 1 or 3 "
             "outputs, each prompt's rate Gamma(shape 0.5, mean 1), outputs Poisson at that rate (with one "

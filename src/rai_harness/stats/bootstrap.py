@@ -337,14 +337,13 @@ def studentized_mean(
     long tail (above the mean when the units' residuals are right-skewed, as counts, costs
     and latencies are; mirrored otherwise) is taken further out. A small sample rarely holds
     the values of the long tail, so its bootstrap-t distribution is too short on that side:
-    at the nominal level the interval covered 90.8% on log-normal (σ = 1) data at n = 8 and
-    88% on overdispersed counts; ``α' → α`` as u grows (``benchmarks/coverage.py``).
+    at the nominal level the interval covered 91% on log-normal (σ = 1) data at n = 8 and
+    87% on overdispersed counts; ``α' → α`` as u grows (``benchmarks/coverage.py``).
 
-    Non-negative integer values (counts) also get at least the quasi-Poisson interval:
-    the interval of a Poisson total ``Σ x / φ`` (Garwood's chi-square bounds, the upper one
-    at the expanded level) scaled back by the estimated dispersion ``φ = max(1, N · se² / θ̂)``. A sample of counts that holds few
-    non-zero values has resamples of one repeated value, whose pivot is infinite; there
-    the bootstrap-t cannot bound the mean and the count interval does (8 zeros: [0, 0.46]).
+    Non-negative integer values (counts) also get at least the quasi-Poisson interval
+    (:func:`_count_interval`). A sample of counts that holds few non-zero values has
+    resamples of one repeated value, whose pivot is infinite; there the bootstrap-t cannot
+    bound the mean and the count interval does (eight zeros: [0, 0.65]).
 
     Args:
         values: Finite item values.
@@ -356,9 +355,9 @@ def studentized_mean(
 
     Returns:
         The estimate (``method`` ``"studentized-bootstrap"`` or
-        ``"studentized-cluster-bootstrap"``), or ``None`` when the interval is not defined
-        and the data are not counts: B too small for the level, or an infinite end
-        (resamples of one repeated value, ``se* = 0``, in the tails).
+        ``"studentized-cluster-bootstrap"``), or ``None`` when the interval is not defined:
+        fewer than 2 units or B too small for the level ``α'``, or, for values that are not
+        counts, an infinite end (resamples of one repeated value, ``se* = 0``, in the tails).
     """
     units = len(values) if cluster_ids is None else n_clusters
     sums, counts = _unit_totals(values, cluster_ids, n_clusters)
@@ -421,8 +420,9 @@ def _count_interval(
 
     With ``N`` items, total ``S`` and dispersion ``φ = max(1, N · se² / θ̂)`` (1 for
     Poisson data, more for overdispersed or clustered counts), ``S/φ`` is treated as a
-    Poisson count: ``[χ²_{α/2}(2S/φ) / 2, χ²_{1−α/2}(2S/φ + 2) / 2] · φ / N`` (Garwood 1936;
-    the lower end is 0 when ``S = 0``). Reference: F. Garwood (1936), "Fiducial limits for
+    Poisson count: ``[χ²_{α/2}(2S/φ) / 2, χ²_{1−α'/2}(2S/φ + 2) / 2] · φ / N`` (Garwood 1936;
+    the lower end is 0 when ``S = 0``; the upper end, on the long tail, at the expanded level
+    ``α'`` of ``units`` as the bootstrap-t's is). Reference: F. Garwood (1936), "Fiducial limits for
     the Poisson distribution", Biometrika 28(3/4):437-442.
     """
     if not (np.all(values >= 0.0) and np.all(values == np.floor(values))):
