@@ -961,5 +961,8 @@ def test_cli_shows_a_policy_error_whole_with_its_fix(tmp_path, gate_app):
     res = CliRunner().invoke(gate_app, ["gate", str(run_ok), "-p", str(bad_policy)])
     assert res.exit_code == 2
     shown = " ".join(res.output.split())
-    assert "budgets.latency_p96_s: unknown key 'latency_p96_s' (did you mean 'latency_p99_s'?)" in shown
+    assert (
+        "budgets.latency_p96_s: unknown key 'latency_p96_s' (did you mean 'latency_p95_s' or 'latency_p99_s'?)"
+        in shown
+    )
     assert "ttft_p99_s" in shown and "\u2026" not in shown  # the last allowed key, nothing cut

@@ -14,9 +14,15 @@ application can catch one type. The tree::
 ``ProviderError`` carries what the runner needs to decide on a retry
 (``retryable``, ``status_code``, ``retry_after_s``); adapters translate their SDK's
 exceptions into it so the runner never needs to know a vendor's exception types.
+
+:func:`did_you_mean` is the one "did you mean 'x'?" hint every error message for a misspelt
+name uses (config keys, suites, backends, labels, gate metrics).
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 __all__ = [
     "ConfigError",
@@ -26,7 +32,58 @@ __all__ = [
     "ProviderTimeoutError",
     "RaiError",
     "RunError",
+    "close_names",
+    "closest",
+    "did_you_mean",
 ]
+
+
+def _spelling(name: str) -> str:
+    # One spelling for comparison, so "Azure_OpenAI" finds "azure-openai" and "TTFT.P95" "ttft_p95".
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def close_names(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> list[str]:
+    """The known names ``name`` most likely misspells: the best match, or the tied best (at most 3).
+
+    Names are compared case-insensitively with ``_``, ``-`` and ``.`` treated alike, by
+    difflib's similarity ratio (at least ``cutoff``). When none is similar enough, a known name
+    that contains ``name`` (or that ``name`` contains) is the answer if there is exactly one
+    ("cost" finds "cost_usd"). Ties are all returned, so a hint never picks one of two equally
+    likely names at random ("latency_p96_s": p95 or p99?).
+    """
+    by_spelling: dict[str, str] = {}
+    for k in known:
+        by_spelling.setdefault(_spelling(str(k)), str(k))
+    wanted = _spelling(name)
+    if not wanted or not by_spelling:
+        return []
+    matcher = difflib.SequenceMatcher(b=wanted)
+    scored: list[tuple[float, str]] = []
+    for spelled, original in by_spelling.items():
+        matcher.set_seq1(spelled)
+        ratio = matcher.ratio()
+        if ratio >= cutoff:
+            scored.append((ratio, original))
+    if scored:
+        best = max(r for r, _ in scored)
+        return sorted(k for r, k in scored if r == best)[:3]
+    containing = [
+        k for s, k in by_spelling.items() if min(len(s), len(wanted)) >= 3 and (wanted in s or s in wanted)
+    ]
+    return containing if len(containing) == 1 else []
+
+
+def closest(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The one known name ``name`` most likely misspells, or ``None`` (none close, or a tie)."""
+    names = close_names(name, known, cutoff=cutoff)
+    return names[0] if len(names) == 1 else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` (or ``'x' or 'y'`` for a tie), or ``""`` when no name is close."""
+    names = close_names(name, known)
+    return f" (did you mean {' or '.join(repr(n) for n in names)}?)" if names else ""
 
 
 class RaiError(Exception):

@@ -13,14 +13,13 @@ This module sits on the bottom floor: it imports only :mod:`rai_harness.errors`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, did_you_mean
 
 __all__ = ["Registry"]
 
@@ -154,12 +153,9 @@ class Registry(Generic[T]):
     def unknown(self, name: str) -> ConfigError:
         """The error for an unknown ``name`` (with a "did you mean" and the known names)."""
         known = self.names()
-        # Compare in one spelling, so "azure_openai" finds "azure-openai".
-        spelled = {k.lower().replace("_", "-"): k for k in known}
-        close = difflib.get_close_matches(name.lower().replace("_", "-"), list(spelled), n=1)
-        hint = f"; did you mean '{spelled[close[0]]}'?" if close else ""
         return ConfigError(
-            f"unknown {self.what} '{name}'{hint} (known: {', '.join(known)})", key_path=self._key_path
+            f"unknown {self.what} '{name}'{did_you_mean(name, known)} (known: {', '.join(known)})",
+            key_path=self._key_path,
         )
 
     def get(self, name: str) -> T:

@@ -10,7 +10,6 @@ without loading the run configuration (and with it the providers).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, did_you_mean
 
 __all__ = [
     "JsonlLine",
@@ -60,8 +59,7 @@ def format_validation_error(
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc[:-1])
         bad = str(loc[-1])
-        hint = difflib.get_close_matches(bad, allowed, n=1)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        suggestion = did_you_mean(bad, allowed)
         message = f"unknown key '{bad}'{suggestion}; allowed keys here: {', '.join(sorted(allowed))}"
     elif err["type"] == "missing":
         message = "this key is required but missing"

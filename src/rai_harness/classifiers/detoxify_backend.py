@@ -16,7 +16,6 @@ tokenizer, or ``huggingface_config_path`` naming such a folder.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.classifiers.engine import DEFAULT_OVERLAP
 from rai_harness.classifiers.hf import ENGINE_OPTIONS, SequenceClassifier
 from rai_harness.device import resolve_device, resolve_dtype
-from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
     import torch
@@ -77,10 +76,8 @@ class DetoxifyClassifier(SequenceClassifier):
             raise MissingDependencyError("detoxify", feature="the detoxify classifier backend") from exc
 
         if checkpoint is None and model_type not in MODEL_TYPES:
-            close = difflib.get_close_matches(model_type, MODEL_TYPES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown Detoxify model '{model_type}'{hint} (known: {', '.join(MODEL_TYPES)}, or a "
+                f"unknown Detoxify model '{model_type}'{did_you_mean(model_type, MODEL_TYPES)} (known: {', '.join(MODEL_TYPES)}, or a "
                 "path to a local .ckpt)",
                 key_path="model",
             )

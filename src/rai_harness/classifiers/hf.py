@@ -60,8 +60,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+def dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
     """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    # Typed Any: transformers' stubs type every from_pretrained keyword, and the key is chosen at run time.
     from packaging.version import Version
 
     name = (

@@ -15,14 +15,13 @@ with :func:`register_backend`. Every loader has the signature
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
-from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 from rai_harness.registry import Registry
 
 __all__ = [
@@ -179,10 +178,8 @@ def check_options(spec: ClassifierSpec, allowed: Mapping[str, Callable[[Any], An
     out: dict[str, Any] = {}
     for key, value in spec.options.items():
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown option '{key}' for the '{spec.backend}' backend{hint} (known: "
+                f"unknown option '{key}' for the '{spec.backend}' backend{did_you_mean(key, allowed)} (known: "
                 f"{', '.join(sorted(allowed))})",
                 key_path=f"options.{key}",
             )

@@ -34,7 +34,6 @@ presidio's own default) only drops findings below it, and rails decide what to r
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores, Span
-from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -364,10 +363,7 @@ class PresidioClassifier:
         supported = set(self._analyzer.get_supported_entities(language=self.options.language))
         unknown = [e for e in self.options.entities if e not in supported]
         if unknown:
-            hints = []
-            for e in unknown:
-                close = difflib.get_close_matches(e, sorted(supported), n=1)
-                hints.append(f"{e!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"'{e}'{did_you_mean(e, sorted(supported))}" for e in unknown]
             raise ConfigError(
                 f"unknown presidio entity type(s): {', '.join(hints)}; supported: {', '.join(sorted(supported))}",
                 key_path="options.entities",

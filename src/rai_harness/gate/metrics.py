@@ -21,12 +21,12 @@ the highest rate of a run's load stages that the stop rule did not judge saturat
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from rai_harness.errors import did_you_mean
 from rai_harness.record import (
     Distribution,
     LoadStage,
@@ -49,7 +49,6 @@ __all__ = [
     "lookup_stage_metric",
     "lookup_suite_metric",
     "parse_metric",
-    "suggest",
 ]
 
 
@@ -245,15 +244,9 @@ def parse_metric(text: str) -> MetricRef:
     if text in EFFICIENCY_METRICS:
         return MetricRef(text=text, suite=None, name=text)
     raise ValueError(
-        f"unknown metric {text!r}{suggest(text, EFFICIENCY_METRICS)}: suite metrics are written "
+        f"unknown metric {text!r}{did_you_mean(text, EFFICIENCY_METRICS)}: suite metrics are written "
         f"'<suite>:<metric>'; efficiency metrics are {', '.join(EFFICIENCY_METRICS)}"
     )
-
-
-def suggest(name: str, known: Iterable[str]) -> str:
-    """A ``" (did you mean 'x'?)"`` hint, or ``""``."""
-    hint = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def _listed(names: Iterable[str]) -> str:
@@ -294,7 +287,7 @@ def lookup_suite_metric(record: RunRecord, ref: MetricRef, provider: str) -> Sui
     suite = record.suites.get(ref.suite)
     if suite is None:
         return (
-            f"suite {ref.suite!r} is not in this run{suggest(ref.suite, record.suites)}; "
+            f"suite {ref.suite!r} is not in this run{did_you_mean(ref.suite, record.suites)}; "
             f"suites run: {_listed(record.suites)}"
         )
     if suite.error:
@@ -304,7 +297,7 @@ def lookup_suite_metric(record: RunRecord, ref: MetricRef, provider: str) -> Sui
     for res in suite.results.values():
         known.update(res.metrics)
     if ref.name not in known:
-        return f"suite {ref.suite!r} has no metric {ref.name!r}{suggest(ref.name, known)}; its metrics: {_listed(known)}"
+        return f"suite {ref.suite!r} has no metric {ref.name!r}{did_you_mean(ref.name, known)}; its metrics: {_listed(known)}"
     result = suite.results.get(provider)
     if result is None:
         return f"provider {provider!r} has no results for suite {ref.suite!r} (results for: {_listed(suite.results)})"
@@ -331,7 +324,7 @@ def lookup_efficiency_metric(record: RunRecord, ref: MetricRef, provider: str) -
     summary = record.providers.get(provider)
     if summary is None:
         return (
-            f"provider {provider!r} is not in this run{suggest(provider, record.providers)}; "
+            f"provider {provider!r} is not in this run{did_you_mean(provider, record.providers)}; "
             f"providers: {_listed(record.providers)}"
         )
     return eff.read(summary)
@@ -378,7 +371,7 @@ def lookup_stage_metric(
     summary = record.providers.get(provider)
     if summary is None:
         return (
-            f"provider {provider!r} is not in this run{suggest(provider, record.providers)}; "
+            f"provider {provider!r} is not in this run{did_you_mean(provider, record.providers)}; "
             f"providers: {_listed(record.providers)}"
         )
     load = summary.load

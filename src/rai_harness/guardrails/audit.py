@@ -39,7 +39,6 @@ timeouts: it measures the classifier, not the deadline.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 import time
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rai_harness.classifiers.base import Classifier, LabelScores
-from rai_harness.errors import ConfigError, RunError
+from rai_harness.errors import ConfigError, RunError, did_you_mean
 from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import Rail, Stage
 from rai_harness.stats.classification import BinaryMetrics, binary_metrics, roc_auc
@@ -149,8 +148,7 @@ def _parse_groups(value: Any, *, file: str, where: str) -> frozenset[str]:
 
 def _missing_field(field: str, row: Mapping[str, Any], *, file: str, where: str) -> ConfigError:
     fields = [str(k) for k in row]
-    hint = difflib.get_close_matches(field, fields, n=1)
-    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+    suggestion = did_you_mean(field, fields)
     return ConfigError(
         f"missing field '{field}'{suggestion}; fields in this row: {', '.join(fields) or 'none'}",
         file=file,

@@ -30,7 +30,6 @@ whether it returns spans) is checked when the guard is built, by the same rules
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from rai_harness.classifiers.base import ClassifierSpec
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, did_you_mean
 from rai_harness.guardrails.rails import check_rail_settings, check_redact_support
 from rai_harness.guardrails.textprep import DEFAULT_MAX_CHARS
 from rai_harness.validation import format_validation_error, read_yaml_document
@@ -252,8 +251,7 @@ def _check_references(policy: GuardPolicy, file: str | None) -> None:
             spec = policy.classifiers.get(rail.classifier)
             if spec is None:
                 known = sorted(policy.classifiers)
-                hint = difflib.get_close_matches(rail.classifier, known, n=1)
-                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                suggestion = did_you_mean(rail.classifier, known)
                 listed = ", ".join(known) if known else "none are defined; add a `classifiers:` section"
                 raise ConfigError(
                     f"unknown classifier '{rail.classifier}'{suggestion}; classifiers defined: {listed}",

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from rai_harness.classifiers.base import Classifier, LabelScores, Span
 from rai_harness.classifiers.microbatch import MicroBatcher
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, did_you_mean
 
 __all__ = [
     "ACTION_STRENGTH",
@@ -778,10 +778,7 @@ def _resolve_thresholds(
         key = "labels"
     for label in resolved:
         if known and label not in known:
-            import difflib
-
-            hint = difflib.get_close_matches(label, known, n=1)
-            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            suggestion = did_you_mean(label, known)
             raise ConfigError(
                 f"classifier '{classifier.name}' has no label '{label}'{suggestion}; "
                 f"its labels: {', '.join(known)}",

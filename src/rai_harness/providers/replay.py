@@ -34,7 +34,6 @@ nothing sleeps. Missing token counts are estimated locally and marked as estimat
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rai_harness.errors import ConfigError, ProviderError
+from rai_harness.errors import ConfigError, ProviderError, closest
 from rai_harness.providers.base import BaseProvider, ProviderConfig, SeedSupport
 from rai_harness.providers.tokens import estimate_messages_tokens, estimate_tokens, estimator_name
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
@@ -217,8 +216,8 @@ def _messages(obj: Mapping[str, Any], path: str, line: int) -> tuple[ChatMessage
 def _capture(obj: Mapping[str, Any], path: str, line: int) -> ReplayCapture:
     messages = _messages(obj, path, line)
     if "response" not in obj:
-        near = difflib.get_close_matches("response", [str(k) for k in obj], n=1, cutoff=0.7)
-        hint = f" (found {near[0]!r}: a typo?)" if near else ""
+        near = closest("response", [str(k) for k in obj], cutoff=0.7)
+        hint = f" (found {near!r}: a typo?)" if near is not None else ""
         raise _fail(path, line, "response", f'is missing{hint}: add "response": "<the captured completion>"')
     response = obj["response"]
     if not isinstance(response, str):
