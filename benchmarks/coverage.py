@@ -8,12 +8,20 @@ the same resamples, as the baseline. Writes the ``coverage`` section of RESULTS.
 Target: coverage 93-97% (type-I error <= 6% for tests), or wider by design (exact
 Clopper-Pearson, exact McNemar, simultaneous Šidák).
 
-Run: .venv/bin/python benchmarks/coverage.py [--reps 2000] [--resamples 2000]
+Means of unbounded values (counts, latencies, costs) get their own table over a family of
+skewed distributions (exponential, log-normal σ = 0.5 and 1, Poisson, negative-binomial and
+zero-inflated counts) with the two methods used before side by side: the studentized
+bootstrap at the nominal level and the expanded percentile interval. Clustered counts (pii.emission's
+findings per output) get a table over the cluster counts the datasets ship (6-100).
+
+Run: nice -n 10 .venv/bin/python benchmarks/coverage.py [--reps 1000] [--resamples 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rai_harness.stats import Estimate, clopper_pearson
 from rai_harness.stats import coverage as cov
 from rai_harness.stats.bootstrap import mean_with_draws, resampled_means
 from rai_harness.stats.paired import bootstrap_p_value
@@ -44,16 +53,64 @@ def _percentile_baseline(dist: str, n: int, reps: int, seed: int, b: int) -> flo
     return hits / reps
 
 
-def _expanded_baseline(dist: str, n: int, reps: int, seed: int, b: int) -> float:
-    """Coverage of the expanded percentile interval (bootstrap_mean's method for every mean before
-    the studentized interval of unbounded values) on the data and seeds bootstrap_mean_coverage uses."""
+def _nominal_studentized(x: np.ndarray, b: int, seed: int) -> Estimate:
+    """bootstrap_mean before the long-tail widening and the count interval (same draws).
+
+    Values within [-1, 1]: exact interval for 0/1, expanded percentile otherwise; other values:
+    bootstrap-t with both ends at the nominal level, the expanded percentile where an end is
+    infinite.
+    """
+    if np.all(np.abs(x) <= 1.0):
+        if np.all((x == 0.0) | (x == 1.0)):
+            return clopper_pearson(int(x.sum()), len(x))
+        return mean_with_draws(x, clusters=None, n_resamples=b, seed=seed, confidence=0.95)[0]
+    n = len(x)
+    drawn = x[np.random.default_rng(seed).integers(0, n, size=(b, n))]
+    diff = drawn.mean(axis=1) - x.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pivots = np.sort(np.where(diff == 0.0, 0.0, diff / (drawn.std(axis=1, ddof=1) / math.sqrt(n))))
+    j = math.ceil((b + 1) * 0.025) - 1
+    se = x.std(ddof=1) / math.sqrt(n)
+    low, high = x.mean() - pivots[b - j] * se, x.mean() - pivots[j - 1] * se
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return mean_with_draws(x, clusters=None, n_resamples=b, seed=seed, confidence=0.95)[0]
+    return Estimate(value=float(x.mean()), ci_low=float(low), ci_high=float(high), n=n)
+
+
+def _unbounded_cell(dist: str, n: int, reps: int, b: int, method: str) -> cov.SimResult:
+    """Coverage and mean width of one method on the data bootstrap_mean_coverage draws."""
+    counts = dist in cov.COUNT_DISTRIBUTIONS
+    if method == "new":
+        return cov.bootstrap_mean_coverage(dist, n, reps, seed=n, n_resamples=b, unbounded=counts or None)
     draw, mu = cov.DISTRIBUTIONS[dist]
-    rng = np.random.default_rng(seed)
-    hits = 0
+    rng = np.random.default_rng(n)
+    hits, widths = 0, []
     for i in range(reps):
-        est, _ = mean_with_draws(draw(rng, n), clusters=None, n_resamples=b, seed=seed + i, confidence=0.95)
-        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= mu <= est.ci_high
-    return hits / reps
+        x = draw(rng, n)
+        est = (
+            _nominal_studentized(x, b, n + i)
+            if method == "nominal"
+            else mean_with_draws(x, clusters=None, n_resamples=b, seed=n + i, confidence=0.95)[0]
+        )
+        if est.ci_low is not None and est.ci_high is not None:
+            hits += est.ci_low <= mu <= est.ci_high
+            widths.append(est.ci_high - est.ci_low)
+    return cov.SimResult(hits / reps, reps, method, float(np.mean(widths)))
+
+
+def _cluster_count_cell(k: int, size: int, reps: int, b: int, new: bool) -> cov.SimResult:
+    """Clustered counts: bootstrap_mean as pii.emission calls it, or the expanded cluster percentile."""
+    if new:
+        return cov.cluster_count_coverage(k, reps, size=size, seed=k, n_resamples=b)
+    rng = np.random.default_rng(k)
+    hits, widths = 0, []
+    for i in range(reps):
+        values, clusters = cov.draw_cluster_counts(rng, k, size)
+        est, _ = mean_with_draws(values, clusters=clusters, n_resamples=b, seed=k + i, confidence=0.95)
+        if est.ci_low is not None and est.ci_high is not None:
+            hits += est.ci_low <= cov.CLUSTER_COUNT_MEAN <= est.ci_high
+            widths.append(est.ci_high - est.ci_low)
+    return cov.SimResult(hits / reps, reps, "expanded-cluster-bootstrap", float(np.mean(widths)))
 
 
 def _paired_baseline(dist: str, n: int, reps: int, seed: int, b: int) -> float:
@@ -76,10 +133,36 @@ def _cell(value: float, reps: int | None) -> str:
     return f"{value:.1%} ±{se:.1%}"
 
 
+def _width_cell(r: cov.SimResult) -> str:
+    """Coverage ± its Monte Carlo SE and the mean interval width."""
+    return f"{_cell(r.rate, r.reps)}, w {r.width:.2f}"
+
+
+UNBOUNDED = ("exponential", "lognormal05", "lognormal", "poisson", "negbin", "zip", "normal")
+UNBOUNDED_METHODS = (
+    ("new", "studentized(-cluster)-bootstrap: long-tail end at α', count interval"),
+    ("nominal", "before: studentized at the nominal level"),
+    ("expanded", "before that: expanded percentile"),
+)
+CLUSTER_COUNTS = (6, 8, 10, 30, 100)
+
+
+def _table(
+    header: str, columns: list[str], rows: list[tuple[str, str, Callable[[], list[str]]]]
+) -> list[str]:
+    lines = [f"| {header} | method | " + " | ".join(columns) + " |"]
+    lines.append("| --- | --- | " + " | ".join("---:" for _ in columns) + " |")
+    for label, method, fn in rows:
+        line = f"| {label} | {method} | " + " | ".join(fn()) + " |"
+        print(line, flush=True)
+        lines.append(line)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=2000, help="simulated data sets per cell")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
+    parser.add_argument("--reps", type=int, default=1000, help="simulated data sets per cell")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     reps, b = args.reps, args.resamples
@@ -121,12 +204,9 @@ def main() -> None:
     # values within [-1, 1] the expanded percentile; unbounded values the studentized bootstrap
     # (an unbounded data set whose values all happen to fall within [-1, 1] gets the former).
     mean_methods = {
-        "normal": "studentized-bootstrap",
         "beta25": "expanded-bootstrap",
         "bernoulli": "clopper-pearson",
         "rate4": "expanded-bootstrap",
-        "exponential": "studentized-bootstrap",
-        "lognormal": "studentized-bootstrap",
     }
     for dist, method in mean_methods.items():
         rows.append(
@@ -136,14 +216,6 @@ def main() -> None:
                 lambda n, d=dist: _cell(
                     cov.bootstrap_mean_coverage(d, n, reps, seed=n, n_resamples=b).rate, reps
                 ),
-            )
-        )
-    for dist in ("normal", "exponential", "lognormal"):
-        rows.append(
-            (
-                f"baseline: expanded percentile (before), {dist}",
-                "expanded-bootstrap (old)",
-                lambda n, d=dist: _cell(_expanded_baseline(d, n, reps, n, b), reps),
             )
         )
     for dist in ("normal", "beta25"):
@@ -170,7 +242,9 @@ def main() -> None:
             ),
         )
     )
-    for dist in ("normal", "beta25"):
+    # negbin: differences of two skewed counts (a regression gate on findings per output);
+    # lognormal: the heavy-tailed stress case.
+    for dist in ("normal", "beta25", "negbin", "lognormal"):
         rows.append(
             (
                 f"paired_bootstrap_diff type-I error at 5%, {dist}",
@@ -214,45 +288,99 @@ def main() -> None:
         )
     )
 
+    load_before = os.getloadavg()[0]
+    print(f"load average (1 min) before: {load_before:.2f}", flush=True)
     started = time.perf_counter()
-    header = "| interval / test | method | " + " | ".join(f"n = {n}" for n in SIZES) + " |"
-    lines = [header, "| --- | --- | " + " | ".join("---:" for _ in SIZES) + " |"]
-    for label, method, fn in rows:
-        cells = [fn(n) for n in SIZES]
-        line = f"| {label} | {method} | " + " | ".join(cells) + " |"
-        print(line, flush=True)
-        lines.append(line)
+    lines = _table(
+        "interval / test",
+        [f"n = {n}" for n in SIZES],
+        [(lbl, m, lambda f=fn: [f(n) for n in SIZES]) for lbl, m, fn in rows],
+    )
+    unbounded_rows: list[tuple[str, str, Callable[[], list[str]]]] = [
+        (
+            dist,
+            label,
+            lambda d=dist, m=method: [_width_cell(_unbounded_cell(d, n, reps, b, m)) for n in SIZES],
+        )
+        for dist in UNBOUNDED
+        for method, label in UNBOUNDED_METHODS
+    ]
+    unbounded_lines = _table("distribution", [f"n = {n}" for n in SIZES], unbounded_rows)
+    cluster_rows: list[tuple[str, str, Callable[[], list[str]]]] = [
+        (
+            f"{size} output{'s' if size > 1 else ''} per prompt",
+            "studentized-cluster-bootstrap" if new else "before: expanded-cluster-bootstrap",
+            lambda size=size, new=new: [
+                _width_cell(_cluster_count_cell(k, size, reps, b, new)) for k in CLUSTER_COUNTS
+            ],
+        )
+        for size in (1, 3)
+        for new in (True, False)
+    ]
+    cluster_lines = _table("counts over k prompts", [f"k = {k}" for k in CLUSTER_COUNTS], cluster_rows)
     elapsed = time.perf_counter() - started
+    load_after = os.getloadavg()[0]
+    print(f"load average (1 min) after: {load_after:.2f}; {elapsed:.0f} s", flush=True)
     body = "\n".join(
         [
             f"{reps} simulated data sets per cell ({slow_reps} for the generic bootstrap), {b} bootstrap "
             f"resamples per interval (1000 for the generic one); ± is the Monte Carlo standard error. "
             f"n is items, clusters, templates or pairs. Nominal 95% (tests at 5%); target 93-97% "
-            f"(type-I error <= 6%), or wider by design. {elapsed:.0f} s.",
+            f"(type-I error <= 6%), or wider by design. {elapsed:.0f} s, load average {load_before:.1f} "
+            f"before, {load_after:.1f} after.",
             "",
             *lines,
             "",
             "Distributions (rai_harness.stats.coverage): normal; beta25 = Beta(2, 5) scores; bernoulli(0.3); "
-            "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates); exponential (skewness 2) and "
-            "lognormal (σ = 1, skewness 6.2): unbounded, right-skewed quantities such as counts, latencies and "
-            "costs (no suite takes an unclustered mean of unbounded values today; every per-item score is "
-            "in [0, 1], every per-item difference in [-1, 1]). bootstrap_mean gives independent values outside "
-            "[-1, 1] the studentized bootstrap "
-            "(bootstrap-t): the expanded percentile interval, used for every mean before, covers 91% on "
-            "exponential data at n <= 10 (baseline rows); the studentized one is about 10% wider than a t "
-            "interval on normal data at n = 8 and 5% at n = 10. The log-normal stress case stays below 93% "
-            "at n <= 30 with every interval measured (expanded percentile, BCa, t, studentized); the "
-            "studentized bootstrap is the closest, and reaching 93% there (studentized at the expanded "
-            "level) would cost 1.7x the t width and 98.7% coverage on normal data at n = 8. A milder log-normal "
-            "(σ = 0.5, skewness 1.75) gets 93.9% / 94.6% / 93.6% at n = 8 / 10 / 30 from the studentized "
-            "interval (2000 data sets, a side run). Rates are "
-            "computed exactly (binomial sums): their coverage oscillates with p, so both the mean and the "
-            "worst case are shown. Clopper-Pearson never covers less than 95% (wider by design: ~98% on "
-            "average at n = 8); Wilson, used before, averages 95% but dips to ~90% at n <= 10. bootstrap_mean "
-            "of independent 0/1 values is a proportion and gets Clopper-Pearson (the bootstrap of 0 of 8 is "
-            "[0, 0]); data sets of rate4 that happen to be all 0/1 do too. McNemar is exact below 25 "
-            "discordant pairs (conservative by design). The gap interval is simultaneous over all pairs "
-            "(Šidák), so it is wider than 95% by design with more than two groups.",
+            "rate4 = successes of 4 trials at Beta(1, 3) / 4 (per-template rates). Rates are computed exactly "
+            "(binomial sums): their coverage oscillates with p, so both the mean and the worst case are shown. "
+            "Clopper-Pearson never covers less than 95% (wider by design: ~98% on average at n = 8); Wilson, "
+            "used before, averages 95% but dips to ~90% at n <= 10. bootstrap_mean of independent 0/1 values "
+            "is a proportion and gets Clopper-Pearson (the bootstrap of 0 of 8 is [0, 0]); data sets of rate4 "
+            "that happen to be all 0/1 do too. McNemar is exact below 25 discordant pairs (conservative by "
+            "design). The gap interval is simultaneous over all pairs (Šidák), so it is wider than 95% by "
+            "design with more than two groups.",
+            "",
+            "**Means of unbounded values** (counts, latencies, costs; the suites' only one is pii.emission's "
+            "findings per output, a count). Cells: coverage, and w = mean interval width (true mean 1.0 for "
+            "exponential and negbin, 1.13 lognormal05, 1.65 lognormal, 0.5 poisson, 0.6 zip, 0.5 normal). "
+            "exponential (skewness 2), lognormal05 (σ = 0.5, skewness 1.75), lognormal (σ = 1, skewness 6.2: "
+            "a stress case), poisson (mean 0.5, 61% zeros), negbin (mean 1, size 0.5, 58% zeros), zip (70% "
+            "structural zeros, else Poisson(2); 74% zeros), normal (mean 0.5, SD 1). The counts are passed "
+            "with unbounded=True, as pii.emission does; the continuous ones are classified by the data "
+            "(values outside [-1, 1]), so a data set that happens to lie within [-1, 1] keeps the expanded "
+            "percentile interval.",
+            "",
+            *unbounded_lines,
+            "",
+            "Before, counts with many zeros covered 82-88% at n = 8-10 (a sample of zeros gave [0, 0], and "
+            "resamples of one repeated value left the bootstrap-t without an end), and log-normal (σ = 1) "
+            "data 91%. Now the end on the long tail is taken at the expanded level α' (0.0115 at n = 8, "
+            "0.017 at 10, 0.0375 at 30, 0.046 at 100) and counts get at least the quasi-Poisson interval "
+            "(eight zeros: [0, 0.65]). Chosen over the nominal-level bootstrap-t, a symmetric bootstrap-t, "
+            "a bootstrap-t on the log scale, the expanded level on both ends and the quasi-Poisson interval "
+            "alone (side runs, 1000 data sets): the symmetric and log-scale ones covered 89% and 91% on "
+            "log-normal data at n = 8, the log scale with intervals thousands wide; both ends expanded "
+            "covered about the same on skewed data with 5-7% more width and 98.7% on normal data at n = 8; "
+            "without the count interval sparse counts stayed at 81-89%, and the count interval alone gave "
+            "89-90% on negbin and zip at n = 8. The price "
+            "is width at n <= 10 (about 1.2-1.8x the interval used before) and coverage above 97% there on "
+            "the milder shapes, by design: zip at n = 8 is 99.9% because its samples of eight zeros (9%) "
+            "are covered only by an interval that reaches 0.6 after eight zeros. The log-normal stress "
+            "case at n = 30 stays at about 92% (α' is close to α there); no suite reports a mean of that "
+            "shape. Values within [-1, 1] (every other suite mean) keep the expanded percentile interval "
+            "(rows above), so bounded rates and scores are not widened. The paired test still inverts the "
+            "expanded percentile interval of the differences, also for counts: under a true null the "
+            "differences are symmetric, and its type-I error on differences of counts (negbin) is 4.8-6.5% "
+            "(first table); on heavy-tailed log-normal differences it reaches 7.6% at n = 30 (slightly "
+            "liberal: not yet fixed; no suite compares means of that shape).",
+            "",
+            "**Clustered counts** (pii.emission's findings per output, resampled by prompt): k prompts of 1 or 3 "
+            "outputs, each prompt's rate Gamma(shape 0.5, mean 1), outputs Poisson at that rate (with one "
+            "output per prompt the negbin counts above; with three, correlated within a prompt). Before: the "
+            "expanded cluster percentile interval pii.emission used.",
+            "",
+            *cluster_lines,
             "",
             "Which interval each suite reports (`rai suites` and the report's Method section name it per "
             "metric):",
@@ -269,17 +397,15 @@ def main() -> None:
             "| pii.leakage | clopper-pearson (leak rate, per attack and type) | expanded-bootstrap (leaked "
             "value share); expanded-cluster-bootstrap (output leak rate) |",
             "| pii.emission | clopper-pearson (emission rate, per entity and category) | "
-            "expanded-cluster-bootstrap (findings per output) |",
+            "studentized-cluster-bootstrap with the count interval (findings per output) |",
             "| factuality.* | clopper-pearson; expanded-cluster-bootstrap with repeats | expanded-bootstrap "
             "(similarity, F1, F-score; generic bootstrap) |",
             "| run comparisons, regression gate | mcnemar (0/1 items) | paired_bootstrap_diff "
             "(expanded-bootstrap) |",
             "| gate error_rate | clopper-pearson over calls | - |",
             "",
-            "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE). A mean of "
-            "independent values outside [-1, 1] (a count or a cost per item) gets studentized-bootstrap; one "
-            "over clusters (pii.emission's findings per output) stays expanded-cluster-bootstrap, whose "
-            "coverage on skewed counts is not measured here.",
+            "With 2-4 units the bootstrap falls back to bootstrap-se-t (t with the bootstrap SE). Latency, "
+            "tokens and cost are reported as percentiles and totals, without an interval of a mean.",
         ]
     )
     if not args.no_write:

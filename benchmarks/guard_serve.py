@@ -8,7 +8,14 @@ process): input rails on the prompt, the upstream call, output rails on the answ
   once with Python's default garbage collector and once with the proxy's serving tuning
   (``tune_gc_for_serving``), so the proxy's GC tuning is not counted as an HTTP-layer win.
 * *proxy*: the benchmark process POSTs ``/v1/chat/completions`` to ``rai guard serve``
-  running in its own process (uvicorn, one worker), which does the above.
+  running in its own process (uvicorn, one worker), which does the above (its upstream call
+  through its own keep-alive client, ``guardrails/upstream.py``).
+
+The application side is the same in both: the clients are aiohttp, and in-process they call
+the upstream with that same client, so each path pays one application-side HTTP call per
+request; what the proxy path adds is the proxy process (an HTTP server, JSON each way, its
+upstream client). The clients run in the benchmark process in both paths, so their CPU is
+charged alike.
 
 C concurrent clients (64, and 1 for the unloaded cost) each send requests back to back
 (closed loop), and 64 clients once more paced at a fixed total rate (``--paced-rate``,
@@ -347,11 +354,13 @@ def main() -> None:
     lines = [
         f"Per request: input rails, upstream call to the fake OpenAI server (own process), output rails. "
         f"Policy: {'keyword rails (deterministic, microseconds)' if args.policy is None else args.policy}. "
-        f"Proxy: `rai guard serve` in its own process (uvicorn, 1 worker); in-process: the same guard "
+        f"Proxy: `rai guard serve` in its own process (uvicorn with httptools and uvloop, 1 worker, its own "
+        f"keep-alive upstream client); in-process: the same guard "
         f"and an aiohttp client in the benchmark process, with Python's default garbage collector and "
         f"with the proxy's serving tuning (`tune_gc_for_serving`: frozen heap, young collections every "
         f"10k allocations), so neither side gets a head start the other could take too; clients are "
-        f"aiohttp too. {args.rounds} rounds rotating the paths, medians; "
+        f"aiohttp too (the same application-side client in both paths: in-process it calls the upstream, "
+        f"through the proxy it calls the proxy). {args.rounds} rounds rotating the paths, medians; "
         f"{args.repeat} repeat(s) of the whole measurement; table: medians over all rounds; added latency: "
         f"median over rounds of proxy minus in-process within each round (paired: same load). "
         f"CPU: per request, summed over "

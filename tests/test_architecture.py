@@ -115,8 +115,17 @@ def test_gate_and_report_never_import_the_run_package() -> None:
 
 
 def test_probe_sees_a_heavy_import() -> None:
-    # The probe is not blind: importing the run package does load the runner.
-    assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run")
+    # The probe is not blind: importing the pipeline does load the runner.
+    assert "rai_harness.run.runner" in _loaded_after_import("rai_harness.run.execute")
+
+
+def test_a_worker_process_imports_neither_the_pipeline_nor_scipy_nor_the_sdk() -> None:
+    # A worker (rai_harness.run.shards) starts a fresh interpreter per process: what it imports is
+    # start-up time of every sharded run, and objects every GC pass walks.
+    loaded = _loaded_after_import("rai_harness.run.shards, rai_harness.providers.openai_http")
+    assert "rai_harness.run.runner" in loaded
+    heavy = ("scipy", "openai", "rai_harness.run.execute", "rai_harness.config", "rai_harness.record.schema")
+    assert [m for m in heavy if m in loaded] == []
 
 
 def _module_graph(package: str) -> dict[str, set[str]]:
@@ -308,10 +317,14 @@ def _batch_window_loops(path: Path, root: Path = PACKAGE) -> list[str]:
 def test_one_micro_batching_engine() -> None:
     # The guard's MicroBatcher and hf-local's generation queue both go through batching.py;
     # a second hand-rolled batcher would show up as another gathering-window loop.
+    # run/journal.py is not a batcher of callers: its writer thread polls a write-behind queue
+    # (put() returns at once, nobody waits for a result), and it must NOT be woken per item,
+    # which is the engine's design (a thread switch per call cost the event loop more than the
+    # write it saved; see the journal's module docstring).
     modules = {
         loop.split(":")[0] for path in sorted(PACKAGE.rglob("*.py")) for loop in _batch_window_loops(path)
     }
-    assert modules == {"batching.py"}
+    assert modules == {"batching.py", "run/journal.py"}
 
 
 def test_batch_window_finder_sees_both_former_batchers(tmp_path: Path) -> None:

@@ -335,3 +335,27 @@ def test_gpu_benchmark_script_runs_on_the_cpu():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "argmax agreement" in proc.stdout
+
+
+def test_length_buckets_cut_padding_where_it_pays(tokenizer):
+    """A few long texts and many short ones: two batches, unless a cut saves too little."""
+    texts = [benign(40)] * 2 + [benign(3)] * 20
+    lengths = [len(ids) + 2 for ids in flag_engine(tokenizer)[0].tokenize(texts)]
+    long, short = max(lengths), min(lengths)
+    saved = 20 * (long - short)  # padding tokens the cut saves
+
+    def shapes(**kwargs):
+        engine, rec = flag_engine(tokenizer, max_tokens_per_batch=4096, max_batch_size=64, **kwargs)
+        out = engine.run(texts)
+        np.testing.assert_array_equal(out.values[:, 1], out.n_tokens + 2)  # order still restored
+        return rec.shapes
+
+    assert shapes(split_cost_tokens=0) == [(22, long)]  # off: one batch padded to the longest
+    assert shapes(split_cost_tokens=saved - 1) == [(2, long), (20, short)]
+    assert shapes(split_cost_tokens=saved) == [(22, long)]  # saves no more than a call costs
+    # The default on the CPU buckets; the budget still bounds every bucket.
+    assert shapes() == [(2, long), (20, short)]
+    engine, _ = flag_engine(tokenizer)
+    assert engine.split_cost_tokens > 0
+    with pytest.raises(ValueError, match="split_cost_tokens"):
+        flag_engine(tokenizer, split_cost_tokens=-1)

@@ -153,6 +153,10 @@ def test_runtime_choice(embedder, monkeypatch):
     assert MiniLMToxicityClassifier(embedder=embedder).ort_encoder is None
     with pytest.raises(MissingDependencyError, match=r"rai-harness\[onnx\]"):
         MiniLMToxicityClassifier(embedder=embedder, runtime="onnx")
+    with pytest.raises(MissingDependencyError, match=r"rai-harness\[onnx\]"):
+        MiniLMToxicityClassifier(embedder=embedder, runtime="onnx-int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        onnx_encoder.build_ort_encoder(None, "mean", None, precision="int4")  # type: ignore[arg-type]
 
 
 def test_runtime_options_reach_the_classifier(monkeypatch):
@@ -167,3 +171,120 @@ def test_runtime_options_reach_the_classifier(monkeypatch):
     assert seen["runtime"] == "torch" and seen["onnx_threads"] == 1
     with pytest.raises(ConfigError, match="unknown option"):
         from_spec(ClassifierSpec(backend="minilm-toxicity", options={"runtimes": "torch"}))
+
+
+# -- int8 ------------------------------------------------------------------------------
+
+
+def _matmul_graph(weight, *, second_weight=None):
+    """A tiny ONNX graph: ``y = x @ weight`` (``x``: ``(batch, rows, K)``), optionally a second product."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = weight.shape
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    inits = [numpy_helper.from_array(weight.astype(np.float32), "w")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "r", n])]
+    if second_weight is not None:
+        nodes.append(helper.make_node("MatMul", ["x", "w2"], ["z"]))
+        inits.append(numpy_helper.from_array(second_weight.astype(np.float32), "w2"))
+        outputs.append(
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", "r", second_weight.shape[1]])
+        )
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "r", k])], outputs, inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+@needs_ort
+def test_rowwise_int8_matches_a_numpy_reference_and_rows_are_independent():
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(16, 8)).astype(np.float32)
+    weight[:, 3] *= 50  # one column of large weights: per-column scales keep the others precise
+    second = rng.normal(size=(16, 4)).astype(np.float32)
+    session = ort.InferenceSession(
+        onnx_encoder.quantize_rowwise_int8(_matmul_graph(weight, second_weight=second)),
+        providers=["CPUExecutionProvider"],
+    )
+    x = rng.normal(size=(2, 3, 16)).astype(np.float32)
+    x[1, 2] *= 1000  # one huge row: with one scale per tensor it would crush every other row
+    y, z = session.run(None, {"x": x})
+    assert y.shape == (2, 3, 8) and z.shape == (2, 3, 4)
+
+    def reference(rows, w):
+        w_scale = np.abs(w).max(axis=0) / 127
+        w_q = np.clip(np.rint(w / w_scale), -127, 127)
+        x_scale = np.abs(rows).max(axis=-1, keepdims=True) / 127
+        x_q = np.clip(np.rint(rows / x_scale), -127, 127)
+        return (x_q @ w_q) * x_scale * w_scale
+
+    np.testing.assert_allclose(y, reference(x, weight), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(z, reference(x, second), rtol=1e-4, atol=1e-4)
+    # Close to fp32 (int8 noise only), the huge row included.
+    assert np.abs(y - x @ weight).max() <= 0.02 * np.abs(x @ weight).max()
+    # Each row alone gives exactly what it gives inside the batch.
+    alone = np.concatenate(
+        [session.run(["y"], {"x": x[i : i + 1, j : j + 1]})[0] for i in range(2) for j in range(3)]
+    )
+    np.testing.assert_allclose(alone.reshape(y.shape), y, rtol=0, atol=1e-6)
+
+
+def test_rowwise_int8_needs_a_weight_product():
+    pytest.importorskip("onnx")
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "x2"], ["y"])],  # two activations: nothing to quantise
+        "no-weights",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+            helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
+    with pytest.raises(ValueError, match="nothing to quantise"):
+        onnx_encoder.quantize_rowwise_int8(onnx.helper.make_model(graph).SerializeToString())
+    assert np is not None
+
+
+@needs_ort
+def test_onnx_int8_runtime_scores_close_to_torch_and_independent_of_batching(embedder, cache, pair):
+    _, on_torch = pair
+    clf = MiniLMToxicityClassifier(embedder=embedder, runtime="onnx-int8", onnx_cache_dir=cache)
+    info = clf.info()["runtime"]
+    assert info["precision"] == "int8" and "-int8-" in info["graph"]
+    assert len(list(cache.glob("encoder-*-int8-*.onnx"))) == 1  # cached beside the fp32 graph
+    got, want = clf.predict(TEXTS), on_torch.predict(TEXTS)
+    assert [g.chunks for g in got] == [w.chunks for w in want]
+    # int8 noise, not another model: a broken rewrite moves scores by far more.
+    for g, w in zip(got, want, strict=True):
+        for label in clf.labels:
+            assert g.scores[label] == pytest.approx(w.scores[label], abs=0.1)
+    # The property per-tensor dynamic quantisation lacks: a text scores the same alone and batched.
+    for i, text in enumerate(TEXTS):
+        alone = clf.predict([text])[0]
+        for label in clf.labels:
+            assert alone.scores[label] == pytest.approx(got[i].scores[label], abs=1e-5)
+
+
+@needs_ort
+def test_a_batch_dependent_int8_graph_is_refused(embedder, tmp_path, monkeypatch, caplog):
+    """Per-tensor dynamic quantisation (one activation scale per batch) must not pass the load check."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def per_tensor(graph: bytes) -> bytes:
+        src, dst = tmp_path / "fp32.onnx", tmp_path / "dynamic.onnx"
+        src.write_bytes(graph)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        return dst.read_bytes()
+
+    monkeypatch.setattr(onnx_encoder, "quantize_rowwise_int8", per_tensor)
+    with pytest.raises(ConfigError, match="alone and in a padded batch"):
+        MiniLMToxicityClassifier(embedder=embedder, runtime="onnx-int8", onnx_cache_dir=tmp_path / "cache")

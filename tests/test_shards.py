@@ -18,7 +18,7 @@ import yaml
 
 from rai_harness.config import load_run_config, parse_run_config
 from rai_harness.errors import ConfigError
-from rai_harness.load import LoadProfile, arrival_offsets, event_rate, summarize_load
+from rai_harness.load import LoadProfile, StopRule, arrival_offsets, event_rate, requests_for, summarize_load
 from rai_harness.providers.openai_compat import OpenAIConfig
 from rai_harness.record import CallRecord, read_run_record, read_samples
 from rai_harness.run import plan_run, run_sync
@@ -172,6 +172,55 @@ async def test_workers_follow_a_poisson_profile_on_one_shared_clock(fake_server,
     (stage,) = summary.stages
     assert stage.calls == 36 and stage.offered_rps is not None
     assert stage.offered_rps == pytest.approx(event_rate(expected))
+
+
+async def test_a_sweep_over_two_workers_stops_at_the_first_saturated_rate(
+    fake_server, tmp_path: Path
+) -> None:
+    # Capacity: an in-flight cap of 4 (2 per worker) over 50 ms calls -> at most ~80 req/s, so
+    # the 400 req/s stage saturates and the 800 req/s one is never started. The low rates are
+    # far below it, and the stop rule is loose (50% of the offered rate) for a busy machine.
+    fake_server.configure(ttft_s=0.05)
+    cfg = config(fake_server.base_url, concurrency=4)
+    profile = LoadProfile(
+        profile="sweep",
+        rates=[4, 8, 400, 800],
+        requests_per_rate=12,
+        max_concurrency=4,
+        stop=StopRule(min_throughput_ratio=0.5),
+    )
+    requests = requests_for(profile, reqs(6))
+    journal = Journal(tmp_path / "j.sqlite")
+    pids: list[int] = []
+    records = await generate_calls_sharded(
+        cfg,
+        requests,
+        workers=2,
+        provider_id="p",
+        provider_identity=cfg.cache_identity(),
+        concurrency=4,
+        policy=RetryPolicy(timeout_s=20),
+        journal=journal,
+        load=profile,
+        on_workers=lambda current: pids.extend(p for p in current if p not in pids),
+    )
+    assert len(pids) >= 2 and os.getpid() not in pids
+    assert len(records) == 36 and all(r.ok for r in records)  # three stages made, the fourth not
+    assert journal.count("ok") == 36 and fake_server.stats()["calls"] == 36
+    journal.close()
+    assert [r.load["stage"] for r in records] == [0] * 12 + [1] * 12 + [2] * 12
+    summary = summarize_load(profile, records)
+    assert [s.rate for s in summary.stages] == [4, 8, 400]
+    assert [s.saturated for s in summary.stages] == [False, False, True]
+    assert summary.stopped_at_rate == 400 and summary.unreached_rates == [800]
+    assert summary.max_sustained_rate == 8 and "achieved" in (summary.stop_reason or "")
+    # Each stage's arrivals are the profile's one schedule, whichever worker made the call.
+    for stage in summary.stages[:2]:
+        mine = [r for r in records if r.load["stage"] == stage.index]
+        np.testing.assert_allclose(
+            [r.load["scheduled_s"] for r in mine], arrival_offsets("constant", stage.rate, 12)
+        )
+        assert all(r.load["started_s"] >= r.load["scheduled_s"] - 1e-3 for r in mine)
 
 
 def test_size_workers_from_rate_and_cpu_per_call() -> None:

@@ -462,6 +462,13 @@ def serve_command(
         float,
         typer.Option(help="Deadline of a whole request, upstream and rails included, seconds.", min=0.001),
     ] = 60.0,
+    check_tool_definitions: Annotated[
+        bool,
+        typer.Option(
+            help="Run the input rails on the descriptions in a request's tools/functions (a poisoned "
+            "tool description is a prompt injection). Turn off only if every tool definition is your own."
+        ),
+    ] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the guard as an OpenAI-compatible proxy (/v1/chat/completions) and a rails-only
@@ -496,6 +503,7 @@ def serve_command(
             max_messages=max_messages,
             max_concurrency=max_concurrency,
             request_timeout_s=timeout_s,
+            check_tool_definitions=check_tool_definitions,
         )
         # Validate the policy file now (a bad key fails here, with its line); the models load
         # in the background once the server listens (/healthz says when they are ready).

@@ -157,8 +157,12 @@ class Generation:
         text: The completion text (untrusted model output).
         usage: Token counts.
         latency_s: Wall time from sending the request to the last byte, seconds.
-        ttft_s: Time to the first content token, seconds; ``None`` when the call was
-            not streamed (then only end-to-end latency is known).
+        ttft_s: Time from sending the request to the first content token, seconds;
+            ``None`` when the call was not streamed (then only end-to-end latency is known).
+        connect_s: Time from the call's start to its request being sent, seconds: taking
+            a pooled connection or opening one (TCP/TLS handshakes) and the client's own
+            queue; ``None`` where the adapter cannot see the send (then ``latency_s`` and
+            ``ttft_s`` count from the call's start).
         finish_reason: ``stop``, ``length``, ``content_filter``... as the provider said.
         model: The model name the provider reported (may differ from the one asked for).
         streamed: Whether the call was streamed.
@@ -174,6 +178,7 @@ class Generation:
     model: str | None = None
     streamed: bool = False
     guard: Mapping[str, Any] | None = None
+    connect_s: float | None = None
 
     @property
     def output_tokens_per_s(self) -> float | None:

@@ -16,7 +16,10 @@ What it does, in order (lm-eval's ``Collator`` is the model for sort/batch/resto
    once, not after an hour), and **batch** them under a token budget: padded length x
    batch size <= ``max_tokens_per_batch``, so activation memory is bounded whatever the
    list size. Detoxify pads a whole list into one batch; LLM Guard pads every text to 512
-   tokens at batch size 1: both are what this avoids.
+   tokens at batch size 1: both are what this avoids. On the CPU a batch is then cut into
+   **length buckets** where that saves more padding than one more forward call costs
+   (``split_cost_tokens``): 8 texts of 13 tokens and 56 of 8-11 run as two batches, so the
+   short ones are not padded to 13.
 5. **Pad dynamically** to the longest chunk of each batch (to a multiple of 8 on CUDA, for
    tensor cores), copy to the device (pinned memory, non-blocking), run ``forward`` under
    :func:`torch.inference_mode` (and autocast in bf16/fp16 on CUDA), keep the outputs on the
@@ -65,6 +68,12 @@ DEFAULT_TOKENS_CPU = 4096
 DEFAULT_TOKENS_CUDA = 32768
 DEFAULT_BATCH_CPU = 64
 DEFAULT_BATCH_CUDA = 1024
+#: Padding tokens a length bucket must save to be worth one more forward call on the CPU:
+#: the fixed cost of a call expressed in tokens. A short MiniLM forward costs ~1.5-3 ms of
+#: fixed overhead (ONNX Runtime, torch more) against ~0.05-0.15 ms per token, i.e. 10-60
+#: tokens; 32 splits only where it clearly pays. On CUDA a call's fixed cost dwarfs
+#: per-token cost, so batches are not split there (0).
+DEFAULT_SPLIT_COST_CPU = 32
 #: Characters per piece when pre-splitting a long text before tokenising (~500 tokens of
 #: English); pieces are cut at whitespace where one is near, so tokens are not split.
 DEFAULT_SPLIT_CHARS = 2048
@@ -265,6 +274,9 @@ class BatchEngine:
         pad_token_id: Id of the padding token. ``None``: the tokenizer's, else 0.
         split_chars: Texts longer than this many characters are pre-split at whitespace
             before tokenising (bounded work per tokenizer call).
+        split_cost_tokens: A batch is cut into two length buckets where the padding tokens
+            saved exceed this (see :meth:`plan_batches`). ``None``:
+            :data:`DEFAULT_SPLIT_COST_CPU` on the CPU, 0 (never split) elsewhere.
     """
 
     def __init__(
@@ -281,6 +293,7 @@ class BatchEngine:
         pad_to_multiple_of: int | None = None,
         pad_token_id: int | None = None,
         split_chars: int = DEFAULT_SPLIT_CHARS,
+        split_cost_tokens: int | None = None,
     ) -> None:
         import torch
 
@@ -309,6 +322,11 @@ class BatchEngine:
             pad_token_id = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad_token_id) if pad_token_id is not None else 0
         self.split_chars = max(int(split_chars), 64)
+        if split_cost_tokens is None:
+            split_cost_tokens = 0 if on_cuda or self.device.type != "cpu" else DEFAULT_SPLIT_COST_CPU
+        if split_cost_tokens < 0:
+            raise ValueError("split_cost_tokens must be >= 0")
+        self.split_cost_tokens = int(split_cost_tokens)
         if self.max_tokens_per_batch < self.max_length:
             logger.warning(
                 "max_tokens_per_batch=%d is below the model window (%d tokens): full-length chunks "
@@ -356,20 +374,46 @@ class BatchEngine:
         Args:
             lengths: Length of every chunk in tokens, special tokens included.
 
+        Each batch is then cut into length buckets where a cut saves more than
+        ``split_cost_tokens`` padding tokens (:meth:`_length_buckets`).
+
         Returns:
-            Arrays of chunk indices, one per batch; their padded size (batch x longest,
-            rounded up to ``pad_to_multiple_of``) stays within ``max_tokens_per_batch``
-            unless a single chunk is longer than the budget.
+            Arrays of chunk indices, one per batch, longest first; their padded size (batch
+            x longest, rounded up to ``pad_to_multiple_of``) stays within
+            ``max_tokens_per_batch`` unless a single chunk is longer than the budget.
         """
         order = np.argsort(-lengths, kind="stable")
+        padded_lengths = np.array([self._padded_length(int(n)) for n in lengths], dtype=np.int64)
         batches: list[np.ndarray] = []
         i, n = 0, len(order)
         while i < n:
-            padded = self._padded_length(int(lengths[order[i]]))
+            padded = int(padded_lengths[order[i]])
             size = max(1, min(self.max_batch_size, self.max_tokens_per_batch // padded))
-            batches.append(order[i : i + size])
+            batches.extend(self._length_buckets(order[i : i + size], padded_lengths))
             i += size
         return batches
+
+    def _length_buckets(self, batch: np.ndarray, padded_lengths: np.ndarray) -> list[np.ndarray]:
+        """Cut a longest-first batch where the padding saved exceeds ``split_cost_tokens``.
+
+        Cutting before position ``i`` of ``k`` chunks pads the ``k - i`` shorter ones to
+        their own longest instead of the batch's: it saves ``(k - i) x (l[0] - l[i])``
+        tokens. The best cut is taken if it saves more than one more forward call costs,
+        and both halves are considered again. A subset of a batch stays within its budget.
+        """
+        if self.split_cost_tokens <= 0 or len(batch) < 2:
+            return [batch]
+        widths = padded_lengths[batch]
+        k = len(batch)
+        cut_at = np.arange(1, k)
+        saved = (k - cut_at) * (widths[0] - widths[1:])
+        best = int(np.argmax(saved))
+        if saved[best] <= self.split_cost_tokens:
+            return [batch]
+        cut = best + 1
+        return self._length_buckets(batch[:cut], padded_lengths) + self._length_buckets(
+            batch[cut:], padded_lengths
+        )
 
     def _padded_length(self, length: int) -> int:
         m = self.pad_to_multiple_of

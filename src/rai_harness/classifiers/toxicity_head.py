@@ -73,7 +73,7 @@ HEAD_FORMAT_VERSION = 2
 #: Versions this code reads (1: a linear head over the frozen encoder).
 READABLE_FORMAT_VERSIONS = (1, 2)
 #: Values of the ``runtime`` option: what runs the encoder (see :class:`MiniLMToxicityClassifier`).
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = ("auto", "onnx", "onnx-int8", "torch")
 #: Tokens per scored window of a long text (special tokens included). Shorter than the
 #: encoder's 256: the head was trained on tweets and statements of ~10-60 tokens, and a
 #: mean-pooled window dilutes a toxic sentence among its benign neighbours, so windows
@@ -257,7 +257,12 @@ class MiniLMToxicityClassifier:
             Runtime or an error) or ``"torch"``. Both give the same scores (the ONNX graph
             is exported from this very model and checked against it at load, see
             :mod:`~rai_harness.classifiers.onnx_encoder`); ONNX Runtime is about twice as
-            fast on one short text, the inline guard's usual call.
+            fast on one short text, the inline guard's usual call. ``"onnx-int8"``: ONNX
+            Runtime on a graph with int8 matrix products and per-row activation scales
+            (:func:`~rai_harness.classifiers.onnx_encoder.quantize_rowwise_int8`): faster,
+            the same scores batched or alone, but *not* the same scores as fp32 (opt-in;
+            its measured agreement with fp32 is in ``benchmarks/RESULTS.md``, section
+            ``onnx_agreement``).
         onnx_threads: ONNX Runtime intra-op threads; ``None``: torch's thread count.
         onnx_cache_dir: Folder of exported graphs; ``None``: ``$RAI_HARNESS_CACHE/onnx``.
 
@@ -328,9 +333,9 @@ class MiniLMToxicityClassifier:
             return None
         base = self.embedder.engine
         if base.device.type != "cpu" or base.dtype is not torch.float32:
-            if runtime == "onnx":
+            if runtime != "auto":
                 raise ConfigError(
-                    f"runtime: onnx runs fp32 on the CPU only, not {base.dtype} on {base.device}",
+                    f"runtime: {runtime} runs on the CPU from an fp32 model only, not {base.dtype} on {base.device}",
                     key_path="options.runtime",
                 )
             return None  # CUDA / half precision: torch is the fast path there
@@ -342,7 +347,8 @@ class MiniLMToxicityClassifier:
             self.embedder.tokenizer,
             threads=threads,
             cache_dir=cache_dir,
-            required=runtime == "onnx",
+            required=runtime != "auto",
+            precision="int8" if runtime == "onnx-int8" else "fp32",
         )
 
     def _make_engine(self, window_tokens: int | None, overlap_tokens: int) -> BatchEngine:
@@ -552,7 +558,7 @@ def from_spec(spec: ClassifierSpec) -> MiniLMToxicityClassifier:
     once. Options: ``dtype``, ``max_tokens_per_batch``, ``max_batch_size`` (the embedder's
     engine), ``window_tokens`` (default 128) and ``overlap`` (default 32) for long texts,
     ``embedding_model`` (a sentence-transformers folder; default the bundled MiniLM),
-    ``name``, ``runtime`` (``auto``, ``onnx`` or ``torch``: what runs the encoder) and
+    ``name``, ``runtime`` (``auto``, ``onnx``, ``onnx-int8`` or ``torch``: what runs the encoder) and
     ``onnx_threads``.
 
     Raises:

@@ -14,26 +14,55 @@ A floor below the runner (it imports only :mod:`rai_harness.record` and
 
 from __future__ import annotations
 
-from rai_harness.load.dispatch import Dispatch, StageShare, check_shared_clock, run_stage, share_stage
-from rai_harness.load.profiles import (
-    DEFAULT_MAX_CONCURRENCY,
-    LoadProfile,
-    StagePlan,
-    StopRule,
-    Warmup,
-    arrival_offsets,
-    requests_for,
-    stage_offsets,
-    stage_seed,
-)
-from rai_harness.load.summary import (
-    WARMUP_EXCLUDED_FROM,
-    event_rate,
-    is_warmup,
-    stop_reason,
-    summarize_load,
-    summarize_stage,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rai_harness.load.dispatch import Dispatch, StageShare, check_shared_clock, run_stage, share_stage
+    from rai_harness.load.profiles import (
+        DEFAULT_MAX_CONCURRENCY,
+        LoadProfile,
+        StagePlan,
+        StopRule,
+        Warmup,
+        arrival_offsets,
+        requests_for,
+        stage_offsets,
+        stage_seed,
+    )
+    from rai_harness.load.summary import (
+        WARMUP_EXCLUDED_FROM,
+        event_rate,
+        is_warmup,
+        stop_reason,
+        summarize_load,
+        summarize_stage,
+    )
+
+#: Public name -> the module that defines it, imported on first use (PEP 562). So the runner and
+#: its worker processes import the schedule without the summaries (record schema, stats, scipy).
+_LAZY: dict[str, str] = {
+    "DEFAULT_MAX_CONCURRENCY": "rai_harness.load.profiles",
+    "Dispatch": "rai_harness.load.dispatch",
+    "LoadProfile": "rai_harness.load.profiles",
+    "StagePlan": "rai_harness.load.profiles",
+    "StageShare": "rai_harness.load.dispatch",
+    "StopRule": "rai_harness.load.profiles",
+    "WARMUP_EXCLUDED_FROM": "rai_harness.load.summary",
+    "Warmup": "rai_harness.load.profiles",
+    "arrival_offsets": "rai_harness.load.profiles",
+    "check_shared_clock": "rai_harness.load.dispatch",
+    "event_rate": "rai_harness.load.summary",
+    "is_warmup": "rai_harness.load.summary",
+    "requests_for": "rai_harness.load.profiles",
+    "run_stage": "rai_harness.load.dispatch",
+    "share_stage": "rai_harness.load.dispatch",
+    "stage_offsets": "rai_harness.load.profiles",
+    "stage_seed": "rai_harness.load.profiles",
+    "stop_reason": "rai_harness.load.summary",
+    "summarize_load": "rai_harness.load.summary",
+    "summarize_stage": "rai_harness.load.summary",
+}
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
@@ -57,3 +86,17 @@ __all__ = [
     "summarize_load",
     "summarize_stage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use and cache it on the package."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -22,13 +22,14 @@ import importlib.util
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rai_harness.errors import ConfigError, MissingDependencyError
-from rai_harness.providers.httpio import ResponseLimits
+from rai_harness.providers.httpio import ResponseLimits, marking_send
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 __all__ = [
@@ -398,13 +399,33 @@ def require_package(module: str, package: str, *, extra: str | None = None, feat
 
 
 class StreamTimer:
-    """Measures one call: start, first content token, end (``time.perf_counter``)."""
+    """Measures one call on ``time.perf_counter``: start, request sent, first content token, end.
 
-    __slots__ = ("_first", "_start")
+    TTFT and latency count from the moment the request starts being written to its
+    connection (:meth:`mark_sent`), so they time the server and the network, not the
+    client's wait before it: taking a pooled connection or opening one (TCP and TLS
+    handshakes, which only the first calls on a fresh pool pay) and the event loop's queue.
+    That wait is reported on its own as :attr:`connect_s`. The HTTP transport of the
+    OpenAI-compatible paths marks the send (use :meth:`sending` around the HTTP call);
+    adapters whose SDK owns its HTTP stack (Bedrock) never mark it, and then every time
+    counts from the start and :attr:`connect_s` is ``None``.
+    """
+
+    __slots__ = ("_first", "_sent", "_start")
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
+        self._sent: float | None = None
         self._first: float | None = None
+
+    def mark_sent(self) -> None:
+        """Record that the request is being written to its connection (first call wins)."""
+        if self._sent is None:
+            self._sent = time.perf_counter()
+
+    def sending(self) -> AbstractContextManager[None]:
+        """Context in which the HTTP transport marks this timer's send (see :func:`.httpio.marking_send`)."""
+        return marking_send(self.mark_sent)
 
     def mark_first_token(self) -> None:
         """Record the arrival of the first content token (idempotent)."""
@@ -412,13 +433,22 @@ class StreamTimer:
             self._first = time.perf_counter()
 
     @property
+    def _origin(self) -> float:
+        return self._start if self._sent is None else self._sent
+
+    @property
     def ttft_s(self) -> float | None:
-        """Seconds from start to the first content token, if one arrived."""
-        return None if self._first is None else self._first - self._start
+        """Seconds from sending the request to the first content token, if one arrived."""
+        return None if self._first is None else self._first - self._origin
+
+    @property
+    def connect_s(self) -> float | None:
+        """Seconds from the call's start to its request being sent; ``None`` when not marked."""
+        return None if self._sent is None else self._sent - self._start
 
     def elapsed_s(self) -> float:
-        """Seconds since start."""
-        return time.perf_counter() - self._start
+        """Seconds since the request was sent (since the start when the send was not marked)."""
+        return time.perf_counter() - self._origin
 
 
 def merged_headers(

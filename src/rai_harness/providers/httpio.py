@@ -19,14 +19,22 @@ response:
   never buffers an endless line.
 
 The errors are not retryable: the same endpoint would send the same body again.
+
+The transport also tells a call's timer when its request is written to the connection
+(:func:`marking_send`), through httpcore's ``trace`` request extension: the SDK path cannot
+pass extensions per request, the transport under it can. TTFT and latency then count from
+the send, and the wait before it (a new connection's handshakes, the loop's queue) is
+measured apart (see :class:`~rai_harness.providers.base.StreamTimer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +46,7 @@ __all__ = [
     "find_limit_error",
     "limit_error",
     "limited_transport",
+    "marking_send",
 ]
 
 #: The encodings :func:`limited_transport` can inflate with a bound; sent as Accept-Encoding.
@@ -45,6 +54,44 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 #: Most bytes produced by one inflate step (then the loop gets a turn).
 _INFLATE_STEP = 256 * 1024
+
+
+#: What the transport calls when the current task's request starts being written (see
+#: :func:`marking_send`). A context variable because the openai SDK builds the request itself:
+#: the provider sets it around the SDK call, the transport (same task) reads it.
+_SEND_MARK: ContextVar[Callable[[], None] | None] = ContextVar("rai_harness_send_mark", default=None)
+
+#: httpcore trace events that mean "the request is being written" (HTTP/1.1 and HTTP/2).
+_SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
+
+
+@contextlib.contextmanager
+def marking_send(mark: Callable[[], None]) -> Iterator[None]:
+    """Within this block, requests sent through :func:`limited_transport` call ``mark`` when written.
+
+    Args:
+        mark: Called (on the event loop, no arguments) as the request's headers start
+            being written, after any connection was taken from the pool or opened.
+    """
+    token = _SEND_MARK.set(mark)
+    try:
+        yield
+    finally:
+        _SEND_MARK.reset(token)
+
+
+def _send_tracer(
+    mark: Callable[[], None], inner: Callable[[str, dict[str, Any]], Awaitable[None]] | None
+) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` callback that calls ``mark`` on the send event (and chains ``inner``)."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in _SENT_EVENTS:
+            mark()
+        if inner is not None:
+            await inner(event, info)
+
+    return trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +260,9 @@ def _classes(http: Any) -> tuple[type, type]:
             self._limits = limits
 
         async def handle_async_request(self, request: Any) -> Any:
+            mark = _SEND_MARK.get()
+            if mark is not None:
+                request.extensions["trace"] = _send_tracer(mark, request.extensions.get("trace"))
             response = await self._inner.handle_async_request(request)
             raw_encoding = response.headers.get("content-encoding", "")
             encodings = [e.strip().lower() for e in raw_encoding.split(",") if e.strip()]
@@ -245,13 +295,15 @@ def _classes(http: Any) -> tuple[type, type]:
     return LimitedStream, LimitedTransport
 
 
-def limited_transport(http: Any, caps: ResponseLimits, **transport_kwargs: Any) -> Any:
+def limited_transport(http: Any, caps: ResponseLimits, *, inner: Any = None, **transport_kwargs: Any) -> Any:
     """An ``http.AsyncHTTPTransport`` (``http`` is httpx or httpx2) that enforces ``limits``.
 
     Args:
         http: The HTTP module (:func:`~rai_harness.providers.openai_compat.http_module`).
         caps: The caps.
+        inner: The transport to wrap (tests pass a scripted one); default a new
+            ``http.AsyncHTTPTransport(**transport_kwargs)``.
         **transport_kwargs: Passed to ``AsyncHTTPTransport`` (``limits`` of the pool...).
     """
     _, transport_cls = _classes(http)
-    return transport_cls(http.AsyncHTTPTransport(**transport_kwargs), caps)
+    return transport_cls(inner if inner is not None else http.AsyncHTTPTransport(**transport_kwargs), caps)

@@ -227,13 +227,26 @@ def read_secrets(
     return api_key, headers
 
 
-def http_module() -> Any:
+def http_module(*, sdk: bool = True) -> Any:
     """The HTTP library the installed openai SDK is built on.
 
     openai 3.x runs on ``httpx2`` (and merely tolerates ``httpx`` clients: in a load test
     an ``httpx`` client had a p99 latency three to four times that of an ``httpx2`` one);
     openai 1.x/2.x accept only ``httpx``. The two share their API.
+
+    Args:
+        sdk: ``False`` for a client the SDK never sees (the lean path): then ``httpx2``
+            whenever it is installed, decided without importing the SDK, whose import costs
+            about a second and 60k objects in every worker process.
     """
+    if not sdk:
+        try:
+            import httpx2
+        except ImportError:
+            import httpx
+
+            return httpx
+        return httpx2
     import openai
 
     if hasattr(openai, "DefaultAsyncHttpx2Client"):
@@ -251,6 +264,7 @@ def make_http_client(
     *,
     on_request: Callable[[Any], Awaitable[None]] | None = None,
     limits: ResponseLimits | None = None,
+    sdk: bool = True,
 ) -> Any:
     """An async HTTP client whose pool allows ``concurrency`` calls in flight, with bounded bodies.
 
@@ -264,12 +278,13 @@ def make_http_client(
         timeout_s: Connect/read/write/pool timeout.
         on_request: Optional async hook run on every request before it is sent.
         limits: Response caps (default: :class:`ResponseLimits`'s safe defaults).
+        sdk: Whether the openai SDK will use the client (see :func:`http_module`).
 
     Returns:
         An ``httpx2.AsyncClient`` or ``httpx.AsyncClient`` (see :func:`http_module`);
         typed ``Any`` because the SDK's annotation names only one of them.
     """
-    http = http_module()
+    http = http_module(sdk=sdk)
     pool = http.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [on_request]} if on_request else {}
     return http.AsyncClient(
@@ -449,20 +464,23 @@ class OpenAICompatProvider(BaseProvider):
         """
         kwargs = build_chat_kwargs(self._model, request)
         await warm_up_sdk()  # a no-op after the first call; keeps its cost off the clock
+        timer = StreamTimer()
         try:
-            if self._stream:
-                return await self._generate_stream(kwargs, request)
-            return await self._generate_once(kwargs, request)
+            with timer.sending():  # TTFT and latency count from the request's send
+                if self._stream:
+                    return await self._generate_stream(kwargs, request, timer)
+                return await self._generate_once(kwargs, request, timer)
         except ProviderError:
             raise
         except Exception as exc:
             # The SDK wraps what the transport raised (a response over a limit) in its own type.
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secret_values())) from None
 
-    async def _generate_once(self, kwargs: dict[str, Any], request: ChatRequest) -> Generation:
+    async def _generate_once(
+        self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer
+    ) -> Generation:
         from openai.types.chat import ChatCompletion
 
-        timer = StreamTimer()
         response = await self._client.chat.completions.create(**kwargs)
         latency = timer.elapsed_s()
         # A server that answers with a non-JSON content type gets its body back as a str.
@@ -483,13 +501,15 @@ class OpenAICompatProvider(BaseProvider):
             usage=usage,
             latency_s=latency,
             ttft_s=None,
+            connect_s=timer.connect_s,
             finish_reason=choice.finish_reason,
             model=response.model or self._model,
             streamed=False,
         )
 
-    async def _generate_stream(self, kwargs: dict[str, Any], request: ChatRequest) -> Generation:
-        timer = StreamTimer()
+    async def _generate_stream(
+        self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer
+    ) -> Generation:
         stream = await self._client.chat.completions.create(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
@@ -542,6 +562,7 @@ class OpenAICompatProvider(BaseProvider):
             usage=self._usage(raw_usage, request, text),
             latency_s=latency,
             ttft_s=timer.ttft_s,
+            connect_s=timer.connect_s,
             finish_reason=finish_reason,
             model=model or self._model,
             streamed=True,

@@ -128,7 +128,7 @@ class LeanOpenAIProvider(BaseProvider):
         http_client: Any = None,
     ) -> None:
         self._limits = limits or ResponseLimits()
-        self._client = http_client or make_http_client(concurrency, timeout_s, limits=self._limits)
+        self._client = http_client or make_http_client(concurrency, timeout_s, limits=self._limits, sdk=False)
         self._base_url = base_url.rstrip("/")
         self._url = self._base_url + "/chat/completions"
         self._model = model
@@ -157,10 +157,12 @@ class LeanOpenAIProvider(BaseProvider):
             ProviderError: for every failure, classified as on the SDK path.
         """
         body = request_body(self._model, request, stream=self._stream)
+        timer = StreamTimer()
         try:
-            if self._stream:
-                return await self._generate_stream(body, request)
-            return await self._generate_once(body, request)
+            with timer.sending():  # TTFT and latency count from the request's send
+                if self._stream:
+                    return await self._generate_stream(body, request, timer)
+                return await self._generate_once(body, request, timer)
         except ProviderError:
             raise
         except Exception as exc:
@@ -172,8 +174,7 @@ class LeanOpenAIProvider(BaseProvider):
             response.status_code, body, headers=response.headers, secrets=self._secrets
         )
 
-    async def _generate_once(self, body: bytes, request: ChatRequest) -> Generation:
-        timer = StreamTimer()
+    async def _generate_once(self, body: bytes, request: ChatRequest, timer: StreamTimer) -> Generation:
         response = await self._client.post(self._url, content=body, headers=self._headers)
         latency = timer.elapsed_s()
         if not 200 <= response.status_code < 300:
@@ -206,13 +207,13 @@ class LeanOpenAIProvider(BaseProvider):
             ),
             latency_s=latency,
             ttft_s=None,
+            connect_s=timer.connect_s,
             finish_reason=_str_or_none(choice.get("finish_reason")),
             model=_str_or_none(data.get("model")) or self._model,
             streamed=False,
         )
 
-    async def _generate_stream(self, body: bytes, request: ChatRequest) -> Generation:
-        timer = StreamTimer()
+    async def _generate_stream(self, body: bytes, request: ChatRequest, timer: StreamTimer) -> Generation:
         parts: list[str] = []
         chars = 0
         finish: str | None = None
@@ -276,6 +277,7 @@ class LeanOpenAIProvider(BaseProvider):
             ),
             latency_s=latency,
             ttft_s=timer.ttft_s,
+            connect_s=timer.connect_s,
             finish_reason=finish,
             model=_str_or_none(model) or self._model,
             streamed=True,

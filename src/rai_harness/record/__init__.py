@@ -18,35 +18,71 @@ Modules:
 
 from __future__ import annotations
 
-from rai_harness.record.calls import CallError, CallRecord
-from rai_harness.record.io import (
-    file_sha256,
-    read_run_record,
-    read_samples,
-    write_json_atomic,
-    write_run,
-    write_samples,
-)
-from rai_harness.record.metrics import Breakdown, MetricSpec
-from rai_harness.record.schema import (
-    SCHEMA_VERSION,
-    Comparison,
-    CostSummary,
-    DatasetInfo,
-    Distribution,
-    GuardHealth,
-    JudgeInfo,
-    LoadStage,
-    LoadSummary,
-    ProviderSummary,
-    Rescore,
-    RunRecord,
-    RunStatus,
-    SuiteEfficiency,
-    SuiteResult,
-    SuiteRun,
-    UsageSummary,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rai_harness.record.calls import CallError, CallRecord
+    from rai_harness.record.io import (
+        file_sha256,
+        read_run_record,
+        read_samples,
+        write_json_atomic,
+        write_run,
+        write_samples,
+    )
+    from rai_harness.record.metrics import Breakdown, MetricSpec
+    from rai_harness.record.schema import (
+        SCHEMA_VERSION,
+        Comparison,
+        CostSummary,
+        DatasetInfo,
+        Distribution,
+        GuardHealth,
+        JudgeInfo,
+        LoadStage,
+        LoadSummary,
+        ProviderSummary,
+        Rescore,
+        RunRecord,
+        RunStatus,
+        SuiteEfficiency,
+        SuiteResult,
+        SuiteRun,
+        UsageSummary,
+    )
+
+#: Public name -> the module that defines it, imported on first use (PEP 562). So a worker process,
+#: which needs only :class:`CallRecord`, does not import the run record's schema and stats (scipy).
+_LAZY: dict[str, str] = {
+    "Breakdown": "rai_harness.record.metrics",
+    "CallError": "rai_harness.record.calls",
+    "CallRecord": "rai_harness.record.calls",
+    "Comparison": "rai_harness.record.schema",
+    "CostSummary": "rai_harness.record.schema",
+    "DatasetInfo": "rai_harness.record.schema",
+    "Distribution": "rai_harness.record.schema",
+    "GuardHealth": "rai_harness.record.schema",
+    "JudgeInfo": "rai_harness.record.schema",
+    "LoadStage": "rai_harness.record.schema",
+    "LoadSummary": "rai_harness.record.schema",
+    "MetricSpec": "rai_harness.record.metrics",
+    "ProviderSummary": "rai_harness.record.schema",
+    "Rescore": "rai_harness.record.schema",
+    "RunRecord": "rai_harness.record.schema",
+    "RunStatus": "rai_harness.record.schema",
+    "SCHEMA_VERSION": "rai_harness.record.schema",
+    "SuiteEfficiency": "rai_harness.record.schema",
+    "SuiteResult": "rai_harness.record.schema",
+    "SuiteRun": "rai_harness.record.schema",
+    "UsageSummary": "rai_harness.record.schema",
+    "file_sha256": "rai_harness.record.io",
+    "read_run_record": "rai_harness.record.io",
+    "read_samples": "rai_harness.record.io",
+    "write_json_atomic": "rai_harness.record.io",
+    "write_run": "rai_harness.record.io",
+    "write_samples": "rai_harness.record.io",
+}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -77,3 +113,17 @@ __all__ = [
     "write_run",
     "write_samples",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use and cache it on the package."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

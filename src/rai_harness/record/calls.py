@@ -30,7 +30,9 @@ class CallRecord:
 
     Times: ``started_at``/``finished_at`` are Unix epoch seconds of the whole call
     (retries and their waits included); ``latency_s``/``ttft_s`` are of the successful
-    attempt only, as the provider measured them.
+    attempt only, as the provider measured them: from the request's send to the last byte /
+    first content token; ``connect_s`` is that attempt's wait before the send (taking or
+    opening a connection), ``None`` where the adapter cannot see the send.
     """
 
     key: str
@@ -66,6 +68,8 @@ class CallRecord:
     #: Where the call was made and timed: ``None`` in the run's own process (engine ``local``),
     #: else ``ray:<node id>`` of the Ray worker (an opaque cluster id, never a host name).
     host_id: str | None = None
+    #: Seconds from the successful attempt's start to its request being sent (see above).
+    connect_s: float | None = None
 
     @property
     def ok(self) -> bool:

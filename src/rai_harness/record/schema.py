@@ -47,7 +47,9 @@ __all__ = [
 #: 5: adds ``providers[*].load`` (load profile: warm-up, per-stage rates and percentiles) and
 #: the per-call ``load`` schedule in ``samples.jsonl``.
 #: 6: adds ``judges`` (judge providers' calls, latency, cost), ``judge_calls_file`` and ``suites[*].judge``.
-SCHEMA_VERSION = 6
+#: 7: ``latency_s``/``ttft_s`` count from the request's send where the transport sees it; adds
+#: ``providers[*].connect_s`` and the per-call ``connect_s`` (the wait before the send).
+SCHEMA_VERSION = 7
 
 #: ``complete``; ``failed``: an error budget was exceeded; ``incomplete``: a suite could not be scored.
 RunStatus = Literal["complete", "failed", "incomplete"]
@@ -227,8 +229,18 @@ class ProviderSummary(BaseModel):
     attempts: int = 0
     finish_reasons: dict[str, int] = Field(default_factory=dict)
     usage: UsageSummary
-    latency_s: Distribution
-    ttft_s: Distribution
+    latency_s: Distribution = Field(
+        ...,
+        description="Request sent to last byte, seconds (from the call's start where the send is not seen).",
+    )
+    ttft_s: Distribution = Field(
+        ..., description="Request sent to first content token, seconds (streamed calls)."
+    )
+    connect_s: Distribution | None = Field(
+        None,
+        description="Call start to request sent, seconds: taking or opening a pooled connection "
+        "(TCP/TLS handshakes) and the client's queue; not part of latency_s or ttft_s.",
+    )
     output_tokens_per_s: Distribution
     cost: CostSummary
     model_info: dict[str, Any] = Field(default_factory=dict)

@@ -10,9 +10,25 @@ finished run without calling a model. This package orchestrates
 
 from __future__ import annotations
 
-from rai_harness.run.execute import RunPlan, execute_run, plan_run, run_sync
-from rai_harness.run.rescore import score_run
-from rai_harness.run.runner import RetryPolicy, generate_calls
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rai_harness.run.execute import RunPlan, execute_run, plan_run, run_sync
+    from rai_harness.run.rescore import score_run
+    from rai_harness.run.runner import RetryPolicy, generate_calls
+
+#: Public name -> the module that defines it, imported on first use (PEP 562). So a worker process
+#: (:mod:`rai_harness.run.shards`) imports the runner without the whole pipeline (config, suites, scipy).
+_LAZY: dict[str, str] = {
+    "RetryPolicy": "rai_harness.run.runner",
+    "RunPlan": "rai_harness.run.execute",
+    "execute_run": "rai_harness.run.execute",
+    "generate_calls": "rai_harness.run.runner",
+    "plan_run": "rai_harness.run.execute",
+    "run_sync": "rai_harness.run.execute",
+    "score_run": "rai_harness.run.rescore",
+}
 
 __all__ = [
     "RetryPolicy",
@@ -23,3 +39,17 @@ __all__ = [
     "run_sync",
     "score_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use and cache it on the package."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

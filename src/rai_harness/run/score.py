@@ -379,6 +379,7 @@ def summarize_provider(
         usage=usage,
         latency_s=Distribution.of(r.latency_s for r in timed),
         ttft_s=Distribution.of(r.ttft_s for r in timed),
+        connect_s=Distribution.of(r.connect_s for r in timed),
         output_tokens_per_s=Distribution.of(r.output_tokens_per_s for r in timed),
         cost=_cost_summary(ok, price, usage),
         model_info=model_info,

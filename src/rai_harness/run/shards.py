@@ -59,6 +59,7 @@ from rai_harness.run.runner import (
     RetryPolicy,
     _failure_record,
     call_with_retries,
+    frozen_heap,
     reuse_journaled,
     run_profile,
     with_schedule,
@@ -140,33 +141,35 @@ async def _worker_loop(k: int, config: ProviderConfig, options: dict[str, Any], 
 
     try:
         await provider.load()
-        while True:
-            command = await loop.run_in_executor(None, receive)
-            if command is None:
-                return
-            stage, share, items = command
-            out.put(("armed", k, os.getpid(), time.monotonic()))
-            start = await loop.run_in_executor(None, receive)
+        # Imports and the provider are in place: keep them out of the GC's passes (see frozen_heap).
+        with frozen_heap():
+            while True:
+                command = await loop.run_in_executor(None, receive)
+                if command is None:
+                    return
+                stage, share, items = command
+                out.put(("armed", k, os.getpid(), time.monotonic()))
+                start = await loop.run_in_executor(None, receive)
 
-            async def call(item: _Item, dispatch: Any) -> None:
-                index, key, request = item
-                record = await call_with_retries(
-                    provider,
-                    request,
-                    key=key,
-                    provider_id=options["provider_id"],
-                    policy=policy,
-                    limiter=limiter,
-                    price=options["price"],
-                    secrets=options["secrets"],
-                    rng=rng,
-                )
-                if options["stamp"]:
-                    record = with_schedule(record, dispatch)
-                out.put(("record", k, index, record.to_dict()))
+                async def call(item: _Item, dispatch: Any) -> None:
+                    index, key, request = item
+                    record = await call_with_retries(
+                        provider,
+                        request,
+                        key=key,
+                        provider_id=options["provider_id"],
+                        policy=policy,
+                        limiter=limiter,
+                        price=options["price"],
+                        secrets=options["secrets"],
+                        rng=rng,
+                    )
+                    if options["stamp"]:
+                        record = with_schedule(record, dispatch)
+                    out.put(("record", k, index, record.to_dict()))
 
-            made = await run_stage(stage, items, call, dataclasses.replace(share, start=start))
-            out.put(("done", k, [index for index, _, _ in items[len(made) :]]))
+                made = await run_stage(stage, items, call, dataclasses.replace(share, start=start))
+                out.put(("done", k, [index for index, _, _ in items[len(made) :]]))
     finally:
         watchdog.cancel()
         with contextlib.suppress(Exception):
@@ -475,16 +478,17 @@ async def generate_calls_sharded(
         on_workers=on_workers,
     )
     try:
-        await run_profile(
-            load or LoadProfile(profile="concurrency", concurrency=concurrency),
-            results,
-            concurrency=concurrency,
-            seed=seed,
-            provider_id=provider_id,
-            reuse=reuse,
-            finish=finish,
-            run=pool.run,
-        )
+        with frozen_heap():  # the parent journals every record: its loop must not stall either
+            await run_profile(
+                load or LoadProfile(profile="concurrency", concurrency=concurrency),
+                results,
+                concurrency=concurrency,
+                seed=seed,
+                provider_id=provider_id,
+                reuse=reuse,
+                finish=finish,
+                run=pool.run,
+            )
     finally:
         pool.close()
     return [r for r in results if r is not None]

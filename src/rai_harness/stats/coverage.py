@@ -10,14 +10,16 @@ for comparison) is computed exactly from the binomial pmf.
 The data-generating distributions are the shapes eval metrics have: per-item scores in
 [0, 1] (``beta25``: Beta(2, 5), skewed), per-template rates (``rate4``: successes of 4
 trials at a Beta(1, 3) probability, discrete), 0/1 outcomes (``bernoulli``), ``normal``,
-and unbounded right-skewed quantities (counts, latencies, costs): ``exponential``
-(skewness 2) and a heavy stress case, ``lognormal`` (log-normal with σ = 1, skewness 6.2),
-that no small-sample interval of a mean handles fully.
+and unbounded right-skewed quantities: latency- or cost-like ``exponential`` (skewness 2),
+``lognormal05`` (σ = 0.5, skewness 1.75) and the heavy stress case ``lognormal`` (σ = 1,
+skewness 6.2); counts with many zeros, as PII findings per output are: ``poisson`` (mean 0.5,
+61% zeros), ``negbin`` (negative binomial, mean 1, size 0.5: overdispersed, 58% zeros) and
+``zip`` (zero-inflated: 70% structural zeros, else Poisson(2); 74% zeros).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +32,15 @@ from rai_harness.stats.intervals import clopper_pearson, wilson
 from rai_harness.stats.paired import max_pairwise_gap, mcnemar, paired_bootstrap_diff
 
 __all__ = [
+    "CLUSTER_COUNT_MEAN",
+    "COUNT_DISTRIBUTIONS",
     "DISTRIBUTIONS",
     "SimResult",
     "bootstrap_mean_coverage",
     "clopper_pearson_coverage",
     "cluster_bootstrap_coverage",
+    "cluster_count_coverage",
+    "draw_cluster_counts",
     "gap_coverage",
     "mcnemar_type1",
     "paired_type1",
@@ -69,6 +75,23 @@ def _lognormal(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
     return rng.lognormal(0.0, 1.0, n)
 
 
+def _lognormal05(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.lognormal(0.0, 0.5, n)
+
+
+def _poisson(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return rng.poisson(0.5, n).astype(np.float64)
+
+
+def _negbin(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    # numpy's (size r, success p): mean r (1 − p) / p = 1 at r = 0.5, p = 1/3.
+    return rng.negative_binomial(0.5, 1.0 / 3.0, n).astype(np.float64)
+
+
+def _zip(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
+    return np.where(rng.random(n) < 0.7, 0.0, rng.poisson(2.0, n).astype(np.float64))
+
+
 #: name -> (draw n values, true mean)
 DISTRIBUTIONS: dict[str, tuple[Draw, float]] = {
     "normal": (_normal, 0.5),
@@ -77,7 +100,14 @@ DISTRIBUTIONS: dict[str, tuple[Draw, float]] = {
     "rate4": (_rate4, 0.25),
     "exponential": (_exponential, 1.0),
     "lognormal": (_lognormal, float(np.exp(0.5))),
+    "lognormal05": (_lognormal05, float(np.exp(0.125))),
+    "poisson": (_poisson, 0.5),
+    "negbin": (_negbin, 1.0),
+    "zip": (_zip, 0.6),
 }
+
+#: The unbounded distributions whose values are counts (a suite passes ``unbounded=True``).
+COUNT_DISTRIBUTIONS = ("poisson", "negbin", "zip")
 
 
 @dataclass(frozen=True)
@@ -90,11 +120,13 @@ class SimResult:
         reps: Number of simulated data sets.
         method: The ``Estimate.method`` (or test name) the intervals reported.
         se: Monte Carlo standard error of ``rate``, ``sqrt(rate (1 − rate) / reps)``.
+        width: Mean interval width over the data sets that got an interval (NaN for tests).
     """
 
     rate: float
     reps: int
     method: str
+    width: float = float("nan")
 
     @property
     def se(self) -> float:
@@ -154,7 +186,13 @@ def wilson_coverage(n: int, p: float, confidence: float = 0.95) -> float:
 
 
 def bootstrap_mean_coverage(
-    dist: str, n: int, reps: int, *, seed: int = 0, n_resamples: int = 2000
+    dist: str,
+    n: int,
+    reps: int,
+    *,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    unbounded: bool | None = None,
 ) -> SimResult:
     """Coverage of :func:`~rai_harness.stats.bootstrap_mean` on ``n`` independent items.
 
@@ -164,18 +202,32 @@ def bootstrap_mean_coverage(
         reps: Data sets.
         seed: Seed of the data and of each bootstrap.
         n_resamples: Bootstrap resamples per interval.
+        unbounded: Passed to :func:`~rai_harness.stats.bootstrap_mean` (``True`` for counts).
 
     Returns:
         The coverage.
     """
     draw, mu = DISTRIBUTIONS[dist]
     rng = np.random.default_rng(seed)
-    hits, seen = 0, set()
-    for i in range(reps):
-        est = bootstrap_mean(draw(rng, n), n_resamples=n_resamples, seed=seed + i)
+    return _mean_coverage(
+        (
+            bootstrap_mean(draw(rng, n), n_resamples=n_resamples, seed=seed + i, unbounded=unbounded)
+            for i in range(reps)
+        ),
+        mu,
+        reps,
+    )
+
+
+def _mean_coverage(estimates: Iterable[Estimate], truth: float, reps: int) -> SimResult:
+    """Coverage, methods and mean width of ``reps`` estimates of ``truth``."""
+    hits, widths, seen = 0, [], set()
+    for est in estimates:
         seen.add(est.method)
-        hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= mu <= est.ci_high
-    return SimResult(hits / reps, reps, _methods(seen))
+        if est.ci_low is not None and est.ci_high is not None:
+            hits += est.ci_low <= truth <= est.ci_high
+            widths.append(est.ci_high - est.ci_low)
+    return SimResult(hits / reps, reps, _methods(seen), float(np.mean(widths)) if widths else float("nan"))
 
 
 def cluster_bootstrap_coverage(
@@ -206,6 +258,55 @@ def cluster_bootstrap_coverage(
         seen.add(est.method)
         hits += est.ci_low is not None and est.ci_high is not None and est.ci_low <= 0.25 <= est.ci_high
     return SimResult(hits / reps, reps, _methods(seen))
+
+
+def draw_cluster_counts(
+    rng: np.random.Generator, k: int, size: int
+) -> tuple[npt.NDArray[np.float64], list[int]]:
+    """Counts per output for ``k`` prompts of ``size`` outputs each, and the prompt of each output.
+
+    A prompt's rate is Gamma(shape 0.5, mean 1) and its outputs are Poisson at that rate:
+    with one output per prompt, the ``negbin`` counts (mean 1, 58% zeros); with several,
+    counts that are also correlated within a prompt, the shape of pii.emission's findings
+    per output with repeated samples.
+    """
+    rate = rng.gamma(0.5, 2.0, k)
+    values = rng.poisson(np.repeat(rate, size)).astype(np.float64)
+    return values, np.repeat(np.arange(k), size).tolist()
+
+
+#: True mean of :func:`draw_cluster_counts`.
+CLUSTER_COUNT_MEAN = 1.0
+
+
+def cluster_count_coverage(
+    k: int, reps: int, *, size: int = 3, seed: int = 0, n_resamples: int = 2000
+) -> SimResult:
+    """Coverage of :func:`~rai_harness.stats.bootstrap_mean` of counts over ``k`` clusters.
+
+    Data from :func:`draw_cluster_counts`, passed as pii.emission passes them (clusters by
+    prompt, ``unbounded=True``).
+
+    Args:
+        k: Number of clusters (prompts).
+        reps: Data sets.
+        size: Outputs per prompt (1: one sample per prompt, each output its own cluster).
+        seed: Seed.
+        n_resamples: Bootstrap resamples per interval.
+
+    Returns:
+        The coverage.
+    """
+    rng = np.random.default_rng(seed)
+
+    def estimates() -> Iterator[Estimate]:
+        for i in range(reps):
+            values, clusters = draw_cluster_counts(rng, k, size)
+            yield bootstrap_mean(
+                values, clusters=clusters, n_resamples=n_resamples, seed=seed + i, unbounded=True
+            )
+
+    return _mean_coverage(estimates(), CLUSTER_COUNT_MEAN, reps)
 
 
 def _ratio(rows: npt.NDArray[np.float64]) -> float | None:

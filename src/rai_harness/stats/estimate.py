@@ -23,6 +23,7 @@ EstimateMethod = Literal[
     "bootstrap-se-t",
     "cluster-bootstrap-se-t",
     "studentized-bootstrap",
+    "studentized-cluster-bootstrap",
     "sidak-t",
     "bootstrap",
     "cluster-bootstrap",
@@ -49,8 +50,9 @@ class Estimate(BaseModel):
             ``"expanded-bootstrap"`` / ``"expanded-cluster-bootstrap"`` (expanded percentile
             bootstrap, over items / clusters), ``"bootstrap-se-t"`` /
             ``"cluster-bootstrap-se-t"`` (t interval with the bootstrap standard error, for
-            very few units), ``"studentized-bootstrap"`` (bootstrap-t, for means of
-            unbounded values), ``"sidak-t"`` (simultaneous t intervals, for the largest group
+            very few units), ``"studentized-bootstrap"`` /
+            ``"studentized-cluster-bootstrap"`` (bootstrap-t over items / clusters, for
+            means of unbounded values such as counts), ``"sidak-t"`` (simultaneous t intervals, for the largest group
             gap), ``"exact"`` or ``"none"`` (no interval). ``"bootstrap"`` and
             ``"cluster-bootstrap"`` (plain percentile) appear in older run records.
         confidence: The nominal coverage of the interval, in (0, 1).
