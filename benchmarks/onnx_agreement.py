@@ -180,6 +180,7 @@ def main() -> None:
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     flips_total = {name: 0 for name in classifiers if name != REFERENCE}
+    worst: dict[str, tuple[float, str, float, float]] = {}  # variant -> (diff, text, reference, variant)
     for set_name, ts in sets.items():
         ref = scores[set_name][REFERENCE]
         lines.append(
@@ -194,6 +195,14 @@ def main() -> None:
                 for t in ts_
             )
             flips_total[name] += flips
+            i = int(diff["toxic"].argmax())
+            if diff["toxic"][i] > worst.get(name, (-1.0,))[0]:
+                worst[name] = (
+                    float(diff["toxic"][i]),
+                    ts.texts[i],
+                    float(ref["toxic"][i]),
+                    float(got["toxic"][i]),
+                )
             lines.append(
                 f"| {set_name} | {len(ts.texts)} | {name} | {diff['toxic'].max():.1e} | {diff['toxic'].mean():.1e} "
                 f"| {diff.get('hate', np.zeros(1)).max():.1e} | {flips} | {seconds[set_name][name]:.1f} |"
@@ -202,6 +211,10 @@ def main() -> None:
         "",
         "Verdict flips in all (one runtime at or above a shipped threshold, the reference below, or the "
         "reverse): " + ", ".join(f"{name} **{n}**" for name, n in flips_total.items()) + ".",
+        *(
+            f"Largest `toxic` change, {name}: {text[:80]!r} ({reference:.3f} -> {value:.3f})."
+            for name, (_, text, reference, value) in worst.items()
+        ),
         "",
         f"**Model card targets at the default policy's output threshold ({operating})**: benign "
         f"assistant-register false positives <= {MAX_BENIGN_FPR:.0%}, toxic recall >= {MIN_RECALL:.0%}, "
