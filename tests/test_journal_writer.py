@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
 from rai_harness.errors import RunError
+from rai_harness.run import journal as journal_module
 from rai_harness.run.journal import Journal
 
 
@@ -50,3 +52,21 @@ def test_a_failed_write_raises_on_the_next_put_and_on_flush(tmp_path) -> None:
         journal.put("k2", "p", "s2", 0, "ok", {"i": 2})
     with pytest.raises(RunError):
         journal.close()
+
+
+def test_an_idle_writer_thread_ends_and_the_next_put_starts_another(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(journal_module, "WRITER_IDLE_EXIT_S", 0.05)
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.put("k0", "p", "s0", 0, "ok", {"i": 0})
+    first = journal._writer
+    assert first is not None
+    deadline = time.monotonic() + 30  # generous: only a bound against hanging
+    while journal._writer is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert journal._writer is None
+    first.join(timeout=30)
+    assert not first.is_alive()
+    journal.put("k1", "p", "s1", 0, "ok", {"i": 1})
+    assert journal._writer is not None and journal._writer is not first
+    assert journal.count() == 2
+    journal.close()

@@ -457,7 +457,7 @@ def test_zero_width_interval_never_reads_as_certainty() -> None:
 
 
 def test_significant_front_marks_only_real_dominance() -> None:
-    from rai_harness.report.view import significant_front
+    from rai_harness.report.tradeoffs import significant_front
 
     # Two providers, differences not significant on either axis: a tie, nobody dominated.
     assert significant_front([[0, 0], [0, 0]], [[0, 0], [0, 0]]) == [[], []]
@@ -624,7 +624,7 @@ def test_redact_names_and_partial_contacts(tmp_path: Path) -> None:
 
 
 def test_no_absolute_paths_of_the_machine(tmp_path: Path) -> None:
-    from rai_harness.report.view import PathScrubber
+    from rai_harness.report.viewmodel import PathScrubber
 
     run = tmp_path / "work" / "run"
     write_synthetic_run(run, n_samples=40, seed=2, hostile=False)

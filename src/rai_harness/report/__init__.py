@@ -133,7 +133,7 @@ def build_report(
         from rai_harness.report.markdown import render_markdown
 
         return render_markdown(view, html_path=html_path, html_link=html_link)
-    from rai_harness.report.view import guard_pairs
+    from rai_harness.report.viewmodel import guard_pairs
 
     paired = sorted({pid for pair in guard_pairs(record) for pid in pair})
     stats = scan_samples(folder, record, max_examples=max_examples, paired=paired)

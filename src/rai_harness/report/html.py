@@ -15,7 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from rai_harness.report.safe import esc
-from rai_harness.report.view import ReportView
+from rai_harness.report.viewmodel import ReportView
 
 __all__ = ["render_html"]
 

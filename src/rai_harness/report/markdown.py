@@ -14,7 +14,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from rai_harness.markdown import md_escape
-from rai_harness.report.view import Cell, ReportView
+from rai_harness.report.viewmodel import Cell, ReportView
 
 __all__ = ["md_escape", "render_markdown"]
 

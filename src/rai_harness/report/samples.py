@@ -41,7 +41,7 @@ try:
     # benchmarks/report_scale.py); it is optional, and both return the same values.
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_loads = None
+    _orjson_loads = None  # type: ignore[assignment]
 
 
 def _json_line(raw: bytes) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from rai_harness.record import Distribution, RunRecord
 from rai_harness.report.policy import PolicyView
-from rai_harness.report.view import guard_pairs
+from rai_harness.report.viewmodel import guard_pairs
 from rai_harness.stats import Estimate
 
 __all__ = ["SUMMARY_FORMAT", "SUMMARY_VERSION", "build_summary"]

@@ -17,8 +17,9 @@ costs 0.1 ms of blocking I/O per call and, when a WAL checkpoint or the kernel's
 lands on it, 7-25 ms at the 99th percentile on this project's loaded machine: a stall of
 every call in flight, visible as late TTFTs. The thread releases the GIL inside SQLite, so
 the loop goes on meanwhile, and no call wakes the thread (a thread switch per call costs
-the loop more than the write). A record is durable once its batch commits, at most about
-10 ms after ``put``; ``kill -9`` in between loses it like a call still in flight
+the loop more than the write; the thread ends after :data:`WRITER_IDLE_EXIT_S` without
+records and the next ``put`` starts another). A record is durable once its batch commits,
+at most about 10 ms after ``put``; ``kill -9`` in between loses it like a call still in flight
 (a resumed run makes it again). Every read, :meth:`Journal.set_meta` and :meth:`Journal.close`
 first wait for the queue to drain (:meth:`Journal.flush`), so a reader always sees every
 record put before; a write that failed raises on the next ``put``, read or close.
@@ -69,6 +70,9 @@ _COLUMNS = {
 
 #: Seconds between the writer thread's looks at its queue (a record's longest wait to be written).
 BATCH_WINDOW_S = 0.01
+
+#: Seconds of an empty queue after which the writer thread ends (the next put starts another).
+WRITER_IDLE_EXIT_S = 1.0
 
 #: Bump when the key recipe changes, so old journals are not wrongly reused.
 KEY_VERSION = 1
@@ -196,11 +200,15 @@ class Journal:
 
     def _write_loop(self) -> None:
         """The writer thread: commit whatever is queued, one transaction per batch, until closed."""
+        idle_since = time.monotonic()
         while True:
             with self._queue_cond:
                 if not self._queued:
-                    if self._closed:
-                        return  # closed and drained
+                    if self._closed or time.monotonic() - idle_since > WRITER_IDLE_EXIT_S:
+                        # Closed and drained, or idle: end the thread (put starts a new one), so
+                        # a journal left open does not poll for the rest of the process.
+                        self._writer = None
+                        return
                     # Poll: what the loop queued in the meantime becomes one commit. flush()
                     # and close() wake it early; put() never does (see put).
                     self._queue_cond.wait(timeout=BATCH_WINDOW_S)
@@ -224,6 +232,7 @@ class Journal:
                                 self._conn.execute("ROLLBACK")
                         error = self._unusable(exc)
             finally:
+                idle_since = time.monotonic()
                 with self._queue_cond:
                     self._writing = False
                     if error is not None and self._write_error is None:
@@ -319,8 +328,9 @@ class Journal:
                 return
             self._closed = True
             self._queue_cond.notify_all()
-        if self._writer is not None:
-            self._writer.join()
+            writer = self._writer
+        if writer is not None:
+            writer.join()
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
