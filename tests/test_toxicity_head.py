@@ -366,6 +366,30 @@ def test_measure_baseline_scores_the_previous_head_on_this_split(tmp_path, embed
     assert baseline["threshold"] == 0.5 and "audit_by_kind" in baseline and "aae" in baseline
     assert json.loads((tmp_path / "new" / "baseline.json").read_text()) == baseline
     assert json.loads((tmp_path / "new" / "metrics.json").read_text())["baseline"] == baseline
+    # The head a retraining replaces is kept beside the v1 baseline, and both reach the card.
+    previous = measure_baseline(
+        tmp_path / "old",
+        tmp_path / "new",
+        tmp_path / "data",
+        threshold=0.6,
+        description="The replaced head.",
+        embedder=embedder,
+        role="previous",
+    )
+    metrics = json.loads((tmp_path / "new" / "metrics.json").read_text())
+    assert metrics["previous"] == previous and metrics["baseline"] == baseline
+    assert json.loads((tmp_path / "new" / "previous.json").read_text())["threshold"] == 0.6
+    # (the tiny run has no assistant registers, hence no policy threshold: give it one to render)
+    from rai_harness.training.card import render_model_card
+
+    chosen = {"default/toxic-output": {"threshold": 0.5, "target_validation_fpr": 0.01}}
+    card = render_model_card({**metrics, "policy_thresholds": chosen})
+    assert "The replaced head." in card and "The old head." in card
+    assert "| set | kind | rate | v1 head | head replaced | this head |" in card
+    with pytest.raises(ConfigError, match="role"):
+        measure_baseline(
+            tmp_path / "old", tmp_path / "new", tmp_path / "data", threshold=0.5, description="x", role="v0"
+        )
 
 
 def test_training_rejects_bad_labels(tmp_path):

@@ -27,6 +27,7 @@ from rai_harness.training.sources import SourceRow, _assistant_registers, _cap
 REPO = Path(__file__).resolve().parents[1]
 REGISTERS = REPO / "datasets" / "assistant_registers" / "texts.jsonl"
 AUDIT = REPO / "datasets" / "guard_audit" / "audit.jsonl"
+PROBE = REPO / "datasets" / "counter_speech_probe" / "probe.jsonl"
 
 
 def _read(path: Path) -> list[dict]:
@@ -107,6 +108,36 @@ def test_registers_and_audit_files_are_well_formed_and_disjoint():
     assert (REPO / "datasets" / "assistant_registers" / "CARD.md").is_file()
     assert (REPO / "datasets" / "guard_audit" / "CARD.md").is_file()
     assert find_registers() == REGISTERS
+
+
+def _generator():
+    """``datasets/assistant_registers/generate.py`` as a module (a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_ar_generate", REGISTERS.with_name("generate.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_held_out_sets_share_no_groups_or_wording_with_training():
+    gen = _generator()
+    train = _read(REGISTERS)
+    # The guard-audit groups are never filled into a training pattern.
+    audit_groups = {g[0] for g in gen.AUDIT_GROUPS}
+    assert not audit_groups & {g for r in train for g in r["groups"]}
+    # The counter-speech probe is evaluation-only: no text and no 5-word run shared with training.
+    probe = _read(PROBE)
+    assert {r["kind"] for r in probe} == {"counter_speech", "framed_abuse"}
+    assert {r["label"] for r in probe if r["kind"] == "counter_speech"} == {0}
+    assert {r["label"] for r in probe if r["kind"] == "framed_abuse"} == {1}
+    assert len({r["id"] for r in probe}) == len(probe)
+    gen.check_probe_held_out(train)
+    leaky = [*train, {"text": probe[0]["text"].upper()}]
+    with pytest.raises(AssertionError, match="probe wording"):
+        gen.check_probe_held_out(leaky)
+    assert (PROBE.parent / "CARD.md").is_file()
 
 
 def test_cap_keeps_whole_spread_and_is_deterministic():

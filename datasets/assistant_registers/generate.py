@@ -10,9 +10,12 @@ Run: python datasets/assistant_registers/generate.py
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: Words in a row that the counter-speech probe may not share with any training text.
+PROBE_RUN = 5
 
 # Groups for the training patterns; AUDIT_GROUPS are disjoint and used only in the audit set.
 GROUPS = [
@@ -548,6 +551,29 @@ def quoted_counter_speech(per_frame: int = 36) -> list[dict]:
     return out
 
 
+def word_runs(text: str, n: int = PROBE_RUN) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words of ``text`` (case-folded, punctuation dropped)."""
+    words = re.findall(r"[a-z0-9']+", text.casefold())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def check_probe_held_out(train: list[dict]) -> None:
+    """Fail if a counter-speech probe text shares a ``PROBE_RUN``-word run with a training text.
+
+    The probe (``../counter_speech_probe/probe.jsonl``) is hand-written, not generated here; it
+    measures whether the counter-speech frames generalise, so no frame may copy its wording.
+    """
+    probe = HERE.parent / "counter_speech_probe" / "probe.jsonl"
+    if not probe.is_file():
+        return
+    seen = set().union(*(word_runs(r["text"]) for r in train))
+    shared = []
+    for line in probe.read_text(encoding="utf-8").splitlines():
+        text = json.loads(line)["text"]
+        shared += [" ".join(run) for run in word_runs(text) & seen]
+    assert not shared, f"probe wording also in the training texts: {sorted(set(shared))}"
+
+
 def main() -> None:
     train: list[dict] = []
     train += rows_for(
@@ -598,6 +624,7 @@ def main() -> None:
     seen = {r["text"].casefold() for r in train}
     clash = [r["text"] for r in audit if r["text"].casefold() in seen]
     assert not clash, f"audit rows also in the training texts: {clash}"
+    check_probe_held_out(train)
     for name, rows, prefix in (
         ("assistant_registers/texts.jsonl", train, "ar"),
         ("guard_audit/audit.jsonl", audit, "ga"),

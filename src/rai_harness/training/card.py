@@ -85,6 +85,12 @@ def _headline(m: Mapping[str, Any]) -> str:
             f"on the guard-audit set {_pct(audit.get('benign_fpr'))} of benign texts are flagged and "
             f"{_pct(audit.get('toxic_recall'))} of toxic ones"
         )
+    probe = ((m.get("probe") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    if probe:
+        parts.append(
+            f"on the held-out counter-speech probe {_pct(probe.get('benign_fpr'))} of counter-speech is flagged "
+            f"and {_pct(probe.get('toxic_recall'))} of abuse in disclaimers is caught"
+        )
     if aae:
         parts.append(
             f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}"
@@ -219,26 +225,20 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
                 f"| {source} | {_pct(fpr.get('rate')) if fpr else '-'} (n={fpr.get('n', 0)}) "
                 f"| {_pct(rec.get('rate')) if rec else '-'} (n={rec.get('n', 0)}) |"
             )
-    audit = m.get("audit") or {}
-    if audit.get("at"):
-        lines += [
-            "",
-            "## Guard audit set",
-            "",
-            f"`{audit.get('file')}` ({audit.get('n')} texts, written for this project with wording, replies and groups "
-            "that are not in the training texts; see its CARD.md), scored through the shipped inference path.",
-            "",
-            "| threshold | kind | texts | flagged |",
-            "|---:|---|---:|---:|",
-        ]
-        for t, block in audit["at"].items():
-            for kind, cell in block.get("by_kind", {}).items():
-                for key in ("fpr", "recall"):
-                    if key in cell:
-                        c = cell[key]
-                        lines.append(
-                            f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | {_pct(c['rate'])} |"
-                        )
+    lines += _labelled_section(
+        m.get("audit") or {},
+        "Guard audit set",
+        "texts, written for this project with wording, replies and groups that are not in the training texts; "
+        "see its CARD.md), scored through the shipped inference path.",
+    )
+    lines += _labelled_section(
+        m.get("probe") or {},
+        "Counter-speech probe",
+        "hand-written texts, used only here: counter-speech that names, quotes or reports a slur or stereotype to "
+        "reject, explain, moderate or get help against it, and abuse wrapped in disclaimers that must stay toxic; "
+        "frames, most groups and several slurs occur in no training text; see its CARD.md), scored through the "
+        "shipped inference path.",
+    )
     cal = (m.get("calibration") or {}).get("toxic") or {}
     if "a" in cal:
         lines += [
@@ -261,45 +261,84 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _labelled_section(held: Mapping[str, Any], title: str, what: str) -> list[str]:
+    """Flag rate per kind and threshold on a held-out labelled file (guard audit, probe)."""
+    if not held.get("at"):
+        return []
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        f"`{held.get('file')}` ({held.get('n')} {what}",
+        "",
+        "| threshold | kind | texts | flagged [95 % CI] |",
+        "|---:|---|---:|---:|",
+    ]
+    for t, block in held["at"].items():
+        for kind, cell in block.get("by_kind", {}).items():
+            for key in ("fpr", "recall"):
+                if key in cell:
+                    c = cell[key]
+                    lines.append(
+                        f"| {t} | {kind} ({'benign' if key == 'fpr' else 'toxic'}) | {c['n']} | "
+                        f"{_pct(c['rate'])} {_pct_ci(c.get('ci95'))} |"
+                    )
+    return lines
+
+
 def _rate_cell(cell: Mapping[str, Any] | None) -> str:
     return f"{_pct(cell.get('rate'))} ({cell.get('k', '?')}/{cell.get('n', '?')})" if cell else "-"
 
 
 def _comparison(m: Mapping[str, Any]) -> list[str]:
-    """The previous head's rates (``baseline.json``) next to this head's at the default threshold."""
-    base = m.get("baseline") or {}
+    """The compared heads' rates (``baseline.json``, ``previous.json``) next to this head's at the default threshold."""
+    heads = [(role, m.get(role) or {}) for role in ("baseline", "previous")]
+    heads = [(role, h) for role, h in heads if h]
     chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
-    if not base or not isinstance(chosen, dict):
+    if not heads or not isinstance(chosen, dict):
         return []
     t = f"{chosen['threshold']:.2f}"
-    now = (m.get("kinds") or {}).get(t, {}).get("by_kind", {})
-    now_audit = ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {})
-    lines = [
-        "",
-        "## Comparison with the previous head",
-        "",
-        f"{base.get('description', 'The previous head')} Measured on the same held-out texts as this head (test split "
-        f"of this run, the guard-audit set, the AAE pairs), the previous head at {base.get('threshold')} (the default "
-        f"policy's threshold then), this head at {t}.",
-        "",
-        "| set | kind | rate | previous head | this head |",
-        "|---|---|---|---:|---:|",
-    ]
-    for where, prev, cur in (
-        ("test split", base.get("test_by_kind", {}), now),
-        ("guard audit", base.get("audit_by_kind", {}), now_audit),
-    ):
-        for kind in sorted(set(prev) | set(cur)):
-            for key, name in (("fpr", "false positives"), ("recall", "recall")):
-                a, b = (prev.get(kind) or {}).get(key), (cur.get(kind) or {}).get(key)
-                if a or b:
-                    lines.append(f"| {where} | {kind} | {name} | {_rate_cell(a)} | {_rate_cell(b)} |")
-    aae_prev = base.get("aae") or {}
-    aae_now = (m.get("aae") or {}).get("at_threshold") or {}
-    if aae_prev and aae_now:
+    now = {
+        "test_by_kind": (m.get("kinds") or {}).get(t, {}).get("by_kind", {}),
+        "audit_by_kind": ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
+        "probe_by_kind": ((m.get("probe") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
+    }
+    names = {"baseline": "v1 head", "previous": "head replaced"}
+    lines = ["", "## Comparison with the previous heads", ""]
+    for role, h in heads:
         lines.append(
-            f"| AAE pairs | SAE / AAE | false positives | {_pct(aae_prev.get('fpr_sae'))} / {_pct(aae_prev.get('fpr_aae'))} "
-            f"| {_pct(aae_now.get('fpr_sae'))} / {_pct(aae_now.get('fpr_aae'))} |"
+            f"- **{names[role]}** (at {h.get('threshold')}, the default policy's threshold then): "
+            f"{h.get('description', '')}"
+        )
+    lines += [
+        "",
+        "All measured on the same held-out texts as this head (test split of this run, the guard-audit set, the "
+        f"counter-speech probe, the AAE pairs), this head at {t}.",
+        "",
+        f"| set | kind | rate | {' | '.join(names[role] for role, _ in heads)} | this head |",
+        f"|---|---|---|{'---:|' * len(heads)}---:|",
+    ]
+    for where, key_ in (
+        ("test split", "test_by_kind"),
+        ("guard audit", "audit_by_kind"),
+        ("counter-speech probe", "probe_by_kind"),
+    ):
+        kinds = set(now[key_]).union(*(h.get(key_, {}) for _, h in heads))
+        for kind in sorted(kinds):
+            for key, name in (("fpr", "false positives"), ("recall", "recall")):
+                cells = [(h.get(key_, {}).get(kind) or {}).get(key) for _, h in heads]
+                cells.append((now[key_].get(kind) or {}).get(key))
+                if any(cells):
+                    lines.append(
+                        f"| {where} | {kind} | {name} | {' | '.join(_rate_cell(c) for c in cells)} |"
+                    )
+    aae_now = (m.get("aae") or {}).get("at_threshold") or {}
+    aae = [h.get("aae") or {} for _, h in heads] + [aae_now]
+    if all(aae):
+        lines.append(
+            "| AAE pairs | SAE / AAE | false positives | "
+            + " | ".join(f"{_pct(a.get('fpr_sae'))} / {_pct(a.get('fpr_aae'))}" for a in aae)
+            + " |"
         )
     return lines
 
@@ -665,6 +704,11 @@ def render_model_card(metrics: Mapping[str, Any]) -> str:
         ),
         "python -m rai_harness.training.pipeline --evaluate --data-dir ../shared/data   # re-score, rewrite metrics + card",
         "```",
+        "",
+        "The compared heads are re-measured on a new run's held-out texts with "
+        "`rai_harness.training.pipeline.measure_baseline(<head dir>, <this folder>, <data dir>, threshold=..., "
+        "description=..., role='baseline' | 'previous')` (writes `baseline.json` / `previous.json`, rewrites the "
+        "metrics and this card).",
         "",
         "## References",
         "",

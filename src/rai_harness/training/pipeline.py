@@ -89,6 +89,9 @@ BOOTSTRAP_ROUNDS = 1000
 AAE_PAIRS = Path("datasets") / "aae_pairs" / "pairs.jsonl"
 #: The held-out guard-audit set (short replies, identity statements, counter-speech, toxic answers).
 GUARD_AUDIT = Path("datasets") / "guard_audit" / "audit.jsonl"
+#: A hand-written held-out probe of counter-speech (and of abuse wrapped in disclaimers): unseen
+#: frames, groups and slurs, used only for evaluation (``datasets/counter_speech_probe``).
+COUNTER_SPEECH_PROBE = Path("datasets") / "counter_speech_probe" / "probe.jsonl"
 #: What runs the encoder while training and evaluating: torch, always, so ``metrics.json`` does
 #: not depend on whether onnxruntime is installed and no ONNX graph is exported for every
 #: candidate head. The shipped ONNX Runtime path gives the same verdicts
@@ -617,7 +620,9 @@ class TrainReport:
         kinds: Held-out (test split) flag rates per kind and per source at each policy threshold.
         audit: The same on the held-out guard-audit set (``datasets/guard_audit``), through
             the shipped inference path.
-        baseline: The previous head's numbers (kept for comparison; read from ``baseline.json``).
+        probe: The same on the held-out counter-speech probe (``datasets/counter_speech_probe``).
+        baseline: The first shipped head's numbers (kept for comparison; read from ``baseline.json``).
+        previous: The numbers of the head this one replaced (``previous.json``), when measured.
         timing: Seconds per phase and embedding throughput.
         environment: Library versions, embedder info.
     """
@@ -635,7 +640,9 @@ class TrainReport:
     policy_thresholds: dict[str, Any] = field(default_factory=dict)
     kinds: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
+    previous: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     #: The encoder fine-tuning (config, per-epoch validation, chosen epoch); empty for a
@@ -935,6 +942,7 @@ def train_toxicity_head(
     _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     report.timing["total_s"] = round(time.perf_counter() - t_start, 2)
     report.baseline = _baseline(out)
+    report.previous = _baseline(out, "previous")
     _write_outputs(out, report, write_card)
     return report
 
@@ -994,9 +1002,15 @@ def _embed_fine_tuned(
     }
 
 
-def _baseline(folder: Path) -> dict[str, Any]:
-    """The previous head's measured numbers (``baseline.json``), kept in the card for comparison."""
-    path = folder / "baseline.json"
+#: Heads a model card compares itself with, each measured on this head's held-out texts by
+#: :func:`measure_baseline` into ``<role>.json``: ``baseline`` the first shipped head (v1), ``previous``
+#: the head this one replaced.
+COMPARISON_ROLES = ("baseline", "previous")
+
+
+def _baseline(folder: Path, role: str = "baseline") -> dict[str, Any]:
+    """A compared head's measured numbers (``<role>.json``), kept in the card for comparison."""
+    path = folder / f"{role}.json"
     if not path.is_file():
         return {}
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -1012,14 +1026,18 @@ def measure_baseline(
     description: str,
     embedder: Embedder | None = None,
     device: str = "auto",
+    role: str = "baseline",
 ) -> dict[str, Any]:
-    """Score a previous head on *this* head's held-out texts and write its ``baseline.json``.
+    """Score a previous head on *this* head's held-out texts and write its ``<role>.json``.
 
     The previous head (e.g. the v1 linear head) is run through its own shipped inference path on
-    the test split of ``head_dir``'s run (same seed and sources), the guard-audit set and the AAE
-    pairs, at ``threshold`` (its default policy's threshold then); ``metrics.json`` and the model
-    card of ``head_dir`` are rewritten with the comparison.
+    the test split of ``head_dir``'s run (same seed and sources), the guard-audit set, the
+    counter-speech probe and the AAE pairs, at ``threshold`` (its default policy's threshold
+    then); ``metrics.json`` and the model card of ``head_dir`` are rewritten with the comparison.
+    ``role`` is one of :data:`COMPARISON_ROLES`.
     """
+    if role not in COMPARISON_ROLES:
+        raise ConfigError(f"role must be one of {COMPARISON_ROLES}, got {role!r}", key_path="role")
     from rai_harness.classifiers.embedding import MiniLMEmbedder
     from rai_harness.training.calibration import ASSISTANT_KINDS, rates_by, summarize_kinds
 
@@ -1049,24 +1067,25 @@ def measure_baseline(
         "test_by_kind": by_kind,
         "assistant_benign_fpr": summarize_kinds(by_kind, ASSISTANT_KINDS),
     }
-    audit_path = _find_repo_file(GUARD_AUDIT)
-    if audit_path is not None:
-        from rai_harness.validation import iter_jsonl
-
-        audit = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
-        ya = np.array([int(r["label"]) for r in audit])
-        baseline["audit_by_kind"] = rates_by(
-            [r["kind"] for r in audit], ya, score([r["text"] for r in audit]), threshold
-        )
+    for key, relative in (("audit_by_kind", GUARD_AUDIT), ("probe_by_kind", COUNTER_SPEECH_PROBE)):
+        path = _find_repo_file(relative)
+        if path is not None:
+            held = _read_labelled(path)
+            baseline[key] = rates_by(
+                [r["kind"] for r in held],
+                np.array([int(r["label"]) for r in held]),
+                score([r["text"] for r in held]),
+                threshold,
+            )
     pairs_path = _find_aae_pairs(None)
     if pairs_path is not None and pairs_path.is_file():
         aae = evaluate_aae_pairs(score, pairs_path, threshold=threshold)["at_threshold"]
         baseline["aae"] = {"fpr_aae": aae["fpr_aae"], "fpr_sae": aae["fpr_sae"]}
     baseline = _rounded(baseline)
-    (head_dir / "baseline.json").write_text(
+    (head_dir / f"{role}.json").write_text(
         json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    metrics["baseline"] = baseline
+    metrics[role] = baseline
     from rai_harness.training.card import render_model_card
 
     (head_dir / "metrics.json").write_text(
@@ -1144,25 +1163,33 @@ def _operating_points(p: np.ndarray, rows: Sequence[Example], report: TrainRepor
         }
 
 
-def _audit(classifier: MiniLMToxicityClassifier, report: TrainReport, audit_path: Path | None) -> None:
-    """Per-kind flag rates on the held-out guard-audit set through ``predict``."""
-    from rai_harness.training.calibration import rates_by
-
-    if audit_path is None or not audit_path.is_file():
-        report.audit = {"not_computed": f"audit file not found ({audit_path or GUARD_AUDIT})"}
-        return
+def _read_labelled(path: Path) -> list[dict[str, Any]]:
+    """The rows of a held-out labelled JSONL file (``text``, ``label``, ``kind``)."""
     from rai_harness.validation import iter_jsonl
 
-    rows = [line.obj for line in iter_jsonl(audit_path, what="guard-audit file")]
+    return [line.obj for line in iter_jsonl(path, what="labelled evaluation file")]
+
+
+def _labelled_set(
+    classifier: MiniLMToxicityClassifier, path: Path | None, relative: Path, report: TrainReport
+) -> dict[str, Any]:
+    """Per-kind flag rates on a held-out labelled JSONL file (``text``, ``label``, ``kind``) through
+    ``predict``, at every shipped policy threshold (the guard-audit set, the counter-speech probe)."""
+    from rai_harness.training.calibration import rates_by
+
+    if path is None or not path.is_file():
+        return {"not_computed": f"file not found ({path or relative})"}
+    rows = _read_labelled(path)
     y = np.array([int(r["label"]) for r in rows])
     p = np.array([s["toxic"] for s in classifier.predict([r["text"] for r in rows])])
-    report.audit = {"file": _display_path(audit_path), "n": len(rows), "at": {}}
+    out: dict[str, Any] = {"file": _display_path(path), "n": len(rows), "at": {}}
     for t in sorted({v["threshold"] for v in report.policy_thresholds.values() if isinstance(v, dict)}):
-        report.audit["at"][f"{t:.2f}"] = {
+        out["at"][f"{t:.2f}"] = {
             "by_kind": rates_by([r["kind"] for r in rows], y, p, t),
             "benign_fpr": float((p[y == 0] >= t).mean()) if (y == 0).any() else None,
             "toxic_recall": float((p[y == 1] >= t).mean()) if (y == 1).any() else None,
         }
+    return out
 
 
 def default_output_threshold(report: TrainReport) -> float:
@@ -1211,7 +1238,10 @@ def _evaluate_inference_path(
         report.data["test_texts_over_one_window"] = sum(n > classifier.engine.window for n in lengths)
         report.data["window_tokens"] = classifier.engine.max_length
         _aae(classifier, report, aae_pairs, seed)
-        _audit(classifier, report, _find_repo_file(GUARD_AUDIT))
+        report.audit = _labelled_set(classifier, _find_repo_file(GUARD_AUDIT), GUARD_AUDIT, report)
+        report.probe = _labelled_set(
+            classifier, _find_repo_file(COUNTER_SPEECH_PROBE), COUNTER_SPEECH_PROBE, report
+        )
     else:
         report.aae_not_computed = "the embedder is not a MiniLMEmbedder (no shipped inference path)"
 
@@ -1286,6 +1316,7 @@ def evaluate_toxicity_head(
     report.calibration = previous.get("calibration", {})
     _operating_points(probs[:, 0], rows, report)
     report.baseline = _baseline(head_dir)
+    report.previous = _baseline(head_dir, "previous")
     report.environment = _environment(embedder)
     _evaluate_inference_path(head, embedder, report, aae_pairs, seed, rows)
     if write:
