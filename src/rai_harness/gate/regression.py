@@ -14,7 +14,8 @@ confidence bound of ``W`` on the "better" side still exceeds ``m``. In the metri
 * neutral (closer to 0 is better, e.g. a signed bias score): ``W = |mean(new)| − |mean(base)|``;
   fail when its lower bound is above ``+m``.
 
-The bound is the (expanded-percentile) bootstrap bound of the **paired** difference: the per-item values
+The bound is the bootstrap bound of the **paired** difference (expanded percentile for scores within
+[−1, 1], symmetric bootstrap-t for unbounded values such as counts): the per-item values
 (``SuiteResult.items[metric]``) of the run and the baseline are paired by item id, and the
 pairs resampled (:func:`~rai_harness.stats.paired_bootstrap_diff`; for neutral metrics the
 generic :func:`~rai_harness.stats.bootstrap` of ``|mean(new)| − |mean(base)|``), at two-sided

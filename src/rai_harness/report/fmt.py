@@ -106,6 +106,8 @@ _METHODS = {
     "cluster-bootstrap-se-t": "cluster bootstrap-SE t",
     "studentized-bootstrap": "studentized bootstrap (bootstrap-t)",
     "studentized-cluster-bootstrap": "studentized cluster bootstrap (bootstrap-t)",
+    "symmetric-studentized-bootstrap": "symmetric studentized bootstrap (bootstrap-t)",
+    "symmetric-studentized-cluster-bootstrap": "symmetric studentized cluster bootstrap (bootstrap-t)",
     "sidak-t": "\u0160id\u00e1k t (simultaneous)",
     "exact": "exact (Clopper-Pearson)",
     "none": "no interval",
@@ -117,6 +119,11 @@ _LONG_TAIL = (
     "(up to ~99% on sparse counts)"
 )
 
+_SYMMETRIC = (
+    "paired difference of unbounded values, symmetric bootstrap-t: conservative (above 95%) on skewed "
+    "values at n <= 10"
+)
+
 #: Methods whose coverage is above nominal on purpose, and why (the report says so beside them).
 WIDER_BY_DESIGN = {
     "clopper-pearson": "at least 95% for every true rate: wider than 95% by design",
@@ -124,6 +131,8 @@ WIDER_BY_DESIGN = {
     "sidak-t": "simultaneous over all pairs of groups: wider than 95% by design",
     "studentized-bootstrap": _LONG_TAIL,
     "studentized-cluster-bootstrap": _LONG_TAIL,
+    "symmetric-studentized-bootstrap": _SYMMETRIC,
+    "symmetric-studentized-cluster-bootstrap": _SYMMETRIC,
 }
 
 

@@ -7,7 +7,8 @@
   resample whole clusters when items share a template).
 * Agreement of a judge with gold labels: :func:`agreement` (accuracy, Cohen's kappa,
   confusion matrix, each with an interval).
-* Paired comparisons: :func:`paired_bootstrap_diff` (its p-value inverts its interval),
+* Paired comparisons: :func:`paired_bootstrap_diff` (expanded percentile for scores, symmetric
+  bootstrap-t for unbounded values; its p-value inverts its interval),
   :func:`mcnemar`, and :func:`max_pairwise_gap` (simultaneous Šidák t intervals) for
   counterfactual fairness across groups.
 

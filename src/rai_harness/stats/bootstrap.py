@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -318,6 +319,95 @@ def _ratio_se(
     return theta, se
 
 
+@dataclass(frozen=True)
+class StudentizedPivots:
+    """The bootstrap-t distribution of a mean, and the order statistics its interval uses.
+
+    Shared by :func:`studentized_mean` and the paired test
+    (:func:`~rai_harness.stats.paired_bootstrap_diff`), which inverts the same interval.
+
+    Attributes:
+        mean: ``θ̂``, the mean over all items.
+        se: Its cluster-robust standard error (``s/√n`` for independent items).
+        ordered: The ``B`` pivots ``t*_b = (θ*_b − θ̂) / se*_b``, sorted (``±inf`` for a
+            resample of one repeated value that differs from the mean).
+        right_skewed: Whether the units' residuals are right-skewed (``Σ r³ ≥ 0``): the end
+            above the mean (low pivots) is then the long-tail end, at ``α'``.
+        units: Number of resampled units (items, or clusters).
+        j: Order index at the nominal level ``α`` (``⌈(B + 1) α/2⌉ − 1``, at least 1).
+        j_long: Order index at the expanded level ``α'`` (at least 1), for the long-tail end.
+    """
+
+    mean: float
+    se: float
+    ordered: npt.NDArray[np.float64]
+    right_skewed: bool
+    units: int
+    j: int
+    j_long: int
+
+    def interval(self) -> tuple[float, float]:
+        """``[θ̂ − t*_(B+1−j) · se, θ̂ − t*_(j) · se]``, the long-tail end at ``j_long`` (may be infinite)."""
+        b = len(self.ordered)
+        if self.right_skewed:  # the upper end (low pivots) goes further
+            t_low, t_high = float(self.ordered[self.j_long - 1]), float(self.ordered[b - self.j])
+        else:
+            t_low, t_high = float(self.ordered[self.j - 1]), float(self.ordered[b - self.j_long])
+        # se = 0 (all values equal): every pivot is 0 and the interval is the point.
+        return self.mean - t_high * self.se, self.mean - t_low * self.se
+
+
+def studentized_pivots(
+    values: npt.NDArray[np.float64],
+    cluster_ids: npt.NDArray[np.intp] | None,
+    n_clusters: int,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+) -> StudentizedPivots | None:
+    """Draw the bootstrap-t pivots of a mean (the resamples of :func:`bootstrap_mean`).
+
+    Args:
+        values: Finite item values.
+        cluster_ids: Cluster index (0..n_clusters-1) per item, or ``None`` for independent items.
+        n_clusters: Number of clusters (ignored without ``cluster_ids``).
+        n_resamples: Number of resamples B.
+        seed: Seed for ``numpy.random.default_rng``.
+        confidence: Nominal coverage (sets the order indices).
+
+    Returns:
+        The pivots, or ``None`` with fewer than 2 units or B too small for the level ``α'``.
+    """
+    units = len(values) if cluster_ids is None else n_clusters
+    sums, counts = _unit_totals(values, cluster_ids, n_clusters)
+    b = n_resamples
+    j = _order_index(1.0 - confidence, b)
+    j_long = _order_index(expanded_alpha(confidence, units), b) if units >= 2 else 0
+    if units < 2 or j_long < 1:
+        return None
+    mean, se = (float(v) for v in _ratio_se(sums, counts))
+    pivots = np.empty(b, dtype=np.float64)
+    done = 0
+    for block in _draws(np.random.default_rng(seed), units, b):
+        theta, spread = _ratio_se(sums[block], counts[block])
+        diff = theta - mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # A resample of one repeated value has no spread: its pivot is ±inf (0 when it
+            # equals the mean, as every resample of constant data does).
+            pivots[done : done + len(block)] = np.where(diff == 0.0, 0.0, diff / spread)
+        done += len(block)
+    resid = sums - mean * counts
+    return StudentizedPivots(
+        mean=mean,
+        se=se,
+        ordered=np.sort(pivots),
+        right_skewed=float(np.sum(resid**3)) >= 0.0,
+        units=units,
+        j=j,
+        j_long=j_long,
+    )
+
+
 def studentized_mean(
     values: npt.NDArray[np.float64],
     cluster_ids: npt.NDArray[np.intp] | None,
@@ -359,31 +449,11 @@ def studentized_mean(
         fewer than 2 units or B too small for the level ``α'``, or, for values that are not
         counts, an infinite end (resamples of one repeated value, ``se* = 0``, in the tails).
     """
-    units = len(values) if cluster_ids is None else n_clusters
-    sums, counts = _unit_totals(values, cluster_ids, n_clusters)
-    b = n_resamples
-    j = _order_index(1.0 - confidence, b)
-    j_long = _order_index(expanded_alpha(confidence, units), b) if units >= 2 else 0
-    if units < 2 or j_long < 1:
+    pivots = studentized_pivots(values, cluster_ids, n_clusters, n_resamples, seed, confidence)
+    if pivots is None:
         return None
-    mean, se = (float(v) for v in _ratio_se(sums, counts))
-    pivots = np.empty(b, dtype=np.float64)
-    done = 0
-    for block in _draws(np.random.default_rng(seed), units, b):
-        theta, spread = _ratio_se(sums[block], counts[block])
-        diff = theta - mean
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # A resample of one repeated value has no spread: its pivot is ±inf (0 when it
-            # equals the mean, as every resample of constant data does).
-            pivots[done : done + len(block)] = np.where(diff == 0.0, 0.0, diff / spread)
-        done += len(block)
-    ordered = np.sort(pivots)
-    resid = sums - mean * counts
-    if float(np.sum(resid**3)) >= 0.0:  # right-skewed: the upper end (low pivots) goes further
-        t_low, t_high = float(ordered[j_long - 1]), float(ordered[b - j])
-    else:
-        t_low, t_high = float(ordered[j - 1]), float(ordered[b - j_long])
-    low, high = mean - t_high * se, mean - t_low * se
+    low, high = pivots.interval()
+    mean, se, units = pivots.mean, pivots.se, pivots.units
     method = "studentized-bootstrap" if cluster_ids is None else "studentized-cluster-bootstrap"
     finite = math.isfinite(low) and math.isfinite(high)
     count_ci = _count_interval(values, mean, se, confidence, units)

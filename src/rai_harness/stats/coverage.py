@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean
+from rai_harness.stats.bootstrap import bootstrap, bootstrap_mean, mean_with_draws
 from rai_harness.stats.estimate import Estimate
 from rai_harness.stats.intervals import clopper_pearson, wilson
-from rai_harness.stats.paired import max_pairwise_gap, mcnemar, paired_bootstrap_diff
+from rai_harness.stats.paired import bootstrap_p_value, max_pairwise_gap, mcnemar, paired_bootstrap_diff
 
 __all__ = [
     "CLUSTER_COUNT_MEAN",
@@ -345,12 +345,25 @@ def ratio_bootstrap_coverage(k: int, reps: int, *, seed: int = 0, n_resamples: i
 
 
 def paired_type1(
-    dist: str, n: int, reps: int, *, alpha: float = 0.05, seed: int = 0, n_resamples: int = 2000
+    dist: str,
+    n: int,
+    reps: int,
+    *,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    shift: float = 0.0,
+    base_sd: float = 1.0,
+    expanded: bool = False,
 ) -> SimResult:
-    """Type-I error of :func:`~rai_harness.stats.paired_bootstrap_diff` under a true null.
+    """Rejection rate of :func:`~rai_harness.stats.paired_bootstrap_diff`: type-I error, or power.
 
-    ``a = base + e₁``, ``b = base + e₂`` with ``e₁, e₂`` i.i.d. from ``dist``: exchangeable,
-    so the mean difference is 0.
+    ``a = base + e₁ + shift``, ``b = base + e₂`` with ``e₁, e₂`` i.i.d. from ``dist`` and
+    ``base ~ N(0, base_sd²)`` shared by the pair: with ``shift = 0`` exchangeable, so the mean
+    difference is 0 and the rate is the type-I error; with ``shift > 0`` it is the power
+    against a true difference ``shift``. The normal base puts the values outside [−1, 1]
+    (the studentized test); ``base_sd = 0`` with a distribution within [0, 1] keeps them
+    bounded (the expanded percentile test).
 
     Args:
         dist: A key of :data:`DISTRIBUTIONS`.
@@ -359,6 +372,10 @@ def paired_type1(
         alpha: Test level.
         seed: Seed.
         n_resamples: Bootstrap resamples per test.
+        shift: True mean difference ``a − b``.
+        base_sd: SD of the shared per-item base.
+        expanded: Test with the expanded percentile inversion (the method used before for
+            every paired difference) on the same data and resamples, as the baseline.
 
     Returns:
         The share of data sets with ``p < alpha``.
@@ -367,12 +384,19 @@ def paired_type1(
     rng = np.random.default_rng(seed)
     rejections, seen = 0, set()
     for i in range(reps):
-        base = rng.normal(0.0, 1.0, n)
-        result = paired_bootstrap_diff(
-            base + draw(rng, n), base + draw(rng, n), n_resamples=n_resamples, seed=seed + i
-        )
-        seen.add(result.estimate.method)
-        rejections += result.p_value is not None and result.p_value < alpha
+        base = rng.normal(0.0, 1.0, n) * base_sd
+        a, b = base + draw(rng, n) + shift, base + draw(rng, n)
+        if expanded:
+            est, draws = mean_with_draws(
+                a - b, clusters=None, n_resamples=n_resamples, seed=seed + i, confidence=1.0 - alpha
+            )
+            p_value = None if draws is None else bootstrap_p_value(draws, n)
+            seen.add(est.method)
+        else:
+            result = paired_bootstrap_diff(a, b, n_resamples=n_resamples, seed=seed + i)
+            p_value = result.p_value
+            seen.add(result.estimate.method)
+        rejections += p_value is not None and p_value < alpha
     return SimResult(rejections / reps, reps, _methods(seen))
 
 

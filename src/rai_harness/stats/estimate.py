@@ -52,7 +52,9 @@ class Estimate(BaseModel):
             ``"cluster-bootstrap-se-t"`` (t interval with the bootstrap standard error, for
             very few units), ``"studentized-bootstrap"`` /
             ``"studentized-cluster-bootstrap"`` (bootstrap-t over items / clusters, for
-            means of unbounded values such as counts), ``"sidak-t"`` (simultaneous t intervals, for the largest group
+            means of unbounded values such as counts), ``"symmetric-studentized-bootstrap"`` /
+            ``"symmetric-studentized-cluster-bootstrap"`` (symmetric bootstrap-t, for paired
+            differences of unbounded values), ``"sidak-t"`` (simultaneous t intervals, for the largest group
             gap), ``"exact"`` or ``"none"`` (no interval). ``"bootstrap"`` and
             ``"cluster-bootstrap"`` (plain percentile) appear in older run records.
         confidence: The nominal coverage of the interval, in (0, 1).
