@@ -589,3 +589,25 @@ async def test_an_owned_guard_is_closed_with_the_provider(guard):
     assert closed == []  # a shared guard stays open
     await GuardedProvider(FakeProvider(), guard, owns_guard=True).aclose()
     assert closed == [True]
+
+
+def test_guards_built_from_the_same_rails_keep_their_own_runners(tox: PhraseClassifier) -> None:
+    # One Rail object in two guards: each guard binds a copy to a runner it owns, so the second
+    # honours its own micro_batch setting and keeps working after the first is closed. (Binding
+    # the shared object made the second guard reuse the first's runner and, once that was
+    # closed, fail every check: with on_error=allow, a silent pass.)
+    rail = Rail("toxic", tox, threshold=0.5, action="block", on_error="allow")
+    first = Guard(input_rails=[rail], micro_batch=False)
+    second = Guard(input_rails=[rail], micro_batch=True)
+    assert first.input_rails[0].runner is not second.input_rails[0].runner
+    assert not first.input_rails[0].runner.micro_batched
+    assert second.input_rails[0].runner.micro_batched
+    assert not rail.has_runner  # the caller's object is left unbound
+    first.close()
+    verdict = second.check_input("you idiot")
+    assert verdict.action == "block" and not any(r.error for r in verdict.rails)
+    assert asyncio.run(second.acheck_input("you idiot")).action == "block"
+    second.close()
+    # A guard made after both are closed works too.
+    with Guard(input_rails=[rail]) as third:
+        assert third.check_input("you idiot").action == "block"

@@ -116,8 +116,10 @@ class Guard:
         self.name = name
         self.max_chars = max_chars
         self.over_max_chars: OverLimit = over_max_chars
-        self.input_rails: tuple[Rail, ...] = tuple(input_rails)
-        self.output_rails: tuple[Rail, ...] = tuple(output_rails)
+        # Copies: the guard binds them to runners it owns, so two guards built from the same
+        # Rail objects never share (or close) each other's runners.
+        self.input_rails: tuple[Rail, ...] = tuple(rail.for_guard() for rail in input_rails)
+        self.output_rails: tuple[Rail, ...] = tuple(rail.for_guard() for rail in output_rails)
         for stage, rails in (("input", self.input_rails), ("output", self.output_rails)):
             seen: set[str] = set()
             for rail in rails:

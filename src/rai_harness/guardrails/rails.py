@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import logging
 import math
 import threading
@@ -480,6 +481,8 @@ class Rail:
         self.timeout_ms = float(timeout_ms)
         self.thresholds: Mapping[str, float] = _resolve_thresholds(classifier, threshold, labels, thresholds)
         self._runner = runner
+        # A runner the caller passed is kept by every guard; one a guard bound is that guard's.
+        self._runner_given = runner is not None
         self._owns_runner = False
         self._runner_lock = threading.Lock()
 
@@ -507,6 +510,22 @@ class Rail:
     def has_runner(self) -> bool:
         """Whether a runner is bound already."""
         return self._runner is not None
+
+    def for_guard(self) -> Rail:
+        """A copy of this rail for one guard: same classifier and settings, its own runner binding.
+
+        A guard binds its rails to runners it owns and closes. Binding the caller's object
+        itself let a second guard built from the same rails silently reuse the first guard's
+        runner (ignoring its own ``micro_batch``) and, once the first guard closed, fail every
+        check on a closed runner, which ``on_error: allow`` turns into a pass. A runner given
+        to the rail's constructor is kept.
+        """
+        twin = copy.copy(self)
+        twin._runner_lock = threading.Lock()
+        if not self._runner_given:
+            twin._runner = None
+            twin._owns_runner = False
+        return twin
 
     def bind(self, runner: ClassifierRunner) -> None:
         """Use ``runner`` (shared with other rails of the same classifier) from now on."""
