@@ -685,10 +685,20 @@ def main() -> None:
         accuracy = []
         for conc in sorted({args.concurrency, 8}, reverse=True):
             acc_reqs = make_requests(n_acc if conc > 8 else min(n_acc, 160))
-            _w, _c, bare_ttft = asyncio.run(bare_loop(srv.base_url, acc_reqs, conc))
-            _w, _c, full_ttft, lag = asyncio.run(full_runner(srv.base_url, acc_reqs, conc, Path(tmp)))
+            # The default path (lean httpx) against the bare loop on the same stack; the SDK
+            # path's error is in the per-call table below.
+            _w, _c, bare_ttft = asyncio.run(bare_httpx_loop(srv.base_url, acc_reqs, conc))
+            _w, _c, full_ttft, lag = asyncio.run(
+                full_runner(srv.base_url, acc_reqs, conc, Path(tmp), client="httpx")
+            )
             accuracy.append(
-                (conc, len(acc_reqs), statistics.median(full_ttft), statistics.median(bare_ttft), lag)
+                (
+                    conc,
+                    len(acc_reqs),
+                    statistics.median(full_ttft),
+                    statistics.median(bare_ttft.values()),
+                    lag,
+                )
             )
         # TTFT error against stamped chunks: 300 ms to the first token, 20 ms per token after it.
         srv.configure(ttft_s=0.3, inter_token_s=0.02, stamp=True)
@@ -733,7 +743,8 @@ def main() -> None:
         f"{'PASS' if overhead <= 0.15 else 'MISS'}. Over raw httpx (lean path): **{lean_overhead:+.1%}**: "
         f"{'PASS' if lean_overhead <= 0.15 else 'MISS'}.",
         "",
-        f"TTFT accuracy: the server delays the first token by {args.ttft_ms:.0f} ms; median TTFT recorded (target: within 10 ms):",
+        f"TTFT accuracy of the default (lean httpx) path: the server delays the first token by {args.ttft_ms:.0f} ms; "
+        "median TTFT recorded (target: within 10 ms; bare loop: raw httpx, clock from before the connect):",
         "",
         "| concurrency | calls | runner median ms | error ms | bare-loop median ms | loop lag p50 / p99 ms | verdict |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
