@@ -33,7 +33,6 @@ Every error raised on purpose derives from :class:`RaiError` (the tree is drawn 
 # No ``from __future__ import annotations`` here: it would add a public ``annotations``
 # attribute to the package, and tests/test_exported_members.py checks that every public
 # attribute is in ``__all__``.
-import importlib
 import typing
 
 from rai_harness.errors import (
@@ -45,6 +44,7 @@ from rai_harness.errors import (
     RaiError,
     RunError,
 )
+from rai_harness.lazy import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
     from rai_harness.config import RunConfig, load_run_config
@@ -115,15 +115,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
-    """Load a public name on first use (PEP 562) and cache it on the module."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(globals(), _LAZY)

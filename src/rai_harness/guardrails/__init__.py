@@ -22,13 +22,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rai_harness.guardrails.guard import Guard, GuardResult
 from rai_harness.guardrails.policy import GuardPolicy, RailSpec, load_policy, parse_policy
 from rai_harness.guardrails.provider import GuardedProvider, GuardRailError, GuardVerdict
 from rai_harness.guardrails.rails import Action, ClassifierRunner, Rail, RailResult, Stage, strongest
 from rai_harness.guardrails.streaming import GuardBlocked
+from rai_harness.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from rai_harness.guardrails.audit import AuditReport, audit_guard
@@ -57,10 +58,4 @@ __all__ = [
 # The audit pulls in scikit-learn; load it only when asked for, so an inline guard starts fast.
 _LAZY = {"AuditReport": "rai_harness.guardrails.audit", "audit_guard": "rai_harness.guardrails.audit"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = _lazy_exports(globals(), _LAZY)

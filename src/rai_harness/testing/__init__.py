@@ -7,17 +7,13 @@ not need aiohttp (a dev dependency) until the server is actually used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rai_harness.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from rai_harness.testing.server import FakeOpenAIServer, FaultConfig
 
 __all__ = ["FakeOpenAIServer", "FaultConfig"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from rai_harness.testing import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = _lazy_exports(globals(), dict.fromkeys(__all__, "rai_harness.testing.server"))
