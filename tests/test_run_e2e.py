@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.runs import journal_ok_count, write_prompts
 from rai_harness.config import load_run_config
 from rai_harness.errors import ConfigError
 from rai_harness.record import read_run_record, read_samples
@@ -22,15 +22,6 @@ from rai_harness.run import plan_run, run_sync
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
 SECRET = "sk-test-SECRET-7f3a9c1e"
-
-
-def write_prompts(path: Path, n: int) -> Path:
-    with path.open("w") as fh:
-        for i in range(n):
-            fh.write(
-                json.dumps({"id": f"p{i:04d}", "prompt": f"question number {i} about the weather"}) + "\n"
-            )
-    return path
 
 
 def write_config(path: Path, base_url: str, prompts: Path, **provider_overrides) -> Path:
@@ -127,16 +118,6 @@ def test_error_budget_marks_run_failed_but_writes_everything(tmp_path, api_key):
     assert read_run_record(tmp_path / "out").status == "failed"
 
 
-def _journal_ok(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM calls WHERE status='ok'").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
     n = 200
@@ -147,14 +128,14 @@ def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
         cmd = [sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(out), "--quiet"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
         deadline = time.monotonic() + 60
-        while _journal_ok(out / "journal.sqlite") < n // 2:
+        while journal_ok_count(out / "journal.sqlite") < n // 2:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "run made no progress"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-        done = _journal_ok(out / "journal.sqlite")
+        done = journal_ok_count(out / "journal.sqlite")
         assert n // 2 <= done < n
         before = srv.stats()["calls"]
         rerun = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=120)

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers.runs import journal_ok_count
 from rai_harness.config import load_run_config, parse_run_config
 from rai_harness.errors import ConfigError
 from rai_harness.load import LoadProfile, StopRule, arrival_offsets, event_rate, requests_for, summarize_load
@@ -310,16 +310,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _journal_ok(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM calls WHERE status='ok'").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
 def test_kill_9_of_the_parent_ends_its_workers_and_a_resume_makes_only_missing_calls(tmp_path: Path) -> None:
@@ -350,7 +340,7 @@ def test_kill_9_of_the_parent_ends_its_workers_and_a_resume_makes_only_missing_c
         cmd = [sys.executable, "-m", "rai_harness", "run", str(path), "--out", str(out), "--quiet"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
-        while _journal_ok(out / "journal.sqlite") < n // 3:
+        while journal_ok_count(out / "journal.sqlite") < n // 3:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "run made no progress"
             time.sleep(0.05)
@@ -365,7 +355,7 @@ def test_kill_9_of_the_parent_ends_its_workers_and_a_resume_makes_only_missing_c
         while any(_running(pid) for pid in workers):
             assert time.monotonic() < deadline, "orphaned workers kept running"
             time.sleep(0.1)
-        done = _journal_ok(out / "journal.sqlite")
+        done = journal_ok_count(out / "journal.sqlite")
         assert n // 3 <= done < n
         before = srv.stats()["calls"]
         rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
