@@ -6,13 +6,14 @@ Texts are mild and written for these tests. The tests that run ONNX Runtime skip
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from rai_harness.classifiers import onnx_encoder
 from rai_harness.classifiers.base import ClassifierSpec
-from rai_harness.classifiers.toxicity_head import MiniLMToxicityClassifier, from_spec
+from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR, MiniLMToxicityClassifier, from_spec
 from rai_harness.errors import ConfigError, MissingDependencyError
 
 torch = pytest.importorskip("torch")
@@ -66,8 +67,9 @@ def test_onnx_and_torch_give_the_same_scores_and_verdicts(pair):
     for g, w in zip(got, want, strict=True):
         for label in on_ort.labels:
             assert g.scores[label] == pytest.approx(w.scores[label], abs=1e-5)
-    # Verdicts at the shipped thresholds (guardrails/*.yaml) are the same.
-    for t in (0.32, 0.72):
+    # Verdicts at the shipped thresholds (the policies use the card's: test_toxicity_training) are the same.
+    chosen = json.loads((DEFAULT_HEAD_DIR / "metrics.json").read_text(encoding="utf-8"))["policy_thresholds"]
+    for t in sorted({v["threshold"] for v in chosen.values()}):
         assert [g.scores["toxic"] >= t for g in got] == [w.scores["toxic"] >= t for w in want]
     # One text alone and inside a batch: the same score (padding is masked on ORT too).
     alone = on_ort.predict(TEXTS[4:5])[0].scores["toxic"]

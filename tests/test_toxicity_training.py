@@ -140,6 +140,31 @@ def test_held_out_sets_share_no_groups_or_wording_with_training():
     assert (PROBE.parent / "CARD.md").is_file()
 
 
+def test_counter_speech_its_hard_negatives_and_dialect_are_in_training():
+    rows = list(_assistant_registers(REGISTERS))
+    # Framed hate ("Not racist, but ...") is hate, in the explicit-hate weight cell (a cell of
+    # its own over-weighted 14 frames); quoting a slur to condemn it is not.
+    framed = [r for r in rows if r.key.startswith("ar:fh_")]
+    assert framed and {(r.kind, r.toxic, r.hate) for r in framed} == {("explicit_hate", 1, 1)}
+    counter = [r for r in rows if r.kind == "counter_speech"]
+    assert counter and all(r.toxic == 0 and r.hate == 0 for r in counter)
+    # No toxic frame rejects-then-asserts with counter-speech's own construction.
+    assert not [r.text for r in framed if "calling" in r.text.lower() and "prejudice" in r.text.lower()]
+    gen = _generator()
+    # Every slur is mentioned in benign counter-speech and used in a toxic text alike, so the
+    # word alone cannot decide.
+    for slur, _, _ in gen.SLURS:
+        assert any(f"'{slur}'" in r.text for r in counter), slur
+        assert any(slur in r.text and r.toxic for r in rows), slur
+    # Dialect: each pattern in AAE and in Standard English, both benign, same pattern (one split).
+    dialect = [r for r in rows if r.kind == "dialect"]
+    assert dialect and all(r.toxic == 0 for r in dialect)
+    for tid, aae, sae in gen.DIALECT:
+        texts = {r.text for r in dialect if r.key == f"ar:{tid}"}
+        person = gen.DIALECT_PEOPLE[0] if "{S}" in aae else ""
+        assert {aae.format(S=person), sae.format(S=person)} <= texts, tid
+
+
 def test_cap_keeps_whole_spread_and_is_deterministic():
     rows = [SourceRow(f"t{k}-{i}", 0, 0, "x", f"k{k}") for k in range(20) for i in range(50)]
     a, b = _cap(rows, 100, seed=0), _cap(list(reversed(rows)), 100, seed=0)
@@ -194,6 +219,7 @@ def test_shipped_head_meets_its_targets_held_out():
     t = f"{metrics['policy_thresholds']['default/toxic-output']['threshold']:.2f}"
     held_out = metrics["kinds"][t]
     assert held_out["assistant_benign_fpr"]["rate"] <= 0.03
+    assert held_out["toxic_recall"]["rate"] >= 0.90
     assert held_out["by_kind"]["identity_statement"]["fpr"]["rate"] <= 0.05
     assert held_out["by_kind"]["short_reply"]["fpr"]["rate"] <= 0.03
     # The dialect check: AAE and SAE false-positive rates within 5 points at the shipped threshold.

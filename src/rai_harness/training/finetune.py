@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rai_harness.training.calibration import POLICY_TARGETS
+
 if TYPE_CHECKING:
     import torch
 
@@ -54,7 +56,8 @@ class FineTuneConfig:
         weight_decay: AdamW weight decay (not on biases and LayerNorm).
         hate_weight: Weight of the ``hate`` loss next to ``toxic``'s 1.
         benign_fpr_target: Benign false-positive rate on validation assistant-register texts
-            at which (and at twice and five times which) validation recall picks the epoch.
+            at which (and at twice and five times which) validation recall picks the epoch: the
+            default policy's target, so the epoch kept is the best at the shipped operating point.
         shipped_dtype: Dtype the fine-tuned layers are shipped in (``float16`` or ``float32``).
         threads: torch CPU threads (fixed so results and timings do not depend on the machine).
     """
@@ -67,7 +70,7 @@ class FineTuneConfig:
     head_lr: float = 1e-2
     weight_decay: float = 0.01
     hate_weight: float = 0.5
-    benign_fpr_target: float = 0.01
+    benign_fpr_target: float = POLICY_TARGETS["default/toxic-output"]
     shipped_dtype: str = "float16"
     threads: int = 2
 
