@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rai_harness.errors import ProviderError
+from rai_harness.jsoncodec import dumps_compact
 from rai_harness.providers.base import BaseProvider, StreamTimer
 from rai_harness.providers.errors_map import (
     map_openai_error,
@@ -48,7 +49,7 @@ def request_body(model: str, request: ChatRequest, *, stream: bool) -> bytes:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return dumps_compact(body)
 
 
 class SSEParser:
