@@ -234,7 +234,9 @@ async def test_ttft_error_against_stamped_chunks_at_moderate_concurrency(client)
 
 @pytest.mark.parametrize("client", ["httpx", "sdk"])
 @pytest.mark.parametrize("stream", [True, False])
-async def test_lone_surrogates_in_a_reply_are_replaced_and_the_run_keeps_every_record(client, stream, tmp_path):
+async def test_lone_surrogates_in_a_reply_are_replaced_and_the_run_keeps_every_record(
+    client, stream, tmp_path
+):
     from rai_harness.record.io import write_samples
     from rai_harness.run.journal import Journal
     from rai_harness.run.runner import generate_calls

@@ -73,7 +73,13 @@ def test_an_idle_writer_thread_ends_and_the_next_put_starts_another(tmp_path, mo
 
 
 def test_records_round_trip_with_nan_surrogates_and_big_ints(tmp_path) -> None:
-    record = {"score": float("nan"), "inf": float("-inf"), "text": "a\ud800b", "big": 2**70, "ok": [1.5, None]}
+    record = {
+        "score": float("nan"),
+        "inf": float("-inf"),
+        "text": "a\ud800b",
+        "big": 2**70,
+        "ok": [1.5, None],
+    }
     with Journal(tmp_path / "j.sqlite") as journal:
         journal.put("k", "p", "s", 0, "ok", record)
         got = journal.get("k")
@@ -93,7 +99,7 @@ def test_a_write_that_fails_outside_sqlite_raises_instead_of_hanging(tmp_path) -
         try:
             journal.flush()
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=flush, daemon=True)

@@ -29,7 +29,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -39,8 +39,17 @@ class _Point:
 
 
 CASES = [
-    {"plain": "héllo ✓ 😀", "n": 3, "f": 0.1, "tiny": 1e-7, "big_f": 1e22, "neg": -0.0, "none": None, "t": True},
-    {"messages": [{"role": "user", "content": "line\nbreak \"quoted\" \\ back"}], "params": {}},
+    {
+        "plain": "héllo ✓ 😀",
+        "n": 3,
+        "f": 0.1,
+        "tiny": 1e-7,
+        "big_f": 1e22,
+        "neg": -0.0,
+        "none": None,
+        "t": True,
+    },
+    {"messages": [{"role": "user", "content": 'line\nbreak "quoted" \\ back'}], "params": {}},
     {"nan": float("nan")},
     {"deep": [{"x": [float("inf")]}], "other": None},
     {"surrogate": "a\ud800b"},
@@ -75,3 +84,25 @@ def test_without_orjson_the_standard_library_writes_everything(monkeypatch) -> N
     monkeypatch.setattr(jsoncodec, "orjson", None)
     value = {"x": [1, "é", float("nan")]}
     assert dumps_compact(value) == _stdlib(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"choices":[{"delta":{"content":"h\\u00e9llo \\ud83d\\ude00"}}],"usage":{"prompt_tokens":3}}',
+        b'{"a": NaN, "b": -Infinity}',
+        b'"\\ud800 lone"',
+        '{"x": [1.5, null, true, "\u00e9"]}',
+        b"[1e400]",
+    ],
+)
+def test_loads_returns_the_standard_librarys_value(text: bytes | str) -> None:
+    assert _same(jsoncodec.loads(text), json.loads(text))
+
+
+@pytest.mark.parametrize("text", [b"{bad", b"", b'{"a":1} trailing', b"\xff\xfe"])
+def test_loads_raises_the_standard_librarys_errors(text: bytes) -> None:
+    with pytest.raises(ValueError) as want:
+        json.loads(text)
+    with pytest.raises(type(want.value)):
+        jsoncodec.loads(text)

@@ -30,7 +30,6 @@ rare compositions across starters (conjoining Hangul jamo), which are then left 
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass

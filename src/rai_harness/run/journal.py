@@ -238,7 +238,9 @@ class Journal:
                         error = (
                             self._unusable(exc)
                             if isinstance(exc, sqlite3.Error)
-                            else RunError(f"{self.path}: cannot write call records: {type(exc).__name__}: {exc}")
+                            else RunError(
+                                f"{self.path}: cannot write call records: {type(exc).__name__}: {exc}"
+                            )
                         )
             finally:
                 idle_since = time.monotonic()

@@ -291,7 +291,7 @@ def _failure_record(
         cost_usd=None,
         error=CallError(
             type=err.error_type,
-            message=_valid_text(scrub(str(err), secrets)[:2000]),
+            message=repair_surrogates(scrub(str(err), secrets)[:2000])[0],
             status_code=err.status_code,
             retryable=err.retryable,
         ),
