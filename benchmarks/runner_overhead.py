@@ -50,10 +50,10 @@ from pathlib import Path
 import numpy as np
 import openai
 from rich.console import Console
-from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
+from rai_harness.cli import ProgressSink, run_progress
 from rai_harness.load import LoadProfile, StopRule, arrival_offsets, event_rate, stop_reason, summarize_load
 from rai_harness.pricing import PriceTable
 from rai_harness.providers.openai_compat import OpenAIConfig, make_http_client
@@ -164,7 +164,8 @@ async def bare_httpx_loop(
 async def full_runner(
     base_url: str, requests: list[ChatRequest], concurrency: int, workdir: Path, client: str = "sdk"
 ) -> tuple[float, float, list[float], dict]:
-    """The real thing: provider adapter, runner, journal, cost, rich progress (to a null console)."""
+    """The real thing: provider adapter, runner, journal, cost, and ``rai run``'s own progress bars and
+    sink, drawn to a terminal console that writes nowhere."""
     cfg = OpenAIConfig(
         kind="openai",
         model="gpt-4o-mini",
@@ -177,8 +178,9 @@ async def full_runner(
     price = PriceTable.default().resolve("openai", "gpt-4o-mini")
     journal = Journal(workdir / f"journal-{time.monotonic_ns()}.sqlite")
     monitor = LoopLagMonitor()
-    progress = Progress(console=Console(file=io.StringIO(), force_terminal=True))
-    task = progress.add_task("bench", total=len(requests))
+    progress = run_progress(Console(file=io.StringIO(), force_terminal=True))
+    sink = ProgressSink(progress)
+    sink.tasks["bench"] = progress.add_task("bench", total=len(requests), errors=0, rate=0.0)
     cpu0, t0 = time.process_time(), time.perf_counter()
     with progress:
         monitor.start()
@@ -191,7 +193,7 @@ async def full_runner(
             policy=RetryPolicy(timeout_s=30),
             journal=journal,
             price=price,
-            on_record=lambda r: progress.update(task, advance=1),
+            on_record=sink.record,
         )
         await monitor.stop()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -230,3 +230,41 @@ async def test_ttft_error_against_stamped_chunks_at_moderate_concurrency(client)
     # because this machine's 2 cores are shared (benchmarks/RESULTS.md has the real numbers).
     assert min(errors) > -0.001, errors
     assert statistics.median(errors) < 0.25, errors
+
+
+@pytest.mark.parametrize("client", ["httpx", "sdk"])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_lone_surrogates_in_a_reply_are_replaced_and_the_run_keeps_every_record(
+    client, stream, tmp_path
+):
+    from rai_harness.record.io import write_samples
+    from rai_harness.run.journal import Journal
+    from rai_harness.run.runner import generate_calls
+
+    # "\ud800" reaches the client as a JSON escape; decoded, it is a lone surrogate, which no
+    # UTF-8 writer can store. Before the fix the journal's writer thread died on it and the
+    # run hung on its next flush.
+    with FakeOpenAIServer(FaultConfig(reply="bad \ud800 text \udfff end")) as srv:
+        cfg = OpenAIConfig(model="m", base_url=srv.base_url, api_key_env=None, client=client, stream=stream)
+        provider = cfg.build()
+        requests = [ChatRequest.from_prompt(f"s{i}", f"hello {i}") for i in range(3)]
+        try:
+            with Journal(tmp_path / "journal.sqlite") as journal:
+                records = await asyncio.wait_for(
+                    generate_calls(
+                        provider,
+                        requests,
+                        provider_id="p",
+                        provider_identity=cfg.cache_identity(),
+                        concurrency=2,
+                        journal=journal,
+                    ),
+                    timeout=120,
+                )
+                stored = journal.get_many([r.key for r in records])
+        finally:
+            await provider.aclose()
+    assert [r.status for r in records] == ["ok"] * 3
+    assert {r.output for r in records} == {"bad \ufffd text \ufffd end"}
+    assert {v["output"] for v in stored.values()} == {"bad \ufffd text \ufffd end"}
+    assert write_samples(tmp_path / "samples.jsonl", records) == 3

@@ -70,3 +70,42 @@ def test_an_idle_writer_thread_ends_and_the_next_put_starts_another(tmp_path, mo
     assert journal._writer is not None and journal._writer is not first
     assert journal.count() == 2
     journal.close()
+
+
+def test_records_round_trip_with_nan_surrogates_and_big_ints(tmp_path) -> None:
+    record = {
+        "score": float("nan"),
+        "inf": float("-inf"),
+        "text": "a\ud800b",
+        "big": 2**70,
+        "ok": [1.5, None],
+    }
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.put("k", "p", "s", 0, "ok", record)
+        got = journal.get("k")
+    assert got is not None
+    assert got["score"] != got["score"] and got["inf"] == float("-inf")  # NaN stays a float, not None
+    assert got["text"] == "a\ud800b" and got["big"] == 2**70 and got["ok"] == [1.5, None]
+
+
+def test_a_write_that_fails_outside_sqlite_raises_instead_of_hanging(tmp_path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    # A column sqlite3 cannot encode (a lone surrogate in an id) fails in the writer thread with
+    # UnicodeEncodeError, not sqlite3.Error: it must surface, and flush() must not wait for ever.
+    journal.put("k0", "p", "s\ud800", 0, "ok", {"i": 0})
+    outcome: list[BaseException | None] = []
+
+    def flush() -> None:
+        try:
+            journal.flush()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=flush, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "flush() hung after a failed write"
+    assert isinstance(outcome[0], RunError) and "UnicodeEncodeError" in str(outcome[0])
+    with pytest.raises(RunError):
+        journal.put("k1", "p", "s1", 0, "ok", {"i": 1})

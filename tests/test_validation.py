@@ -94,3 +94,15 @@ def test_a_validator_message_is_shown_without_pydantics_prefix():
     assert err.key_path == "providers[1].rate"
     assert "rate must be >= 0; use 0 for no limit (got -1)" in str(err)
     assert "Value error" not in str(err)
+
+
+def test_a_lone_surrogate_escape_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(
+        '{"prompt": "fine \\ud83d\\ude00"}\n{"prompt": "bad \\ud800 here"}\n', encoding="utf-8"
+    )  # line 1 is a valid surrogate pair (an emoji); line 2 is a lone high surrogate
+    rows = iter_jsonl(path)
+    assert next(rows).obj == {"prompt": "fine \U0001f600"}
+    with pytest.raises(ConfigError, match="lone surrogate") as info:
+        next(rows)
+    assert "line 2" in str(info.value) and str(path) in str(info.value)

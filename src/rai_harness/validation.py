@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,7 +29,32 @@ __all__ = [
     "iter_jsonl",
     "read_yaml_document",
     "read_yaml_file",
+    "repair_surrogates",
 ]
+
+#: A lone surrogate: what a ``\ud800`` JSON escape or ``surrogateescape`` decoding leaves in a
+#: ``str``. Not Unicode text: no UTF-8 writer can encode it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+#: A ``\uD800``-``\uDFFF`` escape in JSON text: the only way a UTF-8 file yields a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (keys included) holds a lone surrogate."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def repair_surrogates(text: str) -> tuple[str, bool]:
+    """``text`` with every lone surrogate replaced by U+FFFD, and whether any was."""
+    if text.isascii() or not _LONE_SURROGATE.search(text):
+        return text, False
+    return _LONE_SURROGATE.sub("\ufffd", text), True
 
 
 def _loc_to_path(loc: Sequence[int | str], prefix: str = "") -> str:
@@ -207,6 +233,13 @@ def iter_jsonl(
                     ) from None
                 if not isinstance(obj, dict):
                     raise ConfigError("each line must be a JSON object", file=file, key_path=f"line {number}")
+                if _SURROGATE_ESCAPE.search(line) and _holds_lone_surrogate(obj):
+                    raise ConfigError(
+                        "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
+                        "Unicode text and cannot be sent or stored; remove it or write \\ufffd instead",
+                        file=file,
+                        key_path=f"line {number}",
+                    )
                 yield JsonlLine(number, obj)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found; {missing_hint}", file=file) from None

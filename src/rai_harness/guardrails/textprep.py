@@ -30,13 +30,13 @@ rare compositions across starters (conjoining Hangul jamo), which are then left 
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from rai_harness.classifiers.base import Span
+from rai_harness.validation import repair_surrogates
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
@@ -67,8 +67,6 @@ NOTICE_INVALID_UNICODE = "invalid_unicode"
 NOTICE_OVER_MAX_CHARS = "over_max_chars"
 #: Notice: the text was longer than ``max_chars``; only its head and tail were checked.
 NOTICE_TRUNCATED = "truncated"
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Characters removed before detection besides category Cf (format characters, which covers
 # zero-width space/joiners, soft hyphen, word joiner, BOM, bidi embeddings, overrides and
@@ -143,13 +141,6 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
                 "(the guard never guesses an encoding) and pass text, not None"
             )
     return out
-
-
-def repair_surrogates(text: str) -> tuple[str, bool]:
-    """``text`` with every lone surrogate replaced by U+FFFD, and whether any was."""
-    if text.isascii() or not _SURROGATE.search(text):
-        return text, False
-    return _SURROGATE.sub("\ufffd", text), True
 
 
 def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:

@@ -3,7 +3,8 @@
 ``client: httpx`` (the default of ``kind: openai``) sends the same request body as the
 openai SDK but skips its per-call machinery: no pydantic model per chunk, no request
 options object, no retry wrapper (the runner retries). A streamed call is parsed line
-by line; each ``data:`` event is decoded with :func:`json.loads` and only
+by line; each ``data:`` event is decoded with :func:`rai_harness.jsoncodec.loads` (orjson,
+the standard library's values) and only
 ``choices[0].delta.content``, ``finish_reason``, ``model`` and ``usage`` are read. On two
 cores this is the difference between the event loop keeping up at concurrency 64 or
 falling behind, which shows directly as late TTFT (see ``benchmarks/runner_overhead.py``
@@ -17,11 +18,12 @@ classify every failure the same way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rai_harness.errors import ProviderError
+from rai_harness.jsoncodec import dumps_compact
+from rai_harness.jsoncodec import loads as json_loads
 from rai_harness.providers.base import BaseProvider, StreamTimer
 from rai_harness.providers.errors_map import (
     map_openai_error,
@@ -48,7 +50,7 @@ def request_body(model: str, request: ChatRequest, *, stream: bool) -> bytes:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return dumps_compact(body)
 
 
 class SSEParser:
@@ -180,7 +182,7 @@ class LeanOpenAIProvider(BaseProvider):
         if not 200 <= response.status_code < 300:
             raise await self._status_error(response)
         # The body is at most max_response_bytes (the transport's cap), so parsing it is bounded.
-        data = json.loads(response.content)
+        data = json_loads(response.content)
         if not isinstance(data, dict):
             raise _bad("the server's reply is not a JSON object")
         if data.get("error"):
@@ -235,7 +237,7 @@ class LeanOpenAIProvider(BaseProvider):
                     if data == b"[DONE]":
                         done = True
                         break
-                    event = json.loads(data)
+                    event = json_loads(data)
                     events += 1
                     if not isinstance(event, dict):
                         raise _bad("an SSE event is not a JSON object")

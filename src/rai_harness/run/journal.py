@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rai_harness.errors import RunError
+from rai_harness.jsoncodec import dumps_compact
 from rai_harness.types import ChatRequest, stable_hash
 
 __all__ = ["Journal", "call_key"]
@@ -181,7 +182,9 @@ class Journal:
         Raises:
             RunError: when an earlier write failed (the file is damaged), or after :meth:`close`.
         """
-        blob = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        # Bytes (stored as a BLOB; json.loads reads them back with surrogatepass): orjson when it
+        # writes the same value, about 10x faster than the standard library (jsoncodec).
+        blob = dumps_compact(record)
         row = (key, provider_id, sample_id, repeat, status, blob, time.time())
         with self._queue_cond:
             if self._write_error is not None:
@@ -226,11 +229,19 @@ class Journal:
                             batch,
                         )
                         self._conn.execute("COMMIT")
-                    except sqlite3.Error as exc:
+                    except Exception as exc:
+                        # Any failure, not only sqlite3's (a str column it cannot encode): a
+                        # writer that died silently would leave flush() waiting for ever.
                         if self._conn.in_transaction:
                             with contextlib.suppress(sqlite3.Error):
                                 self._conn.execute("ROLLBACK")
-                        error = self._unusable(exc)
+                        error = (
+                            self._unusable(exc)
+                            if isinstance(exc, sqlite3.Error)
+                            else RunError(
+                                f"{self.path}: cannot write call records: {type(exc).__name__}: {exc}"
+                            )
+                        )
             finally:
                 idle_since = time.monotonic()
                 with self._queue_cond:

@@ -47,6 +47,7 @@ from rai_harness.providers.base import Provider
 from rai_harness.record.calls import CallError, CallRecord
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.types import ChatRequest, Generation
+from rai_harness.validation import repair_surrogates
 
 if TYPE_CHECKING:
     from rai_harness.config import RunnerSettings
@@ -207,6 +208,16 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
 OnRecord = Callable[[CallRecord], None]
 
 
+def _valid_text(text: str | None) -> str | None:
+    """A provider's string with lone surrogates replaced by U+FFFD.
+
+    A ``\\ud800`` escape in a provider's JSON decodes to a lone surrogate, which no UTF-8
+    writer (the journal, ``samples.jsonl``, the report) can encode: kept, it would fail the
+    run's writes. Valid text (surrogate pairs included) is returned unchanged.
+    """
+    return text if text is None else repair_surrogates(text)[0]
+
+
 def _success_record(
     key: str,
     provider_id: str,
@@ -226,7 +237,7 @@ def _success_record(
         messages=request.messages_as_dicts(),
         params=request.params.to_dict(),
         status="ok",
-        output=gen.text,
+        output=_valid_text(gen.text),
         prompt_tokens=gen.usage.prompt_tokens,
         completion_tokens=gen.usage.completion_tokens,
         tokens_estimated=gen.usage.estimated,
@@ -234,8 +245,8 @@ def _success_record(
         latency_s=gen.latency_s,
         connect_s=gen.connect_s,
         output_tokens_per_s=gen.output_tokens_per_s,
-        finish_reason=gen.finish_reason,
-        model=gen.model,
+        finish_reason=_valid_text(gen.finish_reason),
+        model=_valid_text(gen.model),
         attempts=attempts,
         retry_wait_s=waited,
         started_at=started,
@@ -280,7 +291,7 @@ def _failure_record(
         cost_usd=None,
         error=CallError(
             type=err.error_type,
-            message=scrub(str(err), secrets)[:2000],
+            message=repair_surrogates(scrub(str(err), secrets)[:2000])[0],
             status_code=err.status_code,
             retryable=err.retryable,
         ),
