@@ -284,7 +284,9 @@ async def test_eos_ends_each_sequence_at_its_own_step(provider):
     assert provider.stats["generate_calls"] == 1
     assert short.finish_reason == "stop" and short.usage.completion_tokens == 3  # 2 tokens + EOS
     assert long.finish_reason == "length" and long.usage.completion_tokens == 10
-    assert short.ttft_s == pytest.approx(long.ttft_s, abs=0.05)  # same prefill
+    # One prefill for both: each first token came before the short sequence ended (no
+    # wall-clock window: on a loaded machine the two deliveries can be far apart).
+    assert max(short.ttft_s, long.ttft_s) < short.latency_s
     assert short.latency_s < long.latency_s
 
 
