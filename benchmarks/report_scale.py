@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section
+from rai_harness import jsoncodec
 from rai_harness.report import build_report
 from rai_harness.report import samples as report_samples
 from rai_harness.testing.synthetic_run import DEFAULT_PROVIDERS, write_synthetic_run
@@ -102,7 +103,7 @@ def main() -> None:
             f"| {name} | {ss:.3f} | {ts:.2f} | {sb:.3f} | {tb:.2f} | {sb / ss:.1f}x | {tb / max(ts, 1e-9):.1f}x |"
         )
     html_s, html_mb = timings[("html", big)]
-    parser_name = "orjson" if report_samples._orjson_loads is not None else "json (standard library)"
+    parser_name = "orjson" if jsoncodec.orjson is not None else "json (standard library)"
     cpus = os.cpu_count() or 1
     workers = min(cpus, report_samples.MAX_WORKERS) if cpus >= 4 else 1
     verdict = (

@@ -22,7 +22,6 @@ lowest when higher is better, the largest magnitude when closer to 0 is better.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import math
 import os
@@ -33,24 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rai_harness.jsoncodec import loads as jsoncodec_loads
+
 if TYPE_CHECKING:
     from rai_harness.record import RunRecord
 
-try:
-    # orjson parses samples.jsonl about 3x faster than the standard library (measured in
-    # benchmarks/report_scale.py); it is optional, and both return the same values.
-    from orjson import loads as _orjson_loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_loads = None  # type: ignore[assignment]
-
-
-def _json_line(raw: bytes) -> Any:
-    # The standard library on bytes sniffs the encoding in Python code per call; decoding in C
-    # first is faster. Undecodable bytes become U+FFFD rather than failing the line.
-    return json.loads(raw.decode("utf-8", "replace"))
-
-
-_loads: Any = _orjson_loads if _orjson_loads is not None else _json_line
 
 __all__ = ["EvidenceExample", "EvidenceKey", "SampleStats", "scan_samples"]
 
@@ -262,7 +248,10 @@ def _scan_range(
     part = _Partial()
     latency, ttft, values, heaps = part.latency, part.ttft, part.values, part.heaps
     boolean, non_binary = part.boolean, part.non_binary
-    loads = _loads
+    # orjson parses samples.jsonl about 3x faster than the standard library (measured in
+    # benchmarks/report_scale.py); jsoncodec falls back to it for what orjson refuses, so a line
+    # holding NaN (the writer's standard library writes it) is read, not counted as bad.
+    loads = jsoncodec_loads
     with open(path, "rb") as fh:
         pos = start
         if start > 0:
