@@ -35,6 +35,7 @@ rewrites its metrics and card without refitting.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,6 +70,7 @@ __all__ = [
     "assign_splits",
     "evaluate_aae_pairs",
     "evaluate_toxicity_head",
+    "finetune_weight_groups",
     "load_examples",
     "main",
     "train_toxicity_head",
@@ -150,6 +152,10 @@ class Example:
     #: Split key: rows sharing one (a template, a QA item) always land in the same split.
     #: Empty: the text itself, split stratified by label (Davidson, ToxiGen).
     key: str = ""
+    #: Fine-tuning gives every (weight group, class) cell the same total weight; the group is
+    #: the kind unless a registers row names another (contrast pairs that only a word separates
+    #: weigh as a cell of their own, so neither side is drowned by a large kind's cell).
+    weight_group: str = ""
 
 
 def _dedupe_key(text: str) -> str:
@@ -203,7 +209,17 @@ def _dedupe(rows: Iterable[Example]) -> tuple[list[Example], dict[str, int]]:
         stats["duplicates_merged"] += len(group) - 1
         groups = tuple(sorted({g for r in group for g in r.groups}))
         first = group[0]
-        kept.append(Example(first.text, first.labels, first.source, groups, kind=first.kind, key=first.key))
+        kept.append(
+            Example(
+                first.text,
+                first.labels,
+                first.source,
+                groups,
+                kind=first.kind,
+                key=first.key,
+                weight_group=first.weight_group,
+            )
+        )
     # A text in both sources (none today) would be trained on twice; keep the first source.
     seen: set[str] = set()
     unique = []
@@ -249,7 +265,7 @@ def assign_splits(
                 "train" if u < fractions[0] else "validation" if u < fractions[0] + fractions[1] else "test"
             )
             fold = int(_rank_hash(row.key, seed)[12:16], 16) % OOF_FOLDS
-            out.append(Example(row.text, row.labels, row.source, row.groups, split, fold, row.kind, row.key))
+            out.append(dataclasses.replace(row, split=split, fold=fold))
         else:
             strata[(row.source, row.labels["toxic"])].append(row)
     for key in sorted(strata):
@@ -259,11 +275,7 @@ def assign_splits(
         n_val = round(n * fractions[1])
         for rank, row in enumerate(members):
             split = "train" if rank < n_train else "validation" if rank < n_train + n_val else "test"
-            out.append(
-                Example(
-                    row.text, row.labels, row.source, row.groups, split, rank % OOF_FOLDS, row.kind, row.key
-                )
-            )
+            out.append(dataclasses.replace(row, split=split, fold=rank % OOF_FOLDS))
     return out
 
 
@@ -298,6 +310,7 @@ def _load_extra(data_dir: Path, registers: Path | None, seed: int) -> dict[str, 
                 source,
                 kind=r.kind,
                 key=r.key,
+                weight_group=r.weight_group,
             )
             for r in rows
         ]
@@ -973,13 +986,22 @@ def _finetune(
         reference,
         seed=seed,
         config=config,
-        # The repository's own registers weigh per kind: insults and threats are few next to
-        # hate templates filled with 18 groups, and each kind is a register the guard must get right.
-        weight_groups=[
-            f"{r.source}:{r.kind}" if r.source == "assistant_registers" else r.source for r in rows
-        ],
+        weight_groups=finetune_weight_groups(rows),
     )
     return result.features, result.state, result.report
+
+
+def finetune_weight_groups(rows: Sequence[Example]) -> list[str]:
+    """The weight group of each row in fine-tuning: its source, or for the registers its kind.
+
+    The repository's own registers weigh per kind (insults and threats are few next to hate
+    templates filled with 18 groups, and each kind is a register the guard must get right),
+    unless a row names its own ``weight_group`` (the contrast pairs).
+    """
+    return [
+        f"{r.source}:{r.weight_group or r.kind}" if r.source == "assistant_registers" else r.source
+        for r in rows
+    ]
 
 
 def _embed_fine_tuned(

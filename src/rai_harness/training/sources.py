@@ -64,6 +64,8 @@ class SourceRow(NamedTuple):
     hate: int
     kind: str
     key: str
+    #: Fine-tuning weight group, when it is not the kind (see ``Example.weight_group``).
+    weight_group: str = ""
 
 
 SOURCE_INFO: dict[str, dict[str, str]] = {
@@ -216,7 +218,14 @@ def _winobias(d: Path) -> Iterator[SourceRow]:
 def _assistant_registers(path: Path) -> Iterator[SourceRow]:
     for row in _jsonl(path):
         hate = int(row["kind"] in ("explicit_hate", "implicit_hate"))
-        yield SourceRow(row["text"], int(row["label"]), hate, row["kind"], f"ar:{row['template']}")
+        yield SourceRow(
+            row["text"],
+            int(row["label"]),
+            hate,
+            row["kind"],
+            f"ar:{row['template']}",
+            row.get("weight_group", ""),
+        )
 
 
 _LOADERS: dict[str, Callable[[Path], Iterator[SourceRow]]] = {
