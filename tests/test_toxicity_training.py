@@ -21,7 +21,13 @@ from rai_harness.training.calibration import (
     summarize_kinds,
     threshold_for_fpr,
 )
-from rai_harness.training.pipeline import Example, assign_splits, find_registers
+from rai_harness.training.pipeline import (
+    Example,
+    _load_extra,
+    assign_splits,
+    find_registers,
+    finetune_weight_groups,
+)
 from rai_harness.training.sources import SourceRow, _assistant_registers, _cap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +100,50 @@ def test_registers_split_by_template():
     # The split of a key does not depend on which other rows exist.
     alone = assign_splits([rows[0]], seed=0)[0]
     assert alone.split == next(r.split for r in split if r.key == rows[0].key)
+
+
+def test_contrast_rows_weigh_as_their_own_cell_through_loading_and_splitting(tmp_path, monkeypatch):
+    """A registers row's ``weight_group`` survives loading and the split, and names its fine-tune cell."""
+    from rai_harness.training import sources
+
+    monkeypatch.setattr(sources, "_LOADERS", {})  # only the registers file, no ../shared/data
+    registers = tmp_path / "texts.jsonl"
+    rows = [
+        {"text": "Women are kind.", "label": 0, "kind": "identity_statement", "template": "gp_x"},
+        {"text": "Women are not kind.", "label": 1, "kind": "implicit_hate", "template": "gd_x"},
+        {"text": "Women are welcome here.", "label": 0, "kind": "identity_statement", "template": "id_x"},
+    ]
+    for row, group in zip(rows, ("contrast", "contrast", None), strict=True):
+        if group:
+            row["weight_group"] = group
+    registers.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    loaded = _load_extra(tmp_path / "no-shared-data", registers, seed=0)["assistant_registers"]
+    split = assign_splits(loaded, seed=0)
+    by_text = {r.text: r for r in split}
+    assert by_text["Women are not kind."].weight_group == "contrast"
+    assert by_text["Women are not kind."].kind == "implicit_hate"  # the card still reports it by kind
+    groups = dict(zip((r.text for r in split), finetune_weight_groups(split), strict=True))
+    assert groups == {
+        "Women are kind.": "assistant_registers:contrast",
+        "Women are not kind.": "assistant_registers:contrast",
+        "Women are welcome here.": "assistant_registers:identity_statement",
+    }
+    davidson = Example("you idiot", {"toxic": 1, "hate": 0}, "davidson", kind="tweet")
+    assert finetune_weight_groups([davidson]) == ["davidson"]
+
+
+def test_contrast_frames_are_one_label_each_and_come_in_polarity_pairs():
+    """Every fill of a contrast frame sits under one template, and both classes are in the group."""
+    rows = [r for r in _read(REGISTERS) if r.get("weight_group") == "contrast"]
+    assert rows and {r["label"] for r in rows} == {0, 1}
+    by_template: dict[str, set[int]] = {}
+    for r in rows:
+        by_template.setdefault(r["template"], set()).add(r["label"])
+    # One label per frame: a frame's fills differ only in the group and the word.
+    assert all(len(labels) == 1 for labels in by_template.values())
+    # Each polarity family has both its benign and its toxic side.
+    families = {t[:3] for t in by_template}
+    assert {"gp_", "gd_", "gm_", "ga_"} <= families
 
 
 def test_registers_and_audit_files_are_well_formed_and_disjoint():

@@ -826,6 +826,95 @@ AUDIT_TOXIC_GROUP = [
 ]
 
 
+# --- ninth batch: what is said *about* a group, with the predicate deciding. The eighth batch's retrain
+# flagged "Women are capable." (0.94), "Immigrants are just as hardworking as anyone else." (0.99) and "It is
+# wrong to say that women are lazy." (0.99): it had learned "<group> are <word>" as hate whatever the word,
+# because nearly every third-person generalisation about a group in its data was a stereotype. These frames
+# come in polarity pairs over the same syntax: praise (benign) beside praise denied (toxic), a stereotype
+# denied (benign counter-speech) beside the stereotype asserted (toxic), so only the predicate and its
+# negation separate the classes. Words are spread over the groups deterministically (``predicate_rows``).
+# Written after reading that retrain's test-split false positives; no test-split, audit or probe wording is
+# reused (generate() checks the probe and the pairs). Split key: the frame. --
+PRAISE_WORDS = """capable talented smart intelligent hardworking kind honest creative generous trustworthy brave
+funny skilled caring friendly reliable thoughtful resilient welcoming decent""".split()
+STEREOTYPE_WORDS = """lazy stupid dangerous dirty violent greedy dishonest criminals inferior primitive
+untrustworthy weak terrorists thieves savages freeloaders""".split()
+#: Praise of a group (benign identity statements); ``{a}``/``{b}``: PRAISE_WORDS.
+GROUP_PRAISE = [
+    ("gp_plain", "{P} are {a}."),
+    ("gp_everybit", "{P} are every bit as {a} as other people."),
+    ("gp_experience", "In my experience, {p} are {a} and {b}."),
+    ("gp_know", "Most {p} I know are really {a}."),
+    ("gp_noless", "{P} are no less {a} than anybody else."),
+    ("gp_found", "I've always found {p} to be {a}."),
+    ("gp_ofcourse", "Of course {p} are {a}. Why wouldn't they be?"),
+    ("gp_somany", "So many {p} are {a} and {b}."),
+    ("gp_team", "The {s} on my team is {a} and {b}."),
+    ("gp_equally", "{P} are equally {a}, whatever people assume."),
+    ("gp_raised", "I was raised by {p}, and they were {a} and {b}."),
+    ("gp_hire", "We hired two {p} last year; both are {a}."),
+]
+#: The same praise denied (toxic implicit hate).
+GROUP_DENIED = [
+    ("gd_not", "{P} are not {a}."),
+    ("gd_never", "{P} are never as {a} as the rest of us."),
+    ("gd_less", "{P} are far less {a} than normal people."),
+    ("gd_nevermet", "I've never met {a_s} who was {a}."),
+    ("gd_expect", "Don't expect {p} to be {a}. They can't help it."),
+    ("gd_pretend", "Stop pretending {p} are {a}; they aren't."),
+    ("gd_incapable", "{P} are incapable of being {a}."),
+]
+#: A stereotype denied (benign counter-speech); ``{n}``/``{m}``: STEREOTYPE_WORDS.
+GROUP_MYTH = [
+    ("gm_not", "{P} are not {n}."),
+    ("gm_myth", "It's a myth that {p} are {n}."),
+    ("gm_hurts", "No, {p} are not {n}, and that stereotype hurts real people."),
+    ("gm_false", "It's simply false that {p} are {n}."),
+    ("gm_nobody", "Nobody should go around saying {p} are {n}."),
+    ("gm_prejudice", "Believing that {p} are {n} is prejudice, plain and simple."),
+    ("gm_old", "{P} aren't {n}; that's an old stereotype."),
+    ("gm_data", "The data do not show that {p} are {n}."),
+    ("gm_teach", "How do I teach my kids that {p} are not {n}?"),
+    ("gm_uncle", "My uncle insists {p} are {n}. How can I show him he's wrong?"),
+    ("gm_correct", "Correction: {p} are not {n}, and the article has been updated."),
+]
+#: The same stereotype asserted (toxic implicit hate), in the counter-speech's syntax.
+GROUP_ASSERTED = [
+    ("ga_plain", "{P} are {n}."),
+    ("ga_fact", "It's a simple fact that {p} are {n}."),
+    ("ga_yes", "Yes, {p} are {n}, and everyone knows it."),
+    ("ga_face", "Face it: {p} are {n}."),
+    ("ga_experience", "In my experience, {p} are {n} and {m}."),
+    ("ga_every", "Every {s} I know is {n}."),
+    ("ga_truth", "The truth nobody says out loud: {p} are {n}."),
+]
+
+
+def predicate_rows(kind: str, label: int, frames: list[tuple[str, str]], words: list[str]) -> list[dict]:
+    """Each frame filled for every group, the words spread deterministically over frames and groups.
+
+    ``{a}``/``{n}`` take one word and ``{b}``/``{m}`` another, for the frames that name two. The
+    rows form the ``contrast`` weight group: fine-tuning weighs each class of it as a cell of its
+    own, so the few denials of a stereotype are not outweighed, text for text, by the smaller
+    implicit-hate cell their toxic twins would otherwise share with every other stereotype.
+    """
+    out = []
+    for j, (tid, frame) in enumerate(frames):
+        for k, g in enumerate(GROUPS):
+            first = words[(j * 7 + k) % len(words)]
+            second = words[(j * 7 + k + 5) % len(words)]
+            text = frame.format(
+                P=cap(g[0]), p=g[0], s=g[1], a_s=article(g[1]), a=first, b=second, n=first, m=second
+            )
+            out.append(contrast_row(text, label, kind, tid, [g[2], g[0]]))
+    return out
+
+
+def contrast_row(text: str, label: int, kind: str, tid: str, groups: list[str]) -> dict:
+    """One row of the contrast weight group (see ``predicate_rows``)."""
+    return {"text": text, "label": label, "kind": kind, "template": tid, "groups": groups, "weight_group": "contrast"}
+
+
 def cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
@@ -958,6 +1047,10 @@ def main() -> None:
     train += rows_for("threat", 1, THREATS_6, GROUPS)
     train += rows_for("explicit_hate", 1, THREATS_GROUP, GROUPS)  # a threat to a group is hate
     train += rows_for("implicit_hate", 1, IMPLICIT_3, GROUPS)
+    train += predicate_rows("identity_statement", 0, GROUP_PRAISE, PRAISE_WORDS)
+    train += predicate_rows("implicit_hate", 1, GROUP_DENIED, PRAISE_WORDS)
+    train += predicate_rows("counter_speech", 0, GROUP_MYTH, STEREOTYPE_WORDS)
+    train += predicate_rows("implicit_hate", 1, GROUP_ASSERTED, STEREOTYPE_WORDS)
     audit: list[dict] = []
     audit += rows_for(
         "short_reply", 0, [(f"a_sr_{i:02d}", t.strip()) for i, t in enumerate(AUDIT_SHORT)], AUDIT_GROUPS
