@@ -208,18 +208,8 @@ def _dedupe(rows: Iterable[Example]) -> tuple[list[Example], dict[str, int]]:
             continue
         stats["duplicates_merged"] += len(group) - 1
         groups = tuple(sorted({g for r in group for g in r.groups}))
-        first = group[0]
-        kept.append(
-            Example(
-                first.text,
-                first.labels,
-                first.source,
-                groups,
-                kind=first.kind,
-                key=first.key,
-                weight_group=first.weight_group,
-            )
-        )
+        # Every other field (kind, key, weight group...) is the first row's; splits come later.
+        kept.append(dataclasses.replace(group[0], groups=groups))
     # A text in both sources (none today) would be trained on twice; keep the first source.
     seen: set[str] = set()
     unique = []
