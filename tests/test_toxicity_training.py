@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 REGISTERS = REPO / "datasets" / "assistant_registers" / "texts.jsonl"
 AUDIT = REPO / "datasets" / "guard_audit" / "audit.jsonl"
 PROBE = REPO / "datasets" / "counter_speech_probe" / "probe.jsonl"
+STANCE = REPO / "datasets" / "stance_probe" / "probe.jsonl"
 
 
 def _read(path: Path) -> list[dict]:
@@ -188,6 +189,18 @@ def test_held_out_sets_share_no_groups_or_wording_with_training():
     with pytest.raises(AssertionError, match="probe wording"):
         gen.check_probe_held_out(leaky)
     assert (PROBE.parent / "CARD.md").is_file()
+    # So is the stance probe: benign denials and affirmations, toxic assertions and abuse.
+    stance = _read(STANCE)
+    assert {(r["kind"], r["label"]) for r in stance} == {
+        ("denial", 0),
+        ("affirmation", 0),
+        ("assertion", 1),
+        ("abuse", 1),
+    }
+    assert len({r["id"] for r in stance}) == len(stance) and len({r["text"] for r in stance}) == len(stance)
+    with pytest.raises(AssertionError, match="stance probe wording"):
+        gen.check_probe_held_out([*train, {"text": stance[-1]["text"].lower()}])
+    assert (STANCE.parent / "CARD.md").is_file()
 
 
 def test_counter_speech_its_hard_negatives_and_dialect_are_in_training():
@@ -261,6 +274,16 @@ def test_shipped_card_quotes_its_metrics_and_the_policies_use_its_thresholds():
     assert metrics["calibration"]["toxic"]["test_after"]["ece"] < 0.05
     # The old head's numbers are kept for comparison.
     assert metrics["baseline"]["threshold"] == 0.5 and metrics["baseline"]["test_by_kind"]
+    # Every held-out labelled set is scored on its committed file (a changed file needs
+    # `rai train toxicity-head --evaluate`), for this head and the compared ones.
+    from rai_harness.training.pipeline import HELD_OUT_SETS
+
+    for name, relative in HELD_OUT_SETS:
+        assert metrics[name]["n"] == len(_read(REPO / relative)), name
+        assert metrics[name]["at"][t]["by_kind"], name
+        for role in ("baseline", "previous"):
+            assert metrics[role][f"{name}_by_kind"], (role, name)
+    assert "## Stance probe" in card and "## Counter-speech probe" in card
 
 
 def test_shipped_head_meets_its_targets_held_out():

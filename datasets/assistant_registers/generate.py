@@ -997,12 +997,14 @@ def check_held_out(train: list[dict], relative: str, fields: tuple[str, ...], wh
 
 
 def check_probe_held_out(train: list[dict]) -> None:
-    """The counter-speech probe (``../counter_speech_probe``) and the AAE pairs stay unseen.
+    """The counter-speech and stance probes (``../counter_speech_probe``, ``../stance_probe``) and the
+    AAE pairs stay unseen.
 
-    Both are hand-written, not generated here, and measure whether the training patterns
+    All are hand-written, not generated here, and measure whether the training patterns
     generalise, so no pattern may copy their wording.
     """
     check_held_out(train, "counter_speech_probe/probe.jsonl", ("text",), "probe")
+    check_held_out(train, "stance_probe/probe.jsonl", ("text",), "stance probe")
     check_held_out(train, "aae_pairs/pairs.jsonl", ("aae", "sae"), "aae_pairs")
 
 

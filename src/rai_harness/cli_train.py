@@ -93,7 +93,7 @@ def toxicity_head(
 ) -> None:
     """Train (or re-evaluate) the minilm-toxicity head and write its model card.
 
-    By default the top three MiniLM layers are fine-tuned with the head on CPU (13 minutes measured
+    By default the top three MiniLM layers are fine-tuned with the head on CPU (6 to 9 minutes measured
     on two cores); the fine-tuned layers are written as ``encoder.safetensors`` beside the head.
     """
     from rai_harness.classifiers.toxicity_head import DEFAULT_HEAD_DIR

@@ -91,6 +91,13 @@ def _headline(m: Mapping[str, Any]) -> str:
             f"on the held-out counter-speech probe {_pct(probe.get('benign_fpr'))} of counter-speech is flagged "
             f"and {_pct(probe.get('toxic_recall'))} of abuse in disclaimers is caught"
         )
+    stance = ((m.get("stance") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    if stance:
+        parts.append(
+            f"on the held-out stance probe {_pct(stance.get('benign_fpr'))} of stereotype denials and group "
+            f"affirmations are flagged and {_pct(stance.get('toxic_recall'))} of asserted stereotypes and abuse "
+            "are caught"
+        )
     if aae:
         parts.append(
             f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}"
@@ -239,6 +246,13 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
         "frames, most groups and several slurs occur in no training text; see its CARD.md), scored through the "
         "shipped inference path.",
     )
+    lines += _labelled_section(
+        m.get("stance") or {},
+        "Stance probe",
+        "hand-written texts, used only here: a stereotype denied or a group's standing affirmed in wording of its "
+        "own, beside stereotypes asserted and direct abuse; see its CARD.md), scored through the shipped "
+        "inference path.",
+    )
     cal = (m.get("calibration") or {}).get("toxic") or {}
     if "a" in cal:
         lines += [
@@ -302,6 +316,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
         "test_by_kind": (m.get("kinds") or {}).get(t, {}).get("by_kind", {}),
         "audit_by_kind": ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
         "probe_by_kind": ((m.get("probe") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
+        "stance_by_kind": ((m.get("stance") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
     }
     names = {"baseline": "v1 head", "previous": "head replaced"}
     lines = ["", "## Comparison with the previous heads", ""]
@@ -313,7 +328,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
     lines += [
         "",
         "All measured on the same held-out texts as this head (test split of this run, the guard-audit set, the "
-        f"counter-speech probe, the AAE pairs), this head at {t}.",
+        f"counter-speech probe, the stance probe, the AAE pairs), this head at {t}.",
         "",
         f"| set | kind | rate | {' | '.join(names[role] for role, _ in heads)} | this head |",
         f"|---|---|---|{'---:|' * len(heads)}---:|",
@@ -322,6 +337,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
         ("test split", "test_by_kind"),
         ("guard audit", "audit_by_kind"),
         ("counter-speech probe", "probe_by_kind"),
+        ("stance probe", "stance_by_kind"),
     ):
         kinds = set(now[key_]).union(*(h.get(key_, {}) for _, h in heads))
         for kind in sorted(kinds):

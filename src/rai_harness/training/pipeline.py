@@ -94,6 +94,13 @@ GUARD_AUDIT = Path("datasets") / "guard_audit" / "audit.jsonl"
 #: A hand-written held-out probe of counter-speech (and of abuse wrapped in disclaimers): unseen
 #: frames, groups and slurs, used only for evaluation (``datasets/counter_speech_probe``).
 COUNTER_SPEECH_PROBE = Path("datasets") / "counter_speech_probe" / "probe.jsonl"
+#: A hand-written held-out probe of stance: stereotypes denied and groups affirmed (benign) beside
+#: the same stereotypes asserted and direct abuse (toxic), used only for evaluation
+#: (``datasets/stance_probe``).
+STANCE_PROBE = Path("datasets") / "stance_probe" / "probe.jsonl"
+#: The held-out labelled files scored for every head: (report field, file). The comparison
+#: with earlier heads stores each as ``<field>_by_kind``.
+HELD_OUT_SETS = (("audit", GUARD_AUDIT), ("probe", COUNTER_SPEECH_PROBE), ("stance", STANCE_PROBE))
 #: What runs the encoder while training and evaluating: torch, always, so ``metrics.json`` does
 #: not depend on whether onnxruntime is installed and no ONNX graph is exported for every
 #: candidate head. The shipped ONNX Runtime path gives the same verdicts
@@ -624,6 +631,7 @@ class TrainReport:
         audit: The same on the held-out guard-audit set (``datasets/guard_audit``), through
             the shipped inference path.
         probe: The same on the held-out counter-speech probe (``datasets/counter_speech_probe``).
+        stance: The same on the held-out stance probe (``datasets/stance_probe``).
         baseline: The first shipped head's numbers (kept for comparison; read from ``baseline.json``).
         previous: The numbers of the head this one replaced (``previous.json``), when measured.
         timing: Seconds per phase and embedding throughput.
@@ -644,6 +652,7 @@ class TrainReport:
     kinds: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
     probe: dict[str, Any] = field(default_factory=dict)
+    stance: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
@@ -1044,7 +1053,7 @@ def measure_baseline(
 
     The previous head (e.g. the v1 linear head) is run through its own shipped inference path on
     the test split of ``head_dir``'s run (same seed and sources), the guard-audit set, the
-    counter-speech probe and the AAE pairs, at ``threshold`` (its default policy's threshold
+    counter-speech and stance probes and the AAE pairs, at ``threshold`` (its default policy's threshold
     then); ``metrics.json`` and the model card of ``head_dir`` are rewritten with the comparison.
     ``role`` is one of :data:`COMPARISON_ROLES`.
     """
@@ -1079,11 +1088,11 @@ def measure_baseline(
         "test_by_kind": by_kind,
         "assistant_benign_fpr": summarize_kinds(by_kind, ASSISTANT_KINDS),
     }
-    for key, relative in (("audit_by_kind", GUARD_AUDIT), ("probe_by_kind", COUNTER_SPEECH_PROBE)):
+    for name, relative in HELD_OUT_SETS:
         path = _find_repo_file(relative)
         if path is not None:
             held = _read_labelled(path)
-            baseline[key] = rates_by(
+            baseline[f"{name}_by_kind"] = rates_by(
                 [r["kind"] for r in held],
                 np.array([int(r["label"]) for r in held]),
                 score([r["text"] for r in held]),
@@ -1186,7 +1195,7 @@ def _labelled_set(
     classifier: MiniLMToxicityClassifier, path: Path | None, relative: Path, report: TrainReport
 ) -> dict[str, Any]:
     """Per-kind flag rates on a held-out labelled JSONL file (``text``, ``label``, ``kind``) through
-    ``predict``, at every shipped policy threshold (the guard-audit set, the counter-speech probe)."""
+    ``predict``, at every shipped policy threshold (the files of :data:`HELD_OUT_SETS`)."""
     from rai_harness.training.calibration import rates_by
 
     if path is None or not path.is_file():
@@ -1250,10 +1259,8 @@ def _evaluate_inference_path(
         report.data["test_texts_over_one_window"] = sum(n > classifier.engine.window for n in lengths)
         report.data["window_tokens"] = classifier.engine.max_length
         _aae(classifier, report, aae_pairs, seed)
-        report.audit = _labelled_set(classifier, _find_repo_file(GUARD_AUDIT), GUARD_AUDIT, report)
-        report.probe = _labelled_set(
-            classifier, _find_repo_file(COUNTER_SPEECH_PROBE), COUNTER_SPEECH_PROBE, report
-        )
+        for name, relative in HELD_OUT_SETS:
+            setattr(report, name, _labelled_set(classifier, _find_repo_file(relative), relative, report))
     else:
         report.aae_not_computed = "the embedder is not a MiniLMEmbedder (no shipped inference path)"
 
