@@ -42,7 +42,8 @@ NON_TEXT: list[Any] = [
 
 # Every kind of character the detection text must not see: zero-width and joiners, soft
 # hyphen, word joiner, invisible operators, BOM, bidi marks, embeddings, overrides and
-# isolates, variation selectors, a tag character, the combining grapheme joiner.
+# isolates, variation selectors, a tag character, the combining grapheme joiner, and the
+# control characters a screen shows as nothing.
 INVISIBLE = [
     "\u200b",
     "\u200c",
@@ -69,6 +70,17 @@ INVISIBLE = [
     "\ufe0f",
     "\U000e0041",
     "\u034f",
+    # Control characters other than tab, LF and CR: NUL, SOH, BEL, BS, VT, FF, ESC, DEL, NEL, APC.
+    "\x00",
+    "\x01",
+    "\x07",
+    "\x08",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9f",
 ]
 
 
@@ -165,6 +177,14 @@ def test_offset_map_covers_every_detection_character() -> None:
         for j, char in enumerate(detection):
             source = "".join(c for c in text[starts[j] : ends[j]] if c not in INVISIBLE)
             assert char in unicodedata.normalize("NFKC", source)
+
+
+def test_tab_newline_and_carriage_return_are_text_other_controls_are_not() -> None:
+    assert normalize_for_detection("a\tb\r\nc") == ("a\tb\r\nc", None, None)
+    detection, starts, ends = normalize_for_detection("jane@exa\x00mple.com\n")
+    assert detection == "jane@example.com\n" and starts is not None and ends is not None
+    # "m" comes from offset 9, after the NUL; the address maps back to the original's 17 characters.
+    assert starts[8] == 9 and (starts[0], ends[15]) == (0, 17)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    characters (``head_tail``, notice ``truncated``); see :class:`OverLimit`.
 4. **Normalise for detection.** Invisible characters (zero-width space/joiners, soft
    hyphen, word joiner, BOM, variation selectors, tag characters, every other format
-   character of category ``Cf``) and bidirectional controls (U+202A-U+202E,
-   U+2066-U+2069, LRM/RLM/ALM) are removed, and the rest is NFKC-normalised (fullwidth
+   character of category ``Cf``), bidirectional controls (U+202A-U+202E,
+   U+2066-U+2069, LRM/RLM/ALM) and control characters other than tab, line feed and
+   carriage return (NUL, BEL, ESC, DEL, the C1 controls...) are removed, and the rest is NFKC-normalised (fullwidth
    ``＠`` becomes ``@``, ligatures and compatibility forms fold). The classifiers score
    this *detection text*; :meth:`PreparedText.to_original` maps every span they report
    back to offsets of the checked text, so a redaction cuts the original in the right
@@ -30,6 +31,7 @@ rare compositions across starters (conjoining Hangul jamo), which are then left 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,12 +83,19 @@ _INVISIBLE_EXTRA = frozenset(
 )
 
 
+# Control characters a page or a chat window renders as nothing, so they can split a finding
+# ("jane@exa<NUL>mple.com") that a reader still sees whole. Tab, line feed and carriage
+# return are text. The form and line feeds of other kinds (VT, FF, NEL, the separators
+# U+001C-U+001F) go too: splitting a word across them is the same trick.
+_ASCII_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TEXT_CONTROLS = frozenset("\t\n\r")
+
+
 def _is_invisible(char: str) -> bool:
-    return (
-        char in _INVISIBLE_EXTRA
-        or "\U000e0100" <= char <= "\U000e01ef"  # variation selectors supplement
-        or unicodedata.category(char) == "Cf"
-    )
+    if char in _INVISIBLE_EXTRA or "\U000e0100" <= char <= "\U000e01ef":  # + variation selectors supplement
+        return True
+    category = unicodedata.category(char)
+    return category == "Cf" or (category == "Cc" and char not in _TEXT_CONTROLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +153,13 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
 
 
 def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
-    """Remove invisible and bidi-control characters and NFKC-normalise, with an offset map.
+    """Remove invisible, bidi-control and control characters and NFKC-normalise, with an offset map.
 
     Returns:
         ``(detection, starts, ends)``: for each character of ``detection``, the range of
         ``text`` it came from; ``starts`` and ``ends`` are ``None`` when nothing changed.
     """
-    if text.isascii():
+    if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
     if unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
         return text, None, None
