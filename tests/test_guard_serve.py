@@ -350,7 +350,7 @@ def test_a_trickled_body_gets_504_and_frees_its_slot(tmp_path, upstream):
     ) as proxy:
         with socket.create_connection((proxy.host, proxy.port), timeout=30) as sock:
             sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
             )
             reply = sock.recv(65536).decode("latin-1")  # the rest of the body never comes
@@ -518,6 +518,53 @@ def test_without_upstream_only_checks_are_served(tmp_path):
         )
         assert chat.status_code == 404 and chat.json()["error"]["code"] == "no_upstream"
         assert httpx.post(server.url + "/v1/guardrail/checks", json={"texts": ["x"]}).status_code == 200
+
+
+def test_a_keyless_proxy_refuses_web_pages_and_non_json_bodies(tmp_path, upstream):
+    """Without API keys, only local non-browser clients: no cross-site POST can spend the upstream key."""
+    body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    with _proxy(
+        _policy(tmp_path, pii=False), upstream_url=upstream.base_url, upstream_key=UPSTREAM_KEY
+    ) as server:
+        url = server.url + "/v1/chat/completions"
+        upstream.reset()
+        refused = [
+            # A page on another site: a text/plain POST needs no CORS preflight.
+            httpx.post(
+                url, content=body, headers={"Origin": "https://evil.example", "Content-Type": "text/plain"}
+            ),
+            httpx.post(url, content=body, headers={"Origin": "null"}),
+            # DNS rebinding: the page's own name, resolved to 127.0.0.1.
+            httpx.post(
+                url, content=body, headers={"Host": "evil.example:8080", "Content-Type": "application/json"}
+            ),
+        ]
+        assert [r.status_code for r in refused] == [403, 403, 403]
+        assert {r.json()["error"]["code"] for r in refused} == {"cross_site_request"}
+        # Any other body type is refused before it is read, whoever sends it.
+        plain = httpx.post(url, content=body, headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 415 and plain.json()["error"]["code"] == "unsupported_media_type"
+        assert upstream.stats()["calls"] == 0
+        # Local clients still work: no Origin, a loopback Origin, JSON with a charset.
+        for headers in (
+            {},
+            {"Origin": server.url},
+            {"Origin": "http://localhost:3000", "Content-Type": "application/json; charset=utf-8"},
+        ):
+            ok = httpx.post(url, content=body, headers={"Content-Type": "application/json", **headers})
+            assert ok.status_code == 200, (headers, ok.text)
+        assert upstream.stats()["calls"] == 3
+
+
+def test_with_api_keys_an_origin_is_not_refused(proxy):
+    # A page cannot send Authorization cross-site without a preflight the proxy never answers,
+    # so with keys the key is the check (a web app the operator gave a key may call it).
+    reply = httpx.post(
+        proxy.url + "/v1/guardrail/checks",
+        json={"texts": ["hello"]},
+        headers={"Origin": "https://app.example", "Authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert reply.status_code == 200
 
 
 # -- process: CLI, SIGTERM drain ------------------------------------------------------------

@@ -735,23 +735,44 @@ class _UpstreamStreamError(Exception):
 
 
 class _RequestHead(NamedTuple):
-    """The two request headers the proxy reads, straight from the ASGI scope."""
+    """The request headers the proxy reads, straight from the ASGI scope ("" when absent)."""
 
     authorization: str
     content_length: str
+    content_type: str = ""
+    host: str = ""
+    origin: str | None = None
 
     @classmethod
     def of(cls, scope: Scope) -> _RequestHead:
         # One pass over the raw header list instead of building Starlette's Request and
         # Headers objects. A repeated header: the first one counts, as with Starlette's get().
-        authorization: bytes | None = None
-        content_length: bytes | None = None
+        found: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            if name == b"authorization" and authorization is None:
-                authorization = value
-            elif name == b"content-length" and content_length is None:
-                content_length = value
-        return cls((authorization or b"").decode("latin-1"), (content_length or b"").decode("latin-1"))
+            if name in _HEAD_FIELDS and name not in found:
+                found[name] = value
+        origin = found.get(b"origin")
+        return cls(
+            *(found.get(name, b"").decode("latin-1") for name in _HEAD_FIELDS[:4]),
+            origin=None if origin is None else origin.decode("latin-1"),
+        )
+
+
+_HEAD_FIELDS = (b"authorization", b"content-length", b"content-type", b"host", b"origin")
+
+
+def _hostname(value: str, *, url: bool) -> str | None:
+    """The host name of a ``Host`` header (``url=False``) or an ``Origin`` (``url=True``), or None."""
+    try:
+        return urllib.parse.urlsplit(value if url else f"//{value}").hostname
+    except ValueError:
+        return None
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or a ``+json`` type, parameters (``charset``) ignored."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 class GuardService:
@@ -863,8 +884,43 @@ class GuardService:
             matched |= hmac.compare_digest(presented, key)
         return matched
 
+    def cross_site_problem(self, head: _RequestHead) -> str | None:
+        """Why a request to a proxy without API keys may come from a web page, or None.
+
+        Without keys the proxy trusts whoever can reach its loopback port. A web page in the
+        operator's browser can reach it too: a ``text/plain`` or ``Blob`` POST needs no CORS
+        preflight, so any site could spend the upstream key (it cannot read the answer, but
+        the call is made). Browsers always send ``Origin`` on such a request, so one naming
+        another host is refused; a ``Host`` that is not a loopback name is refused too, which
+        is what a DNS-rebinding page sends. With API keys neither applies: a page cannot send
+        an ``Authorization`` header cross-site without a preflight the proxy never approves.
+        """
+        if self._api_keys:
+            return None
+        host = _hostname(head.host, url=False) if head.host else None
+        if head.host and (host is None or not is_loopback(host)):
+            return (
+                f"Host {head.host[:100]!r} is not a loopback name; this proxy has no API keys and "
+                "answers only requests addressed to 127.0.0.1, ::1 or localhost"
+            )
+        if head.origin is not None:
+            origin = _hostname(head.origin, url=True)
+            if origin is None or not is_loopback(origin):
+                return (
+                    f"cross-site request from origin {head.origin[:100]!r} refused: without API keys "
+                    "the proxy serves only local clients (configure api_keys to serve web pages)"
+                )
+        return None
+
     async def read_json(self, head: _RequestHead, receive: Receive) -> dict[str, Any]:
         """The body as a JSON object, read no further than ``max_body_bytes``."""
+        if head.content_type and not _is_json_media_type(head.content_type):
+            raise _HTTPError(
+                415,
+                f"the body must be JSON (Content-Type: application/json), got {head.content_type[:100]!r}",
+                "invalid_request_error",
+                "unsupported_media_type",
+            )
         limit = self.config.max_body_bytes
         if head.content_length.isdigit() and int(head.content_length) > limit:
             raise _HTTPError(
@@ -923,7 +979,10 @@ class GuardService:
                 released = True
                 metrics.in_flight -= 1
 
-        if not self.authorized(head.authorization):
+        cross_site = self.cross_site_problem(head)
+        if cross_site is not None:
+            response = _HTTPError(403, cross_site, "invalid_request_error", "cross_site_request").response()
+        elif not self.authorized(head.authorization):
             response = _HTTPError(
                 401,
                 "missing or invalid API key (send Authorization: Bearer <key>)",
