@@ -751,14 +751,17 @@ class _RequestHead(NamedTuple):
         for name, value in scope["headers"]:
             if name in _HEAD_FIELDS and name not in found:
                 found[name] = value
-        origin = found.get(b"origin")
+        text = {name.decode(): value.decode("latin-1") for name, value in found.items()}
         return cls(
-            *(found.get(name, b"").decode("latin-1") for name in _HEAD_FIELDS[:4]),
-            origin=None if origin is None else origin.decode("latin-1"),
+            authorization=text.get("authorization", ""),
+            content_length=text.get("content-length", ""),
+            content_type=text.get("content-type", ""),
+            host=text.get("host", ""),
+            origin=text.get("origin"),
         )
 
 
-_HEAD_FIELDS = (b"authorization", b"content-length", b"content-type", b"host", b"origin")
+_HEAD_FIELDS = frozenset((b"authorization", b"content-length", b"content-type", b"host", b"origin"))
 
 
 def _hostname(value: str, *, url: bool) -> str | None:
