@@ -314,9 +314,11 @@ def test_head_tail_checks_both_ends_and_maps_findings_back() -> None:
 
 @pytest.mark.parametrize("use_async", [False, True])
 def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
-    # 1 MB at 20 µs/char would hold a worker for 20 s; the rail gives up after 0.5 s.
+    # 1 MB at 20 µs/char would hold a worker for 20 s. A text earns one timeout allowance per
+    # 2,000 characters, counted up to 20,000, so the rail gives up after 10 x 50 ms = 0.5 s.
     slow = SlowClassifier(20e-6)
-    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="block", timeout_ms=500)
+    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="block", timeout_ms=50)
+    assert rail.timeout_s(1, 20_000) == pytest.approx(0.5) and rail.timeout_s(1, 100) == pytest.approx(0.05)
     with Guard([rail], max_chars=None) as guard:
         huge = "word " * 200_000
 
@@ -324,7 +326,7 @@ def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
             return asyncio.run(guard.acheck_input(text)) if use_async else guard.check_input(text)
 
         first = check(huge)
-        assert first.blocked and "timed out" in (first.rails[0].error or "")
+        assert first.blocked and first.rails[0].error == "timed out after 500 ms"
         started = time.perf_counter()
         second = check("you idiot")
         assert second.rails[0].error is None and second.blocked  # scored, not timed out
@@ -333,6 +335,18 @@ def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
         assert time.perf_counter() - started < 1.0
         time.sleep(0.3)
         assert slow.chars < len(huge) // 4  # the abandoned text stopped at a piece boundary
+
+
+def test_a_long_text_within_max_chars_earns_time_for_its_length() -> None:
+    # 10,000 characters at 20 µs each: 0.2 s of work, twice one 100 ms allowance. The text
+    # earns five (one per 2,000 characters), so it gets a verdict: with `on_error: allow` a
+    # timeout here would let a prompt padded to this length pass unchecked.
+    slow = SlowClassifier(20e-6)
+    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="allow", timeout_ms=100)
+    with Guard([rail], max_chars=20_000) as guard:
+        result = guard.check_input("word " * 1999 + "idiot")
+        assert result.rails[0].error is None and result.action == "block"
+    assert rail.timeout_s(1, 9) == pytest.approx(0.1)  # a short text: one allowance, as before
 
 
 def test_long_texts_are_scored_whole_in_pieces() -> None:

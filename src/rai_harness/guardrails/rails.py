@@ -34,6 +34,7 @@ from typing import Any, Literal
 from rai_harness.classifiers.base import Classifier, LabelScores, Span
 from rai_harness.classifiers.microbatch import MicroBatcher
 from rai_harness.errors import ConfigError, did_you_mean
+from rai_harness.guardrails.textprep import DEFAULT_MAX_CHARS
 
 __all__ = [
     "ACTION_STRENGTH",
@@ -69,6 +70,16 @@ ACTION_STRENGTH: Mapping[str, int] = {"allow": 0, "flag": 1, "redact": 2, "block
 #: ceil(n / TIMEOUT_BATCH_TEXTS) allowances, so a 256-line CLI batch is not failed for
 #: being a batch (the micro-batcher's default largest batch is 64 texts).
 TIMEOUT_BATCH_TEXTS = 64
+#: Characters one timeout allowance covers. The work per text grows with its length (about
+#: one token per character for punctuation-dense text), so a long text within ``max_chars``
+#: gets one allowance per started block of this size and a real verdict, instead of timing
+#: out: a rail with ``on_error: allow`` would then let a padded prompt pass unchecked. Worst
+#: measured on 2 quiet CPU cores: 0.36 ms per character for the default policy's output stage
+#: (20,000 characters of "1-" in 7.1 s), so 2,000 ms per block is 2.8x that; 20,000 characters
+#: of English took 2.0 s. A short text still gets exactly ``timeout_ms``. Each text counts
+#: up to ``DEFAULT_MAX_CHARS``: past that no more time, so a guard run without ``max_chars``
+#: still bounds every wait (a 1 MB text gets what 20,000 characters get).
+TIMEOUT_BLOCK_CHARS = 2000
 
 #: Texts longer than this (characters) are scored piece by piece on a lane of their own
 #: (see :class:`ClassifierRunner`): a few hundred tokens, tens of milliseconds per piece.
@@ -400,6 +411,8 @@ class PendingCheck:
     started: float
     #: Set when the call could not even start (the runner is closed...).
     error: str | None = None
+    #: Characters in the call's texts (their timeout allowance grows with it).
+    n_chars: int = 0
 
     def abandon(self) -> None:
         """Once every rail sharing this call has its result: drop it if it has not started
@@ -415,11 +428,18 @@ class AsyncPendingCheck:
     task: asyncio.Future[list[LabelScores]]
     n_texts: int
     started: float
+    #: Characters in the call's texts (their timeout allowance grows with it).
+    n_chars: int = 0
 
     def abandon(self) -> None:
         """Once every rail sharing this call has its result: cancel it if still pending."""
         if not self.task.done():
             self.task.cancel()
+
+
+def _timed_chars(texts: Sequence[str]) -> int:
+    """Characters that earn timeout allowances: each text's length, up to ``DEFAULT_MAX_CHARS``."""
+    return sum(min(len(text), DEFAULT_MAX_CHARS) for text in texts)
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
@@ -441,8 +461,9 @@ class Rail:
             give either this or ``threshold``.
         on_error: ``block`` to fail closed (a failing or slow classifier blocks the text),
             ``allow`` to fail open (the text passes; the error is recorded).
-        timeout_ms: Longest wait for the classifier per call of up to 64 texts,
-            milliseconds (batch calls get one allowance per started 64 texts).
+        timeout_ms: Longest wait for the classifier per call of up to 64 texts and
+            2,000 characters, milliseconds (a call gets one allowance per started 64 texts
+            or 2,000 characters, whichever gives more: :data:`TIMEOUT_BLOCK_CHARS`).
         runner: Runner to score with; by default the guard gives rails sharing a classifier
             one shared runner (and a standalone rail makes its own on first use).
 
@@ -539,9 +560,13 @@ class Rail:
             self._runner = None
             self._owns_runner = False
 
-    def timeout_s(self, n_texts: int) -> float:
-        """Seconds to wait for a call of ``n_texts`` texts (see ``timeout_ms``)."""
-        return self.timeout_ms / 1000.0 * max(1, math.ceil(n_texts / TIMEOUT_BATCH_TEXTS))
+    def timeout_s(self, n_texts: int, n_chars: int = 0) -> float:
+        """Seconds to wait for a call of ``n_texts`` texts of ``n_chars`` characters in all
+        (see ``timeout_ms``)."""
+        allowances = max(
+            1, math.ceil(n_texts / TIMEOUT_BATCH_TEXTS), math.ceil(n_chars / TIMEOUT_BLOCK_CHARS)
+        )
+        return self.timeout_ms / 1000.0 * allowances
 
     # -- pure scoring ----------------------------------------------------------------------
 
@@ -611,21 +636,21 @@ class Rail:
             future = self.runner.submit(texts)
         except Exception as exc:
             return PendingCheck(None, len(texts), started, error=_describe(exc))
-        return PendingCheck(future, len(texts), started)
+        return PendingCheck(future, len(texts), started, n_chars=_timed_chars(texts))
 
     def collect(self, pending: PendingCheck, stage: Stage) -> list[RailResult]:
         """Wait for a :meth:`submit` call until this rail's deadline and turn it into results."""
         n = pending.n_texts
         if pending.future is None:
             return self._all_failed(stage, pending.error or "the call could not start", pending.started, n)
-        remaining = pending.started + self.timeout_s(n) - time.perf_counter()
+        remaining = pending.started + self.timeout_s(n, pending.n_chars) - time.perf_counter()
         try:
             scores = pending.future.result(timeout=max(remaining, 0.0))
         except concurrent.futures.TimeoutError:
             # The classifier keeps running (threads cannot be killed); we only stop waiting,
             # which is what bounds the latency a user sees. No cancel here: another rail may
             # share this call with a longer timeout (see PendingCheck.abandon).
-            return self._all_failed(stage, self._timeout_message(n), pending.started, n)
+            return self._all_failed(stage, self._timeout_message(n, pending.n_chars), pending.started, n)
         except Exception as exc:
             return self._all_failed(stage, _describe(exc), pending.started, n)
         return self._results(scores, stage, pending.started, n)
@@ -647,17 +672,17 @@ class Rail:
         # Every rail awaiting the task may give up (timeout) before it ends; consume its
         # outcome anyway so asyncio does not log "exception was never retrieved".
         task.add_done_callback(_consume_outcome)
-        return AsyncPendingCheck(task, len(texts), started)
+        return AsyncPendingCheck(task, len(texts), started, n_chars=_timed_chars(texts))
 
     async def acollect(self, pending: AsyncPendingCheck, stage: Stage) -> list[RailResult]:
         """Await an :meth:`asubmit` call until this rail's deadline and turn it into results."""
         n = pending.n_texts
-        remaining = pending.started + self.timeout_s(n) - time.perf_counter()
+        remaining = pending.started + self.timeout_s(n, pending.n_chars) - time.perf_counter()
         try:
             # shield: when this rail stops waiting, a rail sharing the task may still want it.
             scores = await asyncio.wait_for(asyncio.shield(pending.task), timeout=max(remaining, 0.0))
         except asyncio.TimeoutError:
-            return self._all_failed(stage, self._timeout_message(n), pending.started, n)
+            return self._all_failed(stage, self._timeout_message(n, pending.n_chars), pending.started, n)
         except Exception as exc:
             return self._all_failed(stage, _describe(exc), pending.started, n)
         return self._results(scores, stage, pending.started, n)
@@ -674,8 +699,8 @@ class Rail:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _timeout_message(self, n: int) -> str:
-        return f"timed out after {self.timeout_s(n) * 1000:.0f} ms"
+    def _timeout_message(self, n: int, n_chars: int) -> str:
+        return f"timed out after {self.timeout_s(n, n_chars) * 1000:.0f} ms"
 
     def _all_failed(self, stage: Stage, error: str, started: float, n: int) -> list[RailResult]:
         latency_ms = (time.perf_counter() - started) * 1000.0
