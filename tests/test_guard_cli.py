@@ -67,6 +67,16 @@ def test_check_input_file_and_fail_on(policy, tmp_path):
     assert clean.exit_code == 0
 
 
+def test_a_byte_order_mark_on_the_first_line_is_read(policy, tmp_path):
+    # Windows tools write UTF-8 with a BOM; only line 1 may carry one.
+    lines = tmp_path / "bom.jsonl"
+    lines.write_bytes(b"\xef\xbb\xbf" + b'{"text": "you idiot"}\n' + b'\xef\xbb\xbf{"text": "hi"}\n')
+    result = runner.invoke(guard_app, ["check", "-p", str(policy), "--input", str(lines)])
+    first, second = verdicts(result.stdout)
+    assert first["action"] == "block" and "error" in second and second["line"] == 2
+    assert result.exit_code == 2
+
+
 def test_check_stdin_output_stage(policy):
     stdin = json.dumps({"text": "what a moron", "prompt": "describe him"}) + "\n"
     result = runner.invoke(guard_app, ["check", "-p", str(policy), "--stage", "output", "-"], input=stdin)

@@ -139,6 +139,29 @@ def test_threshold_out_of_range(tmp_path, bad):
     assert err.key_path == "input[0].threshold" and "equal to" in str(err)
 
 
+@pytest.mark.parametrize("bad", [True, "0.5"])
+def test_threshold_must_be_a_number_not_a_bool_or_string(tmp_path, bad):
+    # YAML `true` would otherwise become 1.0: a rail that never triggers, without a word.
+    err = load_error(tmp_path, with_rail("input", 0, threshold=bad))
+    assert err.key_path == "input[0].threshold" and "valid number" in str(err)
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["output"][0]["thresholds"]["threat"] = bad
+    assert load_error(tmp_path, data).key_path == "output[0].thresholds.threat"
+    assert load_error(tmp_path, with_rail("input", 0, timeout_ms=bad)).key_path == "input[0].timeout_ms"
+
+
+def test_empty_labels_is_refused_when_loading(tmp_path):
+    err = load_error(tmp_path, with_rail("input", 0, labels=[]))
+    assert err.key_path == "input[0].labels" and "at least 1" in str(err)
+
+
+def test_a_repeated_key_is_refused_with_its_line(tmp_path):
+    # PyYAML keeps the last value; a reviewer reads the first.
+    text = yaml.safe_dump(GOOD, sort_keys=False).replace("name: ", "name: first\nname: ", 1)
+    err = load_error(tmp_path, text)
+    assert "duplicate key 'name'" in str(err) and "line 2" in str(err)
+
+
 def test_per_label_threshold_out_of_range(tmp_path):
     data = yaml.safe_load(yaml.safe_dump(GOOD))
     data["output"][0]["thresholds"]["threat"] = 2

@@ -96,7 +96,8 @@ def _read_jsonl(handle: BinaryIO, name: str) -> Iterator[_Item]:
         error = None
         row: Any = None
         try:
-            row = json.loads(raw.decode("utf-8"))
+            # utf-8-sig on line 1: Windows tools start UTF-8 files with a byte-order mark.
+            row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
         except UnicodeDecodeError as exc:
             error = _line_error(
                 f"not valid UTF-8 (byte {exc.start} of the line); re-encode the file as UTF-8",

@@ -150,6 +150,31 @@ class YamlDocument(NamedTuple):
     sha256: str
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping.
+
+    PyYAML keeps the last value silently: a reviewer reading ``{threshold: 0.5, threshold:
+    0.9}`` sees the first. Merge keys (``<<``) are left to PyYAML.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_document(path: str | Path, *, what: str = "file") -> YamlDocument:
     """Read a YAML file once: its parsed content and the sha256 of its bytes.
 
@@ -171,7 +196,7 @@ def read_yaml_document(path: str | Path, *, what: str = "file") -> YamlDocument:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"the {what} is not UTF-8 text (byte {exc.start})", file=str(p)) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

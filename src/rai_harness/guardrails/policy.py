@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, ValidationError, model_validator
 
 from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.errors import ConfigError, did_you_mean
@@ -58,17 +58,21 @@ class RailSpec(BaseModel):
     name: str = Field(..., min_length=1, description="Name shown in verdicts and reports.")
     classifier: str = Field(..., min_length=1, description="A key of the policy's `classifiers`.")
     labels: list[str] | None = Field(
-        None, description="Labels `threshold` applies to (default: all the classifier's labels)."
+        None,
+        min_length=1,
+        description="Labels `threshold` applies to (default: all the classifier's labels); at least one.",
     )
-    threshold: float | None = Field(None, description="One threshold for `labels`, within [0, 1].")
-    thresholds: dict[str, float] | None = Field(None, description="Per-label thresholds instead.")
+    # Strict numbers: YAML's `true`/`yes` would otherwise become a threshold of 1.0 (never
+    # triggers) without a word, and a quoted "0.5" is a typo worth naming.
+    threshold: StrictFloat | None = Field(None, description="One threshold for `labels`, within [0, 1].")
+    thresholds: dict[str, StrictFloat] | None = Field(None, description="Per-label thresholds instead.")
     action: Literal["block", "redact", "flag"] = Field(..., description="What to do when triggered.")
     on_error: Literal["block", "allow"] = Field(
         "block", description="Classifier failed or timed out: block (fail closed) or allow (fail open)."
     )
     # The cap is the file's (a policy asking for ten minutes is a typo); code may lift it
     # (a run waits for rails up to its call deadline).
-    timeout_ms: float = Field(1000.0, le=600_000, description="Longest wait for the classifier.")
+    timeout_ms: StrictFloat = Field(1000.0, le=600_000, description="Longest wait for the classifier.")
     description: str | None = None
 
     @model_validator(mode="after")
