@@ -18,8 +18,9 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    hyphen, word joiner, BOM, variation selectors, tag characters, every other format
    character of category ``Cf``), bidirectional controls (U+202A-U+202E,
    U+2066-U+2069, LRM/RLM/ALM) and control characters other than tab, line feed and
-   carriage return (NUL, BEL, ESC, DEL, the C1 controls...) are removed, and the rest is NFKC-normalised (fullwidth
-   ``＠`` becomes ``@``, ligatures and compatibility forms fold). The classifiers score
+   carriage return (NUL, BEL, ESC, DEL, the C1 controls...) are removed, and the rest is
+   NFKC-normalised (fullwidth ``＠`` becomes ``@``, ligatures and compatibility forms
+   fold). The classifiers score
    this *detection text*; :meth:`PreparedText.to_original` maps every span they report
    back to offsets of the checked text, so a redaction cuts the original in the right
    place, invisible characters inside a finding included.
@@ -87,7 +88,7 @@ _INVISIBLE_EXTRA = frozenset(
 # ("jane@exa<NUL>mple.com") that a reader still sees whole. Tab, line feed and carriage
 # return are text. The form and line feeds of other kinds (VT, FF, NEL, the separators
 # U+001C-U+001F) go too: splitting a word across them is the same trick.
-_ASCII_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TEXT_CONTROLS = frozenset("\t\n\r")
 
 
