@@ -187,6 +187,20 @@ def test_tab_newline_and_carriage_return_are_text_other_controls_are_not() -> No
     assert starts[8] == 9 and (starts[0], ends[15]) == (0, 17)
 
 
+def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
+    from rai_harness.guardrails.textprep import fold_lookalikes
+
+    russian = "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u0421\u043e\u043a \u0438 \u043a\u043e\u0444\u0435."
+    greek = "\u039f \u03ba\u03cc\u03c3\u03bc\u03bf\u03c2 \u03b5\u03af\u03bd\u03b1\u03b9 \u03bf\u03bc\u03bf\u03c1\u03c6\u03bf\u03c2."
+    for text in (russian, greek, "Caf\u00e9 na\u00efve r\u00e9sum\u00e9", "plain ascii"):
+        assert fold_lookalikes(text) == text  # one script per word: ordinary text
+    mixed = f"{russian} you \u0456di\u043et, write to jane@ex\u0430mple.\u0441om"
+    folded = fold_lookalikes(mixed)
+    assert folded == f"{russian} you idiot, write to jane@example.com" and len(folded) == len(mixed)
+    detection, starts, ends = normalize_for_detection("mail jane@example.\u0441om")
+    assert detection == "mail jane@example.com" and starts is None and ends is None  # offsets unchanged
+
+
 @pytest.fixture(scope="module")
 def pii_guard() -> Guard:
     from rai_harness.classifiers.pool import default_pool
@@ -227,6 +241,9 @@ def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(
         "\uff4d\uff41\uff52\uff49\uff41@example.org",  # fullwidth letters
         "maria.gonzalez@exa\u202emple.org",  # right-to-left override inside the domain
         "maria.gonzalez\ufe6bexample.org",  # small commercial at
+        "maria.gonzalez@example.\u043erg",  # Cyrillic o in the top-level domain
+        "m\u0430ri\u0430.gonzalez@ex\u0430mple.org",  # Cyrillic a
+        "maria.g\u03bfnzalez@example.org",  # Greek omicron
     ],
 )
 def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: str) -> None:

@@ -25,6 +25,12 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    back to offsets of the checked text, so a redaction cuts the original in the right
    place, invisible characters inside a finding included.
 
+5. **Fold lookalike letters.** In a word that holds ASCII letters, a letter of another
+   script that Unicode lists as confusable with a Latin one (TR39 confusables, through
+   ``confusable-homoglyphs``: Cyrillic ``с``, Greek ``ο``...) is replaced by that letter, one
+   for one, so ``jane@example.\u0441om`` is found as an address. Words of one script are
+   left alone (Russian text stays Russian).
+
 NFKC is applied per grapheme-like cluster (a starter and the combining marks after it),
 which is what makes an offset map possible; it equals whole-string NFKC except for the
 rare compositions across starters (conjoining Hangul jamo), which are then left decomposed.
@@ -32,11 +38,14 @@ rare compositions across starters (conjoining Hangul jamo), which are then left 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from confusable_homoglyphs import confusables
 
 from rai_harness.classifiers.base import Span
 from rai_harness.validation import repair_surrogates
@@ -49,6 +58,7 @@ __all__ = [
     "OverLimit",
     "PreparedText",
     "check_texts",
+    "fold_lookalikes",
     "normalize_for_detection",
     "prepare",
     "repair_surrogates",
@@ -153,17 +163,58 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _latin_lookalike(char: str) -> str | None:
+    """The ASCII letter a letter of another script is confusable with (Unicode TR39), or None."""
+    if char.isascii() or not unicodedata.category(char).startswith("L"):
+        return None
+    found = confusables.is_confusable(char, preferred_aliases=["latin"])
+    for glyph in found[0]["homoglyphs"] if found else ():
+        latin = glyph["c"]
+        if len(latin) == 1 and latin.isascii() and latin.isalpha():
+            return str(latin)
+    return None
+
+
+_WORD = re.compile(r"\S+")
+
+
+def fold_lookalikes(text: str) -> str:
+    """``text`` with lookalike letters of other scripts replaced by Latin ones, one for one.
+
+    Only inside whitespace-delimited words that also hold an ASCII letter: a word mixing
+    scripts is how a homoglyph hides ("jane@example.\u0441om", "\u0456diot"), while a word
+    of one script is ordinary text of that language. Same length, same offsets.
+    """
+    if text.isascii():
+        return text
+    out: list[str] | None = None
+    for word in _WORD.finditer(text):
+        token = word.group()
+        if token.isascii() or not any(c.isascii() and c.isalpha() for c in token):
+            continue
+        for offset, char in enumerate(token, word.start()):
+            latin = None if char.isascii() else _latin_lookalike(char)
+            if latin is not None:
+                if out is None:
+                    out = list(text)
+                out[offset] = latin
+    return text if out is None else "".join(out)
+
+
 def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
-    """Remove invisible, bidi-control and control characters and NFKC-normalise, with an offset map.
+    """Remove invisible, bidi-control and control characters, NFKC-normalise and fold
+    lookalike letters (:func:`fold_lookalikes`), with an offset map.
 
     Returns:
         ``(detection, starts, ends)``: for each character of ``detection``, the range of
-        ``text`` it came from; ``starts`` and ``ends`` are ``None`` when nothing changed.
+        ``text`` it came from; ``starts`` and ``ends`` are ``None`` when the offsets are the
+        identity (nothing removed or recomposed; lookalikes are folded one for one).
     """
     if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
     if unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
-        return text, None, None
+        return fold_lookalikes(text), None, None
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -189,7 +240,7 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
         starts.extend([i] * len(piece))
         ends.extend([j] * len(piece))
         i = j
-    return "".join(out), tuple(starts), tuple(ends)
+    return fold_lookalikes("".join(out)), tuple(starts), tuple(ends)
 
 
 def prepare(text: object, *, max_chars: int | None = None, over_limit: OverLimit = "block") -> PreparedText:
