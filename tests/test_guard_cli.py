@@ -75,6 +75,10 @@ def test_a_byte_order_mark_on_the_first_line_is_read(policy, tmp_path):
     first, second = verdicts(result.stdout)
     assert first["action"] == "block" and "error" in second and second["line"] == 2
     assert result.exit_code == 2
+    blank = tmp_path / "bom-blank.jsonl"  # a BOM, then an empty first line
+    blank.write_bytes(b"\xef\xbb\xbf\n" + b'{"text": "hi"}\n')
+    result = runner.invoke(guard_app, ["check", "-p", str(policy), "--input", str(blank)])
+    assert result.exit_code == 0 and [v["line"] for v in verdicts(result.stdout)] == [2]
 
 
 def test_check_stdin_output_stage(policy):

@@ -42,8 +42,7 @@ NON_TEXT: list[Any] = [
 
 # Every kind of character the detection text must not see: zero-width and joiners, soft
 # hyphen, word joiner, invisible operators, BOM, bidi marks, embeddings, overrides and
-# isolates, variation selectors, a tag character, the combining grapheme joiner, and the
-# control characters a screen shows as nothing.
+# isolates, variation selectors, a tag character, the combining grapheme joiner.
 INVISIBLE = [
     "\u200b",
     "\u200c",
@@ -70,18 +69,11 @@ INVISIBLE = [
     "\ufe0f",
     "\U000e0041",
     "\u034f",
-    # Control characters other than tab, LF and CR: NUL, SOH, BEL, BS, VT, FF, ESC, DEL, NEL, APC.
-    "\x00",
-    "\x01",
-    "\x07",
-    "\x08",
-    "\x0b",
-    "\x0c",
-    "\x1b",
-    "\x7f",
-    "\x85",
-    "\x9f",
 ]
+# Control characters other than tab, LF and CR that render as nothing (NUL, SOH, BEL, BS, ESC,
+# DEL, APC) and that separate words (VT, FF, the separators, NEL).
+HIDDEN_CONTROLS = ["\x00", "\x01", "\x07", "\x08", "\x1b", "\x7f", "\x9f"]
+SPACE_CONTROLS = ["\x0b", "\x0c", "\x1c", "\x1f", "\x85"]
 
 
 def keyword_guard(**kwargs: Any) -> Guard:
@@ -179,12 +171,38 @@ def test_offset_map_covers_every_detection_character() -> None:
             assert char in unicodedata.normalize("NFKC", source)
 
 
-def test_tab_newline_and_carriage_return_are_text_other_controls_are_not() -> None:
-    assert normalize_for_detection("a\tb\r\nc") == ("a\tb\r\nc", None, None)
-    detection, starts, ends = normalize_for_detection("jane@exa\x00mple.com\n")
-    assert detection == "jane@example.com\n" and starts is not None and ends is not None
-    # "m" comes from offset 9, after the NUL; the address maps back to the original's 17 characters.
-    assert starts[8] == 9 and (starts[0], ends[15]) == (0, 17)
+def test_controls_are_spaces_or_read_both_ways() -> None:
+    assert normalize_for_detection("a\tb\r\nc") == ("a\tb\r\nc", None, None)  # text
+    # Word-separating controls become a space, one for one.
+    assert normalize_for_detection("a\x0bb\x85c")[0] == "a b c"
+    # A control that renders as nothing is read both ways: removed, then as a space.
+    detection, starts, ends = normalize_for_detection("jane@exa\x00mple.com")
+    assert detection == "jane@example.com\njane@exa mple.com" and starts is not None and ends is not None
+    assert len(starts) == len(ends) == len(detection)
+    # Both copies map back to the original: the address is offsets 0-17 in each.
+    second = detection.index("\n") + 1
+    assert (starts[0], ends[15]) == (0, 17) and (starts[second], ends[-1]) == (0, 17)
+
+
+@pytest.mark.parametrize("control", HIDDEN_CONTROLS + SPACE_CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_control_next_to_pii_neither_hides_it_nor_eats_a_word(pii_guard: Guard, control: str) -> None:
+    for text, redacted in [
+        (f"mail bob@example.org{control}thanks", f"mail <EMAIL_ADDRESS>{control}thanks"),
+        (f"call{control}jane@example.com now", f"call{control}<EMAIL_ADDRESS> now"),
+        (f"card{control}4111 1111 1111 1111{control}ok", f"card{control}<CREDIT_CARD>{control}ok"),
+    ]:
+        result = pii_guard.check_input(text)
+        assert result.action == "redact" and result.redacted_text is not None, text
+        if control in SPACE_CONTROLS:
+            assert result.redacted_text == redacted, (text, result.redacted_text)
+        else:
+            # Rendered as nothing, the control glues the words: "calljane@example.com" is an
+            # address too. Its copy with the control removed finds that, so the glued word may
+            # go with it: redacting too much, never leaking.
+            assert "@" not in result.redacted_text and "4111" not in result.redacted_text, (
+                result.redacted_text
+            )
+            assert result.redacted_text.endswith(redacted[-4:]), result.redacted_text
 
 
 def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
@@ -197,6 +215,8 @@ def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
     mixed = f"{russian} you \u0456di\u043et, write to jane@ex\u0430mple.\u0441om"
     folded = fold_lookalikes(mixed)
     assert folded == f"{russian} you idiot, write to jane@example.com" and len(folded) == len(mixed)
+    # Capitals fold to capitals (TR39's prototype for capital I is "l").
+    assert fold_lookalikes("you \u0406DIOT, KI\u0406\u0406") == "you IDIOT, KIII"
     detection, starts, ends = normalize_for_detection("mail jane@example.\u0441om")
     assert detection == "mail jane@example.com" and starts is None and ends is None  # offsets unchanged
 
@@ -218,7 +238,7 @@ def pii_guard() -> Guard:
     guard.close()
 
 
-@pytest.mark.parametrize("hidden", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("hidden", INVISIBLE + HIDDEN_CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
 def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(
     pii_guard: Guard, hidden: str
 ) -> None:
@@ -364,6 +384,21 @@ def test_a_long_text_within_max_chars_earns_time_for_its_length() -> None:
         result = guard.check_input("word " * 1999 + "idiot")
         assert result.rails[0].error is None and result.action == "block"
     assert rail.timeout_s(1, 9) == pytest.approx(0.1)  # a short text: one allowance, as before
+
+
+def test_characters_count_up_to_the_guards_max_chars() -> None:
+    from rai_harness.guardrails.rails import timed_chars, timeout_allowances
+
+    # A policy may check 60,000 characters whole: they earn their time (a 20,000 cap would
+    # time an `on_error: allow` rail out and let the text through).
+    assert timed_chars(["x" * 60_000, "y" * 10], 100_000) == 60_010
+    assert timed_chars(["x" * 60_000], None) == 20_000  # no max_chars: still a bounded wait
+    assert timeout_allowances(1, 60_000) == 30 and timeout_allowances(65, 10) == 2
+    slow = SlowClassifier(2e-6)  # 60,000 characters: 0.12 s against 30 x 10 ms = 0.3 s
+    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="allow", timeout_ms=10)
+    with Guard([rail], max_chars=100_000) as guard:
+        result = guard.check_input("word " * 11_999 + "idiot")
+        assert result.rails[0].error is None and result.action == "block"
 
 
 def test_long_texts_are_scored_whole_in_pieces() -> None:

@@ -91,13 +91,14 @@ def _read_jsonl(handle: BinaryIO, name: str) -> Iterator[_Item]:
     escapes of lone surrogates (``"\\ud800"``) decode fine and are repaired by the guard.
     """
     for number, raw in enumerate(handle, start=1):
+        if number == 1:  # Windows tools start UTF-8 files with a byte-order mark
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
         if not raw.strip():
             continue
         error = None
         row: Any = None
         try:
-            # utf-8-sig on line 1: Windows tools start UTF-8 files with a byte-order mark.
-            row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+            row = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             error = _line_error(
                 f"not valid UTF-8 (byte {exc.start} of the line); re-encode the file as UTF-8",

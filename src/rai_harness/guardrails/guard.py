@@ -277,7 +277,7 @@ class Guard:
         pending: dict[int, PendingCheck] = {}
         for rail in rails:
             if id(rail.runner) not in pending:
-                pending[id(rail.runner)] = rail.submit(texts)
+                pending[id(rail.runner)] = rail.submit(texts, max_chars=self.max_chars)
         try:
             per_rail = [rail.collect(pending[id(rail.runner)], stage) for rail in rails]
         finally:
@@ -317,7 +317,7 @@ class Guard:
         pending: dict[int, AsyncPendingCheck] = {}
         for rail in rails:
             if id(rail.runner) not in pending:
-                pending[id(rail.runner)] = rail.asubmit(texts)
+                pending[id(rail.runner)] = rail.asubmit(texts, max_chars=self.max_chars)
         try:
             per_rail = await asyncio.gather(
                 *(rail.acollect(pending[id(rail.runner)], stage) for rail in rails)

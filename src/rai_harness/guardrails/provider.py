@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from typing import Any
 
 from rai_harness.errors import ProviderError
 from rai_harness.guardrails.guard import Guard, GuardResult
-from rai_harness.guardrails.rails import TIMEOUT_BATCH_TEXTS, Action, RailResult, strongest
+from rai_harness.guardrails.rails import Action, RailResult, strongest, timed_chars, timeout_allowances
 from rai_harness.providers.base import BaseProvider, Provider
 from rai_harness.types import ChatMessage, ChatRequest, Generation, Usage
 
@@ -202,8 +201,10 @@ class GuardedProvider(BaseProvider):
         for stage, results in (("input", inputs), ("output", (output,) if output is not None else ())):
             if not results:
                 continue
-            # A call of n texts is allowed ceil(n / 64) timeouts, as the rails count them.
-            allowances = max(1, math.ceil(len(results) / TIMEOUT_BATCH_TEXTS))
+            # As the rails count them: one timeout per started 64 texts or 2,000 characters.
+            allowances = timeout_allowances(
+                len(results), timed_chars([r.text for r in results], self.guard.max_chars)
+            )
             for rail in results[0].rails:
                 key = f"{stage}:{rail.rail}"
                 limit = self.policy_timeouts_ms.get(key)

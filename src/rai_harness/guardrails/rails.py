@@ -77,9 +77,27 @@ TIMEOUT_BATCH_TEXTS = 64
 #: measured on 2 quiet CPU cores: 0.36 ms per character for the default policy's output stage
 #: (20,000 characters of "1-" in 7.1 s), so 2,000 ms per block is 2.8x that; 20,000 characters
 #: of English took 2.0 s. A short text still gets exactly ``timeout_ms``. Each text counts
-#: up to ``DEFAULT_MAX_CHARS``: past that no more time, so a guard run without ``max_chars``
-#: still bounds every wait (a 1 MB text gets what 20,000 characters get).
+#: up to the guard's ``max_chars`` (``DEFAULT_MAX_CHARS`` when it has none: past that no more
+#: time, so a guard run without ``max_chars`` still bounds every wait).
 TIMEOUT_BLOCK_CHARS = 2000
+
+
+def timeout_allowances(n_texts: int, n_chars: int) -> int:
+    """How many ``timeout_ms`` a rail call of ``n_texts`` texts and ``n_chars`` counted
+    characters may take: one per started 64 texts or 2,000 characters, at least one.
+
+    The one formula for the rails' deadline and for a run's ``slow_rails`` (which must
+    report a check as slow only where production would have timed it out).
+    """
+    return max(1, math.ceil(n_texts / TIMEOUT_BATCH_TEXTS), math.ceil(n_chars / TIMEOUT_BLOCK_CHARS))
+
+
+def timed_chars(texts: Sequence[str], max_chars: int | None) -> int:
+    """Characters that earn timeout allowances: each text's length, up to ``max_chars``
+    (``DEFAULT_MAX_CHARS`` when ``None``)."""
+    cap = DEFAULT_MAX_CHARS if max_chars is None else max_chars
+    return sum(min(len(text), cap) for text in texts)
+
 
 #: Texts longer than this (characters) are scored piece by piece on a lane of their own
 #: (see :class:`ClassifierRunner`): a few hundred tokens, tens of milliseconds per piece.
@@ -437,11 +455,6 @@ class AsyncPendingCheck:
             self.task.cancel()
 
 
-def _timed_chars(texts: Sequence[str]) -> int:
-    """Characters that earn timeout allowances: each text's length, up to ``DEFAULT_MAX_CHARS``."""
-    return sum(min(len(text), DEFAULT_MAX_CHARS) for text in texts)
-
-
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -563,10 +576,7 @@ class Rail:
     def timeout_s(self, n_texts: int, n_chars: int = 0) -> float:
         """Seconds to wait for a call of ``n_texts`` texts of ``n_chars`` characters in all
         (see ``timeout_ms``)."""
-        allowances = max(
-            1, math.ceil(n_texts / TIMEOUT_BATCH_TEXTS), math.ceil(n_chars / TIMEOUT_BLOCK_CHARS)
-        )
-        return self.timeout_ms / 1000.0 * allowances
+        return self.timeout_ms / 1000.0 * timeout_allowances(n_texts, n_chars)
 
     # -- pure scoring ----------------------------------------------------------------------
 
@@ -629,14 +639,17 @@ class Rail:
 
     # -- running ---------------------------------------------------------------------------
 
-    def submit(self, texts: Sequence[str]) -> PendingCheck:
-        """Start scoring ``texts`` without waiting (the guard starts every rail, then waits)."""
+    def submit(self, texts: Sequence[str], *, max_chars: int | None = None) -> PendingCheck:
+        """Start scoring ``texts`` without waiting (the guard starts every rail, then waits).
+
+        ``max_chars``: the guard's; each text earns timeout allowances up to it (:func:`timed_chars`).
+        """
         started = time.perf_counter()
         try:
             future = self.runner.submit(texts)
         except Exception as exc:
             return PendingCheck(None, len(texts), started, error=_describe(exc))
-        return PendingCheck(future, len(texts), started, n_chars=_timed_chars(texts))
+        return PendingCheck(future, len(texts), started, n_chars=timed_chars(texts, max_chars))
 
     def collect(self, pending: PendingCheck, stage: Stage) -> list[RailResult]:
         """Wait for a :meth:`submit` call until this rail's deadline and turn it into results."""
@@ -665,14 +678,14 @@ class Rail:
         finally:
             pending.abandon()
 
-    def asubmit(self, texts: Sequence[str]) -> AsyncPendingCheck:
-        """Start scoring ``texts`` as an asyncio task (must be called inside a running loop)."""
+    def asubmit(self, texts: Sequence[str], *, max_chars: int | None = None) -> AsyncPendingCheck:
+        """Start scoring ``texts`` as an asyncio task (must be called inside a running loop); see :meth:`submit`."""
         started = time.perf_counter()
         task = asyncio.ensure_future(self.runner.apredict(texts))
         # Every rail awaiting the task may give up (timeout) before it ends; consume its
         # outcome anyway so asyncio does not log "exception was never retrieved".
         task.add_done_callback(_consume_outcome)
-        return AsyncPendingCheck(task, len(texts), started, n_chars=_timed_chars(texts))
+        return AsyncPendingCheck(task, len(texts), started, n_chars=timed_chars(texts, max_chars))
 
     async def acollect(self, pending: AsyncPendingCheck, stage: Stage) -> list[RailResult]:
         """Await an :meth:`asubmit` call until this rail's deadline and turn it into results."""

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from confusable_homoglyphs import confusables
+from confusable_homoglyphs import categories, confusables
 
 from rai_harness.classifiers.base import Span
 from rai_harness.validation import repair_surrogates
@@ -59,6 +59,7 @@ __all__ = [
     "PreparedText",
     "check_texts",
     "fold_lookalikes",
+    "join_detections",
     "normalize_for_detection",
     "prepare",
     "repair_surrogates",
@@ -94,10 +95,12 @@ _INVISIBLE_EXTRA = frozenset(
 )
 
 
-# Control characters a page or a chat window renders as nothing, so they can split a finding
-# ("jane@exa<NUL>mple.com") that a reader still sees whole. Tab, line feed and carriage
-# return are text. The form and line feeds of other kinds (VT, FF, NEL, the separators
-# U+001C-U+001F) go too: splitting a word across them is the same trick.
+# Control characters other than tab, LF and CR. Those Python counts as whitespace (VT, FF,
+# the separators U+001C-U+001F, NEL) become a space: they separate words, as presidio's
+# patterns already read them. The others (NUL, BEL, BS, ESC, DEL, most C1 controls) render as
+# nothing, so either reading can hide a finding: removed, "bob@example.org<NUL>thanks" glues a
+# word onto the address; kept as a separator, "jane@exa<NUL>mple.com" splits it. A text holding
+# any is checked both ways (see normalize_for_detection).
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TEXT_CONTROLS = frozenset("\t\n\r")
 
@@ -105,8 +108,14 @@ _TEXT_CONTROLS = frozenset("\t\n\r")
 def _is_invisible(char: str) -> bool:
     if char in _INVISIBLE_EXTRA or "\U000e0100" <= char <= "\U000e01ef":  # + variation selectors supplement
         return True
-    category = unicodedata.category(char)
-    return category == "Cf" or (category == "Cc" and char not in _TEXT_CONTROLS)
+    return unicodedata.category(char) == "Cf"
+
+
+def _control_kind(char: str) -> Literal["space", "hidden"] | None:
+    """``space`` for a control that separates words, ``hidden`` for one that renders as nothing."""
+    if char in _TEXT_CONTROLS or unicodedata.category(char) != "Cc":
+        return None
+    return "space" if char.isspace() else "hidden"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,17 +172,29 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
-def _latin_lookalike(char: str) -> str | None:
-    """The ASCII letter a letter of another script is confusable with (Unicode TR39), or None."""
-    if char.isascii() or not unicodedata.category(char).startswith("L"):
-        return None
-    found = confusables.is_confusable(char, preferred_aliases=["latin"])
-    for glyph in found[0]["homoglyphs"] if found else ():
-        latin = glyph["c"]
-        if len(latin) == 1 and latin.isascii() and latin.isalpha():
-            return str(latin)
-    return None
+@functools.cache
+def _latin_lookalikes() -> dict[str, str]:
+    """Every non-Latin letter Unicode TR39 lists as confusable with one ASCII letter, built once.
+
+    An uppercase letter maps through its lowercase form (Cyrillic ``І`` -> ``i`` -> ``I``):
+    TR39's prototype for capital I is ``l``, which would turn "\u0406DIOT" into "lDlOT".
+    """
+    table: dict[str, str] = {}
+    for char, glyphs in confusables.confusables_data.items():
+        if len(char) != 1 or char.isascii() or not unicodedata.category(char).startswith("L"):
+            continue
+        if categories.alias(char) == "LATIN":  # accented Latin is a language's own spelling
+            continue
+        latin = next(
+            (g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalpha()), None
+        )
+        if latin is not None:
+            table[char] = latin
+    for char in list(table):
+        lower = char.lower()
+        if char.isupper() and len(lower) == 1 and lower in table:
+            table[char] = table[lower].upper()
+    return table
 
 
 _WORD = re.compile(r"\S+")
@@ -188,13 +209,14 @@ def fold_lookalikes(text: str) -> str:
     """
     if text.isascii():
         return text
+    lookalikes = _latin_lookalikes()
     out: list[str] | None = None
     for word in _WORD.finditer(text):
         token = word.group()
         if token.isascii() or not any(c.isascii() and c.isalpha() for c in token):
             continue
         for offset, char in enumerate(token, word.start()):
-            latin = None if char.isascii() else _latin_lookalike(char)
+            latin = None if char.isascii() else lookalikes.get(char)
             if latin is not None:
                 if out is None:
                     out = list(text)
@@ -203,8 +225,12 @@ def fold_lookalikes(text: str) -> str:
 
 
 def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
-    """Remove invisible, bidi-control and control characters, NFKC-normalise and fold
-    lookalike letters (:func:`fold_lookalikes`), with an offset map.
+    """Remove invisible and bidi-control characters, turn controls into spaces or remove them,
+    NFKC-normalise and fold lookalike letters (:func:`fold_lookalikes`), with an offset map.
+
+    A text holding controls that render as nothing (NUL, ESC...) is returned twice, joined by a
+    newline: once with them removed, once with each as a space, so a finding hidden by either
+    reading is found (a span found in both maps to the same original offsets).
 
     Returns:
         ``(detection, starts, ends)``: for each character of ``detection``, the range of
@@ -213,8 +239,53 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
     """
     if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
-    if unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
+    kinds = {_control_kind(c) for c in text if not c.isascii() or _ASCII_CONTROLS.match(c)}
+    if (
+        not kinds - {None}
+        and unicodedata.is_normalized("NFKC", text)
+        and not any(_is_invisible(c) for c in text)
+    ):
         return fold_lookalikes(text), None, None
+    if "hidden" not in kinds:
+        detection, starts, ends = _normalized(text, hidden_as_space=False)
+        return fold_lookalikes(detection), starts, ends
+    removed = _normalized(text, hidden_as_space=False)
+    spaced = _normalized(text, hidden_as_space=True)
+    detection, starts, ends = join_detections([removed, spaced], joint=len(text) - 1)
+    return fold_lookalikes(detection), starts, ends
+
+
+def join_detections(
+    parts: Sequence[tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]],
+    *,
+    joint: int,
+    offset: Sequence[int] = (),
+) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """Detection texts of parts of one text joined by newlines, with one offset map.
+
+    Args:
+        parts: ``(detection, starts, ends)`` of each part (``None`` offsets: the identity).
+        joint: Original offset each joining newline maps to (a character of the text, so a
+            finding that runs over a joint still maps inside the text).
+        offset: Where each part starts in the original text (default: 0 for all).
+    """
+    text: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for k, (detection, s, e) in enumerate(parts):
+        if k:
+            text.append("\n")
+            starts.append(joint)
+            ends.append(joint + 1)
+        shift = offset[k] if offset else 0
+        text.append(detection)
+        starts.extend((x + shift for x in s) if s is not None else range(shift, shift + len(detection)))
+        ends.extend((x + shift for x in e) if e is not None else range(shift + 1, shift + len(detection) + 1))
+    return "".join(text), tuple(starts), tuple(ends)
+
+
+def _normalized(text: str, *, hidden_as_space: bool) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """Invisible characters removed, controls replaced or removed, NFKC per cluster; offset map."""
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -223,6 +294,14 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
     while i < n:
         char = text[i]
         if _is_invisible(char):
+            i += 1
+            continue
+        kind = _control_kind(char)
+        if kind is not None:
+            if kind == "space" or hidden_as_space:
+                out.append(" ")
+                starts.append(i)
+                ends.append(i + 1)
             i += 1
             continue
         # A cluster: this starter and the combining marks after it (invisible ones dropped),
@@ -240,7 +319,7 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
         starts.extend([i] * len(piece))
         ends.extend([j] * len(piece))
         i = j
-    return fold_lookalikes("".join(out)), tuple(starts), tuple(ends)
+    return "".join(out), tuple(starts), tuple(ends)
 
 
 def prepare(text: object, *, max_chars: int | None = None, over_limit: OverLimit = "block") -> PreparedText:
@@ -270,19 +349,11 @@ def prepare(text: object, *, max_chars: int | None = None, over_limit: OverLimit
         tail_start = len(repaired) - max_chars // 2
         # Head and tail are normalised separately and joined by a newline that maps to the
         # last head character, so a finding never spans the unchecked middle.
-        head, h_starts, h_ends = normalize_for_detection(repaired[:head_n])
-        tail, t_starts, t_ends = normalize_for_detection(repaired[tail_start:])
-        hs = h_starts if h_starts is not None else tuple(range(len(head)))
-        he = h_ends if h_ends is not None else tuple(range(1, len(head) + 1))
-        ts = t_starts if t_starts is not None else tuple(range(len(tail)))
-        te = t_ends if t_ends is not None else tuple(range(1, len(tail) + 1))
-        joint = head_n - 1 if head_n > 0 else 0
-        return PreparedText(
-            repaired,
-            head + "\n" + tail,
-            tuple(notices),
-            starts=(*hs, joint, *(s + tail_start for s in ts)),
-            ends=(*he, joint + 1, *(e + tail_start for e in te)),
+        joined = join_detections(
+            [normalize_for_detection(repaired[:head_n]), normalize_for_detection(repaired[tail_start:])],
+            joint=head_n - 1 if head_n > 0 else 0,
+            offset=(0, tail_start),
         )
+        return PreparedText(repaired, joined[0], tuple(notices), starts=joined[1], ends=joined[2])
     detection, starts, ends = normalize_for_detection(repaired)
     return PreparedText(repaired, detection, tuple(notices), starts=starts, ends=ends)
