@@ -554,6 +554,10 @@ def test_a_keyless_proxy_refuses_web_pages_and_non_json_bodies(tmp_path, upstrea
             ok = httpx.post(url, content=body, headers={"Content-Type": "application/json", **headers})
             assert ok.status_code == 200, (headers, ok.text)
         assert upstream.stats()["calls"] == 3
+        # The GET routes refuse a rebinding page too (policy name, metrics).
+        for route in ("/healthz", "/metrics"):
+            assert httpx.get(server.url + route, headers={"Host": "evil.example"}).status_code == 403
+            assert httpx.get(server.url + route).status_code == 200
 
 
 def test_with_api_keys_an_origin_is_not_refused(proxy):

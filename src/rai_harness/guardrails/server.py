@@ -1639,7 +1639,16 @@ def create_app(
     async def checks_route(request: Request) -> Response:
         return await checks(request.scope, request.receive)
 
+    def refused(request: Request) -> Response | None:
+        # The GET routes too: a DNS-rebinding page must not read the policy name or the metrics.
+        problem = service.cross_site_problem(_RequestHead.of(request.scope))
+        if problem is None:
+            return None
+        return _HTTPError(403, problem, "invalid_request_error", "cross_site_request").response()
+
     async def healthz(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         if service.ready:
             assert service.guard is not None
             return _JSONResponse({"status": "ok", "policy": service.guard.name})
@@ -1649,6 +1658,8 @@ def create_app(
         )
 
     async def metrics_route(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         if not service.authorized(request.headers.get("authorization", "")):
             return _HTTPError(
                 401,
