@@ -66,3 +66,17 @@ def test_hourly_costs_spread_by_completion_tokens():
 
 def test_hourly_costs_no_tokens_share_equally():
     assert hourly_costs(3.6, [(0, 1), (0, 1)], [0, 0]) == pytest.approx([0.0005, 0.0005])
+
+
+def test_a_bad_price_file_names_the_file_and_line(tmp_path):
+    from rai_harness.errors import ConfigError
+
+    broken = tmp_path / "prices.yaml"
+    broken.write_text("version: x\nentries: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line") as info:
+        PriceTable.from_file(broken)
+    assert info.value.file == str(broken)
+    doubled = tmp_path / "doubled.yaml"
+    doubled.write_text("version: a\nversion: b\nentries: []\n")
+    with pytest.raises(ConfigError, match="duplicate key 'version'"):
+        PriceTable.from_file(doubled)

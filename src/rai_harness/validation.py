@@ -27,6 +27,7 @@ __all__ = [
     "YamlDocument",
     "format_validation_error",
     "iter_jsonl",
+    "parse_yaml_text",
     "read_yaml_document",
     "read_yaml_file",
     "repair_surrogates",
@@ -195,13 +196,25 @@ def read_yaml_document(path: str | Path, *, what: str = "file") -> YamlDocument:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"the {what} is not UTF-8 text (byte {exc.start})", file=str(p)) from exc
+    return YamlDocument(parse_yaml_text(text, file=str(p)), hashlib.sha256(raw).hexdigest())
+
+
+def parse_yaml_text(text: str, *, file: str) -> Any:
+    """Parse YAML text safely, refusing a key repeated in one mapping.
+
+    Args:
+        text: The YAML.
+        file: Where it came from, for the error.
+
+    Raises:
+        ConfigError: Not valid YAML, naming ``file``, the line and the column.
+    """
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p)) from exc
-    return YamlDocument(data, hashlib.sha256(raw).hexdigest())
+        raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", file=file) from exc
 
 
 def read_yaml_file(path: str | Path, *, what: str = "file") -> Any:

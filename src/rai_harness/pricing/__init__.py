@@ -24,10 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rai_harness.errors import ConfigError
+from rai_harness.validation import parse_yaml_text
 
 __all__ = [
     "PriceEntry",
@@ -108,7 +108,7 @@ class PriceTable:
     @classmethod
     def _parse(cls, text: str, where: str) -> PriceTable:
         try:
-            parsed = _PriceFile.model_validate(yaml.safe_load(text))
+            parsed = _PriceFile.model_validate(parse_yaml_text(text, file=where))
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(part) for part in first["loc"])
