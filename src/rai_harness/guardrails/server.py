@@ -887,6 +887,13 @@ class GuardService:
             matched |= hmac.compare_digest(presented, key)
         return matched
 
+    def cross_site_refusal(self, head: _RequestHead) -> Response | None:
+        """The 403 for :meth:`cross_site_problem`, or None when the request may go on."""
+        problem = self.cross_site_problem(head)
+        if problem is None:
+            return None
+        return _HTTPError(403, problem, "invalid_request_error", "cross_site_request").response()
+
     def cross_site_problem(self, head: _RequestHead) -> str | None:
         """Why a request to a proxy without API keys may come from a web page, or None.
 
@@ -982,9 +989,9 @@ class GuardService:
                 released = True
                 metrics.in_flight -= 1
 
-        cross_site = self.cross_site_problem(head)
-        if cross_site is not None:
-            response = _HTTPError(403, cross_site, "invalid_request_error", "cross_site_request").response()
+        refusal = self.cross_site_refusal(head)
+        if refusal is not None:
+            response = refusal
         elif not self.authorized(head.authorization):
             response = _HTTPError(
                 401,
@@ -1641,10 +1648,7 @@ def create_app(
 
     def refused(request: Request) -> Response | None:
         # The GET routes too: a DNS-rebinding page must not read the policy name or the metrics.
-        problem = service.cross_site_problem(_RequestHead.of(request.scope))
-        if problem is None:
-            return None
-        return _HTTPError(403, problem, "invalid_request_error", "cross_site_request").response()
+        return service.cross_site_refusal(_RequestHead.of(request.scope))
 
     async def healthz(request: Request) -> Response:
         if (refusal := refused(request)) is not None:

@@ -16,12 +16,12 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    characters (``head_tail``, notice ``truncated``); see :class:`OverLimit`.
 4. **Normalise for detection.** Invisible characters (zero-width space/joiners, soft
    hyphen, word joiner, BOM, variation selectors, tag characters, every other format
-   character of category ``Cf``), bidirectional controls (U+202A-U+202E,
-   U+2066-U+2069, LRM/RLM/ALM) and control characters other than tab, line feed and
-   carriage return (NUL, BEL, ESC, DEL, the C1 controls...) are removed, and the rest is
-   NFKC-normalised (fullwidth ``＠`` becomes ``@``, ligatures and compatibility forms
-   fold). The classifiers score
-   this *detection text*; :meth:`PreparedText.to_original` maps every span they report
+   character of category ``Cf``) and bidirectional controls (U+202A-U+202E,
+   U+2066-U+2069, LRM/RLM/ALM) are removed; controls that separate words (VT, FF, NEL...)
+   become a space, and a text holding controls that render as nothing (NUL, ESC, DEL...)
+   is read both ways, with them removed and as spaces (:func:`normalize_for_detection`);
+   the rest is NFKC-normalised (fullwidth ``＠`` becomes ``@``, ligatures and compatibility
+   forms fold). The classifiers score this *detection text*; :meth:`PreparedText.to_original` maps every span they report
    back to offsets of the checked text, so a redaction cuts the original in the right
    place, invisible characters inside a finding included.
 
@@ -239,12 +239,8 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
     """
     if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
-    kinds = {_control_kind(c) for c in text if not c.isascii() or _ASCII_CONTROLS.match(c)}
-    if (
-        not kinds - {None}
-        and unicodedata.is_normalized("NFKC", text)
-        and not any(_is_invisible(c) for c in text)
-    ):
+    kinds = {_control_kind(c) for c in text} - {None}
+    if not kinds and unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
         return fold_lookalikes(text), None, None
     if "hidden" not in kinds:
         detection, starts, ends = _normalized(text, hidden_as_space=False)
