@@ -352,7 +352,8 @@ def test_head_tail_checks_both_ends_and_maps_findings_back() -> None:
 @pytest.mark.parametrize("use_async", [False, True])
 def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
     # 1 MB at 20 µs/char would hold a worker for 20 s. A text earns one timeout allowance per
-    # 2,000 characters, counted up to 20,000, so the rail gives up after 10 x 50 ms = 0.5 s.
+    # 2,000 characters, counted up to 40,000 (twice the default max_chars), so the rail gives
+    # up after 20 x 50 ms = 1 s.
     slow = SlowClassifier(20e-6)
     rail = Rail("tox", slow, action="block", threshold=0.5, on_error="block", timeout_ms=50)
     assert rail.timeout_s(1, 20_000) == pytest.approx(0.5) and rail.timeout_s(1, 100) == pytest.approx(0.05)
@@ -363,7 +364,7 @@ def test_a_huge_text_does_not_starve_the_next_call(use_async: bool) -> None:
             return asyncio.run(guard.acheck_input(text)) if use_async else guard.check_input(text)
 
         first = check(huge)
-        assert first.blocked and first.rails[0].error == "timed out after 500 ms"
+        assert first.blocked and first.rails[0].error == "timed out after 1000 ms"
         started = time.perf_counter()
         second = check("you idiot")
         assert second.rails[0].error is None and second.blocked  # scored, not timed out
@@ -392,7 +393,9 @@ def test_characters_count_up_to_the_guards_max_chars() -> None:
     # A policy may check 60,000 characters whole: they earn their time (a 20,000 cap would
     # time an `on_error: allow` rail out and let the text through).
     assert timed_chars(["x" * 60_000, "y" * 10], 100_000) == 60_010
-    assert timed_chars(["x" * 60_000], None) == 20_000  # no max_chars: still a bounded wait
+    assert timed_chars(["x" * 60_000], None) == 40_000  # no max_chars: still a bounded wait
+    # A text within max_chars read both ways (a NUL in it) is scored twice over: it earns that.
+    assert timed_chars(["x" * 40_001], 20_000) == 40_000
     assert timeout_allowances(1, 60_000) == 30 and timeout_allowances(65, 10) == 2
     slow = SlowClassifier(2e-6)  # 60,000 characters: 0.12 s against 30 x 10 ms = 0.3 s
     rail = Rail("tox", slow, action="block", threshold=0.5, on_error="allow", timeout_ms=10)
