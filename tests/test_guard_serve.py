@@ -38,6 +38,7 @@ from rai_harness.guardrails.server import (
     ServeConfig,
     create_app,
 )
+from rai_harness.loopback import is_loopback
 from rai_harness.testing.server import FakeOpenAIServer, FaultConfig
 
 CLIENT_KEY = "client-key-0123456789abcdef"
@@ -558,6 +559,39 @@ def test_a_keyless_proxy_refuses_web_pages_and_non_json_bodies(tmp_path, upstrea
         for route in ("/healthz", "/metrics"):
             assert httpx.get(server.url + route, headers={"Host": "evil.example"}).status_code == 403
             assert httpx.get(server.url + route).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),  # a fully qualified name, as some clients send it
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),  # IPv4 loopback as a dual-stack socket reports it
+        ("[::ffff:127.0.0.1]", True),
+        ("::ffff:10.0.0.1", False),
+        ("10.0.0.1", False),
+        ("0.0.0.0", False),
+        ("localhost.evil.example", False),
+        ("evil.localhost", False),  # a resolver may send it anywhere
+        ("", False),
+    ],
+)
+def test_loopback_names_and_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_a_keyless_proxy_answers_every_loopback_host_spelling(tmp_path):
+    with _proxy(_policy(tmp_path, pii=False)) as server:
+        port = server.url.rsplit(":", 1)[1]
+        for host in ("localhost.", f"[::ffff:127.0.0.1]:{port}", f"[::1]:{port}", f"127.0.0.1:{port}"):
+            reply = httpx.post(
+                server.url + "/v1/guardrail/checks", json={"texts": ["hi"]}, headers={"Host": host}
+            )
+            assert reply.status_code == 200, (host, reply.text)
 
 
 def test_with_api_keys_an_origin_is_not_refused(proxy):

@@ -35,7 +35,6 @@ import contextlib
 import copy
 import gc
 import hmac
-import ipaddress
 import logging
 import socket
 import sys
@@ -52,6 +51,7 @@ from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.guardrails.guard import Guard, GuardResult
 from rai_harness.guardrails.rails import strongest
 from rai_harness.guardrails.streaming import DEFAULT_MAX_BUFFER_CHARS, GuardBlocked
+from rai_harness.loopback import is_loopback
 
 try:
     import orjson
@@ -132,16 +132,6 @@ def require_serve_deps() -> None:
     if _IMPORT_ERROR is not None:
         missing = (_IMPORT_ERROR.name or "starlette").replace("_", "-")
         raise MissingDependencyError(missing, extra="serve", feature="rai guard serve") from _IMPORT_ERROR
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # any other name may resolve anywhere
 
 
 #: Allocations between young-generation collections in a serving process (CPython's

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import time
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rai_harness.classifiers.pool import ClassifierPool
 from rai_harness.errors import ConfigError, MissingDependencyError, RunError
+from rai_harness.loopback import is_loopback
 from rai_harness.pricing import ResolvedPrice
 from rai_harness.providers.base import BaseProvider, Provider, describe_provider, require_package
 from rai_harness.record import CallRecord
@@ -125,13 +125,7 @@ def _is_loopback(address: str) -> bool:
     The driver must then use a loopback node address too, or Ray looks for a raylet on the
     machine's routable address and finds none.
     """
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(address.split("://", 1)[-1].rsplit(":", 1)[0])
 
 
 def connect_ray(address: str | None) -> bool:

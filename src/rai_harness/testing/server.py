@@ -38,7 +38,6 @@ import functools
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import math
 import os
@@ -57,6 +56,8 @@ from typing import Any
 
 from aiohttp import web
 
+from rai_harness.loopback import is_loopback
+
 __all__ = ["FAULT_KINDS", "HOSTILE_KINDS", "FakeOpenAIServer", "FaultConfig", "main"]
 
 #: Fault kinds the server can inject, in the fixed order used for the weighted draw.
@@ -72,7 +73,6 @@ HOSTILE_KINDS: tuple[str, ...] = ("gzip_bomb", "huge_body", "sse_line", "bad_usa
 MAX_REQUEST_RECORDS = 20_000
 
 _WORD = re.compile(r"\s*\S+")
-_LOOPBACK_NAMES = ("localhost",)
 
 
 def _check_delay(name: str, value: Any) -> float:
@@ -834,13 +834,7 @@ class _FakeOpenAI:
 
 
 def _check_loopback(host: str) -> None:
-    if host in _LOOPBACK_NAMES:
-        return
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
+    if not is_loopback(host):
         raise ValueError(f"the fake server only binds loopback addresses (127.0.0.1, ::1), got {host!r}")
 
 
