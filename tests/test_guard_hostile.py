@@ -217,6 +217,10 @@ def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
     assert folded == f"{russian} you idiot, write to jane@example.com" and len(folded) == len(mixed)
     # Capitals fold to capitals (TR39's prototype for capital I is "l").
     assert fold_lookalikes("you \u0406DIOT, KI\u0406\u0406") == "you IDIOT, KIII"
+    # Latin-script lookalikes (IPA, small capitals) fold in every word; accented letters stay.
+    assert fold_lookalikes("jane@ex\u0251mple.\u0261ov \u1d04\u1d1c\u1d20 caf\u00e9") == (
+        "jane@example.gov cuv caf\u00e9"
+    )
     detection, starts, ends = normalize_for_detection("mail jane@example.\u0441om")
     assert detection == "mail jane@example.com" and starts is None and ends is None  # offsets unchanged
 
@@ -264,6 +268,8 @@ def test_email_hidden_by_invisible_characters_is_redacted_in_the_original(
         "maria.gonzalez@example.\u043erg",  # Cyrillic o in the top-level domain
         "m\u0430ri\u0430.gonzalez@ex\u0430mple.org",  # Cyrillic a
         "maria.g\u03bfnzalez@example.org",  # Greek omicron
+        "maria.gonzalez@ex\u0251mple.org",  # Latin alpha (IPA)
+        "m\u0251ria.gonz\u0251lez@e\u0445\u0251mple.\u1d0frg",  # Latin, Cyrillic and a small capital
     ],
 )
 def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: str) -> None:

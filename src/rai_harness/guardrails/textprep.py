@@ -29,7 +29,8 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    script that Unicode lists as confusable with a Latin one (TR39 confusables, through
    ``confusable-homoglyphs``: Cyrillic ``с``, Greek ``ο``...) is replaced by that letter, one
    for one, so ``jane@example.\u0441om`` is found as an address. Words of one script are
-   left alone (Russian text stays Russian).
+   left alone (Russian text stays Russian). Latin-script lookalikes (IPA ``\u0251``, small
+   capitals) fold in every word (``ex\u0251mple.com``).
 
 NFKC is applied per grapheme-like cluster (a starter and the combining marks after it),
 which is what makes an offset map possible; it equals whole-string NFKC except for the
@@ -173,51 +174,59 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
 
 
 @functools.cache
-def _latin_lookalikes() -> dict[str, str]:
-    """Every non-Latin letter Unicode TR39 lists as confusable with one ASCII letter, built once.
+def _latin_lookalikes() -> tuple[dict[str, str], frozenset[str]]:
+    """Every non-ASCII letter Unicode TR39 lists as confusable with one ASCII letter, built once.
 
-    An uppercase letter maps through its lowercase form (Cyrillic ``І`` -> ``i`` -> ``I``):
-    TR39's prototype for capital I is ``l``, which would turn "\u0406DIOT" into "lDlOT".
+    Returns the table and the subset of it that is Latin script itself: small capitals, IPA
+    and archaic letters (``\u0251``, ``\u0261``, ``\u1d0f``, ``\u017f``), which no English word
+    uses, so they fold wherever they stand. Accented Latin letters are not in TR39's table:
+    they are a language's own spelling. An uppercase letter maps through its lowercase form
+    (Cyrillic ``\u0406`` -> ``i`` -> ``I``): TR39's prototype for capital I is ``l``, which
+    would turn "\u0406DIOT" into "lDlOT".
     """
     table: dict[str, str] = {}
+    latin_script: set[str] = set()
     for char, glyphs in confusables.confusables_data.items():
         if len(char) != 1 or char.isascii() or not unicodedata.category(char).startswith("L"):
-            continue
-        if categories.alias(char) == "LATIN":  # accented Latin is a language's own spelling
             continue
         latin = next(
             (g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalpha()), None
         )
         if latin is not None:
             table[char] = latin
+            if categories.alias(char) == "LATIN":
+                latin_script.add(char)
     for char in list(table):
         lower = char.lower()
         if char.isupper() and len(lower) == 1 and lower in table:
             table[char] = table[lower].upper()
-    return table
+    return table, frozenset(latin_script)
 
 
 _WORD = re.compile(r"\S+")
 
 
 def fold_lookalikes(text: str) -> str:
-    """``text`` with lookalike letters of other scripts replaced by Latin ones, one for one.
+    """``text`` with lookalike letters replaced by the ASCII letters they imitate, one for one.
 
-    Only inside whitespace-delimited words that also hold an ASCII letter: a word mixing
-    scripts is how a homoglyph hides ("jane@example.\u0441om", "\u0456diot"), while a word
-    of one script is ordinary text of that language. Same length, same offsets.
+    Letters of other scripts fold only inside whitespace-delimited words that also hold an
+    ASCII letter: a word mixing scripts is how a homoglyph hides ("jane@example.\u0441om",
+    "\u0456diot"), while a word of one script is ordinary text of that language. Latin-script
+    lookalikes (``\u0251``, small capitals) fold in every word ("ex\u0251mple.com",
+    "\u1d04\u1d1c\u1d20"). Same length, same offsets.
     """
     if text.isascii():
         return text
-    lookalikes = _latin_lookalikes()
+    lookalikes, latin_script = _latin_lookalikes()
     out: list[str] | None = None
     for word in _WORD.finditer(text):
         token = word.group()
-        if token.isascii() or not any(c.isascii() and c.isalpha() for c in token):
+        if token.isascii():
             continue
+        mixed = any(c.isascii() and c.isalpha() for c in token)
         for offset, char in enumerate(token, word.start()):
             latin = None if char.isascii() else lookalikes.get(char)
-            if latin is not None:
+            if latin is not None and (mixed or char in latin_script):
                 if out is None:
                     out = list(text)
                 out[offset] = latin
