@@ -18,8 +18,10 @@ library writes ``str(member)``); no record the project writes holds one.
 
 :func:`loads` reads with orjson and falls back to :func:`json.loads` for whatever orjson refuses
 (``NaN`` tokens, lone-surrogate escapes, malformed text), so it returns the standard library's
-value or raises the standard library's error, with one exception: an integer beyond 64 bits
-comes back as a float (the standard library keeps it exact). Provider replies are read with it,
+value or raises the standard library's error, with three exceptions: an integer beyond 64 bits
+comes back as a float from orjson (the standard library keeps it exact), one of over 4,000
+digits as a float from either (the standard library refuses to convert it), and text nested
+too deep raises :class:`json.JSONDecodeError` (the standard library: ``RecursionError``). Provider replies are read with it,
 and every count they carry is accepted only as an ``int`` in range, so such a number is refused
 either way.
 """
@@ -100,11 +102,26 @@ def dumps_compact(value: Any) -> bytes:
     return out
 
 
+def _parse_int(digits: str) -> int | float:
+    # Python refuses to convert integers over 4300 digits (a ValueError that names
+    # sys.set_int_max_str_digits); such a number is out of every range a reader accepts, so
+    # it becomes a float like orjson's, infinity here.
+    return int(digits) if len(digits) <= 4000 else float(digits)
+
+
 def loads(data: bytes | str) -> Any:
-    """``json.loads(data)``, through orjson when it reads ``data`` (see the module docstring)."""
+    """``json.loads(data)``, through orjson when it reads ``data`` (see the module docstring).
+
+    Raises:
+        json.JSONDecodeError: ``data`` is not JSON, or nests too deep for the standard
+            library's reader (which raises RecursionError, an error no caller expects).
+    """
     if orjson is not None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the standard library's value, or its error
-    return json.loads(data)
+    try:
+        return json.loads(data, parse_int=_parse_int)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deep to read", "", 0) from None

@@ -28,16 +28,18 @@ values) is replaced by ``***``, and so is anything after ``Bearer``.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from rai_harness.errors import ProviderError
+from rai_harness.types import Generation
 
 __all__ = [
     "map_openai_error",
@@ -47,10 +49,18 @@ __all__ = [
     "provider_error_for_status",
     "scrub_secrets",
     "stream_error_event",
+    "without_secrets",
 ]
 
 #: Longest server message kept in an error (bodies can be whole HTML pages).
 _MAX_DETAIL = 500
+
+#: Most bytes of an error body read for its message (the transport caps the body anyway).
+_MAX_ERROR_BODY = 1024 * 1024
+
+#: Shortest end of a text taken for the cut-off start of a secret (shorter ones are too
+#: likely to be ordinary text, and reveal little).
+_MIN_SECRET_PREFIX = 6
 
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
@@ -74,10 +84,62 @@ def scrub_secrets(text: str, secrets: Iterable[str]) -> str:
         text: A message that may quote a request or a server reply.
         secrets: Secret values to hide (empty strings are ignored).
     """
-    # Longest first, so a secret that contains another is hidden whole.
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
+    ordered = _longest_first(secrets)
+    text = _hide_values(text, ordered)
+    # A text cut short upstream (a capped body) can end in the first part of a secret.
+    for secret in ordered:
+        for size in range(len(secret) - 1, _MIN_SECRET_PREFIX - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size] + "***"
+                break
     return _BEARER_RE.sub(r"\1***", text)
+
+
+def _longest_first(secrets: Iterable[str]) -> list[str]:
+    # Longest first, so a secret that contains another is hidden whole.
+    return sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def _hide_values(text: str, ordered: Sequence[str]) -> str:
+    for secret in ordered:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def without_secrets(generation: Generation, secrets: Iterable[str]) -> Generation:
+    """``generation`` with each secret value in its text, model name and finish reason
+    replaced by ``***``.
+
+    A hostile or compromised endpoint can echo the request's API key into its answer, and
+    answers are stored (journal, samples, report). Only the exact values are hidden: unlike
+    an error message, an answer may rightly say ``Bearer`` followed by a placeholder.
+    """
+    ordered = _longest_first(secrets)
+    text = _hide_values(generation.text, ordered)
+    model = _hide_values(generation.model, ordered) if generation.model else generation.model
+    finish = generation.finish_reason
+    finish = _hide_values(finish, ordered) if finish else finish
+    if (text, model, finish) == (generation.text, generation.model, generation.finish_reason):
+        return generation
+    return dataclasses.replace(generation, text=text, model=model, finish_reason=finish)
+
+
+def _scrubbed(text: str, secrets: Iterable[str], limit: int = _MAX_DETAIL + 100) -> str:
+    """``text`` scrubbed, then shortened to ``limit`` characters: in that order, so a cut never
+    leaves part of a secret that the scrub would no longer recognise."""
+    text = scrub_secrets(text, secrets)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """The value of header ``name`` (lowercase), matched case-insensitively, or None."""
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == name:
+            return str(value)
+    return None
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
@@ -94,10 +156,7 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
     Returns:
         A non-negative number of seconds, or ``None`` when absent or unparsable.
     """
-    if not headers:
-        return None
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
+    raw_ms = _header(headers, "retry-after-ms")
     if raw_ms is not None:
         try:
             ms = float(raw_ms.strip())
@@ -105,7 +164,7 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
             ms = -1.0
         if ms >= 0 and ms == ms:  # rejects NaN
             return ms / 1000.0
-    raw = lowered.get("retry-after")
+    raw = _header(headers, "retry-after")
     if raw is None:
         return None
     raw = raw.strip()
@@ -136,15 +195,17 @@ def _error_code(body: object) -> str | None:
 
 
 def _detail(body: object, fallback: str) -> str:
-    """The server's own message when it has one, else ``fallback``, shortened."""
+    """The server's own message when it has one, else ``fallback``, on one line.
+
+    Not shortened here: the caller scrubs secrets first and then shortens (:func:`_scrubbed`).
+    """
     message: Any = None
     if isinstance(body, Mapping):
         inner = body.get("error", body)
         message = inner.get("message") if isinstance(inner, Mapping) else inner
     if not isinstance(message, str) or not message.strip():
         message = fallback
-    message = " ".join(message.split())
-    return message if len(message) <= _MAX_DETAIL else message[:_MAX_DETAIL] + "..."
+    return " ".join(message.split())
 
 
 def provider_error_for_status(
@@ -172,14 +233,23 @@ def provider_error_for_status(
         error_type, retryable = "server_error", True
     elif 400 <= status < 500:
         error_type, retryable = "bad_request", False
-    else:  # a 1xx/2xx/3xx that the SDK still called an error: odd, worth one more try
+    elif 300 <= status < 400:
+        # Redirects are never followed (the API key would go to whatever host the server
+        # names), and asking again gets the same answer.
+        error_type, retryable = "redirect", False
+        location = _header(headers, "location")
+        message = (
+            f"the server redirects to {location or 'another URL'}; redirects are not followed, so "
+            "the API key is only ever sent to base_url: set base_url to the final URL"
+        )
+    else:  # a 1xx/2xx that the SDK still called an error: odd, worth one more try
         error_type, retryable = "bad_response", True
     # A 429 for an exhausted quota or billing limit will not clear by waiting.
     if status == 429 and code in ("insufficient_quota", "billing_hard_limit_reached"):
         error_type, retryable = "quota", False
     if code == "content_filter" and status == 400:
         error_type = "content_filter"
-    text = scrub_secrets(f"HTTP {status} ({error_type}): {message}", secrets)
+    text = _scrubbed(f"HTTP {status} ({error_type}): {message}", secrets)
     return ProviderError(
         text,
         retryable=retryable,
@@ -198,10 +268,12 @@ def provider_error_for_body(
     "code"}}``); otherwise its text, shortened, is the message.
     """
     parsed: object = None
-    text = body[: _MAX_DETAIL * 4].decode("utf-8", "replace")
+    # The whole (capped) body, not its start: the secret scrub must see every secret whole.
+    body = body[:_MAX_ERROR_BODY]
+    text = body.decode("utf-8", "replace")
     try:
-        parsed = json.loads(body) if len(body) <= 1024 * 1024 else None
-    except (ValueError, UnicodeDecodeError):
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         parsed = None
     return provider_error_for_status(
         status,
@@ -215,7 +287,7 @@ def provider_error_for_body(
 def stream_error_event(body: object, *, secrets: Iterable[str] = ()) -> ProviderError:
     """An error object sent inside a 200 stream: the server gave up mid-generation (retryable)."""
     return ProviderError(
-        scrub_secrets(f"the server reported an error mid-stream: {_detail(body, 'unknown error')}", secrets),
+        _scrubbed(f"the server reported an error mid-stream: {_detail(body, 'unknown error')}", secrets),
         retryable=True,
         error_type="server_error",
     )
@@ -248,7 +320,7 @@ def map_transport_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> P
         )
     detail = str(exc) or type(exc).__name__
     return ProviderError(
-        scrub_secrets(f"connection failed ({type(exc).__name__}): {detail}", secrets)[: _MAX_DETAIL + 100],
+        _scrubbed(f"connection failed ({type(exc).__name__}): {detail}", secrets),
         retryable=True,
         error_type="connection",
     )
@@ -302,13 +374,13 @@ def map_openai_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Prov
         cause = _root_cause(exc)
         cause_text = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         return ProviderError(
-            scrub_secrets(f"connection failed{cause_text}", secrets)[: _MAX_DETAIL + 100],
+            _scrubbed(f"connection failed{cause_text}", secrets),
             retryable=True,
             error_type="connection",
         )
     if isinstance(exc, openai.APIResponseValidationError):
         return ProviderError(
-            scrub_secrets(f"unexpected response body: {_detail(exc.body, exc.message)}", secrets),
+            _scrubbed(f"unexpected response body: {_detail(exc.body, exc.message)}", secrets),
             retryable=True,
             status_code=exc.status_code,
             error_type="bad_response",
@@ -317,37 +389,49 @@ def map_openai_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Prov
         # An error object sent inside a 200 stream ({"error": {...}}): the server gave up
         # mid-generation (overload, internal error), which usually passes on a retry.
         return ProviderError(
-            scrub_secrets(
-                f"the server reported an error mid-stream: {_detail(exc.body, exc.message)}", secrets
-            ),
+            _scrubbed(f"the server reported an error mid-stream: {_detail(exc.body, exc.message)}", secrets),
             retryable=True,
             error_type="server_error",
         )
     if _is_transport_error(exc):
         return map_transport_error(exc, secrets=secrets)
+    if isinstance(exc, RecursionError) or _is_int_digits_error(exc):
+        # The SDK's own json.loads on a body nested thousands deep or holding a number of
+        # thousands of digits: no chat completion looks like that.
+        reason = "nested too deep" if isinstance(exc, RecursionError) else "a number of over 4,300 digits"
+        return ProviderError(
+            f"malformed response from the server: its JSON is {reason} to read",
+            retryable=True,
+            error_type="bad_response",
+        )
     if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
         return ProviderError(
-            scrub_secrets(f"malformed response from the server ({type(exc).__name__}: {exc})", secrets),
+            _scrubbed(f"malformed response from the server ({type(exc).__name__}: {exc})", secrets),
             retryable=True,
             error_type="bad_response",
         )
     if _is_pydantic_validation_error(exc):
         return ProviderError(
-            scrub_secrets(f"response did not match the chat-completion schema: {exc}", secrets)[:_MAX_DETAIL],
+            _scrubbed(f"response did not match the chat-completion schema: {exc}", secrets),
             retryable=True,
             error_type="bad_response",
         )
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(
-            scrub_secrets(f"{type(exc).__name__}: {exc}", secrets)[:_MAX_DETAIL],
+            _scrubbed(f"{type(exc).__name__}: {exc}", secrets),
             retryable=False,
             error_type="client_error",
         )
     return ProviderError(
-        scrub_secrets(f"{type(exc).__name__}: {exc}", secrets)[:_MAX_DETAIL],
+        _scrubbed(f"{type(exc).__name__}: {exc}", secrets),
         retryable=False,
         error_type="provider_error",
     )
+
+
+def _is_int_digits_error(exc: BaseException) -> bool:
+    """Python's refusal to convert a very long integer (``sys.set_int_max_str_digits``)."""
+    return type(exc) is ValueError and "int_max_str_digits" in str(exc)
 
 
 def _is_pydantic_validation_error(exc: BaseException) -> bool:

@@ -51,7 +51,7 @@ from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
 from rai_harness.providers.base import BaseProvider, Provider, ProviderConfig, SeedSupport, StreamTimer
-from rai_harness.providers.errors_map import map_openai_error
+from rai_harness.providers.errors_map import map_openai_error, without_secrets
 from rai_harness.providers.httpio import (
     ACCEPT_ENCODING,
     ResponseLimits,
@@ -468,13 +468,15 @@ class OpenAICompatProvider(BaseProvider):
         try:
             with timer.sending():  # TTFT and latency count from the request's send
                 if self._stream:
-                    return await self._generate_stream(kwargs, request, timer)
-                return await self._generate_once(kwargs, request, timer)
+                    generation = await self._generate_stream(kwargs, request, timer)
+                else:
+                    generation = await self._generate_once(kwargs, request, timer)
         except ProviderError:
             raise
         except Exception as exc:
             # The SDK wraps what the transport raised (a response over a limit) in its own type.
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secret_values())) from None
+        return without_secrets(generation, self._secret_values())
 
     async def _generate_once(
         self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer

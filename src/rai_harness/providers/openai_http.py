@@ -18,7 +18,9 @@ classify every failure the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from rai_harness.errors import ProviderError
@@ -29,6 +31,7 @@ from rai_harness.providers.errors_map import (
     map_openai_error,
     provider_error_for_body,
     stream_error_event,
+    without_secrets,
 )
 from rai_harness.providers.httpio import ResponseLimits, find_limit_error
 from rai_harness.providers.openai_compat import (
@@ -163,12 +166,14 @@ class LeanOpenAIProvider(BaseProvider):
         try:
             with timer.sending():  # TTFT and latency count from the request's send
                 if self._stream:
-                    return await self._generate_stream(body, request, timer)
-                return await self._generate_once(body, request, timer)
+                    generation = await self._generate_stream(body, request, timer)
+                else:
+                    generation = await self._generate_once(body, request, timer)
         except ProviderError:
             raise
         except Exception as exc:
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secrets)) from None
+        return without_secrets(generation, self._secrets)
 
     async def _status_error(self, response: Any) -> ProviderError:
         body = await response.aread()
@@ -227,12 +232,8 @@ class LeanOpenAIProvider(BaseProvider):
             if not 200 <= response.status_code < 300:
                 raise await self._status_error(response)
             done = False
-            async for chunk in response.aiter_raw():
-                if done:
-                    # Read to the end of the body (bounded by the transport) so the connection
-                    # goes back to the pool: leaving at [DONE] would close it and cost a new
-                    # connect per call.
-                    continue
+            chunks = response.aiter_raw()
+            async for chunk in chunks:
                 for data in parser.feed(chunk):
                     if data == b"[DONE]":
                         done = True
@@ -259,7 +260,11 @@ class LeanOpenAIProvider(BaseProvider):
                             parts.append(content)
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
-        latency = timer.elapsed_s()
+                if done:
+                    break
+            latency = timer.elapsed_s()
+            if done:
+                await _drain_after_done(chunks)
         if events == 0:
             raise _bad("the stream ended without any chunk")
         if finish is None and usage is None:
@@ -284,6 +289,23 @@ class LeanOpenAIProvider(BaseProvider):
             model=_str_or_none(model) or self._model,
             streamed=True,
         )
+
+
+#: Seconds the rest of a body after ``[DONE]`` is read for (a server ends it at once).
+DRAIN_AFTER_DONE_S = 0.5
+
+
+async def _drain_after_done(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]``, for at most :data:`DRAIN_AFTER_DONE_S`.
+
+    Normally that is only the end of the chunked body, and reading it lets the connection go
+    back to the pool (leaving at once would close it and cost a new connect per call). A
+    server that holds the body open, or sends more, loses the connection, never the answer.
+    """
+    with contextlib.suppress(Exception):  # the answer is complete: nothing here can fail it
+        async with asyncio.timeout(DRAIN_AFTER_DONE_S):
+            async for _ in chunks:
+                pass
 
 
 def _bad(message: str) -> ProviderError:

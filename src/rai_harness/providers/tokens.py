@@ -196,6 +196,19 @@ def _token_count(value: Any) -> int | None:
     return value
 
 
+def _shown(value: object) -> str:
+    """A rejected count as a log may show it: a number, or only the type of anything else
+    (a string the server put there may quote the request's API key)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<int of {value.bit_length()} bits>"  # repr refuses over 4,300 digits
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:40] + "..."
+    if isinstance(value, (str, bytes, list, dict)):
+        return f"<{type(value).__name__} of length {len(value)}>"
+    return f"<{type(value).__name__}>"
+
+
 def checked_usage(
     prompt_tokens: Any,
     completion_tokens: Any,
@@ -236,9 +249,9 @@ def checked_usage(
     if prompt_tokens is None and completion_tokens is None:
         return usage
     log.warning(
-        "server usage rejected (prompt_tokens=%.40r, completion_tokens=%.40r): estimated locally",
-        prompt_tokens,
-        completion_tokens,
+        "server usage rejected (prompt_tokens=%s, completion_tokens=%s): estimated locally",
+        _shown(prompt_tokens),
+        _shown(completion_tokens),
     )
     return Usage(
         prompt_tokens=usage.prompt_tokens,
