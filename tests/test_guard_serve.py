@@ -34,6 +34,7 @@ from rai_harness.errors import ConfigError
 from rai_harness.guardrails import Guard
 from rai_harness.guardrails.server import (
     GUARD_FIELD,
+    REFUSAL,
     BackgroundServer,
     ServeConfig,
     create_app,
@@ -758,6 +759,7 @@ class _ToolUpstream:
         self.received: list[dict] = []
         self.message: dict = {}
         self.deltas: list[dict] = []
+        self.finish = "tool_calls"
 
         def event(delta: dict, finish: str | None = None) -> str:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -772,11 +774,11 @@ class _ToolUpstream:
                 async def events():
                     for delta in self.deltas:
                         yield event(delta)
-                    yield event({}, "tool_calls")
+                    yield event({}, self.finish)
                     yield "data: [DONE]\n\n"
 
                 return StreamingResponse(events(), media_type="text/event-stream")
-            choice = {"index": 0, "message": self.message, "logprobs": None, "finish_reason": "tool_calls"}
+            choice = {"index": 0, "message": self.message, "logprobs": None, "finish_reason": self.finish}
             return JSONResponse(
                 {
                     "id": "c1",
@@ -890,6 +892,109 @@ def test_streamed_tool_calls_are_held_checked_whole_and_sent(tools):
             assert calls == {0: {"name": "send_mail", "arguments": '{"body": "you are kind"}'}}
         else:
             assert calls == {}
+
+
+def test_every_text_field_of_an_answer_is_checked_and_unreadable_ones_removed(tools):
+    """refusal, reasoning_content and any other text field are output like the content; a
+    blocked answer keeps none of them; a field the rails cannot read is not passed on."""
+    upstream, client = tools
+    upstream.finish = "stop"
+    prompt = [{"role": "user", "content": "go"}]
+    try:
+        for field in ("refusal", "reasoning_content", "reasoning"):
+            upstream.message = {"role": "assistant", "content": "Fine.", field: "SECRET PLAN: you idiot"}
+            blocked = client.chat.completions.create(model="m", messages=prompt)
+            message = blocked.choices[0].message
+            assert blocked.choices[0].finish_reason == "content_filter", field
+            assert message.content is None and message.refusal == REFUSAL
+            assert "SECRET" not in blocked.model_dump_json(), field
+
+        upstream.message = {
+            "role": "assistant",
+            "content": "Done.",
+            "reasoning_content": "I will mail the report.",
+            "audio": {"id": "a1", "data": "AAAA", "transcript": "you idiot"},
+        }
+        completion = client.chat.completions.create(model="m", messages=prompt)
+        message = completion.choices[0].message
+        assert message.content == "Done." and message.audio is None
+        assert message.model_extra["reasoning_content"] == "I will mail the report."
+        output = completion.model_extra[GUARD_FIELD]["output"]
+        assert [c["field"] for c in output["choices"]] == ["content", "reasoning_content"]
+        assert output["removed_fields"] == ["audio"]
+
+        # Content as text parts is checked part by part; any other part cannot be relayed.
+        upstream.message = {"role": "assistant", "content": [{"type": "text", "text": "you idiot"}]}
+        parts = client.chat.completions.create(model="m", messages=prompt)
+        assert parts.choices[0].finish_reason == "content_filter"
+        upstream.message = {"role": "assistant", "content": [{"type": "image_url", "image_url": {}}]}
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=prompt)
+        assert caught.value.status_code == 502
+    finally:
+        upstream.finish = "tool_calls"
+
+
+def _stream_parts(client, prompt: list[dict]) -> tuple[list[dict], str | None]:
+    deltas, finish = [], None
+    for chunk in client.chat.completions.create(model="m", messages=prompt, stream=True):
+        if chunk.choices:
+            deltas.append(chunk.choices[0].delta.model_dump(exclude_none=True))
+            finish = chunk.choices[0].finish_reason or finish
+    return deltas, finish
+
+
+def test_streamed_text_fields_besides_the_content_are_held_and_checked(tools):
+    upstream, client = tools
+    upstream.finish = "stop"
+    prompt = [{"role": "user", "content": "go"}]
+    try:
+        # An insult split across reasoning pieces: only the whole field shows it.
+        upstream.deltas = [
+            {"role": "assistant", "content": ""},
+            {"role": "assistant", "reasoning_content": "SECRET: you id"},
+            {"role": "assistant", "reasoning_content": "iot"},
+            {"content": "Fine."},
+        ]
+        deltas, finish = _stream_parts(client, prompt)
+        assert finish == "content_filter"
+        assert not [d for d in deltas if "SECRET" in json.dumps(d)]
+
+        upstream.deltas = [
+            {"role": "assistant", "reasoning_content": "Mail the"},
+            {"role": "assistant", "reasoning_content": " report first."},
+            {"content": "Done."},
+            {"role": "assistant", "audio": {"data": "AAAA"}},
+        ]
+        deltas, finish = _stream_parts(client, prompt)
+        assert finish == "stop"
+        # One role chunk however often the upstream repeats it; the held field comes whole,
+        # after the content; the audio never comes.
+        assert sum("role" in d for d in deltas) == 1
+        assert [d["reasoning_content"] for d in deltas if "reasoning_content" in d] == [
+            "Mail the report first."
+        ]
+        assert not [d for d in deltas if "audio" in d]
+    finally:
+        upstream.finish = "tool_calls"
+
+
+def test_a_stream_holding_back_too_much_ends_with_an_error(tools, monkeypatch):
+    from rai_harness.guardrails import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_HELD_CHARS", 1000)
+    upstream, client = tools
+    upstream.finish = "stop"
+    try:
+        for delta in (
+            {"reasoning_content": "x" * 100},
+            {"tool_calls": [{"index": 0, "function": {"arguments": "x" * 100}}]},
+        ):
+            upstream.deltas = [{"role": "assistant", "content": ""}] + [delta] * 20
+            with pytest.raises(openai.APIError, match="holds back"):
+                _stream_parts(client, [{"role": "user", "content": "go"}])
+    finally:
+        upstream.finish = "tool_calls"
 
 
 def test_other_methods_and_paths_still_go_through_the_router(proxy):

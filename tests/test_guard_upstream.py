@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,37 @@ async def test_an_oversized_answer_is_refused(monkeypatch):
         with pytest.raises(UpstreamError, match="over 1000 bytes"):
             await client.post("/x", b"{}")
         await client.close()
+
+
+async def test_an_endless_header_or_too_many_headers_are_refused_early():
+    async def endless_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        try:
+            for _ in range(10_000):  # 640 MB if nobody stops reading
+                writer.write(b"a" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+    for handler in (endless_header, None):
+        if handler is None:
+            server: Any = await asyncio.start_server(
+                _Server(lambda _: b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 0\r\n\r\n").handle,
+                "127.0.0.1",
+                0,
+            )
+        else:
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(UpstreamError, match=f"headers are over {upstream_module.MAX_HEAD_BYTES} bytes"):
+            await asyncio.wait_for(client.post("/x", b"{}"), 10)
+        await client.close()
+        server.close()
 
 
 async def test_a_cancelled_request_closes_its_connection():

@@ -672,45 +672,120 @@ def _redacted_messages(
 #: Key of a streamed legacy ``function_call`` among the tool calls a relay holds back.
 _LEGACY_CALL = -1
 
+#: Message keys of an answer that are not model text: the role, the content (checked on its
+#: own) and the tool calls (checked by their arguments). Every other string field of a
+#: message (``refusal``, ``reasoning_content``...) is model text the output rails check.
+_ANSWER_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
 
-def _gather_tool_calls(delta: Mapping[str, Any], calls: dict[int, dict[str, Any]]) -> None:
-    """Join a stream delta's tool-call pieces into ``calls`` (by index; strings concatenated).
+#: Most characters a streamed answer may hold back to check whole at its end (tool-call
+#: arguments and text fields other than the content): beyond it the relay ends the stream
+#: with an error rather than fill memory with what a hostile upstream sends.
+MAX_HELD_CHARS = 1_000_000
 
-    Raises:
-        _UpstreamStreamError: a piece of a shape the guard cannot read (fail closed).
+#: Most distinct field names of an answer reported as removed (a hostile upstream could
+#: send thousands).
+_MAX_REMOVED_NAMES = 16
+
+
+def _note_removed(removed: list[str], name: str) -> None:
+    if name not in removed and len(removed) < _MAX_REMOVED_NAMES:
+        removed.append(name[:64])
+
+
+class _HeldBack:
+    """What a streamed answer carries besides its content, held back and checked whole at the end.
+
+    Tool calls (by index; a legacy ``function_call`` under :data:`_LEGACY_CALL`) and other
+    text fields of the delta (``refusal``, ``reasoning_content``...) are gathered piece by
+    piece into lists (joined once: repeated concatenation would cost quadratic time), at
+    most :data:`MAX_HELD_CHARS` in all. A field that is neither text nor a tool call (audio,
+    annotations) cannot be checked, so it is not passed on; its name is reported.
     """
-    pieces: list[tuple[int, Any]] = []
-    if "tool_calls" in delta:
-        if not isinstance(delta["tool_calls"], list):
-            raise _UpstreamStreamError("the upstream sent tool calls the guard cannot read")
-        for piece in delta["tool_calls"]:
-            index = piece.get("index") if isinstance(piece, Mapping) else None
-            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-                raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
-            pieces.append((index, piece))
-    if "function_call" in delta:
-        pieces.append((_LEGACY_CALL, {"function": delta["function_call"]}))
-    for index, piece in pieces:
-        call = calls.setdefault(index, {"index": index, "function": {"arguments": ""}})
-        for key in ("id", "type"):
-            if isinstance(piece.get(key), str):
-                call[key] = piece[key]
-        function = piece.get("function")
-        if function is None:
-            continue
-        if not isinstance(function, Mapping):
-            raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
-        for key in ("name", "arguments"):
-            value = function.get(key)
-            if value is None:
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, Any]] = {}
+        self._call_parts: dict[tuple[int, str], list[str]] = {}
+        self.texts: dict[str, list[str]] = {}
+        self.removed: list[str] = []
+        self.role: str | None = None
+        self._chars = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.calls or self.texts)
+
+    def add(self, delta: Mapping[str, Any]) -> None:
+        """Gather one delta's tool-call pieces and text fields (its ``content`` is not held).
+
+        Raises:
+            _UpstreamStreamError: a piece the guard cannot read, or more than
+                :data:`MAX_HELD_CHARS` held back (fail closed).
+        """
+        self._add_calls(delta)
+        for key, value in delta.items():
+            if key in _ANSWER_KEYS:
+                if key == "role" and isinstance(value, str) and self.role is None:
+                    self.role = value
+            elif isinstance(value, str):
+                if value:
+                    self.texts.setdefault(key, []).append(value)
+                    self._count(len(value))
+            elif value is not None:
+                _note_removed(self.removed, str(key))
+
+    def _count(self, chars: int) -> None:
+        self._chars += chars
+        if self._chars > MAX_HELD_CHARS:
+            raise _UpstreamStreamError(
+                f"the upstream sent over {MAX_HELD_CHARS} characters of tool calls and text outside "
+                "the content, more than the guard holds back to check"
+            )
+
+    def _add_calls(self, delta: Mapping[str, Any]) -> None:
+        pieces: list[tuple[int, Any]] = []
+        if "tool_calls" in delta:
+            if not isinstance(delta["tool_calls"], list):
+                raise _UpstreamStreamError("the upstream sent tool calls the guard cannot read")
+            for piece in delta["tool_calls"]:
+                index = piece.get("index") if isinstance(piece, Mapping) else None
+                if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                    raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+                pieces.append((index, piece))
+        if "function_call" in delta:
+            pieces.append((_LEGACY_CALL, {"function": delta["function_call"]}))
+        for index, piece in pieces:
+            if index not in self.calls and len(self.calls) >= 128:
+                raise _UpstreamStreamError("the upstream sent more than 128 tool calls")
+            call = self.calls.setdefault(index, {"index": index, "function": {}})
+            for key in ("id", "type"):
+                if isinstance(piece.get(key), str):
+                    call[key] = piece[key][:256]
+            function = piece.get("function")
+            if function is None:
                 continue
-            if not isinstance(value, str):
+            if not isinstance(function, Mapping):
                 raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
-            call["function"][key] = call["function"].get(key, "") + value
-    if _LEGACY_CALL in calls:
-        calls[_LEGACY_CALL].pop("index", None)
-        calls[_LEGACY_CALL].pop("id", None)
-        calls[_LEGACY_CALL].pop("type", None)
+            for key in ("name", "arguments"):
+                value = function.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+                self._call_parts.setdefault((index, key), []).append(value)
+                self._count(len(value))
+
+    def call_arguments(self) -> list[tuple[int, str]]:
+        """``(index, joined arguments)`` of each held tool call, in index order."""
+        return [(i, "".join(self._call_parts.get((i, "arguments"), ()))) for i in sorted(self.calls)]
+
+    def call_delta(self, index: int, arguments: str) -> dict[str, Any]:
+        """The delta that sends held tool call ``index`` whole, with ``arguments`` (checked)."""
+        call = self.calls[index]
+        function: dict[str, Any] = {"arguments": arguments}
+        if (index, "name") in self._call_parts:
+            function["name"] = "".join(self._call_parts[(index, "name")])
+        if index == _LEGACY_CALL:
+            return {"function_call": function}
+        return {"tool_calls": [{**call, "function": function}]}
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:
@@ -1296,16 +1371,31 @@ class GuardService:
     async def _checked_completion(
         self, completion: dict[str, Any], choices: list[Any], input_verdict: dict[str, Any]
     ) -> Response:
-        # Every text of every answer: the content and the arguments of any tool calls (an
-        # agent runs those, so they are output as much as the content is).
+        # Every text of every answer: the content, every other text field (refusal,
+        # reasoning_content...) and the arguments of any tool calls (an agent runs those, so
+        # they are output as much as the content is). A field the rails cannot read is removed.
         checked: list[tuple[dict[str, Any], _Segment]] = []
+        removed: list[str] = []
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
             if not isinstance(message, dict):
                 continue
-            content = message.get("content")
-            if isinstance(content, str) and content:
-                checked.append((choice, _Segment(0, None, "assistant", content)))
+            for key, value in list(message.items()):
+                if key == "content":
+                    try:
+                        segments = self._answer_content(value)
+                    except _HTTPError:
+                        self.metrics.count_error("upstream")
+                        raise
+                    checked.extend((choice, segment) for segment in segments)
+                elif key in _ANSWER_KEYS:
+                    continue
+                elif isinstance(value, str):
+                    if value:
+                        checked.append((choice, _Segment(0, None, "assistant", value, (key,))))
+                elif value is not None:
+                    del message[key]
+                    _note_removed(removed, str(key))
             try:
                 calls = _tool_call_segments(0, "assistant", message)
             except _HTTPError:
@@ -1327,12 +1417,13 @@ class GuardService:
                 choice["logprobs"] = None
             verdicts.append({"index": choice.get("index"), "field": segment.field, **_verdict(result)})
         for choice in blocked.values():
-            # One blocked text withholds the whole answer: content and every tool call.
-            message = choice["message"]
-            message["content"] = None
-            message["refusal"] = REFUSAL
-            message.pop("tool_calls", None)
-            message.pop("function_call", None)
+            # One blocked text withholds the whole answer: every text field and tool call.
+            role = choice["message"].get("role")
+            choice["message"] = {
+                "role": role if isinstance(role, str) else "assistant",
+                "content": None,
+                "refusal": REFUSAL,
+            }
             choice["finish_reason"] = "content_filter"
         output_action = strongest(r.action for r in outputs)
         action = strongest((input_verdict["action"], output_action))
@@ -1342,6 +1433,8 @@ class GuardService:
             "input": input_verdict,
             "output": {"action": output_action, "choices": verdicts},
         }
+        if removed:
+            completion[GUARD_FIELD]["output"]["removed_fields"] = removed
         headers = self._verdict_headers(
             action, input_verdict["action"], output_action, _blocking_rails(outputs)
         )
@@ -1388,10 +1481,10 @@ class GuardService:
     ) -> AsyncIterator[bytes]:
         """Re-emit the upstream stream with its text released window by window, as checked."""
         template: dict[str, Any] = {"object": "chat.completion.chunk"}
-        pending: list[bytes] = []  # upstream chunks without text (role), in order
-        # Streamed tool calls (and a legacy function_call, key -1) by index, their pieces
-        # joined: held back to the end, checked whole, then sent as one chunk each.
-        calls: dict[int, dict[str, Any]] = {}
+        pending: list[bytes] = []  # the role chunk, until the first checked text goes out
+        # Tool calls and text fields other than the content (refusal, reasoning_content):
+        # held back to the end, checked whole, then sent as one chunk each.
+        held = _HeldBack()
         tail: dict[str, Any] = {"finish_reason": None, "usage": None, "done": False}
         output_actions: list[str] = []
         windows = 0
@@ -1427,11 +1520,13 @@ class GuardService:
                     continue
                 choice = choices[0] if isinstance(choices[0], dict) else {}
                 delta = choice.get("delta") or {}
+                if not isinstance(delta, dict):
+                    raise _UpstreamStreamError("the upstream sent a delta that is not an object")
                 content = delta.get("content")
-                rest = {k: v for k, v in delta.items() if k not in ("content", "tool_calls", "function_call")}
-                _gather_tool_calls(delta, calls)
-                if rest:
-                    pending.append(chunk({**rest, "content": ""} if "role" in rest else rest))
+                had_role = held.role is not None
+                held.add(delta)
+                if not had_role and held.role is not None:
+                    pending.append(chunk({"role": held.role, "content": ""}))
                 if choice.get("finish_reason"):
                     tail["finish_reason"] = choice["finish_reason"]
                 if isinstance(content, str) and content:
@@ -1445,6 +1540,8 @@ class GuardService:
 
         def summary(action: str, blocked: GuardResult | None) -> dict[str, Any]:
             output: dict[str, Any] = {"action": action, "windows": windows}
+            if held.removed:
+                output["removed_fields"] = list(held.removed)
             if blocked is not None:
                 output["blocked_window"] = _verdict(blocked)
             return {
@@ -1475,13 +1572,13 @@ class GuardService:
             for event in pending:
                 yield event
             pending.clear()
-            if calls:
-                checked_calls, blocked_call = await self._checked_tool_calls(calls, on_result)
-                if blocked_call is not None:
-                    for event in blocked_ending(blocked_call):
+            if held:
+                checked_deltas, blocked_held = await self._checked_held_back(held, on_result)
+                if blocked_held is not None:
+                    for event in blocked_ending(blocked_held):
                         yield event
                     return
-                for delta in checked_calls:
+                for delta in checked_deltas:
                     yield chunk(delta)
             extra = {GUARD_FIELD: summary(strongest(output_actions), None)}
             yield chunk({}, tail["finish_reason"] or "stop", **extra)
@@ -1507,24 +1604,51 @@ class GuardService:
             # answer must not look complete. Nothing unchecked was sent.
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
 
-    async def _checked_tool_calls(
-        self, calls: dict[int, dict[str, Any]], on_result: Callable[[GuardResult], None]
+    @staticmethod
+    def _answer_content(content: Any) -> list[_Segment]:
+        """The checked texts of an answer's ``content``: a string, or a list of text parts.
+
+        Raises:
+            _HTTPError: 502 for content of any other shape (fail closed: never relayed
+                unchecked).
+        """
+        if content is None or content == "":
+            return []
+        if isinstance(content, str):
+            return [_Segment(0, None, "assistant", content)]
+        segments: list[_Segment] = []
+        for j, part in enumerate(content if isinstance(content, list) else [None]):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+            text = part.get(key) if key is not None and isinstance(part, Mapping) else None
+            if key is None or not isinstance(text, str):
+                raise _HTTPError(
+                    502, "the upstream's answer has content the guard cannot read", "upstream_error"
+                )
+            if text:
+                segments.append(_Segment(0, j, "assistant", text, ("content", j, key)))
+        return segments
+
+    async def _checked_held_back(
+        self, held: _HeldBack, on_result: Callable[[GuardResult], None]
     ) -> tuple[list[dict[str, Any]], GuardResult | None]:
-        """The held tool calls as checked deltas (arguments redacted), or the blocking verdict."""
-        order = sorted(calls)
-        results = await self._guard().acheck_outputs([calls[i]["function"]["arguments"] for i in order])
+        """The held text fields and tool calls as checked deltas (redacted where a rail says
+        so), or the verdict that blocks the answer."""
+        texts = [(key, "".join(parts)) for key, parts in held.texts.items()]
+        calls = held.call_arguments()
+        results = await self._guard().acheck_outputs([t for _, t in texts] + [a for _, a in calls])
         for result in results:
             on_result(result)
-        deltas: list[dict[str, Any]] = []
-        for index, result in zip(order, results, strict=True):
-            if result.blocked:
-                return [], result
-            call = calls[index]
-            call["function"]["arguments"] = result.redacted_text
-            if index == _LEGACY_CALL:
-                deltas.append({"function_call": call["function"]})
-            else:
-                deltas.append({"tool_calls": [call]})
+        blocking = next((r for r in results if r.blocked), None)
+        if blocking is not None:
+            return [], blocking
+        deltas: list[dict[str, Any]] = [
+            # Not blocked, so each redacted_text is a string (the text itself, or redacted).
+            {key: result.redacted_text or ""}
+            for (key, _), result in zip(texts, results, strict=False)
+        ]
+        for (index, _), result in zip(calls, results[len(texts) :], strict=True):
+            deltas.append(held.call_delta(index, result.redacted_text or ""))
         return deltas, None
 
     @staticmethod

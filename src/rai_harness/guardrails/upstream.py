@@ -41,6 +41,10 @@ MAX_REPLY_BYTES = 32 * 1024 * 1024
 #: Longest line of a streamed answer, bytes (aiohttp's default read limit is the same order).
 MAX_LINE_BYTES = 128 * 1024
 
+#: Most bytes of status line and headers read before the body (uvicorn and nginx allow
+#: 8-64 KiB); an upstream that never ends its headers must not fill the proxy's memory.
+MAX_HEAD_BYTES = 64 * 1024
+
 #: Seconds an idle connection is kept for reuse. Servers close idle keep-alive connections
 #: after their own timeout (often 5-75 s); reusing one they are closing fails the request,
 #: so stay well under the common values.
@@ -82,6 +86,8 @@ class _Connection(asyncio.Protocol):
         self._header_name = b""
         self._body: list[bytes] = []
         self._size = 0
+        self._head_bytes = 0  # bytes received before the headers ended
+        self._head_size = 0  # bytes of the headers parsed
         self._limit = MAX_REPLY_BYTES
         self.complete = False
         self.reusable = False
@@ -127,6 +133,13 @@ class _Connection(asyncio.Protocol):
             # connection's framing can no longer be trusted.
             self._fail(UpstreamError("the upstream sent data after its answer"))
             return
+        if not self.status:  # still in the status line and headers
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES + MAX_LINE_BYTES:
+                # Checked per read, so a head that ends inside a large first read still passes;
+                # on_header bounds the parsed head itself.
+                self._fail(UpstreamError(f"the upstream's headers are over {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -146,6 +159,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Names are ASCII by the grammar; values are decoded leniently (latin-1 never fails).
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            self._fail(UpstreamError(f"the upstream's headers are over {MAX_HEAD_BYTES} bytes"))
+            return
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
