@@ -113,6 +113,21 @@ def test_sampled_hf_local_run_is_identical_at_any_concurrency(tiny_gpt2, tmp_pat
     assert repro["providers"]["tiny"]["reproducible"] == "yes" and repro["providers"]["tiny"]["sampled"]
 
 
+def test_a_resume_that_reuses_every_call_keeps_the_model_details(tiny_gpt2, tmp_path):
+    config = _hf_config(tiny_gpt2, batch=4)
+    first, out = _run(config, tmp_path / "run")
+    loaded = first.providers["tiny"].model_info
+    assert loaded["loaded"] is True and loaded["device"] == "cpu"
+    outputs = {(s.sample_id, s.repeat): s.output for s in read_samples(out / "samples.jsonl")}
+    # The same run again: every call comes from the journal, so the model is never loaded.
+    again, _ = _run(config, tmp_path / "run")
+    info = again.providers["tiny"].model_info
+    assert info["loaded"] is False and "earlier session" in info["loaded_in"]
+    provenance = {k: v for k, v in loaded.items() if k not in ("loaded", "stats")}
+    assert {k: info.get(k) for k in provenance} == provenance  # weights, device, dtype, versions
+    assert {(s.sample_id, s.repeat): s.output for s in read_samples(out / "samples.jsonl")} == outputs
+
+
 def test_request_seed_depends_on_sample_repeat_and_base_only():
     assert request_seed(1, "a", 0) == request_seed(1, "a", 0)
     assert (

@@ -745,6 +745,38 @@ def _run_id(journal: Journal) -> str:
     return run_id
 
 
+def _model_info_key(provider_id: str) -> str:
+    return f"model_info:{provider_id}"
+
+
+def _remember_model_info(journal: Journal, provider_id: str, info: Mapping[str, Any]) -> None:
+    """Keep a loaded model's details (weights, hashes, device) in the journal, for a resume."""
+    if info.get("loaded"):
+        journal.set_meta(_model_info_key(provider_id), dict(info))
+
+
+def _with_recorded_model_info(journal: Journal, provider_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """``info``, or the details journaled when the model was loaded, if it was not loaded now.
+
+    A resumed run that reuses every call of a local model never loads it, so its own
+    description lacks what produced the reused outputs (weights file, sha256, device, dtype).
+    The description an earlier session of the same run recorded at load time stands in, with
+    this session's call statistics.
+    """
+    if info.get("loaded") is not False:
+        _remember_model_info(journal, provider_id, info)
+        return info
+    recorded = journal.get_meta(_model_info_key(provider_id))
+    if not isinstance(recorded, dict):
+        return info
+    return {
+        **recorded,
+        "stats": info.get("stats", recorded.get("stats")),
+        "loaded": False,
+        "loaded_in": "an earlier session of this run (every call was reused from the journal)",
+    }
+
+
 async def _generate(
     plan: RunPlan,
     journal: Journal,
@@ -758,6 +790,23 @@ async def _generate(
     With ``runner.engine: ray`` the calls are made by Ray actors instead
     (:func:`~rai_harness.run.ray_engine.generate_on_ray`); this process still journals them.
     """
+    generated = await _generate_calls(plan, journal, on_record=on_record, on_start=on_start, session=session)
+    infos = tuple(
+        _with_recorded_model_info(journal, pp.provider_id, dict(info))
+        for pp, info in zip(plan.providers, generated.model_infos, strict=True)
+    )
+    return dataclasses.replace(generated, model_infos=infos)
+
+
+async def _generate_calls(
+    plan: RunPlan,
+    journal: Journal,
+    *,
+    on_record: OnRecord | None,
+    on_start: Callable[[RunPlan, int], None] | None,
+    session: RaySession | None = None,
+) -> Generated:
+    """:func:`_generate` before the model details are completed from the journal."""
     if plan.config.runner.engine == "ray":
         from rai_harness.run.ray_engine import generate_on_ray
 
@@ -846,6 +895,8 @@ async def _load_pending(plan: RunPlan, providers: Sequence[Provider], journal: J
         if _pending_calls(pp, journal, retry_failed) == 0:
             continue
         await provider.load()
+        # Now, not at the end: a session killed mid-run must not take the details with it.
+        _remember_model_info(journal, pp.provider_id, describe_provider(provider))
 
 
 async def _generate_one(
