@@ -163,9 +163,7 @@ def _guarded_config(base_url: str, prompts: list[str]) -> dict[str, Any]:
         "model": "gpt-4o-mini",
         "base_url": base_url,
         "api_key_env": "RAI_TEST_API_KEY",
-        # One call at a time: the guard's micro-batcher would otherwise put the crashing text in
-        # a batch with others, and a crashed batch fails every call in it.
-        "concurrency": 1,
+        "concurrency": 4,
         "timeout_s": 20.0,
         "max_retries": 0,
         "params": {"max_tokens": 16},
@@ -180,6 +178,30 @@ def _guarded_config(base_url: str, prompts: list[str]) -> dict[str, Any]:
         "prompts": {"items": prompts},
         "runner": {"max_error_rate": 1.0},
     }
+
+
+def test_a_guard_in_a_run_scores_each_check_on_its_own(tmp_path, monkeypatch):
+    """No score in a record may depend on which concurrent calls shared a batch (machine load)."""
+    monkeypatch.setenv("RAI_TEST_API_KEY", "sk-test")
+    batches: list[list[str]] = []
+    original = KeywordClassifier.predict
+
+    def recording_predict(self: KeywordClassifier, texts):
+        batches.append(list(texts))
+        time.sleep(0.01)  # long enough for concurrent calls to pile up behind a batcher
+        return original(self, texts)
+
+    monkeypatch.setattr(KeywordClassifier, "predict", recording_predict)
+    (tmp_path / "policy.yaml").write_text(GUARD_POLICY)
+    prompts = [f"question number {i}" for i in range(12)]
+    config = _guarded_config("", prompts)
+    config["providers"] = [{**config["providers"][1], "concurrency": 12}]
+    with FakeOpenAIServer(FaultConfig()) as srv:
+        config["providers"][0]["base_url"] = srv.base_url
+        record, _ = _run(config, tmp_path)
+    assert record.status == "complete"
+    mixed = [b for b in batches if len({w for t in b for w in t.split() if w.isdigit()}) > 1]
+    assert batches and not mixed, mixed
 
 
 def test_guarded_run_on_a_slowed_classifier_never_allows_silently(tmp_path, monkeypatch):

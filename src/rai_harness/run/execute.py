@@ -513,8 +513,9 @@ def _build(pp: ProviderPlan) -> Provider:
     The guard is built from the policy resolved at plan time (``pp.guard_policy``), in
     evaluation mode: every rail's ``timeout_ms`` raised above the call's ``timeout_s`` (the
     call's deadline, recorded as a timeout error on the sample, ends a stuck check; a busy
-    machine never turns a slow check into the rail's ``on_error``), and a failed rail fails
-    the call. Rails slower than the policy's own timeouts are named in the verdicts. The
+    machine never turns a slow check into the rail's ``on_error``), each check scored on its
+    own (no micro-batching, so no score depends on which calls arrived together), and a
+    failed rail fails the call. Rails slower than the policy's own timeouts are named in the verdicts. The
     guard belongs to this provider and is closed with it.
     """
     cfg = pp.config
@@ -529,7 +530,13 @@ def _build(pp: ProviderPlan) -> Provider:
         for stage in ("input", "output")
         for rail in getattr(policy, stage)
     }
-    guard = Guard.from_policy(policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0))
+    # No micro-batching: which concurrent calls share a batch depends on when they arrive, i.e.
+    # on machine load, and a batch's shape moves scores in their last digits (and one crashing
+    # text would fail its batch-mates). Each check scored alone gives the same record however
+    # busy the machine was.
+    guard = Guard.from_policy(
+        policy.with_rail_timeouts((cfg.timeout_s + _RAIL_DEADLINE_MARGIN_S) * 1000.0), micro_batch=False
+    )
     try:
         provider = build_provider(cfg)
     except BaseException:
@@ -592,9 +599,10 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
         }
         if cfg.guard is not None:
             entry["guard"] = (
-                "deterministic classifiers; rails wait for their classifier up to the call's timeout_s "
-                "(no policy timeout in a run), and a failed rail is an error on the sample: guard "
-                "verdicts do not depend on machine load"
+                "deterministic classifiers, each check scored on its own (no micro-batching); rails "
+                "wait for their classifier up to the call's timeout_s (no policy timeout in a run), and "
+                "a failed rail is an error on the sample: guard verdicts and scores do not depend on "
+                "machine load"
             )
         providers[pp.provider_id] = entry
     judges, judge_caveats = judge_reproducibility(plan.judges)
