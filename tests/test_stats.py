@@ -634,6 +634,55 @@ def test_max_pairwise_gap_false_alarms_and_coverage(templates):
     assert cover.rate >= 0.915, cover
 
 
+def test_max_pairwise_gap_of_rates_floors_each_variance_at_one_step_by_hand():
+    # Two groups, eight templates, 0/1 outcomes: d = 1, then 0 x 7 (step 1). D = 1/8, sum of
+    # squares 0.875, floored: (0.875 + 1) / 7, w = t_7(0.975) * sqrt(that / 8).
+    table = {"a": {t: float(t == 0) for t in range(8)}, "b": dict.fromkeys(range(8), 0.0)}
+    r = max_pairwise_gap(table, value_range=(0.0, 1.0))
+    w = sps.t.ppf(0.975, 7) * math.sqrt(1.875 / 7 / 8)
+    assert r.gap.value == pytest.approx(0.125)
+    assert r.gap.ci_low == 0.0 and r.gap.ci_high == pytest.approx(0.125 + w)
+    assert "variance floored at one step (1)" in (r.gap.note or "")
+    # Never narrower than the plain t interval (sample variance 0.875 / 7).
+    plain = max_pairwise_gap(table)
+    assert plain.gap.ci_high == pytest.approx(0.125 + sps.t.ppf(0.975, 7) * math.sqrt(0.875 / 7 / 8))
+    assert r.gap.ci_high > plain.gap.ci_high
+    # No flag anywhere: not [0, 0] (which a gate would read as proof of no gap) but the room
+    # one unseen step leaves: variance 1/7, w = t_7(0.975) * sqrt(1/56).
+    zeros = {"a": dict.fromkeys(range(8), 0.0), "b": dict.fromkeys(range(8), 0.0)}
+    none = max_pairwise_gap(zeros, value_range=(0, 1))
+    assert none.gap.value == 0.0 and none.gap.ci_high == pytest.approx(sps.t.ppf(0.975, 7) / math.sqrt(56))
+    # Rates of 6 replies that were all 0: the caller's step (1/6), not the range's width.
+    sixths = max_pairwise_gap(zeros, value_range=(0, 1), value_step=1 / 6)
+    assert sixths.gap.ci_high == pytest.approx(none.gap.ci_high / 6)
+    # Inferred step: rates of 4 replies, however they were rounded.
+    quarters = max_pairwise_gap(
+        {"a": {1: 0.25, 2: 0.5000000000000001, 3: 0.0}, "b": {1: 0.0, 2: 0.5, 3: 0.0}}, value_range=(0, 1)
+    )
+    assert "one step (0.25)" in (quarters.gap.note or "")
+    # Without a range the plain t interval stays; a value outside the range is refused.
+    assert "floored" not in (plain.gap.note or "")
+    for bad in (
+        {"value_range": (0, 1), "value_step": 0.0},
+        {"value_range": (1, 0)},
+        {"value_range": (0, 0.5)},
+    ):
+        with pytest.raises(ValueError):
+            max_pairwise_gap({"a": {1: 1.0, 2: 0.0}, "b": {1: 0.0, 2: 0.0}}, **bad)
+
+
+@pytest.mark.parametrize(("groups", "replies", "rate"), [(8, 1, 0.3), (2, 1, 0.3), (2, 6, 0.3)])
+@pytest.mark.parametrize("templates", [4, 8, 16])
+def test_max_pairwise_gap_keeps_its_coverage_on_sparse_rates(templates, groups, replies, rate):
+    # One group flagged on some replies, the rest never: most small samples show no flag at
+    # all. Unadjusted, the interval collapsed to [0, 0] there (coverage 73% at 4 templates with
+    # 8 groups, and a gate bound at the true gap passed 25% of the time).
+    cover, passes = coverage.sparse_gap_coverage(
+        templates, 300, groups=groups, rate=rate, replies=replies, seed=templates
+    )
+    assert cover.rate >= 0.93 and passes.rate <= 0.05, (cover, passes)
+
+
 @pytest.mark.parametrize("n", [8, 10, 30, 100])
 def test_wilson_small_n_average_coverage(n):
     # Exact: Wilson's coverage oscillates with p (discreteness); averaged over p it is ~95%.

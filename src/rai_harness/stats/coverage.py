@@ -19,7 +19,7 @@ skewness 6.2); counts with many zeros, as PII findings per output are: ``poisson
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "mcnemar_type1",
     "paired_type1",
     "ratio_bootstrap_coverage",
+    "sparse_gap_coverage",
     "wilson_coverage",
 ]
 
@@ -427,6 +428,60 @@ def mcnemar_type1(
     return SimResult(rejections / reps, reps, "mcnemar-" + _methods(seen))
 
 
+def sparse_gap_coverage(
+    templates: int,
+    reps: int,
+    *,
+    groups: int = 8,
+    rate: float = 0.3,
+    bound: float | None = None,
+    adjusted: bool = True,
+    replies: int = 1,
+    seed: int = 0,
+) -> tuple[SimResult, SimResult]:
+    """Coverage of :func:`~rai_harness.stats.max_pairwise_gap` on sparse rates.
+
+    ``replies`` replies per template and group (1: the quickstart's shape): each reply of one
+    group is flagged with probability ``rate``, every other group's never, so the true largest
+    gap is ``rate`` and most samples of a few templates hold no flag at all.
+
+    Args:
+        templates: Shared templates per data set.
+        reps: Data sets.
+        groups: Number of groups.
+        rate: The one group's flag probability (the true largest gap).
+        replies: Replies per template and group (the rates' step is 1/replies).
+        bound: A gate's bound on the gap; default ``rate`` (a rule sitting at the truth).
+        adjusted: Pass the rates' range, as the suite does (variance floored at one step); False: the
+            plain t interval used before, for comparison.
+        seed: Seed.
+
+    Returns:
+        ``(coverage of the true gap, share with ci_high <= bound)``: the second is how often a
+        gate rule ``ci_high <= bound`` passes although the true gap is ``rate``.
+    """
+    rng = np.random.default_rng(seed)
+    limit = rate if bound is None else bound
+    hits = passes = 0
+    seen = set()
+    for _ in range(reps):
+        flagged = rng.binomial(replies, rate, templates) / replies
+        values: dict[str, dict[Hashable, float]] = {
+            f"g{g}": dict.fromkeys(range(templates), 0.0) for g in range(groups)
+        }
+        values["g0"] = {t: float(flagged[t]) for t in range(templates)}
+        if adjusted:  # as the suite passes rates: their range and step
+            gap = max_pairwise_gap(values, value_range=(0.0, 1.0), value_step=1.0 / replies).gap
+        else:
+            gap = max_pairwise_gap(values).gap
+        seen.add(gap.method)
+        if gap.ci_low is not None and gap.ci_high is not None:
+            hits += gap.ci_low <= rate <= gap.ci_high
+            passes += gap.ci_high <= limit
+    method = _methods(seen)
+    return SimResult(hits / reps, reps, method), SimResult(passes / reps, reps, method)
+
+
 def gap_coverage(
     templates: int, reps: int, *, groups: int = 4, effect: float = 0.0, seed: int = 0
 ) -> tuple[SimResult, SimResult]:
@@ -456,7 +511,8 @@ def gap_coverage(
         p = rng.beta(2.0, 6.0, templates) * (1.0 - effect)
         table = rng.binomial(6, p[None, :] + offsets[:, None]) / 6.0
         result = max_pairwise_gap(
-            {f"g{g}": {t: float(table[g, t]) for t in range(templates)} for g in range(groups)}
+            {f"g{g}": {t: float(table[g, t]) for t in range(templates)} for g in range(groups)},
+            value_range=(0.0, 1.0),  # rates, as bias.counterfactual passes them
         )
         gap = result.gap
         seen.add(gap.method)
