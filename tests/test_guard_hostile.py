@@ -217,7 +217,10 @@ def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
     assert folded == f"{russian} you idiot, write to jane@example.com" and len(folded) == len(mixed)
     # Capitals fold to capitals (TR39's prototype for capital I is "l").
     assert fold_lookalikes("you \u0406DIOT, KI\u0406\u0406") == "you IDIOT, KIII"
-    # Latin-script lookalikes (IPA, small capitals) fold in every word; accented letters stay.
+    # Letters of living alphabets are never folded: Turkish dotless i, Ewe and Kabiye letters.
+    for text in ("Bu s\u0131k s\u0131k olur. I\u015f\u0131k k\u0131sa.", "E\u028be \u0263e \u0269"):
+        assert fold_lookalikes(text) == text
+    # Latin-script display forms (script a and g, small capitals) fold in every word.
     assert fold_lookalikes("jane@ex\u0251mple.\u0261ov \u1d04\u1d1c\u1d20 caf\u00e9") == (
         "jane@example.gov cuv caf\u00e9"
     )

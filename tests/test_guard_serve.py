@@ -760,6 +760,9 @@ class _ToolUpstream:
         self.message: dict = {}
         self.deltas: list[dict] = []
         self.finish = "tool_calls"
+        self.extra: dict = {}  # top-level fields of the answer (non-stream)
+        self.choice_extra: dict = {}  # fields of its choice (non-stream)
+        self.events: list[dict] | None = None  # raw stream events, instead of deltas
 
         def event(delta: dict, finish: str | None = None) -> str:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -772,13 +775,24 @@ class _ToolUpstream:
             if body.get("stream"):
 
                 async def events():
+                    if self.events is not None:
+                        for raw in self.events:
+                            yield "data: " + json.dumps(raw) + "\n\n"
+                        yield "data: [DONE]\n\n"
+                        return
                     for delta in self.deltas:
                         yield event(delta)
                     yield event({}, self.finish)
                     yield "data: [DONE]\n\n"
 
                 return StreamingResponse(events(), media_type="text/event-stream")
-            choice = {"index": 0, "message": self.message, "logprobs": None, "finish_reason": self.finish}
+            choice = {
+                "index": 0,
+                "message": self.message,
+                "logprobs": None,
+                "finish_reason": self.finish,
+                **self.choice_extra,
+            }
             return JSONResponse(
                 {
                     "id": "c1",
@@ -787,6 +801,7 @@ class _ToolUpstream:
                     "model": "m",
                     "choices": [choice],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    **self.extra,
                 }
             )
 
@@ -995,6 +1010,104 @@ def test_a_stream_holding_back_too_much_ends_with_an_error(tools, monkeypatch):
                 _stream_parts(client, [{"role": "user", "content": "go"}])
     finally:
         upstream.finish = "tool_calls"
+
+
+def test_an_answer_is_relayed_only_in_shapes_the_guard_checked(tools):
+    """Metadata, log-probs, choice fields and tool names can carry text too: the relayed answer
+    is rebuilt from what was checked and from identifiers and numbers of a sane shape."""
+    upstream, client = tools
+    prompt = [{"role": "user", "content": "go"}]
+    insult = "You are an idiot"
+    try:
+        upstream.finish = "stop"
+        upstream.message = {
+            "role": insult,
+            "content": [{"type": "text", "text": "Fine.", "annotations": insult}],
+            "annotations": [],
+        }
+        upstream.choice_extra = {
+            "text": insult,
+            "logprobs": {"content": [{"token": insult, "logprob": -0.1, "top_logprobs": []}]},
+            "finish_reason": insult,
+        }
+        upstream.extra = {
+            "model": insult,
+            "prompt_filter_results": [{"text": insult}],
+            "usage": {"x": insult},
+        }
+        completion = client.chat.completions.create(model="m", messages=prompt)
+        assert "idiot" not in completion.model_dump_json(warnings=False)
+        choice = completion.choices[0]
+        assert choice.message.role == "assistant" and choice.logprobs is None
+        assert choice.finish_reason is None
+        removed = completion.model_extra[GUARD_FIELD]["output"]["removed_fields"]
+        assert {"prompt_filter_results", "text", "logprobs"} <= set(removed)
+        assert "annotations" not in removed  # an empty list is nothing to report
+
+        upstream.extra = upstream.choice_extra = {}
+        # A tool name that is not an identifier, or a message that is not an object: 502.
+        upstream.message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_call("{}") | {"function": {"name": insult, "arguments": "{}"}}],
+        }
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=prompt)
+        assert caught.value.status_code == 502
+        upstream.message = insult
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=prompt)
+        assert caught.value.status_code == 502
+    finally:
+        upstream.finish = "tool_calls"
+        upstream.extra = upstream.choice_extra = {}
+
+
+def test_a_stream_is_relayed_only_in_shapes_the_guard_checked(tools):
+    upstream, client = tools
+    insult = "You are an idiot"
+
+    def event(delta: dict, finish: str | None = None, **extra) -> dict:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": insult,
+            "choices": [choice],
+            **extra,
+        }
+
+    upstream.events = [
+        event({"role": insult, "content": ""}),
+        event({"content": "Fine.", "reasoning_content": None}),
+        *(event({f"k{i}_" + "x" * 60: "y"}) for i in range(200)),  # many field names
+        event({}, insult),
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "note": insult},
+        },
+    ]
+    try:
+        chunks = list(
+            client.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "go"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    finally:
+        upstream.events = None
+    assert chunks and "idiot" not in "".join(c.model_dump_json(warnings=False) for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 1
+    # At most _MAX_TEXT_FIELDS held fields reach the client; the rest are named, not relayed.
+    held = {k for c in chunks for ch in c.choices for k in (ch.delta.model_extra or {}) if k.startswith("k")}
+    assert 0 < len(held) <= 8
+    finish = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    assert finish == ["stop"]
 
 
 def test_other_methods_and_paths_still_go_through_the_router(proxy):

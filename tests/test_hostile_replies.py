@@ -170,6 +170,15 @@ async def test_a_key_echoed_into_the_answer_is_not_stored(endpoint, client: str,
     _no_key_in(repr(result))
 
 
+def test_a_placeholder_key_is_not_scrubbed_from_answers() -> None:
+    from rai_harness.providers.errors_map import without_secrets
+    from rai_harness.types import Generation, Usage
+
+    answer = Generation(text="Run ollama pull llama3, then ollama serve.", usage=Usage(1, 1), latency_s=0.1)
+    assert without_secrets(answer, ["ollama", "EMPTY"]) is answer  # local servers' placeholder keys
+    assert without_secrets(answer, [KEY]) is answer
+
+
 async def test_a_key_in_a_usage_count_is_not_logged(endpoint, caplog: pytest.LogCaptureFixture) -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         echoed = request.headers.get("Authorization", "").removeprefix("Bearer ")

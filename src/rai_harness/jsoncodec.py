@@ -19,16 +19,17 @@ library writes ``str(member)``); no record the project writes holds one.
 :func:`loads` reads with orjson and falls back to :func:`json.loads` for whatever orjson refuses
 (``NaN`` tokens, lone-surrogate escapes, malformed text), so it returns the standard library's
 value or raises the standard library's error, with three exceptions: an integer beyond 64 bits
-comes back as a float from orjson (the standard library keeps it exact), one of over 4,000
-digits as a float from either (the standard library refuses to convert it), and text nested
-too deep raises :class:`json.JSONDecodeError` (the standard library: ``RecursionError``). Provider replies are read with it,
-and every count they carry is accepted only as an ``int`` in range, so such a number is refused
-either way.
+comes back as a float from orjson (the standard library keeps it exact), one of more digits
+than Python converts (4,300) as a float from either (the standard library refuses it), and
+text nested too deep raises :class:`json.JSONDecodeError` (the standard library:
+``RecursionError``). Provider replies are read with it, and every count they carry is
+accepted only as an ``int`` in range, so such a number is refused either way.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 __all__ = ["dumps_compact", "loads"]
@@ -103,10 +104,11 @@ def dumps_compact(value: Any) -> bytes:
 
 
 def _parse_int(digits: str) -> int | float:
-    # Python refuses to convert integers over 4300 digits (a ValueError that names
-    # sys.set_int_max_str_digits); such a number is out of every range a reader accepts, so
-    # it becomes a float like orjson's, infinity here.
-    return int(digits) if len(digits) <= 4000 else float(digits)
+    # Python refuses to convert integers over sys.get_int_max_str_digits() digits (4300 by
+    # default; a ValueError naming sys.set_int_max_str_digits); such a number is out of every
+    # range a reader accepts, so it becomes a float like orjson's, infinity here.
+    limit = sys.get_int_max_str_digits()
+    return float(digits) if limit and len(digits.lstrip("-")) > limit else int(digits)
 
 
 def loads(data: bytes | str) -> Any:

@@ -36,6 +36,7 @@ import copy
 import gc
 import hmac
 import logging
+import re
 import socket
 import sys
 import threading
@@ -677,6 +678,11 @@ _LEGACY_CALL = -1
 #: message (``refusal``, ``reasoning_content``...) is model text the output rails check.
 _ANSWER_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
 
+#: Top-level fields of a chat completion the proxy relays (each checked for shape).
+_COMPLETION_KEYS = frozenset(
+    {"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "choices"}
+)
+
 #: Most characters a streamed answer may hold back to check whole at its end (tool-call
 #: arguments and text fields other than the content): beyond it the relay ends the stream
 #: with an error rather than fill memory with what a hostile upstream sends.
@@ -692,14 +698,135 @@ def _note_removed(removed: list[str], name: str) -> None:
         removed.append(name[:64])
 
 
+#: Shapes of what an answer carries besides its texts. The proxy relays identifiers, numbers
+#: and short tokens only when they look like what they claim to be: a hostile upstream could
+#: put text the rails never see into a model name, a finish reason or a tool name.
+_IDENTIFIER = re.compile(r"[\w.:/@+-]{1,256}\Z")
+_TOKEN = re.compile(r"[a-z_]{1,32}\Z")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+#: Most distinct text fields besides the content one answer may carry (refusal,
+#: reasoning_content...); more are left out and named.
+_MAX_TEXT_FIELDS = 8
+
+
+def _identifiers(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The completion-level metadata a relayed answer keeps: identifiers of a sane shape
+    (``id``, ``model``, ``system_fingerprint``, ``service_tier``) and ``created``."""
+    out: dict[str, Any] = {}
+    for key in ("id", "model", "system_fingerprint", "service_tier"):
+        value = source.get(key)
+        if isinstance(value, str) and _IDENTIFIER.match(value):
+            out[key] = value
+    created = source.get("created")
+    if isinstance(created, int) and not isinstance(created, bool):
+        out["created"] = created
+    return out
+
+
+def _counts(value: Any) -> dict[str, Any] | None:
+    """``usage`` as token counts only: numbers, and detail objects of numbers, by sane names."""
+    if not isinstance(value, Mapping):
+        return None
+
+    def numbers(source: Mapping[Any, Any]) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in source.items()
+            if isinstance(k, str)
+            and _FIELD_NAME.match(k)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+        }
+
+    out = numbers(value)
+    for key, inner in value.items():
+        if isinstance(key, str) and _FIELD_NAME.match(key) and isinstance(inner, Mapping):
+            out[key] = numbers(inner)
+    return out
+
+
+def _finish_reason(value: Any) -> str | None:
+    return value if isinstance(value, str) and _TOKEN.match(value) else None
+
+
+def _text_fields(fields: Mapping[str, Any], removed: list[str], held: int = 0) -> list[tuple[str, str]]:
+    """The text fields of an answer's message or delta besides its content (``refusal``,
+    ``reasoning_content``...), as ``(name, text)``; ``held`` names are already held.
+
+    Names in :data:`_ANSWER_KEYS` are the caller's. A field that is not text (``audio``,
+    ``annotations``), has an odd name, or comes past the first :data:`_MAX_TEXT_FIELDS` is left
+    out and its name noted in ``removed`` (empty values are simply dropped).
+    """
+    out: list[tuple[str, str]] = []
+    for key, value in fields.items():
+        if key in _ANSWER_KEYS or value is None or value == "" or value == []:
+            continue
+        if (
+            isinstance(value, str)
+            and isinstance(key, str)
+            and _FIELD_NAME.match(key)
+            and held + len(out) < _MAX_TEXT_FIELDS
+        ):
+            out.append((key, value))
+        else:
+            _note_removed(removed, str(key))
+    return out
+
+
+def _relayed_tool_calls(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message's tool calls rebuilt from id, name and arguments (a legacy ``function_call``
+    from name and arguments), or ``{}``.
+
+    Raises:
+        _HTTPError: 502 for a call of another shape, or a name that is not an identifier.
+    """
+    unreadable = _HTTPError(
+        502, "the upstream's answer has a tool call the guard cannot read", "upstream_error"
+    )
+
+    def function(source: Any) -> dict[str, str]:
+        if not isinstance(source, Mapping):
+            raise unreadable
+        name, arguments = source.get("name"), source.get("arguments")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name) or not isinstance(arguments, str):
+            raise unreadable
+        return {"name": name, "arguments": arguments}
+
+    out: dict[str, Any] = {}
+    calls = message.get("tool_calls")
+    if calls not in (None, []):
+        if not isinstance(calls, list):
+            raise unreadable
+        rebuilt = []
+        for j, call in enumerate(calls):
+            if not isinstance(call, Mapping):
+                raise unreadable
+            call_id = call.get("id")
+            rebuilt.append(
+                {
+                    "id": call_id if isinstance(call_id, str) and _IDENTIFIER.match(call_id) else f"call_{j}",
+                    "type": "function",
+                    "function": function(call.get("function")),
+                }
+            )
+        out["tool_calls"] = rebuilt
+    if message.get("function_call") is not None:
+        out["function_call"] = function(message["function_call"])
+    return out
+
+
 class _HeldBack:
     """What a streamed answer carries besides its content, held back and checked whole at the end.
 
     Tool calls (by index; a legacy ``function_call`` under :data:`_LEGACY_CALL`) and other
     text fields of the delta (``refusal``, ``reasoning_content``...) are gathered piece by
     piece into lists (joined once: repeated concatenation would cost quadratic time), at
-    most :data:`MAX_HELD_CHARS` in all. A field that is neither text nor a tool call (audio,
-    annotations) cannot be checked, so it is not passed on; its name is reported.
+    most :data:`MAX_HELD_CHARS` in all, field names counted, and at most
+    :data:`_MAX_TEXT_FIELDS` text fields. A field that is neither text nor a tool call (audio,
+    annotations), or one past those limits, cannot be checked, so it is not passed on; its
+    name is reported. Tool calls are sent rebuilt from id, name and arguments.
     """
 
     def __init__(self) -> None:
@@ -721,16 +848,20 @@ class _HeldBack:
                 :data:`MAX_HELD_CHARS` held back (fail closed).
         """
         self._add_calls(delta)
-        for key, value in delta.items():
-            if key in _ANSWER_KEYS:
-                if key == "role" and isinstance(value, str) and self.role is None:
-                    self.role = value
-            elif isinstance(value, str):
-                if value:
-                    self.texts.setdefault(key, []).append(value)
-                    self._count(len(value))
-            elif value is not None:
-                _note_removed(self.removed, str(key))
+        if self.role is None and isinstance(delta.get("role"), str):
+            self.role = "assistant"  # whatever the upstream says: an answer's role
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _UpstreamStreamError("the upstream sent content the guard cannot read")
+        known = [key for key in delta if key in self.texts and delta[key] not in (None, "")]
+        new = {key: value for key, value in delta.items() if key not in self.texts}
+        for key, text in [(k, delta[k]) for k in known] + _text_fields(new, self.removed, len(self.texts)):
+            if not isinstance(text, str):
+                raise _UpstreamStreamError(f"the upstream sent a {key!r} piece that is not text")
+            if key not in self.texts:
+                self._count(len(key))
+            self.texts.setdefault(key, []).append(text)
+            self._count(len(text))
 
     def _count(self, chars: int) -> None:
         self._chars += chars
@@ -755,10 +886,10 @@ class _HeldBack:
         for index, piece in pieces:
             if index not in self.calls and len(self.calls) >= 128:
                 raise _UpstreamStreamError("the upstream sent more than 128 tool calls")
-            call = self.calls.setdefault(index, {"index": index, "function": {}})
-            for key in ("id", "type"):
-                if isinstance(piece.get(key), str):
-                    call[key] = piece[key][:256]
+            call = self.calls.setdefault(index, {"index": index, "type": "function"})
+            call_id = piece.get("id")
+            if isinstance(call_id, str) and _IDENTIFIER.match(call_id):
+                call["id"] = call_id
             function = piece.get("function")
             if function is None:
                 continue
@@ -778,14 +909,19 @@ class _HeldBack:
         return [(i, "".join(self._call_parts.get((i, "arguments"), ()))) for i in sorted(self.calls)]
 
     def call_delta(self, index: int, arguments: str) -> dict[str, Any]:
-        """The delta that sends held tool call ``index`` whole, with ``arguments`` (checked)."""
-        call = self.calls[index]
-        function: dict[str, Any] = {"arguments": arguments}
-        if (index, "name") in self._call_parts:
-            function["name"] = "".join(self._call_parts[(index, "name")])
+        """The delta that sends held tool call ``index`` whole, with ``arguments`` (checked).
+
+        Raises:
+            _UpstreamStreamError: its name is not an identifier (text the rails did not check).
+        """
+        name = "".join(self._call_parts.get((index, "name"), ()))
+        if not _TOOL_NAME.match(name):
+            raise _UpstreamStreamError("the upstream sent a tool call the guard cannot read")
+        function = {"name": name, "arguments": arguments}
         if index == _LEGACY_CALL:
             return {"function_call": function}
-        return {"tool_calls": [{**call, "function": function}]}
+        call = {"id": f"call_{index}", **self.calls[index], "function": function}
+        return {"tool_calls": [call]}
 
 
 def _sse(payload: Mapping[str, Any]) -> bytes:
@@ -1371,39 +1507,15 @@ class GuardService:
     async def _checked_completion(
         self, completion: dict[str, Any], choices: list[Any], input_verdict: dict[str, Any]
     ) -> Response:
-        # Every text of every answer: the content, every other text field (refusal,
+        # Every text of every answer is checked: the content, every other text field (refusal,
         # reasoning_content...) and the arguments of any tool calls (an agent runs those, so
-        # they are output as much as the content is). A field the rails cannot read is removed.
-        checked: list[tuple[dict[str, Any], _Segment]] = []
-        removed: list[str] = []
-        for choice in choices:
-            message = choice.get("message") if isinstance(choice, dict) else None
-            if not isinstance(message, dict):
-                continue
-            for key, value in list(message.items()):
-                if key == "content":
-                    try:
-                        segments = self._answer_content(value)
-                    except _HTTPError:
-                        self.metrics.count_error("upstream")
-                        raise
-                    checked.extend((choice, segment) for segment in segments)
-                elif key in _ANSWER_KEYS:
-                    continue
-                elif isinstance(value, str):
-                    if value:
-                        checked.append((choice, _Segment(0, None, "assistant", value, (key,))))
-                elif value is not None:
-                    del message[key]
-                    _note_removed(removed, str(key))
-            try:
-                calls = _tool_call_segments(0, "assistant", message)
-            except _HTTPError:
-                self.metrics.count_error("upstream")
-                raise _HTTPError(
-                    502, "the upstream's answer has a tool call the guard cannot read", "upstream_error"
-                ) from None
-            checked.extend((choice, segment) for segment in calls)
+        # they are output as much as the content is). The answer relayed is rebuilt from
+        # what was checked and from metadata of a sane shape; the rest is left out and named.
+        try:
+            relayed, checked, removed = self._relayable(completion, choices)
+        except _HTTPError:
+            self.metrics.count_error("upstream")
+            raise
         outputs = await self.check_texts([segment.text for _, segment in checked], "output")
         verdicts = []
         blocked: dict[int, dict[str, Any]] = {}
@@ -1412,33 +1524,75 @@ class GuardService:
                 blocked[id(choice)] = choice
             elif result.redacted_text != segment.text:
                 _set_path(choice["message"], segment.path, result.redacted_text)
-            if result.action in ("block", "redact"):
-                # Token log-probs spell out the original text: drop them with it.
-                choice["logprobs"] = None
-            verdicts.append({"index": choice.get("index"), "field": segment.field, **_verdict(result)})
+            verdicts.append({"index": choice["index"], "field": segment.field, **_verdict(result)})
         for choice in blocked.values():
             # One blocked text withholds the whole answer: every text field and tool call.
-            role = choice["message"].get("role")
-            choice["message"] = {
-                "role": role if isinstance(role, str) else "assistant",
-                "content": None,
-                "refusal": REFUSAL,
-            }
+            choice["message"] = {"role": "assistant", "content": None, "refusal": REFUSAL}
             choice["finish_reason"] = "content_filter"
         output_action = strongest(r.action for r in outputs)
         action = strongest((input_verdict["action"], output_action))
-        completion[GUARD_FIELD] = {
+        relayed[GUARD_FIELD] = {
             "action": action,
             "blocked_stage": "output" if output_action == "block" else None,
             "input": input_verdict,
             "output": {"action": output_action, "choices": verdicts},
         }
         if removed:
-            completion[GUARD_FIELD]["output"]["removed_fields"] = removed
+            relayed[GUARD_FIELD]["output"]["removed_fields"] = removed
         headers = self._verdict_headers(
             action, input_verdict["action"], output_action, _blocking_rails(outputs)
         )
-        return _JSONResponse(completion, headers=headers)
+        return _JSONResponse(relayed, headers=headers)
+
+    def _relayable(
+        self, completion: Mapping[str, Any], choices: list[Any]
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], _Segment]], list[str]]:
+        """The completion to relay, rebuilt; the texts the output rails must check; what was left out.
+
+        Kept: the completion's identifiers, ``created`` and ``usage`` counts; per choice its
+        index, finish reason and a message of role ``assistant`` holding the content (a string
+        or text parts), the other text fields and the tool calls (id, name, arguments). Left
+        out, and named: log-probs (their tokens and top alternatives spell text the rails do
+        not check), fields that are not text (``audio``, ``annotations``) and unknown keys.
+
+        Raises:
+            _HTTPError: 502 for a choice, message, content or tool call of a shape the guard
+                cannot read (fail closed: never relayed unchecked).
+        """
+        removed: list[str] = [str(k) for k in completion if k not in _COMPLETION_KEYS][:_MAX_REMOVED_NAMES]
+        relayed: dict[str, Any] = {**_identifiers(completion), "object": "chat.completion", "choices": []}
+        checked: list[tuple[dict[str, Any], _Segment]] = []
+        for position, choice in enumerate(choices):
+            message = choice.get("message") if isinstance(choice, Mapping) else None
+            if not isinstance(message, Mapping):
+                raise _HTTPError(
+                    502, "the upstream's answer has a choice the guard cannot read", "upstream_error"
+                )
+            for key in choice:
+                if key not in ("index", "message", "finish_reason", "logprobs") or (
+                    key == "logprobs" and choice[key] is not None
+                ):
+                    _note_removed(removed, str(key))
+            index = choice.get("index")
+            content, segments = self._answer_content(message.get("content"))
+            kept: dict[str, Any] = {"role": "assistant", "content": content}
+            for key, text in _text_fields(message, removed):
+                kept[key] = text
+                segments.append(_Segment(0, None, "assistant", text, (key,)))
+            kept.update(_relayed_tool_calls(message))
+            segments.extend(_tool_call_segments(0, "assistant", kept))
+            rebuilt = {
+                "index": index if isinstance(index, int) and not isinstance(index, bool) else position,
+                "message": kept,
+                "logprobs": None,
+                "finish_reason": _finish_reason(choice.get("finish_reason")),
+            }
+            relayed["choices"].append(rebuilt)
+            checked.extend((rebuilt, segment) for segment in segments)
+        usage = _counts(completion.get("usage"))
+        if usage is not None:
+            relayed["usage"] = usage
+        return relayed, checked, removed
 
     async def _stream(
         self,
@@ -1510,13 +1664,12 @@ class GuardService:
                     raise _UpstreamStreamError("the upstream sent a chunk that is not an object")
                 if event.get("error"):
                     raise _UpstreamStreamError("the upstream reported an error mid-stream")
-                for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
-                    if key in event:
-                        template[key] = event[key]
+                template.update(_identifiers(event))
                 choices = event.get("choices") or []
                 if not choices:
-                    if event.get("usage") is not None:
-                        tail["usage"] = event
+                    usage = _counts(event.get("usage"))
+                    if usage is not None:
+                        tail["usage"] = usage
                     continue
                 choice = choices[0] if isinstance(choices[0], dict) else {}
                 delta = choice.get("delta") or {}
@@ -1528,7 +1681,7 @@ class GuardService:
                 if not had_role and held.role is not None:
                     pending.append(chunk({"role": held.role, "content": ""}))
                 if choice.get("finish_reason"):
-                    tail["finish_reason"] = choice["finish_reason"]
+                    tail["finish_reason"] = _finish_reason(choice["finish_reason"]) or "stop"
                 if isinstance(content, str) and content:
                     yield content
 
@@ -1583,7 +1736,7 @@ class GuardService:
             extra = {GUARD_FIELD: summary(strongest(output_actions), None)}
             yield chunk({}, tail["finish_reason"] or "stop", **extra)
             if tail["usage"] is not None:
-                yield _sse(tail["usage"])
+                yield _sse({**template, "choices": [], "usage": tail["usage"]})
             yield _DONE
         except GuardBlocked as blocked:
             for event in blocked_ending(blocked.result):
@@ -1605,17 +1758,19 @@ class GuardService:
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
 
     @staticmethod
-    def _answer_content(content: Any) -> list[_Segment]:
-        """The checked texts of an answer's ``content``: a string, or a list of text parts.
+    def _answer_content(content: Any) -> tuple[Any, list[_Segment]]:
+        """An answer's ``content`` as relayed (a string, or text parts rebuilt from type and
+        text) and its texts to check.
 
         Raises:
             _HTTPError: 502 for content of any other shape (fail closed: never relayed
                 unchecked).
         """
         if content is None or content == "":
-            return []
+            return content, []
         if isinstance(content, str):
-            return [_Segment(0, None, "assistant", content)]
+            return content, [_Segment(0, None, "assistant", content)]
+        parts: list[dict[str, str]] = []
         segments: list[_Segment] = []
         for j, part in enumerate(content if isinstance(content, list) else [None]):
             kind = part.get("type") if isinstance(part, Mapping) else None
@@ -1625,9 +1780,10 @@ class GuardService:
                 raise _HTTPError(
                     502, "the upstream's answer has content the guard cannot read", "upstream_error"
                 )
+            parts.append({"type": cast(str, kind), key: text})
             if text:
                 segments.append(_Segment(0, j, "assistant", text, ("content", j, key)))
-        return segments
+        return parts, segments
 
     async def _checked_held_back(
         self, held: _HeldBack, on_result: Callable[[GuardResult], None]

@@ -29,8 +29,9 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    script that Unicode lists as confusable with a Latin one (TR39 confusables, through
    ``confusable-homoglyphs``: Cyrillic ``с``, Greek ``ο``...) is replaced by that letter, one
    for one, so ``jane@example.\u0441om`` is found as an address. Words of one script are
-   left alone (Russian text stays Russian). Latin-script lookalikes (IPA ``\u0251``, small
-   capitals) fold in every word (``ex\u0251mple.com``).
+   left alone (Russian text stays Russian). Latin-script display forms (script ``\u0251``,
+   small capitals) fold in every word (``ex\u0251mple.com``); Latin letters of an alphabet in
+   use (Turkish ``\u0131``) never do.
 
 NFKC is applied per grapheme-like cluster (a starter and the combining marks after it),
 which is what makes an offset map possible; it equals whole-string NFKC except for the
@@ -173,14 +174,27 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
     return out
 
 
+#: Latin letters TR39 lists as lookalikes that are display or phonetic forms, not letters of
+#: an alphabet in use: beside the small capitals and blackletter forms found by name.
+_LATIN_DISPLAY_FORMS = frozenset("\u0251\u0261\u017f\u1e9d\u1d91\ua799\ua798\uab35")
+
+
+def _is_display_form(char: str) -> bool:
+    name = unicodedata.name(char, "")
+    return char in _LATIN_DISPLAY_FORMS or "SMALL CAPITAL" in name or "BLACKLETTER" in name
+
+
 @functools.cache
 def _latin_lookalikes() -> tuple[dict[str, str], frozenset[str]]:
     """Every non-ASCII letter Unicode TR39 lists as confusable with one ASCII letter, built once.
 
-    Returns the table and the subset of it that is Latin script itself: small capitals, IPA
-    and archaic letters (``\u0251``, ``\u0261``, ``\u1d0f``, ``\u017f``), which no English word
-    uses, so they fold wherever they stand. Accented Latin letters are not in TR39's table:
-    they are a language's own spelling. An uppercase letter maps through its lowercase form
+    Returns the table and the subset of it that is Latin script itself and in no living
+    language's alphabet: small capitals, blackletter and other phonetic forms (``\u1d0f``,
+    ``\ua732``...), script a and g (``\u0251``, ``\u0261``), long s (``\u017f``); these fold
+    wherever they stand. Latin letters that alphabets use (Turkish dotless ``\u0131``, Ewe
+    ``\u0263`` and ``\u028b``, Kabiy\u00e8 ``\u0269``...) are left alone: folding ``s\u0131k``
+    would change a Turkish word into another. Accented Latin letters are not in TR39's table.
+    An uppercase letter maps through its lowercase form
     (Cyrillic ``\u0406`` -> ``i`` -> ``I``): TR39's prototype for capital I is ``l``, which
     would turn "\u0406DIOT" into "lDlOT".
     """
@@ -192,10 +206,13 @@ def _latin_lookalikes() -> tuple[dict[str, str], frozenset[str]]:
         latin = next(
             (g["c"] for g in glyphs if len(g["c"]) == 1 and g["c"].isascii() and g["c"].isalpha()), None
         )
-        if latin is not None:
-            table[char] = latin
-            if categories.alias(char) == "LATIN":
-                latin_script.add(char)
+        if latin is None:
+            continue
+        if categories.alias(char) == "LATIN":
+            if not _is_display_form(char):
+                continue  # a letter of some alphabet: never folded
+            latin_script.add(char)
+        table[char] = latin
     for char in list(table):
         lower = char.lower()
         if char.isupper() and len(lower) == 1 and lower in table:
@@ -212,8 +229,9 @@ def fold_lookalikes(text: str) -> str:
     Letters of other scripts fold only inside whitespace-delimited words that also hold an
     ASCII letter: a word mixing scripts is how a homoglyph hides ("jane@example.\u0441om",
     "\u0456diot"), while a word of one script is ordinary text of that language. Latin-script
-    lookalikes (``\u0251``, small capitals) fold in every word ("ex\u0251mple.com",
-    "\u1d04\u1d1c\u1d20"). Same length, same offsets.
+    display forms (``\u0251``, small capitals) fold in every word ("ex\u0251mple.com",
+    "\u1d04\u1d1c\u1d20"); Latin letters of an alphabet in use (Turkish ``\u0131``) never do.
+    Same length, same offsets.
     """
     if text.isascii():
         return text

@@ -86,7 +86,7 @@ class _Connection(asyncio.Protocol):
         self._header_name = b""
         self._body: list[bytes] = []
         self._size = 0
-        self._head_bytes = 0  # bytes received before the headers ended
+        self._head_bytes = 0  # bytes received while the headers had not ended
         self._head_size = 0  # bytes of the headers parsed
         self._limit = MAX_REPLY_BYTES
         self.complete = False
@@ -133,17 +133,18 @@ class _Connection(asyncio.Protocol):
             # connection's framing can no longer be trusted.
             self._fail(UpstreamError("the upstream sent data after its answer"))
             return
-        if not self.status:  # still in the status line and headers
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES + MAX_LINE_BYTES:
-                # Checked per read, so a head that ends inside a large first read still passes;
-                # on_header bounds the parsed head itself.
-                self._fail(UpstreamError(f"the upstream's headers are over {MAX_HEAD_BYTES} bytes"))
-                return
+        in_head = not self.status
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self._fail(UpstreamError("the upstream sent malformed HTTP"))
+            return
+        if in_head and not self.status and not self.complete:
+            # Still inside the status line and headers after every byte so far: the parser
+            # holds them all (an endless header never reaches on_header), so bound the total.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamError(f"the upstream's headers are over {MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from rai_harness.errors import ProviderError
 from rai_harness.providers.base import BaseProvider, ProviderConfig, StreamTimer
-from rai_harness.providers.errors_map import parse_retry_after, scrub_secrets
+from rai_harness.providers.errors_map import parse_retry_after, scrub_and_shorten, scrub_secrets
 from rai_harness.providers.tokens import estimate_usage
 from rai_harness.types import ChatRequest, Generation, Usage
 
@@ -185,7 +185,7 @@ def map_bedrock_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Pro
             error_type, retryable = "bad_request", False
         headers = meta.get("HTTPHeaders") if isinstance(meta.get("HTTPHeaders"), Mapping) else None
         return ProviderError(
-            scrub_secrets(f"Bedrock {code}: {message}", secrets)[:600],
+            scrub_and_shorten(f"Bedrock {code}: {message}", secrets, 600),
             retryable=retryable,
             status_code=status,
             retry_after_s=parse_retry_after(headers) if retryable else None,
@@ -201,7 +201,7 @@ def map_bedrock_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Pro
             )
         if isinstance(exc, (bex.EndpointConnectionError, bex.HTTPClientError, bex.ConnectionError)):
             return ProviderError(
-                scrub_secrets(f"could not reach Bedrock ({type(exc).__name__}: {exc})", secrets)[:600],
+                scrub_and_shorten(f"could not reach Bedrock ({type(exc).__name__}: {exc})", secrets, 600),
                 retryable=True,
                 error_type="connection",
             )
@@ -214,7 +214,7 @@ def map_bedrock_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Pro
             )
         if isinstance(exc, bex.ParamValidationError):
             return ProviderError(
-                scrub_secrets(f"Bedrock rejected the request parameters: {exc}", secrets)[:600],
+                scrub_and_shorten(f"Bedrock rejected the request parameters: {exc}", secrets, 600),
                 retryable=False,
                 error_type="bad_request",
             )
@@ -226,12 +226,12 @@ def map_bedrock_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Pro
             )
     if isinstance(exc, OSError):  # a socket error that escaped botocore's wrapping (stream cut)
         return ProviderError(
-            scrub_secrets(f"connection to Bedrock failed ({type(exc).__name__}: {exc})", secrets)[:600],
+            scrub_and_shorten(f"connection to Bedrock failed ({type(exc).__name__}: {exc})", secrets, 600),
             retryable=True,
             error_type="connection",
         )
     return ProviderError(
-        scrub_secrets(f"{type(exc).__name__}: {exc}", secrets)[:600],
+        scrub_and_shorten(f"{type(exc).__name__}: {exc}", secrets, 600),
         retryable=False,
         error_type="provider_error",
     )

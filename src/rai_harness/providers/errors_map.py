@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ from typing import Any
 import httpx
 
 from rai_harness.errors import ProviderError
+from rai_harness.jsoncodec import loads as json_loads
 from rai_harness.types import Generation
 
 __all__ = [
@@ -47,16 +49,22 @@ __all__ = [
     "parse_retry_after",
     "provider_error_for_body",
     "provider_error_for_status",
+    "scrub_and_shorten",
     "scrub_secrets",
     "stream_error_event",
     "without_secrets",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Longest server message kept in an error (bodies can be whole HTML pages).
 _MAX_DETAIL = 500
 
 #: Most bytes of an error body read for its message (the transport caps the body anyway).
 _MAX_ERROR_BODY = 1024 * 1024
+
+#: Shortest secret hidden in a stored answer: shorter values are placeholders, not keys.
+MIN_ANSWER_SECRET_CHARS = 16
 
 #: Shortest end of a text taken for the cut-off start of a secret (shorter ones are too
 #: likely to be ordinary text, and reveal little).
@@ -112,20 +120,26 @@ def without_secrets(generation: Generation, secrets: Iterable[str]) -> Generatio
     replaced by ``***``.
 
     A hostile or compromised endpoint can echo the request's API key into its answer, and
-    answers are stored (journal, samples, report). Only the exact values are hidden: unlike
-    an error message, an answer may rightly say ``Bearer`` followed by a placeholder.
+    answers are stored (journal, samples, report). Only the exact values of real keys are
+    hidden: unlike an error message, an answer may rightly say ``Bearer`` followed by a
+    placeholder, and the placeholder keys local servers take (``ollama``, ``EMPTY``) are words
+    an answer may use, so values under :data:`MIN_ANSWER_SECRET_CHARS` characters stay. A
+    replacement is logged (without the value): the stored answer is not what the server sent.
     """
-    ordered = _longest_first(secrets)
+    ordered = _longest_first(s for s in secrets if len(s) >= MIN_ANSWER_SECRET_CHARS)
+    if not ordered:
+        return generation
     text = _hide_values(generation.text, ordered)
     model = _hide_values(generation.model, ordered) if generation.model else generation.model
     finish = generation.finish_reason
     finish = _hide_values(finish, ordered) if finish else finish
     if (text, model, finish) == (generation.text, generation.model, generation.finish_reason):
         return generation
+    log.warning("the server echoed the request's API key in its answer; it is stored as ***")
     return dataclasses.replace(generation, text=text, model=model, finish_reason=finish)
 
 
-def _scrubbed(text: str, secrets: Iterable[str], limit: int = _MAX_DETAIL + 100) -> str:
+def scrub_and_shorten(text: str, secrets: Iterable[str], limit: int = _MAX_DETAIL + 100) -> str:
     """``text`` scrubbed, then shortened to ``limit`` characters: in that order, so a cut never
     leaves part of a secret that the scrub would no longer recognise."""
     text = scrub_secrets(text, secrets)
@@ -249,7 +263,7 @@ def provider_error_for_status(
         error_type, retryable = "quota", False
     if code == "content_filter" and status == 400:
         error_type = "content_filter"
-    text = _scrubbed(f"HTTP {status} ({error_type}): {message}", secrets)
+    text = scrub_and_shorten(f"HTTP {status} ({error_type}): {message}", secrets)
     return ProviderError(
         text,
         retryable=retryable,
@@ -272,8 +286,8 @@ def provider_error_for_body(
     body = body[:_MAX_ERROR_BODY]
     text = body.decode("utf-8", "replace")
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        parsed = json_loads(body)
+    except ValueError:  # JSONDecodeError (also for nesting too deep) and UnicodeDecodeError
         parsed = None
     return provider_error_for_status(
         status,
@@ -287,7 +301,9 @@ def provider_error_for_body(
 def stream_error_event(body: object, *, secrets: Iterable[str] = ()) -> ProviderError:
     """An error object sent inside a 200 stream: the server gave up mid-generation (retryable)."""
     return ProviderError(
-        _scrubbed(f"the server reported an error mid-stream: {_detail(body, 'unknown error')}", secrets),
+        scrub_and_shorten(
+            f"the server reported an error mid-stream: {_detail(body, 'unknown error')}", secrets
+        ),
         retryable=True,
         error_type="server_error",
     )
@@ -320,7 +336,7 @@ def map_transport_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> P
         )
     detail = str(exc) or type(exc).__name__
     return ProviderError(
-        _scrubbed(f"connection failed ({type(exc).__name__}): {detail}", secrets),
+        scrub_and_shorten(f"connection failed ({type(exc).__name__}): {detail}", secrets),
         retryable=True,
         error_type="connection",
     )
@@ -374,13 +390,13 @@ def map_openai_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Prov
         cause = _root_cause(exc)
         cause_text = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         return ProviderError(
-            _scrubbed(f"connection failed{cause_text}", secrets),
+            scrub_and_shorten(f"connection failed{cause_text}", secrets),
             retryable=True,
             error_type="connection",
         )
     if isinstance(exc, openai.APIResponseValidationError):
         return ProviderError(
-            _scrubbed(f"unexpected response body: {_detail(exc.body, exc.message)}", secrets),
+            scrub_and_shorten(f"unexpected response body: {_detail(exc.body, exc.message)}", secrets),
             retryable=True,
             status_code=exc.status_code,
             error_type="bad_response",
@@ -389,7 +405,9 @@ def map_openai_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Prov
         # An error object sent inside a 200 stream ({"error": {...}}): the server gave up
         # mid-generation (overload, internal error), which usually passes on a retry.
         return ProviderError(
-            _scrubbed(f"the server reported an error mid-stream: {_detail(exc.body, exc.message)}", secrets),
+            scrub_and_shorten(
+                f"the server reported an error mid-stream: {_detail(exc.body, exc.message)}", secrets
+            ),
             retryable=True,
             error_type="server_error",
         )
@@ -406,24 +424,24 @@ def map_openai_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> Prov
         )
     if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
         return ProviderError(
-            _scrubbed(f"malformed response from the server ({type(exc).__name__}: {exc})", secrets),
+            scrub_and_shorten(f"malformed response from the server ({type(exc).__name__}: {exc})", secrets),
             retryable=True,
             error_type="bad_response",
         )
     if _is_pydantic_validation_error(exc):
         return ProviderError(
-            _scrubbed(f"response did not match the chat-completion schema: {exc}", secrets),
+            scrub_and_shorten(f"response did not match the chat-completion schema: {exc}", secrets),
             retryable=True,
             error_type="bad_response",
         )
     if isinstance(exc, openai.OpenAIError):
         return ProviderError(
-            _scrubbed(f"{type(exc).__name__}: {exc}", secrets),
+            scrub_and_shorten(f"{type(exc).__name__}: {exc}", secrets),
             retryable=False,
             error_type="client_error",
         )
     return ProviderError(
-        _scrubbed(f"{type(exc).__name__}: {exc}", secrets),
+        scrub_and_shorten(f"{type(exc).__name__}: {exc}", secrets),
         retryable=False,
         error_type="provider_error",
     )
