@@ -526,25 +526,50 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
             if content:
                 out.append(_Segment(i, None, role, content))
         elif isinstance(content, list):
-            for j, part in enumerate(content):
-                kind = part.get("type") if isinstance(part, Mapping) else None
-                key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
-                where = f"messages[{i}].content[{j}]"
-                if key is None:
-                    raise _bad_message(
-                        where,
-                        f"is a {kind!r} part, which the guard's text rails cannot check; the proxy "
+            try:
+                for j, _kind, key, text in _text_parts(content):
+                    if text:
+                        out.append(_Segment(i, j, role, text, ("content", j, key)))
+            except _UnreadablePart as bad:
+                if bad.kind is None:
+                    problem = "must be an object with a string `type`"
+                elif bad.key is None:
+                    problem = (
+                        f"is a {bad.kind!r} part, which the guard's text rails cannot check; the proxy "
                         "refuses it rather than pass it unchecked (send text parts only)"
-                        if isinstance(kind, str)
-                        else "must be an object with a string `type`",
                     )
-                text = part.get(key)
-                if not isinstance(text, str):
-                    raise _bad_message(where, f"needs a string `{key}`")
-                if text:
-                    out.append(_Segment(i, j, role, text, ("content", j, key)))
+                else:
+                    problem = f"needs a string `{bad.key}`"
+                raise _bad_message(f"messages[{i}].content[{bad.index}]", problem) from None
         out.extend(_tool_call_segments(i, role, message))
     return out
+
+
+class _UnreadablePart(Exception):
+    """A content part the text rails cannot read: its index, its type and text key if known."""
+
+    def __init__(self, index: int, kind: str | None, key: str | None) -> None:
+        super().__init__(index, kind, key)
+        self.index, self.kind, self.key = index, kind, key
+
+
+def _text_parts(parts: Sequence[Any]) -> Iterator[tuple[int, str, str, str]]:
+    """``(index, type, text key, text)`` of each part of a content list (``text``/``refusal``).
+
+    Raises:
+        _UnreadablePart: a part of another type, or without a string text.
+    """
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if not isinstance(kind, str):
+            raise _UnreadablePart(j, None, None)
+        key = _TEXT_PARTS.get(kind)
+        if key is None:
+            raise _UnreadablePart(j, kind, None)
+        text = part.get(key)
+        if not isinstance(text, str):
+            raise _UnreadablePart(j, kind, key)
+        yield j, kind, key, text
 
 
 def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_Segment]:
@@ -1772,17 +1797,15 @@ class GuardService:
             return content, [_Segment(0, None, "assistant", content)]
         parts: list[dict[str, str]] = []
         segments: list[_Segment] = []
-        for j, part in enumerate(content if isinstance(content, list) else [None]):
-            kind = part.get("type") if isinstance(part, Mapping) else None
-            key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
-            text = part.get(key) if key is not None and isinstance(part, Mapping) else None
-            if key is None or not isinstance(text, str):
-                raise _HTTPError(
-                    502, "the upstream's answer has content the guard cannot read", "upstream_error"
-                )
-            parts.append({"type": cast(str, kind), key: text})
-            if text:
-                segments.append(_Segment(0, j, "assistant", text, ("content", j, key)))
+        try:
+            for j, kind, key, text in _text_parts(content if isinstance(content, list) else [None]):
+                parts.append({"type": kind, key: text})
+                if text:
+                    segments.append(_Segment(0, j, "assistant", text, ("content", j, key)))
+        except _UnreadablePart:
+            raise _HTTPError(
+                502, "the upstream's answer has content the guard cannot read", "upstream_error"
+            ) from None
         return parts, segments
 
     async def _checked_held_back(
