@@ -6,6 +6,8 @@ expected verdict can be checked by eye.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,13 +16,15 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
-from rai_harness.cli_gate import register, run_gate_cli
+from rai_harness.cli_gate import print_verdict, register, run_gate_cli
 from rai_harness.errors import ConfigError
 from rai_harness.gate import (
     GatePolicy,
     GateVerdict,
+    RuleResult,
     evaluate,
     evaluate_run_dir,
     load_gate_policy,
@@ -31,6 +35,7 @@ from rai_harness.gate import (
 from rai_harness.record import (
     SCHEMA_VERSION,
     CostSummary,
+    DatasetInfo,
     Distribution,
     MetricSpec,
     ProviderSummary,
@@ -39,6 +44,7 @@ from rai_harness.record import (
     SuiteResult,
     SuiteRun,
     UsageSummary,
+    read_run_record,
 )
 from rai_harness.stats import Estimate
 
@@ -126,6 +132,10 @@ def suite(
     )
 
 
+#: Every record is a run of its own: the gate refuses a run as its own baseline.
+_RUN_IDS = itertools.count(1)
+
+
 def record(
     *,
     status: str = "complete",
@@ -155,7 +165,7 @@ def record(
             ),
         }
     return RunRecord(
-        run_id="r1",
+        run_id=f"r{next(_RUN_IDS)}",
         name="demo",
         status=status,
         problems=problems or [],
@@ -966,3 +976,156 @@ def test_cli_shows_a_policy_error_whole_with_its_fix(tmp_path, gate_app):
         in shown
     )
     assert "ttft_p99_s" in shown and "\u2026" not in shown  # the last allowed key, nothing cut
+
+
+# --- hostile inputs: baselines that cannot be compared, impossible records, sloppy policies ---
+
+
+def _paired_runs() -> tuple[RunRecord, RunRecord]:
+    """A run and its baseline with identical per-item values (a regression passes on them)."""
+    vals = [0.05 + 0.01 * (k % 5) for k in range(50)]
+    per = {"a": items(vals), "b": items(vals)}
+    point = {"a": est(0.07, 0.06, 0.08), "b": est(0.07, 0.06, 0.08)}
+    return (
+        with_items(record(), "toxicity", "expected_max_toxicity", per, point),
+        with_items(record(), "toxicity", "expected_max_toxicity", per, point),
+    )
+
+
+def _with_suite(rec: RunRecord, **update: Any) -> RunRecord:
+    s = rec.suites["toxicity"].model_copy(update=update)
+    return rec.model_copy(update={"suites": {**rec.suites, "toxicity": s}})
+
+
+def test_regression_refuses_a_suite_whose_dataset_changed():
+    run, baseline = _paired_runs()
+    run = _with_suite(run, datasets=[DatasetInfo(name="easy", sha256="e" * 64, rows=50)])
+    baseline = _with_suite(baseline, datasets=[DatasetInfo(name="prompts", sha256="b" * 64, rows=50)])
+    v = evaluate(run, policy(REGRESSION), baseline=baseline)
+    assert v.exit_code == 2
+    r = only(v, "emt", "a")
+    assert r.status == "error" and "suite 'toxicity' read different data" in r.message
+    assert "e" * 64 in r.message and "b" * 64 in r.message
+
+
+def test_regression_refuses_a_suite_whose_params_changed():
+    run, baseline = _paired_runs()
+    v = evaluate(_with_suite(run, params={"limit": 10}), policy(REGRESSION), baseline=baseline)
+    r = only(v, "emt", "a")
+    assert v.exit_code == 2 and r.status == "error"
+    assert "different params" in r.message and "limit: run 10, baseline '(unset)'" in r.message
+
+
+def test_regression_refuses_the_run_as_its_own_baseline():
+    run, _ = _paired_runs()
+    v = evaluate(run, policy(REGRESSION), baseline=run, baseline_dir="same")
+    (r,) = [r for r in v.results if r.kind == "regression"]
+    assert v.exit_code == 2 and r.status == "error"
+    assert f"the baseline is the run itself (run_id {run.run_id})" in r.message
+
+
+@pytest.mark.parametrize("status", ["incomplete", "failed"])
+def test_regression_refuses_a_baseline_that_did_not_complete(status):
+    run, baseline = _paired_runs()
+    baseline = baseline.model_copy(update={"status": status, "problems": ["a: 9 of 10 calls failed"]})
+    v = evaluate(run, policy(REGRESSION), baseline=baseline)
+    (r,) = [r for r in v.results if r.kind == "regression"]
+    assert v.exit_code == 2 and f"the baseline run is {status}, not complete" in r.message
+    assert "9 of 10 calls failed" in r.message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"value": float("nan")}, "value is NaN"),
+        ({"ci_high": "0.1"}, "not the string '0.1'"),
+        ({"ci_high": False}, "not the boolean false"),
+        ({"n": True}, "not the boolean true"),
+        ({"value": 0.95, "ci_low": 0.0, "ci_high": 0.1}, "lies outside its own interval"),
+        ({"n": 0}, "over n = 0 units"),
+    ],
+)
+def test_run_record_with_an_impossible_estimate_is_refused(tmp_path, change, expected):
+    folder = write_run(tmp_path / "run", record())
+    data = json.loads((folder / "run.json").read_text())
+    data["suites"]["toxicity"]["results"]["a"]["metrics"]["expected_max_toxicity"].update(change)
+    (folder / "run.json").write_text(json.dumps(data))  # NaN is written as the token NaN
+    with pytest.raises(ConfigError, match=expected) as info:
+        read_run_record(folder)
+    assert "suites.toxicity.results.a.metrics.expected_max_toxicity" in str(info.value)
+    pol = policy("rules: [{metric: toxicity:expected_max_toxicity, max: 0.5}]")
+    assert evaluate_run_dir(folder, pol).exit_code == 2
+
+
+def test_run_record_estimates_written_by_the_harness_still_load(tmp_path):
+    rec = record()
+    # An estimate of nothing, and one without an interval, are both valid records.
+    rec = with_items(
+        rec, "toxicity", "expected_max_toxicity", {"a": {}, "b": {}}, {"a": Estimate.empty(), "b": est(0.1)}
+    )
+    assert read_run_record(write_run(tmp_path / "run", rec)) == rec
+
+
+def test_gate_treats_a_nan_value_as_not_computed():
+    # A record built in memory is not re-checked like a file: NaN must still never pass.
+    rec = with_items(
+        record(),
+        "toxicity",
+        "expected_max_toxicity",
+        {"a": {}, "b": {}},
+        {"a": est(float("nan")), "b": est(0.1)},
+    )
+    v = evaluate(
+        rec, policy("rules: [{id: t, metric: toxicity:expected_max_toxicity, max: 0.5, bound: value}]")
+    )
+    assert only(v, "t", "a").status == "error" and "was not computed" in only(v, "t", "a").message
+    assert only(v, "t", "b").status == "pass" and v.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [("true", "not the boolean true"), ('"1.0"', "not the string '1.0': write it without quotes")],
+)
+def test_policy_threshold_must_be_a_number(limit, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        policy(f"rules: [{{metric: toxicity:expected_max_toxicity, max: {limit}}}]")
+    assert "p.yaml: rules[0].max" in str(info.value)
+    with pytest.raises(ConfigError, match="not the boolean"):
+        policy("budgets: {latency_p95_s: true}")
+    with pytest.raises(ConfigError, match=r"regressions\[0\]\.alpha"):
+        policy("regressions: [{metric: toxicity:expected_max_toxicity, margin: 0.1, alpha: '0.05'}]")
+    assert policy("rules: [{metric: toxicity:expected_max_toxicity, max: 1}]").rules[0].max == 1.0
+
+
+@pytest.mark.parametrize("where", ["name", "rule id", "regression id"])
+@pytest.mark.parametrize("char", ["\x1b", "\x00", "\x01", "\r", "\x85", "\u202e"])
+def test_policy_names_refuse_control_characters(where, char):
+    name = f"ok{char}x"  # as YAML's "\e" or "\x85" escapes would spell it
+    metric = "toxicity:expected_max_toxicity"
+    data: dict[str, Any] = {
+        "name": {"name": name, "max_error_rate": 0.1},
+        "rule id": {"rules": [{"id": name, "metric": metric, "max": 0.1}]},
+        "regression id": {"regressions": [{"id": name, "metric": metric, "margin": 0.1}]},
+    }[where]
+    with pytest.raises(ConfigError, match="control character") as info:
+        parse_gate_policy(data, file="p.yaml")
+    assert "printable characters only" in str(info.value)
+
+
+def test_console_shortens_a_provider_id_without_mangling_the_message():
+    results = [
+        RuleResult(
+            rule_id="t",
+            description="",
+            kind="rule",
+            provider="fakee",
+            metric="toxicity:expected_max_toxicity",
+            status="error",
+            message="provider 'fakee' has no results for suite 'toxicity'; toxicity:x was not computed for 'fakee'",
+        )
+    ]
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    print_verdict(GateVerdict(results=tuple(results), policy_name="p"), console)
+    out = console.file.getvalue()
+    assert "this provider has no results for suite 'toxicity'" in out
+    assert "was not computed for this provider" in out and "provider this provider" not in out

@@ -237,7 +237,11 @@ def test_workflow_shell_steps_run_in_order(tmp_path, shim, fake_server, monkeypa
     assert "Post the gate's Markdown on the pull request" in push.skipped
 
     # 2. A pull request (the cache restore is simulated by the folder step 1 left): it passes the
-    # absolute gate, runs the regression gate against that baseline and composes the comment.
+    # absolute gate, runs the regression gate against that baseline and composes the comment. Its
+    # job starts in a fresh workspace, as on a hosted runner: a rerun into the push's folder would
+    # resume that run (same run id), which the regression gate refuses to compare with itself.
+    run_dir = tmp_path / "ci-pr"
+    env["RUN_DIR"] = str(run_dir)
     pr = run_job(
         workflow, event="pull_request", env={**env, "RAI_POLICY": str(passing)}, workdir=tmp_path, shim=shim
     )

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rai_harness import __version__
 from rai_harness.errors import ConfigError, RaiError
+from rai_harness.markdown import console_escape
 
 app = typer.Typer(
     name="rai",
@@ -67,7 +67,7 @@ def _root(
 def _fail(exc: RaiError) -> typer.Exit:
     # Escaped: a message is plain text, and rich would drop a bracketed part such as
     # "[and 1 more problem in this section]" as an unknown markup tag.
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {console_escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -107,8 +107,9 @@ class ProgressSink:
         if reused:
             err_console.print(f"resuming: {reused} completed calls found in the journal will be reused")
         for pp in plan.providers:
+            # The description is rendered as markup: an id such as "team/model[/italic]" is text.
             self.tasks[pp.provider_id] = self.progress.add_task(
-                pp.provider_id, total=len(pp.requests), errors=0, rate=0.0
+                console_escape(pp.provider_id), total=len(pp.requests), errors=0, rate=0.0
             )
 
     def record(self, record: Any) -> None:
@@ -179,48 +180,71 @@ def run(
     ``--gate`` the exit code is the gate's: 0 pass, 1 a rule failed, 2 error or incomplete run.
     """
     from rai_harness.config import load_run_config
+    from rai_harness.record import retire_run_outputs
     from rai_harness.run import execute_run, plan_run
 
     if resume and fresh:
         raise _fail(ConfigError("--resume and --fresh contradict each other; choose one"))
+    if gate is None and (baseline or junit or markdown):
+        raise _fail(ConfigError("--baseline, --junit and --markdown need --gate POLICY.yaml"))
+
+    def gate_error(exc: BaseException | str, run_dir: Path | None = None) -> typer.Exit:
+        """Exit 2 with the error printed and, under ``--gate``, in the JUnit and Markdown files."""
+        failure = _fail(exc if isinstance(exc, RaiError) else RaiError(str(exc)))
+        if gate is not None and (junit or markdown):
+            from rai_harness.cli_gate import gate_error_cli
+
+            gate_error_cli(
+                str(exc), policy or gate, run_dir=run_dir, junit=junit, markdown=markdown, console=err_console
+            )
+        return failure
+
+    policy = None
     try:
         cfg = _with_engine(load_run_config(config), engine, ray_address, ray_workers)
         plan = plan_run(cfg, config_path=config, out_dir=out, limit=limit, provider_ids=provider or ())
-        policy = None
         if gate is not None:
             from rai_harness.gate import load_gate_policy
 
             # Validated before the first request: a typo in the policy must not cost a whole run.
             policy = load_gate_policy(gate)
     except RaiError as exc:
-        raise _fail(exc) from None
-    if gate is None and (baseline or junit or markdown):
-        raise _fail(ConfigError("--baseline, --junit and --markdown need --gate POLICY.yaml"))
+        raise gate_error(exc) from None
     journal_path = plan.out_dir / "journal.sqlite"
     if resume and not journal_path.exists():
-        raise _fail(ConfigError(f"--resume: no journal at {journal_path}; run without --resume to start"))
+        raise gate_error(
+            ConfigError(f"--resume: no journal at {journal_path}; run without --resume to start"),
+            plan.out_dir,
+        )
     if fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+    # Until this run writes its own, the folder must hold no result a gate or a reviewer could
+    # take for this run's: an interrupted rerun once left the previous run's passing run.json
+    # (and JUnit) in place, and `rai gate` passed on them. The journal stays: it is what resumes.
+    retire_run_outputs(
+        plan.out_dir,
+        [p for p in (junit, markdown) if p is not None] + ([plan.out_dir / "report.html"] if report else []),
+    )
     with run_progress(err_console, disable=quiet) as progress:
         sink = ProgressSink(progress)
         try:
             record = asyncio.run(execute_run(plan, on_record=sink.record, on_start=sink.start))
         except RaiError as exc:
-            raise _fail(exc) from None
+            raise gate_error(exc, plan.out_dir) from None
         except KeyboardInterrupt:
-            err_console.print(
-                f"interrupted: completed calls are saved in {journal_path}; rerun the same command to resume"
-            )
-            raise typer.Exit(EXIT_ERROR) from None
+            raise gate_error(
+                f"interrupted: completed calls are saved in {journal_path}; rerun the same command to resume",
+                plan.out_dir,
+            ) from None
     _print_summary(record, plan.out_dir)
     if report:
         from rai_harness.report import render_report
 
         try:
-            err_console.print(f"report: {render_report(plan.out_dir, policy=gate)}")
+            err_console.print(f"report: {console_escape(str(render_report(plan.out_dir, policy=gate)))}")
         except RaiError as exc:
-            err_console.print(f"[yellow]report not written:[/] {escape(str(exc))}", highlight=False)
+            err_console.print(f"[yellow]report not written:[/] {console_escape(str(exc))}", highlight=False)
     if policy is not None:
         from rai_harness.cli_gate import run_gate_cli
 
@@ -232,7 +256,7 @@ def run(
         )
     if record.status != "complete":
         for problem in record.problems:
-            err_console.print(f"[bold red]run failed:[/] {escape(str(problem))}", highlight=False)
+            err_console.print(f"[bold red]run failed:[/] {console_escape(str(problem))}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -273,7 +297,7 @@ def _print_summary(record: Any, out_dir: Path, console: Console | None = None) -
         console.print(scores)
     warning = record.timing_quality.get("warning")
     if warning:
-        console.print(f"[yellow]timing:[/] {escape(str(warning))}", highlight=False, markup=True)
+        console.print(f"[yellow]timing:[/] {console_escape(str(warning))}", highlight=False, markup=True)
     console.print(
         f"wrote {out_dir / 'run.json'} and {out_dir / 'samples.jsonl'}", highlight=False, markup=False
     )
@@ -349,8 +373,32 @@ _reflow_help(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: exit 0 success, 1 a check or run failed, 2 an error.
+
+    Exit code 1 means "a check failed" to a CI job, so an unexpected exception must not
+    produce it (Python's traceback exits 1): it is an error (2) with a one-line message, and
+    the traceback under ``-v``. A closed stdout (``rai gate ... | head -1``) keeps the
+    command's own exit code.
+    """
+    code: int | str | None
+    try:
+        app()
+        code = EXIT_OK
+    except SystemExit as exc:
+        code = exc.code
+    except Exception as exc:  # the last line of defence of the exit code
+        logging.getLogger("rai_harness").debug("unexpected error", exc_info=True)
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {console_escape(str(exc))} "
+            "(rerun with -v for the traceback, and please report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = EXIT_ERROR
+    from rai_harness.cli_gate import release_closed_stdout
+
+    release_closed_stdout()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

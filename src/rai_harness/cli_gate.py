@@ -15,22 +15,23 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from rai_harness.gate import GatePolicy, GateVerdict, evaluate_run_dir, write_junit, write_markdown
 from rai_harness.gate.render import measured_text, threshold_text
 from rai_harness.gate.verdict import EXIT_ERROR, RuleResult
+from rai_harness.markdown import console_escape
 from rai_harness.record import write_json_atomic
 
-__all__ = ["print_verdict", "register", "run_gate_cli"]
+__all__ = ["gate_error_cli", "print_verdict", "register", "release_closed_stdout", "run_gate_cli"]
 
 _STYLES = {"pass": "green", "fail": "bold red", "error": "bold yellow"}
 _MARKS = {"pass": "\u2713 pass", "fail": "\u2717 FAIL", "error": "? ERROR"}
@@ -45,6 +46,14 @@ _ERROR_CHARS, _RUN_ERROR_CHARS = 160, 1000
 def _short(text: str, limit: int = _ERROR_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _without_provider(message: str, provider: str) -> str:
+    """``message`` with the provider's quoted id said as "this provider" (the id is the heading
+    above it). "provider 'x' has no results" must not read "provider this provider has...",
+    so the word "provider" before the id goes with it."""
+    quoted = repr(provider)  # how the gate's messages quote an id (`{provider!r}`)
+    return message.replace(f"provider {quoted}", "this provider").replace(quoted, "this provider")
 
 
 def _by_provider(results: Sequence[RuleResult]) -> list[RuleResult]:
@@ -69,17 +78,17 @@ def _provider_table(results: Sequence[RuleResult]) -> Table:
         if r.status == "error" and r.message:
             # An error has no number to show: its message is what a reader acts on. The
             # provider's id is the heading above, so it is not repeated inside the message.
-            text = r.message.replace(f"'{r.provider}'", "this provider") if r.provider else r.message
+            text = _without_provider(r.message, r.provider) if r.provider else r.message
             # A run-level error (invalid policy, unreadable run or baseline) stops every check,
             # and its message ends with the fix ("did you mean 'max'?", the allowed keys): cut
             # at 160 characters it lost that. There are few of them, so they get more room.
             limit = _RUN_ERROR_CHARS if r.provider is None else _ERROR_CHARS
-            message = f"\n[dim]{escape(_short(text, limit))}[/]"
+            message = f"\n[dim]{console_escape(_short(text, limit))}[/]"
         table.add_row(
             f"[{_STYLES[r.status]}]{_MARKS[r.status]}[/]",
-            f"{escape(r.rule_id)}{message}",
-            escape(measured_text(r)) or "n/a",
-            escape(threshold_text(r)),
+            f"{console_escape(r.rule_id)}{message}",
+            console_escape(measured_text(r)) or "n/a",
+            console_escape(threshold_text(r)),
         )
     return table
 
@@ -98,7 +107,7 @@ def _summary(results: Sequence[RuleResult], rows: int) -> list[RenderableType]:
         while j < len(shown) and (shown[j].provider, shown[j].status) == (shown[i].provider, shown[i].status):
             j += 1
         who = shown[i].provider
-        heading = Text.from_markup(f"[bold]{escape(who)}[/]" if who is not None else "[bold](run)[/]")
+        heading = Text.from_markup(f"[bold]{console_escape(who)}[/]" if who is not None else "[bold](run)[/]")
         out.extend([heading, _provider_table(shown[i:j])])
         i = j
     return out
@@ -135,7 +144,7 @@ def print_verdict(verdict: GateVerdict, console: Console, *, details: Sequence[s
         f"{verdict.count('pass')} passed, {verdict.count('fail')} failed, {verdict.count('error')} errors"
     )
     head = Text.from_markup(
-        f"[{_STYLES[verdict.status]}]gate {verdict.status.upper()}[/]: {escape(title)} "
+        f"[{_STYLES[verdict.status]}]gate {verdict.status.upper()}[/]: {console_escape(title)} "
         f"({counts}; exit code {verdict.exit_code})"
     )
     everything = _by_provider(verdict.results)
@@ -197,10 +206,98 @@ def run_gate_cli(
     Returns:
         The verdict's exit code, or 2 when a report file could not be written.
     """
-    console = console or Console()
+    console = console or _StdoutConsole()
     verdict = evaluate_run_dir(run_dir, policy, baseline_dir=baseline)
     print_verdict(verdict, console, details=[str(p) for p in (junit, markdown, json_path) if p is not None])
-    code = verdict.exit_code
+    written = _write_files(verdict, junit=junit, markdown=markdown, json_path=json_path, console=console)
+    return verdict.exit_code if written else EXIT_ERROR
+
+
+def release_closed_stdout() -> None:
+    """Flush stdout now; if its reader has gone (``| head -1``), point it at /dev/null.
+
+    After a BrokenPipeError every later write (and Python's flush at exit, which would turn
+    any exit code into 120) fails the same way; the Python docs' advice is to redirect
+    stdout to devnull.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class _StdoutConsole(Console):
+    """Stdout whose reader may leave early (``rai gate ... | head -1``).
+
+    Rich's console exits with code 1 ("a check failed", to CI) when its pipe breaks; here
+    printing just stops, and the files and the exit code stay the verdict's.
+    """
+
+    def on_broken_pipe(self) -> None:
+        release_closed_stdout()
+        self.quiet = True
+
+
+def gate_error_cli(
+    message: str,
+    policy: str | Path | GatePolicy | None,
+    *,
+    run_dir: str | Path | None = None,
+    junit: str | Path | None = None,
+    markdown: str | Path | None = None,
+    console: Console | None = None,
+) -> int:
+    """Write the JUnit and Markdown files of a run that never reached the gate; return 2.
+
+    ``rai run --gate`` documents exit code 2 *with* its JUnit and Markdown files: when the
+    config cannot be planned, or the run is interrupted or stops on an error, a CI job must
+    still find a failing test case that says why, not a missing file (or the previous run's).
+
+    Args:
+        message: What went wrong and how to fix it (already printed by the caller).
+        policy: The policy (loaded, or its file), for the verdict's name.
+        run_dir: The output folder, when known.
+        junit: Write JUnit XML here.
+        markdown: Write the Markdown summary here.
+        console: Where to print a file that cannot be written (default: stdout).
+
+    Returns:
+        2 (:data:`~rai_harness.gate.verdict.EXIT_ERROR`).
+    """
+    if isinstance(policy, GatePolicy):
+        name, file = policy.name, policy.source
+    else:
+        name, file = (Path(policy).stem, str(policy)) if policy is not None else ("policy", None)
+    result = RuleResult(
+        rule_id="run",
+        description="The run finished and wrote run.json, so the gate could check it.",
+        kind="run",
+        provider=None,
+        metric="status",
+        status="error",
+        message=message,
+    )
+    verdict = GateVerdict(
+        results=(result,),
+        policy_name=name,
+        policy_file=file,
+        run_dir=str(run_dir) if run_dir is not None else None,
+    )
+    _write_files(verdict, junit=junit, markdown=markdown, json_path=None, console=console or Console())
+    return EXIT_ERROR
+
+
+def _write_files(
+    verdict: GateVerdict,
+    *,
+    junit: str | Path | None,
+    markdown: str | Path | None,
+    json_path: str | Path | None,
+    console: Console,
+) -> bool:
+    """Write the verdict's files (and append to ``$GITHUB_STEP_SUMMARY``); False if one failed."""
     writes = [
         (junit, lambda p: write_junit(verdict, p)),
         (markdown, lambda p: write_markdown(verdict, p)),
@@ -209,15 +306,18 @@ def run_gate_cli(
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         writes.append((summary, lambda p: write_markdown(verdict, p, append=True)))
+    ok = True
     for path, write in writes:
         if path is None:
             continue
         try:
             write(path)
         except OSError as exc:
-            console.print(f"[bold red]error:[/] cannot write {escape(str(path))}: {escape(str(exc))}")
-            code = EXIT_ERROR
-    return code
+            console.print(
+                f"[bold red]error:[/] cannot write {console_escape(str(path))}: {console_escape(str(exc))}"
+            )
+            ok = False
+    return ok
 
 
 def register(app: typer.Typer) -> None:

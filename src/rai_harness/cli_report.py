@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from rai_harness.markdown import console_escape
 
 __all__ = ["register"]
 
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
                 redactor=redactor,  # type: ignore[arg-type]
             )
         except RaiError as exc:
-            # escape(): a path or message with [brackets] must print as text, not as rich markup.
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            # console_escape(): a path or message with [brackets] must print as text, not as rich markup.
+            err.print(f"[bold red]error:[/] {console_escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
-        err.print(f"wrote {escape(str(path))}", highlight=False)
+        err.print(f"wrote {console_escape(str(path))}", highlight=False)

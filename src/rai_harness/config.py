@@ -26,12 +26,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rai_harness.errors import ConfigError, MissingSecretError
 from rai_harness.load.profiles import LoadProfile
+from rai_harness.markdown import require_printable
 from rai_harness.pricing import PriceEntry
 from rai_harness.providers.base import ProviderConfig
 from rai_harness.validation import format_validation_error, read_yaml_file
@@ -152,7 +153,8 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    name: str = Field("run", min_length=1)
+    # Printable only: the name titles the console summary, the report and the gate's Markdown.
+    name: Annotated[str, AfterValidator(require_printable)] = Field("run", min_length=1)
     description: str | None = None
     seed: int = 0
     output_dir: str | None = Field(None, description="Default: reports/<name>.")

@@ -7,6 +7,7 @@ a JUnit file and a summary that say what went wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -108,7 +109,7 @@ def _check_provider(record: RunRecord, check: Check, provider: str) -> RuleResul
         method=None if est.method == "none" else est.method,
     )
     measured = _compared(est, check.bound, check.abs)
-    if measured is None:
+    if measured is None or math.isnan(measured):  # NaN: not computed (it would fail no comparison)
         why = f" ({est.note})" if est.note else ""
         return replace(
             result,

@@ -302,7 +302,9 @@ def lookup_suite_metric(record: RunRecord, ref: MetricRef, provider: str) -> Sui
     if result is None:
         return f"provider {provider!r} has no results for suite {ref.suite!r} (results for: {_listed(suite.results)})"
     est = result.metrics.get(ref.name)
-    if est is None or est.value is None:
+    # NaN is "not computed" too: the record reader refuses it, but a record built in memory
+    # (or by another tool) could carry one, and every comparison with NaN is False, i.e. a pass.
+    if est is None or est.value is None or math.isnan(est.value):
         why = est.note if est is not None and est.note else "no value"
         return f"{ref.text} was not computed for {provider!r} ({why})"
     return SuiteMetric(estimate=est, spec=spec, suite=suite, result=result)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -24,6 +26,8 @@ from pydantic import (
 
 from rai_harness.errors import ConfigError
 from rai_harness.gate.metrics import EFFICIENCY_METRICS, MetricRef, parse_metric
+from rai_harness.markdown import require_printable
+from rai_harness.stats.estimate import strict_number, strict_whole_number
 from rai_harness.validation import format_validation_error, read_yaml_file
 
 __all__ = [
@@ -41,7 +45,13 @@ __all__ = [
 
 Bound = Literal["value", "ci_low", "ci_high"]
 Side = Literal["max", "min"]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: `max: true` or `max: "1.0"` is a typo or a quoting mistake, not the number pydantic
+# would coerce it to (a bool threshold once passed every run at 1.0).
+FiniteFloat = Annotated[float, BeforeValidator(strict_number), Field(allow_inf_nan=False)]
+StrictFloat = Annotated[float, BeforeValidator(strict_number)]
+StrictInt = Annotated[int, BeforeValidator(strict_whole_number)]
+#: A policy or rule name: shown in CI logs, JUnit and Markdown, so no control characters.
+Name = Annotated[str, AfterValidator(require_printable), Field(min_length=1)]
 ProviderIds = Annotated[list[str], Field(min_length=1)]
 
 #: Budget key -> (efficiency metric, which side of it the budget limits).
@@ -79,7 +89,7 @@ class MetricRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str | None = Field(None, min_length=1)
+    id: Name | None = None
     description: str = ""
     metric: str
     max: FiniteFloat | None = None
@@ -130,13 +140,13 @@ class RegressionRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str | None = Field(None, min_length=1)
+    id: Name | None = None
     description: str = ""
     metric: str
     margin: FiniteFloat = Field(..., ge=0.0)
-    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    alpha: StrictFloat = Field(0.05, gt=0.0, lt=0.5)
     providers: ProviderIds | None = None
-    n_resamples: int = Field(2000, ge=100, le=100_000)
+    n_resamples: StrictInt = Field(2000, ge=100, le=100_000)
 
     @field_validator("metric")
     @classmethod
@@ -241,7 +251,7 @@ class GatePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("policy", min_length=1)
+    name: Name = "policy"
     description: str = ""
     max_error_rate: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
     budgets: Budgets | None = None

@@ -48,7 +48,7 @@ import numpy.typing as npt
 from rai_harness.gate.metrics import SuiteMetric, abs_interval, lookup_suite_metric
 from rai_harness.gate.policy import RegressionCheck
 from rai_harness.gate.verdict import RuleResult
-from rai_harness.record import SCHEMA_VERSION, RunRecord
+from rai_harness.record import SCHEMA_VERSION, RunRecord, SuiteRun
 from rai_harness.stats import Estimate, bootstrap, mcnemar, paired_bootstrap_diff
 
 __all__ = ["evaluate_regression"]
@@ -209,6 +209,9 @@ def _compare(
     if isinstance(old, str):
         where = f"baseline {baseline_dir}" if baseline_dir else "baseline"
         return replace(head, message=f"{where}: {old}")
+    mismatch = _incomparable(new.suite, old.suite)
+    if mismatch is not None:
+        return replace(head, message=mismatch)
     spec = new.spec or old.spec
     if spec is None:
         return replace(
@@ -226,6 +229,61 @@ def _compare(
             f"{new.suite.version}: items or scoring may differ",
         )
     return result
+
+
+def _datasets(suite: SuiteRun) -> str:
+    return (
+        ", ".join(f"{d.name} sha256 {d.sha256}" for d in sorted(suite.datasets, key=lambda d: d.name))
+        or "none"
+    )
+
+
+def _incomparable(new: SuiteRun, old: SuiteRun) -> str | None:
+    """Why a suite's items cannot be paired across the two runs, or ``None``.
+
+    Items are paired by id: with another dataset (same ids, other questions) or other
+    parameters (another subset, another scoring threshold) the pairs compare different
+    things, and an easier dataset would pass any regression.
+    """
+    if {(d.name, d.sha256) for d in new.datasets} != {(d.name, d.sha256) for d in old.datasets}:
+        return (
+            f"suite {new.name!r} read different data in the run ({_datasets(new)}) and in the baseline "
+            f"({_datasets(old)}): its items cannot be paired; rerun the baseline on the same dataset"
+        )
+    if new.params != old.params:
+        keys = sorted(
+            k for k in new.params.keys() | old.params.keys() if new.params.get(k) != old.params.get(k)
+        )
+        shown = "; ".join(
+            f"{k}: run {new.params.get(k, '(unset)')!r}, baseline {old.params.get(k, '(unset)')!r}"
+            for k in keys
+        )
+        return (
+            f"suite {new.name!r} ran with different params in the run and in the baseline ({shown}): "
+            "its items cannot be compared; rerun the baseline with the same suite params"
+        )
+    return None
+
+
+def _unusable_baseline(record: RunRecord, baseline: RunRecord) -> str | None:
+    """Why ``baseline`` cannot be the baseline of ``record`` at all, or ``None``."""
+    if baseline.run_id == record.run_id:
+        return (
+            f"the baseline is the run itself (run_id {record.run_id}): a run compared with itself "
+            "always passes; pass the previous run's folder as --baseline"
+        )
+    if baseline.status != "complete":
+        problems = "; ".join(baseline.problems) or "no problem recorded"
+        return (
+            f"the baseline run is {baseline.status}, not complete ({problems}): its metrics may be "
+            "missing or partial; pass a complete run as --baseline"
+        )
+    if baseline.schema_version > SCHEMA_VERSION:
+        return (
+            f"the baseline record has schema_version {baseline.schema_version}; this "
+            f"rai-harness reads up to {SCHEMA_VERSION}: upgrade rai-harness"
+        )
+    return None
 
 
 def _unevaluated(reg: RegressionCheck, provider: str | None) -> RuleResult:
@@ -277,7 +335,9 @@ def evaluate_regression(
     """Compare ``record`` with ``baseline`` on one regression rule, per provider id.
 
     See the module docstring for the test. A provider compares with the baseline's provider
-    of the same id; one missing from either run is an error.
+    of the same id; one missing from either run is an error. So is a baseline that is the run
+    itself, or not ``complete``, and a suite whose datasets (by sha256) or params differ
+    between the two runs: its items would pair different questions.
 
     Args:
         record: The new run.
@@ -295,13 +355,9 @@ def evaluate_regression(
                 message="regression rules need a baseline run: pass --baseline RUN_DIR",
             )
         ]
-    if baseline.schema_version > SCHEMA_VERSION:
-        return [
-            replace(
-                _unevaluated(reg, None),
-                message=f"the baseline record has schema_version {baseline.schema_version}; this "
-                f"rai-harness reads up to {SCHEMA_VERSION}: upgrade rai-harness",
-            )
-        ]
+    unusable = _unusable_baseline(record, baseline)
+    if unusable is not None:
+        where = f"baseline {baseline_dir}: " if baseline_dir else ""
+        return [replace(_unevaluated(reg, None), message=where + unusable)]
     providers = reg.providers or tuple(record.providers)
     return [_compare(record, baseline, reg, p, baseline_dir) for p in providers]

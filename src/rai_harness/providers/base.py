@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rai_harness.errors import ConfigError, MissingDependencyError
+from rai_harness.markdown import require_printable
 from rai_harness.providers.httpio import ResponseLimits, marking_send
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
@@ -279,7 +280,8 @@ class ProviderConfig(BaseModel):
     def _id_is_simple(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or any(c in value for c in "\n\r\t")):
             raise ValueError("id must be a non-empty single-line name")
-        return value
+        # Any other control character (ESC, NUL, C1) would reach terminals, Markdown and HTML.
+        return value if value is None else require_printable(value)
 
     @property
     def provider_id(self) -> str:

@@ -13,7 +13,8 @@ Modules:
 - :mod:`~rai_harness.record.metrics`: what a suite declares about its metrics
   (:class:`MetricSpec`, :class:`Breakdown`).
 - :mod:`~rai_harness.record.io`: :func:`read_run_record`, :func:`read_samples`,
-  :func:`write_samples`, :func:`write_json_atomic`, :func:`file_sha256`.
+  :func:`write_samples`, :func:`write_json_atomic`, :func:`file_sha256`,
+  :func:`retire_run_outputs`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         file_sha256,
         read_run_record,
         read_samples,
+        retire_run_outputs,
         write_json_atomic,
         write_run,
         write_samples,
@@ -80,6 +82,7 @@ _LAZY: dict[str, str] = {
     "file_sha256": "rai_harness.record.io",
     "read_run_record": "rai_harness.record.io",
     "read_samples": "rai_harness.record.io",
+    "retire_run_outputs": "rai_harness.record.io",
     "write_json_atomic": "rai_harness.record.io",
     "write_run": "rai_harness.record.io",
     "write_samples": "rai_harness.record.io",
@@ -110,6 +113,7 @@ __all__ = [
     "file_sha256",
     "read_run_record",
     "read_samples",
+    "retire_run_outputs",
     "write_json_atomic",
     "write_run",
     "write_samples",

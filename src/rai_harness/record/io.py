@@ -19,12 +19,14 @@ from pydantic import ValidationError
 from rai_harness.errors import ConfigError
 from rai_harness.record.calls import CallRecord
 from rai_harness.record.schema import SCHEMA_VERSION, RunRecord
+from rai_harness.stats.estimate import STRICT_RECORD
 from rai_harness.validation import format_validation_error, iter_jsonl
 
 __all__ = [
     "file_sha256",
     "read_run_record",
     "read_samples",
+    "retire_run_outputs",
     "write_json_atomic",
     "write_run",
     "write_samples",
@@ -80,6 +82,27 @@ def write_run(
     write_json_atomic(folder / "run.json", record.model_dump_json(indent=2))
 
 
+#: The journal a run folder holds while (and after) ``rai run`` works in it.
+JOURNAL_FILE = "journal.sqlite"
+
+
+def retire_run_outputs(out_dir: str | Path, extra: Iterable[str | Path] = ()) -> None:
+    """Remove a run folder's previous results before a new run starts writing it.
+
+    An interrupted or failed rerun must not leave the previous run's ``run.json`` (which may
+    pass a gate) looking like this run's result: :func:`write_run` writes the new one only
+    when the run completes. ``samples.jsonl`` goes too (it describes that old record); the
+    journal stays, as it is what the new run resumes from.
+
+    Args:
+        out_dir: The run folder.
+        extra: Other files this run will rewrite (its report, JUnit and Markdown files).
+    """
+    folder = Path(out_dir)
+    for path in (folder / "run.json", folder / "samples.jsonl", *map(Path, extra)):
+        path.unlink(missing_ok=True)
+
+
 def read_samples(path: str | Path) -> list[CallRecord]:
     """Read ``samples.jsonl`` back into records.
 
@@ -118,6 +141,12 @@ def read_run_record(run_dir: str | Path) -> RunRecord:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
+        if (path.parent / JOURNAL_FILE).is_file():
+            raise ConfigError(
+                f"no run.json, but a {JOURNAL_FILE}: the run in this folder has not finished (it was "
+                "interrupted, or stopped on an error); rerun the same `rai run` command to resume it",
+                file=file,
+            ) from exc
         raise ConfigError(
             "run record not found; pass the folder `rai run` wrote (it holds run.json)", file=file
         ) from exc
@@ -131,7 +160,14 @@ def read_run_record(run_dir: str | Path) -> RunRecord:
     if not isinstance(data, dict):
         raise ConfigError("the run record must be a JSON object", file=file)
     version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(
+            f"schema_version must be a whole number such as {SCHEMA_VERSION} (got {version!r}); the "
+            "file was not written by rai-harness or was edited: rerun `rai run` to rewrite it",
+            file=file,
+            key_path="schema_version",
+        )
+    if version > SCHEMA_VERSION:
         raise ConfigError(
             f"schema_version {version!r} is newer than this rai-harness reads ({SCHEMA_VERSION}): "
             "upgrade rai-harness",
@@ -139,7 +175,9 @@ def read_run_record(run_dir: str | Path) -> RunRecord:
             key_path="schema_version",
         )
     try:
-        return RunRecord.model_validate(data)
+        # The reader's context turns on the checks that only a file can fail (an impossible
+        # estimate: see Estimate); the run's own statistics are not re-checked while computed.
+        return RunRecord.model_validate(data, context={STRICT_RECORD: True})
     except ValidationError as exc:
         err = format_validation_error(exc, file, "", RunRecord)
         raise ConfigError(

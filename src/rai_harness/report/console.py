@@ -8,9 +8,9 @@ console and the HTML report read the same; every safety score comes with its int
 from __future__ import annotations
 
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
+from rai_harness.markdown import console_escape
 from rai_harness.record import MetricSpec, RunRecord
 from rai_harness.report.fmt import fmt_bound, fmt_rate_per_s, fmt_seconds, fmt_usd, fmt_value, is_percent
 from rai_harness.stats import Estimate
@@ -23,7 +23,7 @@ _ARROW = {"lower": "\u2193", "higher": "\u2191", "neutral": "\u21940"}
 def efficiency_table(record: RunRecord) -> Table:
     """Calls, failures, latency, throughput and cost per provider (TTFT is in the HTML report)."""
     table = Table(
-        title=f"run {escape(record.name)} ({escape(record.status)})",
+        title=f"run {console_escape(record.name)} ({console_escape(record.status)})",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -39,7 +39,7 @@ def efficiency_table(record: RunRecord) -> Table:
     table.caption_justify = "left"
     for pid, s in record.providers.items():
         table.add_row(
-            escape(pid),
+            console_escape(pid),
             f"{s.calls:,}",
             f"{s.failed:,}",
             fmt_seconds(s.latency_s.p50) if s.latency_s.p50 is not None else "-",
@@ -56,7 +56,7 @@ def efficiency_table(record: RunRecord) -> Table:
 
 def _score(est: Estimate | None, spec: MetricSpec) -> str:
     if est is None or est.value is None:
-        return "n/a" + (f" ({escape(est.note)})" if est is not None and est.note else "")
+        return "n/a" + (f" ({console_escape(est.note)})" if est is not None and est.note else "")
     signed = spec.direction == "neutral" and not is_percent(spec.unit)
     text = f"{fmt_value(est.value, spec.unit, signed=signed)} n={est.n:,}"
     if est.ci_low is not None and est.ci_high is not None:
@@ -66,7 +66,7 @@ def _score(est: Estimate | None, spec: MetricSpec) -> str:
         )
         flag = " (0 width)" if est.ci_low == est.ci_high else ""
         text += f"\n[{lo}, {hi}]{flag}"
-    return escape(text)
+    return console_escape(text)
 
 
 #: Width of a provider column in the safety table: ``[81.5, 100.0]`` and ``100.0% n=300``.
@@ -127,11 +127,11 @@ def safety_table(record: RunRecord, providers: list[str] | None = None) -> Table
     )
     table.add_column("metric", overflow="fold", width=_metric_width(record))
     for pid in pids:
-        table.add_column(escape(pid), justify="right", overflow="fold", width=_SCORE_WIDTH)
+        table.add_column(console_escape(pid), justify="right", overflow="fold", width=_SCORE_WIDTH)
     for suite in suites:
         heads = [m for m in suite.metrics if m.headline] or list(suite.metrics[:1])
         for spec in heads:
-            label = f"{escape(_ARROW[spec.direction] + ' ' + spec.display)}\n[dim]{escape(suite.name)}[/]"
+            label = f"{console_escape(_ARROW[spec.direction] + ' ' + spec.display)}\n[dim]{console_escape(suite.name)}[/]"
             if suite.error:
                 table.add_row(label, *["n/a (scoring failed)" for _ in pids])
                 continue

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rai_harness.jsoncodec import loads as jsoncodec_loads
+from rai_harness.markdown import neutralise_controls
 
 if TYPE_CHECKING:
     from rai_harness.record import RunRecord
@@ -130,9 +131,6 @@ class SampleStats:
     error_examples: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
 
-_CONTROL = {c: "\ufffd" for c in range(32) if c not in (9, 10, 13)} | {0x7F: "\ufffd"}
-
-
 def clean_text(text: str, limit: int) -> tuple[str, int]:
     """Cut ``text`` to ``limit`` characters and make control characters visible.
 
@@ -142,7 +140,7 @@ def clean_text(text: str, limit: int) -> tuple[str, int]:
     cut = max(0, len(text) - limit)
     if cut:
         text = text[:limit]
-    return text.translate(_CONTROL), cut
+    return neutralise_controls(text, keep="\t\n\r"), cut
 
 
 def _lookup(scores: Mapping[str, Any], key: str) -> Any:
@@ -469,4 +467,7 @@ def scan_samples(
     stats = _merge(_scan(path, keys, max_examples, workers, frozenset(paired)), max_examples)
     if stats.bad_lines:
         log.warning("%s: %d unreadable lines skipped", path, stats.bad_lines)
+    expected = sum(p.calls for p in record.providers.values())
+    if stats.lines < expected:
+        log.warning("%s: %d of the %d calls in run.json are missing", path, expected - stats.lines, expected)
     return stats

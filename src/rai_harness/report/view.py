@@ -704,6 +704,26 @@ def _key_figures(record: RunRecord, policy: PolicyView | None) -> list[KeyFigure
     return figures
 
 
+def _samples_shortfall(record: RunRecord, stats: SampleStats) -> str | None:
+    """What the evidence lacks when ``samples.jsonl`` holds fewer calls than ``run.json`` counts.
+
+    A truncated or hand-cut samples file still renders; the report must then say that its
+    distributions and worst examples are over part of the run, and how much is missing.
+    """
+    expected = sum(s.calls for s in record.providers.values())
+    missing = expected - stats.lines
+    parts = []
+    if missing > 0:
+        parts.append(
+            f"{record.samples_file} holds {stats.lines:,} readable call records of the {expected:,} calls "
+            f"run.json counts: {missing:,} are missing, so score distributions, latency histograms and "
+            "worst examples leave them out (the metrics come from run.json and are complete)."
+        )
+    if stats.bad_lines:
+        parts.append(f"{stats.bad_lines:,} unreadable lines of {record.samples_file} were skipped.")
+    return " ".join(parts) or None
+
+
 def build_view(
     record: RunRecord,
     stats: SampleStats,
@@ -748,8 +768,8 @@ def build_view(
             f"{record.samples_file} was not found next to run.json: score distributions, latency "
             "histograms and worst examples are left out."
         )
-    elif stats.bad_lines:
-        samples_note = f"{stats.bad_lines:,} unreadable lines of {record.samples_file} were skipped."
+    else:
+        samples_note = _samples_shortfall(record, stats)
     view = ReportView(
         title=f"Responsible-AI audit: {record.name}",
         run_name=record.name,

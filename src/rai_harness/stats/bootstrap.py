@@ -158,13 +158,16 @@ def interval_from_draws(
 
     Returns:
         ``(low, high, expanded)``: ``expanded`` is False when the level needed more resamples
-        and the t interval with the bootstrap standard error was used instead.
+        and the t interval with the bootstrap standard error was used instead. The interval
+        always holds ``value``: a percentile interval of a biased statistic (``|mean|`` near
+        0) can miss it, and a record whose value lies outside its own interval is refused as
+        corrupt when read back (:meth:`~rai_harness.stats.Estimate`).
     """
     b = len(draws)
     j = _order_index(expanded_alpha(confidence, units), b)
     if j >= 1:
         ordered = np.sort(draws)
-        return float(ordered[j - 1]), float(ordered[b - j]), True
+        return min(float(ordered[j - 1]), value), max(float(ordered[b - j]), value), True
     half = _t_factor(confidence, units) * float(np.std(draws, ddof=1)) if b > 1 else 0.0
     return value - half, value + half, False
 

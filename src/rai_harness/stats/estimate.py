@@ -9,11 +9,18 @@ an interval that could not be computed, templates that were dropped).
 from __future__ import annotations
 
 import math
-from typing import Literal
+import numbers
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-__all__ = ["Estimate", "EstimateMethod"]
+__all__ = ["STRICT_RECORD", "Estimate", "EstimateMethod", "strict_number", "strict_whole_number"]
+
+#: Validation-context key the run-record reader sets: an estimate read from a file must also
+#: be possible (see :meth:`Estimate._check_possible`). Statistics computed in this process are
+#: not re-checked that way: a percentile interval of a biased statistic can, rarely, miss its
+#: own point value, and a run must not crash on that after every call was paid for.
+STRICT_RECORD = "rai_strict_record"
 
 EstimateMethod = Literal[
     "clopper-pearson",
@@ -32,6 +39,33 @@ EstimateMethod = Literal[
 ]
 
 _BOUNDS = ("value", "ci_low", "ci_high")
+
+
+def _not_a_number(value: Any, what: str) -> ValueError:
+    if isinstance(value, bool):
+        return ValueError(f"must be {what}, not the boolean {str(value).lower()}")
+    if isinstance(value, str):
+        return ValueError(f"must be {what}, not the string {value!r}: write it without quotes")
+    return ValueError(f"must be {what}, not a {type(value).__name__}")
+
+
+def strict_number(value: Any) -> Any:
+    """``value`` unchanged when it is a real number (or ``None``); a ValueError otherwise.
+
+    A pydantic ``before`` validator for numbers read from files: pydantic's lax mode would
+    take ``"0.1"`` as 0.1 and ``true`` as 1.0, so a quoted threshold or a corrupted record
+    would pass for a number. Ints are numbers (``max: 1``); bools are not.
+    """
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        return value
+    raise _not_a_number(value, "a number")
+
+
+def strict_whole_number(value: Any) -> Any:
+    """Like :func:`strict_number`, for counts: an integer (or ``None``), never a bool or a string."""
+    if value is None or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return value
+    raise _not_a_number(value, "a whole number")
 
 
 class Estimate(BaseModel):
@@ -73,6 +107,32 @@ class Estimate(BaseModel):
     method: str = "none"
     confidence: float = 0.95
     note: str | None = None
+
+    # Pydantic would coerce "0.1" to 0.1 and false to 0.0: in a run record those are
+    # corruption (or tampering), never a number a statistic produced.
+    _real_fields = field_validator("value", "ci_low", "ci_high", "confidence", mode="before")(strict_number)
+    _count_fields = field_validator("n", "n_clusters", "successes", mode="before")(strict_whole_number)
+
+    @model_validator(mode="after")
+    def _check_possible(self, info: ValidationInfo) -> Estimate:
+        """In a record read from a file: no NaN value, a value inside its interval, no interval over nothing."""
+        if not (info.context or {}).get(STRICT_RECORD):
+            return self
+        if self.value is not None and math.isnan(self.value):
+            raise ValueError("value is NaN: an estimate that could not be computed has `value: null`")
+        if self.ci_low is not None and self.ci_high is not None:
+            if self.n == 0:
+                raise ValueError(
+                    f"an interval [{self.ci_low}, {self.ci_high}] over n = 0 units: an estimate of "
+                    "nothing has no interval"
+                )
+            # A small tolerance: bounds and value went through JSON separately.
+            slack = 1e-9 * max(1.0, abs(self.ci_low), abs(self.ci_high))
+            if self.value is not None and not self.ci_low - slack <= self.value <= self.ci_high + slack:
+                raise ValueError(
+                    f"value {self.value} lies outside its own interval [{self.ci_low}, {self.ci_high}]"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Estimate:
