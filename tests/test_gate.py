@@ -1010,10 +1010,28 @@ def test_regression_refuses_a_suite_whose_dataset_changed():
 
 def test_regression_refuses_a_suite_whose_params_changed():
     run, baseline = _paired_runs()
-    v = evaluate(_with_suite(run, params={"limit": 10}), policy(REGRESSION), baseline=baseline)
+    params = {
+        "threshold": 0.5,
+        "scorer": {"backend": "minilm-toxicity", "device": "cpu"},
+        "n_resamples": 2000,
+    }
+    baseline = _with_suite(baseline, params=params)
+    changed = {**params, "scorer": {"backend": "detoxify", "device": "cpu"}}
+    v = evaluate(_with_suite(run, params=changed), policy(REGRESSION), baseline=baseline)
     r = only(v, "emt", "a")
     assert v.exit_code == 2 and r.status == "error"
-    assert "different params" in r.message and "limit: run 10, baseline '(unset)'" in r.message
+    assert "different params" in r.message and "scorer.backend: run 'detoxify'" in r.message
+    # Settings that change neither the items nor their scores, and keys only one version
+    # recorded, do not make runs incomparable (an upgrade must not break every baseline).
+    same = {
+        "threshold": 0.5,
+        "scorer": {"backend": "minilm-toxicity", "device": "cuda"},
+        "n_resamples": 1000,
+        "limit": 40,
+        "new_param_of_a_later_version": True,
+    }
+    v = evaluate(_with_suite(run, params=same), policy(REGRESSION), baseline=baseline)
+    assert v.exit_code != 2, [r.message for r in v.results if r.status == "error"]
 
 
 def test_regression_refuses_the_run_as_its_own_baseline():

@@ -86,6 +86,8 @@ def test_interrupted_rerun_leaves_no_stale_passing_result(run_files, monkeypatch
     second = _run(run_files)
     assert second.exit_code == 2, second.output
     assert not (run_files["out"] / "run.json").exists()
+    # Not lost: the finished run's results wait in previous/, where a gate is never pointed.
+    assert read_run_record(run_files["out"] / "previous").status == "complete"
     junit = ET.parse(run_files["junit"]).getroot()
     assert junit.get("errors") == "1" and "interrupted" in ET.tostring(junit, encoding="unicode")
     assert "interrupted" in run_files["markdown"].read_text()

@@ -1039,10 +1039,19 @@ def test_an_answer_is_relayed_only_in_shapes_the_guard_checked(tools):
         assert "idiot" not in completion.model_dump_json(warnings=False)
         choice = completion.choices[0]
         assert choice.message.role == "assistant" and choice.logprobs is None
-        assert choice.finish_reason is None
+        assert choice.finish_reason == "stop"
         removed = completion.model_extra[GUARD_FIELD]["output"]["removed_fields"]
-        assert {"prompt_filter_results", "text", "logprobs"} <= set(removed)
+        assert {"prompt_filter_results", "text", "logprobs", "model"} <= set(removed)
         assert "annotations" not in removed  # an empty list is nothing to report
+        # What an SDK requires is there, with stand-ins for what was odd.
+        assert completion.model == "unknown" and completion.id == "c1" and completion.created == 1
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 0)
+        from openai.types.chat import ChatCompletion
+
+        upstream.message, upstream.choice_extra = {"role": "assistant", "content": "Fine."}, {}
+        upstream.extra = {"model": "Local Model (8B)", "created": 1700000000.0, "id": None}
+        raw = client.chat.completions.with_raw_response.create(model="m", messages=prompt)
+        ChatCompletion.model_validate(json.loads(raw.http_response.text))  # no missing field
 
         upstream.extra = upstream.choice_extra = {}
         # A tool name that is not an identifier, or a message that is not an object: 502.
@@ -1108,6 +1117,21 @@ def test_a_stream_is_relayed_only_in_shapes_the_guard_checked(tools):
     assert 0 < len(held) <= 8
     finish = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
     assert finish == ["stop"]
+
+    # A second choice in a stream (n > 1 is refused) ends it with an error, never merged.
+    upstream.events = [
+        event({"content": "One."}),
+        {**event({"content": "Two."}), "choices": [{"index": 1, "delta": {"content": "Two."}}]},
+    ]
+    try:
+        with pytest.raises(openai.APIError, match="second choice"):
+            list(
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "go"}], stream=True
+                )
+            )
+    finally:
+        upstream.events = None
 
 
 def test_other_methods_and_paths_still_go_through_the_router(proxy):

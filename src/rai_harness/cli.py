@@ -221,11 +221,12 @@ def run(
             Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
     # Until this run writes its own, the folder must hold no result a gate or a reviewer could
     # take for this run's: an interrupted rerun once left the previous run's passing run.json
-    # (and JUnit) in place, and `rai gate` passed on them. The journal stays: it is what resumes.
-    retire_run_outputs(
-        plan.out_dir,
-        [p for p in (junit, markdown) if p is not None] + ([plan.out_dir / "report.html"] if report else []),
-    )
+    # (and JUnit) in place, and `rai gate` passed on them. They move to previous/; the journal
+    # stays: it is what resumes.
+    try:
+        retire_run_outputs(plan.out_dir, [p for p in (junit, markdown) if p is not None])
+    except RaiError as exc:
+        raise _fail(exc) from None
     with run_progress(err_console, disable=quiet) as progress:
         sink = ProgressSink(progress)
         try:

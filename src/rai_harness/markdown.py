@@ -70,7 +70,8 @@ def console_escape(text: str) -> str:
     # Imported here: the gate imports this module and must not load rich to escape Markdown.
     from rich.markup import escape
 
-    return escape(neutralise_controls(text, keep="\n\t"))
+    # A CR alone returns the cursor and lets the rest of a line overwrite what came before.
+    return escape(neutralise_controls(text.replace("\r\n", "\n"), keep="\n\t"))
 
 
 def md_escape(text: str) -> str:

@@ -38,9 +38,9 @@ independently; with clustered items its interval is somewhat too narrow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -250,19 +250,40 @@ def _incomparable(new: SuiteRun, old: SuiteRun) -> str | None:
             f"suite {new.name!r} read different data in the run ({_datasets(new)}) and in the baseline "
             f"({_datasets(old)}): its items cannot be paired; rerun the baseline on the same dataset"
         )
-    if new.params != old.params:
-        keys = sorted(
-            k for k in new.params.keys() | old.params.keys() if new.params.get(k) != old.params.get(k)
-        )
-        shown = "; ".join(
-            f"{k}: run {new.params.get(k, '(unset)')!r}, baseline {old.params.get(k, '(unset)')!r}"
-            for k in keys
-        )
+    differences = _param_differences(new.params, old.params)
+    if differences:
         return (
-            f"suite {new.name!r} ran with different params in the run and in the baseline ({shown}): "
-            "its items cannot be compared; rerun the baseline with the same suite params"
+            f"suite {new.name!r} ran with different params in the run and in the baseline "
+            f"({'; '.join(differences)}): its items cannot be compared; rerun the baseline with the "
+            "same suite params"
         )
     return None
+
+
+#: Suite params that change neither what an item is nor how it is scored: interval
+#: resamples, where a scorer runs, batching, and how many items were taken (items are paired
+#: by id, so a different ``limit`` only narrows the pairs).
+_RUN_SETTINGS = frozenset(
+    {"n_resamples", "device", "dtype", "batch_size", "max_batch_size", "concurrency", "workers", "limit"}
+)
+
+
+def _param_differences(new: Mapping[str, Any], old: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The params (nested keys dotted) that differ between two runs of a suite.
+
+    Only keys both runs recorded are compared: a key one side lacks comes from another
+    rai-harness version, which recorded its default or did not have it yet.
+    """
+    out: list[str] = []
+    for key in sorted(new.keys() & old.keys()):
+        if key in _RUN_SETTINGS:
+            continue
+        a, b = new[key], old[key]
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(_param_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: run {a!r}, baseline {b!r}")
+    return out
 
 
 def _unusable_baseline(record: RunRecord, baseline: RunRecord) -> str | None:

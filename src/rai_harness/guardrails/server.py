@@ -36,6 +36,7 @@ import copy
 import gc
 import hmac
 import logging
+import math
 import re
 import socket
 import sys
@@ -736,17 +737,37 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _MAX_TEXT_FIELDS = 8
 
 
-def _identifiers(source: Mapping[str, Any]) -> dict[str, Any]:
-    """The completion-level metadata a relayed answer keeps: identifiers of a sane shape
-    (``id``, ``model``, ``system_fingerprint``, ``service_tier``) and ``created``."""
+#: Stand-ins for the identifiers a client's SDK requires (``id``, ``model``, ``created``), when
+#: the upstream sent none or one of an odd shape.
+_STAND_IN = {"id": "chatcmpl-guard", "model": "unknown"}
+
+
+def _identifiers(source: Mapping[str, Any], removed: list[str], *, fill: bool = True) -> dict[str, Any]:
+    """The completion-level metadata a relayed answer keeps.
+
+    Identifiers of a sane shape (``id``, ``model``, ``system_fingerprint``, ``service_tier``)
+    and ``created`` (a whole number of seconds) are kept. One of another shape is replaced by
+    a stand-in (``id``, ``model``; ``created``: now) or left out, and named in ``removed``;
+    with ``fill``, the fields an SDK requires are there even when the upstream sent none.
+    """
     out: dict[str, Any] = {}
     for key in ("id", "model", "system_fingerprint", "service_tier"):
         value = source.get(key)
         if isinstance(value, str) and _IDENTIFIER.match(value):
             out[key] = value
+        elif value is not None:
+            _note_removed(removed, key)
+            if key in _STAND_IN:
+                out[key] = _STAND_IN[key]
+        elif fill and key in _STAND_IN:
+            out[key] = _STAND_IN[key]
     created = source.get("created")
-    if isinstance(created, int) and not isinstance(created, bool):
-        out["created"] = created
+    if isinstance(created, int | float) and not isinstance(created, bool) and math.isfinite(created):
+        out["created"] = int(created)
+    elif created is not None or fill:
+        if created is not None:
+            _note_removed(removed, "created")
+        out["created"] = int(time.time())
     return out
 
 
@@ -769,6 +790,8 @@ def _counts(value: Any) -> dict[str, Any] | None:
     for key, inner in value.items():
         if isinstance(key, str) and _FIELD_NAME.match(key) and isinstance(inner, Mapping):
             out[key] = numbers(inner)
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):  # an SDK requires them
+        out.setdefault(key, 0)
     return out
 
 
@@ -1585,7 +1608,11 @@ class GuardService:
                 cannot read (fail closed: never relayed unchecked).
         """
         removed: list[str] = [str(k) for k in completion if k not in _COMPLETION_KEYS][:_MAX_REMOVED_NAMES]
-        relayed: dict[str, Any] = {**_identifiers(completion), "object": "chat.completion", "choices": []}
+        relayed: dict[str, Any] = {
+            **_identifiers(completion, removed),
+            "object": "chat.completion",
+            "choices": [],
+        }
         checked: list[tuple[dict[str, Any], _Segment]] = []
         for position, choice in enumerate(choices):
             message = choice.get("message") if isinstance(choice, Mapping) else None
@@ -1610,7 +1637,9 @@ class GuardService:
                 "index": index if isinstance(index, int) and not isinstance(index, bool) else position,
                 "message": kept,
                 "logprobs": None,
-                "finish_reason": _finish_reason(choice.get("finish_reason")),
+                # An odd reason (not a short token) may be text: "stop" stands in, as in a stream.
+                "finish_reason": _finish_reason(choice.get("finish_reason"))
+                or ("stop" if choice.get("finish_reason") is not None else None),
             }
             relayed["choices"].append(rebuilt)
             checked.extend((rebuilt, segment) for segment in segments)
@@ -1659,7 +1688,10 @@ class GuardService:
         self, upstream: UpstreamStream, deadline: float, input_verdict: dict[str, Any]
     ) -> AsyncIterator[bytes]:
         """Re-emit the upstream stream with its text released window by window, as checked."""
-        template: dict[str, Any] = {"object": "chat.completion.chunk"}
+        template: dict[str, Any] = {
+            "object": "chat.completion.chunk",
+            **_identifiers({}, [], fill=True),
+        }
         pending: list[bytes] = []  # the role chunk, until the first checked text goes out
         # Tool calls and text fields other than the content (refusal, reasoning_content):
         # held back to the end, checked whole, then sent as one chunk each.
@@ -1689,7 +1721,7 @@ class GuardService:
                     raise _UpstreamStreamError("the upstream sent a chunk that is not an object")
                 if event.get("error"):
                     raise _UpstreamStreamError("the upstream reported an error mid-stream")
-                template.update(_identifiers(event))
+                template.update(_identifiers(event, held.removed, fill=False))
                 choices = event.get("choices") or []
                 if not choices:
                     usage = _counts(event.get("usage"))
@@ -1697,6 +1729,10 @@ class GuardService:
                         tail["usage"] = usage
                     continue
                 choice = choices[0] if isinstance(choices[0], dict) else {}
+                if len(choices) > 1 or choice.get("index", 0) != 0:
+                    # One answer per stream (n > 1 is refused): a second would be read as more
+                    # text of the first.
+                    raise _UpstreamStreamError("the upstream streamed a second choice; the guard checks one")
                 delta = choice.get("delta") or {}
                 if not isinstance(delta, dict):
                     raise _UpstreamStreamError("the upstream sent a delta that is not an object")

@@ -86,21 +86,52 @@ def write_run(
 JOURNAL_FILE = "journal.sqlite"
 
 
-def retire_run_outputs(out_dir: str | Path, extra: Iterable[str | Path] = ()) -> None:
-    """Remove a run folder's previous results before a new run starts writing it.
+#: Subfolder of a run folder where :func:`retire_run_outputs` keeps the previous results.
+PREVIOUS_DIR = "previous"
+
+
+def retire_run_outputs(out_dir: str | Path, extra: Iterable[str | Path] = ()) -> list[Path]:
+    """Move a run folder's previous results aside before a new run starts writing it.
 
     An interrupted or failed rerun must not leave the previous run's ``run.json`` (which may
     pass a gate) looking like this run's result: :func:`write_run` writes the new one only
-    when the run completes. ``samples.jsonl`` goes too (it describes that old record); the
-    journal stays, as it is what the new run resumes from.
+    when the run completes. ``samples.jsonl`` and ``report.html`` go too (they describe that
+    old record). They are moved into ``previous/`` in the folder, not deleted, so a rerun that
+    fails keeps the last finished results readable (``rai report out/previous``); the journal
+    stays, as it is what the new run resumes from.
 
     Args:
         out_dir: The run folder.
-        extra: Other files this run will rewrite (its report, JUnit and Markdown files).
+        extra: Other files this run will rewrite (its JUnit and Markdown files), moved there too.
+
+    Returns:
+        The files moved, at their new place.
+
+    Raises:
+        ConfigError: A file could not be moved (a directory in its place, no permission).
     """
     folder = Path(out_dir)
-    for path in (folder / "run.json", folder / "samples.jsonl", *map(Path, extra)):
-        path.unlink(missing_ok=True)
+    targets = [folder / "run.json", folder / "samples.jsonl", folder / "report.html", *map(Path, extra)]
+    moved: list[Path] = []
+    for path in targets:
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.is_dir():
+            raise ConfigError(
+                "is a directory, where this run writes a file; pass a file path", file=str(path)
+            )
+        destination = folder / PREVIOUS_DIR / path.name
+        try:
+            destination.parent.mkdir(exist_ok=True)
+            os.replace(path, destination)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot move the previous run's file aside ({exc.strerror or exc}); check the "
+                "folder's permissions or pass another --out",
+                file=str(path),
+            ) from None
+        moved.append(destination)
+    return moved
 
 
 def read_samples(path: str | Path) -> list[CallRecord]:
