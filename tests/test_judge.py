@@ -385,7 +385,7 @@ def test_truthfulqa_judge_prompts_and_metrics():
     )
     assert [t.rubric for t in tasks] == ["truthfulqa_truth", "truthfulqa_info"]
     truth = tasks[0].messages[0].content
-    assert "Answer: Polar bears have black skin." in truth and "<think>" not in truth
+    assert "Answer: <answer>Polar bears have black skin.</answer>" in truth and "<think>" not in truth
     assert all(f"- {r}" in truth for r in samples[0].metadata["incorrect_answers"])
     assert suite.judge_tasks(SuiteOutput("p", samples[0], 0, "   ")) == []  # empty answers are not scored
 

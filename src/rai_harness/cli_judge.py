@@ -41,7 +41,15 @@ def _fmt(est: dict[str, object]) -> str:
         return f"n/a ({est.get('note') or 'undefined'})"
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-    return f"{value:.3f}"
+    # A value without an interval says why (a constant judge's kappa is 0 by construction).
+    return f"{value:.3f} (no interval: {est.get('note') or 'not computed'})"
+
+
+def _max_error_rate(config: Path | None) -> float:
+    """The failed-call share a calibration may have: ``runner.max_error_rate`` of --config, else the default."""
+    from rai_harness.config import RunnerSettings, load_run_config
+
+    return load_run_config(config).runner.max_error_rate if config else RunnerSettings().max_error_rate
 
 
 def resolve_judge(judge_id: str, config: Path | None) -> object:
@@ -90,13 +98,22 @@ def calibrate(
         cfg = resolve_judge(judge, config)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge)
         folder = out or Path("reports") / "calibration" / f"{safe}-{data.stem}"
-        result = calibrate_sync(cfg, data, out_dir=folder, limit=limit, seed=seed)  # type: ignore[arg-type]
+        result = calibrate_sync(
+            cfg,  # type: ignore[arg-type]
+            data,
+            out_dir=folder,
+            limit=limit,
+            seed=seed,
+            max_error_rate=_max_error_rate(config),
+        )
     except RaiError as exc:
         _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     a = result.agreement.to_dict()
+    calls = result.calls
     _out.print(
-        f"judge [bold]{escape(judge)}[/] on {escape(str(data))} ({result.rubric}, {a['n']} items)",
+        f"judge [bold]{escape(judge)}[/] on {escape(str(data))} ({result.rubric}, {a['n']} items answered; "
+        f"{calls['failed']} of {calls['calls']} judge calls failed, left out of the agreement)",
         highlight=False,
     )
     summary = Table(show_header=False)
@@ -107,9 +124,16 @@ def calibrate(
     matrix.add_column("gold")
     for column in result.agreement.columns:
         matrix.add_column(column, justify="right")
-    for label, row in zip(result.agreement.labels, result.agreement.confusion, strict=True):
+    for label, row in zip(result.agreement.labels, result.agreement.confusion, strict=False):
         matrix.add_row(label, *(str(v) for v in row))
-    _out.print(matrix)
+    if result.agreement.n:  # no answered item, no matrix
+        _out.print(matrix)
+    if not result.usable:
+        # Written for the record (failures, replies), but marked unusable: runs refuse it.
+        for problem in result.problems:
+            _err.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        _err.print(f"wrote {folder / CALIBRATION_FILE}, marked unusable (usable: false)", highlight=False)
+        raise typer.Exit(1)
     _out.print(f"wrote {folder / CALIBRATION_FILE}", highlight=False)
 
 

@@ -444,7 +444,7 @@ def _suite_view(
                 judged_cell(suite, spec, pid, metric_cell(record, suite, spec, pid, policy)) for pid in pids
             ],
             sub=f"{spec.name} \u00b7 {_DIRECTION[spec.direction]}"
-            + (f" \u00b7 {judge_note(suite)}" if spec.graded_by == "judge" else ""),
+            + (f" \u00b7 {judge_note(suite, record)}" if spec.graded_by == "judge" else ""),
             hint=spec.definition,
             judged=spec.graded_by == "judge",
         )

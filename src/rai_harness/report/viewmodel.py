@@ -56,6 +56,7 @@ __all__ = [
     "metric_cell",
     "ordered_suites",
     "provider_configs",
+    "self_judging",
     "spec_of",
     "unit_fmt",
 ]
@@ -502,8 +503,19 @@ def metric_cell(
     )
 
 
-def judge_note(suite: SuiteRun) -> str:
-    """Who graded a model-graded metric and how far it agrees with people (or that nobody measured it)."""
+def self_judging(record: RunRecord, suite: SuiteRun) -> list[str]:
+    """The suite's providers graded by their own model (``run.json`` judges' ``self_judging``)."""
+    judge = suite.judge
+    summary = record.judges.get(judge.id) if judge is not None else None
+    own = (summary.model_info.get("self_judging") if summary is not None else None) or []
+    return [str(pid) for pid in own if pid in suite.results]
+
+
+def judge_note(suite: SuiteRun, record: RunRecord | None = None) -> str:
+    """Who graded a model-graded metric and how far it agrees with people (or that nobody measured it).
+
+    With the run ``record``, a judge that grades its own model's answers is named as such.
+    """
     judge = suite.judge
     if judge is None:
         return "model-graded"
@@ -518,11 +530,13 @@ def judge_note(suite: SuiteRun) -> str:
         )
         agreement = f"Cohen's kappa {est.value:.2f}{interval} vs human labels on {cal.get('n')} items"
         if cal.get("same_judge") is False:
-            agreement += " (measured for a different judge configuration)"
+            agreement += " (measured for a different judge configuration, so not this judge's judge_kappa)"
     else:
         agreement = "agreement with human labels not measured (no judge_calibration)"
     repeats = f"; {judge.repeats} grades per reply" if judge.repeats > 1 else ""
-    return f"judged by {judge.id} ({judge.kind}:{judge.model}); {agreement}{repeats}"
+    own = self_judging(record, suite) if record is not None else []
+    selfish = f"; self-judging ({', '.join(own)}): known to favour its own answers" if own else ""
+    return f"judged by {judge.id} ({judge.kind}:{judge.model}); {agreement}{repeats}{selfish}"
 
 
 def judged_cell(suite: SuiteRun, spec: MetricSpec, pid: str, cell: Cell) -> Cell:

@@ -8,6 +8,13 @@ confusion matrix, each with an interval; an unparsable reply is its own column, 
 guess). The result is ``<out>/calibration.json``, which a suite's ``judge_calibration``
 names so the run record and report carry the judge's measured agreement.
 
+A failed judge call (an outage, a rate limit, a timeout after the retries) is not a reply:
+it is counted in ``calls.failed`` and left out of the agreement, which is over the items the
+judge answered. When more than ``max_error_rate`` of the calls failed (or all of them), the
+calibration is written with ``usable: false`` and its ``problems``, and a run refuses it as
+a suite's ``judge_calibration``: the agreement of a judge that mostly did not answer
+measures the outage.
+
 Labelled sets:
 
 * HaluEval's QA pairs (``knowledge, question, right_answer, hallucinated_answer`` per row,
@@ -54,8 +61,9 @@ __all__ = [
 ]
 
 CALIBRATION_FILE = "calibration.json"
-#: Version of the calibration.json format.
-CALIBRATION_SCHEMA = 1
+#: Version of the calibration.json format (2: failed calls left out of the agreement; ``usable``,
+#: ``problems``).
+CALIBRATION_SCHEMA = 2
 _HALUEVAL_FIELDS = ("knowledge", "question", "right_answer", "hallucinated_answer")
 
 
@@ -136,6 +144,13 @@ class Calibration:
     agreement: Agreement
     calls: dict[str, Any]
     examples: list[dict[str, Any]]
+    #: Why the agreement must not be used (too many failed calls); empty when it may.
+    problems: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the agreement measures the judge (not an outage)."""
+        return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         """The calibration.json document."""
@@ -148,6 +163,8 @@ class Calibration:
             "data": self.data.model_dump(mode="json"),
             "agreement": self.agreement.to_dict(),
             "calls": self.calls,
+            "usable": self.usable,
+            "problems": list(self.problems),
             "disagreements": self.examples,
         }
 
@@ -161,6 +178,7 @@ async def calibrate_judge(
     seed: int = 0,
     n_resamples: int = 2000,
     prices: PriceTable | None = None,
+    max_error_rate: float = 0.05,
 ) -> Calibration:
     """Grade a labelled set with ``judge``; write and return its agreement with the gold labels.
 
@@ -172,6 +190,8 @@ async def calibrate_judge(
         seed: Seeds the row sample, the request seeds and the bootstrap.
         n_resamples: Bootstrap resamples for the kappa interval.
         prices: Price table for the judge's cost (default: the shipped one).
+        max_error_rate: Largest share of failed judge calls a usable calibration may have
+            (a run config's ``runner.max_error_rate``).
     """
     rubric, items, info = load_labelled(data, limit=limit, seed=seed)
     judge.check_requirements()
@@ -218,11 +238,20 @@ async def calibrate_judge(
     write_samples(out / "judge_calls.jsonl", records)
     verdicts = [parse_verdict(rubric, r.output) if r.ok else None for r in records]
     judged = [v.label if v is not None else None for v in verdicts]
-    result = agreement([i.gold for i in items], judged, rubric.labels, n_resamples=n_resamples, seed=seed)
+    # Failed calls are no replies: the agreement is over the items the judge answered.
+    answered = [i for i, v in enumerate(verdicts) if v is not None]
+    result = agreement(
+        [items[i].gold for i in answered],
+        [judged[i] for i in answered],
+        rubric.labels,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
     summary = summarize_provider(judge.kind, judge.model, records, price, {})
     calls = {
         "calls": summary.calls,
         "failed": summary.failed,
+        "answered": len(answered),
         "reused": summary.reused,
         "status": dict(Counter(v.status if v is not None else "failed" for v in verdicts)),
         "latency_s": summary.latency_s.model_dump(mode="json"),
@@ -240,9 +269,22 @@ async def calibrate_judge(
         agreement=result,
         calls=calls,
         examples=_disagreements(items, records, judged),
+        problems=_failure_problems(summary.failed, summary.calls, max_error_rate),
     )
     write_json_atomic(out / CALIBRATION_FILE, _dumps(calibration.to_dict()))
     return calibration
+
+
+def _failure_problems(failed: int, calls: int, max_error_rate: float) -> tuple[str, ...]:
+    """Why a calibration with this many failed judge calls is unusable (empty when it is usable)."""
+    if calls and failed == calls:
+        return (f"all {calls} judge calls failed: nothing was measured",)
+    if calls and failed / calls > max_error_rate:
+        return (
+            f"{failed} of {calls} judge calls failed ({failed / calls:.1%} > max_error_rate "
+            f"{max_error_rate:.1%}): the agreement would be over a subset the failures chose",
+        )
+    return ()
 
 
 def _disagreements(
@@ -253,7 +295,8 @@ def _disagreements(
     for item, record, label in zip(items, records, judged, strict=True):
         if label != item.gold:
             reply = record.output if record.ok else (record.error.message if record.error else None)
-            out.append({"id": item.id, "gold": item.gold, "judge": label, "reply": (reply or "")[:300]})
+            row = {"id": item.id, "gold": item.gold, "judge": label, "reply": (reply or "")[:300]}
+            out.append(row if record.ok else {**row, "failed": True})
         if len(out) >= keep:
             break
     return out

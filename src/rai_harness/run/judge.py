@@ -66,6 +66,8 @@ __all__ = [
     "load_calibration",
     "plan_judges",
     "run_judge_stage",
+    "same_judge",
+    "self_judged",
 ]
 
 #: Judge calls (the samples format), apart from the audited providers' samples.jsonl.
@@ -113,7 +115,8 @@ def load_calibration(path: Path, *, file: str | None, key_path: str) -> dict[str
     """Read a ``calibration.json`` written by ``rai judge calibrate``.
 
     Raises:
-        ConfigError: Unreadable, not JSON, or without an ``agreement`` section.
+        ConfigError: Unreadable, not JSON, without an ``agreement`` section, or marked unusable
+            (too many of its judge calls failed).
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -126,6 +129,13 @@ def load_calibration(path: Path, *, file: str | None, key_path: str) -> dict[str
     if not isinstance(data, dict) or not isinstance(data.get("agreement"), dict):
         raise ConfigError(
             f"{path} is not a calibration file from `rai judge calibrate` (no `agreement`)",
+            file=file,
+            key_path=key_path,
+        )
+    if data.get("usable") is False:
+        why = "; ".join(str(p) for p in data.get("problems") or ()) or "marked unusable"
+        raise ConfigError(
+            f"judge calibration {path} is unusable ({why}); calibrate again once the judge answers",
             file=file,
             key_path=key_path,
         )
@@ -297,7 +307,7 @@ def judge_info(ps: PlannedSuite, plan: JudgePlan) -> JudgeInfo:
             "columns": agreement.get("columns"),
             "confusion": agreement.get("confusion"),
             # A calibration of another model or endpoint says nothing about this judge.
-            "same_judge": (cal.get("judge") or {}).get("identity") == plan.config.cache_identity(),
+            "same_judge": same_judge(cal, plan),
         }
     return JudgeInfo(
         id=plan.judge_id,
@@ -338,13 +348,53 @@ def judge_reproducibility(judges: Sequence[JudgePlan]) -> tuple[dict[str, Any], 
     return out, caveats
 
 
-def judge_kappa(ps: PlannedSuite) -> Estimate:
-    """The judge's calibrated kappa as an estimate (empty, with the reason, when uncalibrated)."""
+def same_judge(calibration: Mapping[str, Any], plan: JudgePlan) -> bool:
+    """Whether a calibration measured this judge (same kind, model, endpoint: its cache identity)."""
+    return (calibration.get("judge") or {}).get("identity") == plan.config.cache_identity()
+
+
+def judge_kappa(ps: PlannedSuite, plan: JudgePlan) -> Estimate:
+    """The judge's calibrated kappa as an estimate (empty, with the reason, when it has none).
+
+    A calibration of another judge configuration counts as none: its kappa is another
+    model's, and a gate rule on ``judge_kappa`` must report it not computed, not pass on it.
+    """
     cal = ps.judge.calibration if ps.judge else None
     kappa = (cal or {}).get("agreement", {}).get("kappa")
-    if not isinstance(kappa, dict):
+    if cal is None or not isinstance(kappa, dict):
         return Estimate.empty("judge not calibrated: set judge_calibration (rai judge calibrate)")
+    if not same_judge(cal, plan):
+        return Estimate.empty(
+            f"judge not calibrated: {cal.get('file')} measured another judge configuration "
+            f"({_describe((cal.get('judge') or {}).get('identity'))}, not "
+            f"{_describe(plan.config.cache_identity())}); calibrate this judge"
+        )
     return Estimate.model_validate(kappa)
+
+
+def _describe(identity: Any) -> str:
+    """``kind:model @ base_url`` of a cache identity (for messages)."""
+    if not isinstance(identity, Mapping):
+        return "unknown"
+    where = f" @ {identity['base_url']}" if identity.get("base_url") else ""
+    return f"{identity.get('kind')}:{identity.get('model')}{where}"
+
+
+def self_judged(judge: ProviderConfig, providers: Sequence[ProviderConfig]) -> list[str]:
+    """The audited providers that are the judge's own model (same kind, model and endpoint).
+
+    A model grading its own answers favours them (self-preference bias: Panickssery et al.
+    2024, "LLM Evaluators Recognize and Favor Their Own Generations"), so the record says so.
+    """
+    mine = judge.cache_identity()
+    keys = ("kind", "model", "base_url")
+
+    def same(other: dict[str, Any]) -> bool:
+        if other == mine:
+            return True
+        return all(k in mine for k in keys) and all(other.get(k) == mine[k] for k in keys)
+
+    return sorted(p.provider_id for p in providers if same(p.cache_identity()))
 
 
 @dataclass(frozen=True)
@@ -408,6 +458,10 @@ async def run_judge_stage(
                 seed=plan.config.seed,
             )
             info = describe_provider(provider)
+            own = self_judged(jp.config, [pp.config for pp in plan.providers])
+            if own:
+                # Recorded in run.json's judges (the report notes it beside the judged metrics).
+                info = {**info, "self_judging": own}
         finally:
             with contextlib.suppress(Exception):
                 await provider.aclose()
@@ -424,7 +478,7 @@ async def run_judge_stage(
         ps.name: JudgedSuite(
             info=judge_info(ps, judges[ps.judge.judge_id]),
             metrics=(*ps.suite.judge_metrics, JUDGE_KAPPA_METRIC),
-            constants={"judge_kappa": judge_kappa(ps)},
+            constants={"judge_kappa": judge_kappa(ps, judges[ps.judge.judge_id])},
         )
         for ps in judged_suites
     }

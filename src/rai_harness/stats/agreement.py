@@ -14,7 +14,13 @@ are trusted. Every number comes with a 95% interval:
 A judge reply that could not be parsed is never guessed: it is its own column
 (:data:`UNPARSED`), counts as a disagreement in accuracy and kappa (so a judge that often
 emits nothing usable scores low, as it should), and the parsed share is reported as
-``coverage``. The matrix comes from scikit-learn; kappa is computed from the same table with
+``coverage``. A judge call that failed (an outage, a timeout) is no reply: the caller leaves
+it out (``rai judge calibrate`` counts it apart), never passes it here as unparsed.
+
+When either rater uses one category for every item (a judge that answers "A" whatever it
+reads), kappa is 0 (or 0/0) by construction and every bootstrap resample repeats it: the
+zero-width interval would look precise while it measures nothing. Such a kappa is reported
+without an interval and with a note saying why. The matrix comes from scikit-learn; kappa is computed from the same table with
 numpy (thousands of bootstrap resamples), checked against scikit-learn's in the tests.
 """
 
@@ -145,17 +151,46 @@ def agreement(
         row_total = sum(confusion[i]) if n else 0
         rates[g] = {c: clopper_pearson(confusion[i][j] if n else 0, row_total) for j, c in enumerate(columns)}
     pairs = list(zip(gold, seen, strict=True))
-
-    def kappa_of(sample: Sequence[tuple[str, str]]) -> float | None:
-        return cohen_kappa([a for a, _ in sample], [b for _, b in sample], columns)
-
     return Agreement(
         labels=labels,
         columns=columns,
         n=n,
         accuracy=clopper_pearson(sum(1 for a, b in pairs if a == b), n),
-        kappa=bootstrap(pairs, kappa_of, n_resamples=n_resamples, seed=seed),
+        kappa=_kappa(pairs, columns, n_resamples=n_resamples, seed=seed),
         coverage=clopper_pearson(sum(1 for x in judged if x is not None), n),
         confusion=confusion,
         confusion_rates=rates,
     )
+
+
+def _kappa(
+    pairs: Sequence[tuple[str, str]], columns: Sequence[str], *, n_resamples: int, seed: int
+) -> Estimate:
+    """Kappa with a bootstrap interval, or without one when a rater is constant (module docstring)."""
+
+    def kappa_of(sample: Sequence[tuple[str, str]]) -> float | None:
+        return cohen_kappa([a for a, _ in sample], [b for _, b in sample], columns)
+
+    constant = _constant_rater(pairs)
+    if constant is None:
+        return bootstrap(pairs, kappa_of, n_resamples=n_resamples, seed=seed)
+    value = kappa_of(pairs)
+    shown = "undefined (0/0)" if value is None else f"{value:g}"
+    return Estimate(
+        value=value,
+        n=len(pairs),
+        note=f"{constant}: kappa is {shown} by construction and measures no agreement; no interval",
+    )
+
+
+def _constant_rater(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """Which rater gave one label to every item (``None`` when both vary or there are no items)."""
+    if not pairs:
+        return None
+    judged = {b for _, b in pairs}
+    gold = {a for a, _ in pairs}
+    if len(judged) == 1:
+        return f"the judge gave {next(iter(judged))!r} to all {len(pairs)} items"
+    if len(gold) == 1:
+        return f"every one of the {len(pairs)} gold labels is {next(iter(gold))!r}"
+    return None

@@ -13,12 +13,26 @@ invalid JSON and the tool picks a default). In order:
 2. The whole reply is one label form, in any case (``"B"``, ``"incorrect"``, ``"No."``,
    ``"A: CORRECT"``) -> that label.
 3. Explicit cues (``Grade: B``, ``the answer is "yes"``, ``Final verdict - NOT_ATTEMPTED``),
-   then the reply's first word and lines that hold only a label (a reply that recites the
-   options, ``A: CORRECT`` then ``B: INCORRECT``, names two), then (rubrics whose
-   forms are distinctive upper-case words only) those words anywhere. The first tier that
-   names labels decides: exactly one distinct label -> parsed; two or more ->
-   ``status="ambiguous"`` (no label).
+   then the reply's first word when punctuation or the end follows it, and lines that hold
+   only a label (a reply that recites the options, ``A: CORRECT`` then ``B: INCORRECT``,
+   names two), then (rubrics whose forms are distinctive upper-case words only) those words
+   anywhere. The first tier that names labels decides: exactly one distinct label -> parsed;
+   two or more -> ``status="ambiguous"`` (no label).
 4. Nothing found -> ``status="unparseable"`` (no label).
+
+What a tier found is then checked against the whole reply, so a grade is read only when the
+reply stands by it:
+
+* A form after a negation (``not CORRECT``, ``isn't A``, ``no longer correct``, ``neither A
+  nor B``) is not that grade, in any tier.
+* A first word followed by more words is prose, not a grade (``No comment``, ``No idea``).
+* A reply that names another label anywhere it could be a grade (after punctuation or a
+  conjunction, before punctuation, a conjunction or the end: ``Yes, but no.``, ``Yes and
+  no``, ``A ... actually B``), or any label after a correction cue (``actually``, ``should
+  be``, ``instead``), is ambiguous; so is one that names a grade and then retracts or
+  corrects itself (``wait``, ``I meant``, ``correction``, ``on reflection``, ``sorry``).
+* A reply longer than :data:`MAX_REPLY_CHARS` is read only that far; a label found there is
+  reported ambiguous (the unread rest could change it), never parsed.
 
 An ambiguous, unparseable or empty reply has no label: it is counted and left out of the
 judged metric's denominator, never mapped to a default grade (simple-evals maps a reply
@@ -54,6 +68,7 @@ __all__ = [
     "judge_entry",
     "judged_labels",
     "judged_rates",
+    "neutralise",
     "parse_verdict",
 ]
 
@@ -109,13 +124,14 @@ class Rubric:
             return "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) or "(?!)"
 
         every = alts(list(self.forms))
+        # Only word forms may be found anywhere in prose (rubrics with anywhere=True), never letters.
         words = alts([f for f in self.forms if len(f) > 1])
-        letters = alts([f for f in self.forms if len(f) == 1])
         edge = r"(?<![A-Za-z0-9_])"
-        # A word form ends at a non-word character; a lone letter ("A") only at punctuation or the
-        # end, so prose that starts "A predicted answer..." is not read as grade A.
         loose = rf"{edge}({every})(?![A-Za-z0-9_])"
-        strict = rf"{edge}((?:{words})(?![A-Za-z0-9_])|(?:{letters})(?=\s*(?:$|[:.)\]\"',;!\-])))"
+        # Where a form stands as an answer: punctuation, a conjunction or the end follows it. A first
+        # word followed by more words is prose ("A predicted answer...", "No comment", "No idea").
+        ends = rf"(?![A-Za-z0-9_])(?=\s*(?:$|[:.()\]\"',;!?\-]|{edge}(?i:and|but|or|then)(?![A-Za-z0-9_])))"
+        strict = rf"{edge}((?:{every}){ends})"
         cue = (
             r"(?i:(?:final\s+)?(?:grade|grading|answer|verdict|label|judgement|judgment|rating|decision|"
             r"classification)\s*(?:is|would\s+be|:|=|-|\u2014)?\s*(?:the\s+letter\s+)?)"
@@ -130,6 +146,13 @@ class Rubric:
             rf"^[ \t]*[\"'(\[]*{loose}[\"')\].!]*[ \t]*$", flags | re.MULTILINE
         )
         self._patterns["any"] = re.compile(rf"{edge}({words})(?![A-Za-z0-9_])", flags)
+        # A form that may be a second grade anywhere in the reply: after the start, punctuation or
+        # a conjunction, and standing as an answer ("Yes, but no.", "Yes and no", "A\nactually, B").
+        self._patterns["standalone"] = re.compile(
+            rf"(?:^|[.,:;!?(\[\"'\-]|{edge}(?i:and|but|or|then|so)(?![A-Za-z0-9_]))[ \t]*{edge}({every}){ends}",
+            flags | re.MULTILINE,
+        )
+        self._patterns["loose"] = re.compile(loose, flags)
 
     def label_of(self, form: str) -> str:
         """The label a surface form stands for."""
@@ -141,14 +164,34 @@ class Rubric:
     def render(self, values: Mapping[str, str]) -> tuple[ChatMessage, ...]:
         """The judge's messages for one item (one user message).
 
+        Every value is untrusted (a model's answer, a dataset's question): it is neutralised
+        (:func:`neutralise`) so that it cannot close the block or tag that holds it.
+
         Raises:
             ConfigError: A placeholder has no value.
         """
         missing = [p for p in self.placeholders if p not in values]
         if missing:
             raise ConfigError(f"judge rubric {self.name!r} needs {', '.join(missing)}")
-        text = fill_template(self.template, {p: str(values[p]) for p in self.placeholders})
-        return (ChatMessage("user", text),)
+        tags = tuple(sorted(set(re.findall(r"</([A-Za-z_]+)>", self.template))))
+        safe = {p: neutralise(str(values[p]), tags) for p in self.placeholders}
+        return (ChatMessage("user", fill_template(self.template, safe)),)
+
+
+def neutralise(text: str, tags: Sequence[str] = ()) -> str:
+    """``text`` made unable to close the delimiter a judge prompt puts around it.
+
+    A run of three or more backticks (a markdown fence) becomes as many modifier grave
+    accents (U+02CB, which look alike but close no fence), and ``</tag`` or ``<tag`` of a
+    delimiting tag becomes ``\u2039/tag`` / ``\u2039tag`` (a single angle quote), so an answer that
+    writes ```` ``` ```` or ``</answer>`` followed by instructions stays inside its block.
+    Other text is unchanged.
+    """
+    text = re.sub(r"`{3,}", lambda m: "\u02cb" * len(m.group(0)), text)
+    if tags:
+        names = "|".join(re.escape(t) for t in tags)
+        text = re.sub(rf"<(\s*/?\s*(?:{names}))(?![A-Za-z0-9_])", "\u2039\\1", text, flags=re.IGNORECASE)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,47 +212,138 @@ class Verdict:
     how: str
 
 
+#: A negation right before a form (a few filler words allowed): "not CORRECT", "isn't A",
+#: "no longer correct", "neither A nor B", "not be considered CORRECT". Case-insensitive.
+_NEGATION = re.compile(
+    r"(?:(?<![A-Za-z0-9_])(?:not|never|hardly|neither|nor|no\s+longer|non)|n't|n\u2019t)[\s-]+"
+    r"(?:(?:be|been|being|really|quite|fully|entirely|completely|exactly|necessarily|considered|"
+    r"graded|marked|rated|judged|labell?ed|deemed|as|a|an|the|grade|label|letter|option)\s+)*"
+    r"[\"'(\[]*$",
+    re.IGNORECASE,
+)
+#: Characters before a form searched for a negation.
+_NEGATION_WINDOW = 80
+#: A reply that withdraws what it said: any grade named before one of these is not the reply's grade.
+_RETRACTION = re.compile(
+    r"(?<![A-Za-z0-9_])(?:wait|sorry|apologi[sz]e|correction|scratch\s+that|i\s+meant|i\s+mean"
+    r"|on\s+(?:second\s+thought|reflection)|(?:i\s+made\s+a|my)\s+mistake|i\s+was\s+wrong"
+    r"|let\s+me\s+(?:reconsider|correct|revise|re-?evaluate)|change\s+(?:my|the)\s+(?:grade|answer|mind))"
+    r"(?![A-Za-z0-9_])",
+    re.IGNORECASE,
+)
+#: A cue that the text after it may change the grade: any label named after it counts as a grade.
+_CORRECTION = re.compile(
+    r"(?<![A-Za-z0-9_])(?:actually|should\s+(?:be|have\s+been)|instead|rather|in\s+fact|or\s+maybe|"
+    r"more\s+precisely|to\s+be\s+precise|make\s+that)(?![A-Za-z0-9_])",
+    re.IGNORECASE,
+)
+
+
 def _clean(text: str) -> str:
     text = strip_reasoning(text[:MAX_REPLY_CHARS])
     # Markdown emphasis and code marks around a grade ("**B**", "`CORRECT`"); keep "_" (NOT_ATTEMPTED).
     return re.sub(r"[*`#]+", " ", text).replace("\u201c", '"').replace("\u201d", '"').strip()
 
 
-def parse_verdict(rubric: Rubric, text: str | None) -> Verdict:
-    """Read a judge reply as one of the rubric's labels, or say why it cannot (module docstring)."""
-    reply = _clean(text or "")
-    if not re.search(r"[A-Za-z0-9]", reply):
-        return Verdict(None, "empty", "empty reply")
+def _negated(reply: str, start: int) -> bool:
+    """Whether the form starting at ``start`` follows a negation ("not CORRECT" is no grade)."""
+    return _NEGATION.search(reply[max(0, start - _NEGATION_WINDOW) : start]) is not None
+
+
+def _forms(pattern: re.Pattern[str], reply: str, start: int = 0) -> list[tuple[str, int]]:
+    """``(form, offset)`` of each match of ``pattern`` (group 1) from ``start`` that no negation precedes."""
+    found = ((m.group(1), m.start(1)) for m in pattern.finditer(reply, start))
+    return [(form, at) for form, at in found if not _negated(reply, at)]
+
+
+def _mentions(rubric: Rubric, reply: str) -> list[tuple[str, int]]:
+    """Every place the reply may name a grade, beyond the tier that decided (for contradictions).
+
+    Forms standing as answers anywhere, distinctive word forms anywhere (``anywhere`` rubrics),
+    and any form after a correction cue ("A ... actually B").
+    """
     p = rubric._patterns
-    whole = p["whole"].fullmatch(reply)
+    found = _forms(p["standalone"], reply)
+    if rubric.anywhere:
+        found += _forms(p["any"], reply)
+    cue = _CORRECTION.search(reply)
+    if cue is not None:
+        found += _forms(p["loose"], reply, cue.end())
+    return found
+
+
+def _tiers(rubric: Rubric, reply: str) -> list[tuple[str, list[tuple[str, int]]]]:
+    """The parse tiers of the module docstring, in order: name -> forms found (negated ones dropped)."""
+    p = rubric._patterns
+    # A line that is a whole label ("A: CORRECT") counts with both its forms, so a reply that
+    # recites the options ("A: CORRECT\nB: INCORRECT") names two labels and is ambiguous.
+    pair_lines = []
+    offset = 0
+    for line in reply.splitlines(keepends=True):
+        if w := p["whole"].fullmatch(line.rstrip("\r\n")):
+            pair_lines += [(g, offset) for g in w.groups() if g]
+        offset += len(line)
+    first = p["first"].match(reply)
+    tiers = [
+        ("cue", _forms(p["cue"], reply)),
+        (
+            "first/line",
+            _forms(p["line"], reply)
+            + pair_lines
+            + ([(first.group(1), first.start(1))] if first and not _negated(reply, first.start(1)) else []),
+        ),
+    ]
+    if rubric.anywhere:
+        tiers.append(("any", _forms(p["any"], reply)))
+    return tiers
+
+
+def _read(rubric: Rubric, reply: str) -> Verdict:
+    """Parse a cleaned, non-empty reply (module docstring, steps 2-4 and the checks after them)."""
+    whole = rubric._patterns["whole"].fullmatch(reply)
     if whole:
         found = {rubric.label_of(g) for g in whole.groups() if g}
         if len(found) == 1:
             return Verdict(found.pop(), "parsed", "whole")
         return Verdict(None, "ambiguous", "whole reply names two labels")
-    # A line that is a whole label ("A: CORRECT") counts with both its forms, so a reply that
-    # recites the options ("A: CORRECT\nB: INCORRECT") names two labels and is ambiguous.
-    pair_lines = [
-        g for line in reply.splitlines() if (w := p["whole"].fullmatch(line)) for g in w.groups() if g
-    ]
-    tiers: list[tuple[str, list[str]]] = [
-        ("cue", [m.group(1) for m in p["cue"].finditer(reply)]),
-        (
-            "first/line",
-            [m.group(1) for m in p["line"].finditer(reply)]
-            + pair_lines
-            + ([m.group(1)] if (m := p["first"].match(reply)) else []),
-        ),
-    ]
-    if rubric.anywhere:
-        tiers.append(("any", [m.group(1) for m in p["any"].finditer(reply)]))
-    for how, forms in tiers:
-        labels = {rubric.label_of(f) for f in forms}
-        if len(labels) == 1:
-            return Verdict(labels.pop(), "parsed", how)
+    mentions = _mentions(rubric, reply)
+    for how, forms in _tiers(rubric, reply):
+        labels = {rubric.label_of(f) for f, _ in forms}
         if len(labels) > 1:
             return Verdict(None, "ambiguous", f"{how}: names {', '.join(sorted(labels))}")
+        if not labels:
+            continue
+        label = labels.pop()
+        others = sorted({rubric.label_of(f) for f, _ in mentions} - {label})
+        if others:
+            return Verdict(None, "ambiguous", f"{how}: names {label}, later also {', '.join(others)}")
+        first_at = min(at for _, at in forms + mentions)
+        if _RETRACTION.search(reply, first_at) is not None:
+            return Verdict(None, "ambiguous", f"{how}: names {label}, then corrects itself")
+        return Verdict(label, "parsed", how)
+    labels = {rubric.label_of(f) for f, _ in mentions}
+    if len(labels) > 1:
+        return Verdict(None, "ambiguous", f"names {', '.join(sorted(labels))}")
     return Verdict(None, "unparseable", "no label found")
+
+
+def parse_verdict(rubric: Rubric, text: str | None) -> Verdict:
+    """Read a judge reply as one of the rubric's labels, or say why it cannot (module docstring)."""
+    raw = text or ""
+    reply = _clean(raw)
+    cut = len(raw) > MAX_REPLY_CHARS
+    if not re.search(r"[A-Za-z0-9]", reply):
+        if cut:  # a long reply whose start holds nothing (an unclosed <think>) is not an empty one
+            return Verdict(None, "unparseable", f"nothing in the first {MAX_REPLY_CHARS:,} characters")
+        return Verdict(None, "empty", "empty reply")
+    verdict = _read(rubric, reply)
+    if not cut:
+        return verdict
+    # The unread rest may name another grade or withdraw this one: never a grade.
+    note = f"reply longer than {MAX_REPLY_CHARS:,} characters, only its start read"
+    if verdict.label is not None:
+        return Verdict(None, "ambiguous", f"{note}: names {verdict.label} there")
+    return Verdict(None, verdict.status, f"{verdict.how}; {note}")
 
 
 _YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
