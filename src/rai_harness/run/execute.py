@@ -687,7 +687,11 @@ async def execute_run(
         run_id = _run_id(journal)
         started_iso = _now_iso()
         t0 = time.perf_counter()
-        generated = await _generate(plan, journal, on_record=on_record, on_start=on_start, session=session)
+        generated = _with_recorded_model_infos(
+            plan,
+            journal,
+            await _generate(plan, journal, on_record=on_record, on_start=on_start, session=session),
+        )
         calls = summarize_calls(plan, generated)
         # Judge phase: judges grade the outputs of the suites that name one (their own budget).
         judged = await run_judge_stage(
@@ -785,6 +789,15 @@ def _with_recorded_model_info(journal: Journal, provider_id: str, info: dict[str
     }
 
 
+def _with_recorded_model_infos(plan: RunPlan, journal: Journal, generated: Generated) -> Generated:
+    """``generated`` with each provider's model details completed from the journal (a resume)."""
+    infos = tuple(
+        _with_recorded_model_info(journal, pp.provider_id, dict(info))
+        for pp, info in zip(plan.providers, generated.model_infos, strict=True)
+    )
+    return dataclasses.replace(generated, model_infos=infos)
+
+
 async def _generate(
     plan: RunPlan,
     journal: Journal,
@@ -798,23 +811,6 @@ async def _generate(
     With ``runner.engine: ray`` the calls are made by Ray actors instead
     (:func:`~rai_harness.run.ray_engine.generate_on_ray`); this process still journals them.
     """
-    generated = await _generate_calls(plan, journal, on_record=on_record, on_start=on_start, session=session)
-    infos = tuple(
-        _with_recorded_model_info(journal, pp.provider_id, dict(info))
-        for pp, info in zip(plan.providers, generated.model_infos, strict=True)
-    )
-    return dataclasses.replace(generated, model_infos=infos)
-
-
-async def _generate_calls(
-    plan: RunPlan,
-    journal: Journal,
-    *,
-    on_record: OnRecord | None,
-    on_start: Callable[[RunPlan, int], None] | None,
-    session: RaySession | None = None,
-) -> Generated:
-    """:func:`_generate` before the model details are completed from the journal."""
     if plan.config.runner.engine == "ray":
         from rai_harness.run.ray_engine import generate_on_ray
 
