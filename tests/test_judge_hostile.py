@@ -125,16 +125,9 @@ def test_a_constant_judge_gets_no_zero_width_kappa_interval() -> None:
 
 
 def _judge(base_url: str, **extra: object) -> dict[str, object]:
-    return {
-        "kind": "openai",
-        "id": "grader",
-        "model": "gpt-4o-mini",
-        "base_url": base_url,
-        "api_key_env": "RAI_TEST_API_KEY",
-        "timeout_s": 5.0,
-        "max_retries": 0,
-        **extra,
-    }
+    from test_judge_calibrate import judge_config
+
+    return {**judge_config(base_url), "max_retries": 0, **extra}
 
 
 def _grading(tmp_path, n: int = 12):
