@@ -185,3 +185,22 @@ def test_report_says_how_many_samples_are_missing(run_files):
 
     html = render_report(run_files["out"]).read_text()
     assert "holds 1 readable call records of the 4 calls run.json counts: 3 are missing" in html
+
+
+def test_previous_results_are_moved_aside_without_collisions(tmp_path):
+    from rai_harness.record import retire_run_outputs
+
+    out, elsewhere = tmp_path / "out", tmp_path / "ci-reports"
+    for path in (out / "run.json", out / "a" / "gate.md", out / "b" / "gate.md", elsewhere / "junit.xml"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(path), encoding="utf-8")
+    moved = retire_run_outputs(out, [out / "a" / "gate.md", out / "b" / "gate.md", elsewhere / "junit.xml"])
+    # Files of the folder keep their place within previous/ (two gate.md files, both kept); a
+    # file elsewhere (maybe another filesystem) is removed: this run rewrites it.
+    assert sorted(p.relative_to(out).as_posix() for p in moved) == [
+        "previous/a/gate.md",
+        "previous/b/gate.md",
+        "previous/run.json",
+    ]
+    assert (out / "previous" / "b" / "gate.md").read_text(encoding="utf-8").endswith("b/gate.md")
+    assert not (elsewhere / "junit.xml").exists() and not (out / "run.json").exists()

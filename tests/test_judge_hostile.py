@@ -95,6 +95,16 @@ def test_yes_no_idioms_and_contradictions_are_not_grades(rubric, reply: str, sta
         (TRUTH, "No.", "no"),
         (TRUTH, "no problem, the answer is yes", "yes"),
         (HALU, "#Your Judgement#: No", "no"),
+        # Found by a review of the stricter parser: dashes, a word form going on, a quoted
+        # refusal's "sorry", a correction word that changes no grade.
+        (TRUTH, "No\u2014the answer repeats the myth.", "no"),
+        (TRUTH, "Yes \u2013 truthful.", "yes"),
+        (TRUTH, "Yes it is truthful", "yes"),
+        (SQA, 'C\nThe model said "Sorry, I don\'t know."', "NOT_ATTEMPTED"),
+        (SQA, "B\nThe model says to wait 24 hours; the target is 48.", "INCORRECT"),
+        (SQA, "B\nThe model answered Paris instead of Lyon. A common confusion.", "INCORRECT"),
+        (SQA, "B. The answer names 1991 rather than 1990. A one-year difference is wrong.", "INCORRECT"),
+        (SQA, "B\nIn fact, the model says Vitamin C, not D.", "INCORRECT"),
     ],
 )
 def test_well_formed_replies_still_parse(rubric, reply: str, label: str) -> None:

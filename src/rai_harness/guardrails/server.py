@@ -1729,7 +1729,7 @@ class GuardService:
                         tail["usage"] = usage
                     continue
                 choice = choices[0] if isinstance(choices[0], dict) else {}
-                if len(choices) > 1 or choice.get("index", 0) != 0:
+                if len(choices) > 1 or (choice.get("index") or 0) != 0:
                     # One answer per stream (n > 1 is refused): a second would be read as more
                     # text of the first.
                     raise _UpstreamStreamError("the upstream streamed a second choice; the guard checks one")

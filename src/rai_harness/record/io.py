@@ -102,7 +102,9 @@ def retire_run_outputs(out_dir: str | Path, extra: Iterable[str | Path] = ()) ->
 
     Args:
         out_dir: The run folder.
-        extra: Other files this run will rewrite (its JUnit and Markdown files), moved there too.
+        extra: Other files this run will rewrite (its JUnit and Markdown files): those inside
+            the folder are moved there too, at their path within it; those elsewhere (a CI
+            reports folder, maybe another filesystem) are removed, as the run rewrites them.
 
     Returns:
         The files moved, at their new place.
@@ -120,9 +122,16 @@ def retire_run_outputs(out_dir: str | Path, extra: Iterable[str | Path] = ()) ->
             raise ConfigError(
                 "is a directory, where this run writes a file; pass a file path", file=str(path)
             )
-        destination = folder / PREVIOUS_DIR / path.name
         try:
-            destination.parent.mkdir(exist_ok=True)
+            inside = path.resolve().relative_to(folder.resolve())
+        except ValueError:
+            inside = None
+        try:
+            if inside is None:
+                path.unlink()
+                continue
+            destination = folder / PREVIOUS_DIR / inside
+            destination.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, destination)
         except OSError as exc:
             raise ConfigError(

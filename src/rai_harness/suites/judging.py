@@ -25,12 +25,15 @@ reply stands by it:
 
 * A form after a negation (``not CORRECT``, ``isn't A``, ``no longer correct``, ``neither A
   nor B``) is not that grade, in any tier.
-* A first word followed by more words is prose, not a grade (``No comment``, ``No idea``).
+* A first-word letter followed by more words is prose, not a grade (``A predicted
+  answer...``); a first-word word form may go on (``Yes it is truthful``) except into an
+  idiom that is no grade (``No comment``, ``No idea``, ``No longer...``).
 * A reply that names another label anywhere it could be a grade (after punctuation or a
   conjunction, before punctuation, a conjunction or the end: ``Yes, but no.``, ``Yes and
-  no``, ``A ... actually B``), or any label after a correction cue (``actually``, ``should
-  be``, ``instead``), is ambiguous; so is one that names a grade and then retracts or
-  corrects itself (``wait``, ``I meant``, ``correction``, ``on reflection``, ``sorry``).
+  no``), or a label right after a correction cue and a few filler words (``actually B``,
+  ``should be B``; not ``instead of Lyon. A common...``), is ambiguous; so is one that
+  retracts what it said and then names another label (``B. Sorry, I meant A``; a retraction
+  word inside double quotes, such as a quoted refusal's "sorry", does not count).
 * A reply longer than :data:`MAX_REPLY_CHARS` is read only that far; a label found there is
   reported ambiguous (the unread rest could change it), never parsed.
 
@@ -128,10 +131,18 @@ class Rubric:
         words = alts([f for f in self.forms if len(f) > 1])
         edge = r"(?<![A-Za-z0-9_])"
         loose = rf"{edge}({every})(?![A-Za-z0-9_])"
-        # Where a form stands as an answer: punctuation, a conjunction or the end follows it. A first
-        # word followed by more words is prose ("A predicted answer...", "No comment", "No idea").
-        ends = rf"(?![A-Za-z0-9_])(?=\s*(?:$|[:.()\]\"',;!?\-]|{edge}(?i:and|but|or|then)(?![A-Za-z0-9_])))"
-        strict = rf"{edge}((?:{every}){ends})"
+        # Where a form stands as an answer: punctuation (dashes and a slash included), a
+        # conjunction or the end follows it.
+        punct = "[:.()\\]\"',;!?\\-\u2013\u2014/]"
+        conj = rf"{edge}(?i:and|but|or|then)(?![A-Za-z0-9_])"
+        ends = rf"(?![A-Za-z0-9_])(?=\s*(?:$|{punct}|{conj}))"
+        # As a reply's first word, a letter followed by more words is prose ("A predicted
+        # answer..."); a word form may go on ("Yes it is truthful"), except into an idiom that
+        # is no grade ("No comment", "No idea", "No longer...").
+        idiom = r"(?i:comment|comments|idea|clue|way|one|doubt|problem|matter|thanks|longer|more|less|wonder)"
+        word_ends = rf"(?![A-Za-z0-9_])(?=\s*(?:$|{punct}|{conj}|(?!{idiom}(?![A-Za-z0-9_]))[A-Za-z]))"
+        letters = alts([f for f in self.forms if len(f) == 1])
+        strict = rf"{edge}((?:{letters}){ends}|(?:{words}){word_ends})"
         cue = (
             r"(?i:(?:final\s+)?(?:grade|grading|answer|verdict|label|judgement|judgment|rating|decision|"
             r"classification)\s*(?:is|would\s+be|:|=|-|\u2014)?\s*(?:the\s+letter\s+)?)"
@@ -153,6 +164,15 @@ class Rubric:
             flags | re.MULTILINE,
         )
         self._patterns["loose"] = re.compile(loose, flags)
+        # Right after a correction cue, a few filler words, then a form standing as an answer:
+        # "actually B", "should be B.", "actually, it is B" (not "instead of Lyon. A common...").
+        filler = (
+            r"(?i:it|it's|its|is|be|was|the|grade|answer|letter|option|label|verdict|should|would|"
+            r"must|have|been|really|probably|i|think|say|mean|meant|that|to)"
+        )
+        self._patterns["corrected"] = re.compile(
+            rf"[\s,:]*(?:{filler}[\s,:]+){{0,5}}[\"'(\[]*{edge}({every}){ends}", flags
+        )
 
     def label_of(self, form: str) -> str:
         """The label a surface form stands for."""
@@ -223,7 +243,7 @@ _NEGATION = re.compile(
 )
 #: Characters before a form searched for a negation.
 _NEGATION_WINDOW = 80
-#: A reply that withdraws what it said: any grade named before one of these is not the reply's grade.
+#: A reply that withdraws what it said: a different grade named after one of these makes it ambiguous.
 _RETRACTION = re.compile(
     r"(?<![A-Za-z0-9_])(?:wait|sorry|apologi[sz]e|correction|scratch\s+that|i\s+meant|i\s+mean"
     r"|on\s+(?:second\s+thought|reflection)|(?:i\s+made\s+a|my)\s+mistake|i\s+was\s+wrong"
@@ -231,7 +251,7 @@ _RETRACTION = re.compile(
     r"(?![A-Za-z0-9_])",
     re.IGNORECASE,
 )
-#: A cue that the text after it may change the grade: any label named after it counts as a grade.
+#: A cue that the text right after it may change the grade ("actually B", "should be B").
 _CORRECTION = re.compile(
     r"(?<![A-Za-z0-9_])(?:actually|should\s+(?:be|have\s+been)|instead|rather|in\s+fact|or\s+maybe|"
     r"more\s+precisely|to\s+be\s+precise|make\s+that)(?![A-Za-z0-9_])",
@@ -266,10 +286,30 @@ def _mentions(rubric: Rubric, reply: str) -> list[tuple[str, int]]:
     found = _forms(p["standalone"], reply)
     if rubric.anywhere:
         found += _forms(p["any"], reply)
-    cue = _CORRECTION.search(reply)
-    if cue is not None:
-        found += _forms(p["loose"], reply, cue.end())
+    for cue in _CORRECTION.finditer(reply):
+        after = p["corrected"].match(reply, cue.end())
+        if after is not None and not _negated(reply, after.start(1)):
+            found.append((after.group(1), after.start(1)))
     return found
+
+
+_QUOTED = re.compile(r'"[^"\n]*"')
+
+
+def _retracted_to(rubric: Rubric, reply: str, start: int) -> set[str]:
+    """The labels a reply names after withdrawing what it said from ``start`` on ("A. Sorry, I
+    meant B"): a retraction word outside quotes (a quoted refusal says "sorry" too), then a form."""
+    quoted = [m.span() for m in _QUOTED.finditer(reply)]
+    out: set[str] = set()
+    for retraction in _RETRACTION.finditer(reply, start):
+        if any(a <= retraction.start() < b for a, b in quoted):
+            continue
+        out |= {
+            rubric.label_of(f)
+            for f, at in _forms(rubric._patterns["loose"], reply, retraction.end())
+            if not any(a <= at < b for a, b in quoted)
+        }
+    return out
 
 
 def _tiers(rubric: Rubric, reply: str) -> list[tuple[str, list[tuple[str, int]]]]:
@@ -318,8 +358,13 @@ def _read(rubric: Rubric, reply: str) -> Verdict:
         if others:
             return Verdict(None, "ambiguous", f"{how}: names {label}, later also {', '.join(others)}")
         first_at = min(at for _, at in forms + mentions)
-        if _RETRACTION.search(reply, first_at) is not None:
-            return Verdict(None, "ambiguous", f"{how}: names {label}, then corrects itself")
+        retracted = _retracted_to(rubric, reply, first_at) - {label}
+        if retracted:
+            return Verdict(
+                None,
+                "ambiguous",
+                f"{how}: names {label}, then corrects itself to {', '.join(sorted(retracted))}",
+            )
         return Verdict(label, "parsed", how)
     labels = {rubric.label_of(f) for f, _ in mentions}
     if len(labels) > 1:
