@@ -105,6 +105,16 @@ def test_check_errors_exit_2(policy, tmp_path):
     assert runner.invoke(guard_app, ["check", "-p", str(tmp_path / "none.yaml"), "x"]).exit_code == 2
 
 
+def test_check_refuses_a_stage_without_rails(tmp_path):
+    input_only = tmp_path / "input-only.yaml"
+    input_only.write_text(POLICY.split("output:")[0])
+    result = runner.invoke(guard_app, ["check", "-p", str(input_only), "--stage", "output", "you idiot"])
+    assert result.exit_code == 2 and result.stdout == ""  # no verdict: nothing would be checked
+    assert "no output rails" in result.stderr and "--stage input" in result.stderr
+    flagged = runner.invoke(guard_app, ["check", "-p", str(input_only), "--fail-on", "block", "you idiot"])
+    assert flagged.exit_code == 1
+
+
 def test_audit_table_and_json(policy, tmp_path):
     data = tmp_path / "labelled.csv"
     data.write_text(

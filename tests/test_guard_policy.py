@@ -94,6 +94,13 @@ def test_good_policy_builds_and_runs(tmp_path):
         assert guard.info()["input"][0]["classifier"] == "keyword"
 
 
+@pytest.mark.parametrize("stages", [{}, {"input": [], "output": None}])
+def test_a_policy_without_rails_is_refused(tmp_path, stages):
+    # It would allow every text, and `rai guard check --fail-on` would pass a CI step.
+    err = load_error(tmp_path, {"name": "x", "classifiers": GOOD["classifiers"], **stages})
+    assert "no rails" in str(err) and err.key_path == "input"
+
+
 def test_unknown_top_level_key_suggests(tmp_path):
     err = load_error(tmp_path, {**GOOD, "inptu": []})
     assert err.key_path == "inptu" and "did you mean 'input'" in str(err)

@@ -14,8 +14,10 @@ import pytest
 from rai_harness.classifiers.base import LabelScores, Span
 from rai_harness.errors import ConfigError
 from rai_harness.guardrails import (
+    ClassifierRunner,
     Guard,
     GuardBlocked,
+    GuardClosedError,
     GuardedProvider,
     Rail,
     strongest,
@@ -206,6 +208,62 @@ def test_on_error_block_fails_closed():
     assert result.blocked
     assert result.rails[0].error is not None and "model exploded" in result.rails[0].error
     assert result.errors == result.rails and not result.rails[0].triggered
+
+
+def test_a_closed_guard_raises_instead_of_applying_on_error(pii):
+    """Checking after close() is the caller's bug: with ``on_error: allow`` it once passed every
+    text unredacted, silently switching the guard off."""
+    g = Guard(input_rails=[Rail("pii", pii, threshold=0.5, action="redact", on_error="allow")])
+    with g:
+        assert g.check_input("mail jane@example.com").action == "redact"
+    with pytest.raises(GuardClosedError, match="closed"):
+        g.check_input("mail jane@example.com")
+    with pytest.raises(GuardClosedError):
+        asyncio.run(g.acheck_input("mail jane@example.com"))
+    with pytest.raises(GuardClosedError):
+        list(g.stream_output(iter(["mail jane@example.com. ", "bye"])))
+
+
+def test_a_runner_closed_during_a_check_raises_in_that_check():
+    # One worker: the first call holds it, the second is still queued when close() cancels it.
+    runner = ClassifierRunner(SleepingClassifier(0.5), micro_batch=False, max_workers=1)
+    rail = Rail("slow", runner.classifier, threshold=0.95, action="block", on_error="allow", runner=runner)
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            outcome.append(rail.check(["hello"]))
+        except GuardClosedError as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    runner.close(timeout=2.0)
+    for t in threads:
+        t.join(5)
+    # The running call finishes with its verdict; the cancelled one raises instead of turning
+    # into on_error's allow.
+    assert len(outcome) == 2
+    assert sum(isinstance(o, GuardClosedError) for o in outcome) == 1, outcome
+    finished = next(o for o in outcome if not isinstance(o, GuardClosedError))
+    assert isinstance(finished, list) and finished[0].error is None
+
+
+def test_a_guard_without_rails_is_refused():
+    with pytest.raises(ConfigError, match="at least one rail"):
+        Guard()
+
+
+def test_rail_scores_list_only_the_watched_labels(pii):
+    with Guard(input_rails=[Rail("phones", pii, labels=["PHONE"], threshold=0.5, action="flag")]) as g:
+        result = g.check_input("mail jane@example.com")
+    (rail,) = result.rails
+    # The classifier scored EMAIL 0.99, but this rail does not watch it: listing it next to
+    # triggered=false would read as a rail that saw an e-mail and let it go.
+    assert dict(rail.scores) == {"PHONE": 0.05} and not rail.triggered
+    assert rail.to_dict()["scores"] == {"PHONE": 0.05}
 
 
 def test_on_error_allow_fails_open_and_records(tox):

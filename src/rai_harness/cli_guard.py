@@ -181,6 +181,14 @@ def check(
     guard: Guard | None = None
     try:
         guard = Guard.from_policy(policy)
+        if not guard.rails("output" if stage is StageChoice.output else "input"):
+            # Every text would pass unchecked, and `--fail-on` would pass a CI step.
+            other = "input" if stage is StageChoice.output else "output"
+            raise ConfigError(
+                f"the policy has no {stage.value} rails to check with; add some, or use --stage {other}",
+                file=str(policy),
+                key_path=stage.value,
+            )
         for chunk in _chunks(_items(text, input_file, stage), batch_size):
             for item in chunk:
                 if item.error is not None:

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 from rai_harness.guardrails.guard import Guard, GuardResult
 from rai_harness.guardrails.policy import GuardPolicy, RailSpec, load_policy, parse_policy
 from rai_harness.guardrails.provider import GuardedProvider, GuardRailError, GuardVerdict
-from rai_harness.guardrails.rails import Action, ClassifierRunner, Rail, RailResult, Stage, strongest
+from rai_harness.guardrails.rails import (
+    Action,
+    ClassifierRunner,
+    GuardClosedError,
+    Rail,
+    RailResult,
+    Stage,
+    strongest,
+)
 from rai_harness.guardrails.streaming import GuardBlocked
 from rai_harness.lazy import lazy_exports as _lazy_exports
 
@@ -40,6 +48,7 @@ __all__ = [
     "ClassifierRunner",
     "Guard",
     "GuardBlocked",
+    "GuardClosedError",
     "GuardPolicy",
     "GuardRailError",
     "GuardResult",

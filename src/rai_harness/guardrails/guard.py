@@ -35,6 +35,7 @@ from rai_harness.guardrails.policy import GuardPolicy, load_policy
 from rai_harness.guardrails.rails import (
     AsyncPendingCheck,
     ClassifierRunner,
+    GuardClosedError,
     PendingCheck,
     Rail,
     RailResult,
@@ -93,7 +94,8 @@ class Guard:
     runner by its caller keeps it, and the caller closes it.
 
     Raises:
-        ConfigError: when two rails of one stage share a name, or on a bad ``max_chars``.
+        ConfigError: when there are no rails, when two rails of one stage share a name, or on a
+            bad ``max_chars``.
     """
 
     def __init__(
@@ -112,6 +114,10 @@ class Guard:
             raise ConfigError(
                 f"over_max_chars must be block or head_tail, got {over_max_chars!r}",
                 key_path="over_max_chars",
+            )
+        if not input_rails and not output_rails:
+            raise ConfigError(
+                "a guard needs at least one rail (input_rails or output_rails): without any it allows every text"
             )
         self.name = name
         self.max_chars = max_chars
@@ -139,6 +145,7 @@ class Guard:
             if key not in self._owned:
                 self._owned[key] = ClassifierRunner(rail.classifier, micro_batch=micro_batch)
             rail.bind(self._owned[key])
+        self._closed = False
 
     def __repr__(self) -> str:
         inputs = [r.name for r in self.input_rails]
@@ -194,6 +201,7 @@ class Guard:
             output, since finalising the interpreter under native code (BLAS, spaCy) can
             abort it (``rai guard check`` does so).
         """
+        self._closed = True
         clean = True
         for runner in self._owned.values():
             clean = runner.close(timeout) and clean
@@ -259,6 +267,9 @@ class Guard:
 
     def _prepare(self, texts: Sequence[str]) -> tuple[list[PreparedText], list[str]]:
         """Prepared texts, and the detection texts of those the classifiers must score."""
+        if self._closed:
+            # Raised, never left to the rails: an ``on_error: allow`` rail would pass every text.
+            raise GuardClosedError(f"guard {self.name!r} is closed; build a new one to check more texts")
         prepared = [
             prepare(t, max_chars=self.max_chars, over_limit=self.over_max_chars) for t in check_texts(texts)
         ]

@@ -197,6 +197,15 @@ def parse_policy(data: Any, *, file: str | None = None) -> GuardPolicy:
             except ConfigError as exc:  # a rail rule (check_rail_settings)
                 raise _relocated(exc, file, key_path) from exc
         stages[stage] = rails
+    if not stages["input"] and not stages["output"]:
+        # A guard without rails allows every text: in CI (`rai guard check --fail-on`) or in
+        # front of a model that is a silent pass, never what a policy file means.
+        raise ConfigError(
+            "the policy has no rails: add at least one under `input` or `output` "
+            "(see guardrails/default.yaml)",
+            file=file,
+            key_path="input",
+        )
     body = {k: v for k, v in data.items() if k not in ("classifiers", "input", "output")}
     try:
         policy = GuardPolicy.model_validate({**body, "classifiers": classifiers, **stages})

@@ -138,7 +138,8 @@ class RailResult:
         action: What this rail did: ``allow`` when it did not trigger, its configured action
             when it did, and ``block`` or ``allow`` (per ``on_error``) when its classifier
             failed or timed out.
-        scores: Every label score the classifier returned (empty on error).
+        scores: The score of each label the rail watches (0.0 when the classifier returned
+            none for it; empty on error). Other labels of the classifier are left out.
         spans: Findings: spans of watched labels at or above their threshold (offsets into
             the checked text; the matched text is never stored).
         error: Why the classifier gave no usable answer, or ``None``.
@@ -170,6 +171,14 @@ class RailResult:
             "error": self.error,
             "latency_ms": round(self.latency_ms, 3),
         }
+
+
+class GuardClosedError(RuntimeError):
+    """A check on a guard (or classifier runner) that was closed: a programming error.
+
+    It is raised to the caller, never handled by a rail's ``on_error``: ``on_error: allow``
+    would otherwise turn every later check into a pass, silently switching the guard off.
+    """
 
 
 class ClassifierRunner:
@@ -233,6 +242,11 @@ class ClassifierRunner:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (every later call raises :class:`GuardClosedError`)."""
+        return self._closed
+
+    @property
     def micro_batched(self) -> bool:
         """Whether calls go through a micro-batcher."""
         return self._batcher is not None
@@ -244,7 +258,7 @@ class ClassifierRunner:
         started and stops long texts at their next piece.
         """
         if self._closed:
-            raise RuntimeError("this classifier runner is closed")
+            raise GuardClosedError("this classifier runner is closed; build a new guard")
         texts = list(texts)
         long_ids = [i for i, t in enumerate(texts) if len(t) > self.long_text_chars]
         if not long_ids:
@@ -329,7 +343,7 @@ class ClassifierRunner:
         Cancelling the awaiting task cancels the call as :meth:`submit` describes.
         """
         if self._closed:
-            raise RuntimeError("this classifier runner is closed")
+            raise GuardClosedError("this classifier runner is closed; build a new guard")
         texts = list(texts)
         if self._batcher is not None and all(len(t) <= self.long_text_chars for t in texts):
             result: list[LabelScores] = await self._batcher.apredict(texts)
@@ -625,7 +639,9 @@ class Rail:
             stage=stage,
             triggered=triggered,
             action=action,
-            scores=dict(result.scores),
+            # Only the labels this rail watches: a names rail listing the e-mail score it
+            # ignores (EMAIL_ADDRESS: 1.0, not triggered) reads as a rail that saw PII and let it go.
+            scores={label: float(result.scores.get(label, 0.0)) for label in self.thresholds},
             spans=findings,
             error=error,
             latency_ms=latency_ms,
@@ -654,6 +670,8 @@ class Rail:
         started = time.perf_counter()
         try:
             future = self.runner.submit(texts)
+        except GuardClosedError:
+            raise
         except Exception as exc:
             return PendingCheck(None, len(texts), started, error=_describe(exc))
         return PendingCheck(future, len(texts), started, n_chars=timed_chars(texts, max_chars))
@@ -672,6 +690,7 @@ class Rail:
             # share this call with a longer timeout (see PendingCheck.abandon).
             return self._all_failed(stage, self._timeout_message(n, pending.n_chars), pending.started, n)
         except Exception as exc:
+            self._raise_if_closed(exc)
             return self._all_failed(stage, _describe(exc), pending.started, n)
         return self._results(scores, stage, pending.started, n)
 
@@ -704,6 +723,7 @@ class Rail:
         except asyncio.TimeoutError:
             return self._all_failed(stage, self._timeout_message(n, pending.n_chars), pending.started, n)
         except Exception as exc:
+            self._raise_if_closed(exc)
             return self._all_failed(stage, _describe(exc), pending.started, n)
         return self._results(scores, stage, pending.started, n)
 
@@ -718,6 +738,17 @@ class Rail:
             pending.abandon()
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _raise_if_closed(self, exc: BaseException) -> None:
+        """Re-raise a call that failed because the guard was closed (before or during it).
+
+        A closed guard is the caller's mistake, not a classifier failure: handled by
+        ``on_error: allow``, it would pass every text from then on.
+        """
+        if isinstance(exc, GuardClosedError):
+            raise exc
+        if self._runner is not None and self._runner.closed:
+            raise GuardClosedError("the guard was closed during this check; build a new guard") from exc
 
     def _timeout_message(self, n: int, n_chars: int) -> str:
         return f"timed out after {self.timeout_s(n, n_chars) * 1000:.0f} ms"
