@@ -131,6 +131,32 @@ async def test_an_answer_is_kept_when_the_stream_stays_open_after_done(endpoint,
 
 
 @pytest.mark.parametrize("client", CLIENTS)
+async def test_a_stream_cut_after_usage_chunks_is_a_retryable_cut_not_a_sample(endpoint, client: str) -> None:
+    # Continuous usage stats (vLLM) put a usage count on every chunk: the count is no sign
+    # that the model finished, and the partial text must not be scored.
+    usage = {"prompt_tokens": 5, "completion_tokens": 1}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _sse(request, [_chunk("alpha", usage=usage), _chunk(" bravo", usage=usage)])
+
+    result, _ = await _call(await endpoint(handler), client, stream=True)
+    assert isinstance(result, ProviderError), result
+    assert (result.error_type, result.retryable) == ("connection", True)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_done_without_a_finish_reason_is_a_cut_on_both_clients(endpoint, client: str) -> None:
+    # The SDK cannot tell whether [DONE] came, so neither client takes it as the end: the
+    # same server gets the same result whichever client a config picks.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _sse(request, [_chunk("alpha"), _chunk(" bravo"), "[DONE]"])
+
+    result, _ = await _call(await endpoint(handler), client, stream=True)
+    assert isinstance(result, ProviderError), result
+    assert (result.error_type, result.retryable) == ("connection", True)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("pad", [0, 480, 495, 2000])
 async def test_a_key_echoed_into_an_error_message_is_hidden_wherever_it_falls(
     endpoint, client: str, pad: int

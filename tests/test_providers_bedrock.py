@@ -159,8 +159,10 @@ async def test_stream_without_metadata_estimates_usage():
     assert gen.usage.estimated is True and gen.usage.completion_tokens == 2
 
 
-async def test_stream_cut_before_message_stop_is_retryable():
-    client = FakeBedrockClient(stream=ScriptedStream(stream_events(["partial"], stop=None, usage=None)))
+@pytest.mark.parametrize("usage", [None, (12, 1)])
+async def test_stream_cut_before_message_stop_is_retryable(usage):
+    # A metadata event with usage but no messageStop is still a cut message.
+    client = FakeBedrockClient(stream=ScriptedStream(stream_events(["partial"], stop=None, usage=usage)))
     with pytest.raises(ProviderError) as info:
         await run(client)
     assert info.value.retryable is True and info.value.error_type == "connection"

@@ -375,7 +375,7 @@ class BedrockProvider(BaseProvider):
         finally:
             handle.close()
         latency = timer.elapsed_s()
-        if stop_reason is None and usage is None:
+        if stop_reason is None:  # metadata (usage) alone does not end a message: messageStop does
             raise ProviderError(
                 "the Bedrock event stream ended before messageStop", retryable=True, error_type="connection"
             )

@@ -549,10 +549,11 @@ class OpenAICompatProvider(BaseProvider):
             raise ProviderError(
                 "the stream ended without any chunk", retryable=True, error_type="bad_response"
             )
-        if finish_reason is None and raw_usage is None:
+        if finish_reason is None:
             # Every chunk arrived intact but the stream stopped before the model finished:
             # a cut connection that happened to fall on an event boundary. Partial text is
-            # not a valid sample.
+            # not a valid sample. A usage count does not prove the end (servers with
+            # continuous usage stats put one on every chunk).
             raise ProviderError(
                 f"the stream ended before the model finished ({chunks} chunks, no finish_reason)",
                 retryable=True,

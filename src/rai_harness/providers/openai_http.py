@@ -267,9 +267,12 @@ class LeanOpenAIProvider(BaseProvider):
                 await _drain_after_done(chunks)
         if events == 0:
             raise _bad("the stream ended without any chunk")
-        if finish is None and usage is None:
+        if finish is None:
             # Every event arrived intact but the stream stopped before the model finished: a
             # cut connection that fell on an event boundary. Partial text is not a valid sample.
+            # A usage count does not prove the end (servers with continuous usage stats, vLLM,
+            # put one on every chunk), and neither does [DONE] alone: the SDK client cannot see
+            # it, and both clients must take the same answers.
             raise ProviderError(
                 f"the stream ended before the model finished ({events} chunks, no finish_reason)",
                 retryable=True,
