@@ -19,6 +19,8 @@ from rai_harness.config import load_run_config
 from rai_harness.errors import ConfigError
 from rai_harness.record import read_run_record, read_samples
 from rai_harness.run import plan_run, run_sync
+from rai_harness.run.execute import _run_id
+from rai_harness.run.journal import Journal
 from rai_harness.testing import FakeOpenAIServer, FaultConfig
 
 SECRET = "sk-test-SECRET-7f3a9c1e"
@@ -137,6 +139,8 @@ def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
         proc.stderr.close()
         done = journal_ok_count(out / "journal.sqlite")
         assert n // 2 <= done < n
+        with Journal(out / "journal.sqlite") as journal:
+            killed_run_id = journal.get_meta("run_id")
         before = srv.stats()["calls"]
         rerun = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
         assert rerun.returncode == 0, rerun.stderr
@@ -151,6 +155,42 @@ def test_resume_after_sigkill_makes_only_missing_calls(tmp_path, api_key):
     resumed = read_samples(out / "samples.jsonl")
     assert [key(s) for s in resumed] == [key(s) for s in read_samples(straight / "samples.jsonl")]
     assert sum(s.cached for s in resumed) == done
+    assert read_run_record(out / "run.json").run_id == killed_run_id  # a resume keeps the identity
+
+
+def test_a_rerun_is_a_new_run_and_a_resume_keeps_its_identity(tmp_path, api_key):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "run.yaml", "http://127.0.0.1:9/v1", prompts)
+    other = write_config(tmp_path / "other.yaml", "http://127.0.0.1:9/v1", prompts, model="gpt-4o")
+
+    def plan(path: Path):
+        return plan_run(load_run_config(path), config_path=path, out_dir=out)
+
+    out.mkdir()
+    with Journal(out / "journal.sqlite") as journal:
+        first = _run_id(journal, plan(cfg))
+        assert _run_id(journal, plan(cfg)) == first  # interrupted, rerun: a resume
+        started = journal.get_meta("first_started_at")
+        # Another config into the same folder is another run, even unfinished.
+        second = _run_id(journal, plan(other))
+        assert second != first and journal.get_meta("first_started_at") >= started
+        # A finished run is never resumed: its rerun is a new run (that reuses its calls).
+        journal.set_meta("finished_run_id", second)
+        assert _run_id(journal, plan(other)) != second
+
+
+def test_a_finished_run_rerun_into_its_folder_gets_a_new_id(tmp_path, api_key):
+    with FakeOpenAIServer() as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts)
+        out = tmp_path / "out"
+        first = run_config(cfg, out)
+        calls = srv.stats()["calls"]
+        second = run_config(cfg, out)
+        assert srv.stats()["calls"] == calls  # every call reused
+    assert second.run_id != first.run_id and second.started_at >= first.started_at
+    assert read_run_record(out / "run.json").run_id == second.run_id
 
 
 def test_secret_never_written_anywhere(tmp_path, api_key, caplog):

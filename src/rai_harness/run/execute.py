@@ -684,7 +684,7 @@ async def execute_run(
     journal = Journal(out / "journal.sqlite")
     session = _ray_session(plan)
     try:
-        run_id = _run_id(journal)
+        run_id = _run_id(journal, plan)
         started_iso = _now_iso()
         t0 = time.perf_counter()
         generated = _with_recorded_model_infos(
@@ -728,6 +728,8 @@ async def execute_run(
             reproducibility=_reproducibility(plan),
         )
         write_run(out, record, scored.records, judge_calls=judged.records)
+        # Finished: the next run into this folder is a new run (it still reuses these calls).
+        journal.set_meta("finished_run_id", run_id)
         return record
     finally:
         if session is not None:
@@ -747,14 +749,38 @@ def _ray_session(plan: RunPlan) -> RaySession | None:
     )
 
 
-def _run_id(journal: Journal) -> str:
-    """The run's id, kept in the journal so a resumed run keeps its identity."""
+def _run_id(journal: Journal, plan: RunPlan) -> str:
+    """The run's id: kept by a resumed run, new for any other run into the same folder.
+
+    A run resumes (same id and start time) only while it is unfinished and plans the same
+    calls. The journal outlives runs (it is the call cache of every rerun into the folder),
+    and once kept its first id for all of them: two different runs, or a finished run and its
+    rerun, shared one identity, and the gate refused the previous run as their baseline
+    ("the baseline is the run itself").
+    """
     run_id = journal.get_meta("run_id")
-    if run_id is None:
+    fingerprint = _plan_fingerprint(plan)
+    resumable = (
+        run_id is not None
+        and journal.get_meta("finished_run_id") != run_id
+        and journal.get_meta("plan_fingerprint") == fingerprint
+    )
+    if not resumable:
         run_id = uuid.uuid4().hex
         journal.set_meta("run_id", run_id)
+        journal.set_meta("plan_fingerprint", fingerprint)
         journal.set_meta("first_started_at", _now_iso())
-    return run_id
+    return str(run_id)
+
+
+def _plan_fingerprint(plan: RunPlan) -> str:
+    """sha256 of what a run is: its config and the key of every call it plans (which cover
+    datasets, prompt limits, seeds, providers and guard policies)."""
+    calls = {
+        p.provider_id: [call_key(identity, r) for identity in (p.identity,) for r in p.requests]
+        for p in plan.providers
+    }
+    return stable_hash({"config": plan.config.snapshot(), "calls": calls})
 
 
 def _model_info_key(provider_id: str) -> str:
