@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,43 @@ def test_a_loopback_cluster_address_keeps_the_driver_on_loopback():
     assert not any(_is_loopback(a) for a in ("10.0.0.2:6379", "auto", "head.example:6379"))
 
 
+_CONNECT = """
+import sys, time
+from rai_harness.errors import RaiError
+from rai_harness.run.ray_engine import connect_ray
+from ray._private import ray_constants
+start = time.monotonic()
+try:
+    connect_ray(sys.argv[1])
+except RaiError as exc:
+    print(type(exc).__name__, round(time.monotonic() - start), ray_constants.ENABLE_RAY_CLUSTER, exc)
+"""
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "auto"])
+def test_an_unreachable_cluster_address_fails_fast_on_loopback(address, monkeypatch):
+    """ray.init waited on an unreachable address forever; `auto` resolving to a loopback
+    cluster got the machine's routable address instead (Ray rewrites 127.0.0.1)."""
+    pytest.importorskip("ray", reason="the `ray` wheel is not installed")
+    # A fresh process: this module's Ray instance would make connect_ray a no-op. For
+    # `auto`, RAY_ADDRESS is what Ray resolves it from first.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    done = subprocess.run(
+        [sys.executable, "-c", _CONNECT, address], capture_output=True, text=True, timeout=120
+    )
+    kind, seconds, cluster_mode, message = done.stdout.split(" ", 3)
+    assert kind == "RunError" and "could not reach the Ray cluster at '127.0.0.1:1'" in message, done
+    assert int(seconds) < 30 and cluster_mode == "False"  # bounded, and the driver stayed on loopback
+
+
+def test_a_malformed_cluster_address_is_a_config_error():
+    pytest.importorskip("ray", reason="the `ray` wheel is not installed")
+    from rai_harness.run.ray_engine import _check_reachable
+
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        _check_reachable("head-node")
+
+
 def test_missing_ray_is_a_plan_time_error_with_the_install_command(tmp_path, api_key, monkeypatch):
     import importlib.util
 
@@ -226,6 +265,71 @@ def test_killing_a_worker_mid_run_loses_nothing_and_concurrency_stays_global(
     # is global, not per worker.
     assert 3 < fake_server.stats()["max_in_flight"] <= 5, fake_server.stats()["max_in_flight"]
     assert {s.host_id for s in samples} == {samples[0].host_id}  # one node here; both workers report it
+
+
+def _call_actors(ray: Any) -> list[Any]:
+    return [
+        ray.get_actor(a["name"], namespace="rai-harness")
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "rai-harness" and a["name"].startswith("calls-")
+    ]
+
+
+def test_a_worker_restarted_twice_keeps_working(tmp_path, api_key, ray_cluster, fake_server):
+    # One worker, two chunk loops: each death fails both loops' chunks, and was counted once
+    # per failed chunk, so one kill used up the restart budget. Restarts count processes.
+    fake_server.configure(latency_s=0.03)
+    n = 120
+    config = _config(tmp_path, fake_server.base_url, n, engine="ray", workers=1, concurrency=4)
+    ray = ray_cluster
+    seen: list[Any] = []
+    kills: list[int] = []
+
+    def on_record(record):
+        seen.append(record)
+        if len(seen) in (20, 60) and len(kills) < 2:
+            (actor,) = _call_actors(ray)
+            ray.kill(actor, no_restart=False)  # as kill -9; Ray restarts it (max_restarts=2)
+            kills.append(len(seen))
+
+    record = _run(config, tmp_path / "out", on_record=on_record)
+    assert kills == [20, 60]
+    assert record.status == "complete" and record.providers["fake"].succeeded == n
+    assert record.timing_quality["workers"] == 1  # the restarted worker is still counted live
+    assert record.timing_quality["event_loop_lag_ms"]["samples"] > 0  # and measured after its restart
+
+
+def test_a_stopped_worker_is_killed_and_its_calls_made_again(
+    tmp_path, api_key, ray_cluster, fake_server, monkeypatch
+):
+    import os
+    import signal
+
+    from rai_harness.run import ray_engine
+
+    # A SIGSTOPped process keeps its actor "alive" for Ray, and the run waited on it forever.
+    monkeypatch.setattr(ray_engine, "STALL_CHECK_S", 1.0)
+    monkeypatch.setattr(ray_engine, "PING_TIMEOUT_S", 1.0)
+    fake_server.configure(latency_s=0.03)
+    n = 60
+    config = _config(tmp_path, fake_server.base_url, n, engine="ray", workers=1, concurrency=2)
+    ray = ray_cluster
+    seen: list[Any] = []
+    stopped: list[int] = []
+
+    def on_record(record):
+        seen.append(record)
+        if len(seen) == 10 and not stopped:
+            (actor,) = _call_actors(ray)
+            pid = int(ray.get(actor.ping.remote()).rsplit("/", 1)[1])
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+
+    record = _run(config, tmp_path / "out", on_record=on_record)
+    assert stopped
+    assert record.status == "complete" and record.providers["fake"].succeeded == n
+    samples = read_samples(tmp_path / "out" / "samples.jsonl")
+    assert sorted(s.sample_id for s in samples) == [f"p{i:04d}" for i in range(n)]
 
 
 def test_rpm_is_split_among_workers_not_multiplied(tmp_path, api_key, ray_cluster, fake_server):

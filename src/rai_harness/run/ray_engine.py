@@ -20,8 +20,13 @@ What is distributed and what is not:
   calls not yet streamed back. Journaled calls are never sent to a worker.
 * **Dead workers.** A chunk whose actor dies is put back on its provider's queue minus
   the records already received, and any live actor takes it (the same actor after Ray
-  restarts it, up to ``_MAX_RESTARTS`` times, or another one). When every worker is gone
-  the run stops with :class:`~rai_harness.errors.RunError`; what finished is journaled.
+  restarts it, up to ``_MAX_RESTARTS`` times, or another one). Restarts are counted per
+  process (each incarnation of an actor reports its pid), not per failed chunk: one death
+  fails every chunk in flight on it. A chunk that streams no record for ``STALL_CHECK_S``
+  gets its actor pinged; an actor that does not answer within ``PING_TIMEOUT_S`` (a stopped
+  or wedged process) is killed, so Ray restarts it and its calls go back to the queue: every
+  wait on a worker is bounded. When every worker is gone the run stops with
+  :class:`~rai_harness.errors.RunError`; what finished is journaled.
 * **Not distributed**: planning, the journal, scoring and the report run on the driver.
 
 Without an address the engine starts a private Ray instance on this machine, bound to
@@ -37,6 +42,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import time
 import uuid
 from collections import deque
@@ -81,6 +87,13 @@ _MIN_CHUNK = 4
 _MAX_CHUNK = 256
 #: Records per streamed batch at most (bounds one object in Ray's object store).
 _MAX_BATCH = 512
+#: Seconds without a record from a chunk before the driver checks that its actor still answers.
+STALL_CHECK_S = 30.0
+#: Seconds an actor has to answer that check (its event loop serves it between calls); one that
+#: does not (a stopped or wedged process) is killed, and Ray restarts it.
+PING_TIMEOUT_S = 30.0
+#: Longest wait for a failed actor to come back (Ray restarts it, then it loads its providers).
+RESTART_WAIT_S = 300.0
 
 
 def check_ray(*, file: str | None = None) -> None:
@@ -128,6 +141,56 @@ def _is_loopback(address: str) -> bool:
     return is_loopback(address.split("://", 1)[-1].rsplit(":", 1)[0])
 
 
+#: Longest wait for a TCP connection to a cluster's address before joining it.
+CONNECT_CHECK_TIMEOUT_S = 5.0
+
+
+def _resolve_address(address: str) -> str:
+    """``auto`` as Ray resolves it (``RAY_ADDRESS``, else the latest cluster started on this
+    machine); any other address as given.
+
+    Resolved here, before Ray is set up: the loopback settings depend on the address, and
+    a loopback cluster joined as ``auto`` got the machine's routable address instead (Ray
+    rewrites 127.0.0.1 unless loopback mode is on), which it then retried forever.
+    """
+    if address != "auto":
+        return address
+    import_ray(loopback=False)
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        resolved = get_ray_address_from_environment("auto", None)
+    except Exception as exc:  # Ray raises ConnectionError when it finds no cluster
+        raise RunError(
+            f"--ray-address auto found no Ray cluster ({_cause(exc)}); start one with `ray start --head` "
+            "or give its HOST:PORT"
+        ) from exc
+    if not resolved or resolved == "auto":
+        raise RunError("--ray-address auto found no Ray cluster; give its HOST:PORT")
+    return str(resolved)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing answers at the cluster's address.
+
+    ``ray.init`` waits on an unreachable address without end (it retries the GCS
+    connection forever), so a typo in ``--ray-address`` hung the run silently.
+    """
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--ray-address must be HOST:PORT (or ray://HOST:PORT, auto), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise RunError(
+            f"could not reach the Ray cluster at {address!r} ({exc.strerror or type(exc).__name__}, "
+            f"within {CONNECT_CHECK_TIMEOUT_S:.0f} s); check the address and that its head node is up "
+            "(`ray status` there)"
+        ) from exc
+
+
 def connect_ray(address: str | None) -> bool:
     """Join ``address``, or start a private loopback Ray instance; return whether one was started here.
 
@@ -135,11 +198,17 @@ def connect_ray(address: str | None) -> bool:
     application that set Ray up itself keeps its own settings).
 
     Raises:
-        RunError: The instance started here is reachable from the network (it is shut down).
+        RunError: The instance started here is reachable from the network (it is shut down),
+            or nothing answers at ``address`` within ``CONNECT_CHECK_TIMEOUT_S``.
+        ConfigError: ``address`` is not ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``.
     """
+    if address is not None:
+        address = _resolve_address(address)
     ray = import_ray(loopback=address is None or _is_loopback(address))
     if ray.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     if address is None:
         for attempt in range(2):
             try:
@@ -282,6 +351,8 @@ class CallWorker:
 
         os.environ.update(env)
         self._host_id = "ray:" + ray.get_runtime_context().get_node_id()[:16]
+        # Which incarnation of the actor this is: Ray restarts a dead actor in a new process.
+        self._incarnation = f"{self._host_id}/{os.getpid()}"
         self._specs = specs
         # Scrub every provider's secrets from every error message, as a local run does.
         self._secrets = [v for v in env.values() if v]
@@ -308,14 +379,22 @@ class CallWorker:
             return provider
 
     async def prepare(self, provider_ids: Sequence[str]) -> str:
-        """Build and load the providers that have calls to make; start the loop-lag monitor."""
+        """Build and load the providers that have calls to make; start the loop-lag monitor.
+
+        Returns:
+            This incarnation's id (node and pid): a restarted actor returns a new one.
+        """
         for pid in provider_ids:
             await self._provider(pid, load=True)
         if self._monitor is None:
             self._monitor = LoopLagMonitor()
             self._monitor.start()
             self._cpu0 = time.process_time()
-        return self._host_id
+        return self._incarnation
+
+    async def ping(self) -> str:
+        """This incarnation's id, answered from the event loop (the driver's liveness check)."""
+        return self._incarnation
 
     async def run_chunk(
         self, provider_id: str, requests: list[ChatRequest]
@@ -430,29 +509,131 @@ def _actor_errors() -> tuple[type[BaseException], ...]:
     return (RayActorError, ActorUnavailableError)
 
 
+@dataclass
+class _Actor:
+    """A call actor as the driver tracks it: its current incarnation and how many restarts it used."""
+
+    handle: Any
+    provider_ids: list[str]
+    incarnation: str = ""
+    restarts: int = 0
+    gone: bool = False
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    async def recover(self, seen: str) -> None:
+        """After a chunk failed on incarnation ``seen``: wait until the actor is back, count a
+        restart only for a new process, and give up on it when it is gone for good.
+
+        Several chunk loops share an actor and each sees the same death; the first one here
+        waits for the restart, the others find the new incarnation already recorded.
+        """
+        async with self.lock:
+            if self.gone or self.incarnation != seen:
+                return
+            from ray.exceptions import ActorUnavailableError
+
+            deadline = time.monotonic() + RESTART_WAIT_S
+            while True:
+                try:
+                    # prepare() on a restarted process also reloads its providers and restarts
+                    # its loop-lag monitor; Ray queues it until the restart is done.
+                    fresh = await asyncio.wait_for(
+                        _awaitable(self.handle.prepare.remote(self.provider_ids)),
+                        max(deadline - time.monotonic(), 0.0),
+                    )
+                    break
+                except ActorUnavailableError:  # unreachable for now (restarting, network): ask again
+                    if time.monotonic() < deadline:
+                        await asyncio.sleep(0.5)
+                        continue
+                    exc_name = "no answer"
+                except asyncio.TimeoutError:
+                    exc_name = "no answer"
+                except _actor_errors() as exc:  # died for good (its restarts are used up)
+                    exc_name = type(exc).__name__
+                log.warning("Ray call worker %s is gone (%s)", seen, exc_name)
+                self.gone = True
+                return
+            if fresh != self.incarnation:
+                self.restarts += 1
+                self.incarnation = str(fresh)
+                if self.restarts > _MAX_RESTARTS:
+                    self.gone = True
+
+    async def answers(self) -> bool:
+        """Whether the actor's event loop answers within ``PING_TIMEOUT_S``."""
+        silent: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *_actor_errors())
+        try:
+            await asyncio.wait_for(_awaitable(self.handle.ping.remote()), PING_TIMEOUT_S)
+        except silent:
+            return False
+        return True
+
+
+async def _awaitable(ref: Any) -> Any:
+    """Await a Ray ObjectRef (a coroutine, so asyncio.wait_for can wrap it)."""
+    return await ref
+
+
+class _Stalled(Exception):
+    """A chunk's actor stopped answering; it was killed for Ray to restart."""
+
+
+async def _next_or_stall(anext: Any, actor: _Actor) -> Any:
+    """The next streamed ref, waiting as long as the actor keeps answering pings.
+
+    A slow chunk (long calls, backoff, a rate limit) is not a dead one: the actor is only
+    declared hung when its own event loop stops answering.
+    """
+    task = asyncio.ensure_future(anext)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=STALL_CHECK_S)
+            if done:
+                return task.result()
+            if not await actor.answers():
+                import ray
+
+                log.warning(
+                    "Ray call worker %s did not answer for %.0f s; killing it so Ray restarts it",
+                    actor.incarnation,
+                    STALL_CHECK_S + PING_TIMEOUT_S,
+                )
+                with contextlib.suppress(Exception):
+                    ray.kill(actor.handle, no_restart=False)
+                raise _Stalled
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def _chunk_loop(
-    actor: Any,
-    index: int,
+    actor: _Actor,
     work: _Work,
     journal: Journal,
     on_record: Callable[[CallRecord], None] | None,
-    deaths: list[int],
 ) -> None:
     """Give ``actor`` chunks of ``work`` until every call is done or the actor is gone for good."""
-    dead = _actor_errors()
+    failed: tuple[type[BaseException], ...] = (*_actor_errors(), _Stalled)
     while True:
         async with work.cond:
-            while not work.queue and work.remaining > 0 and deaths[index] <= _MAX_RESTARTS:
+            while not work.queue and work.remaining > 0 and not actor.gone:
                 await work.cond.wait()
-            if work.remaining == 0 or deaths[index] > _MAX_RESTARTS:
+            if work.remaining == 0 or actor.gone:
                 return
             chunk = [work.queue.popleft() for _ in range(min(work.chunk, len(work.queue)))]
         received: set[int] = set()
+        incarnation = actor.incarnation
         try:
-            stream = actor.run_chunk.options(num_returns="streaming").remote(
+            stream = actor.handle.run_chunk.options(num_returns="streaming").remote(
                 work.provider_id, [work.requests[i] for i in chunk]
             )
-            async for ref in stream:
+            refs = stream.__aiter__()
+            while True:
+                try:
+                    ref = await _next_or_stall(refs.__anext__(), actor)
+                except StopAsyncIteration:
+                    break
                 for position, data in await ref:
                     i = chunk[position]
                     record = CallRecord.from_dict(data)
@@ -463,19 +644,29 @@ async def _chunk_loop(
                     received.add(i)
                     if on_record:
                         on_record(record)
-        except dead as exc:
-            deaths[index] += 1
+        except failed as exc:
             log.warning(
-                "Ray call worker %d died (%s); %d of its calls go back to the queue",
-                index,
+                "Ray call worker %s failed (%s); %d of its calls go back to the queue",
+                incarnation,
                 type(exc).__name__,
                 len(chunk) - len(received),
             )
+            async with work.cond:
+                _requeue(work, chunk, received)
+            await actor.recover(incarnation)
+            async with work.cond:
+                work.cond.notify_all()  # the actor may be gone: the other loops must see it
+            continue
         async with work.cond:
-            lost = [i for i in chunk if i not in received]
-            work.queue.extendleft(reversed(lost))
-            work.remaining -= len(received)
-            work.cond.notify_all()
+            _requeue(work, chunk, received)
+
+
+def _requeue(work: _Work, chunk: list[int], received: set[int]) -> None:
+    """Put the calls of ``chunk`` not received back at the queue's head (caller holds ``work.cond``)."""
+    lost = [i for i in chunk if i not in received]
+    work.queue.extendleft(reversed(lost))
+    work.remaining -= len(received)
+    work.cond.notify_all()
 
 
 def _specs_for(plan: RunPlan, shares: dict[str, list[int]], index: int) -> dict[str, WorkerSpec]:
@@ -627,25 +818,25 @@ async def generate_on_ray(
     actors: list[Any] = []
     try:
         actors, slots = _start_workers(plan, shares)
+        tracked = [
+            _Actor(actor, [p for p in pending_ids if shares[p][i]])
+            for actor, i in zip(actors, slots, strict=True)
+        ]
         try:
-            await asyncio.gather(
-                *(
-                    actor.prepare.remote([p for p in pending_ids if shares[p][i]])
-                    for actor, i in zip(actors, slots, strict=True)
-                )
-            )
+            incarnations = await asyncio.gather(*(a.handle.prepare.remote(a.provider_ids) for a in tracked))
         except (ray.exceptions.RayTaskError, *_actor_errors()) as exc:  # type: ignore[misc]
             raise RunError(f"a Ray call worker could not build or load its providers: {_cause(exc)}") from exc
+        for tracked_actor, incarnation in zip(tracked, incarnations, strict=True):
+            tracked_actor.incarnation = str(incarnation)
 
         if on_start:
             on_start(plan, journal.count("ok"))
         if on_record:
             for record in cached:
                 on_record(record)
-        deaths = [0] * len(actors)
         loops = [
-            _chunk_loop(actor, n, work, journal, on_record, deaths)
-            for n, (actor, i) in enumerate(zip(actors, slots, strict=True))
+            _chunk_loop(tracked_actor, work, journal, on_record)
+            for tracked_actor, i in zip(tracked, slots, strict=True)
             for work in works
             if work.remaining and shares[work.provider_id][i]
             for _ in range(_CHUNKS_IN_FLIGHT)
@@ -660,7 +851,7 @@ async def generate_on_ray(
                 f"every Ray call worker died; {missing} calls were not made (the finished ones are "
                 "journaled: rerun the same command to resume)"
             )
-        live = [(a, i) for a, i, d in zip(actors, slots, deaths, strict=True) if d <= _MAX_RESTARTS]
+        live = [(a.handle, i) for a, i in zip(tracked, slots, strict=True) if not a.gone]
         infos = [await _describe_on(live, shares[pp.provider_id], pp.provider_id) for pp in plan.providers]
         monitor = LoopLagMonitor()
         hosts: set[str] = set()
