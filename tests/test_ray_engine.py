@@ -433,7 +433,26 @@ def test_suite_scoring_on_ray_data_equals_local(tmp_path, api_key, ray_cluster, 
     assert on_ray.suites["toxicity"].results == local.suites["toxicity"].results
     assert not on_ray.problems
     (info,) = pool.info()
-    assert info["engine"] == "ray-data" and info["actors"] == 2
+    assert info["engine"] == "ray-data" and info["actors"] == 2 and info["calls"]["ray-data"] >= 1
+    assert info["backend"] == "keyword"  # the model's own description travels with it
+
+
+def test_a_ray_data_pool_below_its_threshold_records_the_model_and_says_it_scored_here():
+    # Most runs score fewer texts than ray_score_min_texts: the record claimed Ray Data and
+    # lost the model's identity (weights, hashes) that a local run records.
+    from rai_harness.classifiers.base import ClassifierSpec
+    from rai_harness.classifiers.pool import default_pool
+    from rai_harness.classifiers.ray_pool import RayDataPool
+
+    spec = ClassifierSpec.model_validate(KEYWORDS)
+    pool = RayDataPool(actors=2, min_texts=1000, connect=lambda: pytest.fail("Ray was not needed"))
+    scores = pool.classifier(spec).predict(["you idiot", "hello"])
+    assert [s.scores["toxic"] for s in scores] == [1.0, 0.0]
+    (info,) = pool.info()
+    local = default_pool().classifier(spec).info()
+    assert {k: info[k] for k in local} == local
+    assert info["engine"] == "in-process" and info["actors"] == 0
+    assert info["calls"] == {"ray-data": 0, "in-process": 1}
 
 
 def test_transformer_scores_on_ray_data_match_local_within_float_tolerance(ray_cluster):

@@ -93,14 +93,31 @@ class _RayDataProxy:
         self._min_texts = min_texts
         self._connect = connect
         self._info: dict[str, Any] = {}
+        self._calls = {"ray-data": 0, "in-process": 0}
+
+    def _local(self) -> Any:
+        """The same model loaded in this process (small inputs score here)."""
+        raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
-        """The actors' ``info()``, with how it ran."""
-        return {**self._info, "engine": "ray-data", "actors": self._actors}
+        """The model's ``info()`` (weights, hashes, versions) and how its calls ran.
+
+        Inputs below ``min_texts`` score in this process, so a run may never reach Ray Data:
+        its record must still name the model that scored it, and not claim Ray Data.
+        """
+        model = self._info or dict(self._local().info())
+        on_ray = self._calls["ray-data"] > 0
+        return {
+            **model,
+            "engine": "ray-data" if on_ray else "in-process",
+            "actors": self._actors if on_ray else 0,
+            "calls": dict(self._calls),
+        }
 
     def _run(self, texts: Sequence[str], method: str) -> list[Any]:
         if not texts:
             return []
+        self._calls["ray-data"] += 1
         if self._connect is not None:
             self._connect()
         import ray
@@ -152,10 +169,14 @@ class RayDataClassifier(_RayDataProxy):
         """Whether results carry spans: a property of the backend, read from a local instance."""
         return default_pool().classifier(self.spec).produces_spans
 
+    def _local(self) -> Any:
+        return default_pool().classifier(self.spec)
+
     def predict(self, texts: Sequence[str]) -> list[LabelScores]:
         """Score every text on the cluster; one result per input, in input order."""
         if len(texts) < self._min_texts:
-            return list(default_pool().classifier(self.spec).predict(texts))
+            self._calls["in-process"] += 1
+            return list(self._local().predict(texts))
         results: list[LabelScores] = self._run(texts, "predict")
         if results and self._labels is None:
             self._labels = tuple(results[0].scores)
@@ -170,10 +191,14 @@ class RayDataEmbedder(_RayDataProxy):
         """Vector size, read from a local instance."""
         return default_pool().embedder(self.spec).dim
 
+    def _local(self) -> Any:
+        return default_pool().embedder(self.spec)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed every text on the cluster: shape (len(texts), dim)."""
         if len(texts) < self._min_texts:
-            return default_pool().embedder(self.spec).embed(texts)
+            self._calls["in-process"] += 1
+            return self._local().embed(texts)
         rows = self._run(texts, "embed")
         return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
