@@ -69,6 +69,22 @@ def test_nested_bad_value(tmp_path):
     assert err.key_path == "providers[0].params.temperature"
 
 
+@pytest.mark.parametrize(
+    ("change", "key_path"),
+    [
+        ({"runner": {"backoff_max_s": float("inf")}}, "runner.backoff_max_s"),
+        ({"runner": {"backoff_base_s": 1e300}}, "runner.backoff_base_s"),
+        ({"runner": {"max_retry_after_s": float("inf")}}, "runner.max_retry_after_s"),
+        ({"providers": [dict(GOOD["providers"][0], timeout_s=float("inf"))]}, "providers[0].timeout_s"),
+        ({"seed": True}, "seed"),
+    ],
+)
+def test_unbounded_waits_and_a_boolean_seed_are_refused(tmp_path, change, key_path):
+    # `.inf` passed `> 0` and hung a run on a failing endpoint; `seed: true` became seed 1.
+    err = error_for(tmp_path, {**GOOD, **change})
+    assert err.key_path == key_path
+
+
 def test_missing_required_key(tmp_path):
     err = error_for(tmp_path, {**GOOD, "providers": [{"kind": "openai"}]})
     assert err.key_path == "providers[0].model" and "required" in str(err)

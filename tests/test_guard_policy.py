@@ -176,6 +176,12 @@ def test_per_label_threshold_out_of_range(tmp_path):
     assert err.key_path == "output[0]" and "threat" in str(err) and "[0, 1]" in str(err)
 
 
+@pytest.mark.parametrize("bad", [0, -5, float("inf"), float("nan"), 3_600_001])
+def test_timeout_ms_is_positive_and_bounded(tmp_path, bad):
+    err = load_error(tmp_path, with_rail("input", 0, timeout_ms=bad))
+    assert err.key_path == "input[0].timeout_ms"
+
+
 def test_threshold_and_thresholds_are_exclusive(tmp_path):
     err = load_error(tmp_path, with_rail("output", 0, threshold=0.5))
     assert err.key_path == "output[0]" and "exactly one" in str(err)

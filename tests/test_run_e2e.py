@@ -240,6 +240,21 @@ def test_cli_config_error_exit_code_2(tmp_path):
     assert "bad.yaml" in result.stderr and "providers[0].kind" in result.stderr and "openai" in result.stderr
 
 
+def test_an_unusable_output_folder_is_a_config_error_naming_out(tmp_path, api_key):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    cfg = write_config(tmp_path / "run.yaml", "http://127.0.0.1:9/v1", prompts)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(blocker / "out"), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "as the output folder" in result.stderr and "--out" in result.stderr
+    assert "internal error" not in result.stderr
+
+
 def test_cli_missing_env_var_reported_before_any_call(tmp_path, fake_server, monkeypatch):
     monkeypatch.delenv("RAI_TEST_API_KEY", raising=False)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 3)

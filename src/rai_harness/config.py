@@ -35,7 +35,7 @@ from rai_harness.load.profiles import LoadProfile
 from rai_harness.markdown import require_printable
 from rai_harness.pricing import PriceEntry
 from rai_harness.providers.base import ProviderConfig
-from rai_harness.validation import format_validation_error, read_yaml_file
+from rai_harness.validation import MAX_WAIT_S, format_validation_error, read_yaml_file
 
 __all__ = [
     "PromptSource",
@@ -116,10 +116,16 @@ class RunnerSettings(BaseModel):
         le=1.0,
         description="Mark the run failed when a provider's failed-call share exceeds this.",
     )
-    backoff_base_s: float = Field(0.5, gt=0, description="First retry waits about this long (seconds).")
-    backoff_max_s: float = Field(30.0, gt=0, description="Longest computed backoff (seconds).")
+    # Bounded above: every wait of a run is (`.inf` hung a run on a failing endpoint).
+    backoff_base_s: float = Field(
+        0.5, gt=0, le=MAX_WAIT_S, description="First retry waits about this long (seconds)."
+    )
+    backoff_max_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, description="Longest computed backoff (seconds).")
     max_retry_after_s: float = Field(
-        120.0, gt=0, description="Longest server-requested wait honoured (Retry-After), seconds."
+        120.0,
+        gt=0,
+        le=MAX_WAIT_S,
+        description="Longest server-requested wait honoured (Retry-After), seconds.",
     )
     retry_failed_on_resume: bool = Field(
         True, description="On resume, call again the samples that failed (journaled successes are reused)."
@@ -156,7 +162,7 @@ class RunConfig(BaseModel):
     # Printable only: the name titles the console summary, the report and the gate's Markdown.
     name: Annotated[str, AfterValidator(require_printable)] = Field("run", min_length=1)
     description: str | None = None
-    seed: int = 0
+    seed: int = Field(0, strict=True)  # strict: `seed: true` is not seed 1
     output_dir: str | None = Field(None, description="Default: reports/<name>.")
     providers: list[ProviderConfig]
     judges: list[ProviderConfig] = Field(

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 from rai_harness.errors import ConfigError, did_you_mean
 
+#: Longest single wait a config may ask for, in seconds (a timeout, a backoff, an honoured
+#: Retry-After): an hour. Every wait of a run is bounded, and `.inf` passes `gt=0`.
+MAX_WAIT_S = 3600.0
+
 __all__ = [
     "JsonlLine",
     "YamlDocument",

@@ -33,8 +33,9 @@ from typing import Any, Literal
 
 from rai_harness.classifiers.base import Classifier, LabelScores, Span
 from rai_harness.classifiers.microbatch import MicroBatcher
-from rai_harness.errors import ConfigError, did_you_mean
+from rai_harness.errors import ConfigError
 from rai_harness.guardrails.textprep import DEFAULT_MAX_CHARS
+from rai_harness.validation import MAX_WAIT_S, did_you_mean
 
 __all__ = [
     "ACTION_STRENGTH",
@@ -802,8 +803,11 @@ def check_rail_settings(
         raise ConfigError(f"action must be block, redact or flag, got {action!r}", key_path="action")
     if on_error not in ("block", "allow"):
         raise ConfigError(f"on_error must be block or allow, got {on_error!r}", key_path="on_error")
-    if not timeout_ms > 0:  # also rejects NaN
-        raise ConfigError(f"timeout_ms must be > 0, got {timeout_ms!r}", key_path="timeout_ms")
+    if not 0 < timeout_ms <= MAX_WAIT_S * 1000:  # also rejects NaN and infinity: every wait is bounded
+        raise ConfigError(
+            f"timeout_ms must be > 0 and at most {MAX_WAIT_S * 1000:.0f} (an hour), got {timeout_ms!r}",
+            key_path="timeout_ms",
+        )
     if (threshold is None) == (thresholds is None):
         raise ConfigError(
             "give exactly one of `threshold` (with optional `labels`) or `thresholds` (per label)"

@@ -32,6 +32,7 @@ from rai_harness.errors import ConfigError, MissingDependencyError
 from rai_harness.markdown import require_printable
 from rai_harness.providers.httpio import ResponseLimits, marking_send
 from rai_harness.types import ChatRequest, Generation, GenerationParams
+from rai_harness.validation import MAX_WAIT_S
 
 __all__ = [
     "BaseProvider",
@@ -245,7 +246,7 @@ class ProviderConfig(BaseModel):
         "`auto`: sized from the demanded rate and the CPU per call measured by a few calibration calls.",
     )
     rpm: float | None = Field(None, gt=0, description="Requests-per-minute cap (none: unlimited).")
-    timeout_s: float = Field(120.0, gt=0, description="Per-attempt timeout in seconds.")
+    timeout_s: float = Field(120.0, gt=0, le=MAX_WAIT_S, description="Per-attempt timeout in seconds.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries after the first attempt.")
     pricing: PricingOverride | None = None
     guard: GuardRef | None = Field(None, description="Wrap the provider in a guard policy.")

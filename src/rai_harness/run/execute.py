@@ -680,7 +680,13 @@ async def execute_run(
         The run record (also written to ``run.json``).
     """
     out = plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, a read-only filesystem
+        raise ConfigError(
+            f"cannot use {out} as the output folder ({exc.strerror or type(exc).__name__}); "
+            "pass a writable folder with --out"
+        ) from exc
     journal = Journal(out / "journal.sqlite")
     session = _ray_session(plan)
     try:
