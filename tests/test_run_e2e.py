@@ -193,6 +193,29 @@ def test_a_finished_run_rerun_into_its_folder_gets_a_new_id(tmp_path, api_key):
     assert read_run_record(out / "run.json").run_id == second.run_id
 
 
+def test_sigterm_is_handled_as_an_interrupt_with_junit_and_a_resume_hint(tmp_path, api_key):
+    # CI cancels jobs and Kubernetes stops pods with SIGTERM: it killed the run silently (exit
+    # -15), without the JUnit error case `--gate` promises on every exit 2.
+    n = 200
+    policy = Path(__file__).resolve().parents[1] / "evals" / "policies" / "default.yaml"
+    with FakeOpenAIServer(FaultConfig(ttft_s=0.05), subprocess=True) as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+        cfg = write_config(tmp_path / "run.yaml", srv.base_url, prompts, concurrency=2)
+        out, junit = tmp_path / "out", tmp_path / "junit.xml"
+        cmd = [sys.executable, "-m", "rai_harness", "run", str(cfg), "--out", str(out), "--quiet"]
+        cmd += ["--gate", str(policy), "--junit", str(junit)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while journal_ok_count(out / "journal.sqlite") < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, "run made no progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    assert "interrupted" in stderr and "rerun the same command to resume" in stderr
+    assert junit.is_file() and "interrupted" in junit.read_text()
+
+
 def test_secret_never_written_anywhere(tmp_path, api_key, caplog):
     caplog.set_level("DEBUG")
     # One provider with the right key, one with a key the server rejects (401 error path).

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import logging
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -373,6 +374,11 @@ _mount_subcommands()
 _reflow_help(app)
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    """Deliver SIGTERM as SIGINT: asyncio.run cancels the run the graceful way, else KeyboardInterrupt."""
+    signal.raise_signal(signal.SIGINT)
+
+
 def main() -> None:
     """Console-script entry point: exit 0 success, 1 a check or run failed, 2 an error.
 
@@ -382,11 +388,18 @@ def main() -> None:
     command's own exit code.
     """
     code: int | str | None
+    # SIGTERM (CI cancelling a job, Kubernetes stopping a pod) goes the way of Ctrl-C: `rai run`
+    # then says where the journal is and `--gate` writes its JUnit error; the default
+    # action killed the process silently.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         app()
         code = EXIT_OK
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # outside `rai run`, which handles its own
+        err_console.print("[bold red]interrupted[/]", highlight=False)
+        code = EXIT_ERROR
     except Exception as exc:  # the last line of defence of the exit code
         logging.getLogger("rai_harness").debug("unexpected error", exc_info=True)
         err_console.print(
