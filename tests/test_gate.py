@@ -305,6 +305,28 @@ def test_efficiency_budgets():
     assert v.exit_code == 2
 
 
+def test_a_timing_failure_within_the_harness_lag_is_an_error_not_a_fail():
+    # A loaded machine delays the harness's own timestamps: a TTFT p95 of 0.45 s against a
+    # 0.4 s budget, with the event loop 216 ms late at p99, cannot blame the provider.
+    rec = record(providers={"a": provider(ttft_p95_s=0.45), "b": provider(ttft_p95_s=0.9)})
+    rec = rec.model_copy(update={"timing_quality": {"event_loop_lag_ms": {"p99_ms": 216.0, "samples": 50}}})
+    v = evaluate(rec, policy("budgets: {ttft_p95_s: 0.4}"))
+    within = only(v, "budgets.ttft_p95_s", "a")
+    assert (
+        within.status == "error" and "event-loop lag" in within.message and "0.216 s at p99" in within.message
+    )
+    assert only(v, "budgets.ttft_p95_s", "b").status == "fail"  # failed by more than the lag
+    assert v.exit_code == 2
+    # Without lag the same number is a plain failure; a replayed log's timings carry no lag.
+    quiet = evaluate(record(providers={"a": provider(ttft_p95_s=0.45)}), policy("budgets: {ttft_p95_s: 0.4}"))
+    assert only(quiet, "budgets.ttft_p95_s").status == "fail"
+    replayed = provider(ttft_p95_s=0.45).model_copy(update={"kind": "replay"})
+    rec = record(providers={"a": replayed}).model_copy(
+        update={"timing_quality": {"event_loop_lag_ms": {"p99_ms": 216.0}}}
+    )
+    assert only(evaluate(rec, policy("budgets: {ttft_p95_s: 0.4}")), "budgets.ttft_p95_s").status == "fail"
+
+
 def test_budget_providers_scope_and_missing_ttft():
     rec = record(providers={"a": provider(ttft_p95_s=None), "b": provider()})
     v = evaluate(rec, policy("budgets: {providers: [a], ttft_p95_s: 1.0}"))
