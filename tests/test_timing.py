@@ -145,3 +145,26 @@ async def test_generate_calls_keeps_the_heap_frozen_while_calls_run() -> None:
     records = await generate_calls(Probe(), requests, provider_id="p", provider_identity={}, concurrency=2)
     assert len(records) == 5 and len(seen) == 5 and all(count > 0 for count in seen)
     assert gc.get_freeze_count() == base
+
+
+@pytest.mark.parametrize(
+    ("completion_tokens", "latency_s", "ttft_s", "expected"),
+    [
+        (11, 1.2, 0.2, 10.0),  # streamed: 10 tokens after the first, over 1 s
+        (27, 0.2001, 0.2, None),  # one burst: 0.1 ms after the first token is no decode speed
+        (27, 0.5, 0.5, None),  # released whole (a guard): no speed, not tokens over latency
+        (1, 0.5, 0.2, None),  # one token: nothing decoded after it
+        (20, 2.0, None, 10.0),  # not streamed: tokens over end-to-end latency
+        (0, 2.0, None, None),
+    ],
+)
+def test_output_tokens_per_s_has_one_definition_per_kind_of_call(
+    completion_tokens: int, latency_s: float, ttft_s: float | None, expected: float | None
+) -> None:
+    gen = Generation(
+        text="x",
+        usage=Usage(prompt_tokens=3, completion_tokens=completion_tokens),
+        latency_s=latency_s,
+        ttft_s=ttft_s,
+    )
+    assert gen.output_tokens_per_s == (pytest.approx(expected) if expected is not None else None)

@@ -40,6 +40,11 @@ class ChatMessage:
         return {"role": self.role, "content": self.content}
 
 
+#: Shortest span after the first token from which a decode speed is read, seconds: below it
+#: the answer came in one burst (see :attr:`Generation.output_tokens_per_s`).
+MIN_DECODE_SPAN_S = 0.01
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
     """Sampling parameters sent with a request; ``None`` means the provider's default.
@@ -182,17 +187,25 @@ class Generation:
 
     @property
     def output_tokens_per_s(self) -> float | None:
-        """Decode speed: completion tokens over the time after the first token.
+        """Output speed, one definition per kind of call.
 
-        Falls back to end-to-end latency when there is no TTFT. ``None`` when
-        undefined (no tokens, or zero time).
+        * Streamed (a TTFT was taken): decode speed, the tokens after the first over the time
+          after the first token. ``None`` when that span is under ``MIN_DECODE_SPAN_S``: the
+          answer arrived in one burst (a buffering proxy, a guard that releases the answer
+          whole, a cache), so no decode speed can be read from it (27 tokens 0.1 ms apart
+          read as 270,000 tokens/s), and falling back to end-to-end latency would put a
+          second definition in the same column.
+        * Not streamed: tokens over end-to-end latency (the only clock there is).
+
+        ``None`` also when there are no tokens or no time.
         """
         tokens = self.usage.completion_tokens
         if tokens <= 0:
             return None
-        span = self.latency_s - self.ttft_s if self.ttft_s is not None else self.latency_s
-        # One token produced at TTFT: the decode phase made the remaining tokens.
-        if self.ttft_s is not None and tokens > 1 and span > 0:
+        if self.ttft_s is not None:
+            span = self.latency_s - self.ttft_s
+            if tokens < 2 or span < MIN_DECODE_SPAN_S:
+                return None
             return (tokens - 1) / span
         return tokens / self.latency_s if self.latency_s > 0 else None
 
