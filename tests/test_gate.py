@@ -276,6 +276,13 @@ def test_min_rule_uses_ci_low():
     assert v.exit_code == 1
 
 
+def test_a_guard_policy_given_as_a_gate_policy_says_so():
+    guard_policy = {"classifiers": {"k": {"backend": "keyword"}}, "input": [], "max_chars": 100}
+    with pytest.raises(ConfigError, match="this is a guard policy") as info:
+        parse_gate_policy(guard_policy, file="g.yaml")
+    assert "evals/policies/default.yaml" in str(info.value)
+
+
 def test_efficiency_budgets():
     rec = record(providers={"a": provider(p95_s=2.5), "b": provider(p95_s=1.0, per_1k=None)})
     v = evaluate(

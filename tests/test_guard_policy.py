@@ -101,6 +101,11 @@ def test_a_policy_without_rails_is_refused(tmp_path, stages):
     assert "no rails" in str(err) and err.key_path == "input"
 
 
+def test_a_gate_policy_given_as_a_guard_policy_says_so(tmp_path):
+    err = load_error(tmp_path, {"max_error_rate": 0.05, "rules": [{"metric": "toxicity:x", "max": 0.1}]})
+    assert "this is a gate policy" in str(err) and "guardrails/default.yaml" in str(err)
+
+
 def test_unknown_top_level_key_suggests(tmp_path):
     err = load_error(tmp_path, {**GOOD, "inptu": []})
     assert err.key_path == "inptu" and "did you mean 'input'" in str(err)

@@ -302,7 +302,7 @@ def audit(
         typer.Option(
             "--engine",
             help="Where the classifiers score the dataset: local, or ray (Ray Data actors, each loading "
-            "every classifier once; pip install 'rai-harness[ray]').",
+            "every classifier once; pip install 'rai-harness\\[ray]').",
         ),
     ] = "local",
     ray_address: Annotated[

@@ -434,6 +434,17 @@ def parse_gate_policy(data: Any, *, file: str | None = None) -> GatePolicy:
             "a gate policy must be a mapping with `rules`, `regressions`, `budgets` or `max_error_rate`",
             file=file,
         )
+    if {"classifiers", "input", "output"} & data.keys() and not {
+        "rules",
+        "regressions",
+        "budgets",
+    } & data.keys():
+        # The likely mistake: the two kinds of policy share a word and a file format.
+        raise ConfigError(
+            "this is a guard policy (classifiers, input and output rails), not a gate policy: "
+            "`rai gate` and `rai run --gate` take a gate policy such as evals/policies/default.yaml",
+            file=file,
+        )
     if "name" not in data and file is not None:
         data = {"name": Path(file).stem, **data}
     try:

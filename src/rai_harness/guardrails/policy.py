@@ -161,6 +161,15 @@ def parse_policy(data: Any, *, file: str | None = None) -> GuardPolicy:
     """
     if not isinstance(data, Mapping):
         raise ConfigError("a policy must be a mapping with `classifiers`, `input` and `output`", file=file)
+    if {"rules", "regressions", "budgets", "max_error_rate"} & data.keys() and not (
+        {"classifiers", "input", "output"} & data.keys()
+    ):
+        # The likely mistake: the two kinds of policy share a word and a file format.
+        raise ConfigError(
+            "this is a gate policy (rules, budgets, regressions), not a guard policy: the guard takes "
+            "a policy with classifiers and input/output rails, such as guardrails/default.yaml",
+            file=file,
+        )
     raw_classifiers = data.get("classifiers") or {}
     if not isinstance(raw_classifiers, Mapping):
         raise ConfigError("must map classifier names to specs", file=file, key_path="classifiers")
