@@ -160,7 +160,7 @@ def test_snapshot_has_env_names_only(tmp_path):
 
 
 def test_cli_prints_the_whole_message_brackets_included(tmp_path):
-    # rich reads "[and 1 more problem ...]" as a markup tag and drops it unless escaped.
+    # rich reads "[also ...]" as a markup tag and drops it unless escaped.
     from typer.testing import CliRunner
 
     from rai_harness.cli import app
@@ -169,4 +169,5 @@ def test_cli_prints_the_whole_message_brackets_included(tmp_path):
     res = CliRunner().invoke(app, ["run", str(write(tmp_path, {**GOOD, "providers": [provider]}))])
     assert res.exit_code == 2
     assert "providers[0].concurrency" in res.output
-    assert "[and 1 more problem in this section]" in res.output
+    # Every problem is named, not only the first: one rerun per mistake otherwise.
+    assert "[also providers[0].temprature: unknown key]" in " ".join(res.output.split())

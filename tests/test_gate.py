@@ -283,6 +283,22 @@ def test_a_guard_policy_given_as_a_gate_policy_says_so():
     assert "evals/policies/default.yaml" in str(info.value)
 
 
+def test_a_policy_error_names_every_problem_of_the_file():
+    data = yaml.safe_load(
+        """
+        rules:
+          - {metric: toxicity:expected_max_toxicity, maxx: 0.3}
+          - {metric: pii.leakage:leak_rate, max: high}
+          - {metric: pii.leakage:leak_rate, max: 0.1, bound: ci_hgh}
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_gate_policy(data, file="p.yaml")
+    message = str(info.value)
+    assert "rules[0].maxx: unknown key 'maxx' (did you mean 'max'?)" in message
+    assert "rules[1].max:" in message and "rules[2].bound:" in message
+
+
 def test_efficiency_budgets():
     rec = record(providers={"a": provider(p95_s=2.5), "b": provider(p95_s=1.0, per_1k=None)})
     v = evaluate(
@@ -1005,6 +1021,22 @@ def test_cli_shows_a_policy_error_whole_with_its_fix(tmp_path, gate_app):
         in shown
     )
     assert "ttft_p99_s" in shown and "\u2026" not in shown  # the last allowed key, nothing cut
+
+
+def test_cli_shows_a_provider_check_error_with_its_fix(tmp_path, gate_app):
+    # A provider-level error's fix comes last ("...; calibrate this judge"): cut at 160
+    # characters, it was the part lost.
+    lagged = record(providers={"a": provider(ttft_p95_s=0.45)}).model_copy(
+        update={"timing_quality": {"event_loop_lag_ms": {"p99_ms": 216.0}}}
+    )
+    run_dir = write_run(tmp_path / "lagged", lagged)
+    pol = tmp_path / "p.yaml"
+    pol.write_text("budgets: {ttft_p95_s: 0.4}\n")
+    res = CliRunner().invoke(gate_app, ["gate", str(run_dir), "-p", str(pol)], env={"COLUMNS": "80"})
+    assert res.exit_code == 2
+    shown = " ".join(res.output.split())
+    assert "rerun on a quieter machine or with lower concurrency (run.json: timing_quality)" in shown
+    assert "\u2026" not in shown
 
 
 # --- hostile inputs: baselines that cannot be compared, impossible records, sloppy policies ---

@@ -67,7 +67,7 @@ def _root(
 
 def _fail(exc: RaiError) -> typer.Exit:
     # Escaped: a message is plain text, and rich would drop a bracketed part such as
-    # "[and 1 more problem in this section]" as an unknown markup tag.
+    # "[also rules[1].max: ...]" as an unknown markup tag.
     err_console.print(f"[bold red]error:[/] {console_escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 

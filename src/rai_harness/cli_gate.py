@@ -40,7 +40,10 @@ MAX_CONSOLE_LINES = 40
 
 
 #: Characters of an error's message shown under a provider's check, and under a run-level one.
-_ERROR_CHARS, _RUN_ERROR_CHARS = 160, 1000
+#: An error's message ends with its fix ("... measured another judge: rerun rai judge calibrate
+#: with this config"); cut at 160 characters, the fix was the part lost. Errors are few: the
+#: console's line budget still bounds the summary.
+_ERROR_CHARS, _RUN_ERROR_CHARS = 600, 1000
 
 
 def _short(text: str, limit: int = _ERROR_CHARS) -> str:

@@ -100,10 +100,30 @@ def format_validation_error(
         if len(shown) > 80:
             shown = shown[:77] + "..."
         message = f"{_message(err)} (got {shown})"
-    extra = len(errors) - 1
-    if extra:
-        message += f" [and {extra} more problem{'s' if extra > 1 else ''} in this section]"
+    # The other problems too, briefly: naming only the first made fixing a file one rerun
+    # per mistake.
+    others = [e for e in errors if e is not err]
+    if others:
+        listed = "; ".join(_brief(e, prefix, model) for e in others[:_MAX_OTHER_PROBLEMS])
+        more = len(others) - _MAX_OTHER_PROBLEMS
+        message += f" [also {listed}" + (f"; and {more} more" if more > 0 else "") + "]"
     return ConfigError(message, file=file, key_path=key_path or None)
+
+
+#: Further problems of a section named after the first one.
+_MAX_OTHER_PROBLEMS = 4
+
+
+def _brief(err: Any, prefix: str, model: type[BaseModel]) -> str:
+    """One further problem: its key path and what is wrong (a misspelt key with its likely fix)."""
+    path = _loc_to_path(err["loc"], prefix) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return (
+            f"{path}: unknown key{did_you_mean(str(err['loc'][-1]), _allowed_keys(model, err['loc'][:-1]))}"
+        )
+    if err["type"] == "missing":
+        return f"{path}: required but missing"
+    return f"{path}: {_message(err)}"
 
 
 def _most_helpful(errors: Sequence[Any]) -> Any:
