@@ -694,3 +694,20 @@ def test_method_lists_the_interval_methods_used(page: str) -> None:
     method = _text(page.split('<section id="method">', 1)[1].split("</section>", 1)[0])
     assert re.search(r"Interval methods in this run: .*Clopper-Pearson \(exact\) \(\d+ estimates", method)
     assert "cluster bootstrap" in method
+
+
+def test_untested_trade_off_reasons_say_what_is_missing():
+    from array import array
+
+    import numpy as np
+
+    from rai_harness.report.samples import SampleStats
+    from rai_harness.report.tradeoffs import _quantile_ci, _untested_reason
+
+    # The 72-call floor in the note is where a p95's interval gets an upper end.
+    assert _quantile_ci(np.arange(71, dtype=float), 0.95) is None
+    assert _quantile_ci(np.arange(72, dtype=float), 0.95) is not None
+    stats = SampleStats()
+    stats.latency["a"] = array("d", [0.1] * 42)
+    assert _untested_reason("p95", "a", stats) == "42 calls with a latency: a p95 is bounded from 72"
+    assert _untested_reason("cost", "b", stats) == "no per-call cost in the samples file"

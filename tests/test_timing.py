@@ -168,3 +168,13 @@ def test_output_tokens_per_s_has_one_definition_per_kind_of_call(
         ttft_s=ttft_s,
     )
     assert gen.output_tokens_per_s == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_a_lag_warning_only_when_some_calls_were_timed_here() -> None:
+    from rai_harness.run.execute import _timing_quality
+
+    lag = {"p99_ms": 36.7, "samples": 10}
+    assert "warning" in _timing_quality(lag, {"engine": "local"})
+    # A replay run reads its latencies from the captured log: this loop's lag cannot touch them.
+    quiet = _timing_quality(lag, {"engine": "local"}, timed_here=False)
+    assert "warning" not in quiet and quiet["event_loop_lag_ms"] == lag

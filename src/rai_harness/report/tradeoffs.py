@@ -70,6 +70,19 @@ def _x_interval(axis: str, pid: str, s: ProviderSummary, stats: SampleStats) -> 
     return None if ci is None else (ci[0] * 1000, ci[1] * 1000)
 
 
+def _untested_reason(axis: str, pid: str, stats: SampleStats) -> str:
+    """Why :func:`_x_interval` gave no interval, in words a reader can act on."""
+    arr = (stats.latency if axis == "p95" else stats.cost).get(pid)
+    n = 0 if arr is None else len(np.frombuffer(arr, dtype=float))
+    what = "latency" if axis == "p95" else "cost"
+    if n == 0:
+        return f"no per-call {what} in the samples file"
+    if axis == "p95":
+        # The upper order statistic of a 95 % interval for a p95 exists from 72 calls (0.95^n <= 0.025).
+        return f"{n} calls with a latency: a p95 is bounded from 72"
+    return f"{n} priced calls: a mean cost needs 2"
+
+
 def _cmp_intervals(a: tuple[float, float] | None, b: tuple[float, float] | None) -> int:
     """+1 when interval a lies entirely below b (a smaller), -1 when above, 0 when they overlap or are unknown."""
     if a is None or b is None:
@@ -171,7 +184,7 @@ def tradeoff_figures(
         ),
         ("p95", "Latency p95 (s)", lambda s: s.latency_s.p95, lambda v: fmt_seconds(v)),
     )
-    x_untested: set[str] = set()
+    x_untested: dict[str, set[str]] = {}
     for suite in ordered_suites(record):
         if suite.error:
             continue
@@ -195,7 +208,9 @@ def tradeoff_figures(
                 if not raw:
                     continue
                 x_ci = [_x_interval(axis, pid, record.providers[pid], stats) for pid, _, _ in raw]
-                x_untested.update(pid for (pid, _, _), ci in zip(raw, x_ci, strict=True) if ci is None)
+                for (pid, _, _), ci in zip(raw, x_ci, strict=True):
+                    if ci is None:
+                        x_untested.setdefault(pid, set()).add(_untested_reason(axis, pid, stats))
                 cmp_x = [[_cmp_intervals(x_ci[i], x_ci[j]) for j in range(len(raw))] for i in range(len(raw))]
                 cmp_y = [
                     [
@@ -255,10 +270,10 @@ def tradeoff_figures(
                     caption += f" Not plotted: {', '.join(left_out)}."
                 figures.append(Figure(title=title, svg=svg, caption=caption, wide=False))
     if x_untested:
+        why = "; ".join(f"{pid}: {', '.join(sorted(reasons))}" for pid, reasons in sorted(x_untested.items()))
         notes.append(
-            "Differences in cost or latency could not be tested for "
-            f"{', '.join(sorted(x_untested))} (no per-call latencies or costs in the samples file, or "
-            "too few calls); they count as ties in the Pareto marks."
+            f"Differences in cost or latency could not be tested for some providers ({why}); they count "
+            "as ties in the Pareto marks."
         )
     if not figures:
         notes.append("No trade-off chart: no provider has both a headline metric and a cost or latency.")

@@ -729,7 +729,12 @@ async def execute_run(
             providers=calls.providers,
             judges=judged.summaries,
             judge_calls_file=JUDGE_CALLS_FILE if judged.records else None,
-            timing_quality=_timing_quality(generated.loop_lag, generated.engine),
+            timing_quality=_timing_quality(
+                generated.loop_lag,
+                generated.engine,
+                # A replayed log carries the timings it recorded: this loop's lag cannot touch them.
+                timed_here=any(p.config.kind != "replay" for p in plan.providers),
+            ),
             suites=scored.suites,
             reproducibility=_reproducibility(plan),
         )
@@ -986,10 +991,13 @@ def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
     )
 
 
-def _timing_quality(lag: dict[str, float | int], engine: Mapping[str, Any]) -> dict[str, Any]:
-    """Event-loop lag during the calls and where they ran, with a warning when lag may have inflated the timings."""
+def _timing_quality(
+    lag: dict[str, float | int], engine: Mapping[str, Any], *, timed_here: bool = True
+) -> dict[str, Any]:
+    """Event-loop lag during the calls and where they ran, with a warning when lag may have
+    inflated the timings (only when some provider's calls were timed here)."""
     quality: dict[str, Any] = {"event_loop_lag_ms": lag, **engine}
-    if lag.get("p99_ms", 0.0) > LAG_WARN_MS:
+    if timed_here and lag.get("p99_ms", 0.0) > LAG_WARN_MS:
         quality["warning"] = (
             f"the event loop lagged {lag['p99_ms']:.1f} ms at p99: recorded TTFT and latency may be "
             "late by up to that much (lower concurrency or move scoring out of the process)"
