@@ -1008,6 +1008,16 @@ def test_cli_markdown_escapes_links_images_and_html_in_names(tmp_path, gate_app)
     assert "&lt;img" in md and "\\[x\\]" in md and "\\[run\\]" in md and "\\[pol\\]" in md
 
 
+def test_cli_says_when_a_baseline_is_not_used(tmp_path, gate_app):
+    run_dir = write_run(tmp_path / "run", record())
+    base = write_run(tmp_path / "base", record())
+    pol = tmp_path / "p.yaml"
+    pol.write_text("rules: [{metric: toxicity:expected_max_toxicity, max: 0.1}]\n")
+    res = CliRunner().invoke(gate_app, ["gate", str(run_dir), "-p", str(pol), "--baseline", str(base)])
+    assert res.exit_code == 0
+    assert "--baseline was not used" in " ".join(res.output.split())
+
+
 def test_cli_shows_a_policy_error_whole_with_its_fix(tmp_path, gate_app):
     # The policy error stops every check; cut at 160 characters it lost the allowed keys.
     run_ok = write_run(tmp_path / "ok", record())

@@ -212,8 +212,26 @@ def run_gate_cli(
     console = console or _StdoutConsole()
     verdict = evaluate_run_dir(run_dir, policy, baseline_dir=baseline)
     print_verdict(verdict, console, details=[str(p) for p in (junit, markdown, json_path) if p is not None])
+    if baseline is not None and not _has_regressions(policy):
+        # Silently unused, a baseline reads as "compared against it, no regression".
+        console.print(
+            "[yellow]note:[/] --baseline was not used: the policy has no `regressions` to compare with it",
+            highlight=False,
+        )
     written = _write_files(verdict, junit=junit, markdown=markdown, json_path=json_path, console=console)
     return verdict.exit_code if written else EXIT_ERROR
+
+
+def _has_regressions(policy: str | Path | GatePolicy) -> bool:
+    """Whether the policy has regression rules (``True`` when it cannot be read: its error is shown)."""
+    from rai_harness.errors import ConfigError
+    from rai_harness.gate import load_gate_policy
+
+    try:
+        loaded = policy if isinstance(policy, GatePolicy) else load_gate_policy(policy)
+    except ConfigError:
+        return True
+    return bool(loaded.regressions)
 
 
 def release_closed_stdout() -> None:
