@@ -266,6 +266,19 @@ def test_rail_scores_list_only_the_watched_labels(pii):
     assert rail.to_dict()["scores"] == {"PHONE": 0.05}
 
 
+def test_api_mistakes_get_messages_that_name_the_fix(tox):
+    with pytest.raises(ConfigError, match=r"must be a number between 0 and 1, got '0.5' \(str\)"):
+        Rail("r", tox, threshold="0.5", action="block")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="got True"):
+        Rail("r", tox, threshold=True, action="block")
+    with pytest.raises(TypeError, match=r"input_rails must be a list of Rail objects"):
+        Guard(input_rails=Rail("r", tox, threshold=0.5, action="block"))  # type: ignore[arg-type]
+    with Guard(input_rails=[Rail("toxic-in", tox, threshold=0.5, action="block")]) as g:
+        result = g.check_input("hello")
+    with pytest.raises(KeyError, match="its rails: 'toxic-in'"):
+        result.rail("nope")
+
+
 def test_on_error_allow_fails_open_and_records(tox):
     with Guard(
         input_rails=[

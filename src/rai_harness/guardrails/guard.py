@@ -115,6 +115,9 @@ class Guard:
                 f"over_max_chars must be block or head_tail, got {over_max_chars!r}",
                 key_path="over_max_chars",
             )
+        for stage_name, given in (("input_rails", input_rails), ("output_rails", output_rails)):
+            if isinstance(given, Rail) or not all(isinstance(r, Rail) for r in given):
+                raise TypeError(f"{stage_name} must be a list of Rail objects, e.g. {stage_name}=[rail]")
         if not input_rails and not output_rails:
             raise ConfigError(
                 "a guard needs at least one rail (input_rails or output_rails): without any it allows every text"

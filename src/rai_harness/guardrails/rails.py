@@ -822,13 +822,9 @@ def check_rail_settings(
             raise ConfigError("`thresholds` must name at least one label", key_path="thresholds")
         for label, value in thresholds.items():
             if not _is_probability(value):
-                raise ConfigError(f"threshold for '{label}' must be within [0, 1], got {value!r}")
+                raise ConfigError(f"threshold for '{label}' {_probability_problem(value)}")
     elif not _is_probability(threshold):
-        raise ConfigError(
-            f"threshold must be greater than or equal to 0 and less than or equal to 1 (within [0, 1]), "
-            f"got {threshold!r}",
-            key_path="threshold",
-        )
+        raise ConfigError(f"threshold {_probability_problem(threshold)}", key_path="threshold")
 
 
 def check_redact_support(action: str, produces_spans: bool, classifier: str) -> None:
@@ -851,7 +847,19 @@ def check_redact_support(action: str, produces_spans: bool, classifier: str) -> 
 
 
 def _is_probability(value: object) -> bool:
-    return isinstance(value, int | float) and not math.isnan(value) and 0.0 <= value <= 1.0
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not math.isnan(value)
+        and 0.0 <= value <= 1.0
+    )
+
+
+def _probability_problem(value: object) -> str:
+    """What is wrong with a threshold that is not a probability (the rest of the message)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number between 0 and 1, got {value!r} ({type(value).__name__})"
+    return f"must be greater than or equal to 0 and less than or equal to 1 (within [0, 1]), got {value!r}"
 
 
 def _resolve_thresholds(

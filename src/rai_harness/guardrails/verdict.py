@@ -79,7 +79,8 @@ class GuardResult:
         for result in self.rails:
             if result.rail == name:
                 return result
-        raise KeyError(name)
+        names = ", ".join(repr(r.rail) for r in self.rails) or "none"
+        raise KeyError(f"no rail {name!r} in this {self.stage} verdict; its rails: {names}")
 
     def to_dict(self, *, include_text: bool = False) -> dict[str, Any]:
         """JSON-able verdict: action, redacted text (``None`` when blocked), notices,
