@@ -98,7 +98,8 @@ def test_missing_providers(tmp_path):
 def test_duplicate_ids_rejected(tmp_path):
     p = GOOD["providers"][0]
     err = error_for(tmp_path, {**GOOD, "providers": [p, p]})
-    assert "distinct `id`" in str(err)
+    assert "providers[0] and providers[1] both have the id 'openai:gpt-4o-mini'" in str(err)
+    assert "distinct `id`" in str(err) and "(got dict)" not in str(err)
 
 
 def test_invalid_yaml_gives_line(tmp_path):

@@ -185,10 +185,13 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_ids(self) -> RunConfig:
         seen: set[str] = set()
-        for provider in self.providers:
+        for i, provider in enumerate(self.providers):
             pid = provider.provider_id
             if pid in seen:
-                raise ValueError(f"two providers have the id {pid!r}; give each a distinct `id`")
+                first = next(j for j, p in enumerate(self.providers) if p.provider_id == pid)
+                raise ValueError(
+                    f"providers[{first}] and providers[{i}] both have the id {pid!r}; give each a distinct `id`"
+                )
             seen.add(pid)
         if not self.providers:
             raise ValueError("at least one provider is needed")

@@ -94,6 +94,10 @@ def format_validation_error(
         message = f"unknown key '{bad}'{suggestion}; allowed keys here: {', '.join(sorted(allowed))}"
     elif err["type"] == "missing":
         message = "this key is required but missing"
+    elif err["type"] in ("value_error", "assertion_error") and isinstance(err.get("input"), dict | list):
+        # A check across a whole section (a model validator): its message is the explanation,
+        # and "(got dict)" would name nothing.
+        message = _message(err)
     else:
         got = err.get("input")
         shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
