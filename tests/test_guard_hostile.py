@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.keyword import KeywordClassifier
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL
 from rai_harness.cli_guard import guard_app
 from rai_harness.guardrails import Guard, Rail
 from rai_harness.guardrails.textprep import normalize_for_detection
@@ -280,6 +281,44 @@ def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: 
     assert result.action == "redact" and result.redacted_text == "mail <EMAIL_ADDRESS> now"
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        "maria dot gonzalez at example dot org",
+        "maria.gonzalez [at] example [dot] org",
+        "maria_gonzalez(at)example(dot)co(dot)uk",
+        "MARIA AT EXAMPLE DOT ORG",
+    ],
+)
+def test_a_spelled_out_email_is_redacted_as_the_report_masks_it(pii_guard: Guard, spelled: str) -> None:
+    from rai_harness.report.redaction import Redactor
+
+    result = pii_guard.check_input(f"Write to {spelled} before Friday.")
+    assert result.redacted_text == "Write to <EMAIL_ADDRESS> before Friday.", result
+    # The same pattern in the report's redactor: the guard is at least as strict as the report.
+    assert Redactor("regex").redact_many([spelled]) == ["<EMAIL_ADDRESS>"]
+
+
+@pytest.mark.parametrize(
+    "run", ["a.b" * 6_000, "a dot " * 3_300, "a [dot] " * 2_500, ("ab." * 7 + "ab at ") * 800]
+)
+def test_the_spelled_out_email_pattern_is_linear_on_dotted_runs(run: str) -> None:
+    # Compiled by presidio's `regex` engine, the unbounded pattern took 147 s on 18,000
+    # characters of "a.b" (a failed match rescanned the run from every start); bounded, it
+    # takes milliseconds. The limit is 5 s, far from both.
+    import regex
+
+    pattern = regex.compile(OBFUSCATED_EMAIL.pattern)
+    started = time.perf_counter()
+    list(pattern.finditer(run))
+    assert time.perf_counter() - started < 5.0
+
+
+def test_at_and_dot_in_prose_without_a_real_suffix_are_not_an_address(pii_guard: Guard) -> None:
+    for text in ("We meet at noon.", "Look at the dot on the map.", "Click at the top dot menu."):
+        assert pii_guard.check_input(text).action == "allow", text
+
+
 @pytest.mark.parametrize("surrogate", ["\ud800", "\udfff"])
 def test_pii_next_to_a_surrogate_is_still_redacted(pii_guard: Guard, surrogate: str) -> None:
     result = pii_guard.check_input(f"{surrogate}mail maria@example.org{surrogate} or call 212-555-0199")
@@ -425,7 +464,16 @@ def test_long_texts_are_scored_whole_in_pieces() -> None:
 def test_emoji_and_punctuation_runs_stay_fast_for_presidio(pii_guard: Guard) -> None:
     from rai_harness.classifiers.presidio_backend import tame_long_runs
 
-    for run in ["\U0001f600" * 12_000, "(" * 12_000, "_+" * 6_000, "a-" * 6_000]:
+    # Dotted word runs: the spelled-out e-mail pattern rescanned them from every start (147 s
+    # for 18,000 characters of "a.b" under presidio's regex engine) before it was bounded.
+    for run in [
+        "\U0001f600" * 12_000,
+        "(" * 12_000,
+        "_+" * 6_000,
+        "a-" * 6_000,
+        "a.b" * 3_000,
+        "a dot " * 1_500,
+    ]:
         text = f"{run} mail maria@example.org {run}"
         assert len(tame_long_runs(text)) == len(text)
         result = pii_guard.check_input(text[:19_000] + " maria@example.org")

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores, Span
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, spelled_out_email
 from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
@@ -533,6 +534,8 @@ def _build_analyzer(
         _offline_email_recognizer(str(rec.supported_language)) if type(rec) is EmailRecognizer else rec
         for rec in registry.recognizers
     ]
+    if any(type(rec).__name__ == "OfflineEmailRecognizer" for rec in registry.recognizers):
+        registry.add_recognizer(_spelled_out_email_recognizer(language))
     for label, terms in deny_terms.items():
         registry.add_recognizer(
             PatternRecognizer(
@@ -568,6 +571,28 @@ def _offline_tld_extractor() -> Any:
 
         _TLD_EXTRACTOR = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
     return _TLD_EXTRACTOR
+
+
+def _spelled_out_email_recognizer(language: str) -> Any:
+    """E-mail addresses written out (``jane dot doe at example dot com``, ``jane [at] x [dot] org``).
+
+    Scored 0.5, under a plain address's 1.0 (the wording is less certain), and kept only
+    when the address it spells has a real public suffix, so prose such as "look at it
+    dot by dot" is not an address.
+    """
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    class SpelledOutEmailRecognizer(PatternRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            address = spelled_out_email(pattern_text)
+            return "@" in address and bool(_offline_tld_extractor()(address.rsplit("@", 1)[1]).suffix)
+
+    return SpelledOutEmailRecognizer(
+        supported_entity="EMAIL_ADDRESS",
+        name="spelled_out_email",
+        supported_language=language,
+        patterns=[Pattern("spelled_out_email", OBFUSCATED_EMAIL.pattern, 0.5)],
+    )
 
 
 def _offline_email_recognizer(language: str) -> Any:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rai_harness.classifiers.base import Span
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL
 from rai_harness.classifiers.redact import redact
 
 __all__ = ["Redactor", "RedactorKind", "regex_spans"]
@@ -36,15 +37,10 @@ log = logging.getLogger(__name__)
 #: ``"auto"``: presidio when it loads, plus regex; ``"presidio"``: both, presidio required; ``"regex"``.
 RedactorKind = Literal["auto", "presidio", "regex"]
 
-_AT = r"(?:@|\s*[\[(]\s*at\s*[\])]\s*|\s+at\s+)"
-_DOT = r"(?:\.|\s*[\[(]\s*dot\s*[\])]\s*|\s+dot\s+)"
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
-    # Obfuscated: "jane.doe at example dot com", "jane [at] example [dot] com".
-    (
-        "EMAIL_ADDRESS",
-        re.compile(rf"(?i)\b[\w+-]+(?:{_DOT}[\w+-]+)*{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[a-z]{{2,24}}\b"),
-    ),
+    # Obfuscated: "jane.doe at example dot com", "jane [at] example [dot] com" (shared with the guard).
+    ("EMAIL_ADDRESS", OBFUSCATED_EMAIL),
     # Partial: a local part with its "@" but no domain ("write to jane.doe@"), or a bare
     # "@example.com" domain (handles such as "@user" stay: no dot).
     ("EMAIL_ADDRESS", re.compile(r"[\w.+-]*\w@(?![\w-]+\.[\w-])")),
