@@ -12,6 +12,7 @@ file could not be read or written.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,7 +26,15 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rai_harness.gate import GatePolicy, GateVerdict, evaluate_run_dir, write_junit, write_markdown
+from rai_harness.errors import ConfigError
+from rai_harness.gate import (
+    GatePolicy,
+    GateVerdict,
+    evaluate_run_dir,
+    load_gate_policy,
+    write_junit,
+    write_markdown,
+)
 from rai_harness.gate.render import measured_text, threshold_text
 from rai_harness.gate.verdict import EXIT_ERROR, RuleResult
 from rai_harness.markdown import console_escape
@@ -210,9 +219,14 @@ def run_gate_cli(
         The verdict's exit code, or 2 when a report file could not be written.
     """
     console = console or _StdoutConsole()
+    if not isinstance(policy, GatePolicy):
+        # Loaded once here, to say below whether a baseline was used; a policy that cannot be
+        # read goes on as a path, and the verdict carries its error.
+        with contextlib.suppress(ConfigError):
+            policy = load_gate_policy(policy)
     verdict = evaluate_run_dir(run_dir, policy, baseline_dir=baseline)
     print_verdict(verdict, console, details=[str(p) for p in (junit, markdown, json_path) if p is not None])
-    if baseline is not None and not _has_regressions(policy):
+    if baseline is not None and isinstance(policy, GatePolicy) and not policy.regressions:
         # Silently unused, a baseline reads as "compared against it, no regression".
         console.print(
             "[yellow]note:[/] --baseline was not used: the policy has no `regressions` to compare with it",
@@ -220,18 +234,6 @@ def run_gate_cli(
         )
     written = _write_files(verdict, junit=junit, markdown=markdown, json_path=json_path, console=console)
     return verdict.exit_code if written else EXIT_ERROR
-
-
-def _has_regressions(policy: str | Path | GatePolicy) -> bool:
-    """Whether the policy has regression rules (``True`` when it cannot be read: its error is shown)."""
-    from rai_harness.errors import ConfigError
-    from rai_harness.gate import load_gate_policy
-
-    try:
-        loaded = policy if isinstance(policy, GatePolicy) else load_gate_policy(policy)
-    except ConfigError:
-        return True
-    return bool(loaded.regressions)
 
 
 def release_closed_stdout() -> None:
