@@ -295,7 +295,9 @@ def test_a_worker_restarted_twice_keeps_working(tmp_path, api_key, ray_cluster, 
     record = _run(config, tmp_path / "out", on_record=on_record)
     assert kills == [20, 60]
     assert record.status == "complete" and record.providers["fake"].succeeded == n
-    assert record.timing_quality["workers"] == 1  # the restarted worker is still counted live
+    quality = record.timing_quality
+    assert quality["workers"] == 1 and quality["workers_started"] == 1  # the restarted worker is still live
+    assert quality["worker_restarts"] == 2 and quality["hosts"] == 1
     assert record.timing_quality["event_loop_lag_ms"]["samples"] > 0  # and measured after its restart
 
 

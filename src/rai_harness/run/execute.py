@@ -855,6 +855,8 @@ async def _generate(
         engine = {
             "engine": "ray",
             "workers": on_ray.workers,
+            "workers_started": on_ray.workers_started,
+            "worker_restarts": on_ray.worker_restarts,
             "hosts": len(on_ray.hosts),
             "worker_cpu_s": round(on_ray.worker_cpu_s, 3),
         }

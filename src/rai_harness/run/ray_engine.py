@@ -480,7 +480,8 @@ class WorkerReport(NamedTuple):
 
 class RayGenerated(NamedTuple):
     """What the generate phase hands on: records per provider (in plan order), model details, loop lag
-    (the workers'), and how the work was spread: live workers, their nodes, their CPU seconds."""
+    (the workers'), and how the work was spread: workers live at the end and started, restarts, the
+    nodes that made calls (a node removed mid-run included), the live workers' CPU seconds."""
 
     outcomes: tuple[list[CallRecord], ...]
     model_infos: tuple[dict[str, Any], ...]
@@ -488,6 +489,8 @@ class RayGenerated(NamedTuple):
     workers: int = 0
     hosts: tuple[str, ...] = ()
     worker_cpu_s: float = 0.0
+    workers_started: int = 0
+    worker_restarts: int = 0
 
 
 @dataclass
@@ -501,6 +504,9 @@ class _Work:
     remaining: int
     results: list[CallRecord | None]
     cond: asyncio.Condition = dataclasses.field(default_factory=asyncio.Condition)
+    #: Nodes that made this provider's calls in this run (from the records, so a node that left
+    #: mid-run still counts).
+    hosts: set[str] = dataclasses.field(default_factory=set)
 
 
 def _actor_errors() -> tuple[type[BaseException], ...]:
@@ -641,6 +647,8 @@ async def _chunk_loop(
                         record.key, work.provider_id, record.sample_id, record.repeat, record.status, data
                     )
                     work.results[i] = record
+                    if record.host_id:
+                        work.hosts.add(record.host_id)
                     received.add(i)
                     if on_record:
                         on_record(record)
@@ -862,7 +870,17 @@ async def generate_on_ray(
                 hosts.add(report.host_id)
                 cpu += report.cpu_s
         outcomes = tuple([r for r in w.results if r is not None] for w in works)
-        return RayGenerated(outcomes, tuple(infos), monitor.summary(), len(live), tuple(sorted(hosts)), cpu)
+        hosts.update(*(w.hosts for w in works))
+        return RayGenerated(
+            outcomes,
+            tuple(infos),
+            monitor.summary(),
+            len(live),
+            tuple(sorted(hosts)),
+            cpu,
+            workers_started=len(tracked),
+            worker_restarts=sum(a.restarts for a in tracked),
+        )
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
