@@ -16,6 +16,7 @@ from rai_harness.run.runner import (
     RateLimiter,
     RetryPolicy,
     backoff_delay,
+    cancel_and_wait,
     generate_calls,
     scrub,
 )
@@ -243,6 +244,33 @@ async def test_cost_per_call_from_token_price():
         Scripted(), reqs(1), provider_id="p", provider_identity={}, concurrency=1, policy=FAST, price=price
     )
     assert record.cost_usd == pytest.approx((3 * 1.0 + 3 * 2.0) / 1e6)
+
+
+async def test_cancel_and_wait_keeps_the_callers_own_cancellation():
+    # A Ctrl-C (or SIGTERM) that lands while a run stops its lag monitor cancels the run's task
+    # during that wait; `suppress(CancelledError): await task` swallowed it and the run went on.
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # cleanup that takes a while
+            raise
+
+    async def caller(task: asyncio.Task[None]) -> str:
+        await cancel_and_wait(task)
+        return "went on"
+
+    stopped = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(caller(stopped))
+    await asyncio.sleep(0.05)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    await asyncio.wait({stopped})
+    # Not cancelled itself, the caller returns once the task has finished, whatever its outcome.
+    failing = asyncio.create_task(asyncio.sleep(10))
+    assert await caller(failing) == "went on" and failing.cancelled()
 
 
 async def test_loop_lag_monitor_reports_percentiles():

@@ -57,7 +57,14 @@ from rai_harness.pricing import ResolvedPrice
 from rai_harness.providers.base import BaseProvider, Provider, describe_provider, require_package
 from rai_harness.record import CallRecord
 from rai_harness.run.journal import Journal, call_key
-from rai_harness.run.runner import LoopLagMonitor, RateLimiter, RetryPolicy, generate_calls, reuse_journaled
+from rai_harness.run.runner import (
+    LoopLagMonitor,
+    RateLimiter,
+    RetryPolicy,
+    cancel_and_wait,
+    generate_calls,
+    reuse_journaled,
+)
 from rai_harness.types import ChatRequest, Generation
 
 if TYPE_CHECKING:
@@ -447,9 +454,7 @@ class CallWorker:
             await task
         finally:
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
 
     async def describe(self, provider_id: str) -> dict[str, Any]:
         """The provider's model details, as a local run records them."""

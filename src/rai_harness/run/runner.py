@@ -127,6 +127,20 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished, without swallowing the caller's own cancellation.
+
+    ``task.cancel(); with suppress(CancelledError): await task`` also swallows a cancellation
+    of the *caller* that lands during the wait: a Ctrl-C or SIGTERM that reached a run while it
+    stopped its lag monitor was lost, and the run went on to completion. ``asyncio.wait``
+    never raises the task's outcome, only the caller's own ``CancelledError``.
+    """
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r while being cancelled", task.get_name(), task.exception())
+
+
 class LoopLagMonitor:
     """Measures event-loop lag: how late a 10 ms sleep wakes up.
 
@@ -153,9 +167,7 @@ class LoopLagMonitor:
     async def stop(self) -> None:
         """Stop sampling."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     def summary(self) -> dict[str, float | int]:
         """p50/p95/p99/max lag in milliseconds and the sample count."""
