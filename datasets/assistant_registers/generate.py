@@ -996,6 +996,61 @@ def check_held_out(train: list[dict], relative: str, fields: tuple[str, ...], wh
     assert not shared, f"{what} wording also in the training texts: {sorted(set(shared))}"
 
 
+#: The tenth batch: texts written freehand, one per line, not filled from patterns (see CARD.md).
+WRITTEN = HERE / "written.jsonl"
+#: The kinds a written row may have, by label.
+WRITTEN_KINDS = {
+    0: {"short_reply", "refusal", "identity_statement", "counter_speech", "answer"},
+    1: {"insult", "threat", "explicit_hate", "implicit_hate"},
+}
+#: Evaluation-only files (relative to ``datasets/``) and their text fields: no training text may
+#: share a ``PROBE_RUN``-word run with them, or equal one of their texts.
+EVALUATION_FILES = (
+    ("counter_speech_probe/probe.jsonl", ("text",)),
+    ("stance_probe/probe.jsonl", ("text",)),
+    ("aae_pairs/pairs.jsonl", ("aae", "sae")),
+    ("freeform_probe/probe.jsonl", ("text",)),
+)
+
+
+def evaluation_texts(audit: list[dict]) -> list[str]:
+    """Every text of the evaluation-only files and of the guard-audit rows."""
+    out = [r["text"] for r in audit]
+    for relative, fields in EVALUATION_FILES:
+        path = HERE.parent / relative
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                out += [row[name] for name in fields]
+    return out
+
+
+def written_rows(held_out: list[str]) -> list[dict]:
+    """The tenth batch (``written.jsonl``), less any text an evaluation file shares wording with.
+
+    Each written text is its own pattern (``template`` = its id), so the split spreads them like
+    any other pattern. A text that equals an evaluation text (case-folded) or shares a
+    ``PROBE_RUN``-word run with one is dropped, not kept: freehand short replies and refusals
+    meet the audit's by chance, and the evaluation files must stay unseen.
+    """
+    exact = {t.casefold().strip() for t in held_out}
+    runs = set().union(*(word_runs(t) for t in held_out))
+    out: list[dict] = []
+    dropped = 0
+    for n, line in enumerate(WRITTEN.read_text(encoding="utf-8").splitlines(), 1):
+        row = json.loads(line)
+        label, kind, text = row["label"], row["kind"], row["text"]
+        assert label in WRITTEN_KINDS and kind in WRITTEN_KINDS[label], f"written.jsonl:{n}: {kind}/{label}"
+        if text.casefold().strip() in exact or word_runs(text) & runs:
+            dropped += 1
+            continue
+        out.append(
+            {"text": text, "label": label, "kind": kind, "template": row["id"], "groups": [], "weight_group": "written"}
+        )
+    print(f"written.jsonl: {len(out)} rows kept, {dropped} dropped (wording shared with an evaluation file)")
+    return out
+
+
 def check_probe_held_out(train: list[dict]) -> None:
     """The counter-speech and stance probes (``../counter_speech_probe``, ``../stance_probe``) and the
     AAE pairs stay unseen.
@@ -1003,9 +1058,8 @@ def check_probe_held_out(train: list[dict]) -> None:
     All are hand-written, not generated here, and measure whether the training patterns
     generalise, so no pattern may copy their wording.
     """
-    check_held_out(train, "counter_speech_probe/probe.jsonl", ("text",), "probe")
-    check_held_out(train, "stance_probe/probe.jsonl", ("text",), "stance probe")
-    check_held_out(train, "aae_pairs/pairs.jsonl", ("aae", "sae"), "aae_pairs")
+    for relative, fields in EVALUATION_FILES:
+        check_held_out(train, relative, fields, relative.split("/")[0].replace("_", " "))
 
 
 def main() -> None:
@@ -1066,6 +1120,8 @@ def main() -> None:
     audit += rows_for("answer", 0, [(f"a_an_{i}", t) for i, t in enumerate(AUDIT_ANSWERS)], AUDIT_GROUPS)
     audit += rows_for("toxic", 1, [(f"a_tx_{i}", t) for i, t in enumerate(AUDIT_TOXIC_FIXED)], AUDIT_GROUPS)
     audit += rows_for("hate", 1, [(f"a_ha_{i}", t) for i, t in enumerate(AUDIT_TOXIC_GROUP)], AUDIT_GROUPS)
+    seen = {r["text"].casefold() for r in train}
+    train += [r for r in written_rows(evaluation_texts(audit)) if r["text"].casefold() not in seen]
     seen = {r["text"].casefold() for r in train}
     clash = [r["text"] for r in audit if r["text"].casefold() in seen]
     assert not clash, f"audit rows also in the training texts: {clash}"
