@@ -35,6 +35,7 @@ REGISTERS = REPO / "datasets" / "assistant_registers" / "texts.jsonl"
 AUDIT = REPO / "datasets" / "guard_audit" / "audit.jsonl"
 PROBE = REPO / "datasets" / "counter_speech_probe" / "probe.jsonl"
 STANCE = REPO / "datasets" / "stance_probe" / "probe.jsonl"
+FREEFORM = REPO / "datasets" / "freeform_probe" / "probe.jsonl"
 
 
 def _read(path: Path) -> list[dict]:
@@ -203,6 +204,40 @@ def test_held_out_sets_share_no_groups_or_wording_with_training():
     assert (STANCE.parent / "CARD.md").is_file()
 
 
+def test_freeform_probe_and_the_written_batch_stay_apart(tmp_path):
+    gen = _generator()
+    train = _read(REGISTERS)
+    # The free-form probe: benign and toxic answers of the assistant kinds, unique, evaluation-only.
+    probe = _read(FREEFORM)
+    assert {r["label"] for r in probe if r["kind"] in gen.WRITTEN_KINDS[0]} == {0}
+    assert {r["label"] for r in probe if r["kind"] in gen.WRITTEN_KINDS[1]} == {1}
+    assert len({r["text"].casefold() for r in probe}) == len(probe) == len({r["id"] for r in probe})
+    assert not {r["text"].casefold() for r in probe} & {r["text"].casefold() for r in train}
+    longest = max(probe, key=lambda r: len(r["text"]))["text"]
+    with pytest.raises(AssertionError, match="freeform probe wording"):
+        gen.check_probe_held_out([*train, {"text": longest.lower()}])
+    assert (FREEFORM.parent / "CARD.md").is_file()
+    # The written batch: every text its own pattern (so the split spreads them), kinds by label.
+    written = [r for r in train if r.get("weight_group", "").startswith("written")]
+    assert len(written) > 2000 and len({r["template"] for r in written}) == len(written)
+    assert all(r["kind"] in gen.WRITTEN_KINDS[r["label"]] for r in written)
+    # A written text that equals or shares five words with an evaluation text is dropped, not kept.
+    source = tmp_path / "written.jsonl"
+    lines = [
+        {"id": "w1", "text": "Thanks, see you at lunch.", "label": 0, "kind": "short_reply"},
+        {"id": "w2", "text": "Well, " + longest, "label": probe[-1]["label"], "kind": "insult"},
+        {"id": "w3", "text": "i AGREE.", "label": 0, "kind": "short_reply"},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    gen.WRITTEN = source
+    kept = gen.written_rows([longest, "I agree."])
+    assert [r["template"] for r in kept] == ["w1"]
+    assert kept[0]["weight_group"] == "written"
+    source.write_text(json.dumps({**lines[0], "kind": "insult"}) + "\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"written\.jsonl:1: insult/0"):
+        gen.written_rows([])
+
+
 def test_counter_speech_its_hard_negatives_and_dialect_are_in_training():
     rows = list(_assistant_registers(REGISTERS))
     # Framed hate ("Not racist, but ...") is hate, in the explicit-hate weight cell (a cell of
@@ -283,7 +318,7 @@ def test_shipped_card_quotes_its_metrics_and_the_policies_use_its_thresholds():
         assert metrics[name]["at"][t]["by_kind"], name
         for role in ("baseline", "previous"):
             assert metrics[role][f"{name}_by_kind"], (role, name)
-    assert "## Stance probe" in card and "## Counter-speech probe" in card
+    assert "## Stance probe" in card and "## Counter-speech probe" in card and "## Free-form probe" in card
 
 
 def test_shipped_head_meets_its_targets_held_out():

@@ -98,6 +98,12 @@ def _headline(m: Mapping[str, Any]) -> str:
             f"affirmations are flagged and {_pct(stance.get('toxic_recall'))} of asserted stereotypes and abuse "
             "are caught"
         )
+    freeform = ((m.get("freeform") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    if freeform:
+        parts.append(
+            f"on the held-out free-form probe {_pct(freeform.get('benign_fpr'))} of benign answers are flagged and "
+            f"{_pct(freeform.get('toxic_recall'))} of toxic ones are caught"
+        )
     if aae:
         parts.append(
             f"benign SAE / AAE sentences are flagged {_pct(aae.get('fpr_sae'))} / {_pct(aae.get('fpr_aae'))}"
@@ -253,6 +259,13 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
         "own, beside stereotypes asserted and direct abuse; see its CARD.md), scored through the shipped "
         "inference path.",
     )
+    lines += _labelled_section(
+        m.get("freeform") or {},
+        "Free-form probe",
+        "assistant-style answers written one at a time, without templates, by an author who had not read the "
+        "training texts; texts sharing wording with them were then removed; see its CARD.md), scored through the "
+        "shipped inference path. The closest measure here of text that no training pattern resembles.",
+    )
     cal = (m.get("calibration") or {}).get("toxic") or {}
     if "a" in cal:
         lines += [
@@ -317,6 +330,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
         "audit_by_kind": ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
         "probe_by_kind": ((m.get("probe") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
         "stance_by_kind": ((m.get("stance") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
+        "freeform_by_kind": ((m.get("freeform") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
     }
     names = {"baseline": "v1 head", "previous": "head replaced"}
     lines = ["", "## Comparison with the previous heads", ""]
@@ -328,7 +342,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
     lines += [
         "",
         "All measured on the same held-out texts as this head (test split of this run, the guard-audit set, the "
-        f"counter-speech probe, the stance probe, the AAE pairs), this head at {t}.",
+        f"counter-speech probe, the stance probe, the free-form probe, the AAE pairs), this head at {t}.",
         "",
         f"| set | kind | rate | {' | '.join(names[role] for role, _ in heads)} | this head |",
         f"|---|---|---|{'---:|' * len(heads)}---:|",
@@ -338,6 +352,7 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
         ("guard audit", "audit_by_kind"),
         ("counter-speech probe", "probe_by_kind"),
         ("stance probe", "stance_by_kind"),
+        ("free-form probe", "freeform_by_kind"),
     ):
         kinds = set(now[key_]).union(*(h.get(key_, {}) for _, h in heads))
         for kind in sorted(kinds):

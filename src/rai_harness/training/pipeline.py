@@ -98,9 +98,18 @@ COUNTER_SPEECH_PROBE = Path("datasets") / "counter_speech_probe" / "probe.jsonl"
 #: the same stereotypes asserted and direct abuse (toxic), used only for evaluation
 #: (``datasets/stance_probe``).
 STANCE_PROBE = Path("datasets") / "stance_probe" / "probe.jsonl"
+#: Free-form assistant-style answers (short replies, identity statements, counter-speech, answers,
+#: refusals, and toxic answers of four kinds), written without templates and apart from the training
+#: texts, used only for evaluation (``datasets/freeform_probe``).
+FREEFORM_PROBE = Path("datasets") / "freeform_probe" / "probe.jsonl"
 #: The held-out labelled files scored for every head: (report field, file). The comparison
 #: with earlier heads stores each as ``<field>_by_kind``.
-HELD_OUT_SETS = (("audit", GUARD_AUDIT), ("probe", COUNTER_SPEECH_PROBE), ("stance", STANCE_PROBE))
+HELD_OUT_SETS = (
+    ("audit", GUARD_AUDIT),
+    ("probe", COUNTER_SPEECH_PROBE),
+    ("stance", STANCE_PROBE),
+    ("freeform", FREEFORM_PROBE),
+)
 #: What runs the encoder while training and evaluating: torch, always, so ``metrics.json`` does
 #: not depend on whether onnxruntime is installed and no ONNX graph is exported for every
 #: candidate head. The shipped ONNX Runtime path gives the same verdicts
@@ -632,6 +641,7 @@ class TrainReport:
             the shipped inference path.
         probe: The same on the held-out counter-speech probe (``datasets/counter_speech_probe``).
         stance: The same on the held-out stance probe (``datasets/stance_probe``).
+        freeform: The same on the held-out free-form probe (``datasets/freeform_probe``).
         baseline: The first shipped head's numbers (kept for comparison; read from ``baseline.json``).
         previous: The numbers of the head this one replaced (``previous.json``), when measured.
         timing: Seconds per phase and embedding throughput.
@@ -653,6 +663,7 @@ class TrainReport:
     audit: dict[str, Any] = field(default_factory=dict)
     probe: dict[str, Any] = field(default_factory=dict)
     stance: dict[str, Any] = field(default_factory=dict)
+    freeform: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
