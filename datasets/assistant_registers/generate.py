@@ -1052,11 +1052,11 @@ def written_rows(held_out: list[str]) -> list[dict]:
 
 
 def check_probe_held_out(train: list[dict]) -> None:
-    """The counter-speech and stance probes (``../counter_speech_probe``, ``../stance_probe``) and the
-    AAE pairs stay unseen.
+    """The evaluation-only files (:data:`EVALUATION_FILES`: the counter-speech, stance and free-form
+    probes and the AAE pairs) stay unseen.
 
-    All are hand-written, not generated here, and measure whether the training patterns
-    generalise, so no pattern may copy their wording.
+    None is generated here; they measure whether the training texts generalise, so no training
+    text may copy their wording.
     """
     for relative, fields in EVALUATION_FILES:
         check_held_out(train, relative, fields, relative.split("/")[0].replace("_", " "))

@@ -67,6 +67,12 @@ def _trained_on(m: Mapping[str, Any]) -> str:
     return f"{len(sources)} sources ({', '.join(sources)})"
 
 
+def _held_out_at(m: Mapping[str, Any], name: str, threshold: str) -> dict[str, Any]:
+    """A held-out labelled set's rates (``metrics.json`` field ``name``) at ``threshold`` ("0.81"), or ``{}``."""
+    at: dict[str, Any] = ((m.get(name) or {}).get("at") or {}).get(threshold, {})
+    return at
+
+
 def _headline(m: Mapping[str, Any]) -> str:
     """The per-kind headline at the default policy's output threshold, when measured."""
     chosen = (m.get("policy_thresholds") or {}).get("default/toxic-output")
@@ -74,7 +80,7 @@ def _headline(m: Mapping[str, Any]) -> str:
         return ""
     block = (m.get("kinds") or {}).get(f"{chosen['threshold']:.2f}", {})
     ab, tr = block.get("assistant_benign_fpr") or {}, block.get("toxic_recall") or {}
-    audit = ((m.get("audit") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    audit = _held_out_at(m, "audit", f"{chosen['threshold']:.2f}")
     aae = (m.get("aae") or {}).get("at_threshold") or {}
     parts = [
         f"At the default policy's output threshold ({chosen['threshold']:.2f}) it flags {_pct(ab.get('rate'))} of "
@@ -85,20 +91,20 @@ def _headline(m: Mapping[str, Any]) -> str:
             f"on the guard-audit set {_pct(audit.get('benign_fpr'))} of benign texts are flagged and "
             f"{_pct(audit.get('toxic_recall'))} of toxic ones"
         )
-    probe = ((m.get("probe") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    probe = _held_out_at(m, "probe", f"{chosen['threshold']:.2f}")
     if probe:
         parts.append(
             f"on the held-out counter-speech probe {_pct(probe.get('benign_fpr'))} of counter-speech is flagged "
             f"and {_pct(probe.get('toxic_recall'))} of abuse in disclaimers is caught"
         )
-    stance = ((m.get("stance") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    stance = _held_out_at(m, "stance", f"{chosen['threshold']:.2f}")
     if stance:
         parts.append(
             f"on the held-out stance probe {_pct(stance.get('benign_fpr'))} of stereotype denials and group "
             f"affirmations are flagged and {_pct(stance.get('toxic_recall'))} of asserted stereotypes and abuse "
             "are caught"
         )
-    freeform = ((m.get("freeform") or {}).get("at") or {}).get(f"{chosen['threshold']:.2f}", {})
+    freeform = _held_out_at(m, "freeform", f"{chosen['threshold']:.2f}")
     if freeform:
         parts.append(
             f"on the held-out free-form probe {_pct(freeform.get('benign_fpr'))} of benign answers are flagged and "
@@ -327,10 +333,10 @@ def _comparison(m: Mapping[str, Any]) -> list[str]:
     t = f"{chosen['threshold']:.2f}"
     now = {
         "test_by_kind": (m.get("kinds") or {}).get(t, {}).get("by_kind", {}),
-        "audit_by_kind": ((m.get("audit") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
-        "probe_by_kind": ((m.get("probe") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
-        "stance_by_kind": ((m.get("stance") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
-        "freeform_by_kind": ((m.get("freeform") or {}).get("at") or {}).get(t, {}).get("by_kind", {}),
+        **{
+            f"{name}_by_kind": _held_out_at(m, name, t).get("by_kind", {})
+            for name in ("audit", "probe", "stance", "freeform")
+        },
     }
     names = {"baseline": "v1 head", "previous": "head replaced"}
     lines = ["", "## Comparison with the previous heads", ""]
