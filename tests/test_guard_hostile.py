@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
 from rai_harness.classifiers.keyword import KeywordClassifier
-from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, SPACED_EMAIL
 from rai_harness.cli_guard import guard_app
 from rai_harness.guardrails import Guard, Rail
 from rai_harness.guardrails.textprep import normalize_for_detection
@@ -288,15 +288,19 @@ def test_email_in_lookalike_characters_is_redacted(pii_guard: Guard, disguised: 
         "maria.gonzalez [at] example [dot] org",
         "maria_gonzalez(at)example(dot)co(dot)uk",
         "MARIA AT EXAMPLE DOT ORG",
+        "m a r i a . g o n z a l e z @ e x a m p l e . o r g",
+        "(j a n e @ e x a m p l e . c o . u k)",
+        "jd @ m a i l . d e",
     ],
 )
 def test_a_spelled_out_email_is_redacted_as_the_report_masks_it(pii_guard: Guard, spelled: str) -> None:
     from rai_harness.report.redaction import Redactor
 
     result = pii_guard.check_input(f"Write to {spelled} before Friday.")
-    assert result.redacted_text == "Write to <EMAIL_ADDRESS> before Friday.", result
+    expected = f"Write to {'(' if spelled.startswith('(') else ''}<EMAIL_ADDRESS>{')' if spelled.endswith(')') else ''}"
+    assert result.redacted_text == f"{expected} before Friday.", result
     # The same pattern in the report's redactor: the guard is at least as strict as the report.
-    assert Redactor("regex").redact_many([spelled]) == ["<EMAIL_ADDRESS>"]
+    assert Redactor("regex").redact_many([spelled.strip("()")]) == ["<EMAIL_ADDRESS>"]
 
 
 @pytest.mark.parametrize(
@@ -308,14 +312,31 @@ def test_the_spelled_out_email_pattern_is_linear_on_dotted_runs(run: str) -> Non
     # takes milliseconds. The limit is 5 s, far from both.
     import regex
 
-    pattern = regex.compile(OBFUSCATED_EMAIL.pattern)
+    for shape in (OBFUSCATED_EMAIL, SPACED_EMAIL):
+        pattern = regex.compile(shape.pattern)
+        started = time.perf_counter()
+        list(pattern.finditer(run))
+        assert time.perf_counter() - started < 5.0, shape
+
+
+@pytest.mark.parametrize("run", ["a " * 30_000, "a . " * 15_000, "a @ " * 15_000, "a b @ c . " * 6_000])
+def test_the_spaced_out_email_pattern_is_linear_on_spaced_runs(run: str) -> None:
+    import regex
+
+    pattern = regex.compile(SPACED_EMAIL.pattern)
     started = time.perf_counter()
     list(pattern.finditer(run))
     assert time.perf_counter() - started < 5.0
 
 
 def test_at_and_dot_in_prose_without_a_real_suffix_are_not_an_address(pii_guard: Guard) -> None:
-    for text in ("We meet at noon.", "Look at the dot on the map.", "Click at the top dot menu."):
+    for text in (
+        "We meet at noon.",
+        "Look at the dot on the map.",
+        "Click at the top dot menu.",
+        "Spell it out: c a t . d o g",
+        "Grades: A B @ C . D",
+    ):
         assert pii_guard.check_input(text).action == "allow", text
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OBFUSCATED_EMAIL", "spelled_out_email"]
+__all__ = ["OBFUSCATED_EMAIL", "SPACED_EMAIL", "spelled_out_email"]
 
 #: "@" and "." as written out: ``@``, `` at ``, ``[at]``, ``(at)``; ``.``, `` dot ``, ``[dot]``.
 _AT = r"(?:@|\s*[\[(]\s*at\s*[\])]\s*|\s+at\s+)"
@@ -27,7 +27,21 @@ OBFUSCATED_EMAIL = re.compile(
 )
 
 
+#: An address with its characters spaced out (``j a n e @ e x a m p l e . o r g``, or only the
+#: domain: ``jd @ m a i l . d e``), which no word-based pattern sees. One character, then single
+#: spaces and one character, at most 64 of them in the local part and 63 per domain label:
+#: bounded, so a long run of spaced letters with no "@" costs a fixed amount of work per start,
+#: and linear in the text.
+SPACED_EMAIL = re.compile(
+    r"(?<![\w.+-])(?:[\w+-](?: [\w.+-]){0,63}|[\w.+-]{1,64}+) ?@ ?[\w-](?: [\w-]){0,62}(?: ?\. ?[\w-](?: [\w-]){0,62}){1,6}(?!\w)"
+)
+
+
 def spelled_out_email(match: str) -> str:
-    """The address a :data:`OBFUSCATED_EMAIL` match spells (``jane dot doe at x dot org`` -> ``jane.doe@x.org``)."""
+    """The address a :data:`OBFUSCATED_EMAIL` or :data:`SPACED_EMAIL` match spells.
+
+    ``jane dot doe at x dot org`` and ``j a n e . d o e @ x . o r g`` -> ``jane.doe@x.org``.
+    """
     text = re.sub(rf"(?i){_AT}", "@", match, count=1)
-    return re.sub(rf"(?i){_DOT}", ".", text)
+    # An address has no whitespace: what is left after the words are replaced is spacing.
+    return re.sub(r"\s+", "", re.sub(rf"(?i){_DOT}", ".", text))

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores, Span
-from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, spelled_out_email
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, SPACED_EMAIL, spelled_out_email
 from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
@@ -574,7 +574,8 @@ def _offline_tld_extractor() -> Any:
 
 
 def _spelled_out_email_recognizer(language: str) -> Any:
-    """E-mail addresses written out (``jane dot doe at example dot com``, ``jane [at] x [dot] org``).
+    """E-mail addresses written out (``jane dot doe at example dot com``, ``jane [at] x [dot] org``)
+    or spaced out (``j a n e @ x . o r g``).
 
     Scored 0.5, under a plain address's 1.0 (the wording is less certain), and kept only
     when the address it spells has a real public suffix, so prose such as "look at it
@@ -591,7 +592,10 @@ def _spelled_out_email_recognizer(language: str) -> Any:
         supported_entity="EMAIL_ADDRESS",
         name="spelled_out_email",
         supported_language=language,
-        patterns=[Pattern("spelled_out_email", OBFUSCATED_EMAIL.pattern, 0.5)],
+        patterns=[
+            Pattern("spelled_out_email", OBFUSCATED_EMAIL.pattern, 0.5),
+            Pattern("spaced_out_email", SPACED_EMAIL.pattern, 0.5),
+        ],
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rai_harness.classifiers.base import Span
-from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL
+from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, SPACED_EMAIL
 from rai_harness.classifiers.redact import redact
 
 __all__ = ["Redactor", "RedactorKind", "regex_spans"]
@@ -41,6 +41,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
     # Obfuscated: "jane.doe at example dot com", "jane [at] example [dot] com" (shared with the guard).
     ("EMAIL_ADDRESS", OBFUSCATED_EMAIL),
+    # Spaced out, character by character: "j a n e @ e x a m p l e . c o m".
+    ("EMAIL_ADDRESS", SPACED_EMAIL),
     # Partial: a local part with its "@" but no domain ("write to jane.doe@"), or a bare
     # "@example.com" domain (handles such as "@user" stay: no dot).
     ("EMAIL_ADDRESS", re.compile(r"[\w.+-]*\w@(?![\w-]+\.[\w-])")),
