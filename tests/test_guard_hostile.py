@@ -153,7 +153,9 @@ def test_lone_surrogates_are_replaced_and_flagged(surrogate: str) -> None:
 
 def test_offset_map_covers_every_detection_character() -> None:
     rng = random.Random(7)
-    alphabet = "ab @.1" + "".join(INVISIBLE) + "\uff20\uff41\uff11\ufb01e\u0301\u00e9\u2460\u3000"
+    alphabet = (
+        "ab @.1" + "".join(INVISIBLE) + "\uff20\uff41\uff11\ufb01e\u0301\u00e9\u2460\u3000\u0332\u3002\u03ac"
+    )
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         detection, starts, ends = normalize_for_detection(text)
@@ -169,7 +171,9 @@ def test_offset_map_covers_every_detection_character() -> None:
         # Each detection character comes from the original range it maps to.
         for j, char in enumerate(detection):
             source = "".join(c for c in text[starts[j] : ends[j]] if c not in INVISIBLE)
-            assert char in unicodedata.normalize("NFKC", source)
+            # NFKC, with the ideographic full stop read as "." and marks over Latin letters dropped.
+            read = unicodedata.normalize("NFKC", source).replace("\u3002", ".")
+            assert char in read or char in unicodedata.normalize("NFKD", read), (text, j)
 
 
 def test_controls_are_spaces_or_read_both_ways() -> None:
@@ -204,6 +208,92 @@ def test_a_control_next_to_pii_neither_hides_it_nor_eats_a_word(pii_guard: Guard
                 result.redacted_text
             )
             assert result.redacted_text.endswith(redacted[-4:]), result.redacted_text
+
+
+@pytest.mark.parametrize("glue", ["", "\u200b", "\u00ad", "\u2060", "\x00", "\x1b"], ids=repr)
+def test_a_word_glued_onto_pii_does_not_hide_it(pii_guard: Guard, glue: str) -> None:
+    # Whatever joins them (nothing, or a character that renders as nothing), a reader sees the
+    # address and the card number with a word run on: presidio's patterns wanted a word
+    # boundary or a public suffix there ("comthanks" is none).
+    for text, gone, kept in [
+        (f"Mail jane.doe@example.com{glue}thanks", "@", "thanks"),
+        (f"Mail jane.doe@exa{glue}mple.co.uk{glue}thanks", "@", "thanks"),
+        (f"Card 4111 1111{glue} 1111 1111{glue}ok", "4111", "ok"),
+        (f"Card 5500 0000 0000 0004{glue}expires soon", "5500", "expires"),
+    ]:
+        result = pii_guard.check_input(text)
+        assert result.action == "redact" and result.redacted_text is not None, text
+        assert gone not in result.redacted_text and kept in result.redacted_text, (text, result.redacted_text)
+
+
+def test_a_glued_word_is_cut_at_the_longest_public_suffix_and_plain_text_is_left_alone(
+    pii_guard: Guard,
+) -> None:
+    assert pii_guard.check_input("jane@example.comthanks").redacted_text == "<EMAIL_ADDRESS>thanks"
+    # "community" is itself a public suffix: the whole address.
+    assert pii_guard.check_input("jane@example.community").redacted_text == "<EMAIL_ADDRESS>"
+    # Any start of the last label that is a public suffix ends the address, so an internal
+    # address reads as one: "ops@build.internal" is "ops@build.int" + "ernal", contact data all the same.
+    assert pii_guard.check_input("ops@build.internal").redacted_text == "<EMAIL_ADDRESS>ernal"
+    # No start of the label makes a suffix, digits glued to digits are no card, and a glued
+    # number failing the Luhn check is none either: left alone.
+    for text in ("user@localhost.xqzzy", "order 4111111111111111234567 shipped", "ref 4111111111111112ok"):
+        assert pii_guard.check_input(text).action == "allow", text
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "example.co\u0332m",  # combining low line
+        "example.c\u0338om",  # combining long solidus overlay
+        "example.co\u0307m",  # composes to U+022F
+        "example.c\u022fm",  # precomposed
+        "\u00e9xample.com",  # an accented letter of the domain
+        "example\u3002com",  # ideographic full stop (IDNA reads it as ".")
+        "example\uff61com",  # halfwidth ideographic full stop
+    ],
+)
+def test_marks_over_letters_and_ideographic_stops_do_not_hide_an_address(
+    pii_guard: Guard, domain: str
+) -> None:
+    result = pii_guard.check_input(f"Mail jane.doe@{domain} today.")
+    assert result.redacted_text == "Mail <EMAIL_ADDRESS> today.", result
+
+
+def test_marks_are_kept_where_dropping_them_would_not_leave_latin_letters() -> None:
+    greek, hindi = "\u03ac\u03bb\u03bb\u03bf", "\u0928\u092e\u0938\u094d\u0924\u0947"
+    assert normalize_for_detection(f"{greek} {hindi}")[0] == unicodedata.normalize("NFKC", f"{greek} {hindi}")
+    assert normalize_for_detection("Jos\u00e9 Garc\u0131\u0301a")[0] == "Jose Garc\u0131\u0301a"
+
+
+@pytest.mark.parametrize(
+    "around", [("\u202e", "\u202c"), ("\u200b", "\u200b"), ("\u2067", "\u2069")], ids=repr
+)
+def test_invisible_characters_around_a_finding_stay_on_both_sides(
+    pii_guard: Guard, around: tuple[str, str]
+) -> None:
+    # Redacting one side only would leave a bidi override open: the rest of the line displays
+    # reversed. Both stay, as they were.
+    opening, closing = around
+    result = pii_guard.check_input(f"Mail {opening}jane.doe@example.com{closing} now")
+    assert result.redacted_text == f"Mail {opening}<EMAIL_ADDRESS>{closing} now"
+
+
+def test_str_subclasses_are_checked_as_their_characters(pii_guard: Guard) -> None:
+    class Ascii(str):
+        def isascii(self) -> bool:  # would skip the normalisation
+            return True
+
+    class Short(str):
+        def __len__(self) -> int:  # would cut the redaction
+            return 3
+
+    for text in (Ascii("mail jane\u200b@example.com"), Short("mail jane@example.com")):
+        result = pii_guard.check_input(text)
+        assert result.redacted_text == "mail <EMAIL_ADDRESS>", result
+    allowed = pii_guard.check_input(Ascii("hello"))
+    assert type(allowed.text) is str and type(allowed.redacted_text) is str
+    assert [type(r.text) for r in pii_guard.check_inputs([Short("a"), Ascii("b")])] == [str, str]
 
 
 def test_lookalike_letters_are_folded_only_in_mixed_script_words() -> None:
@@ -529,14 +619,28 @@ def test_cli_bad_lines_get_per_line_errors_and_later_lines_are_kept(tmp_path: Pa
         b'{"text": "lone \\ud800 surrogate", "id": "x\\udc00"}',  # valid JSON, invalid Unicode
         json.dumps({"text": "you idiot jane@example.com"}).encode(),
         json.dumps({"text": "mail jane@example.com"}).encode(),
+        b'{"text": "a", "id": ' + b"1" * 5000 + b"}",  # past Python's int digit limit
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the recursion limit
+        b'{"text": "a", "id": NaN}',  # would echo as bare NaN: not JSON
+        b'{"text": "b", "id": [1, -Infinity]}',
+        json.dumps({"text": "last", "id": 10**30}).encode(),
     ]
     data = tmp_path / "in.jsonl"
     data.write_bytes(b"\n".join(lines) + b"\n")
     result = CliRunner().invoke(guard_app, ["check", "-p", str(policy), "-i", str(data), "--batch-size", "3"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    out = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [o["line"] for o in out] == list(range(1, 9))
-    assert [("error" in o) for o in out] == [False, True, True, True, True, False, False, False]
+    # Strict JSON: a bare NaN or Infinity in a verdict line fails here.
+    out = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the output"))
+        for line in result.stdout.splitlines()
+    ]
+    assert [o["line"] for o in out] == list(range(1, 14))
+    assert [("error" in o) for o in out] == [False, True, True, True, True, False, False, False] + [
+        True
+    ] * 4 + [False]
+    assert [f"line {o['line']}.id" in o["error"] for o in out[8:12]] == [True, False, True, True]
+    assert "nested too deep" in out[9]["error"]
+    assert out[12]["id"] == 10**30 and out[12]["action"] == "allow"
     assert "UTF-8" in out[1]["error"] and "line 2" in out[1]["error"] and "in.jsonl" in out[1]["error"]
     assert out[5]["notices"] == ["invalid_unicode"] and out[5]["redacted_text"] == "lone \ufffd surrogate"
     assert out[5]["id"] == "x\udc00"  # echoed as a JSON escape, not a crash

@@ -94,6 +94,9 @@ def test_without_orjson_the_standard_library_writes_everything(monkeypatch) -> N
         b'"\\ud800 lone"',
         '{"x": [1.5, null, true, "\u00e9"]}',
         b"[1e400]",
+        # Past orjson's 64-bit integers: exact, as the standard library reads them.
+        b'{"id": 100000000000000000000000000000, "n": -9223372036854775809, "u": 18446744073709551616}',
+        '[18446744073709551615, -9223372036854775808, "card 4111111111111111111"]',
     ],
 )
 def test_loads_returns_the_standard_librarys_value(text: bytes | str) -> None:

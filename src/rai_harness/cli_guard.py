@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rai_harness import jsoncodec
 from rai_harness.errors import ConfigError, RaiError
 
 __all__ = ["guard_app"]
@@ -98,7 +99,9 @@ def _read_jsonl(handle: BinaryIO, name: str) -> Iterator[_Item]:
         error = None
         row: Any = None
         try:
-            row = json.loads(raw.decode("utf-8"))
+            # jsoncodec: a line nested too deep, or holding a number past Python's digit limit,
+            # is an error of that line, not an exception that ends the run.
+            row = jsoncodec.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             error = _line_error(
                 f"not valid UTF-8 (byte {exc.start} of the line); re-encode the file as UTF-8",
@@ -120,10 +123,26 @@ def _read_jsonl(handle: BinaryIO, name: str) -> Iterator[_Item]:
             )
         if error is None and row.get("prompt") is not None and not isinstance(row["prompt"], str):
             error = _line_error("`prompt` must be a string", name, f"line {number}.prompt")
+        if error is None and not _echoable(row.get("id")):
+            error = _line_error(
+                "`id` is echoed in the output and must be valid JSON there: no NaN or Infinity, no number "
+                "of more than 4300 digits (use a string)",
+                name,
+                f"line {number}.id",
+            )
         if error is not None:
             yield _Item("", None, number, error=error)
             continue
         yield _Item(row["text"], row.get("prompt"), number, row.get("id"))
+
+
+def _echoable(value: Any) -> bool:
+    """Whether ``value`` serialises as strict JSON (the verdict line echoes a caller's ``id``)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:  # NaN or infinity; an int over the digit limit
+        return False
+    return True
 
 
 def _chunks(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
@@ -248,11 +267,11 @@ def check(
 def _json_line(verdict: dict[str, Any]) -> str:
     """One verdict as a JSON line; ``\\u`` escapes if a caller's ``id`` holds lone surrogates
     (the texts themselves are repaired by the guard)."""
-    line = json.dumps(verdict, ensure_ascii=False)
+    line = json.dumps(verdict, ensure_ascii=False, allow_nan=False)
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(verdict)
+        return json.dumps(verdict, allow_nan=False)
     return line
 
 

@@ -17,18 +17,20 @@ The one difference left: an :class:`enum.Enum` member is written by value (the s
 library writes ``str(member)``); no record the project writes holds one.
 
 :func:`loads` reads with orjson and falls back to :func:`json.loads` for whatever orjson refuses
-(``NaN`` tokens, lone-surrogate escapes, malformed text), so it returns the standard library's
-value or raises the standard library's error, with three exceptions: an integer beyond 64 bits
-comes back as a float from orjson (the standard library keeps it exact), one of more digits
-than Python converts (4,300) as a float from either (the standard library refuses it), and
-text nested too deep raises :class:`json.JSONDecodeError` (the standard library:
-``RecursionError``). Provider replies are read with it, and every count they carry is
-accepted only as an ``int`` in range, so such a number is refused either way.
+(``NaN`` tokens, lone-surrogate escapes, malformed text) or would read differently (orjson turns
+an integer beyond 64 bits into a float, so text with a run of 19 or more digits goes to the
+standard library, which keeps it exact: an ``id`` echoed back must not change). It returns the
+standard library's value or raises the standard library's error, with two exceptions: an
+integer of more digits than Python converts (4,300) comes back as a float, infinity (the
+standard library refuses it), and text nested too deep raises :class:`json.JSONDecodeError`
+(the standard library: ``RecursionError``). Provider replies are read with it, and every count
+they carry is accepted only as an ``int`` in range, so such a number is refused either way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -103,6 +105,12 @@ def dumps_compact(value: Any) -> bytes:
     return out
 
 
+#: 19 digits and more: where orjson's integers end (-2**63 has 19, 2**64 - 1 has 20). Digits in
+#: a string match too; such text just takes the standard library's slower path.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
 def _parse_int(digits: str) -> int | float:
     # Python refuses to convert integers over sys.get_int_max_str_digits() digits (4300 by
     # default; a ValueError naming sys.set_int_max_str_digits); such a number is out of every
@@ -118,7 +126,8 @@ def loads(data: bytes | str) -> Any:
         json.JSONDecodeError: ``data`` is not JSON, or nests too deep for the standard
             library's reader (which raises RecursionError, an error no caller expects).
     """
-    if orjson is not None:
+    long_digits = _LONG_DIGITS_BYTES.search(data) if isinstance(data, bytes) else _LONG_DIGITS.search(data)
+    if orjson is not None and long_digits is None:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -522,7 +522,7 @@ def _build_analyzer(
     nlp_engine: SpacyNlpEngine, language: str, deny_terms: Mapping[str, Sequence[str]]
 ) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer
 
     registry = RecognizerRegistry(supported_languages=[language])
     with _presidio_log_level(logging.ERROR):
@@ -536,6 +536,9 @@ def _build_analyzer(
     ]
     if any(type(rec).__name__ == "OfflineEmailRecognizer" for rec in registry.recognizers):
         registry.add_recognizer(_spelled_out_email_recognizer(language))
+        registry.add_recognizer(_glued_email_recognizer(language))
+    if any(type(rec) is CreditCardRecognizer for rec in registry.recognizers):
+        registry.add_recognizer(_glued_card_recognizer(language))
     for label, terms in deny_terms.items():
         registry.add_recognizer(
             PatternRecognizer(
@@ -596,6 +599,63 @@ def _spelled_out_email_recognizer(language: str) -> Any:
             Pattern("spelled_out_email", OBFUSCATED_EMAIL.pattern, 0.5),
             Pattern("spaced_out_email", SPACED_EMAIL.pattern, 0.5),
         ],
+    )
+
+
+#: A candidate address whose last domain label may run on into the next word: the local part
+#: and labels bounded (RFC 5321 lengths, at most 8 labels), so the scan is linear in the text.
+_GLUED_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}+@[\w-]{1,63}+(?:\.[\w-]{1,63}+){1,7}")
+
+
+def _glued_email_recognizer(language: str) -> Any:
+    """E-mail addresses with the next word glued on: ``jane@example.comthanks``.
+
+    That is how an address reads once a character that renders as nothing (zero-width space,
+    soft hyphen, NUL) is removed from ``jane@example.com<ZWSP>thanks``, and a reader still sees
+    the address; presidio's recognizer rejects it, as ``comthanks`` is no public suffix. When
+    the whole domain has no public suffix, the longest start of its last label that makes one
+    (``com``) ends the address. Scored 0.5, as the spelled-out forms.
+    """
+    from presidio_analyzer import LocalRecognizer, RecognizerResult
+
+    class GluedEmailRecognizer(LocalRecognizer):
+        def load(self) -> None:
+            """Nothing to load: a pattern and the bundled suffix list."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            extract = _offline_tld_extractor()
+            found = []
+            for match in _GLUED_EMAIL.finditer(text):
+                domain = match.group().rsplit("@", 1)[1]
+                if extract(domain).fqdn:
+                    continue  # a real address: presidio's own recognizer has it
+                head, last = domain.rsplit(".", 1)
+                for cut in range(len(last) - 1, 1, -1):
+                    if last[:cut].isalpha() and extract(f"{head}.{last[:cut]}").fqdn:
+                        end = match.end() - (len(last) - cut)
+                        found.append(RecognizerResult("EMAIL_ADDRESS", match.start(), end, 0.5))
+                        break
+            return found
+
+    return GluedEmailRecognizer(
+        supported_entities=["EMAIL_ADDRESS"], name="glued_email", supported_language=language
+    )
+
+
+def _glued_card_recognizer(language: str) -> Any:
+    """Card numbers with a word glued on either side (``4111 1111 1111 1111ok``), Luhn-checked.
+
+    presidio's pattern wants a word boundary at both ends, which a letter right after the last
+    digit (or before the first) removes: what a character that renders as nothing, once removed,
+    leaves behind. The same digit groups, bounded by "no digit" instead of "no word character".
+    """
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    digits = CreditCardRecognizer.PATTERNS[0].regex.removeprefix(r"\b").removesuffix(r"\b")
+    glued = rf"(?:(?<=[^\W\d_]){digits}(?!\d)|(?<!\d){digits}(?=[^\W\d_]))"
+    return CreditCardRecognizer(
+        patterns=[Pattern("glued_card", glued, 0.3)], supported_language=language, name="glued_card"
     )
 
 

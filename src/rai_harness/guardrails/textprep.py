@@ -60,6 +60,7 @@ __all__ = [
     "OverLimit",
     "PreparedText",
     "check_texts",
+    "exact_str",
     "fold_lookalikes",
     "join_detections",
     "normalize_for_detection",
@@ -105,6 +106,24 @@ _INVISIBLE_EXTRA = frozenset(
 # any is checked both ways (see normalize_for_detection).
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+#: Full stops that IDNA reads as the dot of a domain name (U+FF0E and U+FF61 are NFKC forms of
+#: "." and of U+3002): "example\u3002com" is example.com to a browser.
+_IDEOGRAPHIC_FULL_STOP = "\u3002"
+
+
+def _needs_cluster(char: str) -> bool:
+    """Whether ``char`` changes in :func:`_normalized`: invisible, a combining mark, a letter
+    with a decomposition (accents, compatibility forms) or an ideographic full stop."""
+    if char.isascii():
+        return False
+    return (
+        _is_invisible(char)
+        or bool(unicodedata.combining(char))
+        or bool(unicodedata.decomposition(char))
+        or char == _IDEOGRAPHIC_FULL_STOP
+    )
 
 
 def _is_invisible(char: str) -> bool:
@@ -171,7 +190,18 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
                 f"{what}[{i}] is {type(text).__name__}, expected str; decode bytes first "
                 "(the guard never guesses an encoding) and pass text, not None"
             )
+        out[i] = exact_str(text)
     return out
+
+
+def exact_str(text: str) -> str:
+    """``text`` as a plain ``str``: a subclass's characters, without its methods.
+
+    A ``str`` subclass (``numpy.str_``, a ``StrEnum`` member) is text, but one can override
+    ``isascii``, ``__len__`` or slicing, which the normalisation and the redaction rely on:
+    ``str.__str__`` copies its characters into a plain ``str`` and calls none of them.
+    """
+    return text if type(text) is str else str.__str__(text)
 
 
 #: Latin letters TR39 lists as lookalikes that are display or phonetic forms, not letters of
@@ -267,7 +297,7 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
     if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
     kinds = {_control_kind(c) for c in text} - {None}
-    if not kinds and unicodedata.is_normalized("NFKC", text) and not any(_is_invisible(c) for c in text):
+    if not kinds and unicodedata.is_normalized("NFKC", text) and not any(map(_needs_cluster, text)):
         return fold_lookalikes(text), None, None
     if "hidden" not in kinds:
         detection, starts, ends = _normalized(text, hidden_as_space=False)
@@ -330,17 +360,29 @@ def _normalized(text: str, *, hidden_as_space: bool) -> tuple[str, tuple[int, ..
         # A cluster: this starter and the combining marks after it (invisible ones dropped),
         # normalised together so that composition (e + U+0301 -> é) still happens.
         j = i + 1
+        end = i + 1  # past the cluster's last visible character
         cluster = [char]
         while j < n and (unicodedata.combining(text[j]) or _is_invisible(text[j])):
             # Invisible characters between a letter and its marks are dropped inside the
             # cluster, so "e<ZWSP><U+0301>" still composes to "é".
             if not _is_invisible(text[j]):
                 cluster.append(text[j])
+                end = j + 1
             j += 1
-        piece = unicodedata.normalize("NFKC", "".join(cluster))
+        piece = unicodedata.normalize("NFKC", "".join(cluster)).replace(_IDEOGRAPHIC_FULL_STOP, ".")
+        if not piece.isascii():
+            # Marks over Latin letters read as the letters: "example.co\u0332m" and "c\u022fm"
+            # are .com to a reader (the encoder's tokenizer strips accents too). Only where
+            # that leaves ASCII: Greek, Devanagari and other scripts keep their marks.
+            bare = "".join(c for c in unicodedata.normalize("NFKD", piece) if not unicodedata.combining(c))
+            if bare.isascii():
+                piece = bare
         out.append(piece)
         starts.extend([i] * len(piece))
-        ends.extend([j] * len(piece))
+        # Invisible characters after the cluster are not part of it: a finding that ends here
+        # leaves them in place, as it leaves those before it (a bidi override and its closing
+        # pop both stay, so a redaction never unbalances them).
+        ends.extend([end] * len(piece))
         i = j
     return "".join(out), tuple(starts), tuple(ends)
 
@@ -361,7 +403,7 @@ def prepare(text: object, *, max_chars: int | None = None, over_limit: OverLimit
             f"expected str, got {type(text).__name__}; decode bytes first (the guard never "
             "guesses an encoding) and pass text, not None"
         )
-    repaired, had_surrogates = repair_surrogates(text)
+    repaired, had_surrogates = repair_surrogates(exact_str(text))
     notices: list[str] = [NOTICE_INVALID_UNICODE] if had_surrogates else []
     if max_chars is not None and len(repaired) > max_chars:
         if over_limit == "block":
