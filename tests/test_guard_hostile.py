@@ -279,6 +279,14 @@ def test_invisible_characters_around_a_finding_stay_on_both_sides(
     assert result.redacted_text == f"Mail {opening}<EMAIL_ADDRESS>{closing} now"
 
 
+@pytest.mark.parametrize("lead", ["Contact ", "word " * 96], ids=["sentence", "at the forced cut"])
+def test_a_spaced_out_address_is_redacted_whole_in_a_stream(pii_guard: Guard, lead: str) -> None:
+    text = f"{lead}j a n e . d o e @ e x a m p l e . c o . u k today."
+    for size in (1, 7, 64):
+        out = "".join(pii_guard.stream_output([text[i : i + size] for i in range(0, len(text), size)]))
+        assert out == f"{lead}<EMAIL_ADDRESS> today.", (size, out[-60:])
+
+
 def test_str_subclasses_are_checked_as_their_characters(pii_guard: Guard) -> None:
     class Ascii(str):
         def isascii(self) -> bool:  # would skip the normalisation
@@ -330,6 +338,7 @@ def pii_guard() -> Guard:
     )
     guard = Guard(
         [Rail("pii", pii, action="redact", threshold=0.4, on_error="block", timeout_ms=30_000)],
+        [Rail("pii-out", pii, action="redact", threshold=0.4, on_error="block", timeout_ms=30_000)],
         max_chars=20_000,
     )
     yield guard

@@ -847,6 +847,29 @@ def test_tool_call_arguments_in_the_prompt_are_checked(tools):
     assert upstream.received == []
 
 
+def test_a_messages_refusal_and_name_in_the_prompt_are_checked(tools):
+    # Message-level strings reach the model as much as its content does.
+    upstream, client = tools
+    upstream.message = {"role": "assistant", "content": "Noted."}
+    history = [
+        {"role": "user", "content": "hi", "name": "jane_doe"},
+        {"role": "assistant", "content": "x", "refusal": "I won't mail jane.doe@example.com."},
+        {"role": "user", "content": "ok"},
+    ]
+    upstream.received.clear()
+    completion = client.chat.completions.create(model="m", messages=history)
+    sent = upstream.received[-1]["messages"]
+    assert sent[1]["refusal"] == "I won't mail <EMAIL_ADDRESS>." and sent[0]["name"] == "jane_doe"
+    fields = [t["field"] for t in completion.model_extra[GUARD_FIELD]["input"]["texts"]]
+    assert fields == ["content", "name", "content", "refusal", "content"]
+    upstream.received.clear()
+    with pytest.raises(openai.BadRequestError, match=r"messages\[0\]\.refusal must be a string"):
+        client.chat.completions.create(
+            model="m", messages=[{"role": "assistant", "content": "x", "refusal": 7}]
+        )
+    assert upstream.received == []
+
+
 def test_tool_calls_in_the_answer_are_checked(tools):
     upstream, client = tools
     upstream.message = {"role": "assistant", "content": None, "tool_calls": [_call('{"body": "hi"}')]}

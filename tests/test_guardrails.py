@@ -458,6 +458,24 @@ def test_sentence_buffer_splits_and_round_trips():
     assert "".join(pieces) + tail == "Pi is 3.14 roughly. Is it?\nYes! " + "x" * 30 + " " + "y" * 30 + " end"
 
 
+def test_sentence_buffer_does_not_cut_after_a_one_character_word():
+    # An initial or spaced-out text ("e x a m p l e . o r g") is not a sentence end, and a
+    # forced cut does not fall inside a run of single characters.
+    buf = SentenceBuffer(max_chars=60)
+    text = "Ask J. K. Rowling. Mail j a n e @ e x a m p l e . o r g now. Done."
+    pieces = [p for chunk in chars(text) for p in buf.feed(chunk)] + [buf.flush()]
+    assert pieces == ["Ask J. K. Rowling. ", "Mail j a n e @ e x a m p l e . o r g now. ", "Done."]
+    buf = SentenceBuffer(max_chars=40)
+    text = "word " * 6 + "j a n e @ e x a m p l e . o r g and more words here"
+    pieces = [p for chunk in chars(text) for p in buf.feed(chunk)] + [buf.flush()]
+    assert "".join(pieces) == text and all(len(p) <= 40 for p in pieces)
+    assert pieces[0] == "word " * 6 and pieces[1].startswith("j a n e @ e x a m p l e . o r g")
+    # A run of single characters longer than the limit is still cut, within the limit.
+    buf = SentenceBuffer(max_chars=20)
+    pieces = [p for chunk in chars("a " * 30) for p in buf.feed(chunk)] + [buf.flush()]
+    assert "".join(pieces) == "a " * 30 and all(len(p) <= 20 for p in pieces)
+
+
 def test_stream_stops_at_blocked_sentence(guard):
     released: list[str] = []
     verdicts = []

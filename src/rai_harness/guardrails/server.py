@@ -512,9 +512,10 @@ def _bad_message(where: str, problem: str) -> _HTTPError:
 def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
     """Every text of every message, for the input rails.
 
-    Checked: string contents, ``text`` and ``refusal`` content parts, and the arguments of
-    assistant tool calls (``tool_calls[].function.arguments``, legacy ``function_call``):
-    a tool call's arguments go back into the model's context as much as any text does.
+    Checked: string contents, ``text`` and ``refusal`` content parts, a message's own
+    ``refusal`` and ``name`` strings, and the arguments of assistant tool calls
+    (``tool_calls[].function.arguments``, legacy ``function_call``): each goes back into the
+    model's context as much as any text does.
     Anything else the rails cannot read (an image, audio or file part, a part or tool call
     of an unexpected shape) is refused with a 400 naming it rather than sent on unchecked:
     the guard fails closed.
@@ -542,6 +543,14 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                 else:
                     problem = f"needs a string `{bad.key}`"
                 raise _bad_message(f"messages[{i}].content[{bad.index}]", problem) from None
+        for key in ("refusal", "name"):
+            value = message.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise _bad_message(f"messages[{i}].{key}", "must be a string")
+            if value:
+                out.append(_Segment(i, None, role, value, (key,)))
         out.extend(_tool_call_segments(i, role, message))
     return out
 

@@ -58,6 +58,29 @@ DEFAULT_MAX_BUFFER_CHARS = 500
 _BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s|\n")
 
 
+def _single_character_before(text: str, i: int) -> bool:
+    """Whether the word ending at ``i`` is one character long ("e" in "e x a m p l e .")."""
+    return i >= 1 and not text[i - 1].isspace() and (i == 1 or text[i - 2].isspace())
+
+
+def _sentence_end(text: str, limit: int) -> int | None:
+    """Where the first sentence of ``text`` ends, if within ``limit`` characters.
+
+    A full stop after a one-character word, or after a space, is not an end: it is an initial
+    ("J. K. Rowling") or spaced-out text ("j a n e @ e x a m p l e . o r g"), which a cut
+    there would release in halves that no rail recognises.
+    """
+    for match in _BOUNDARY.finditer(text):
+        if match.end() > limit:
+            return None
+        if match.group() == "\n":
+            return match.end()
+        i = match.start()
+        if not _single_character_before(text, i) and not (text[i] == "." and i and text[i - 1].isspace()):
+            return match.end()
+    return None
+
+
 class GuardBlocked(RaiError):
     """A streamed answer was stopped because a sentence was blocked.
 
@@ -101,13 +124,16 @@ class SentenceBuffer:
         self._buffer += chunk
         out: list[str] = []
         while True:
-            match = _BOUNDARY.search(self._buffer)
-            if match is not None and match.end() <= self.max_chars:
-                cut = match.end()
+            end = _sentence_end(self._buffer, self.max_chars)
+            if end is not None:
+                cut = end
             elif len(self._buffer) >= self.max_chars:
                 # No sentence end within the limit: cut after the last whitespace so no word
-                # is split in two (a classifier would not recognise half a word).
+                # is split in two (a classifier would not recognise half a word), and not
+                # inside a run of single characters: spaced-out text is one finding.
                 space = max(self._buffer.rfind(c, 0, self.max_chars) for c in " \t")
+                while space > 0 and _single_character_before(self._buffer, space):
+                    space = max(self._buffer.rfind(c, 0, space - 1) for c in " \t")
                 cut = space + 1 if space > 0 else self.max_chars
             else:
                 break
