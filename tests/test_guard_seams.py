@@ -228,6 +228,76 @@ def test_call_identity_holds_the_policy_hash_for_every_kind(tmp_path: Path) -> N
     assert load_policy(path).sha256 == digest
 
 
+def test_weights_fingerprint_follows_the_model_files_not_their_docs(tmp_path: Path) -> None:
+    from rai_harness.classifiers.pool import BUNDLED_WEIGHTS, weights_fingerprint
+
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "head.json").write_text("{}")
+    (head / "head.safetensors").write_bytes(b"\x00" * 64)
+    (head / "MODEL_CARD.md").write_text("card")
+    spec = ClassifierSpec(backend="minilm-toxicity", model=str(head))
+    first = weights_fingerprint(spec)
+    (head / "MODEL_CARD.md").write_text("a regenerated card")
+    assert weights_fingerprint(spec) == first  # documentation is not the model
+    (head / "head.safetensors").write_bytes(b"\x00" * 63 + b"\x01")  # one byte retrained
+    assert weights_fingerprint(spec) not in (first, None)
+    # The bundled head when the spec names none; nothing for hub ids or backends without files.
+    bundled = weights_fingerprint(ClassifierSpec(backend="minilm-toxicity"))
+    assert bundled is not None and BUNDLED_WEIGHTS["minilm-toxicity"].is_dir()
+    assert weights_fingerprint(ClassifierSpec(backend="hf", model="org/not-a-local-folder")) is None
+    assert weights_fingerprint(ClassifierSpec(backend="keyword", options={"x": ["y"]})) is None
+
+
+def test_a_retrained_head_under_the_same_policy_is_another_guard_in_the_call_keys(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # Resuming a run after the bundled head was retrained must call again, not reuse the verdicts
+    # the old head gave: the policy file is unchanged, so its hash alone would not tell.
+    from rai_harness.classifiers import pool as pool_mod
+
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "head.safetensors").write_bytes(b"old")
+    monkeypatch.setitem(pool_mod.BUNDLED_WEIGHTS, "minilm-toxicity", head)
+    monkeypatch.setenv("RAI_TEST_API_KEY", "sk-test")
+    policy = {
+        "name": "p",
+        "classifiers": {"tox": {"backend": "minilm-toxicity"}},
+        "output": [{"name": "t", "classifier": "tox", "threshold": 0.5, "action": "block"}],
+    }
+    _write(tmp_path, policy)
+    config = {
+        "name": "resume",
+        "providers": [
+            {
+                "kind": "openai",
+                "model": "m",
+                "base_url": "http://127.0.0.1:9/v1",
+                "api_key_env": "RAI_TEST_API_KEY",
+                "guard": {"policy": "policy.yaml"},
+            }
+        ],
+        "prompts": {"items": ["hello"]},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def keys() -> set[str]:
+        plan = plan_run(
+            load_run_config(tmp_path / "run.yaml"), config_path=tmp_path / "run.yaml", out_dir=tmp_path / "o"
+        )
+        pp = plan.providers[0]
+        assert pp.identity["guard"]["weights"] == {
+            "tox": pool_mod.weights_fingerprint(ClassifierSpec(backend="minilm-toxicity"))
+        }
+        return {call_key(pp.identity, r) for r in pp.requests}
+
+    before = keys()
+    assert keys() == before  # same files, same keys
+    (head / "head.safetensors").write_bytes(b"new")
+    assert keys().isdisjoint(before)
+
+
 def test_call_identity_fails_loudly_on_an_unreadable_policy(tmp_path: Path) -> None:
     cfg = OpenAIConfig(model="m", guard={"policy": str(tmp_path / "gone.yaml")})
     with pytest.raises(ConfigError, match="cannot read the guard policy") as info:

@@ -15,9 +15,11 @@ with :func:`register_backend`. Every loader has the signature
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from rai_harness.classifiers.base import Classifier, ClassifierSpec, Embedder
@@ -76,6 +78,42 @@ SPAN_SUPPORT: dict[str, bool] = {
     "minilm-toxicity": False,
     "presidio": True,
 }
+
+#: Where a backend reads its weights when its spec names no ``model``: files shipped with the
+#: package, which change with it (a retrained head) while the spec stays the same.
+BUNDLED_WEIGHTS: dict[str, Path] = {
+    "minilm-toxicity": Path(__file__).with_name("heads") / "minilm_toxicity",
+}
+#: Files up to this size are hashed whole; larger ones by name and size only, so that a
+#: multi-gigabyte checkpoint is not read at every plan.
+_HASH_WHOLE_BYTES = 64 << 20
+#: Most files of one model folder fingerprinted (a folder is a model, not a disk).
+_MAX_FINGERPRINT_FILES = 10_000
+
+
+def weights_fingerprint(spec: ClassifierSpec) -> str | None:
+    """sha256 of the local files ``spec`` loads its model from, or ``None`` (a hub id, or a
+    backend with no files of its own, such as ``keyword``).
+
+    ``model`` when it is a local file or folder, else the backend's bundled weights
+    (:data:`BUNDLED_WEIGHTS`). Documentation (``*.md``) is left out: a regenerated model card
+    is the same model. Part of a guarded provider's call identity, so that a retrained head
+    under an unchanged policy does not reuse the verdicts the old one gave.
+    """
+    folder = Path(spec.model).expanduser() if spec.model else BUNDLED_WEIGHTS.get(spec.backend)
+    if folder is None or not folder.exists():
+        return None
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in [f for f in files if f.suffix != ".md"][:_MAX_FINGERPRINT_FILES]:
+        size = path.stat().st_size
+        name = path.name if path == folder else path.relative_to(folder).as_posix()
+        digest.update(f"{name}\0{size}\0".encode())
+        if size <= _HASH_WHOLE_BYTES:
+            with path.open("rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
 
 #: Import name -> pip distribution, for install hints.
 _PIP_NAMES = {

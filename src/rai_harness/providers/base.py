@@ -320,15 +320,20 @@ class ProviderConfig(BaseModel):
             },
         )
 
-    def call_identity(self, *, guard_sha256: str | None = None) -> dict[str, Any]:
+    def call_identity(
+        self, *, guard_sha256: str | None = None, guard_weights: Mapping[str, str | None] | None = None
+    ) -> dict[str, Any]:
         """The identity in every call key: :meth:`cache_identity`, plus the guard when there is one.
 
         The guard's policy counts by content (sha256), not by path (paths differ between
-        clones), for every provider kind.
+        clones), for every provider kind, and so do the weights its classifiers load.
 
         Args:
             guard_sha256: The policy's sha256 as resolved at plan time (the run reads the
                 policy once). Without it the policy file is read and hashed here.
+            guard_weights: Fingerprint of each of the policy's classifiers' local weights
+                (:func:`~rai_harness.classifiers.pool.weights_fingerprint`), as resolved at
+                plan time: a retrained head under the same policy gives other verdicts.
 
         Raises:
             ConfigError: The policy file cannot be read: an identity must never fall back to
@@ -342,6 +347,8 @@ class ProviderConfig(BaseModel):
                 "input": self.guard.input,
                 "output": self.guard.output,
             }
+            if guard_weights:
+                identity["guard"]["weights"] = dict(sorted(guard_weights.items()))
         return identity
 
     def validate_files(self) -> None:

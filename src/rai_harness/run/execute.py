@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import platform
@@ -152,12 +153,20 @@ class ProviderPlan:
     requests: tuple[ChatRequest, ...]
     guard_policy: GuardPolicy | None = None
 
-    @property
+    @functools.cached_property
     def identity(self) -> dict[str, Any]:
         """The identity in its call keys (:meth:`ProviderConfig.call_identity`, with the
-        sha256 of the policy read at plan time: the file is not read again)."""
-        sha256 = self.guard_policy.sha256 if self.guard_policy is not None else None
-        return self.config.call_identity(guard_sha256=sha256)
+        sha256 of the policy read at plan time, not read again, and the fingerprints of the
+        weights its classifiers load: a retrained head under the same policy is another guard)."""
+        from rai_harness.classifiers.pool import weights_fingerprint
+
+        if self.guard_policy is None:
+            return self.config.call_identity()
+        weights = {name: weights_fingerprint(spec) for name, spec in self.guard_policy.classifiers.items()}
+        return self.config.call_identity(
+            guard_sha256=self.guard_policy.sha256,
+            guard_weights={name: digest for name, digest in weights.items() if digest is not None},
+        )
 
     @property
     def provider_id(self) -> str:
