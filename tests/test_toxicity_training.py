@@ -19,7 +19,7 @@ from rai_harness.training.calibration import (
     rates_by,
     reliability,
     summarize_kinds,
-    threshold_for_fpr,
+    threshold_for_macro_fpr,
 )
 from rai_harness.training.pipeline import (
     Example,
@@ -58,17 +58,33 @@ def test_platt_recovers_a_known_map_and_improves_reliability():
     assert sum(b["n"] for b in cal["bins"]) == cal["n"] == logits.size
 
 
-def test_threshold_for_fpr_never_exceeds_the_target():
+def test_the_threshold_never_exceeds_the_target_and_is_the_smallest_that_meets_it():
     rng = np.random.default_rng(1)
     for target in (0.0, 0.01, 0.03, 0.1):
         scores = rng.beta(1, 8, 997)
-        t = threshold_for_fpr(scores, target)
+        t = threshold_for_macro_fpr(scores, ["answer"] * len(scores), target)
         assert (scores >= t).mean() <= target + 1e-12
         # ... and is the smallest 2-decimal threshold that does so (one step lower is over).
         if t > 0.01:
-            assert (scores >= t - 0.01).mean() > target or t - 0.01 <= 0
+            assert (scores >= round(t - 0.01, 2)).mean() > target
     with pytest.raises(ValueError):
-        threshold_for_fpr(np.array([]), 0.01)
+        threshold_for_macro_fpr(np.array([]), [], 0.01)
+    with pytest.raises(ValueError):
+        threshold_for_macro_fpr(np.array([0.5, 0.6]), ["answer"], 0.01)
+
+
+def test_every_kind_weighs_the_same_in_the_threshold():
+    # 98 answers at 0.10 and 2 at 0.95; 10 short replies, scored 0.05 ... 0.95 (one per 0.1).
+    answers = np.array([0.10] * 98 + [0.95] * 2)
+    replies = np.round(np.arange(0.05, 1.0, 0.1), 2)
+    scores = np.concatenate([answers, replies])
+    kinds = ["answer"] * 100 + ["short_reply"] * 10
+    # From 0.86 to 0.95: answers 2 %, replies 10 % (the 0.95): mean 6 %. At 0.85 the reply at
+    # 0.85 joins (mean 11 %); from 0.96 nothing is flagged. Pooled, 0.86 would pass a 3 % target
+    # (3 of 110 = 2.7 %) while a tenth of the replies is flagged.
+    assert threshold_for_macro_fpr(scores, kinds, 0.03) == 0.96
+    assert threshold_for_macro_fpr(scores, kinds, 0.06) == 0.86
+    assert threshold_for_macro_fpr(scores, kinds, 0.11) == 0.76
 
 
 def test_rates_by_counts_false_positives_and_recall():

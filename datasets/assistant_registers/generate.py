@@ -996,7 +996,7 @@ def check_held_out(train: list[dict], relative: str, fields: tuple[str, ...], wh
     assert not shared, f"{what} wording also in the training texts: {sorted(set(shared))}"
 
 
-#: The tenth batch: texts written freehand, one per line, not filled from patterns (see CARD.md).
+#: The tenth to twelfth batches: texts written freehand, one per line, not filled from patterns (see CARD.md).
 WRITTEN = HERE / "written.jsonl"
 #: The kinds a written row may have, by label.
 WRITTEN_KINDS = {
@@ -1026,7 +1026,7 @@ def evaluation_texts(audit: list[dict]) -> list[str]:
 
 
 def written_rows(held_out: list[str]) -> list[dict]:
-    """The tenth batch (``written.jsonl``), less any text an evaluation file shares wording with.
+    """The freehand batches (``written.jsonl``), less any text an evaluation file shares wording with.
 
     Each written text is its own pattern (``template`` = its id), so the split spreads them like
     any other pattern. A text that equals an evaluation text (case-folded) or shares a

@@ -5,15 +5,15 @@
   scores *are* the calibrated ones and the runtime path is unchanged.
 * :func:`reliability` bins calibrated scores and compares them with the observed toxic share
   (expected calibration error, ECE).
-* :func:`threshold_for_fpr` reads an operating point off the calibrated curve: the smallest
-  threshold whose false-positive rate on a benign reference set is at most the target.
+* :func:`threshold_for_macro_fpr` reads an operating point off the calibrated curve: the
+  smallest threshold whose false-positive rate on a benign reference set, every kind of text
+  weighted equally, is at most the target.
 * :func:`rates_by` gives the flag rate (false-positive rate for benign groups, recall for toxic
   ones) per kind or source, with Wilson intervals.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,15 +26,16 @@ __all__ = [
     "rates_by",
     "reliability",
     "summarize_kinds",
-    "threshold_for_fpr",
+    "threshold_for_macro_fpr",
     "wilson",
 ]
 
 #: Benign kinds that stand for what an assistant says or is asked: the reference set for
 #: the shipped thresholds' false-positive targets.
 ASSISTANT_KINDS = ("short_reply", "refusal", "identity_statement", "counter_speech", "answer", "question")
-#: Benign false-positive rate on validation assistant-register texts that each shipped
-#: rail's threshold is chosen for (``policy/rail``). The default's 2 % keeps a third of the
+#: Benign false-positive rate on validation assistant-register texts, each kind weighted
+#: equally (:func:`threshold_for_macro_fpr`), that each shipped rail's threshold is chosen for
+#: (``policy/rail``). The default's 2 % keeps a third of the
 #: 3 % budget as margin for unseen text (a 1 % target left more margin than the budget needs
 #: and cost toxic recall: 87 % on the test split at 1 %, with 1.5 % false positives); strict
 #: spends the whole 3 % on recall, and its input rail is never laxer than the default's.
@@ -78,19 +79,30 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:
     return {"ece": ece, "n": len(p), "bins": table}
 
 
-def threshold_for_fpr(benign_scores: np.ndarray, target: float) -> float:
-    """Smallest threshold (2 decimals, rounded up) flagging at most ``target`` of ``benign_scores``.
+def threshold_for_macro_fpr(benign_scores: np.ndarray, kinds: Sequence[str], target: float) -> float:
+    """Smallest threshold (2 decimals) at which the mean of the per-kind false-positive rates is
+    at most ``target``: every kind of benign text counts the same, whatever its size.
 
-    A rail flags ``score >= threshold``; rounding up keeps the YAML value readable and never
-    raises the false-positive rate above the target.
+    A rail flags ``score >= threshold``. Pooled (one kind), the reference would be mostly
+    whichever kinds are plentiful: template identity sentences and QA answers, which almost
+    never score high, outnumber short replies and counter-speech by ten to one, so a pooled 2 %
+    allowed several times that on the kinds a guard gets wrong most. 0.99 when no threshold
+    meets the target.
+
+    Raises:
+        ValueError: No scores, or not one kind per score.
     """
-    s = np.sort(np.asarray(benign_scores, dtype=np.float64))
-    if not len(s):
-        raise ValueError("no benign scores to choose a threshold from")
-    allowed = math.floor(target * len(s))
-    # Flagging at most `allowed` texts: the threshold must exceed the (allowed+1)-th highest score.
-    cut = s[len(s) - allowed - 1]
-    return min(0.99, math.floor(cut * 100) / 100 + 0.01)
+    s = np.asarray(benign_scores, dtype=np.float64)
+    k = np.asarray(kinds)
+    if not len(s) or len(k) != len(s):
+        raise ValueError("need one kind per benign score, and at least one score")
+    groups = [s[k == kind] for kind in sorted(set(k.tolist()))]
+    for step in range(1, 100):
+        t = step / 100
+        # The tolerance: a mean of 2 % and 10 % is 6.000000000000001 % in floating point.
+        if np.mean([(g >= t).mean() for g in groups]) <= target + 1e-12:
+            return t
+    return 0.99
 
 
 def wilson(k: int, n: int) -> list[float]:

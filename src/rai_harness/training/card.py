@@ -209,9 +209,12 @@ def _operating_section(m: Mapping[str, Any]) -> list[str]:
         "## Operating points of the shipped policies",
         "",
         "Each rail's threshold is read off the **calibrated** score curve on the validation split: the smallest "
-        "threshold (2 decimals) at which at most the target share of benign assistant-register texts "
-        f"({', '.join(ASSISTANT_KINDS)}) is flagged. These are the values a policy using this head should start "
-        "from; `guardrails/*.yaml` quote the head they were chosen for.",
+        "threshold (2 decimals) at which the benign assistant-register texts "
+        f"({', '.join(ASSISTANT_KINDS)}) are flagged at most at the target rate, **each kind weighted equally** "
+        "(the mean of the per-kind rates): pooled, the plentiful template identity sentences and QA answers, "
+        "which almost never score high, would let short replies and counter-speech be flagged at several times "
+        "the target. These are the values a policy using this head should start from; `guardrails/*.yaml` quote "
+        "the head they were chosen for.",
         "",
         "| rail | target benign FPR (validation) | threshold |",
         "|---|---:|---:|",

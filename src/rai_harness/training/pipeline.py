@@ -1164,7 +1164,7 @@ def _operating_points(p: np.ndarray, rows: Sequence[Example], report: TrainRepor
         POLICY_TARGETS,
         rates_by,
         summarize_kinds,
-        threshold_for_fpr,
+        threshold_for_macro_fpr,
     )
 
     y = _columns(rows, "toxic")
@@ -1175,11 +1175,13 @@ def _operating_points(p: np.ndarray, rows: Sequence[Example], report: TrainRepor
             "not_computed": "no benign assistant-register texts in the validation split"
         }
         return
+    ref_kinds = [k for k, m in zip(kinds, reference, strict=True) if m]
+    sizes = ", ".join(f"{kind} {ref_kinds.count(kind)}" for kind in ASSISTANT_KINDS if kind in ref_kinds)
     for rail, target in POLICY_TARGETS.items():
         report.policy_thresholds[rail] = {
             "target_validation_fpr": target,
-            "reference": f"benign validation texts of kinds {', '.join(ASSISTANT_KINDS)} ({int(reference.sum())})",
-            "threshold": threshold_for_fpr(p[reference], target),
+            "reference": f"benign validation texts, each kind weighted equally ({sizes})",
+            "threshold": threshold_for_macro_fpr(p[reference], ref_kinds, target),
         }
     test = _mask(rows, "test")
     test_kinds = [k for k, m in zip(kinds, test, strict=True) if m]
