@@ -302,19 +302,49 @@ async def test_sampling_with_a_seed_repeats(provider):
     assert len(others | {first.text, greedy.text}) > 1
 
 
-async def test_sampled_outputs_do_not_depend_on_the_batch(provider):
-    """A seeded call gives the same text alone, in a batch, and in another batch order."""
+async def test_sampled_calls_generate_alone_unless_batch_sampled(provider, tiny_gpt2: Path):
+    # A batch's padding changes logits in the last bits, which can flip a sampled token: by
+    # default each sampled call runs on its own; greedy calls still share batches.
+    params = {"max_tokens": 6, "temperature": 1.0}
+    sampled = [_req(f"s{i}", PROMPTS[i % len(PROMPTS)], seed=i, **params) for i in range(6)]
+    before = provider.stats["generate_calls"]
+    await asyncio.gather(*(provider.generate(r) for r in sampled))
+    assert provider.stats["generate_calls"] - before == 6
+    before = provider.stats["generate_calls"]
+    await asyncio.gather(*(provider.generate(_req(f"g{i}", p, max_tokens=6)) for i, p in enumerate(PROMPTS)))
+    assert provider.stats["generate_calls"] - before < len(PROMPTS)
+    batching = HFLocalConfig(
+        model=str(tiny_gpt2), max_batch_size=8, batch_wait_ms=20, batch_sampled=True
+    ).build()
+    try:
+        before = batching.stats["generate_calls"]  # the model, and its counters, are shared
+        await asyncio.gather(*(batching.generate(r) for r in sampled))
+        assert batching.stats["generate_calls"] - before < 6
+    finally:
+        await batching.aclose()
+    assert "batch_sampled" not in HFLocalConfig(batch_sampled=True).cache_identity()
+
+
+async def test_sampled_outputs_do_not_depend_on_the_batch(tiny_gpt2: Path):
+    """With ``batch_sampled``, a seeded call gives the same text alone, in a batch, and in another
+    batch order (on this tiny model, whose logits padding does not change)."""
+    provider = HFLocalConfig(
+        model=str(tiny_gpt2), max_batch_size=8, batch_wait_ms=20, batch_sampled=True
+    ).build()
     params = {"max_tokens": 10, "temperature": 1.3, "top_p": 0.95}
     requests = [_req(f"s{i}", PROMPTS[i % len(PROMPTS)], seed=100 + i, **params) for i in range(10)]
     alone = [(await provider.generate(r)).text for r in requests[:4]]
     batched = await asyncio.gather(*(provider.generate(r) for r in requests))
     reordered = await asyncio.gather(*(provider.generate(r) for r in reversed(requests)))
-    assert provider.stats["max_batch"] == 8  # the calls really shared batches
-    assert [g.text for g in batched[:4]] == alone
-    assert [g.text for g in reversed(reordered)] == [g.text for g in batched]
     # Seeds matter: the same prompt with other seeds samples other texts.
     same_prompt = [_req("p", PROMPTS[1], seed=s, **params) for s in range(6)]
-    assert len({g.text for g in await asyncio.gather(*(provider.generate(r) for r in same_prompt))}) > 1
+    varied = {g.text for g in await asyncio.gather(*(provider.generate(r) for r in same_prompt))}
+    max_batch = provider.stats["max_batch"]
+    await provider.aclose()
+    assert max_batch == 8  # the calls really shared batches
+    assert [g.text for g in batched[:4]] == alone
+    assert [g.text for g in reversed(reordered)] == [g.text for g in batched]
+    assert len(varied) > 1
 
 
 async def test_sampler_honours_top_k_and_refuses_unknown_warpers(provider):

@@ -58,7 +58,7 @@ def _run(config: dict[str, Any], folder: Path):
     return run_sync(plan_run(load_run_config(path), config_path=path, out_dir=out)), out
 
 
-def _hf_config(model: Path, *, batch: int, seed: int = 11) -> dict[str, Any]:
+def _hf_config(model: Path, *, batch: int, seed: int = 11, batch_sampled: bool = False) -> dict[str, Any]:
     return {
         "name": "repro",
         "seed": seed,
@@ -70,6 +70,7 @@ def _hf_config(model: Path, *, batch: int, seed: int = 11) -> dict[str, Any]:
                 "max_batch_size": batch,
                 "concurrency": batch,
                 "batch_wait_ms": 20 if batch > 1 else 0,
+                "batch_sampled": batch_sampled,
                 "params": {"max_tokens": 12, "temperature": 1.2, "top_p": 0.95},
             }
         ],
@@ -79,10 +80,12 @@ def _hf_config(model: Path, *, batch: int, seed: int = 11) -> dict[str, Any]:
 
 def test_sampled_hf_local_run_is_identical_at_any_concurrency(tiny_gpt2, tmp_path):
     serial, serial_out = _run(_hf_config(tiny_gpt2, batch=1), tmp_path / "serial")
-    batched, batched_out = _run(_hf_config(tiny_gpt2, batch=8), tmp_path / "batched")
-    assert serial.status == batched.status == "complete"
-    # The runs really differed in how the calls were batched.
+    alone, alone_out = _run(_hf_config(tiny_gpt2, batch=8), tmp_path / "alone")
+    batched, batched_out = _run(_hf_config(tiny_gpt2, batch=8, batch_sampled=True), tmp_path / "batched")
+    assert serial.status == alone.status == batched.status == "complete"
+    # Sampled calls generate alone by default, whatever max_batch_size; batch_sampled lets them share.
     assert serial.providers["tiny"].model_info["stats"]["max_batch"] == 1
+    assert alone.providers["tiny"].model_info["stats"]["max_batch"] == 1
     assert batched.providers["tiny"].model_info["stats"]["max_batch"] > 1
 
     def outputs(out: Path) -> bytes:
@@ -94,7 +97,10 @@ def test_sampled_hf_local_run_is_identical_at_any_concurrency(tiny_gpt2, tmp_pat
             [[r["sample_id"], r["repeat"], r["params"], r["output"]] for r in rows], ensure_ascii=False
         ).encode("utf-8")
 
-    assert outputs(serial_out) == outputs(batched_out)
+    # Equal here also with shared batches: this tiny model's logits do not change with padding.
+    assert outputs(serial_out) == outputs(alone_out) == outputs(batched_out)
+    shared = read_run_record(batched_out).reproducibility["providers"]["tiny"]
+    assert shared["reproducible"] == "best effort" and "batch_sampled" in shared["note"]
     samples = read_samples(serial_out / "samples.jsonl")
     assert len(samples) == len(PROMPTS) * 2 and all(s.ok for s in samples)
     # Each call has its own seed: the derived one, distinct across samples and repeats.

@@ -579,11 +579,18 @@ def _reproducibility(plan: RunPlan) -> dict[str, Any]:
         support = cfg.seed_support
         if support == "replay":
             verdict, note = "yes", "replays recorded outputs"
+        elif support == "exact" and sampled and getattr(cfg, "batch_sampled", False):
+            verdict = "best effort"
+            note = (
+                "sampled calls share batches (batch_sampled): each draws from its own seeded generator, "
+                "but another batch composition can flip a token, so a rerun may differ"
+            )
         elif support == "exact":
             verdict = "yes"
             note = (
-                "every sampled call draws from its own generator seeded with its request seed: same "
-                "outputs for the same config, seed, machine and software, at any concurrency"
+                "every sampled call draws from its own generator seeded with its request seed and "
+                "generates alone: same outputs for the same config, seed, machine and software, at any "
+                "concurrency"
                 if sampled
                 else "greedy decoding: same outputs for the same config, machine and software"
             )

@@ -63,6 +63,12 @@ class HFLocalConfig(ProviderConfig):
     batch_wait_ms: float = Field(
         5.0, ge=0.0, le=10_000.0, description="Milliseconds to wait for more calls to fill a batch."
     )
+    batch_sampled: bool = Field(
+        False,
+        description="Let sampled calls (temperature > 0) share a model.generate: faster, but a batch's padding "
+        "changes logits in the last bits, which can flip a sampled token, so a rerun may differ. Off: each "
+        "sampled call runs alone and repeats exactly; greedy calls are always batched.",
+    )
     cache_dir: str | None = Field(
         None,
         description="Where converted GGUF models are cached (default $RAI_HARNESS_CACHE/models or "
@@ -106,7 +112,7 @@ class HFLocalConfig(ProviderConfig):
         release may ship a different GGUF under the same alias.
         """
         identity = super().cache_identity()
-        for key in ("max_batch_size", "batch_wait_ms", "cache_dir", "num_threads"):
+        for key in ("max_batch_size", "batch_wait_ms", "batch_sampled", "cache_dir", "num_threads"):
             identity.pop(key, None)
         if self.is_embedded:
             identity["embedded_package"] = f"{_EMBEDDED_PACKAGE}=={_version(_EMBEDDED_PACKAGE)}"

@@ -5,6 +5,7 @@ generate, close).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import weakref
@@ -15,6 +16,7 @@ from rai_harness.providers.base import BaseProvider
 from rai_harness.providers.hf_local.config import HFLocalConfig
 from rai_harness.providers.hf_local.generation import (
     _batch_key,
+    _is_greedy,
     _RowResult,
     _Stats,
     generate_rows,
@@ -32,6 +34,10 @@ from rai_harness.providers.hf_local.shared import (
 from rai_harness.types import ChatRequest, Generation, GenerationParams
 
 log = logging.getLogger(__name__)
+
+
+#: Unique batch keys for sampled calls that generate alone.
+_ALONE = itertools.count()
 
 
 class HFLocalProvider(BaseProvider):
@@ -152,10 +158,15 @@ class HFLocalProvider(BaseProvider):
             ProviderError: ``local_error`` (not retryable) when loading or generation failed.
         """
         self._check_open()
+        key = _batch_key(request.params)
+        if not self.config.batch_sampled and not _is_greedy(request.params):
+            # A sampled call generates alone: in a batch, other rows' padding changes its logits
+            # in the last bits, enough to flip a draw now and then (the embedded model's
+            # toxicity continuations changed in 2 of 7 batch compositions), so a rerun that
+            # batched differently would not repeat it.
+            key = f"{key}:alone:{next(_ALONE)}"
         try:
-            future = self._shared.batcher.submit(
-                _Pending(request, time.perf_counter(), self), key=_batch_key(request.params)
-            )
+            future = self._shared.batcher.submit(_Pending(request, time.perf_counter(), self), key=key)
         except RuntimeError as exc:  # closed by another provider sharing the model, meanwhile
             raise _closed_error() from exc
         # Cancelling the caller cancels the future; the engine then skips or drops it.
