@@ -5,7 +5,8 @@ A rail call earns one ``timeout_ms`` allowance per started 2,000 characters
 policy's ``max_chars`` is checked instead of timing out (a timeout on an ``on_error: allow``
 rail lets the text through unchecked). This benchmark measures, per stage of each shipped
 policy, the wall time of one check of texts of growing length in English and in the
-worst case measured (punctuation-dense text, about one token per character), next to a
+worst case measured (punctuation-dense text, about one token per character), both drawn at
+random so that nothing repeats (a repeated chunk is scored once), next to a
 short prompt checked in the same process (the baseline), and reports the margin: the
 allowance the text earned divided by the time it took (must stay above 1; the rails' own
 timeouts are lifted while measuring, so the time is the work, not the limit).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -32,13 +34,69 @@ from _results import write_section  # noqa: E402
 from rai_harness.guardrails import Guard, load_policy  # noqa: E402
 from rai_harness.guardrails.rails import TIMEOUT_BLOCK_CHARS  # noqa: E402
 
-ENGLISH = (
-    "The committee reviewed the budget line by line, asked for two revised estimates and "
-    "agreed to meet again on Thursday after lunch. "
-)
-#: The slowest text measured per character: every character a token for the encoder and spaCy.
-DENSE = "1-"
+#: Words of the English text, drawn in a seeded random order so that no sentence or window
+#: repeats: the classifiers run each distinct chunk once, so a repeated sentence would cost one.
+WORDS = [
+    "the",
+    "committee",
+    "reviewed",
+    "budget",
+    "line",
+    "asked",
+    "for",
+    "two",
+    "revised",
+    "estimates",
+    "and",
+    "agreed",
+    "to",
+    "meet",
+    "again",
+    "on",
+    "Thursday",
+    "after",
+    "lunch",
+    "while",
+    "members",
+    "of",
+    "staff",
+    "noted",
+    "several",
+    "risks",
+    "in",
+    "supply",
+    "chain",
+    "planning",
+    "next",
+    "quarter",
+    "because",
+    "prices",
+    "rose",
+    "sharply",
+    "across",
+    "regions",
+    "during",
+    "winter",
+    "months",
+]
 SHORT = "How do I reset my router?"
+
+
+def english(n: int, rng: random.Random) -> str:
+    """``n`` characters of sentences of 8 to 20 random words."""
+    out: list[str] = []
+    size = 0
+    while size < n:
+        sentence = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))).capitalize() + ". "
+        out.append(sentence)
+        size += len(sentence)
+    return "".join(out)[:n]
+
+
+def dense(n: int, rng: random.Random) -> str:
+    """The slowest text measured per character: random digits between dashes, every character
+    a token for the encoder and spaCy, and no two windows alike."""
+    return "".join(f"{rng.randrange(10)}-" for _ in range(n // 2 + 1))[:n]
 
 
 def timed(check, text: str, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -80,9 +138,9 @@ def main() -> None:
                 timeout_ms = min(r.timeout_ms for r in rails)
                 check(SHORT)  # warm-up: lazy model loads
                 short_s = timed(check, SHORT, args.repeats * 5)
-                for name, unit in (("English", ENGLISH), ("punctuation-dense", DENSE)):
+                for name, make in (("English", english), ("punctuation-dense", dense)):
                     for n in sorted({max_chars // 4, max_chars // 2, max_chars}):
-                        text = (unit * (n // len(unit) + 1))[:n]
+                        text = make(n, random.Random(n))
                         took = timed(check, text, args.repeats)
                         allowance = timeout_ms / 1000 * max(1, -(-n // TIMEOUT_BLOCK_CHARS))
                         rows.append((Path(path).name, stage, name, n, took, short_s, allowance))

@@ -106,6 +106,14 @@ def benign(n_words: int) -> str:
     return " ".join(words[i % len(words)] for i in range(n_words))
 
 
+def varied(n_words: int, seed: int) -> str:
+    """``n_words`` of :func:`benign`'s words in a seeded random order: texts (and windows) that
+    differ, since the engine runs identical chunks once."""
+    words = benign(15).split()
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(words, size=n_words))
+
+
 # -- order and budget -----------------------------------------------------------------
 
 
@@ -124,10 +132,28 @@ def test_batched_scores_match_one_at_a_time(tiny_hf):
     assert sum(r.chunks for r in batched) > tiny_hf.engine.max_batch_size
 
 
+def test_identical_chunks_run_once_and_every_chunk_keeps_its_row(tokenizer):
+    # A padded or repeated text costs one forward row per distinct chunk, not per copy; the
+    # outputs, one row per chunk in order, are what running every copy would give.
+    engine, rec = flag_engine(tokenizer, max_length=16, max_tokens_per_batch=4096)
+    texts = ["hello there " * 200, "you idiot", "hello there " * 200, "you idiot", "fine"]
+    out = engine.run(texts)
+    rows = sum(n for n, _ in rec.shapes)
+    distinct = {tuple(r) for r in zip(out.text_index.tolist(), out.values[:, 1].tolist(), strict=True)}
+    assert rows < len(out.values) // 10  # hundreds of identical windows, a handful distinct
+    assert len(out.values) == len(out.text_index) and len(distinct) >= 3
+    fresh, _ = flag_engine(tokenizer, max_length=16, max_tokens_per_batch=4096)
+    each = [fresh.run([t]) for t in texts]
+    for i, single in enumerate(each):
+        mine = out.values[out.text_index == i]
+        assert mine.shape == single.values.shape and np.array_equal(mine, single.values), i
+    assert aggregate_max(out)[:, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+
+
 def test_token_budget_and_batch_size_respected(tokenizer):
     engine, rec = flag_engine(tokenizer, max_tokens_per_batch=256, max_batch_size=6)
     rng = np.random.default_rng(1)
-    texts = [benign(int(n)) for n in rng.integers(0, 200, size=60)]
+    texts = [varied(int(n), i) for i, n in enumerate(rng.integers(0, 200, size=60))]  # no two chunks alike
     out = engine.run(texts)
     assert rec.shapes
     for (batch, width), lengths in zip(rec.shapes, rec.real_lengths, strict=True):
@@ -339,7 +365,8 @@ def test_gpu_benchmark_script_runs_on_the_cpu():
 
 def test_length_buckets_cut_padding_where_it_pays(tokenizer):
     """A few long texts and many short ones: two batches, unless a cut saves too little."""
-    texts = [benign(40)] * 2 + [benign(3)] * 20
+    # Distinct word orders, so that no two are the same chunk (identical chunks run once).
+    texts = [varied(40, seed) for seed in range(2)] + [varied(3, seed) for seed in range(2, 22)]
     lengths = [len(ids) + 2 for ids in flag_engine(tokenizer)[0].tokenize(texts)]
     long, short = max(lengths), min(lengths)
     saved = 20 * (long - short)  # padding tokens the cut saves

@@ -438,13 +438,25 @@ class BatchEngine:
         text_index = np.fromiter((c.text for c in chunks), dtype=np.int64, count=len(chunks))
         if not chunks:
             return ChunkOutputs(np.zeros((0, 0), np.float32), text_index, content, 0)
-        batches = self.plan_batches(content + n_special)
+        # Chunks of the same tokens are run once: a padded or repeated text ("a\n" * 10,000,
+        # the same sentence pasted over and over) would otherwise cost a forward pass per copy,
+        # and bounded work per text is what keeps one hostile text from starving the others.
+        first: dict[bytes, int] = {}
+        inverse = np.fromiter(
+            (first.setdefault(ids[c.text][c.start : c.end].tobytes(), len(first)) for c in chunks),
+            dtype=np.int64,
+            count=len(chunks),
+        )
+        firsts = np.unique(inverse, return_index=True)[1]  # where each distinct chunk first occurs
+        unique = [chunks[j] for j in firsts]
+        batches = self.plan_batches(content[firsts] + n_special)
         t1 = time.perf_counter()
-        values = self._run_batches(ids, chunks, batches)
+        values = self._run_batches(ids, unique, batches)[inverse]
         logger.debug(
-            "engine: %d texts -> %d chunks in %d batches; tokenise %.1f ms, forward %.1f ms",
+            "engine: %d texts -> %d chunks (%d distinct) in %d batches; tokenise %.1f ms, forward %.1f ms",
             len(texts),
             len(chunks),
+            len(unique),
             len(batches),
             (t1 - t0) * 1e3,
             (time.perf_counter() - t1) * 1e3,

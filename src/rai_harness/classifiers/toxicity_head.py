@@ -465,7 +465,9 @@ class MiniLMToxicityClassifier:
             units.append(text)
             owners.append(i)
             if n_tokens > self.engine.window:
-                sentences = split_sentences(text)
+                # Each distinct sentence once: the maximum is the same, and a text of one line
+                # repeated thousands of times costs one sentence, not thousands.
+                sentences = list(dict.fromkeys(split_sentences(text)))
                 if len(sentences) > 1:
                     units.extend(sentences)
                     owners.extend([i] * len(sentences))
