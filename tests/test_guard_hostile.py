@@ -418,6 +418,15 @@ def test_the_spelled_out_email_pattern_is_linear_on_dotted_runs(run: str) -> Non
         assert time.perf_counter() - started < 5.0, shape
 
 
+@pytest.mark.parametrize("run", ["a" * 100_000, "a@" * 50_000, "a.b@c." * 16_000, "x@y" + ".z" * 50_000])
+def test_the_glued_email_pattern_is_linear(run: str) -> None:
+    from rai_harness.classifiers.presidio_backend import _GLUED_EMAIL
+
+    started = time.perf_counter()
+    list(_GLUED_EMAIL.finditer(run))
+    assert time.perf_counter() - started < 5.0
+
+
 @pytest.mark.parametrize("run", ["a " * 30_000, "a . " * 15_000, "a @ " * 15_000, "a b @ c . " * 6_000])
 def test_the_spaced_out_email_pattern_is_linear_on_spaced_runs(run: str) -> None:
     import regex
