@@ -323,6 +323,14 @@ async def test_sampled_calls_generate_alone_unless_batch_sampled(provider, tiny_
     finally:
         await batching.aclose()
     assert "batch_sampled" not in HFLocalConfig(batch_sampled=True).cache_identity()
+    # Alone, a sampled call does not wait out the gathering window for company it cannot have.
+    patient = HFLocalConfig(model=str(tiny_gpt2), max_batch_size=8, batch_wait_ms=10_000).build()
+    try:
+        started = time.perf_counter()
+        await patient.generate(sampled[0])
+        assert time.perf_counter() - started < 5.0  # the window is 10 s
+    finally:
+        await patient.aclose()
 
 
 async def test_sampled_outputs_do_not_depend_on_the_batch(tiny_gpt2: Path):

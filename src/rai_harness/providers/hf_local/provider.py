@@ -36,8 +36,10 @@ from rai_harness.types import ChatRequest, Generation, GenerationParams
 log = logging.getLogger(__name__)
 
 
-#: Unique batch keys for sampled calls that generate alone.
+#: Unique batch keys for sampled calls that generate alone, and the size that makes such a
+#: call a full batch by itself (larger than any ``max_batch_size``).
 _ALONE = itertools.count()
+_FILLS_A_BATCH = 1 << 30
 
 
 class HFLocalProvider(BaseProvider):
@@ -158,15 +160,18 @@ class HFLocalProvider(BaseProvider):
             ProviderError: ``local_error`` (not retryable) when loading or generation failed.
         """
         self._check_open()
-        key = _batch_key(request.params)
+        key, size = _batch_key(request.params), 1
         if not self.config.batch_sampled and not _is_greedy(request.params):
             # A sampled call generates alone: in a batch, other rows' padding changes its logits
             # in the last bits, enough to flip a draw now and then (the embedded model's
             # toxicity continuations changed in 2 of 7 batch compositions), so a rerun that
-            # batched differently would not repeat it.
-            key = f"{key}:alone:{next(_ALONE)}"
+            # batched differently would not repeat it. A key of its own, and a size that fills
+            # a batch, so it does not wait out the gathering window for company it cannot have.
+            key, size = f"{key}:alone:{next(_ALONE)}", _FILLS_A_BATCH
         try:
-            future = self._shared.batcher.submit(_Pending(request, time.perf_counter(), self), key=key)
+            future = self._shared.batcher.submit(
+                _Pending(request, time.perf_counter(), self), key=key, size=size
+            )
         except RuntimeError as exc:  # closed by another provider sharing the model, meanwhile
             raise _closed_error() from exc
         # Cancelling the caller cancels the future; the engine then skips or drops it.
