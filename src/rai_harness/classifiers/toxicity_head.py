@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores
+from rai_harness.classifiers.pool import BUNDLED_WEIGHTS
 from rai_harness.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Folder of the shipped head (weights, metadata, metrics, model card).
-DEFAULT_HEAD_DIR = Path(__file__).with_name("heads") / "minilm_toxicity"
+DEFAULT_HEAD_DIR = BUNDLED_WEIGHTS["minilm-toxicity"]
 #: Bumped when the files of a head change meaning; :meth:`ToxicityHead.load` checks it.
 #: Version 2 heads carry fine-tuned top encoder layers (``encoder.safetensors``); a reader
 #: that knew only version 1 would ignore them and score with the wrong encoder, so it must refuse.
