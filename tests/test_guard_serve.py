@@ -1261,3 +1261,211 @@ def test_metrics_collector_exposes_cumulative_histograms_and_counters():
     assert _metric(values, "rai_guard_requests_total", endpoint="chat_completions", status="200") == 1
     assert _metric(values, "rai_guard_errors_total", kind="upstream") == 2
     assert _metric(values, "rai_guard_in_flight_requests") == 3
+
+
+def test_one_request_of_many_tiny_texts_gets_413(tmp_path):
+    # Thousands of one-letter parts fit in a small body but would hold the rails for seconds
+    # while other clients' checks time out: the texts one request has checked are bounded.
+    upstream = _ToolUpstream()
+    upstream.message, upstream.finish = {"role": "assistant", "content": "Fine."}, "stop"
+    parts = [{"type": "text", "text": "a"}]
+    with (
+        BackgroundServer(upstream.app) as server,
+        _proxy(_policy(tmp_path, pii=True), upstream_url=server.url + "/v1", max_texts=5) as proxy,
+    ):
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts * 6}])
+        assert caught.value.status_code == 413 and "limit of 5" in caught.value.message
+        assert upstream.received == []
+        # Parts, text fields and tool descriptions all count; five texts are served.
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": parts * 4}], tools=[_tool("Mail.", "City.")]
+            )
+        assert caught.value.status_code == 413
+        assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts * 5}])
+        checks = httpx.post(
+            proxy.url + "/v1/guardrail/checks",
+            json={"stage": "input", "messages": [{"role": "user", "content": parts * 6}]},
+        )
+        assert checks.status_code == 413 and checks.json()["error"]["code"] == "too_many_texts"
+
+
+def test_tool_call_arguments_are_checked_as_the_agent_decodes_them(tools):
+    # "\u0040" is "@" once the agent runs json.loads on the arguments.
+    upstream, client = tools
+    escaped = '{"to": "jane\\u0040example.com", "cc": "bob\\u0040example.org", "n": 1}'
+    assert json.loads(escaped)["to"] == "jane@example.com"
+    upstream.message = {"role": "assistant", "content": "Done."}
+    history = [
+        {"role": "user", "content": "mail it"},
+        {"role": "assistant", "content": None, "tool_calls": [_call(escaped)]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sent"},
+    ]
+    upstream.received.clear()
+    client.chat.completions.create(model="m", messages=history)
+    sent = json.loads(upstream.received[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    assert sent == {"to": "<EMAIL_ADDRESS>", "cc": "<EMAIL_ADDRESS>", "n": 1}
+    # In an answer, whole or streamed (this policy's output stage blocks insults; it has no PII rail).
+    insult = '{"body": "You are an \\u0069diot"}'
+    assert json.loads(insult)["body"] == "You are an idiot"
+    upstream.message = {"role": "assistant", "content": None, "tool_calls": [_call(insult)]}
+    completion = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}])
+    assert completion.choices[0].finish_reason == "content_filter"
+    assert not completion.choices[0].message.tool_calls
+    upstream.deltas = [
+        {"role": "assistant", "content": None},
+        {"tool_calls": [{"index": 0, "id": "call_0", "function": {"name": "send_mail", "arguments": ""}}]},
+        *(
+            {"tool_calls": [{"index": 0, "function": {"arguments": insult[i : i + 5]}}]}
+            for i in range(0, len(insult), 5)
+        ),
+    ]
+    chunks = list(
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], stream=True)
+    )
+    assert not [
+        call for chunk in chunks for choice in chunk.choices for call in choice.delta.tool_calls or []
+    ]
+    assert [choice.finish_reason for chunk in chunks for choice in chunk.choices][-1] == "content_filter"
+
+
+def test_every_text_field_and_the_role_of_a_prompt_message_are_checked(tools):
+    upstream, client = tools
+    upstream.message, upstream.finish = {"role": "assistant", "content": "Noted."}, "stop"
+    try:
+        history = [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": "ok",
+                "reasoning_content": "Mail jane@example.com.",
+                "prefix": True,
+            },
+        ]
+        upstream.received.clear()
+        client.chat.completions.create(model="m", messages=history)
+        sent = upstream.received[-1]["messages"][1]
+        assert sent["reasoning_content"] == "Mail <EMAIL_ADDRESS>." and sent["prefix"] is True
+        upstream.received.clear()
+        refused = {
+            "messages[0].role": {"role": "user jane@example.com", "content": "hi"},
+            "messages[0].role must": {"role": {"x": "jane@example.com"}, "content": "hi"},
+            "messages[0].tool_call_id": {"role": "tool", "content": "ok", "tool_call_id": "jane@example.com"},
+            "messages[0].audio": {"role": "assistant", "content": "x", "audio": {"note": "jane@example.com"}},
+            "messages[0].reasoning_content": {"role": "assistant", "content": "x", "reasoning_content": 7},
+        }
+        for where, message in refused.items():
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="m", messages=[message])
+            assert where.split()[0] in caught.value.message and "jane" not in caught.value.message, where
+        assert upstream.received == []
+    finally:
+        upstream.finish = "tool_calls"
+
+
+def test_answer_metadata_is_relayed_only_without_pii_or_text(tools):
+    upstream, client = tools
+    prompt = [{"role": "user", "content": "go"}]
+    leaks = ["jane.doe@example.com", "212-555-0143", "078-05-1120", "4111-1111-1111-1111", "idiot"]
+    try:
+        upstream.finish = "you_worthless_idiot"
+        upstream.message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_call("{}") | {"id": "jane@example.org"}],
+        }
+        upstream.extra = {
+            "id": "jane.doe@example.com",
+            "model": "call_me_at_+1-212-555-0143",
+            "system_fingerprint": "SSN_078-05-1120",
+            "service_tier": "4111-1111-1111-1111",
+            "usage": {"prompt_tokens": 3, "you_are_a_worthless_idiot": 1, "idiot_details": {"x_tokens": 1}},
+        }
+        completion = client.chat.completions.create(model="m", messages=prompt)
+        relayed = completion.model_dump_json(warnings=False)
+        assert not [leak for leak in leaks if leak in relayed] and "example.org" not in relayed
+        assert completion.choices[0].finish_reason == "stop" and completion.usage.prompt_tokens == 3
+        removed = set(completion.model_extra[GUARD_FIELD]["output"]["removed_fields"])
+        assert {"id", "model", "system_fingerprint", "service_tier"} <= removed
+        # Real identifiers pass: dated and versioned model names, hex ids, fingerprints, usage details.
+        upstream.finish = "stop"
+        upstream.message = {"role": "assistant", "content": "Fine."}
+        real = {
+            "id": "chatcmpl-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901",
+            "model": "claude-3-5-sonnet@20240620",
+            "system_fingerprint": "fp_44709d6fcb",
+            "service_tier": "default",
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 1,
+                "total_tokens": 4,
+                "queue_time": 0.01,
+                "prompt_tokens_details": {"cached_tokens": 2},
+            },
+        }
+        upstream.extra = real
+        completion = client.chat.completions.create(model="m", messages=prompt)
+        dumped = completion.model_dump(warnings=False)
+        assert {k: dumped[k] for k in ("id", "model", "system_fingerprint", "service_tier")} == {
+            k: real[k] for k in ("id", "model", "system_fingerprint", "service_tier")
+        }
+        assert dumped["usage"]["prompt_tokens_details"]["cached_tokens"] == 2
+        assert completion.usage.model_extra["queue_time"] == 0.01
+        upstream.extra = {"model": "gpt-4o-2024-08-06"}
+        assert client.chat.completions.create(model="m", messages=prompt).model == "gpt-4o-2024-08-06"
+    finally:
+        upstream.finish = "tool_calls"
+        upstream.extra = {}
+
+
+def test_a_stream_whose_choices_are_not_a_list_ends_with_an_error_event(tools, proxy):
+    upstream, client = tools
+    upstream.events = [
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": "Hello."}, "finish_reason": None}
+            ],
+        },
+        {"id": "c1", "choices": {"a": 1}},
+    ]
+    try:
+        with pytest.raises(openai.APIError, match="not a list"):
+            list(
+                client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "go"}], stream=True
+                )
+            )
+    finally:
+        upstream.events = None
+
+
+def test_a_request_head_is_bounded_in_size_and_in_time(tmp_path, monkeypatch):
+    # uvicorn's default parser buffers a header of any size, and waits for a trickled one forever.
+    import rai_harness.guardrails.server as server_module
+
+    monkeypatch.setattr(server_module, "HEAD_TIMEOUT_S", 0.5)
+    with _proxy(_policy(tmp_path, pii=False)) as proxy:
+        host, port = "127.0.0.1", proxy.port
+        with socket.create_connection((host, port), timeout=10) as big:
+            big.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+                + b"a" * (server_module.MAX_HEAD_BYTES + 10)
+            )
+            answer = big.recv(1024)
+            assert answer == b"" or answer.split(b" ")[1] in (b"400", b"431")
+        with socket.create_connection((host, port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server, not answered
+            assert time.monotonic() - started < 5
+        # A request that sends its head in time is served, and keep-alive still works.
+        with socket.create_connection((host, port), timeout=10) as ok:
+            for _ in range(2):
+                ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert ok.recv(4096).startswith(b"HTTP/1.1 200")

@@ -484,6 +484,14 @@ def serve_command(
     max_messages: Annotated[
         int, typer.Option(help="Most messages or texts per request (413 above).", min=1)
     ] = 256,
+    max_texts: Annotated[
+        int,
+        typer.Option(
+            help="Most texts one request has checked: contents, content parts, text fields, tool-call "
+            "arguments and tool descriptions (413 above).",
+            min=1,
+        ),
+    ] = 1024,
     max_concurrency: Annotated[
         int, typer.Option(help="Requests served at once (429 with Retry-After above).", min=1)
     ] = 64,
@@ -530,6 +538,7 @@ def serve_command(
             port=port,
             max_body_bytes=max_body_bytes,
             max_messages=max_messages,
+            max_texts=max_texts,
             max_concurrency=max_concurrency,
             request_timeout_s=timeout_s,
             check_tool_definitions=check_tool_definitions,

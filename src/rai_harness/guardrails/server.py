@@ -35,6 +35,7 @@ import contextlib
 import copy
 import gc
 import hmac
+import json
 import logging
 import math
 import re
@@ -186,6 +187,10 @@ class ServeConfig:
         port: Port to bind.
         max_body_bytes: Largest request body; larger gets 413.
         max_messages: Most messages (or texts) per request; more gets 413.
+        max_texts: Most texts one request has checked (message contents and content parts,
+            other text fields, tool-call arguments, tool descriptions); more gets 413. It
+            bounds the rails' work per request, so that one request of many tiny parts cannot
+            hold the classifiers for seconds while other clients' checks time out.
         max_concurrency: Requests served at once; more get 429 with ``Retry-After``.
         retry_after_s: ``Retry-After`` sent with 429 and 503, seconds.
         request_timeout_s: Deadline of a whole request, upstream and rails included
@@ -205,6 +210,7 @@ class ServeConfig:
     port: int = 8000
     max_body_bytes: int = 1024 * 1024
     max_messages: int = 256
+    max_texts: int = 1024
     max_concurrency: int = 64
     retry_after_s: int = 1
     request_timeout_s: float = 60.0
@@ -215,6 +221,7 @@ class ServeConfig:
         for name in (
             "max_body_bytes",
             "max_messages",
+            "max_texts",
             "max_concurrency",
             "retry_after_s",
             "stream_buffer_chars",
@@ -522,7 +529,10 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
     """
     out: list[_Segment] = []
     for i, message in enumerate(messages):
-        role = str(message.get("role", ""))
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            # The role is relayed as is: an unknown one would carry text no rail reads.
+            raise _bad_message(f"messages[{i}].role", f"must be one of {', '.join(sorted(_ROLES))}")
         content = message.get("content")
         if isinstance(content, str):
             if content:
@@ -543,16 +553,57 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                 else:
                     problem = f"needs a string `{bad.key}`"
                 raise _bad_message(f"messages[{i}].content[{bad.index}]", problem) from None
-        for key in ("refusal", "name"):
-            value = message.get(key)
-            if value is None:
+        for key, value in message.items():
+            if key in _MESSAGE_KEYS or value is None:
                 continue
+            if key == "tool_call_id":
+                if not _is_identifier(value):
+                    raise _bad_message(
+                        f"messages[{i}].{key}", "must be an identifier (letters, digits, _.:-)"
+                    )
+                continue
+            if isinstance(value, bool | int | float) and key not in _MESSAGE_TEXT_KEYS:
+                continue  # a flag or a number carries no text (e.g. a prefix: true)
+            # Every other field (refusal, name, reasoning_content...) goes into the model's
+            # context with the message: a string is checked like the content, anything else
+            # is refused rather than passed on unread.
             if not isinstance(value, str):
-                raise _bad_message(f"messages[{i}].{key}", "must be a string")
+                raise _bad_message(
+                    f"messages[{i}].{key}", "must be a string (the guard checks every text a message carries)"
+                )
             if value:
                 out.append(_Segment(i, None, role, value, (key,)))
         out.extend(_tool_call_segments(i, role, message))
     return out
+
+
+#: Roles a request's message may have (OpenAI's, ``developer`` and the legacy ``function``).
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+#: Message keys :func:`_segments` reads on their own terms; every other key is text it checks.
+_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
+#: Message keys that hold text by definition: anything but a string there is refused.
+_MESSAGE_TEXT_KEYS = frozenset({"refusal", "name", "reasoning_content", "reasoning"})
+
+
+def _checkable_arguments(arguments: str) -> str:
+    """Tool-call ``arguments`` in the form the rails should read.
+
+    An agent decodes the arguments as JSON, so ``"jane\\u0040example.com"`` reaches the
+    tool as ``jane@example.com``: a rail reading the raw string sees no address. Arguments
+    that are JSON and hold any escape are checked re-encoded without needless escapes (the
+    same values, so relaying either form is the same call); anything else is checked as sent
+    (arguments that are not JSON decode to nothing for the agent either).
+    """
+    if "\\" not in arguments:
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    except RecursionError:  # nested past the decoder's limit: no agent decodes it either
+        return arguments
+    return json.dumps(value, ensure_ascii=False)
 
 
 class _UnreadablePart(Exception):
@@ -595,14 +646,24 @@ def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_
             if not isinstance(arguments, str):
                 raise _bad_message(f"messages[{i}].tool_calls[{j}]", "needs `function.arguments` as a string")
             if arguments:
-                out.append(_Segment(i, None, role, arguments, ("tool_calls", j, "function", "arguments")))
+                out.append(
+                    _Segment(
+                        i,
+                        None,
+                        role,
+                        _checkable_arguments(arguments),
+                        ("tool_calls", j, "function", "arguments"),
+                    )
+                )
     legacy = message.get("function_call")
     if legacy is not None:
         arguments = legacy.get("arguments") if isinstance(legacy, Mapping) else None
         if not isinstance(arguments, str):
             raise _bad_message(f"messages[{i}].function_call", "needs `arguments` as a string")
         if arguments:
-            out.append(_Segment(i, None, role, arguments, ("function_call", "arguments")))
+            out.append(
+                _Segment(i, None, role, _checkable_arguments(arguments), ("function_call", "arguments"))
+            )
     return out
 
 
@@ -737,7 +798,17 @@ def _note_removed(removed: list[str], name: str) -> None:
 #: and short tokens only when they look like what they claim to be: a hostile upstream could
 #: put text the rails never see into a model name, a finish reason or a tool name.
 _IDENTIFIER = re.compile(r"[\w.:/@+-]{1,256}\Z")
+#: What an identifier must not hold: an e-mail address (``@`` then a domain; a version tag
+#: such as ``model@20240620`` passes), or nine or more digits standing alone, single
+#: separators allowed (a phone, card or social-security number; a date or a version has fewer,
+#: and digits inside a hex id touch letters).
+_PII_SHAPED = re.compile(r"@[^@]*\.[^\W\d_]{2}|(?<![^\W_])\d(?:[.:/+-]?\d){8,}(?![^\W_])")
 _TOKEN = re.compile(r"[a-z_]{1,32}\Z")
+#: The finish reasons relayed; any other (a hostile upstream's text) becomes ``stop``.
+_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+#: The last word of a ``usage`` key relayed (``prompt_tokens``, ``queue_time``, ``cost``...):
+#: a key is a name, not a place for text.
+_USAGE_KEY = re.compile(r"(?:[a-z]+_){0,5}(?:tokens|time|cost|count)\Z")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
@@ -751,6 +822,11 @@ _MAX_TEXT_FIELDS = 8
 _STAND_IN = {"id": "chatcmpl-guard", "model": "unknown"}
 
 
+def _is_identifier(value: Any) -> bool:
+    """``value`` is a string of an identifier's shape that holds no e-mail, phone or card number."""
+    return isinstance(value, str) and bool(_IDENTIFIER.match(value)) and not _PII_SHAPED.search(value)
+
+
 def _identifiers(source: Mapping[str, Any], removed: list[str], *, fill: bool = True) -> dict[str, Any]:
     """The completion-level metadata a relayed answer keeps.
 
@@ -762,7 +838,12 @@ def _identifiers(source: Mapping[str, Any], removed: list[str], *, fill: bool = 
     out: dict[str, Any] = {}
     for key in ("id", "model", "system_fingerprint", "service_tier"):
         value = source.get(key)
-        if isinstance(value, str) and _IDENTIFIER.match(value):
+        # A service tier is a word ("default", "flex"), not an id.
+        if (
+            (isinstance(value, str) and _TOKEN.match(value))
+            if key == "service_tier"
+            else _is_identifier(value)
+        ):
             out[key] = value
         elif value is not None:
             _note_removed(removed, key)
@@ -790,14 +871,20 @@ def _counts(value: Any) -> dict[str, Any] | None:
             k: v
             for k, v in source.items()
             if isinstance(k, str)
-            and _FIELD_NAME.match(k)
+            and _USAGE_KEY.match(k)
             and isinstance(v, int | float)
             and not isinstance(v, bool)
         }
 
     out = numbers(value)
     for key, inner in value.items():
-        if isinstance(key, str) and _FIELD_NAME.match(key) and isinstance(inner, Mapping):
+        # prompt_tokens_details, cost_details...: the breakdown of a usage key.
+        if (
+            isinstance(key, str)
+            and key.endswith("_details")
+            and _USAGE_KEY.match(key.removesuffix("_details"))
+            and isinstance(inner, Mapping)
+        ):
             out[key] = numbers(inner)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):  # an SDK requires them
         out.setdefault(key, 0)
@@ -805,7 +892,8 @@ def _counts(value: Any) -> dict[str, Any] | None:
 
 
 def _finish_reason(value: Any) -> str | None:
-    return value if isinstance(value, str) and _TOKEN.match(value) else None
+    """``value`` if it is one of :data:`_FINISH_REASONS`, else None."""
+    return value if isinstance(value, str) and value in _FINISH_REASONS else None
 
 
 def _text_fields(fields: Mapping[str, Any], removed: list[str], held: int = 0) -> list[tuple[str, str]]:
@@ -863,7 +951,7 @@ def _relayed_tool_calls(message: Mapping[str, Any]) -> dict[str, Any]:
             call_id = call.get("id")
             rebuilt.append(
                 {
-                    "id": call_id if isinstance(call_id, str) and _IDENTIFIER.match(call_id) else f"call_{j}",
+                    "id": call_id if _is_identifier(call_id) else f"call_{j}",
                     "type": "function",
                     "function": function(call.get("function")),
                 }
@@ -945,7 +1033,7 @@ class _HeldBack:
                 raise _UpstreamStreamError("the upstream sent more than 128 tool calls")
             call = self.calls.setdefault(index, {"index": index, "type": "function"})
             call_id = piece.get("id")
-            if isinstance(call_id, str) and _IDENTIFIER.match(call_id):
+            if _is_identifier(call_id):
                 call["id"] = call_id
             function = piece.get("function")
             if function is None:
@@ -1367,6 +1455,7 @@ class GuardService:
             segments = [_Segment(i, None, "", t) for i, t in enumerate(texts)]
         else:
             segments = _segments(self._messages(body))
+            self._check_texts(segments)
         results = await self.check_texts([s.text for s in segments], stage)
         items = []
         for i, (segment, result) in enumerate(zip(segments, results, strict=True)):
@@ -1398,6 +1487,16 @@ class GuardService:
                 f"{n} {what} is over the limit of {self.config.max_messages}",
                 "invalid_request_error",
                 "too_many_messages",
+            )
+
+    def _check_texts(self, segments: Sequence[_Segment]) -> None:
+        if len(segments) > self.config.max_texts:
+            raise _HTTPError(
+                413,
+                f"the request holds {len(segments)} texts to check (contents, content parts, text "
+                f"fields, tool-call arguments, tool descriptions), over the limit of {self.config.max_texts}",
+                "invalid_request_error",
+                "too_many_texts",
             )
 
     def _messages(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1470,6 +1569,7 @@ class GuardService:
         segments = _segments(messages)
         if self.config.check_tool_definitions:
             segments += _tool_definition_segments(body)
+        self._check_texts(segments)
         inputs = await self.check_texts([s.text for s in segments], "input")
         input_action = strongest(r.action for r in inputs)
         input_verdict = {
@@ -1732,6 +1832,8 @@ class GuardService:
                     raise _UpstreamStreamError("the upstream reported an error mid-stream")
                 template.update(_identifiers(event, held.removed, fill=False))
                 choices = event.get("choices") or []
+                if not isinstance(choices, list):
+                    raise _UpstreamStreamError("the upstream sent `choices` that is not a list")
                 if not choices:
                     usage = _counts(event.get("usage"))
                     if usage is not None:
@@ -1826,6 +1928,21 @@ class GuardService:
             # An error event (the OpenAI SDK raises APIError on it), never a clean end: a cut
             # answer must not look complete. Nothing unchecked was sent.
             yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": kind}})
+        except Exception as exc:  # whatever broke, the stream must not end looking complete
+            # An answer of a shape nothing above foresaw: still an error event, counted. The log
+            # names the exception type only (its message may quote the upstream's text).
+            self.metrics.count_error("internal")
+            logger.error("stream relay failed: %s", type(exc).__name__)
+            yield _sse(
+                {
+                    "error": {
+                        "message": "the guard could not read the upstream stream",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "internal",
+                    }
+                }
+            )
 
     @staticmethod
     def _answer_content(content: Any) -> tuple[Any, list[_Segment]]:
@@ -1859,7 +1976,7 @@ class GuardService:
         """The held text fields and tool calls as checked deltas (redacted where a rail says
         so), or the verdict that blocks the answer."""
         texts = [(key, "".join(parts)) for key, parts in held.texts.items()]
-        calls = held.call_arguments()
+        calls = [(index, _checkable_arguments(arguments)) for index, arguments in held.call_arguments()]
         results = await self._guard().acheck_outputs([t for _, t in texts] + [a for _, a in calls])
         for result in results:
             on_result(result)
@@ -2035,6 +2152,60 @@ def create_app(
     return app
 
 
+#: Largest request head (request line and headers) a connection may send: past it h11 answers
+#: 431/400 and closes it. Without it the default parser buffers a header of any size.
+MAX_HEAD_BYTES = 64 * 1024
+#: Seconds a connection has to send each request's head once it opens (or once the previous
+#: answer is complete): a client that trickles a header is closed, so idle half-open
+#: connections cannot pile up. The request's own deadline covers the body and the rest.
+HEAD_TIMEOUT_S = 10.0
+
+
+def _http_options() -> dict[str, Any]:
+    """uvicorn options that bound each request head's size and arrival time (h11 parser)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadBoundedH11(H11Protocol):
+        """uvicorn's h11 protocol with a deadline on each request head."""
+
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the head is in: the request's deadline takes over
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()
+
+    return {"http": HeadBoundedH11, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+
+
 def serve(
     guard: Guard | Callable[[], Guard],
     config: ServeConfig,
@@ -2068,6 +2239,7 @@ def serve(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(config.request_timeout_s) + 1,
+        **_http_options(),
     )
 
 
@@ -2112,6 +2284,7 @@ class BackgroundServer:
             lifespan="on",
             server_header=False,
             timeout_graceful_shutdown=int(self._graceful),
+            **_http_options(),
         )
         server = uvicorn.Server(config)
         self._server = server
