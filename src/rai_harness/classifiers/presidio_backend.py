@@ -33,6 +33,7 @@ presidio's own default) only drops findings below it, and rails decide what to r
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import re
@@ -42,7 +43,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rai_harness.classifiers.base import ClassifierSpec, LabelScores, Span
-from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, SPACED_EMAIL, spelled_out_email
+from rai_harness.classifiers.pii_shapes import (
+    OBFUSCATED_EMAIL,
+    SEPARATED_CARD,
+    SEPARATED_IBAN,
+    SPACED_EMAIL,
+    iban_prefixes,
+    is_card_number,
+    spelled_out_email,
+)
 from rai_harness.errors import ConfigError, MissingDependencyError, did_you_mean
 
 if TYPE_CHECKING:
@@ -351,7 +360,7 @@ class PresidioClassifier:
         score; spans are sorted by ``(start, end, label)``.
         """
         best: dict[tuple[int, int, str], float] = {}
-        for start, end, label, score in findings:
+        for start, end, label, score in _without_number_fragments(findings):
             if label in self.labels and end > start:
                 best[(start, end, label)] = max(best.get((start, end, label), 0.0), score)
         spans = tuple(Span(start=k[0], end=k[1], label=k[2], score=v) for k, v in sorted(best.items()))
@@ -369,6 +378,46 @@ class PresidioClassifier:
                 f"unknown presidio entity type(s): {', '.join(hints)}; supported: {', '.join(sorted(supported))}",
                 key_path="options.entities",
             )
+
+
+#: Identifiers presidio checksums (Luhn, mod 97): a finding scored 1.0 is certain.
+_CHECKSUMMED_LABELS = frozenset({"CREDIT_CARD", "IBAN_CODE"})
+#: Labels whose recognizers read any run of digits and separators: presidio's phone recognizer
+#: (libphonenumber) finds a phone number in ``0532/0130/00 2``, part of an IBAN and one word more.
+_DIGIT_RUN_LABELS = frozenset({"PHONE_NUMBER", "US_SSN", "IP_ADDRESS"})
+
+
+def _without_number_fragments(
+    findings: Sequence[tuple[int, int, str, float]],
+) -> list[tuple[int, int, str, float]]:
+    """``findings`` without the uncertain digit-run findings that overlap a checksummed card or IBAN.
+
+    Such a finding reads some of the same digits, sometimes with the next word: redaction
+    merges overlapping spans, so ``IBAN DE89/3704/0044/0532/0130/00 2 days`` lost its ``2``.
+    The card or IBAN itself is kept, so nothing is less redacted or less blocked.
+    """
+    certain = sorted(
+        (s, e) for s, e, label, score in findings if label in _CHECKSUMMED_LABELS and score >= 1.0
+    )
+    if not certain:
+        return list(findings)
+    # Disjoint, sorted ranges, so each finding needs one bisection (a text of 20,000 characters
+    # can hold a thousand cards and as many phone readings).
+    merged: list[list[int]] = []
+    for start, end in certain:
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    ends = [end for _, end in merged]
+
+    def overlaps_certain(start: int, end: int) -> bool:
+        k = bisect.bisect_right(ends, start)  # first range ending after `start`
+        return k < len(merged) and merged[k][0] < end
+
+    return [
+        f for f in findings if not (f[2] in _DIGIT_RUN_LABELS and f[3] < 1.0 and overlaps_certain(f[0], f[1]))
+    ]
 
 
 def tame_long_runs(text: str) -> str:
@@ -522,7 +571,7 @@ def _build_analyzer(
     nlp_engine: SpacyNlpEngine, language: str, deny_terms: Mapping[str, Sequence[str]]
 ) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer, IbanRecognizer
 
     registry = RecognizerRegistry(supported_languages=[language])
     with _presidio_log_level(logging.ERROR):
@@ -539,6 +588,9 @@ def _build_analyzer(
         registry.add_recognizer(_glued_email_recognizer(language))
     if any(type(rec) is CreditCardRecognizer for rec in registry.recognizers):
         registry.add_recognizer(_glued_card_recognizer(language))
+        registry.add_recognizer(_separated_card_recognizer(language))
+    if any(type(rec) is IbanRecognizer for rec in registry.recognizers):
+        registry.add_recognizer(_separated_iban_recognizer(language))
     for label, terms in deny_terms.items():
         registry.add_recognizer(
             PatternRecognizer(
@@ -577,8 +629,10 @@ def _offline_tld_extractor() -> Any:
 
 
 def _spelled_out_email_recognizer(language: str) -> Any:
-    """E-mail addresses written out (``jane dot doe at example dot com``, ``jane [at] x [dot] org``)
-    or spaced out (``j a n e @ x . o r g``).
+    """E-mail addresses written out (``jane dot doe at example dot com``, ``jane [at] x [dot] org``,
+    ``jane{at}x{dot}org``, ``jane -at- x -dot- org``, ``jane@x\u00b7org``, ``"john doe"@x.org``;
+    see :data:`~rai_harness.classifiers.pii_shapes.OBFUSCATED_EMAIL`) or spaced out
+    (``j a n e @ x . o r g``).
 
     Scored 0.5, under a plain address's 1.0 (the wording is less certain), and kept only
     when the address it spells has a real public suffix, so prose such as "look at it
@@ -656,6 +710,61 @@ def _glued_card_recognizer(language: str) -> Any:
     glued = rf"(?:(?<=[^\W\d_]){digits}(?!\d)|(?<!\d){digits}(?=[^\W\d_]))"
     return CreditCardRecognizer(
         patterns=[Pattern("glued_card", glued, 0.3)], supported_language=language, name="glued_card"
+    )
+
+
+def _separated_card_recognizer(language: str) -> Any:
+    """Card numbers whose groups are separated by anything people use: ``.``, ``/``, ``_``,
+    ``,``, tabs, several spaces (:data:`~rai_harness.classifiers.pii_shapes.SEPARATED_CARD`).
+
+    presidio's pattern accepts one ``-`` or space between groups, so ``4111.1111.1111.1111``
+    passed the guard. The separator must be the same throughout the number, and the digits
+    must pass :func:`~rai_harness.classifiers.pii_shapes.is_card_number` (Luhn), so dates,
+    versions, amounts and IP addresses are not cards. Scored as presidio's own: 1.0 once valid.
+    """
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    class SeparatedCardRecognizer(CreditCardRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return is_card_number(pattern_text)
+
+    return SeparatedCardRecognizer(
+        patterns=[Pattern("separated_card", SEPARATED_CARD.pattern, 0.3)],
+        supported_language=language,
+        name="separated_card",
+    )
+
+
+def _separated_iban_recognizer(language: str) -> Any:
+    """IBANs in groups of any size with any one separator (``DE89.3704.0044...``,
+    ``DE89/3704/...``, ``DE89 37 04 00 44...``; :data:`~rai_harness.classifiers.pii_shapes.SEPARATED_IBAN`).
+
+    presidio's pattern wants groups of four separated by one space or ``-``: ``DE89/3704/0044/0532/0130/00``
+    was cut into a phone number and left the rest showing. The longest start of a match that
+    ends at a group boundary and passes presidio's own check (mod-97 checksum and the
+    country's format) is the IBAN, scored 1.0 as presidio scores a valid one.
+    """
+    from presidio_analyzer import LocalRecognizer, RecognizerResult
+    from presidio_analyzer.predefined_recognizers import IbanRecognizer
+
+    checker = IbanRecognizer(supported_language=language)
+
+    class SeparatedIbanRecognizer(LocalRecognizer):
+        def load(self) -> None:
+            """Nothing to load: a pattern and presidio's checksum."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            found = []
+            for match in SEPARATED_IBAN.finditer(text):
+                for end, compact in iban_prefixes(match.group()):
+                    if checker.validate_result(compact) is True:
+                        found.append(RecognizerResult("IBAN_CODE", match.start(), match.start() + end, 1.0))
+                        break
+            return found
+
+    return SeparatedIbanRecognizer(
+        supported_entities=["IBAN_CODE"], name="separated_iban", supported_language=language
     )
 
 

@@ -25,7 +25,14 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    back to offsets of the checked text, so a redaction cuts the original in the right
    place, invisible characters inside a finding included.
 
-5. **Fold lookalike letters.** In a word that holds ASCII letters, a letter of another
+5. **Fold digits and dashes.** Every Unicode decimal digit becomes its ASCII digit (Arabic-Indic
+   ``\u0664``, Devanagari ``\u096a``... -> ``4``) and every dash, hyphen and minus sign becomes
+   ``-`` (``\u2011``, ``\u2013``, ``\u2212``...), one character for one
+   (:func:`~rai_harness.classifiers.pii_shapes.fold_digits_and_dashes`). NFKC maps none of
+   them, and a card or IBAN pattern is written in ASCII: ``4111\u20111111\u20111111\u20111111``
+   passed the guard while ``4111-1111-1111-1111`` was blocked.
+
+6. **Fold lookalike letters.** In a word that holds ASCII letters, a letter of another
    script that Unicode lists as confusable with a Latin one (TR39 confusables, through
    ``confusable-homoglyphs``: Cyrillic ``с``, Greek ``ο``...) is replaced by that letter, one
    for one, so ``jane@example.\u0441om`` is found as an address. Words of one script are
@@ -50,6 +57,7 @@ from typing import Literal
 from confusable_homoglyphs import categories, confusables
 
 from rai_harness.classifiers.base import Span
+from rai_harness.classifiers.pii_shapes import fold_digits_and_dashes
 from rai_harness.validation import repair_surrogates
 
 __all__ = [
@@ -283,7 +291,8 @@ def fold_lookalikes(text: str) -> str:
 
 def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tuple[int, ...] | None]:
     """Remove invisible and bidi-control characters, turn controls into spaces or remove them,
-    NFKC-normalise and fold lookalike letters (:func:`fold_lookalikes`), with an offset map.
+    NFKC-normalise, fold digits of every script to ASCII and dashes to ``-``, and fold lookalike
+    letters (:func:`fold_lookalikes`), with an offset map.
 
     A text holding controls that render as nothing (NUL, ESC...) is returned twice, joined by a
     newline: once with them removed, once with each as a space, so a finding hidden by either
@@ -292,20 +301,26 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
     Returns:
         ``(detection, starts, ends)``: for each character of ``detection``, the range of
         ``text`` it came from; ``starts`` and ``ends`` are ``None`` when the offsets are the
-        identity (nothing removed or recomposed; lookalikes are folded one for one).
+        identity (nothing removed or recomposed; digits, dashes and lookalikes are folded one
+        for one).
     """
     if text.isascii() and not _ASCII_CONTROLS.search(text):
         return text, None, None
     kinds = {_control_kind(c) for c in text} - {None}
     if not kinds and unicodedata.is_normalized("NFKC", text) and not any(map(_needs_cluster, text)):
-        return fold_lookalikes(text), None, None
+        return _fold(text), None, None
     if "hidden" not in kinds:
         detection, starts, ends = _normalized(text, hidden_as_space=False)
-        return fold_lookalikes(detection), starts, ends
+        return _fold(detection), starts, ends
     removed = _normalized(text, hidden_as_space=False)
     spaced = _normalized(text, hidden_as_space=True)
     detection, starts, ends = join_detections([removed, spaced], joint=len(text) - 1)
-    return fold_lookalikes(detection), starts, ends
+    return _fold(detection), starts, ends
+
+
+def _fold(detection: str) -> str:
+    """Digits, dashes and lookalike letters folded, each one for one, so offsets stay put."""
+    return fold_lookalikes(fold_digits_and_dashes(detection))
 
 
 def join_detections(

@@ -8,7 +8,8 @@ Two detectors, used together:
 * **regex**: e-mail addresses, phone numbers, card numbers and US SSNs by shape, including
   the partial and obfuscated forms a model leaks when it half-refuses (``jane.doe@``,
   ``@example.com``, ``jane dot doe at example dot com``, a local ``555-0123``, a masked
-  ``415-555-01XX``). It always runs, after presidio, as a safety net: presidio rejects some
+  ``415-555-01XX``), and card numbers with other separators (``4111.1111.1111.1111``,
+  Luhn-checked). It always runs, after presidio, as a safety net: presidio rejects some
   well-formed test values (``123-45-6789`` fails its SSN validity rules) and most partial
   ones, which a reader should still not see.
 
@@ -27,7 +28,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rai_harness.classifiers.base import Span
-from rai_harness.classifiers.pii_shapes import OBFUSCATED_EMAIL, SPACED_EMAIL
+from rai_harness.classifiers.pii_shapes import (
+    OBFUSCATED_EMAIL,
+    SEPARATED_CARD,
+    SPACED_EMAIL,
+    fold_digits_and_dashes,
+    is_card_number,
+)
 from rai_harness.classifiers.redact import redact
 
 __all__ = ["Redactor", "RedactorKind", "regex_spans"]
@@ -71,10 +78,24 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def regex_spans(text: str) -> list[Span]:
-    """Spans of e-mails, card numbers, SSNs and phone numbers found by shape."""
+    """Spans of e-mails, card numbers, SSNs and phone numbers found by shape.
+
+    The shapes are matched on ``text`` with its digits of every script as ASCII digits and its
+    dashes as ``-``, one character for one (the guard reads text the same way), so a card or
+    phone number written ``4111\u20111111...`` or in Arabic-Indic digits is found, at the same
+    offsets.
+    """
+    folded = fold_digits_and_dashes(text)
     spans: list[Span] = []
     for label, pattern in _PATTERNS:
-        spans.extend(Span(m.start(), m.end(), label, 0.5) for m in pattern.finditer(text))
+        spans.extend(Span(m.start(), m.end(), label, 0.5) for m in pattern.finditer(folded))
+    # Cards with other separators (4111.1111.1111.1111, tabs, "/"): Luhn-checked, as such
+    # shapes are also dates, versions and amounts.
+    spans.extend(
+        Span(m.start(), m.end(), "CREDIT_CARD", 0.5)
+        for m in SEPARATED_CARD.finditer(folded)
+        if is_card_number(m.group())
+    )
     return spans
 
 
