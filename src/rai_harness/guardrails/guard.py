@@ -375,8 +375,13 @@ class Guard:
 
         Text is buffered until a sentence ends (``.``, ``!`` or ``?`` followed by
         whitespace, or a newline) or the buffer reaches ``max_buffer_chars``; each sentence
-        is checked together with the previous one, so a phrase split across a sentence
-        boundary is still seen whole. Redact rails redact within the released sentence.
+        is checked together with the previously released piece, so a phrase split across a
+        sentence boundary is still seen whole. Redact rails redact within the released
+        piece. A tail a finding could run on from (a number group, a word at a newline or
+        at the cut, a spelled-out "dot doe") is held back, at most
+        :data:`~rai_harness.guardrails.streaming.MAX_HELD_TAIL_CHARS` characters, and
+        checked again with the text after it, so a card number or address that straddles a
+        cut is redacted whole, as the whole-text check would.
 
         Given an async iterable, returns an async iterator (same as :meth:`astream_output`).
 
