@@ -268,3 +268,88 @@ async def test_lone_surrogates_in_a_reply_are_replaced_and_the_run_keeps_every_r
     assert {r.output for r in records} == {"bad \ufffd text \ufffd end"}
     assert {v["output"] for v in stored.values()} == {"bad \ufffd text \ufffd end"}
     assert write_samples(tmp_path / "samples.jsonl", records) == 3
+
+
+def _answering_app(answer: dict, events: list[dict]):
+    """A Starlette app answering every chat call with ``answer`` (or ``events`` as SSE)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request):
+        body = await request.json()
+        if body.get("stream"):
+
+            async def sse():
+                for event in events:
+                    yield "data: " + json.dumps(event) + "\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(sse(), media_type="text/event-stream")
+        return JSONResponse(answer)
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def _completion(model, finish) -> dict:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def _chunk(model, delta: dict, finish=None, choices=None) -> dict:
+    event = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    event["choices"] = (
+        choices if choices is not None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    )
+    return event
+
+
+@pytest.mark.parametrize("client", ["httpx", "sdk"])
+@pytest.mark.parametrize(
+    ("answer", "events", "what"),
+    [
+        # A model name or finish reason of any size was stored with every call and counted in
+        # run.json (14 MiB each: 1.6 GB for 12 calls).
+        (_completion("m" * 100_000, "stop"), [_chunk("m" * 100_000, {"content": "ok"}, "stop")], "model"),
+        (_completion("m", "x" * 100_000), [_chunk("m", {"content": "ok"}, "x" * 100_000)], "finish_reason"),
+        (_completion("m", {"a": 1}), [_chunk("m", {"content": "ok"}, {"a": 1})], "finish_reason"),
+        (_completion(123, "stop"), [_chunk(123, {"content": "ok"}, "stop")], "model"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_with_an_odd_model_or_finish_reason_is_a_bad_response(
+    client, answer, events, what, stream
+):
+    from rai_harness.guardrails.server import BackgroundServer
+
+    with BackgroundServer(_answering_app(answer, events)) as server:
+        provider = OpenAIConfig(
+            model="m", base_url=server.url + "/v1", api_key_env=None, client=client, stream=stream
+        ).build()
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await provider.generate(ChatRequest.from_prompt("s", "hi"))
+        finally:
+            await provider.aclose()
+    assert caught.value.error_type == "bad_response" and caught.value.retryable
+    assert what in str(caught.value)
+
+
+async def test_a_stream_whose_choices_are_not_a_list_is_a_bad_response():
+    from rai_harness.guardrails.server import BackgroundServer
+
+    events = [_chunk("m", {}, choices="abc"), _chunk("m", {"content": "ok"}, "stop")]
+    with BackgroundServer(_answering_app({}, events)) as server:
+        provider = OpenAIConfig(model="m", base_url=server.url + "/v1", api_key_env=None).build()
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await provider.generate(ChatRequest.from_prompt("s", "hi"))
+        finally:
+            await provider.aclose()
+    assert caught.value.error_type == "bad_response"

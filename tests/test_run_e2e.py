@@ -357,3 +357,54 @@ def test_bad_guard_policy_fails_at_plan_time(tmp_path, api_key):
     with pytest.raises(ConfigError) as info:
         plan_run(load_run_config(cfg_path), config_path=cfg_path)
     assert "policy.yaml" in str(info.value)
+
+
+def test_a_rerun_under_new_prices_or_without_streaming_reports_what_the_config_says(tmp_path, api_key):
+    # Pricing is not part of a call's identity (a new price must not re-send the calls), so the
+    # reused calls are priced again; streaming is (a call not streamed measures no TTFT).
+    with FakeOpenAIServer() as srv:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
+        out = tmp_path / "out"
+        cheap = write_config(
+            tmp_path / "a.yaml", srv.base_url, prompts, pricing={"input_per_1m": 1.0, "output_per_1m": 2.0}
+        )
+        dear = write_config(
+            tmp_path / "b.yaml",
+            srv.base_url,
+            prompts,
+            pricing={"input_per_1m": 100.0, "output_per_1m": 200.0},
+            stream=False,
+        )
+        fresh = tmp_path / "fresh"
+        first = run_config(cheap, out)
+        calls = srv.stats()["calls"]
+        second = run_config(dear, out)
+        assert srv.stats()["calls"] == 2 * calls  # not streamed: every call made again
+        third = run_config(dear, fresh)
+        again = run_config(
+            write_config(
+                tmp_path / "c.yaml",
+                srv.base_url,
+                prompts,
+                pricing={"input_per_1m": 100.0, "output_per_1m": 200.0},
+            ),
+            out,
+        )
+        assert srv.stats()["calls"] == 3 * calls  # streamed again: the first run's calls reused
+    a, b, c, d = (r.providers["fake"] for r in (first, second, third, again))
+    assert a.ttft_s.n == calls and b.ttft_s.n == 0 and c.ttft_s.n == 0 and d.ttft_s.n == calls
+    assert b.cost.total_usd == pytest.approx(c.cost.total_usd) and b.cost.total_usd > 0
+    assert d.cost.total_usd == pytest.approx(100 * a.cost.total_usd)
+    assert all(
+        s.cost_usd == pytest.approx(s.prompt_tokens * 1e-4 + s.completion_tokens * 2e-4)
+        for s in read_samples(out / "samples.jsonl")
+        if s.ok
+    )
+
+
+def test_a_url_with_credentials_is_refused_before_anything_is_written(tmp_path, api_key):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    cfg = write_config(tmp_path / "run.yaml", "http://user:pw-secret@127.0.0.1:9/v1", prompts)
+    with pytest.raises(ConfigError) as caught:
+        load_run_config(cfg)
+    assert "base_url" in str(caught.value) and "pw-secret" not in str(caught.value)

@@ -46,6 +46,10 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
+#: The user-information part of a URL (``//user:password@``), masked in messages.
+_URL_CREDENTIALS = re.compile(r"(//)[^/@\s]*@")
+
+
 def _holds_lone_surrogate(value: Any) -> bool:
     """True when a string anywhere in ``value`` (keys included) holds a lone surrogate."""
     try:
@@ -101,6 +105,8 @@ def format_validation_error(
     else:
         got = err.get("input")
         shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+        # A URL's user name and password are never echoed (CI logs keep what a run prints).
+        shown = _URL_CREDENTIALS.sub(r"\1***@", shown)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         message = f"{_message(err)} (got {shown})"

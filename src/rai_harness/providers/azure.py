@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, SeedSupport, require_package
+from rai_harness.providers.base import ProviderConfig, SeedSupport, require_package, url_without_credentials
 from rai_harness.providers.openai_compat import OpenAICompatProvider, make_http_client, read_secrets
 
 __all__ = ["ENTRA_SCOPE", "AzureOpenAIConfig"]
@@ -64,7 +64,7 @@ class AzureOpenAIConfig(ProviderConfig):
     def _endpoint_is_root(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("endpoint must be a URL like https://NAME.openai.azure.com")
-        value = value.rstrip("/")
+        value = cast(str, url_without_credentials(value.rstrip("/"), "endpoint"))
         # A common paste: the full deployment URL. The deployment belongs in `model`.
         if "/openai/" in value + "/":
             raise ValueError(

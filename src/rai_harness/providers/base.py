@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import logging
 import time
+import urllib.parse
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -119,6 +120,26 @@ def describe_provider(provider: Provider) -> dict[str, Any]:
     except Exception as exc:
         log.warning("could not describe provider: %s", exc)
         return {"describe_error": str(exc)}
+
+
+def url_without_credentials(value: str | None, field: str) -> str | None:
+    """``value`` unchanged, for a pydantic validator; a URL with a user name or password refused.
+
+    The URL is part of the run record (``run.json``), the report and every call key: a password
+    written into it (``http://user:pw@host/v1``) would be copied into all of them.
+
+    Raises:
+        ValueError: The URL holds credentials (the message names ``field`` and the fix).
+    """
+    if value is not None:
+        parts = urllib.parse.urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                f"{field} must not hold a user name or password (it is copied into run.json, the "
+                "report and the call keys); send credentials from the environment: api_key_env, or "
+                "headers_env for a header such as Authorization"
+            )
+    return value
 
 
 class GenerationParamsConfig(BaseModel):
@@ -323,7 +344,8 @@ class ProviderConfig(BaseModel):
     def call_identity(
         self, *, guard_sha256: str | None = None, guard_weights: Mapping[str, str | None] | None = None
     ) -> dict[str, Any]:
-        """The identity in every call key: :meth:`cache_identity`, plus the guard when there is one.
+        """The identity in every call key: :meth:`cache_identity`, plus ``stream: false`` for a
+        provider that does not stream and the guard when there is one.
 
         The guard's policy counts by content (sha256), not by path (paths differ between
         clones), for every provider kind, and so do the weights its classifiers load.
@@ -340,6 +362,11 @@ class ProviderConfig(BaseModel):
                 hashing the path, or a changed policy would reuse stale guarded outputs.
         """
         identity = self.cache_identity()
+        if not self.stream:
+            # A call not streamed measures no time to first token: reusing streamed records
+            # (or the reverse) would report timings the config no longer takes. Only the
+            # non-default case is named, so streamed calls keep the keys they always had.
+            identity["stream"] = False
         if self.guard is not None:
             digest = guard_sha256 if guard_sha256 is not None else _policy_sha256(self.guard.policy)
             identity["guard"] = {

@@ -31,10 +31,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import BaseProvider, ProviderConfig, StreamTimer
+from rai_harness.providers.base import BaseProvider, ProviderConfig, StreamTimer, url_without_credentials
 from rai_harness.providers.errors_map import parse_retry_after, scrub_and_shorten, scrub_secrets
 from rai_harness.providers.tokens import estimate_usage
 from rai_harness.types import ChatRequest, Generation, Usage
@@ -82,6 +82,11 @@ class BedrockConfig(ProviderConfig):
     endpoint_url: str | None = Field(
         None, description="Override of the bedrock-runtime endpoint (VPC endpoints, tests)."
     )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_has_no_credentials(cls, value: str | None) -> str | None:
+        return url_without_credentials(value, "endpoint_url")
 
     def cache_identity(self) -> dict[str, Any]:
         """Model and region decide the outputs; the profile (credentials) does not."""

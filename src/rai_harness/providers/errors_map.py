@@ -52,6 +52,7 @@ __all__ = [
     "scrub_and_shorten",
     "scrub_secrets",
     "stream_error_event",
+    "well_formed",
     "without_secrets",
 ]
 
@@ -113,6 +114,40 @@ def _hide_values(text: str, ordered: Sequence[str]) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+#: Longest model name and finish reason an answer may report. Both are stored with every
+#: call (journal, samples) and counted in ``run.json``; a hostile endpoint sending 14 MiB of
+#: either, under the response-size cap, made 12 calls take 1.6 GB and 352 MB of samples.
+MAX_MODEL_CHARS = 256
+MAX_FINISH_REASON_CHARS = 64
+
+
+def well_formed(generation: Generation) -> Generation:
+    """``generation`` if its model name and finish reason are short strings (or absent).
+
+    Raises:
+        ProviderError: ``bad_response`` (retryable, like any malformed answer) naming the field.
+    """
+    for name, value, limit in (
+        ("model", generation.model, MAX_MODEL_CHARS),
+        ("finish_reason", generation.finish_reason, MAX_FINISH_REASON_CHARS),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ProviderError(
+                f"the answer's {name} is a {type(value).__name__}, not a string",
+                retryable=True,
+                error_type="bad_response",
+            )
+        if len(value) > limit:
+            raise ProviderError(
+                f"the answer's {name} is {len(value):,} characters long (more than {limit})",
+                retryable=True,
+                error_type="bad_response",
+            )
+    return generation
 
 
 def without_secrets(generation: Generation, secrets: Iterable[str]) -> Generation:

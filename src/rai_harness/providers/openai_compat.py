@@ -50,8 +50,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import BaseProvider, Provider, ProviderConfig, SeedSupport, StreamTimer
-from rai_harness.providers.errors_map import map_openai_error, without_secrets
+from rai_harness.providers.base import (
+    BaseProvider,
+    Provider,
+    ProviderConfig,
+    SeedSupport,
+    StreamTimer,
+    url_without_credentials,
+)
+from rai_harness.providers.errors_map import map_openai_error, well_formed, without_secrets
 from rai_harness.providers.httpio import (
     ACCEPT_ENCODING,
     ResponseLimits,
@@ -121,7 +128,7 @@ class OpenAIConfig(ProviderConfig):
     def _base_url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https:// (e.g. http://localhost:8000/v1)")
-        return value
+        return url_without_credentials(value, "base_url")
 
     @field_validator("api_key_env")
     @classmethod
@@ -476,7 +483,7 @@ class OpenAICompatProvider(BaseProvider):
         except Exception as exc:
             # The SDK wraps what the transport raised (a response over a limit) in its own type.
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secret_values())) from None
-        return without_secrets(generation, self._secret_values())
+        return without_secrets(well_formed(generation), self._secret_values())
 
     async def _generate_once(
         self, kwargs: dict[str, Any], request: ChatRequest, timer: StreamTimer

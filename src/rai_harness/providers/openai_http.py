@@ -31,6 +31,7 @@ from rai_harness.providers.errors_map import (
     map_openai_error,
     provider_error_for_body,
     stream_error_event,
+    well_formed,
     without_secrets,
 )
 from rai_harness.providers.httpio import ResponseLimits, find_limit_error
@@ -173,7 +174,7 @@ class LeanOpenAIProvider(BaseProvider):
             raise
         except Exception as exc:
             raise (find_limit_error(exc) or map_openai_error(exc, secrets=self._secrets)) from None
-        return without_secrets(generation, self._secrets)
+        return without_secrets(well_formed(generation), self._secrets)
 
     async def _status_error(self, response: Any) -> ProviderError:
         body = await response.aread()
@@ -215,8 +216,8 @@ class LeanOpenAIProvider(BaseProvider):
             latency_s=latency,
             ttft_s=None,
             connect_s=timer.connect_s,
-            finish_reason=_str_or_none(choice.get("finish_reason")),
-            model=_str_or_none(data.get("model")) or self._model,
+            finish_reason=choice.get("finish_reason") or None,
+            model=data.get("model") or self._model,
             streamed=False,
         )
 
@@ -248,7 +249,10 @@ class LeanOpenAIProvider(BaseProvider):
                         model = event["model"]
                     if isinstance(event.get("usage"), dict):
                         usage = event["usage"]
-                    for choice in event.get("choices") or ():
+                    choices = event.get("choices") or ()
+                    if not isinstance(choices, list | tuple):
+                        raise _bad("an SSE event's choices is not a list")
+                    for choice in choices:
                         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                             continue
                         delta = choice.get("delta")
@@ -259,7 +263,7 @@ class LeanOpenAIProvider(BaseProvider):
                             check_output_chars(chars, self._limits)
                             parts.append(content)
                         if choice.get("finish_reason"):
-                            finish = str(choice["finish_reason"])
+                            finish = choice["finish_reason"]  # a string: checked by well_formed
                 if done:
                     break
             latency = timer.elapsed_s()
@@ -289,7 +293,8 @@ class LeanOpenAIProvider(BaseProvider):
             ttft_s=timer.ttft_s,
             connect_s=timer.connect_s,
             finish_reason=finish,
-            model=_str_or_none(model) or self._model,
+            # An odd-typed model is refused by well_formed, as in a whole answer.
+            model=model or self._model,
             streamed=True,
         )
 
@@ -313,7 +318,3 @@ async def _drain_after_done(chunks: AsyncIterator[bytes]) -> None:
 
 def _bad(message: str) -> ProviderError:
     return ProviderError(message, retryable=True, error_type="bad_response")
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from rai_harness.errors import ProviderError
-from rai_harness.providers.base import ProviderConfig, SeedSupport
+from rai_harness.providers.base import ProviderConfig, SeedSupport, url_without_credentials
 from rai_harness.providers.openai_compat import OpenAICompatProvider, make_http_client
 
 __all__ = ["CLOUD_PLATFORM_SCOPE", "REFRESH_MARGIN_S", "GoogleTokenSource", "VertexConfig"]
@@ -60,6 +60,11 @@ class VertexConfig(ProviderConfig):
     base_url: str | None = Field(
         None, description="Override of the computed endpoint URL (private endpoints, tests)."
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_has_no_credentials(cls, value: str | None) -> str | None:
+        return url_without_credentials(value, "base_url")
 
     @field_validator("model")
     @classmethod

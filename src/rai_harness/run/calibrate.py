@@ -41,7 +41,7 @@ from rai_harness.errors import ConfigError
 from rai_harness.pricing import PriceTable
 from rai_harness.providers.base import ProviderConfig, build_provider
 from rai_harness.record import CallRecord, DatasetInfo, write_json_atomic, write_samples
-from rai_harness.run.execute import _apply_hourly, _seed_requests
+from rai_harness.run.execute import _apply_prices, _seed_requests
 from rai_harness.run.journal import Journal, call_key
 from rai_harness.run.judge import judge_params
 from rai_harness.run.runner import RetryPolicy, generate_calls
@@ -234,7 +234,7 @@ async def calibrate_judge(
         with contextlib.suppress(Exception):
             await provider.aclose()
         journal.close()
-    records = _apply_hourly(list(records), price)
+    records = _apply_prices(list(records), price)
     write_samples(out / "judge_calls.jsonl", records)
     verdicts = [parse_verdict(rubric, r.output) if r.ok else None for r in records]
     judged = [v.label if v is not None else None for v in verdicts]

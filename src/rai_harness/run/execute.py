@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rai_harness.config import RunConfig, check_secrets, secret_values
 from rai_harness.errors import ConfigError
 from rai_harness.load import requests_for
-from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs
+from rai_harness.pricing import PriceTable, ResolvedPrice, hourly_costs, token_cost
 from rai_harness.providers.base import Provider, ProviderConfig, build_provider, describe_provider
 from rai_harness.record import (
     CallRecord,
@@ -501,8 +501,22 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def _apply_hourly(records: list[CallRecord], price: ResolvedPrice | None) -> list[CallRecord]:
-    """Fill per-call cost for hourly-priced providers (needs all calls' times)."""
+def _apply_prices(records: list[CallRecord], price: ResolvedPrice | None) -> list[CallRecord]:
+    """Every successful call's cost at this run's price.
+
+    Per-token prices are applied again to each call's token counts: pricing is not part of a
+    call's identity (a new price must not re-send the calls), so a call reused from the journal
+    of a run under another price carries that price's cost, and a gate on cost would read the
+    old price under the new one's name. Hourly prices need all calls' times.
+    """
+    if price is not None and price.per_token:
+        out = list(records)
+        for i, record in enumerate(records):
+            if record.ok and record.prompt_tokens is not None and record.completion_tokens is not None:
+                cost = token_cost(price, record.prompt_tokens, record.completion_tokens)
+                if cost != record.cost_usd:
+                    out[i] = _replace(record, cost_usd=cost)
+        return out
     if price is None or not price.hourly or price.usd_per_hour is None:
         return records
     ok_idx = [i for i, r in enumerate(records) if r.ok]
@@ -717,7 +731,7 @@ async def execute_run(
         calls = summarize_calls(plan, generated)
         # Judge phase: judges grade the outputs of the suites that name one (their own budget).
         judged = await run_judge_stage(
-            plan, calls.records, journal, seed_requests=_seed_requests, price_records=_apply_hourly
+            plan, calls.records, journal, seed_requests=_seed_requests, price_records=_apply_prices
         )
         scored = score_suites(
             plan.suites,
@@ -999,7 +1013,7 @@ def summarize_calls(plan: RunPlan, generated: Generated) -> CallSummary:
     records: list[CallRecord] = []
     summaries: dict[str, ProviderSummary] = {}
     for pp, outcome, info in zip(plan.providers, generated.outcomes, generated.model_infos, strict=True):
-        priced = _apply_hourly(list(outcome), pp.price)
+        priced = _apply_prices(list(outcome), pp.price)
         records.extend(priced)
         summaries[pp.provider_id] = summarize_provider(
             pp.config.kind, pp.config.model, priced, pp.price, info, load=plan.config.load

@@ -423,7 +423,7 @@ async def run_judge_stage(
         records: The run's generation records.
         journal: The run's journal (judge calls are journaled and reused like any call).
         seed_requests: Gives each request its per-call seed (the run's recipe).
-        price_records: Fills hourly costs once all of a provider's calls are known.
+        price_records: Applies the run's prices once all of a provider's calls are known.
     """
     judges = {j.judge_id: j for j in plan.judges}
     judged_suites = [ps for ps in plan.suites if ps.judge is not None]
