@@ -125,6 +125,37 @@ def test_errors_reach_their_own_callers_only() -> None:
     engine.close()
 
 
+class _Abort(BaseException):
+    """Not an Exception: what a KeyboardInterrupt or SystemExit inside a model call looks like."""
+
+
+def test_a_batch_that_raises_a_base_exception_does_not_strand_the_items_behind_it() -> None:
+    # Its callers get it and the worker goes on. The worker used to stop on it while staying
+    # registered, so no later item ever ran and every caller timed out (a rail's
+    # on_error: allow passed them).
+    calls: list[list[str]] = []
+    started, gate = threading.Event(), threading.Event()
+
+    def fn(items: list[str]) -> list[str]:
+        calls.append(items)
+        if "abort" in items:
+            started.set()
+            assert gate.wait(WAIT_S)
+            raise _Abort
+        return [i.upper() for i in items]
+
+    engine: MicroBatchEngine[str, str] = MicroBatchEngine(fn, max_wait_ms=0)
+    aborted = engine.submit("abort", key="a")
+    assert started.wait(WAIT_S)
+    queued = engine.submit("queued", key="b")  # waits behind the batch that will abort
+    gate.set()
+    with pytest.raises(_Abort):
+        aborted.result(WAIT_S)
+    assert queued.result(WAIT_S) == "QUEUED"
+    assert engine.submit("later").result(WAIT_S) == "LATER"
+    engine.close()
+
+
 def test_a_result_count_mismatch_fails_the_batch() -> None:
     engine: MicroBatchEngine[str, str] = MicroBatchEngine(lambda items: [], max_wait_ms=0)
     with pytest.raises(RuntimeError, match="0 results for 1 items"):

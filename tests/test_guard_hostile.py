@@ -704,9 +704,71 @@ input:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Its own exit code, not an abort (134) or a segfault (139): 2, since rails timed out.
+    assert proc.returncode == 2 and "failed or timed out" in proc.stderr, proc.stderr[-2000:]
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(out) == len(texts)
     assert all(o["action"] == "block" for o in out)  # on_error: block (the default)
     assert any("timed out" in (r["error"] or "") for o in out for r in o["rails"])
     assert "Aborting" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _FixedClassifier:
+    """Returns the same scores and spans for every text."""
+
+    name = "fixed"
+    labels = ("bad",)
+    produces_spans = True
+
+    def __init__(self, scores: dict[str, float], spans: tuple = ()) -> None:
+        self.result = LabelScores(scores, spans)
+
+    def predict(self, texts: Sequence[str]) -> list[LabelScores]:
+        return [self.result for _ in texts]
+
+
+@pytest.mark.parametrize("make", [lambda r: (x for x in r), lambda r: map(lambda x: x, r), iter])
+def test_rails_given_as_a_generator_are_used(make) -> None:
+    # all() over a generator used it up, and the guard was built with no rails (allow everything).
+    rail = Rail("r", KeywordClassifier({"insult": ["idiot"]}), threshold=0.5, action="block")
+    guard = Guard(input_rails=make([rail]))
+    try:
+        assert [r.name for r in guard.input_rails] == ["r"]
+        assert guard.check_input("you idiot").action == "block"
+    finally:
+        guard.close()
+
+
+@pytest.mark.parametrize("on_error", ["block", "allow"])
+@pytest.mark.parametrize("score", [float("nan"), float("inf")])
+def test_a_score_that_is_not_a_finite_number_is_a_failed_check(on_error, score) -> None:
+    from rai_harness.classifiers.base import Span
+
+    for result in (_FixedClassifier({"bad": score}), _FixedClassifier({}, (Span(0, 3, "bad", score),))):
+        rail = Rail("r", result, threshold=0.5, action="block", on_error=on_error)
+        guard = Guard(output_rails=[rail], micro_batch=False)
+        try:
+            verdict = guard.check_output("bad text")
+        finally:
+            guard.close()
+        assert verdict.action == on_error and verdict.errors and "finite" in verdict.errors[0].error
+
+
+@pytest.mark.parametrize("span", [(5, 2), (-4, 3), (20, 30), (3, 3)])
+def test_a_redaction_whose_spans_lie_outside_the_text_blocks(span) -> None:
+    from rai_harness.classifiers.base import Span
+
+    clf = _FixedClassifier({"bad": 0.9}, (Span(span[0], span[1], "bad", 0.9),))
+    guard = Guard(output_rails=[Rail("r", clf, threshold=0.5, action="redact")], micro_batch=False)
+    try:
+        verdict = guard.check_output("secret text")
+    finally:
+        guard.close()
+    assert verdict.action == "block" and verdict.redacted_text is None
+    # One usable span among unusable ones: only it is cut.
+    clf.result = LabelScores({"bad": 0.9}, (Span(20, 30, "bad", 0.9), Span(0, 6, "bad", 0.9)))
+    guard = Guard(output_rails=[Rail("r", clf, threshold=0.5, action="redact")], micro_batch=False)
+    try:
+        assert guard.check_output("secret text").redacted_text == "<bad> text"
+    finally:
+        guard.close()

@@ -277,3 +277,18 @@ def test_strict_is_stricter_than_default():
     for stage in ("input", "output"):
         for classifier in ("toxicity", "pii"):
             assert lowest(strict, stage, classifier) <= lowest(default, stage, classifier)
+
+
+@pytest.mark.parametrize("value", [False, 0, "", {}, "none"])
+def test_a_stage_that_is_not_a_list_is_refused_not_read_as_no_rails(tmp_path, value):
+    # `input: false` loaded as "no rails" switched input checking off without a word.
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["input"] = value
+    err = load_error(tmp_path, data)
+    assert err.key_path == "input" and "list of rails" in str(err)
+
+
+def test_a_stage_left_empty_has_no_rails(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    text = yaml.safe_dump({k: v for k, v in data.items() if k != "input"}, sort_keys=False) + "input:\n"
+    assert load_policy(write(tmp_path, text)).input == []

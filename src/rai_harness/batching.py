@@ -193,10 +193,14 @@ class MicroBatchEngine(Generic[T, R]):
             self._queue.append(entry)
             self._queued_units[key] = self._queued_units.get(key, 0) + size
             if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name=f"rai-batch[{self.name}]", daemon=True)
-                self._worker.start()
+                self._start_worker()
             self._cond.notify()
         return future
+
+    def _start_worker(self) -> None:
+        """Start the worker thread (lock held)."""
+        self._worker = threading.Thread(target=self._run, name=f"rai-batch[{self.name}]", daemon=True)
+        self._worker.start()
 
     def fail(self, predicate: Callable[[T], bool], error: BaseException) -> int:
         """Fail the queued and running items ``predicate`` selects (one caller is leaving).
@@ -313,16 +317,25 @@ class MicroBatchEngine(Generic[T, R]):
             return live
 
     def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
-            if batch:  # all cancelled: nothing to run
-                try:
-                    self._run_batch(batch)
-                finally:
-                    with self._cond:
-                        self._running = []
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                if batch:  # all cancelled: nothing to run
+                    try:
+                        self._run_batch(batch)
+                    finally:
+                        with self._cond:
+                            self._running = []
+        finally:
+            with self._cond:
+                if self._worker is threading.current_thread():
+                    self._worker = None
+                    # Stopped by something other than close() (a bug): the items queued still
+                    # need a worker, or they wait out their callers' timeouts.
+                    if self._queue and not self._closed:
+                        self._start_worker()
 
     def _run_batch(self, batch: list[_Entry[T, R]]) -> None:
         units = sum(e.size for e in batch)
@@ -339,8 +352,10 @@ class MicroBatchEngine(Generic[T, R]):
             stats.errors += 1
             for entry in batch:
                 _settle(entry.future, exc)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt, SystemExit: the callers know; the worker stops
+            # Not re-raised, whatever it is (a KeyboardInterrupt or SystemExit from inside a
+            # model call included): its callers have it, and a worker that stopped on it left
+            # every later item waiting until its caller timed out, which a rail's
+            # on_error: allow turned into passes.
             logger.debug("%s: a batch of %d items failed: %r", self.name, len(batch), exc)
             return
         for entry, outcome in zip(batch, results, strict=True):

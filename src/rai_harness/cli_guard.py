@@ -190,12 +190,14 @@ def check(
     still checked, and the exit code is then 2.
     """
     from rai_harness.guardrails import Guard
+    from rai_harness.guardrails.textprep import NOTICE_OVER_MAX_CHARS
 
     sources = sum(x is not None for x in (text, input_file))
     if sources != 1:
         raise _error(ConfigError("give exactly one of TEXT, '-' (stdin) or --input FILE"))
     worst = "allow"
     bad_lines = 0
+    failed_checks = 0  # verdicts where a rail's classifier failed or timed out
     code = EXIT_OK
     guard: Guard | None = None
     try:
@@ -239,13 +241,25 @@ def check(
                     verdict.update(result.to_dict())
                     if _STRENGTH[result.action] > _STRENGTH[worst]:
                         worst = result.action
+                    # A text over max_chars is blocked by the policy, not by a failure.
+                    if result.errors and NOTICE_OVER_MAX_CHARS not in result.notices:
+                        failed_checks += 1
                 typer.echo(_json_line(verdict))
     except RaiError as exc:
         code = EXIT_ERROR
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     finally:
         clean = guard.close(timeout=_EXIT_WAIT_S) if guard is not None else True
-    if code == EXIT_OK and bad_lines:
+    if failed_checks:
+        # Each rail's on_error still decided its verdict; the exit code says the check was not
+        # whole, so a CI step with --fail-on does not pass on rails that checked nothing.
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {failed_checks} text(s) had a rail that failed or timed out (its "
+            "on_error decided; see rails[].error in the verdicts)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if code == EXIT_OK and (bad_lines or failed_checks):
         code = EXIT_ERROR
     elif code == EXIT_OK and fail_on is not None and _STRENGTH[worst] >= _STRENGTH[fail_on.value]:
         code = EXIT_FAILED

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, overload
@@ -100,8 +100,8 @@ class Guard:
 
     def __init__(
         self,
-        input_rails: Sequence[Rail] = (),
-        output_rails: Sequence[Rail] = (),
+        input_rails: Iterable[Rail] = (),
+        output_rails: Iterable[Rail] = (),
         *,
         name: str = "guard",
         micro_batch: bool = True,
@@ -115,9 +115,16 @@ class Guard:
                 f"over_max_chars must be block or head_tail, got {over_max_chars!r}",
                 key_path="over_max_chars",
             )
+        # Materialised first: a generator or map() checked with all() would be used up, and the
+        # guard built with no rails would allow every text.
+        stages: dict[str, tuple[Rail, ...]] = {}
         for stage_name, given in (("input_rails", input_rails), ("output_rails", output_rails)):
-            if isinstance(given, Rail) or not all(isinstance(r, Rail) for r in given):
+            if isinstance(given, Rail | str | bytes | Mapping):
                 raise TypeError(f"{stage_name} must be a list of Rail objects, e.g. {stage_name}=[rail]")
+            stages[stage_name] = tuple(given)
+            if not all(isinstance(r, Rail) for r in stages[stage_name]):
+                raise TypeError(f"{stage_name} must be a list of Rail objects, e.g. {stage_name}=[rail]")
+        input_rails, output_rails = stages["input_rails"], stages["output_rails"]
         if not input_rails and not output_rails:
             raise ConfigError(
                 "a guard needs at least one rail (input_rails or output_rails): without any it allows every text"
@@ -438,7 +445,7 @@ def _combine(
                 RailResult(rail.name, stage, False, "block", {}, (), error, 0.0) for rail in rails
             )
         else:
-            results = tuple(_to_original(p, r[scored]) for r in per_rail)
+            results = tuple(_to_original(p, _usable_redaction(r[scored], len(p.detection))) for r in per_rail)
             scored += 1
         action = strongest(
             [*(r.action for r in results), "flag" if p.notices else "allow"]
@@ -462,6 +469,29 @@ def _combine(
             )
         )
     return out
+
+
+def _usable_redaction(result: RailResult, n_chars: int) -> RailResult:
+    """A redacting ``result`` with only the spans that lie inside the scored text (``n_chars``
+    long); with none, a block.
+
+    A classifier's spans are its own (a plugin, a remote model): one that is reversed, negative
+    or past the end cuts nothing, and a redact verdict that cuts nothing would let the text
+    through as if it were cleaned.
+    """
+    if result.action != "redact":
+        return result
+    usable = tuple(s for s in result.spans if 0 <= s.start < s.end <= n_chars)
+    if usable == result.spans:
+        return result
+    if usable:
+        return dataclasses.replace(result, spans=usable)
+    return dataclasses.replace(
+        result,
+        action="block",
+        spans=(),
+        error="triggered, but every span the classifier returned lies outside the text: nothing to redact; blocked",
+    )
 
 
 def _to_original(prepared: PreparedText, result: RailResult) -> RailResult:

@@ -187,9 +187,16 @@ def parse_policy(data: Any, *, file: str | None = None) -> GuardPolicy:
         _check_backend(classifiers[str(cname)], file=file, key_path=key_path)
     stages: dict[str, list[RailSpec]] = {}
     for stage in ("input", "output"):
-        raw = data.get(stage) or []
+        raw = data.get(stage)
+        if raw is None:  # absent or empty (`input:`): no rails at this stage
+            raw = []
         if not isinstance(raw, list):
-            raise ConfigError("must be a list of rails", file=file, key_path=stage)
+            # `input: false` or `{}` loaded as "no rails" would switch the stage off unsaid.
+            raise ConfigError(
+                f"must be a list of rails (got {type(raw).__name__}); leave the key out for no rails",
+                file=file,
+                key_path=stage,
+            )
         rails = []
         for i, item in enumerate(raw):
             key_path = f"{stage}[{i}]"

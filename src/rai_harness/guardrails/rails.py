@@ -625,7 +625,18 @@ class Rail:
         return bool(self.findings(result))
 
     def evaluate(self, result: LabelScores, stage: Stage, latency_ms: float = 0.0) -> RailResult:
-        """Apply thresholds and action to one classifier result."""
+        """Apply thresholds and action to one classifier result.
+
+        A watched score that is not a finite number (NaN from an fp16 overflow, a plugin's bug)
+        is a failed check, which ``on_error`` decides: compared with a threshold, NaN is never
+        reached, so the text would pass as if the classifier had cleared it.
+        """
+        watched = [float(result.scores.get(label, 0.0)) for label in self.thresholds]
+        watched += [float(s.score) for s in result.spans if s.label in self.thresholds]
+        if not all(math.isfinite(score) for score in watched):
+            return self.failed(
+                stage, "the classifier returned a score that is not a finite number", latency_ms
+            )
         findings = self.findings(result)
         triggered = self.is_triggered(result)
         action: Action = self.action if triggered else "allow"
