@@ -227,3 +227,52 @@ def test_csv_line_numbers_and_file_errors(tmp_path):
     assert "no rows" in str(error(empty))
     assert "unsupported" in str(error(tmp_path / "g.parquet"))
     assert "not found" in str(error(tmp_path / "missing.csv"))
+
+
+def test_the_audit_scores_what_the_guard_checks(tmp_path):
+    # Rows the guard normalises (a zero-width space, fullwidth letters) or blocks for their
+    # length: scoring the raw rows measured another pipeline than check().
+    from rai_harness.classifiers.keyword import KeywordClassifier
+
+    rows = [
+        {"text": "you id\u200biot", "label": 1},
+        {"text": "you \uff49\uff44\uff49\uff4f\uff54", "label": 1},
+        {"text": "x" * 300, "label": 1},
+        {"text": "hello there", "label": 0},
+    ]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    rail = Rail("r", KeywordClassifier({"insult": ["idiot"]}), threshold=0.5, action="block")
+    with Guard(input_rails=[rail], max_chars=200, micro_batch=False) as guard:
+        checked = [guard.check_input(r["text"]).blocked for r in rows]
+        report = audit_guard(guard, data, single_sample=0)
+    assert checked == [True, True, True, False]
+    m = report.guard
+    assert (m.tp, m.fp, m.fn, m.tn) == (3, 0, 0, 1)
+    assert (report.rails[0].metrics.tp, report.rails[0].metrics.fn) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bom.jsonl", b'\xef\xbb\xbf{"text": "hi", "label": 0}\n{"text": "idiot", "label": 1}\n', None),
+        ("bom.csv", b"\xef\xbb\xbftext,label\nhi,0\nidiot,1\n", None),
+        ("bad.jsonl", b'{"text": "hi", "label": 0}\n{"text": "\xff\xfe", "label": 1}\n', "not UTF-8"),
+        ("bad.csv", b"text,label\nhi,0\n\xff\xfe,1\n", "not UTF-8"),
+        ("deep.jsonl", b'{"text": "hi", "label": 0}\n' + b"[" * 100_000 + b"\n", "line 2"),
+        ("lone.jsonl", b'{"text": "hi", "label": 0}\n{"text": "x \\ud800", "label": 1}\n', "line 2"),
+    ],
+)
+def test_hostile_data_files_are_read_or_refused_by_line(tmp_path, name, content, message):
+    from rai_harness.classifiers.keyword import KeywordClassifier
+
+    data = tmp_path / name
+    data.write_bytes(content)
+    rail = Rail("r", KeywordClassifier({"insult": ["idiot"]}), threshold=0.5, action="block")
+    with Guard(input_rails=[rail], micro_batch=False) as guard:
+        if message is None:
+            assert audit_guard(guard, data, single_sample=0).guard.tp == 1
+        else:
+            with pytest.raises(ConfigError, match=message) as caught:
+                audit_guard(guard, data, single_sample=0)
+            assert caught.value.file == str(data)

@@ -291,7 +291,8 @@ def iter_jsonl(
     file = str(path)
     number = 0
     try:
-        with open(path, encoding="utf-8") as fh:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first line.
+        with open(path, encoding="utf-8-sig") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -300,6 +301,12 @@ def iter_jsonl(
                 except json.JSONDecodeError as exc:
                     raise ConfigError(
                         f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
+                        file=file,
+                        key_path=f"line {number}",
+                    ) from None
+                except RecursionError:
+                    raise ConfigError(
+                        "nests JSON too deeply to read; each line must be one flat JSON object",
                         file=file,
                         key_path=f"line {number}",
                     ) from None

@@ -39,7 +39,6 @@ timeouts: it measures the classifier, not the deadline.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -53,7 +52,9 @@ from rai_harness.classifiers.base import Classifier, LabelScores
 from rai_harness.errors import ConfigError, RunError, did_you_mean
 from rai_harness.guardrails.guard import Guard
 from rai_harness.guardrails.rails import Rail, Stage
+from rai_harness.guardrails.textprep import PreparedText, prepare
 from rai_harness.stats.classification import BinaryMetrics, binary_metrics, roc_auc
+from rai_harness.validation import iter_jsonl
 
 if TYPE_CHECKING:
     from rai_harness.guardrails.guard import ClassifierSource
@@ -164,34 +165,30 @@ def _rows(path: Path) -> list[tuple[int, Mapping[str, Any]]]:
         raise ConfigError(
             f"unsupported data file type '{suffix or '(none)'}'; use .csv, .tsv or .jsonl", file=file
         )
+    if suffix in (".jsonl", ".ndjson"):
+        # The one JSONL reader: a byte-order mark, bytes that are not UTF-8, deep nesting and a
+        # lone surrogate are each an error naming the line, never an internal error.
+        return [(line.number, line.obj) for line in iter_jsonl(path, what="data file")]
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: a byte-order mark would otherwise become part of the first column's name.
+        handle = path.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError as exc:
         raise ConfigError("data file not found; check the path", file=file) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read the data file: {exc.strerror}", file=file) from exc
     rows: list[tuple[int, Mapping[str, Any]]] = []
     with handle:
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            try:
-                for row in reader:
-                    rows.append((reader.line_num, row))
-            except csv.Error as exc:
-                raise ConfigError(f"bad CSV: {exc}", file=file, key_path=f"line {reader.line_num}") from exc
-        else:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(
-                        f"invalid JSON: {exc.msg}", file=file, key_path=f"line {number}"
-                    ) from exc
-                if not isinstance(item, dict):
-                    raise ConfigError("each line must be a JSON object", file=file, key_path=f"line {number}")
-                rows.append((number, item))
+        reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            for row in reader:
+                rows.append((reader.line_num, row))
+        except csv.Error as exc:
+            raise ConfigError(f"bad CSV: {exc}", file=file, key_path=f"line {reader.line_num}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the data file is not UTF-8 text ({exc.reason}, after line {reader.line_num}); save it as UTF-8",
+                file=file,
+            ) from None
     return rows
 
 
@@ -385,13 +382,19 @@ class AuditReport:
 
 @dataclass(frozen=True, slots=True)
 class _Scored:
-    results: tuple[LabelScores, ...]
+    # One per row; None for a row the guard blocks before any classifier sees it (longer than
+    # max_chars with over_max_chars: block), as check() does.
+    results: tuple[LabelScores | None, ...]
     latency: LatencyStats
 
 
 def _score_classifier(
-    classifier: Classifier, texts: Sequence[str], *, batch_size: int, single_sample: int
+    classifier: Classifier, prepared: Sequence[PreparedText], *, batch_size: int, single_sample: int
 ) -> _Scored:
+    """Score what the guard's classifiers would score: each row's detection text."""
+    texts = [p.detection for p in prepared if not p.skip]
+    if not texts:
+        raise ConfigError("every row is longer than the policy's max_chars: the guard blocks them unscored")
     results: list[LabelScores] = []
     started = time.perf_counter()
     try:
@@ -420,12 +423,18 @@ def _score_classifier(
         single_p95_ms=float(np.percentile(single, 95)) if single else None,
         single_n=len(single),
     )
-    return _Scored(tuple(results), latency)
+    scored = iter(results)
+    return _Scored(tuple(None if p.skip else next(scored) for p in prepared), latency)
+
+
+def _triggered(rail: Rail, result: LabelScores | None) -> bool:
+    """Whether ``rail`` stops the row: a row blocked for its length is stopped by every rail."""
+    return True if result is None else rail.is_triggered(result)
 
 
 def _audit_rail(rail: Rail, scored: _Scored, data: LabelledData) -> RailAudit:
-    scores = [rail.score(r) for r in scored.results]
-    predicted = [rail.is_triggered(r) for r in scored.results]
+    scores = [1.0 if r is None else rail.score(r) for r in scored.results]
+    predicted = [_triggered(rail, r) for r in scored.results]
     groups: tuple[GroupBias, ...] = ()
     bias = None
     if data.groups is not None:
@@ -493,16 +502,23 @@ def audit_guard(
         rails = guard.rails(stage)
         if not rails:
             raise ConfigError(f"the guard '{guard.name}' has no {stage} rails to audit", key_path=stage)
+        # What the guard's classifiers see, not the raw rows: surrogates repaired, the
+        # policy's max_chars applied, invisible characters removed, lookalikes, digits and
+        # dashes folded (textprep). Scoring raw rows measured another pipeline: obfuscated PII
+        # the guard redacts counted as missed.
+        prepared = [
+            prepare(t, max_chars=guard.max_chars, over_limit=guard.over_max_chars) for t in data.texts
+        ]
         # Compute once, many consumers: rails sharing a classifier share its scores.
         scored: dict[int, _Scored] = {}
         for rail in rails:
             if id(rail.classifier) not in scored:
                 scored[id(rail.classifier)] = _score_classifier(
-                    rail.classifier, data.texts, batch_size=batch_size, single_sample=single_sample
+                    rail.classifier, prepared, batch_size=batch_size, single_sample=single_sample
                 )
         audits = tuple(_audit_rail(rail, scored[id(rail.classifier)], data) for rail in rails)
         any_triggered = [
-            any(rail.is_triggered(scored[id(rail.classifier)].results[i]) for rail in rails)
+            any(_triggered(rail, scored[id(rail.classifier)].results[i]) for rail in rails)
             for i in range(data.n)
         ]
     finally:
