@@ -262,3 +262,31 @@ def test_the_spelled_out_email_pattern_is_linear_on_the_new_forms(run: str) -> N
         started = time.perf_counter()
         list(compiled.finditer(run))
         assert time.perf_counter() - started < 5.0
+
+
+MARKUP_FORMS = [
+    ("jane&#64;example.com", "jane&#64;example.com"),
+    ("jane&#x40;example.com", "jane&#x40;example.com"),
+    ("jane&commat;example&#46;com", "jane&commat;example&#46;com"),
+    ("jane%40example.com", "jane%40example.com"),
+    ("jane<b></b>@example.com", "jane<b></b>@example.com"),
+    ("jane@<span>example</span>.com", "jane@<span>example</span>.com"),
+]
+
+
+@pytest.mark.parametrize(("form", "cut"), MARKUP_FORMS)
+def test_an_address_hidden_by_html_references_escapes_or_empty_tags_is_redacted(
+    guard: Guard, form: str, cut: str
+) -> None:
+    # Rendered as HTML or Markdown (model answers are), each shows a working address.
+    text = f"Reach me at {form} today."
+    assert guard.check_input(text).redacted_text == text.replace(cut, "<EMAIL_ADDRESS>")
+    assert guard.check_output(text).action == "block"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["AT&T and R&D; 50% off", "fish &amp; chips at 3&nbsp;pm", "if a<b and c>d", "use <b>bold</b> here"],
+)
+def test_markup_in_ordinary_text_finds_nothing_new(guard: Guard, text: str) -> None:
+    assert not _labels(guard, text), text

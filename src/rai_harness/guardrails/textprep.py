@@ -25,6 +25,9 @@ encoded. :func:`prepare` turns a caller's value into a :class:`PreparedText`:
    back to offsets of the checked text, so a redaction cuts the original in the right
    place, invisible characters inside a finding included.
 
+   HTML character references (``&#64;``, ``&commat;``), percent-encoded ASCII (``%40``) and
+   HTML tags without attributes (``<b></b>``) are read as what they render as.
+
 5. **Fold digits and dashes.** Every Unicode decimal digit becomes its ASCII digit (Arabic-Indic
    ``\u0664``, Devanagari ``\u096a``... -> ``4``) and every dash, hyphen and minus sign becomes
    ``-`` (``\u2011``, ``\u2013``, ``\u2212``...), one character for one
@@ -48,6 +51,7 @@ rare compositions across starters (conjoining Hangul jamo), which are then left 
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -114,6 +118,66 @@ _INVISIBLE_EXTRA = frozenset(
 # any is checked both ways (see normalize_for_detection).
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+#: Markup that hides a character from a pattern but not from a reader once the text is
+#: rendered (model answers are, as HTML or Markdown): an HTML character reference (``&#64;``,
+#: ``&#x40;``, ``&commat;``), a percent-encoded printable ASCII character (``%40`` in a
+#: ``mailto:`` link) and an inline HTML tag without attributes (``jane<b></b>@example.com``;
+#: HTML's own tag names only, so a spelled ``<at>`` or ``<dot>`` stays text). For
+#: detection each reference or escape becomes its character and each such tag nothing; a tag
+#: with attributes stays, so an address inside ``href="..."`` is still read.
+_INLINE_TAGS = [
+    "a",
+    "abbr",
+    "b",
+    "bdi",
+    "bdo",
+    "big",
+    "br",
+    "cite",
+    "code",
+    "del",
+    "dfn",
+    "em",
+    "font",
+    "i",
+    "ins",
+    "kbd",
+    "mark",
+    "p",
+    "q",
+    "s",
+    "samp",
+    "small",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "sup",
+    "tt",
+    "u",
+    "var",
+    "wbr",
+]
+_ENCODED = re.compile(
+    r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+    r"|%[2-7][0-9A-Fa-f]"
+    rf"|</?(?i:{'|'.join(_INLINE_TAGS)})[ \t]{{0,8}}/?>"
+)
+
+
+def _decoded(markup: str) -> str | None:
+    """What a match of :data:`_ENCODED` renders as (``""`` for a tag); None: not a known entity."""
+    if markup[0] == "<":
+        return ""
+    if markup[0] == "%":
+        return chr(int(markup[1:], 16))
+    decoded = html.unescape(markup)
+    if decoded == markup:  # an unknown name: text, not a reference
+        return None
+    # A reference to an invisible or compatibility character reads as what it renders as.
+    return "".join(c for c in unicodedata.normalize("NFKC", decoded) if not _is_invisible(c))
 
 
 #: Full stops that IDNA reads as the dot of a domain name (U+FF0E and U+FF61 are NFKC forms of
@@ -304,10 +368,16 @@ def normalize_for_detection(text: str) -> tuple[str, tuple[int, ...] | None, tup
         identity (nothing removed or recomposed; digits, dashes and lookalikes are folded one
         for one).
     """
-    if text.isascii() and not _ASCII_CONTROLS.search(text):
+    encoded = _ENCODED.search(text) is not None
+    if text.isascii() and not encoded and not _ASCII_CONTROLS.search(text):
         return text, None, None
     kinds = {_control_kind(c) for c in text} - {None}
-    if not kinds and unicodedata.is_normalized("NFKC", text) and not any(map(_needs_cluster, text)):
+    if (
+        not kinds
+        and not encoded
+        and unicodedata.is_normalized("NFKC", text)
+        and not any(map(_needs_cluster, text))
+    ):
         return _fold(text), None, None
     if "hidden" not in kinds:
         detection, starts, ends = _normalized(text, hidden_as_space=False)
@@ -361,6 +431,14 @@ def _normalized(text: str, *, hidden_as_space: bool) -> tuple[str, tuple[int, ..
     i = 0
     while i < n:
         char = text[i]
+        if char in "&%<" and (markup := _ENCODED.match(text, i)) is not None:
+            decoded = _decoded(markup.group())
+            if decoded is not None:
+                out.append(decoded)
+                starts.extend([i] * len(decoded))
+                ends.extend([markup.end()] * len(decoded))
+                i = markup.end()
+                continue
         if _is_invisible(char):
             i += 1
             continue
