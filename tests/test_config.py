@@ -172,3 +172,17 @@ def test_cli_prints_the_whole_message_brackets_included(tmp_path):
     assert "providers[0].concurrency" in res.output
     # Every problem is named, not only the first: one rerun per mistake otherwise.
     assert "[also providers[0].temprature: unknown key]" in " ".join(res.output.split())
+
+
+def test_every_problem_in_a_suites_params_names_its_full_path(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "name: x\nproviders:\n  - {kind: openai, model: m, base_url: 'http://127.0.0.1:9/v1', api_key_env: null}\n"
+        "suites:\n  - name: factuality.short_qa\n    params: {limit: abc, bogus: 1}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        plan_run(load_run_config(config), config_path=config, out_dir=tmp_path / "out")
+    err = info.value
+    assert err.key_path == "suites[0].params.limit" and "[also suites[0].params.bogus: unknown key" in str(
+        err
+    )

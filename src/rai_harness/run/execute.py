@@ -405,9 +405,17 @@ def _plan_suites(
         if limit is not None:
             params["limit"] = min(limit, params.get("limit") or limit)
         try:
-            suite, data = build_suite(sel.name, params, seed=config.seed, base_dir=base)
+            suite, data = build_suite(
+                sel.name, params, seed=config.seed, base_dir=base, key_path=f"{where}.params"
+            )
         except ConfigError as exc:
-            key = f"{where}.{exc.key_path}" if exc.key_path else where
+            # Parameter errors name their full path already; a suite's own errors are relative.
+            if not exc.key_path:
+                key = where
+            elif exc.key_path.startswith(where):
+                key = exc.key_path
+            else:
+                key = f"{where}.{exc.key_path}"
             raise ConfigError(exc.detail, file=exc.file or file, key_path=key) from exc
         providers = tuple(sel.providers) if sel.providers else all_ids
         planned.append(
@@ -424,8 +432,12 @@ def _plan_suites(
     return planned
 
 
-def build_suite(name: str, params: Mapping[str, Any], *, seed: int, base_dir: Path | None) -> BuiltSuite:
+def build_suite(
+    name: str, params: Mapping[str, Any], *, seed: int, base_dir: Path | None, key_path: str = "params"
+) -> BuiltSuite:
     """Make a suite, build its samples and check its scorers can load (no model is called).
+
+    ``key_path``: where ``params`` sits in the config file, for error messages.
 
     Raises:
         ConfigError: Unknown suite, bad parameters or scorer, unreadable dataset, or no samples.
@@ -433,7 +445,7 @@ def build_suite(name: str, params: Mapping[str, Any], *, seed: int, base_dir: Pa
     from rai_harness.classifiers.pool import validate_spec
     from rai_harness.suites import make_suite
 
-    suite = make_suite(name, dict(params), seed=seed, base_dir=base_dir)
+    suite = make_suite(name, dict(params), seed=seed, base_dir=base_dir, key_path=key_path)
     data = suite.build()
     for spec in suite.scorers().values():
         validate_spec(spec)

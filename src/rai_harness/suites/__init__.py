@@ -77,9 +77,17 @@ def get_suite_class(name: str) -> type[Any]:
 
 
 def make_suite(
-    name: str, params: dict[str, Any] | None = None, *, seed: int = 0, base_dir: Any = None
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    base_dir: Any = None,
+    key_path: str = "params",
 ) -> Any:
     """Validate ``params`` with the suite's ``Params`` model and build the suite.
+
+    ``key_path`` is where ``params`` sits in the config file (``suites[0].params``), so every
+    problem a message lists names its full path.
 
     Raises:
         ConfigError: Unknown suite or bad parameters (naming the key and the allowed keys).
@@ -92,5 +100,5 @@ def make_suite(
     try:
         validated = cls.Params.model_validate(params or {})
     except ValidationError as exc:
-        raise format_validation_error(exc, None, "params", cls.Params) from exc
+        raise format_validation_error(exc, None, key_path, cls.Params) from exc
     return cls(validated, seed=seed, base_dir=base_dir)
