@@ -1,6 +1,6 @@
 """Inline guard cost: micro-batching under concurrency, and the latency a policy adds.
 
-1. **Micro-batched vs unbatched.** 64 concurrent callers each score one short text.
+1. **Micro-batched vs unbatched.** 64 concurrent callers each score one short text, all different.
    *Unbatched*: every caller runs the classifier alone (``predict([text])``).
    *Micro-batched*: every caller goes through one :class:`MicroBatcher` (2 ms window, up to
    64 texts), which merges concurrent calls into shared forward passes. Measured with
@@ -60,7 +60,7 @@ from rai_harness.errors import ConfigError  # noqa: E402
 from rai_harness.guardrails import Guard, Rail, load_policy  # noqa: E402
 
 CALLERS = 64
-PROMPTS = [
+_QUESTIONS = [
     "How do I reset my router?",
     "Write a haiku about autumn leaves.",
     "What is the capital of Australia?",
@@ -70,6 +70,21 @@ PROMPTS = [
     "Why is the sky blue?",
     "Give me three tips for a job interview.",
 ]
+_ENDINGS = [
+    "",
+    " Please be brief.",
+    " Explain it simply.",
+    " Thanks!",
+    " I'm a beginner.",
+    " Answer in one line.",
+    " Keep it short, please.",
+    " Use an example.",
+]
+#: One distinct short prompt per caller: the classifiers score identical texts of a batch once,
+#: so callers sharing a few prompts would measure that deduplication, not batching (8 prompts
+#: over 64 callers read as an 8x ratio).
+PROMPTS = [question + ending for ending in _ENDINGS for question in _QUESTIONS]
+assert len(set(PROMPTS)) == CALLERS
 
 
 class EncoderStandIn:
@@ -406,7 +421,7 @@ def main() -> None:
         f"on {os.cpu_count()} cores (other processes share the CPU when it exceeds the core count).",
         *(f"> Note: {n}." for n in pool.notes),
         "",
-        f"**Micro-batched vs unbatched**: {CALLERS} concurrent callers, one short prompt each "
+        f"**Micro-batched vs unbatched**: {CALLERS} concurrent callers, a different short prompt each "
         f"({args.rounds} interleaved rounds; texts/s from the median round, ratio = median of the "
         "per-round ratios).",
         "",
