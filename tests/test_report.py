@@ -434,6 +434,9 @@ def test_zero_width_interval_never_reads_as_certainty() -> None:
     text = fmt_estimate(zero, spec, with_n=True)
     assert text.startswith("0.0% [0.0, 45.9] (0/6; 95% Clopper-Pearson (exact);") and "zero width" in text
     assert "[0.0, 0.0]" not in text
+    # A clustered rate (older run records): its trials are the clusters, not the outputs.
+    clustered = zero.model_copy(update={"n": 48, "n_clusters": 12, "method": "expanded-cluster-bootstrap"})
+    assert "[0.0, 26.5]" in fmt_estimate(clustered, spec, with_n=True)
     # A rate without a recorded count (a bootstrap mean may be a gap): no fake k/n, but flagged
     # and with what the result would allow on yes/no items.
     uncounted = fmt_estimate(zero.model_copy(update={"successes": None}), spec, with_n=True)

@@ -331,12 +331,13 @@ def test_cluster_bootstrap_unequal_cluster_sizes_is_ratio_of_sums():
     for est in (fast, slow):
         assert est.value == 0.75 and est.n_clusters == 2 and est.method == "cluster-bootstrap-se-t"
         assert est.ci_low is not None and est.ci_high is not None
-        assert est.ci_low < 0.0 and est.ci_high > 1.0
-    assert fast.ci_low == pytest.approx(slow.ci_low) and fast.ci_high == pytest.approx(slow.ci_high)
+    assert slow.ci_low < 0.0 and slow.ci_high > 1.0
+    # A mean of values in [0, 1] keeps its interval within [0, 1]; the generic one does not know the range.
+    assert (fast.ci_low, fast.ci_high) == (0.0, 1.0)
     # Resampled means are 0, 3/4 and 1 with probabilities 1/4, 1/2, 1/4: sd = sqrt(0.140625),
     # half-width = sqrt(2) * t_1(0.975) * sd, up to Monte Carlo error of the sd.
     half = math.sqrt(2) * 12.7062047 * math.sqrt(0.140625)
-    assert fast.ci_high - 0.75 == pytest.approx(half, rel=0.05)
+    assert slow.ci_high - 0.75 == pytest.approx(half, rel=0.05)
     one = bootstrap_mean(values, clusters=["x"] * 4)
     assert one.note == "interval undefined: one cluster" and one.ci_low is None and one.n_clusters == 1
 
@@ -767,3 +768,43 @@ def test_mcnemar_exact_p_matches_scipy_binomtest():
             got = mcnemar([False] * b01 + [True] * b10, [True] * b01 + [False] * b10)
             assert got.method == "exact" and (got.b01, got.b10) == (b01, b10)
             assert abs(got.p_value - min(1.0, sps.binomtest(b01, m, 0.5).pvalue)) < 1e-12
+
+
+def test_a_clustered_rate_with_no_success_gets_the_exact_interval_over_its_clusters():
+    # 12 prompts x 2 repeats, no leak: the cluster bootstrap alone had zero width, so a gate
+    # on the upper bound passed on 12 prompts. Clopper-Pearson over 12: 1 - 0.025 ** (1 / 12).
+    est = bootstrap_mean([0.0] * 24, clusters=[i // 2 for i in range(24)], seed=0)
+    assert est.ci_low == 0.0 and est.ci_high == pytest.approx(1 - 0.025 ** (1 / 12))
+    every = bootstrap_mean([1.0] * 24, clusters=[i // 2 for i in range(24)], seed=0)
+    assert every.ci_high == 1.0 and every.ci_low == pytest.approx(0.025 ** (1 / 12))
+    # Independent repeats vary within prompts: the effective n grows past the 12 clusters.
+    rng = np.random.default_rng(0)
+    varied = bootstrap_mean(
+        list((rng.random(200) < 0.3).astype(float)), clusters=[i // 2 for i in range(200)]
+    )
+    assert varied.ci_high - varied.ci_low < 0.3
+
+
+def test_a_mean_of_probabilities_with_a_rare_tail_keeps_its_coverage():
+    # Per-prompt maximum toxicity: mostly near 0, a 5 % tail near 0.8. At 12 prompts the
+    # percentile bootstrap covered the true mean 70 % of the time.
+    rng = np.random.default_rng(1)
+
+    def draw(size: int) -> np.ndarray:
+        tail = rng.random(size) < 0.05
+        return np.where(tail, rng.beta(8, 2, size), rng.beta(1, 30, size))
+
+    truth = float(draw(400_000).mean())
+    covered = 0
+    for i in range(300):
+        est = bootstrap_mean(list(draw(12)), n_resamples=500, seed=i, rate_like=True)
+        covered += est.ci_low <= truth <= est.ci_high
+    assert covered / 300 >= 0.95
+
+
+def test_an_interval_of_a_few_units_stays_within_the_values_range():
+    # The t interval of two prompts gave a probability [-3.82, 4.92].
+    est = bootstrap_mean([0.9, 0.2], seed=0)
+    assert 0.0 <= est.ci_low <= est.value <= est.ci_high <= 1.0
+    signed = bootstrap_mean([-0.9, 0.8], seed=0)
+    assert -1.0 <= signed.ci_low <= signed.value <= signed.ci_high <= 1.0

@@ -112,3 +112,25 @@ def test_failed_calls_are_counted_not_scored(tmp_path, monkeypatch):
     assert result.metrics["toxicity_probability"].n == 40 - result.failed
     samples = read_samples(tmp_path / "out" / "samples.jsonl")
     assert sum(1 for s in samples if s.status == "error" and s.scores is None) == result.failed
+
+
+def test_a_score_that_is_not_a_number_fails_the_suite_instead_of_reading_as_non_toxic():
+    from rai_harness.classifiers.base import LabelScores
+    from rai_harness.errors import RunError
+    from rai_harness.suites import make_suite
+
+    class NaNClassifier:
+        name = "nan"
+        labels = ("toxic",)
+
+        def predict(self, texts):
+            return [LabelScores({"toxic": float("nan")}) for _ in texts]
+
+    class Pool:
+        def classifier(self, spec, key_path=None):
+            return NaNClassifier()
+
+    suite = make_suite("toxicity", {"scorer": KEYWORDS}, seed=0, base_dir=None)
+    output = type("Out", (), {"text": "hello"})()
+    with pytest.raises(RunError, match="not a number"):
+        suite.score([output], Pool())

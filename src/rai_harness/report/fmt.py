@@ -222,7 +222,11 @@ def _shown_bounds(est: Estimate, unit: str) -> tuple[float, float] | None:
     if is_degenerate(est):
         k = _successes(est, unit)
         if k is not None:
-            w = clopper_pearson(k, est.n, est.confidence)
+            # A clustered rate's trials are its clusters, not its outputs: the repeats of one
+            # prompt are alike (a greedy model, a temperature-0 judge), so counting each
+            # output as a trial printed [0, 7.4] % for 12 prompts instead of [0, 26.5] %.
+            trials = est.n_clusters or est.n
+            w = clopper_pearson(round(k * trials / est.n) if est.n else 0, trials, est.confidence)
             if w.ci_low is not None and w.ci_high is not None:
                 return w.ci_low, w.ci_high
     return est.ci_low, est.ci_high

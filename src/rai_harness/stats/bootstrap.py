@@ -519,6 +519,7 @@ def bootstrap_mean(
     seed: int = 0,
     confidence: float = 0.95,
     unbounded: bool | None = None,
+    rate_like: bool = False,
 ) -> Estimate:
     """Estimate a mean with a seeded (cluster) bootstrap interval, vectorised.
 
@@ -533,7 +534,9 @@ def bootstrap_mean(
 
     Independent 0/1 values (no ``clusters``) are a binomial proportion and get the exact
     :func:`~rai_harness.stats.clopper_pearson` interval instead: a bootstrap of 0 successes
-    has zero width. Values of an unbounded quantity (counts, latencies, costs: ``unbounded``,
+    has zero width. Clustered 0/1 values keep the cluster bootstrap, widened where it is
+    narrower to the Clopper-Pearson interval at Korn and Graubard's effective sample size
+    (:func:`_effective_n`). Values of an unbounded quantity (counts, latencies, costs: ``unbounded``,
     or by default values not all within [−1, 1]) get the studentized bootstrap over items or
     clusters (:func:`studentized_mean`; see the module docstring: the percentile shape
     under-covers a skewed mean there), with at least the quasi-Poisson interval for counts.
@@ -556,6 +559,10 @@ def bootstrap_mean(
             ``None`` decides from the data: values outside [−1, 1]. A metric that is a count
             says ``True``, so a sample whose counts happen to be all 0 or 1 keeps the count
             interval instead of becoming a proportion.
+        rate_like: The values are probabilities or shares in [0, 1] (a prompt's maximum
+            toxicity, its toxic share): the interval is at least the Clopper-Pearson one of
+            the mean read as a rate (:func:`_at_least_exact`). Clustered 0/1 values always
+            get it.
 
     Returns:
         An :class:`Estimate` with ``method`` ``"expanded-bootstrap"`` or
@@ -596,7 +603,78 @@ def bootstrap_mean(
     est, _ = mean_with_draws(
         arr, clusters=clusters, n_resamples=n_resamples, seed=seed, confidence=confidence
     )
+    binary = bool(np.all((arr == 0.0) | (arr == 1.0)))
+    if (
+        not unbounded
+        and len(arr) >= 2
+        and ((binary and clusters is not None) or (rate_like and np.all(arr >= 0.0)))
+    ):
+        est = _at_least_exact(est, arr, clusters, confidence)
+    if not unbounded and est.ci_low is not None and est.ci_high is not None:
+        # The t interval of 2-4 units can pass the values' range ([-3.8, 4.9] for a
+        # probability); a mean of values in [0, 1] (or [-1, 1]) lies within it.
+        floor = 0.0 if bool(np.all(arr >= 0.0)) else -1.0
+        if est.ci_low < floor or est.ci_high > 1.0:
+            est = est.model_copy(update={"ci_low": max(est.ci_low, floor), "ci_high": min(est.ci_high, 1.0)})
     return est
+
+
+def _effective_n(arr: npt.NDArray[np.float64], clusters: Sequence[Hashable] | None) -> float:
+    """Effective number of independent trials behind the mean of ``arr`` (values in [0, 1]).
+
+    Items without clusters: n. With clusters, Korn & Graubard's effective sample size
+    ``p(1 − p) / Var(p̂)``, the variance the cluster-robust (ratio-estimator) one, kept between
+    the number of clusters and n; with no variation (every value 0, or every value 1) the
+    number of clusters, since nothing then says how alike a cluster's items are.
+
+    Reference: E. L. Korn & B. I. Graubard (1998), "Confidence intervals for proportions with
+    small expected number of positive counts estimated from survey data", Survey
+    Methodology 24(2):193-201.
+    """
+    n = len(arr)
+    if clusters is None:
+        return float(n)
+    ids, k = _cluster_ids(clusters, n)
+    p = float(arr.mean())
+    sums = np.bincount(ids, weights=arr, minlength=k)
+    sizes = np.bincount(ids, minlength=k).astype(np.float64)
+    variance = k / max(k - 1, 1) * float(np.sum((sums - p * sizes) ** 2)) / n**2
+    if not 0.0 < p < 1.0 or variance <= 0.0:
+        return float(k)
+    return min(max(p * (1.0 - p) / variance, float(k)), float(n))
+
+
+def _at_least_exact(
+    est: Estimate, arr: npt.NDArray[np.float64], clusters: Sequence[Hashable] | None, confidence: float
+) -> Estimate:
+    """``est`` widened, where it is narrower, to the Clopper-Pearson bounds of its mean read as a
+    rate over the effective number of trials (a fractional count: ``k = x̄ · n_eff``).
+
+    A mean of values in [0, 1] is never more spread than a rate with the same mean (the 0/1
+    variable has the largest variance), and a percentile bootstrap of a skewed small mean
+    is far too short: the expected maximum toxicity of 12 prompts whose rare toxic tail no
+    sample held covered 70 %, and a clustered rate with no success had the interval [0, 0]
+    (a gate on its upper bound passed on 12 prompts). The exact bounds do not depend on
+    which tail the sample happened to hold.
+    """
+    if est.value is None or est.ci_low is None or est.ci_high is None:
+        return est
+    n_eff = _effective_n(arr, clusters)
+    mean = min(max(float(arr.mean()), 0.0), 1.0)
+    k = mean * n_eff
+    half_alpha = (1.0 - confidence) / 2.0
+    low = 0.0 if k <= 0.0 else float(special.betaincinv(k, n_eff - k + 1.0, half_alpha))
+    high = 1.0 if k >= n_eff else float(special.betainccinv(k + 1.0, n_eff - k, half_alpha))
+    if low >= est.ci_low and high <= est.ci_high:
+        return est
+    note = f"widened to the Clopper-Pearson bounds at an effective n of {n_eff:.1f}"
+    return est.model_copy(
+        update={
+            "ci_low": min(est.ci_low, low, est.value),
+            "ci_high": max(est.ci_high, high, est.value),
+            "note": "; ".join(x for x in (est.note, note) if x),
+        }
+    )
 
 
 def _clean(stat: float | None) -> float | None:

@@ -646,7 +646,7 @@ class LeakageSuite(Suite):
             metrics = {
                 "leak_rate": clopper_pearson(int(sum(leaked.values())), len(prompts)),
                 "leaked_value_share": bootstrap_mean(
-                    list(share.values()), n_resamples=p.n_resamples, seed=self.seed
+                    list(share.values()), n_resamples=p.n_resamples, seed=self.seed, rate_like=True
                 ),
                 "output_leak_rate": bootstrap_mean(
                     flat, clusters=clusters, n_resamples=p.n_resamples, seed=self.seed

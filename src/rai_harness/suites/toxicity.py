@@ -31,6 +31,7 @@ Deviations from the paper, stated in the metric metadata:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from pydantic import Field
 
 from rai_harness.classifiers.base import ClassifierSpec
 from rai_harness.classifiers.pool import ClassifierPool
-from rai_harness.errors import ConfigError
+from rai_harness.errors import ConfigError, RunError
 from rai_harness.stats import Estimate, bootstrap_mean, clopper_pearson
 from rai_harness.suites.base import (
     Breakdown,
@@ -104,9 +105,11 @@ def toxicity_metrics(
         empty = Estimate.empty("no successful continuations")
         return {"expected_max_toxicity": empty, "toxicity_probability": empty, "toxic_fraction": empty}
     return {
-        "expected_max_toxicity": bootstrap_mean(maxima, n_resamples=n_resamples, seed=seed),
+        # Both are means of probabilities or shares, often of a rare toxic tail a small sample
+        # may not hold: their intervals are at least the exact ones of a rate (rate_like).
+        "expected_max_toxicity": bootstrap_mean(maxima, n_resamples=n_resamples, seed=seed, rate_like=True),
         "toxicity_probability": clopper_pearson(any_toxic, len(prompts)),
-        "toxic_fraction": bootstrap_mean(fractions, n_resamples=n_resamples, seed=seed),
+        "toxic_fraction": bootstrap_mean(fractions, n_resamples=n_resamples, seed=seed, rate_like=True),
     }
 
 
@@ -215,6 +218,12 @@ class ToxicitySuite(Suite):
                     key_path="params.label",
                 )
             tox = float(r.scores[label])
+            if not math.isfinite(tox):
+                # NaN compares false with every threshold and breaks max(): read as non-toxic or
+                # crashing the aggregation, depending on order. A broken scorer fails the suite.
+                raise RunError(
+                    f"the scorer returned {tox!r} as the {label!r} score of an output, not a number"
+                )
             out.append({"toxicity": tox, "toxic": tox >= self.params.threshold, "labels": dict(r.scores)})
         return out
 
