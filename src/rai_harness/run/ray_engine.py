@@ -42,9 +42,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -202,13 +205,25 @@ def connect_ray(address: str | None) -> bool:
     """Join ``address``, or start a private loopback Ray instance; return whether one was started here.
 
     Nothing is done when Ray is already initialised in this process (a test or an
-    application that set Ray up itself keeps its own settings).
+    application that set Ray up itself keeps its own settings). The process's SIGTERM
+    handler is kept: ``ray.init`` installs its own (``sys.exit``), which skipped the run's
+    graceful interrupt (the resume hint, the ``--gate`` JUnit) and exited with status 15.
 
     Raises:
         RunError: The instance started here is reachable from the network (it is shut down),
             or nothing answers at ``address`` within ``CONNECT_CHECK_TIMEOUT_S``.
         ConfigError: ``address`` is not ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``.
     """
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        return _connect_ray(address)
+    finally:
+        if main and handler is not None and signal.getsignal(signal.SIGTERM) is not handler:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _connect_ray(address: str | None) -> bool:
     if address is not None:
         address = _resolve_address(address)
     ray = import_ray(loopback=address is None or _is_loopback(address))
@@ -428,7 +443,12 @@ class CallWorker:
                 secrets=self._secrets,
                 retry_failed=spec.retry_failed,
                 on_record=finished.put_nowait,
-                seed=spec.seed,
+                # One jitter sequence per chunk, from the run's seed and the chunk's first call:
+                # the run's seed alone restarted the same sequence in every chunk of every
+                # worker, so retries fired in lockstep (jitter exists to spread them).
+                seed=zlib.crc32(f"{spec.seed}/{requests[0].sample_id}/{requests[0].repeat}".encode())
+                if requests
+                else spec.seed,
             )
         )
         sent = 0
@@ -666,12 +686,37 @@ async def _chunk_loop(
             )
             async with work.cond:
                 _requeue(work, chunk, received)
-            await actor.recover(incarnation)
+            await _recover_unless_done(actor, incarnation, work)
             async with work.cond:
                 work.cond.notify_all()  # the actor may be gone: the other loops must see it
             continue
         async with work.cond:
             _requeue(work, chunk, received)
+
+
+async def _recover_unless_done(actor: _Actor, incarnation: str, work: _Work) -> None:
+    """Wait for ``actor`` to come back (:meth:`_Actor.recover`), but not past the end of the work.
+
+    A restarted actor may never be placed (its node removed, the survivors' CPUs taken), and
+    its wait is bounded only by ``RESTART_WAIT_S``: once the other actors have made every
+    call, waiting on it kept the finished run silent for 5 minutes.
+    """
+    recovery = asyncio.ensure_future(actor.recover(incarnation))
+
+    async def finished() -> None:
+        async with work.cond:
+            while work.remaining > 0:
+                await work.cond.wait()
+
+    waiter = asyncio.ensure_future(finished())
+    try:
+        await asyncio.wait({recovery, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (recovery, waiter):
+            if not task.done():
+                await cancel_and_wait(task)
+    if recovery.done() and not recovery.cancelled():
+        recovery.result()  # an error of the recovery itself is the caller's
 
 
 def _requeue(work: _Work, chunk: list[int], received: set[int]) -> None:
