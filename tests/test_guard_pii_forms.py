@@ -290,3 +290,14 @@ def test_an_address_hidden_by_html_references_escapes_or_empty_tags_is_redacted(
 )
 def test_markup_in_ordinary_text_finds_nothing_new(guard: Guard, text: str) -> None:
     assert not _labels(guard, text), text
+
+
+@pytest.mark.parametrize("sep", [" - ", "/", "_", " / ", "  ", ".", "-"])
+def test_a_us_ssn_with_any_one_separator_is_redacted(guard: Guard, sep: str) -> None:
+    text = f"My SSN is 536{sep}22{sep}1234, thanks."
+    assert guard.check_input(text).redacted_text == "My SSN is <US_SSN>, thanks."
+
+
+@pytest.mark.parametrize("text", ["SSN 666/22/1234", "SSN 536/00/1234", "12/05/2024", "536/22/1234/5"])
+def test_an_ssn_shape_that_cannot_be_one_is_left_alone(guard: Guard, text: str) -> None:
+    assert "US_SSN" not in _labels(guard, text), text

@@ -23,6 +23,7 @@ __all__ = [
     "OBFUSCATED_EMAIL",
     "SEPARATED_CARD",
     "SEPARATED_IBAN",
+    "SEPARATED_SSN",
     "SPACED_EMAIL",
     "fold_digits_and_dashes",
     "iban_prefixes",
@@ -73,6 +74,15 @@ SEPARATED_CARD = re.compile(
     r"(?<!\d)(?<!\d[-./_,])\d{4}"
     r"(?:(?:[ \t]{1,3}\d{3,6}){2,4}|(?P<sep> ?[-./_,] ?)\d{3,6}(?:(?P=sep)\d{3,6}){1,3})"
     r"(?!\d)(?![-./_,]\d)"
+)
+
+#: A US social security number (3-2-4 digits) with one separator used throughout: runs of up to
+#: three spaces, or one of ``- . / _`` with up to three spaces either side (``536 - 22 - 1234``,
+#: ``536/22/1234``). presidio's pattern accepts one ``-``, ``.`` or space only. Not inside a longer
+#: run of digits and separators. presidio's own checks (area, group and serial numbers, sample
+#: numbers) still decide whether a match is one.
+SEPARATED_SSN = re.compile(
+    r"(?<!\d)(?<!\d[-./_])\d{3}(?P<sep>[ \t]{0,3}[-./_][ \t]{0,3}|[ \t]{1,3})\d{2}(?P=sep)\d{4}(?!\d)(?![-./_]\d)"
 )
 
 #: An IBAN in groups: country letters and check digits (apart or together), then groups of one

@@ -47,6 +47,7 @@ from rai_harness.classifiers.pii_shapes import (
     OBFUSCATED_EMAIL,
     SEPARATED_CARD,
     SEPARATED_IBAN,
+    SEPARATED_SSN,
     SPACED_EMAIL,
     iban_prefixes,
     is_card_number,
@@ -571,7 +572,12 @@ def _build_analyzer(
     nlp_engine: SpacyNlpEngine, language: str, deny_terms: Mapping[str, Sequence[str]]
 ) -> AnalyzerEngine:
     from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer, IbanRecognizer
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        UsSsnRecognizer,
+    )
 
     registry = RecognizerRegistry(supported_languages=[language])
     with _presidio_log_level(logging.ERROR):
@@ -591,6 +597,8 @@ def _build_analyzer(
         registry.add_recognizer(_separated_card_recognizer(language))
     if any(type(rec) is IbanRecognizer for rec in registry.recognizers):
         registry.add_recognizer(_separated_iban_recognizer(language))
+    if any(type(rec) is UsSsnRecognizer for rec in registry.recognizers):
+        registry.add_recognizer(_separated_ssn_recognizer(language))
     for label, terms in deny_terms.items():
         registry.add_recognizer(
             PatternRecognizer(
@@ -733,6 +741,28 @@ def _separated_card_recognizer(language: str) -> Any:
         patterns=[Pattern("separated_card", SEPARATED_CARD.pattern, 0.3)],
         supported_language=language,
         name="separated_card",
+    )
+
+
+def _separated_ssn_recognizer(language: str) -> Any:
+    """US social security numbers with any one separator (``536 - 22 - 1234``, ``536/22/1234``,
+    ``536_22_1234``; :data:`~rai_harness.classifiers.pii_shapes.SEPARATED_SSN`), scored as
+    presidio scores its own separated pattern (0.5) and checked by presidio's own rules
+    (never-issued area numbers, zero groups, sample numbers), read on the digits.
+    """
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
+
+    class SeparatedSsnRecognizer(UsSsnRecognizer):
+        def invalidate_result(self, pattern_text: str) -> bool:
+            digits = "".join(c for c in pattern_text if c.isdigit())
+            # presidio's check counts separator kinds: " - " would read as two and fail it.
+            return bool(super().invalidate_result(f"{digits[:3]}-{digits[3:5]}-{digits[5:]}"))
+
+    return SeparatedSsnRecognizer(
+        patterns=[Pattern("separated_ssn", SEPARATED_SSN.pattern, 0.5)],
+        supported_language=language,
+        name="separated_ssn",
     )
 
 
