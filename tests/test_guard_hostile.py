@@ -772,3 +772,26 @@ def test_a_redaction_whose_spans_lie_outside_the_text_blocks(span) -> None:
         assert guard.check_output("secret text").redacted_text == "<bad> text"
     finally:
         guard.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_many_short_texts_in_one_call_do_not_starve_another_callers_check(use_async: bool) -> None:
+    # A request of 1,000 parts of 900 characters stays under every size limit, and on the
+    # micro-batcher it held the classifier for 43 s: every other caller's check timed out (and
+    # with on_error: allow, passed). Past a few long texts' worth, such a call takes the long lane.
+    slow = SlowClassifier(20e-6)
+    rail = Rail("tox", slow, action="block", threshold=0.5, on_error="allow", timeout_ms=300)
+    with Guard([rail], max_chars=None) as guard:
+        parts = ["word " * 180] * 300  # 270,000 characters: 5 s of work
+
+        def check(texts: list[str]) -> Any:
+            return asyncio.run(guard.acheck_inputs(texts)) if use_async else guard.check_inputs(texts)
+
+        done = threading.Event()
+        threading.Thread(target=lambda: (check(parts), done.set()), daemon=True).start()
+        time.sleep(0.2)  # the bulk call is running
+        started = time.perf_counter()
+        (other,) = check(["you idiot"])
+        assert other.rails[0].error is None and other.blocked  # scored, not timed out
+        assert time.perf_counter() - started < 1.0 and not done.is_set()
+        assert done.wait(60)  # the bulk call finishes in its own time (it earns allowances per text)

@@ -27,7 +27,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,6 +110,10 @@ def timed_chars(texts: Sequence[str], max_chars: int | None) -> int:
 #: Texts longer than this (characters) are scored piece by piece on a lane of their own
 #: (see :class:`ClassifierRunner`): a few hundred tokens, tens of milliseconds per piece.
 DEFAULT_LONG_TEXT_CHARS = 2000
+
+#: A call whose short texts hold more than this many long texts' worth of characters is
+#: scored on the long lane, in groups (see :class:`ClassifierRunner`).
+_BULK_CALL_TEXTS = 4
 
 # Longest wait for a micro-batcher's worker to finish its queued batches on close, seconds.
 _CLOSE_TIMEOUT_S = 2.0
@@ -262,12 +266,17 @@ class ClassifierRunner:
             raise GuardClosedError("this classifier runner is closed; build a new guard")
         texts = list(texts)
         long_ids = [i for i, t in enumerate(texts) if len(t) > self.long_text_chars]
-        if not long_ids:
-            return self._submit_short(texts)
         short_ids = [i for i in range(len(texts)) if len(texts[i]) <= self.long_text_chars]
+        # Many short texts in one call (a request of a thousand 900-character parts) are as
+        # slow as a long text: on the micro-batcher they held it for 43 s, and every other
+        # caller's check timed out. Past a few long texts' worth they take the long lane too.
+        bulk = sum(len(texts[i]) for i in short_ids) > self.long_text_chars * _BULK_CALL_TEXTS
+        if not long_ids and not bulk:
+            return self._submit_short(texts)
         parts: list[tuple[list[int], concurrent.futures.Future[list[LabelScores]]]] = []
         if short_ids:
-            parts.append((short_ids, self._submit_short([texts[i] for i in short_ids])))
+            short = [texts[i] for i in short_ids]
+            parts.append((short_ids, self._submit_bulk(short) if bulk else self._submit_short(short)))
         for i in long_ids:
             parts.append(([i], self._submit_long(texts[i])))
         return _gather(parts, len(texts))
@@ -283,15 +292,47 @@ class ClassifierRunner:
 
     def _submit_long(self, text: str) -> concurrent.futures.Future[list[LabelScores]]:
         """Score one long text piece by piece on the long lane; cancellable between pieces."""
-        # The future stays PENDING while the pieces run, so that cancel() succeeds and the
-        # worker sees it at the next piece (a RUNNING future cannot be cancelled).
+
+        def score(future: concurrent.futures.Future[list[LabelScores]]) -> list[LabelScores] | None:
+            result = self._score_in_pieces(text, future)
+            return None if result is None else [result]
+
+        return self._on_long_lane(score)
+
+    def _submit_bulk(self, texts: list[str]) -> concurrent.futures.Future[list[LabelScores]]:
+        """Score many short texts on the long lane, a few long texts' worth of characters per
+        classifier call; cancellable between calls."""
+
+        def score(future: concurrent.futures.Future[list[LabelScores]]) -> list[LabelScores] | None:
+            out: list[LabelScores] = []
+            start = 0
+            while start < len(texts):
+                end, chars = start, 0
+                while end < len(texts) and (end == start or chars + len(texts[end]) <= self.long_text_chars):
+                    chars += len(texts[end])
+                    end += 1
+                if future.cancelled() or self._closed:
+                    return None
+                out.extend(self.classifier.predict(texts[start:end]))
+                start = end
+            return out
+
+        return self._on_long_lane(score)
+
+    def _on_long_lane(
+        self,
+        score: Callable[[concurrent.futures.Future[list[LabelScores]]], list[LabelScores] | None],
+    ) -> concurrent.futures.Future[list[LabelScores]]:
+        """Run ``score`` on the long lane; it returns None once the future is cancelled."""
+        # The future stays PENDING while the work runs, so that cancel() succeeds and the
+        # worker sees it at its next step (a RUNNING future cannot be cancelled).
         future: concurrent.futures.Future[list[LabelScores]] = concurrent.futures.Future()
 
         def work() -> None:
             with self._long_cond:
                 self._long_active += 1
             try:
-                result = self._score_in_pieces(text, future)
+                result = score(future)
             except BaseException as exc:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(exc)
@@ -305,7 +346,7 @@ class ClassifierRunner:
             if result is None:
                 future.cancel()  # stopped early (closed, or nobody waits): settle it
             elif future.set_running_or_notify_cancel():
-                future.set_result([result])
+                future.set_result(result)
 
         try:
             self._long.submit(work)
@@ -346,7 +387,11 @@ class ClassifierRunner:
         if self._closed:
             raise GuardClosedError("this classifier runner is closed; build a new guard")
         texts = list(texts)
-        if self._batcher is not None and all(len(t) <= self.long_text_chars for t in texts):
+        if (
+            self._batcher is not None
+            and all(len(t) <= self.long_text_chars for t in texts)
+            and sum(map(len, texts)) <= self.long_text_chars * _BULK_CALL_TEXTS
+        ):
             result: list[LabelScores] = await self._batcher.apredict(texts)
             return result
         return await asyncio.wrap_future(self.submit(texts))
