@@ -1307,6 +1307,19 @@ def test_tool_call_arguments_are_checked_as_the_agent_decodes_them(tools):
     client.chat.completions.create(model="m", messages=history)
     sent = json.loads(upstream.received[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"])
     assert sent == {"to": "<EMAIL_ADDRESS>", "cc": "<EMAIL_ADDRESS>", "n": 1}
+    # JSON inside a JSON string (a tool taking a document decodes it again), and a raw control
+    # character that strict JSON refuses but lenient agent parsers accept.
+    nested = json.dumps({"q": json.dumps({"to": "jane@example.com"}).replace("@", "\\u0040")})
+    assert "@" not in nested and json.loads(json.loads(nested)["q"])["to"] == "jane@example.com"
+    lenient = '{"to": "jane\\u0040example.com\n"}'
+    for arguments in (nested, lenient):
+        history[1]["tool_calls"] = [_call(arguments)]
+        upstream.received.clear()
+        client.chat.completions.create(model="m", messages=history)
+        sent_text = upstream.received[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+        assert "example.com" not in sent_text and "<EMAIL_ADDRESS>" in sent_text, sent_text
+        if arguments is nested:  # still a document inside a document
+            assert json.loads(json.loads(sent_text)["q"]) == {"to": "<EMAIL_ADDRESS>"}
     # In an answer, whole or streamed (this policy's output stage blocks insults; it has no PII rail).
     insult = '{"body": "You are an \\u0069diot"}'
     assert json.loads(insult)["body"] == "You are an idiot"

@@ -591,19 +591,42 @@ def _checkable_arguments(arguments: str) -> str:
 
     An agent decodes the arguments as JSON, so ``"jane\\u0040example.com"`` reaches the
     tool as ``jane@example.com``: a rail reading the raw string sees no address. Arguments
-    that are JSON and hold any escape are checked re-encoded without needless escapes (the
-    same values, so relaying either form is the same call); anything else is checked as sent
-    (arguments that are not JSON decode to nothing for the agent either).
+    that are JSON and hold any escape are checked re-encoded without needless escapes, and so
+    is every string inside them that is JSON itself (a tool taking a JSON document decodes it
+    again): the same values, so relaying either form is the same call. Decoding is lenient
+    about raw control characters inside strings, as many agents' parsers are. Anything else
+    is checked as sent (arguments that are not JSON decode to nothing for the agent either).
     """
     if "\\" not in arguments:
         return arguments
     try:
-        value = json.loads(arguments)
-    except ValueError:
+        return json.dumps(_decoded_json(json.loads(arguments, strict=False), 0), ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's limit
         return arguments
-    except RecursionError:  # nested past the decoder's limit: no agent decodes it either
-        return arguments
-    return json.dumps(value, ensure_ascii=False)
+
+
+#: Levels of JSON held in JSON strings that tool-call arguments are read through.
+_MAX_NESTED_JSON = 4
+
+
+def _decoded_json(value: Any, depth: int) -> Any:
+    """``value`` with each string that is a JSON object or array re-encoded without escapes."""
+    if isinstance(value, dict):
+        return {k: _decoded_json(v, depth) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded_json(v, depth) for v in value]
+    if (
+        isinstance(value, str)
+        and depth < _MAX_NESTED_JSON
+        and value.lstrip()[:1] in ("{", "[")
+        and "\\" in value
+    ):
+        try:
+            inner = json.loads(value, strict=False)
+        except ValueError:
+            return value
+        return json.dumps(_decoded_json(inner, depth + 1), ensure_ascii=False)
+    return value
 
 
 class _UnreadablePart(Exception):
