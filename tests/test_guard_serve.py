@@ -1482,3 +1482,79 @@ def test_a_request_head_is_bounded_in_size_and_in_time(tmp_path, monkeypatch):
             for _ in range(2):
                 ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 assert ok.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_every_part_of_a_prompts_tool_calls_and_content_parts_is_checked_or_refused(tools):
+    upstream, client = tools
+    upstream.message, upstream.finish = {"role": "assistant", "content": "Noted."}, "stop"
+    call = _call('{"to": "x"}')
+    try:
+        refused = {
+            "tool_calls[0].id": [
+                {"role": "assistant", "content": None, "tool_calls": [call | {"id": "jane@example.com"}]}
+            ],
+            "tool_calls[0].function.name": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [call | {"function": {"name": "mail jane@example.com", "arguments": "{}"}}],
+                }
+            ],
+            "tool_calls[0]": [
+                {"role": "assistant", "content": None, "tool_calls": [call | {"note": "jane@example.com"}]}
+            ],
+            "content[0].extra": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hi", "extra": {"a": "jane@example.com"}}],
+                }
+            ],
+            "messages[0].card": [{"role": "user", "content": "hi", "card": 4111111111111111}],
+        }
+        for where, messages in refused.items():
+            upstream.received.clear()
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="m", messages=messages)
+            assert where in caught.value.message and "jane" not in caught.value.message, where
+            assert upstream.received == []
+        # A part's other text is checked like its text; a small number passes as it is.
+        upstream.received.clear()
+        client.chat.completions.create(
+            model="m",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hi", "note": "mail jane@example.com"}],
+                    "n": 3,
+                }
+            ],
+        )
+        sent = upstream.received[-1]["messages"][0]
+        assert sent["content"][0]["note"] == "mail <EMAIL_ADDRESS>" and sent["n"] == 3
+    finally:
+        upstream.finish = "tool_calls"
+
+
+def test_answer_numbers_and_names_carry_no_pii(tools):
+    upstream, client = tools
+    prompt = [{"role": "user", "content": "go"}]
+    try:
+        upstream.finish = "stop"
+        upstream.message = {"role": "assistant", "content": "Fine."}
+        upstream.extra = {
+            "system_fingerprint": "fp_4111_1111_1111_1111",
+            "service_tier": "jane_doe",
+            "created": 4111111111111111,
+            "usage": {
+                "prompt_tokens": 4111111111111111,
+                "completion_tokens": 2,
+                "janedoe_elmstreet_tokens": 1,
+            },
+        }
+        completion = client.chat.completions.create(model="m", messages=prompt)
+        relayed = completion.model_dump_json(warnings=False)
+        assert "4111" not in relayed and "jane" not in relayed
+        assert completion.usage.prompt_tokens == 0 and completion.usage.completion_tokens == 2
+    finally:
+        upstream.finish = "tool_calls"
+        upstream.extra = {}

@@ -542,6 +542,17 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                 for j, _kind, key, text in _text_parts(content):
                     if text:
                         out.append(_Segment(i, j, role, text, ("content", j, key)))
+                    # A part's other fields travel with it: text is checked, the rest refused.
+                    for extra, value in content[j].items():
+                        if extra in ("type", key) or value is None or _is_small_number(value):
+                            continue
+                        if not isinstance(value, str):
+                            raise _bad_message(
+                                f"messages[{i}].content[{j}].{extra}",
+                                "must be a string or a small number (the guard checks every text a part carries)",
+                            )
+                        if value:
+                            out.append(_Segment(i, j, role, value, ("content", j, extra)))
             except _UnreadablePart as bad:
                 if bad.kind is None:
                     problem = "must be an object with a string `type`"
@@ -562,8 +573,8 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                         f"messages[{i}].{key}", "must be an identifier (letters, digits, _.:-)"
                     )
                 continue
-            if isinstance(value, bool | int | float) and key not in _MESSAGE_TEXT_KEYS:
-                continue  # a flag or a number carries no text (e.g. a prefix: true)
+            if _is_small_number(value) and key not in _MESSAGE_TEXT_KEYS:
+                continue  # a flag or a count carries no text (e.g. a prefix: true)
             # Every other field (refusal, name, reasoning_content...) goes into the model's
             # context with the message: a string is checked like the content, anything else
             # is refused rather than passed on unread.
@@ -584,6 +595,38 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
 #: Message keys that hold text by definition: anything but a string there is refused.
 _MESSAGE_TEXT_KEYS = frozenset({"refusal", "name", "reasoning_content", "reasoning"})
+
+
+def _is_small_number(value: Any) -> bool:
+    """A boolean, or a number with fewer than 9 digits: a flag or a count, never a card, phone or
+    social-security number written as a JSON number."""
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, int | float) and math.isfinite(value) and abs(value) < 1e8
+
+
+def _check_tool_call(where: str, call: Any, *, legacy: bool) -> None:
+    """A prompt's tool call must be only what a tool call is: an identifier ``id``, ``type``
+    ``function`` and a ``function`` of a tool ``name`` and ``arguments``; anything else (a
+    name holding an address, an extra key) would reach the model unread.
+
+    Raises:
+        _HTTPError: 400 naming the field.
+    """
+    function = call if legacy else (call.get("function") if isinstance(call, Mapping) else None)
+    if not legacy:
+        if not isinstance(call, Mapping) or set(call) - {"id", "type", "function"}:
+            raise _bad_message(where, "may hold only `id`, `type` and `function`")
+        if call.get("id") is not None and not _is_identifier(call["id"]):
+            raise _bad_message(f"{where}.id", "must be an identifier (letters, digits, _.:-)")
+        if call.get("type", "function") != "function":
+            raise _bad_message(f"{where}.type", "must be 'function'")
+    inner = where if legacy else f"{where}.function"
+    if not isinstance(function, Mapping) or set(function) - {"name", "arguments"}:
+        raise _bad_message(inner, "must be an object of `name` and `arguments` only")
+    name = function.get("name")
+    if name is not None and not (isinstance(name, str) and _TOOL_NAME.match(name)):
+        raise _bad_message(f"{inner}.name", "must be a tool name (letters, digits, _.-, at most 64)")
 
 
 def _checkable_arguments(arguments: str) -> str:
@@ -664,6 +707,7 @@ def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_
         if not isinstance(calls, list):
             raise _bad_message(f"messages[{i}].tool_calls", "must be a list")
         for j, call in enumerate(calls):
+            _check_tool_call(f"messages[{i}].tool_calls[{j}]", call, legacy=False)
             function = call.get("function") if isinstance(call, Mapping) else None
             arguments = function.get("arguments") if isinstance(function, Mapping) else None
             if not isinstance(arguments, str):
@@ -680,6 +724,7 @@ def _tool_call_segments(i: int, role: str, message: Mapping[str, Any]) -> list[_
                 )
     legacy = message.get("function_call")
     if legacy is not None:
+        _check_tool_call(f"messages[{i}].function_call", legacy, legacy=True)
         arguments = legacy.get("arguments") if isinstance(legacy, Mapping) else None
         if not isinstance(arguments, str):
             raise _bad_message(f"messages[{i}].function_call", "needs `arguments` as a string")
@@ -825,13 +870,43 @@ _IDENTIFIER = re.compile(r"[\w.:/@+-]{1,256}\Z")
 #: such as ``model@20240620`` passes), or nine or more digits standing alone, single
 #: separators allowed (a phone, card or social-security number; a date or a version has fewer,
 #: and digits inside a hex id touch letters).
-_PII_SHAPED = re.compile(r"@[^@]*\.[^\W\d_]{2}|(?<![^\W_])\d(?:[.:/+-]?\d){8,}(?![^\W_])")
-_TOKEN = re.compile(r"[a-z_]{1,32}\Z")
+_PII_SHAPED = re.compile(r"@[^@]*\.[^\W\d_]{2}|(?<![^\W_])\d(?:[._:/+-]?\d){8,}(?![^\W_])")
+#: The service tiers relayed (OpenAI's); another value is left out and named.
+_SERVICE_TIERS = frozenset({"auto", "default", "flex", "scale", "priority"})
+#: ``usage`` keys relayed, with their ``*_details`` breakdowns: OpenAI's and those of the
+#: common OpenAI-compatible servers (vLLM, Groq's times, DeepSeek's cache counts, OpenRouter's
+#: cost). Another key is left out: a key is a name, and a hostile upstream's names can be text.
+_USAGE_KEYS = frozenset(
+    {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cached_tokens",
+        "audio_tokens",
+        "text_tokens",
+        "image_tokens",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+        "prompt_cache_hit_tokens",
+        "prompt_cache_miss_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "queue_time",
+        "prompt_time",
+        "completion_time",
+        "total_time",
+        "cost",
+        "upstream_inference_cost",
+    }
+)
+#: Largest number relayed in ``usage`` or ``created``: counts and seconds are far below it,
+#: and a card or phone number sent as a JSON number is above it.
+_MAX_RELAYED_NUMBER = 1e10
 #: The finish reasons relayed; any other (a hostile upstream's text) becomes ``stop``.
 _FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
-#: The last word of a ``usage`` key relayed (``prompt_tokens``, ``queue_time``, ``cost``...):
-#: a key is a name, not a place for text.
-_USAGE_KEY = re.compile(r"(?:[a-z]+_){0,5}(?:tokens|time|cost|count)\Z")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
@@ -861,12 +936,7 @@ def _identifiers(source: Mapping[str, Any], removed: list[str], *, fill: bool = 
     out: dict[str, Any] = {}
     for key in ("id", "model", "system_fingerprint", "service_tier"):
         value = source.get(key)
-        # A service tier is a word ("default", "flex"), not an id.
-        if (
-            (isinstance(value, str) and _TOKEN.match(value))
-            if key == "service_tier"
-            else _is_identifier(value)
-        ):
+        if value in _SERVICE_TIERS if key == "service_tier" else _is_identifier(value):
             out[key] = value
         elif value is not None:
             _note_removed(removed, key)
@@ -875,8 +945,8 @@ def _identifiers(source: Mapping[str, Any], removed: list[str], *, fill: bool = 
         elif fill and key in _STAND_IN:
             out[key] = _STAND_IN[key]
     created = source.get("created")
-    if isinstance(created, int | float) and not isinstance(created, bool) and math.isfinite(created):
-        out["created"] = int(created)
+    if _relayable_number(created):
+        out["created"] = int(cast(float, created))
     elif created is not None or fill:
         if created is not None:
             _note_removed(removed, "created")
@@ -890,14 +960,7 @@ def _counts(value: Any) -> dict[str, Any] | None:
         return None
 
     def numbers(source: Mapping[Any, Any]) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in source.items()
-            if isinstance(k, str)
-            and _USAGE_KEY.match(k)
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
-        }
+        return {k: v for k, v in source.items() if k in _USAGE_KEYS and _relayable_number(v)}
 
     out = numbers(value)
     for key, inner in value.items():
@@ -905,13 +968,23 @@ def _counts(value: Any) -> dict[str, Any] | None:
         if (
             isinstance(key, str)
             and key.endswith("_details")
-            and _USAGE_KEY.match(key.removesuffix("_details"))
+            and key.removesuffix("_details") in _USAGE_KEYS | {"prompt_tokens", "completion_tokens"}
             and isinstance(inner, Mapping)
         ):
             out[key] = numbers(inner)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):  # an SDK requires them
         out.setdefault(key, 0)
     return out
+
+
+def _relayable_number(value: Any) -> bool:
+    """A finite, non-negative number below :data:`_MAX_RELAYED_NUMBER` (not a boolean)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value < _MAX_RELAYED_NUMBER
+    )
 
 
 def _finish_reason(value: Any) -> str | None:
