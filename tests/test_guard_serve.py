@@ -1517,6 +1517,23 @@ def test_every_part_of_a_prompts_tool_calls_and_content_parts_is_checked_or_refu
                 client.chat.completions.create(model="m", messages=messages)
             assert where in caught.value.message and "jane" not in caught.value.message, where
             assert upstream.received == []
+        # A streamed answer rebuilt by the client keeps each call's index: accepted.
+        upstream.received.clear()
+        client.chat.completions.create(
+            model="m",
+            messages=[{"role": "assistant", "content": None, "tool_calls": [call | {"index": 0}]}],
+        )
+        assert upstream.received[-1]["messages"][0]["tool_calls"][0]["index"] == 0
+        # A prompt-caching marker on a part passes; one that holds text is refused.
+        cached = {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [cached]}])
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model="m",
+                messages=[
+                    {"role": "user", "content": [cached | {"cache_control": {"type": "jane@example.com"}}]}
+                ],
+            )
         # A part's other text is checked like its text; a small number passes as it is.
         upstream.received.clear()
         client.chat.completions.create(

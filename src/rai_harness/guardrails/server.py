@@ -546,6 +546,8 @@ def _segments(messages: Sequence[Mapping[str, Any]]) -> list[_Segment]:
                     for extra, value in content[j].items():
                         if extra in ("type", key) or value is None or _is_small_number(value):
                             continue
+                        if extra == "cache_control" and _is_cache_control(value):
+                            continue  # prompt caching through OpenAI-compatible gateways
                         if not isinstance(value, str):
                             raise _bad_message(
                                 f"messages[{i}].content[{j}].{extra}",
@@ -597,6 +599,15 @@ _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
 _MESSAGE_TEXT_KEYS = frozenset({"refusal", "name", "reasoning_content", "reasoning"})
 
 
+def _is_cache_control(value: Any) -> bool:
+    """A prompt-caching marker (``{"type": "ephemeral", "ttl": "1h"}``): short words only."""
+    return (
+        isinstance(value, Mapping)
+        and len(value) <= 4
+        and all(isinstance(v, str) and re.fullmatch(r"[a-z0-9_]{1,16}", v) for v in value.values())
+    )
+
+
 def _is_small_number(value: Any) -> bool:
     """A boolean, or a number with fewer than 9 digits: a flag or a count, never a card, phone or
     social-security number written as a JSON number."""
@@ -607,16 +618,23 @@ def _is_small_number(value: Any) -> bool:
 
 def _check_tool_call(where: str, call: Any, *, legacy: bool) -> None:
     """A prompt's tool call must be only what a tool call is: an identifier ``id``, ``type``
-    ``function`` and a ``function`` of a tool ``name`` and ``arguments``; anything else (a
-    name holding an address, an extra key) would reach the model unread.
+    ``function``, a stream ``index`` and a ``function`` of a tool ``name`` and ``arguments``;
+    anything else (a name holding an address, an extra key) would reach the model unread.
 
     Raises:
         _HTTPError: 400 naming the field.
     """
     function = call if legacy else (call.get("function") if isinstance(call, Mapping) else None)
     if not legacy:
-        if not isinstance(call, Mapping) or set(call) - {"id", "type", "function"}:
-            raise _bad_message(where, "may hold only `id`, `type` and `function`")
+        # `index` too: clients that rebuild a streamed answer keep each call's stream index.
+        if not isinstance(call, Mapping) or set(call) - {"id", "type", "function", "index"}:
+            raise _bad_message(where, "may hold only `id`, `type`, `function` and `index`")
+        if call.get("index") is not None and not (
+            isinstance(call["index"], int)
+            and not isinstance(call["index"], bool)
+            and 0 <= call["index"] < 1024
+        ):
+            raise _bad_message(f"{where}.index", "must be a small whole number")
         if call.get("id") is not None and not _is_identifier(call["id"]):
             raise _bad_message(f"{where}.id", "must be an identifier (letters, digits, _.:-)")
         if call.get("type", "function") != "function":
