@@ -24,6 +24,7 @@ from rai_harness.classifiers.pii_shapes import (
     fold_digits_and_dashes,
     is_card_number,
 )
+from rai_harness.classifiers.presidio_backend import DEFAULT_ENTITIES
 from rai_harness.guardrails import Guard, Rail
 from rai_harness.guardrails.textprep import normalize_for_detection
 from rai_harness.report.redaction import Redactor
@@ -65,16 +66,7 @@ def guard() -> Iterator[Guard]:
     pii = default_pool().classifier(
         ClassifierSpec(
             backend="presidio",
-            options={
-                "entities": [
-                    "EMAIL_ADDRESS",
-                    "PHONE_NUMBER",
-                    "CREDIT_CARD",
-                    "US_SSN",
-                    "IBAN_CODE",
-                    "IP_ADDRESS",
-                ]
-            },
+            options={"entities": [e for e in DEFAULT_ENTITIES if e != "PERSON"]},
         )
     )
     with Guard(

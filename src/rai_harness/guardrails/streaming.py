@@ -273,6 +273,15 @@ def _release_blank(state: _StreamState) -> str:
     return blank
 
 
+def _next_window(state: _StreamState, sentence: str, final: bool) -> tuple[str, str | None]:
+    """Add ``sentence`` to ``pending``: whitespace released unchecked, and the window to check
+    (``None``: nothing to check yet)."""
+    state.pending += sentence
+    if blank := _release_blank(state):
+        return blank, None
+    return "", _window(state, final)
+
+
 def _window(state: _StreamState, final: bool) -> str | None:
     """The window to check next (``context + pending``), or ``None`` when there is nothing to
     check yet: ``pending`` is empty, or all of it is a tail that may continue (checked once
@@ -343,12 +352,9 @@ def guard_stream(
     state = _StreamState()
 
     def check(sentence: str, final: bool = False) -> str:
-        state.pending += sentence
-        if blank := _release_blank(state):
-            return blank
-        window = _window(state, final)
+        released, window = _next_window(state, sentence, final)
         if window is None:
-            return ""
+            return released
         result = check_window(window)
         if on_result is not None:
             on_result(result)
@@ -375,12 +381,9 @@ async def aguard_stream(
     state = _StreamState()
 
     async def check(sentence: str, final: bool = False) -> str:
-        state.pending += sentence
-        if blank := _release_blank(state):
-            return blank
-        window = _window(state, final)
+        released, window = _next_window(state, sentence, final)
         if window is None:
-            return ""
+            return released
         result = await check_window(window)
         if on_result is not None:
             on_result(result)

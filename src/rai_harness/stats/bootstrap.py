@@ -71,7 +71,7 @@ import numpy.typing as npt
 from scipy import special
 
 from rai_harness.stats.estimate import Estimate
-from rai_harness.stats.intervals import clopper_pearson
+from rai_harness.stats.intervals import clopper_pearson, exact_bounds
 
 __all__ = ["bootstrap", "bootstrap_mean", "expanded_alpha", "studentized_mean"]
 
@@ -661,10 +661,7 @@ def _at_least_exact(
         return est
     n_eff = _effective_n(arr, clusters)
     mean = min(max(float(arr.mean()), 0.0), 1.0)
-    k = mean * n_eff
-    half_alpha = (1.0 - confidence) / 2.0
-    low = 0.0 if k <= 0.0 else float(special.betaincinv(k, n_eff - k + 1.0, half_alpha))
-    high = 1.0 if k >= n_eff else float(special.betainccinv(k + 1.0, n_eff - k, half_alpha))
+    low, high = exact_bounds(mean * n_eff, n_eff, confidence)
     if low >= est.ci_low and high <= est.ci_high:
         return est
     note = f"widened to the Clopper-Pearson bounds at an effective n of {n_eff:.1f}"

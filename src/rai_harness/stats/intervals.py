@@ -19,7 +19,7 @@ from scipy import special
 
 from rai_harness.stats.estimate import Estimate
 
-__all__ = ["clopper_pearson", "rate", "wilson", "z_value"]
+__all__ = ["clopper_pearson", "exact_bounds", "rate", "wilson", "z_value"]
 
 
 def z_value(confidence: float) -> float:
@@ -103,6 +103,18 @@ def _check_counts(successes: int, n: int, confidence: float) -> tuple[int, int]:
     return successes, n
 
 
+def exact_bounds(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """The Clopper-Pearson bounds for ``successes`` of ``n`` (see :func:`clopper_pearson`).
+
+    Counts may be fractional (a mean of values in [0, 1] read as a rate over an effective
+    number of trials): the beta quantiles are defined for any positive parameters.
+    """
+    half_alpha = (1.0 - confidence) / 2.0
+    low = 0.0 if successes <= 0 else float(special.betaincinv(successes, n - successes + 1, half_alpha))
+    high = 1.0 if successes >= n else float(special.betainccinv(successes + 1, n - successes, half_alpha))
+    return low, high
+
+
 def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
     """Estimate a rate ``successes / n`` with the Clopper-Pearson (exact binomial) interval.
 
@@ -138,9 +150,7 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Estimat
     successes, n = _check_counts(successes, n, confidence)
     if n == 0:
         return Estimate.empty()
-    half_alpha = (1.0 - confidence) / 2.0
-    low = 0.0 if successes == 0 else float(special.betaincinv(successes, n - successes + 1, half_alpha))
-    high = 1.0 if successes == n else float(special.betainccinv(successes + 1, n - successes, half_alpha))
+    low, high = exact_bounds(successes, n, confidence)
     p = successes / n
     # Guard the quantile functions' last-bit rounding: the bounds must bracket the estimate.
     return Estimate(
